@@ -1,0 +1,1 @@
+"""journalq: a crash-safe transfer queue for fsspec filesystems."""

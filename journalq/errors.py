@@ -1,0 +1,197 @@
+"""Errors raised by journalq.
+
+Every error derives from :class:`JournalqError`, keeps the facts it reports as
+attributes and builds its message from them: what failed, where, and what to
+do next. Errors pickle, because they cross threads and processes. Plain
+``OSError`` subclasses raised by fsspec backends (``FileNotFoundError``,
+``PermissionError``...) are never wrapped: they reach the caller as they are,
+and the executor records them as the reason an action failed.
+
+The tree::
+
+    JournalqError
+    +-- QueueError                  the queue directory is unusable
+    |   +-- NotAQueueError          a directory without journalq's format file
+    |   +-- FormatVersionError      written by a newer journalq
+    |   +-- QueueLockedError        another process holds the queue
+    |   +-- QueueClosedError        the queue was closed in this process
+    +-- JournalError                the journal cannot be read or written
+    |   +-- CorruptionError         damage that is not a torn tail
+    |   +-- JournalPoisonedError    an earlier write or fsync failed
+    +-- ActionError                 an action request is invalid
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = [
+    "ActionError",
+    "CorruptionError",
+    "FormatVersionError",
+    "JournalError",
+    "JournalPoisonedError",
+    "JournalqError",
+    "NotAQueueError",
+    "QueueClosedError",
+    "QueueError",
+    "QueueLockedError",
+]
+
+
+class JournalqError(Exception):
+    """Base class of every error journalq raises itself."""
+
+    def __reduce__(self):  # type: ignore[override]
+        # Rebuild from the keyword attributes so subclasses pickle without
+        # each one repeating the boilerplate.
+        return (_rebuild, (type(self), self.__dict__.copy()))
+
+
+def _rebuild(cls: type[JournalqError], state: dict[str, object]) -> JournalqError:
+    error = cls.__new__(cls)
+    error.__dict__.update(state)
+    Exception.__init__(error, str(state.get("message", "")))
+    return error
+
+
+class QueueError(JournalqError):
+    """A queue directory cannot be opened or used."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        self.message = f"queue {self.path}: {reason}"
+        super().__init__(self.message)
+
+
+class NotAQueueError(QueueError):
+    """A directory exists and is not empty, but holds no journalq queue."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(
+            path,
+            "the directory is not empty and is not a journalq queue (no FORMAT "
+            "file); pass an empty or new directory, or the directory of an "
+            "existing queue",
+        )
+
+
+class FormatVersionError(QueueError):
+    """A queue or journal file was written by a newer format version."""
+
+    def __init__(self, path: str | os.PathLike[str], found: int, supported: int):
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            path,
+            f"format version {found} is newer than the highest this journalq "
+            f"reads ({supported}); upgrade journalq to open this queue",
+        )
+
+
+class QueueLockedError(QueueError):
+    """Another process (or another object in this process) holds the queue."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        pid: int | None = None,
+        host: str | None = None,
+        since: str | None = None,
+        same_process: bool = False,
+    ) -> None:
+        self.pid = pid
+        self.host = host
+        self.since = since
+        self.same_process = same_process
+        if same_process:
+            reason = (
+                "the queue is already open in this process; close the other "
+                "StorageQueue first or reuse it"
+            )
+        else:
+            holder = f"pid {pid}" if pid is not None else "an unknown process"
+            if host:
+                holder += f" on {host}"
+            if since:
+                holder += f" since {since}"
+            reason = (
+                f"the queue is locked by {holder}; wait for that run to finish "
+                "or stop it, then try again (actions can still be added while "
+                "it runs)"
+            )
+        super().__init__(path, reason)
+
+
+class QueueClosedError(QueueError):
+    """The queue object was closed and cannot be used any more."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(path, "the queue is closed; open it again to use it")
+
+
+class JournalError(JournalqError):
+    """The journal cannot be read or written."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        self.message = f"journal {self.path}: {reason}"
+        super().__init__(self.message)
+
+
+class CorruptionError(JournalError):
+    """The journal is damaged somewhere other than its torn tail.
+
+    journalq never skips damaged records, because a lost ``canceled`` or
+    ``completed`` record would change what a run does. The message names the
+    file, the byte offset and the command that truncates the journal there.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        offset: int,
+        detail: str,
+        queue_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.offset = offset
+        self.detail = detail
+        self.queue_dir = os.fspath(queue_dir) if queue_dir is not None else None
+        where = self.queue_dir if self.queue_dir is not None else "QUEUE_DIR"
+        super().__init__(
+            path,
+            f"corrupt at byte {offset}: {detail}; the queue was not opened. "
+            f"Back up the queue directory, then run `journalq fsck --queue "
+            f"{where} --truncate-at-corruption` to keep the records before "
+            f"this point",
+        )
+
+
+class JournalPoisonedError(JournalError):
+    """A write or fsync failed earlier, so the journal accepts no more records.
+
+    After a failed fsync the kernel may already have dropped the unsynced
+    pages, so retrying could report success for data that is gone. Reopening
+    the queue runs recovery, which decides what is durable.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], cause: str) -> None:
+        self.cause = cause
+        super().__init__(
+            path,
+            f"an earlier write failed ({cause}); no further records are "
+            "accepted. Fix the cause (disk full, read-only or failing disk), "
+            "then open the queue again to recover",
+        )
+
+
+class ActionError(JournalqError):
+    """An action request is invalid; nothing was added to the journal."""
+
+    def __init__(self, value: object, reason: str) -> None:
+        self.value = value
+        self.reason = reason
+        self.message = f"{value!r}: {reason}"
+        super().__init__(self.message)

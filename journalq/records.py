@@ -1,0 +1,256 @@
+"""Journal records: the on-disk vocabulary of a queue.
+
+Every record is a frozen :class:`msgspec.Struct` encoded as a MessagePack
+array whose first element is an explicit integer tag. Tags, not class names,
+identify a record on disk, so classes can be renamed freely. One frame of the
+journal holds a MessagePack array of records (see :mod:`journalq.journal`).
+
+Schema evolution rules, which every change to this module must follow:
+
+* A new field goes at the end of its record and has a default, so older
+  journals still decode and older readers ignore nothing they need.
+* A field is never removed, reordered or given another type. Retire one by
+  leaving it in place with its default.
+* A new record type gets a new tag. Older readers cannot skip an unknown tag
+  (msgspec raises ``ValidationError`` for it), so a new type is only written
+  after :data:`FORMAT_MINOR` is raised and a reader refuses a journal whose
+  minor version is newer than its own.
+* Any other change raises :data:`FORMAT_MAJOR`; old formats keep a reader.
+
+Paths are stored as structured fields, never as command strings. Storage
+options in :class:`Endpoint` are the non-secret ones only: keys, secrets,
+tokens and passwords are stripped before a record is built.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+import msgspec
+
+#: Raised when the meaning of an existing record changes.
+FORMAT_MAJOR: Final = 1
+#: Raised when a record type is added.
+FORMAT_MINOR: Final = 0
+
+
+class Kind(enum.StrEnum):
+    """What an action does."""
+
+    COPY_FILE = "copy_file"
+    COPY_TREE = "copy_tree"
+    SYNC = "sync"
+    MKDIR = "mkdir"
+    DELETE = "delete"
+    LIST = "list"
+
+
+class Service(enum.StrEnum):
+    """Which filesystem of the queue an action addresses."""
+
+    SOURCE = "source"
+    DESTINATION = "destination"
+
+
+class Outcome(enum.StrEnum):
+    """How a completed action ended."""
+
+    #: Bytes were written to the destination.
+    COPIED = "copied"
+    #: The destination was already identical; nothing was written.
+    SKIPPED = "skipped"
+    #: A non-copy action (mkdir, delete, list, tree expansion) took effect.
+    DONE = "done"
+
+
+class _Record(msgspec.Struct, frozen=True, array_like=True, tag_field="k"):
+    pass
+
+
+class Endpoint(msgspec.Struct, frozen=True, array_like=True):
+    """A filesystem of the queue: an fsspec URL plus its non-secret options."""
+
+    url: str
+    options: dict[str, str] = {}
+
+
+class Identity(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+    """What was known about one file when a decision was made.
+
+    ``digest`` is ``"<algorithm>:<hex>"``, for example ``"xxh128:9f..."``.
+    """
+
+    size: int
+    mtime_ns: int | None = None
+    digest: str | None = None
+    etag: str | None = None
+
+
+class QueueCreated(_Record, tag=1):
+    """The first record of every queue."""
+
+    queue_id: str
+    name: str
+    source: Endpoint
+    destination: Endpoint
+    parallelism: int
+    created_ns: int
+    compare: str = "checksum"
+    max_attempts: int = 5
+
+
+class ActionAdded(_Record, tag=2):
+    """An action entered the queue.
+
+    A top-level action stores its own ``source`` and ``destination`` paths,
+    already resolved by the copy-into/copy-as rules. A file found by
+    expanding a tree (``parent`` set) stores only ``relpath``: its paths are
+    the parent's paths joined with it, which keeps a million-file queue small.
+    ``key`` identifies the request: adding the same request again while an
+    earlier one with the key is still pending adds nothing.
+    """
+
+    action_id: str
+    kind: Kind
+    key: str
+    source: str | None = None
+    destination: str | None = None
+    service: Service | None = None
+    parent: str | None = None
+    relpath: str | None = None
+    depends_on: tuple[str, ...] = ()
+    size: int | None = None
+    recursive: bool = False
+    dir_only: bool = False
+    delete_extraneous: bool = False
+    compare: str | None = None
+    added_ns: int = 0
+
+
+class Expanded(_Record, tag=3):
+    """A copy_tree or sync finished adding its children."""
+
+    action_id: str
+    children: int
+    listing_digest: str
+
+
+class Started(_Record, tag=4):
+    """A worker began an attempt at an action."""
+
+    action_id: str
+    attempt: int
+    started_ns: int = 0
+
+
+class Progress(_Record, tag=5):
+    """Bytes moved so far by an attempt; written without waiting for fsync."""
+
+    action_id: str
+    attempt: int
+    bytes: int
+
+
+class Completed(_Record, tag=6):
+    """An action took effect, durably, at the destination.
+
+    ``method`` names what decided a skip or verified a copy (``"size"``,
+    ``"xxh128"``, ``"size+mtime"``, ``"always"``...). ``result`` names the
+    stored result of a list action.
+    """
+
+    action_id: str
+    attempt: int
+    outcome: Outcome
+    method: str = ""
+    bytes: int = 0
+    source: Identity | None = None
+    destination: Identity | None = None
+    result: str | None = None
+    finished_ns: int = 0
+
+
+class Failed(_Record, tag=7):
+    """An attempt failed. ``retryable`` failures may be attempted again."""
+
+    action_id: str
+    attempt: int
+    error: str
+    message: str
+    retryable: bool
+    reason: str = ""
+    finished_ns: int = 0
+
+
+class Canceled(_Record, tag=8):
+    """An action was canceled before it started."""
+
+    action_id: str
+    by: str | None = None
+
+
+class SnapshotTaken(_Record, tag=9):
+    """A snapshot of the folded state up to ``last_lsn`` is durable."""
+
+    last_lsn: int
+    name: str
+    crc: int
+
+
+class Digested(_Record, tag=10):
+    """A file's digest, cached by (service, path, size, mtime).
+
+    ``observed_ns`` is when the file was read. An entry whose ``mtime_ns`` is
+    too close to ``observed_ns`` is not trusted later, because the file may
+    have changed again within the same timestamp tick.
+    """
+
+    service: Service
+    path: str
+    size: int
+    mtime_ns: int
+    digest: str
+    observed_ns: int
+
+
+Record = (
+    QueueCreated
+    | ActionAdded
+    | Expanded
+    | Started
+    | Progress
+    | Completed
+    | Failed
+    | Canceled
+    | SnapshotTaken
+    | Digested
+)
+
+#: Records whose batch must be durable before the call that wrote them
+#: returns (the others ride along with the next synced batch).
+DURABLE_TYPES: Final = (QueueCreated, ActionAdded, Expanded, Completed, Canceled)
+
+_encoder = msgspec.msgpack.Encoder()
+_batch_decoder = msgspec.msgpack.Decoder(list[Record])
+_decoder = msgspec.msgpack.Decoder(Record)
+
+
+def encode(record: Record) -> bytes:
+    """Encode one record to MessagePack."""
+    return _encoder.encode(record)
+
+
+def encode_batch(records: list[Record]) -> bytes:
+    """Encode records as the MessagePack array one journal frame carries."""
+    return _encoder.encode(records)
+
+
+def decode(data: bytes | memoryview) -> Record:
+    """Decode one record."""
+    return _decoder.decode(data)
+
+
+def decode_batch(data: bytes | memoryview) -> list[Record]:
+    """Decode the payload of one journal frame."""
+    return _batch_decoder.decode(data)
