@@ -1,0 +1,107 @@
+"""The file operations that make data durable, in one place.
+
+Every write that journalq relies on after a crash (journal segments,
+snapshots, the format file, temporary copies) goes through :data:`ops`. The
+rules it encodes:
+
+* ``fsync`` of a file does not make its directory entry durable, so every
+  create, rename and unlink that matters is followed by :func:`fsync_dir`.
+* A buffered writer may split a frame across system calls, so journal bytes
+  are written with :meth:`FileOps.write_all` on a raw descriptor.
+* On macOS plain ``fsync`` does not flush the drive's cache, so
+  ``F_FULLFSYNC`` is used there.
+* An ``fsync`` error is never retried: the kernel may already have dropped
+  the pages, and a second call could succeed without them.
+
+Tests replace :data:`ops` with a layer that records what was synced and
+simulates a power cut (see ``tests/powerloss.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+__all__ = ["FileOps", "atomic_write", "fsync_dir", "ops"]
+
+_FULLFSYNC = getattr(__import__("fcntl"), "F_FULLFSYNC", None)
+
+
+class FileOps:
+    """Raw POSIX file operations; the seam that tests replace."""
+
+    def open(self, path: str, flags: int, mode: int = 0o600) -> int:
+        return os.open(path, flags | os.O_CLOEXEC, mode)
+
+    def write_all(self, fd: int, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+    def fsync(self, fd: int) -> None:
+        if sys.platform == "darwin" and _FULLFSYNC is not None:
+            import fcntl
+
+            fcntl.fcntl(fd, _FULLFSYNC)
+        else:
+            os.fsync(fd)
+
+    def fdatasync(self, fd: int) -> None:
+        if hasattr(os, "fdatasync") and sys.platform != "darwin":
+            os.fdatasync(fd)
+        else:
+            self.fsync(fd)
+
+    def truncate(self, fd: int, length: int) -> None:
+        os.ftruncate(fd, length)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def replace(self, source: str, target: str) -> None:
+        os.replace(source, target)
+
+    def unlink(self, path: str) -> None:
+        os.unlink(path)
+
+    def mkdir(self, path: str, mode: int = 0o700) -> None:
+        os.mkdir(path, mode)
+
+    def fsync_dir(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+#: The operations in use. Replaced only by tests.
+ops: FileOps = FileOps()
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make the entries of directory ``path`` (creates, renames) durable."""
+    ops.fsync_dir(os.fspath(path))
+
+
+def atomic_write(
+    path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600
+) -> None:
+    """Replace ``path`` with ``data`` so a crash leaves the old or new file.
+
+    The bytes go to a temporary file in the same directory (``os.replace``
+    is atomic only within one filesystem), which is synced, renamed over
+    ``path``, and followed by a sync of the directory.
+    """
+    target = os.fspath(path)
+    directory = os.path.dirname(target) or "."
+    temporary = f"{target}.{os.getpid()}.tmp"
+    fd = ops.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        ops.write_all(fd, data)
+        ops.fsync(fd)
+    finally:
+        ops.close(fd)
+    ops.replace(temporary, target)
+    ops.fsync_dir(directory)
