@@ -1,0 +1,213 @@
+"""The fold from journal records to queue state."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from journalq.records import (
+    ActionAdded,
+    Canceled,
+    Completed,
+    Endpoint,
+    Expanded,
+    Failed,
+    Kind,
+    Outcome,
+    Progress,
+    QueueCreated,
+    Started,
+)
+from journalq.replay import (
+    CRASH_LOOP,
+    QueueState,
+    Status,
+    decode_state,
+    encode_state,
+    fold,
+    reset_interrupted,
+)
+
+
+def added(action_id: str, key: str | None = None, **fields) -> ActionAdded:
+    return ActionAdded(
+        action_id,
+        Kind.COPY_FILE,
+        key or f"key-{action_id}",
+        source=f"/src/{action_id}",
+        destination=f"/dst/{action_id}",
+        **fields,
+    )
+
+
+def recount(state: QueueState) -> dict[Status, int]:
+    counts = dict.fromkeys(Status, 0)
+    for action in state.actions.values():
+        counts[action.status] += 1
+    return counts
+
+
+def test_added_action_waits():
+    state = fold([added("a")])
+    assert state.actions["a"].status is Status.WAITING
+    assert state.status_counts()["waiting"] == 1
+    assert state.status_counts()["length"] == 1
+
+
+def test_duplicate_add_is_ignored():
+    state = fold([added("a"), Started("a", 1), added("a")])
+    assert len(state.actions) == 1
+    assert state.actions["a"].status is Status.INPROGRESS
+    assert state.generations["key-a"] == 1
+
+
+def test_completed_is_terminal():
+    records = [
+        added("a"),
+        Started("a", 1),
+        Completed("a", 1, Outcome.COPIED, bytes=10),
+        Started("a", 2),
+        Failed("a", 2, "OSError", "late", retryable=False),
+        Canceled("a"),
+    ]
+    state = fold(records)
+    action = state.actions["a"]
+    assert action.status is Status.COMPLETED
+    assert action.error is None
+    assert state.bytes == 10
+
+
+def test_retryable_failure_waits_again():
+    state = fold(
+        [added("a"), Started("a", 1), Failed("a", 1, "TimeoutError", "t", True)]
+    )
+    action = state.actions["a"]
+    assert action.status is Status.WAITING
+    assert action.attempts == 1
+    assert action.error is not None
+    assert action.error.error == "TimeoutError"
+
+
+def test_permanent_failure_is_terminal():
+    state = fold(
+        [
+            added("a"),
+            Started("a", 1),
+            Failed("a", 1, "FileNotFoundError", "gone", False),
+            Started("a", 2),
+        ]
+    )
+    assert state.actions["a"].status is Status.FAILED
+    assert state.counts[Status.FAILED] == 1
+    assert state.counts[Status.INPROGRESS] == 0
+
+
+def test_skipped_counts_as_completed():
+    state = fold(
+        [added("a"), Started("a", 1), Completed("a", 1, Outcome.SKIPPED, "xxh128")]
+    )
+    counts = state.status_counts()
+    assert counts["completed"] == 1
+    assert counts["skipped"] == 1
+    assert counts["bytes"] == 0
+
+
+def test_cancel_waiting_action():
+    state = fold([added("a"), added("b"), Canceled("a")])
+    assert state.actions["a"].status is Status.CANCELED
+    assert state.actions["b"].status is Status.WAITING
+
+
+def test_progress_tracks_inprogress_bytes():
+    state = fold([added("a"), Started("a", 1), Progress("a", 1, 4096)])
+    assert state.actions["a"].bytes == 4096
+
+
+def test_reset_interrupted_keeps_attempts():
+    state = fold([added("a"), Started("a", 2)])
+    failures = reset_interrupted(state, max_attempts=5)
+    assert failures == []
+    assert state.actions["a"].status is Status.WAITING
+    assert state.actions["a"].attempts == 2
+
+
+def test_reset_interrupted_fails_crash_loop():
+    state = fold([added("a"), Started("a", 5)])
+    failures = reset_interrupted(state, max_attempts=5)
+    assert len(failures) == 1
+    assert failures[0].reason == CRASH_LOOP
+    assert state.actions["a"].status is Status.FAILED
+    assert recount(state) == state.counts
+
+
+def test_child_paths_join_parent_roots():
+    parent = ActionAdded(
+        "t", Kind.COPY_TREE, "kt", source="/src/tree", destination="/dst/tree"
+    )
+    child = ActionAdded("c", Kind.COPY_FILE, "kc", parent="t", relpath="a/b c.txt")
+    state = fold([parent, child, Expanded("t", 1, "digest")])
+    assert state.paths(state.actions["c"]) == (
+        "/src/tree/a/b c.txt",
+        "/dst/tree/a/b c.txt",
+    )
+    assert state.actions["t"].children == 1
+
+
+def test_same_key_counts_generations():
+    state = fold(
+        [
+            added("a1", key="k"),
+            Started("a1", 1),
+            Completed("a1", 1, Outcome.COPIED),
+            added("a2", key="k"),
+        ]
+    )
+    assert state.by_key["k"] == "a2"
+    assert state.generations["k"] == 2
+
+
+def test_first_record_creates_queue():
+    created = QueueCreated(
+        "id", "q", Endpoint("file:///s"), Endpoint("memory://d"), 4, 1
+    )
+    state = fold([created, created])
+    assert state.created == created
+
+
+ids = st.sampled_from(["a", "b", "c", "d"])
+attempts = st.integers(min_value=1, max_value=6)
+records = st.one_of(
+    ids.map(added),
+    st.builds(Started, ids, attempts),
+    st.builds(Progress, ids, attempts, st.integers(0, 1000)),
+    st.builds(
+        Completed,
+        ids,
+        attempts,
+        st.sampled_from(list(Outcome)),
+        bytes=st.integers(0, 99),
+    ),
+    st.builds(Failed, ids, attempts, st.just("E"), st.just("m"), st.booleans()),
+    st.builds(Canceled, ids),
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(records, max_size=40))
+def test_fold_counts_match_statuses(sequence):
+    state = fold(sequence)
+    assert recount(state) == state.counts
+
+
+@settings(max_examples=300)
+@given(st.lists(records, max_size=40), st.integers(0, 40))
+def test_snapshot_then_tail_equals_full_fold(sequence, cut):
+    full = fold(sequence)
+    restored = decode_state(encode_state(fold(sequence[:cut])))
+    restored.apply_all(sequence[cut:])
+    assert restored.actions == full.actions
+    assert restored.counts == full.counts
+    assert restored.bytes == full.bytes
+    assert restored.skipped == full.skipped
+    assert restored.by_key == full.by_key
+    assert restored.generations == full.generations
