@@ -1,0 +1,364 @@
+"""Deciding whether a destination file is already identical to its source.
+
+fsspec's ``checksum()`` and ``ukey()`` are not content hashes (the base
+version hashes the ``info()`` dict, which includes the mtime on a local
+disk), so journalq never uses them. It compares what it reads itself:
+
+1. destination missing: copy;
+2. policy ``always``: copy;
+3. sizes differ: copy;
+4. policy ``size``: skip;
+5. policy ``size+mtime``: skip when the mtimes are within
+   :data:`MODIFY_WINDOW_NS`;
+6. policy ``checksum``: skip when the content digests are equal.
+
+The :class:`Decision` names the rule that decided in ``method``, which the
+executor writes into the journal's ``Completed`` record.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import os
+import stat as stat_module
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
+
+from journalq import digest
+from journalq.errors import ActionError
+from journalq.records import Identity
+
+__all__ = [
+    "MODIFY_WINDOW_NS",
+    "MTIME_GUARD_NS",
+    "Decision",
+    "DigestCache",
+    "FileInfo",
+    "MemoryDigestCache",
+    "Policy",
+    "cached_digest",
+    "decide",
+    "is_trusted",
+    "register_stat",
+    "stat",
+]
+
+#: Minimum age of a file's mtime, relative to when the file was read, for
+#: its digest to be cached. FAT stores mtimes in 2 s steps, ext3 and HFS+ in
+#: 1 s steps, so a file changed up to 2 s after its recorded mtime can keep
+#: the same mtime and size; a digest read within that window could describe
+#: content that no longer exists.
+MTIME_GUARD_NS: Final = 2_000_000_000
+
+#: Largest mtime difference that ``size+mtime`` still counts as equal, like
+#: rsync's ``--modify-window``. 1 s covers destinations that keep whole
+#: seconds (SFTP protocol version 3, ext3, HFS+). journalq sets the mtime of
+#: every local copy to the source's, so local copies match exactly.
+#: NOTE: FAT rounds to 2 s, so a copy onto FAT can differ by up to 2 s and
+#: is copied again on every run under this policy.
+MODIFY_WINDOW_NS: Final = 1_000_000_000
+
+
+class Policy(enum.StrEnum):
+    """How an existing destination is judged identical to its source."""
+
+    CHECKSUM = "checksum"
+    SIZE = "size"
+    SIZE_MTIME = "size+mtime"
+    ALWAYS = "always"
+
+    @classmethod
+    def parse(cls, text: str) -> Policy:
+        """Return the policy named ``text``; raises ``ActionError`` if none is."""
+        try:
+            return cls(text)
+        except ValueError:
+            names = ", ".join(policy.value for policy in cls)
+            raise ActionError(
+                text, f"invalid compare policy; expected one of: {names}"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """Size, modification time and ETag of one file, as its backend reports.
+
+    ``mtime_ns`` is ``None`` for a backend that reports no modification time.
+    """
+
+    size: int
+    mtime_ns: int | None
+    etag: str | None = None
+
+
+# Stat ------------------------------------------------------------------------
+
+StatFunction = Callable[[fsspec.AbstractFileSystem, str], "FileInfo | None"]
+
+_stat_functions: dict[type, StatFunction] = {}
+
+
+def register_stat(fs_type: type, function: StatFunction) -> None:
+    """Use ``function`` to stat files on ``fs_type`` and its subclasses.
+
+    A backend registers one when its ``info()`` keys differ from the ones
+    :func:`stat` already reads, or when it has a cheaper call.
+    """
+    _stat_functions[fs_type] = function
+
+
+def stat(fs: fsspec.AbstractFileSystem, path: str) -> FileInfo | None:
+    """Return what ``fs`` reports about the file at ``path``.
+
+    Returns ``None`` when nothing exists there. Raises ``IsADirectoryError``
+    for a directory and ``FileNotFoundError`` naming the link for a symbolic
+    link whose target is missing.
+    """
+    for fs_type in type(fs).__mro__:
+        function = _stat_functions.get(fs_type)
+        if function is not None:
+            return function(fs, path)
+    return _stat_generic(fs, path)
+
+
+def _stat_local(fs: fsspec.AbstractFileSystem, path: str) -> FileInfo | None:
+    path = digest.local_path(path)
+    try:
+        result = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise digest.dangling_link_error(path) from None
+        return None
+    if stat_module.S_ISDIR(result.st_mode):
+        raise IsADirectoryError(f"{path} is a directory, not a file")
+    return FileInfo(size=result.st_size, mtime_ns=result.st_mtime_ns)
+
+
+def _stat_memory(fs: fsspec.AbstractFileSystem, path: str) -> FileInfo | None:
+    info = _info_or_none(fs, path)
+    if info is None:
+        return None
+    return FileInfo(size=info["size"], mtime_ns=_to_ns(fs.modified(path)))
+
+
+def _stat_generic(fs: fsspec.AbstractFileSystem, path: str) -> FileInfo | None:
+    info = _info_or_none(fs, path)
+    if info is None:
+        return None
+    return FileInfo(
+        size=int(info["size"]),
+        mtime_ns=_mtime_from_info(info),
+        etag=info.get("ETag") or info.get("etag"),
+    )
+
+
+def _info_or_none(fs: fsspec.AbstractFileSystem, path: str) -> dict | None:
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        return None
+    if info["type"] == "directory":
+        raise IsADirectoryError(f"{path} is a directory, not a file")
+    return info
+
+
+def _mtime_from_info(info: dict) -> int | None:
+    # Local and SFTP report "mtime" in seconds, s3fs "LastModified" as a
+    # datetime, gcsfs "updated" as an ISO 8601 string.
+    for key in ("mtime", "LastModified", "updated"):
+        value = info.get(key)
+        if value is not None:
+            return _to_ns(value)
+    return None
+
+
+def _to_ns(value: float | str | datetime.datetime) -> int:
+    if isinstance(value, str):
+        value = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.UTC)
+        since_epoch = value - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+        return since_epoch // datetime.timedelta(microseconds=1) * 1000
+    return int(value * 1_000_000_000)
+
+
+register_stat(LocalFileSystem, _stat_local)
+register_stat(MemoryFileSystem, _stat_memory)
+
+
+# Digest cache ----------------------------------------------------------------
+
+
+def is_trusted(mtime_ns: int, observed_ns: int) -> bool:
+    """Tell whether a digest read at ``observed_ns`` may be cached.
+
+    A change after the read gets an mtime later than
+    ``observed_ns - MTIME_GUARD_NS`` even on a filesystem with 2 s
+    timestamps, so it cannot keep an mtime this old.
+    """
+    return mtime_ns <= observed_ns - MTIME_GUARD_NS
+
+
+class DigestCache(Protocol):
+    """Digests of files keyed by service, path, size and mtime."""
+
+    def get(
+        self, service: str, path: str, size: int, mtime_ns: int | None
+    ) -> str | None:
+        """Return the cached digest string, or ``None`` when none is stored."""
+        ...
+
+    def put(
+        self,
+        service: str,
+        path: str,
+        size: int,
+        mtime_ns: int | None,
+        digest: str,
+        observed_ns: int,
+    ) -> None:
+        """Store ``digest`` unless :func:`is_trusted` rejects the entry."""
+        ...
+
+
+class MemoryDigestCache:
+    """A :class:`DigestCache` in a dict, for one process."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str, int, int], str] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(
+        self, service: str, path: str, size: int, mtime_ns: int | None
+    ) -> str | None:
+        if mtime_ns is None:
+            return None
+        return self._entries.get((service, path, size, mtime_ns))
+
+    def put(
+        self,
+        service: str,
+        path: str,
+        size: int,
+        mtime_ns: int | None,
+        digest: str,
+        observed_ns: int,
+    ) -> None:
+        if mtime_ns is None or not is_trusted(mtime_ns, observed_ns):
+            return
+        self._entries[(service, path, size, mtime_ns)] = digest
+
+
+def cached_digest(
+    fs: fsspec.AbstractFileSystem,
+    path: str,
+    info: FileInfo,
+    *,
+    cache: DigestCache,
+    service: str,
+    algorithm: str = digest.DEFAULT_ALGORITHM,
+    clock: Callable[[], int] = time.time_ns,
+) -> str:
+    """Return the digest of ``path``, from ``cache`` or by reading the file.
+
+    Only a cached digest of ``algorithm`` is used. ``clock`` must be the wall
+    clock the filesystem's mtimes come from.
+    NOTE: a remote server's mtimes come from its own clock, so a skew of
+    more than ``MTIME_GUARD_NS`` between the two weakens the guard.
+    """
+    cached = cache.get(service, path, info.size, info.mtime_ns)
+    if cached is not None and cached.startswith(f"{algorithm}:"):
+        return cached
+
+    # The clock is read before the file, so a change during the read is
+    # covered by the guard too.
+    observed_ns = clock()
+    result = digest.hash_file(fs, path, algorithm)
+    cache.put(service, path, info.size, info.mtime_ns, result, observed_ns)
+    return result
+
+
+# Decision --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Whether to skip a copy, which rule decided, and what was compared."""
+
+    identical: bool
+    method: str
+    source: Identity
+    destination: Identity | None
+
+
+def decide(
+    policy: Policy,
+    source: FileInfo,
+    destination: FileInfo | None,
+    *,
+    source_digest: Callable[[], str],
+    destination_digest: Callable[[], str],
+) -> Decision:
+    """Decide whether ``destination`` already holds ``source``'s content.
+
+    The digest callables are called only under ``Policy.CHECKSUM`` with equal
+    sizes. Their digests must use the same algorithm, else ``ValueError``.
+    """
+    if destination is None:
+        return Decision(False, "missing", _identity(source), None)
+    if policy is Policy.ALWAYS:
+        return _decision(False, "always", source, destination)
+    if source.size != destination.size:
+        return _decision(False, "size", source, destination)
+    if policy is Policy.SIZE:
+        return _decision(True, "size", source, destination)
+    if policy is Policy.SIZE_MTIME:
+        same = _mtimes_match(source.mtime_ns, destination.mtime_ns)
+        return _decision(same, "size+mtime", source, destination)
+    return _compare_digests(source, destination, source_digest(), destination_digest())
+
+
+def _compare_digests(
+    source: FileInfo, destination: FileInfo, source_digest: str, destination_digest: str
+) -> Decision:
+    algorithm, _ = digest.split_digest(source_digest)
+    other, _ = digest.split_digest(destination_digest)
+    if algorithm != other:
+        raise ValueError(
+            f"cannot compare a {algorithm} digest with a {other} digest; the "
+            "source and destination digests must use the same algorithm"
+        )
+    return Decision(
+        identical=source_digest == destination_digest,
+        method=algorithm,
+        source=_identity(source, source_digest),
+        destination=_identity(destination, destination_digest),
+    )
+
+
+def _mtimes_match(source_ns: int | None, destination_ns: int | None) -> bool:
+    if source_ns is None or destination_ns is None:
+        return False
+    return abs(source_ns - destination_ns) < MODIFY_WINDOW_NS
+
+
+def _decision(
+    identical: bool, method: str, source: FileInfo, destination: FileInfo
+) -> Decision:
+    return Decision(identical, method, _identity(source), _identity(destination))
+
+
+def _identity(info: FileInfo, digest_string: str | None = None) -> Identity:
+    return Identity(
+        size=info.size, mtime_ns=info.mtime_ns, digest=digest_string, etag=info.etag
+    )
