@@ -1,0 +1,563 @@
+"""Copying one file so that a destination is never left half-written.
+
+A copy streams the source through a :class:`Sink` opened on the
+destination, hashing the bytes on the way (one pass), and then commits::
+
+    with open_sink(fs, "dst/a.txt", action_id=action_id, attempt=2) as sink:
+        result = copy_file(source_fs, "src/a.txt", sink)
+        sink.commit(source_info.mtime_ns)
+
+Until :meth:`Sink.commit` returns, a destination file that existed before
+keeps its old content, and leaving the ``with`` block without a commit
+(an exception, :class:`CopyInterrupted`) removes what was written.
+
+Local destinations write a temporary file next to the destination, named
+by :func:`temp_path`, then fsync it, set its mtime, rename it over the
+destination and fsync the directory. A process killed before the rename
+leaves that temporary file behind, and :func:`sweep_temporaries` removes it
+before the action is attempted again. Other filesystems get a sink that
+buffers the content and makes the final object appear in one call.
+Backends register their own sinks with :func:`register_sink`.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import ctypes
+import datetime
+import errno
+import io
+import logging
+import os
+import re
+import stat as stat_module
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, Self, cast
+
+import fsspec
+from fsspec.callbacks import Callback
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
+
+from journalq import digest, durable, faults, retry
+from journalq.errors import JournalqError
+
+__all__ = [
+    "BufferedSink",
+    "CopyInterrupted",
+    "CopyResult",
+    "LocalSink",
+    "MemorySink",
+    "Sink",
+    "copy_file",
+    "open_sink",
+    "register_sink",
+    "sweep_temporaries",
+    "sync_filesystem",
+    "temp_path",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Longest file name, in bytes, on ext4, XFS, btrfs, APFS and NTFS (which
+#: counts UTF-16 units, so this is conservative there).
+NAME_MAX: Final = 255
+
+#: Permission bits of a new file or directory before the umask applies,
+#: the same as ``cp`` and ``mkdir`` use.
+FILE_MODE: Final = 0o666
+DIRECTORY_MODE: Final = 0o777
+
+
+class CopyInterrupted(JournalqError):
+    """A copy stopped between chunks because ``should_stop()`` returned true.
+
+    This is a stop request, not a failure: :func:`journalq.retry.classify`
+    calls it transient, and the action is attempted again on the next run.
+    """
+
+    def __init__(self, path: str, bytes_copied: int) -> None:
+        self.path = path
+        self.bytes_copied = bytes_copied
+        self.message = (
+            f"copy of {path} stopped after {bytes_copied} bytes because a stop "
+            "was requested; the destination was left unchanged"
+        )
+        super().__init__(self.message)
+
+
+retry.register_transient(lambda exc: isinstance(exc, CopyInterrupted))
+
+
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    """Bytes written to the sink and their digest string."""
+
+    bytes: int
+    digest: str
+
+
+# Temporary names --------------------------------------------------------------
+
+
+def temp_path(destination_path: str, action_id: str, attempt: int) -> str:
+    """Return the temporary path an attempt writes before renaming.
+
+    The name is ``.<name>.jq-<first 8 of action_id>-<attempt>.tmp`` in the
+    destination's directory. When that would exceed :data:`NAME_MAX` bytes,
+    ``<name>`` is shortened from its end.
+    """
+    directory, _, name = destination_path.rpartition("/")
+    suffix = f".jq-{action_id[:8]}-{attempt}.tmp"
+    while len(os.fsencode(f".{name}{suffix}")) > NAME_MAX:
+        name = name[:-1]
+    temporary = f".{name}{suffix}"
+    return f"{directory}/{temporary}" if directory else temporary
+
+
+def _is_temporary_of(entry_name: str, destination_name: str, action_id: str) -> bool:
+    pattern = rf"\.(?P<stem>.+)\.jq-{re.escape(action_id[:8])}-\d+\.tmp"
+    match = re.fullmatch(pattern, entry_name, flags=re.DOTALL)
+    return match is not None and destination_name.startswith(match["stem"])
+
+
+def sweep_temporaries(
+    fs: fsspec.AbstractFileSystem, destination_path: str, action_id: str
+) -> int:
+    """Remove temporary files of ``action_id`` (any attempt) beside a path.
+
+    Returns how many were removed. A missing directory removes nothing.
+    """
+    if isinstance(fs, LocalFileSystem):
+        destination_path = digest.local_path(destination_path)
+    directory, _, name = destination_path.rpartition("/")
+    leftovers = [
+        entry
+        for entry in _list_names(fs, directory or ".")
+        if _is_temporary_of(entry.rpartition("/")[2], name, action_id)
+    ]
+    for entry in leftovers:
+        logger.debug("removing temporary file %s of action %s", entry, action_id)
+        if isinstance(fs, LocalFileSystem):
+            durable.ops.unlink(entry)
+        else:
+            fs.rm_file(entry)
+    return len(leftovers)
+
+
+def _list_names(fs: fsspec.AbstractFileSystem, directory: str) -> list[str]:
+    try:
+        if isinstance(fs, LocalFileSystem):
+            with os.scandir(directory) as entries:
+                return [entry.path for entry in entries]
+        return fs.ls(directory, detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+# Sinks ------------------------------------------------------------------------
+
+
+class Sink(abc.ABC):
+    """Where a copy writes: invisible at ``path`` until :meth:`commit`.
+
+    A sink is a context manager. Leaving the block without a commit aborts.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.committed = False
+
+    @abc.abstractmethod
+    def write(self, data: bytes | memoryview) -> None:
+        """Append ``data``; the caller may reuse its buffer once this returns."""
+
+    @abc.abstractmethod
+    def commit(self, mtime_ns: int | None = None) -> None:
+        """Make the written bytes the file at ``path``, with ``mtime_ns`` if set.
+
+        A failed commit leaves the previous file at ``path`` in place.
+        """
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Discard what was written; safe to call more than once."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not self.committed:
+            self.abort()
+
+
+class LocalSink(Sink):
+    """A temporary file beside the destination, renamed over it on commit.
+
+    With ``fsync`` false, the data and the rename are not synced, so the
+    caller must make them durable before recording the copy as done, for
+    example with one :func:`sync_filesystem` call for a batch of files.
+    """
+
+    def __init__(self, path: str, temporary: str, *, fsync: bool = True) -> None:
+        super().__init__(path)
+        self.temporary = temporary
+        self.fsync = fsync
+        self._directory = os.path.dirname(path) or "."
+        _make_directories(self._directory, fsync=fsync)
+        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY
+        self._fd: int | None = durable.ops.open(temporary, flags, FILE_MODE)
+
+    def write(self, data: bytes | memoryview) -> None:
+        durable.ops.write_all(self._require_open(), data)
+
+    def commit(self, mtime_ns: int | None = None) -> None:
+        fd = self._require_open()
+        try:
+            # The mtime is set before the fsync, so the fsync covers it.
+            if mtime_ns is not None:
+                os.utime(fd, ns=(time.time_ns(), mtime_ns))
+            if self.fsync:
+                durable.ops.fsync(fd)
+            self._close()
+            faults.point("transfer.before_rename")
+            durable.ops.replace(self.temporary, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self.committed = True
+        faults.point("transfer.after_rename")
+
+        # The rename is durable only once the directory entry is synced.
+        if self.fsync:
+            durable.ops.fsync_dir(self._directory)
+        logger.debug("committed %s", self.path)
+
+    def abort(self) -> None:
+        self._close()
+        if self.committed:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            durable.ops.unlink(self.temporary)
+
+    def _require_open(self) -> int:
+        if self._fd is None:
+            raise ValueError(
+                f"the sink for {self.path} is already committed or aborted"
+            )
+        return self._fd
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            durable.ops.close(fd)
+
+
+def _make_directories(directory: str, *, fsync: bool) -> None:
+    """Create ``directory`` and its missing parents, syncing each new entry."""
+    if os.path.isdir(directory):
+        return
+    parent = os.path.dirname(directory)
+    if parent and parent != directory:
+        _make_directories(parent, fsync=fsync)
+    try:
+        durable.ops.mkdir(directory, DIRECTORY_MODE)
+    except FileExistsError:
+        # Another worker created it first, or it is a file and the next
+        # open fails with NotADirectoryError naming it.
+        return
+    if fsync:
+        durable.ops.fsync_dir(parent or ".")
+
+
+class BufferedSink(Sink):
+    """Collects the content in memory and writes it with one ``pipe_file``.
+
+    Object stores make an object visible only when its upload completes, so
+    no reader sees a partial file and a failure before the call leaves the
+    old object in place.
+    NOTE: the whole file is held in memory until commit. A filesystem that
+    shows a file while it is written (SFTP) needs its own sink, and object
+    stores want a streaming one (a multipart upload completed on commit);
+    both are registered with :func:`register_sink`.
+    The mtime is not set, because fsspec has no call to set it, so
+    ``size+mtime`` finds such a destination different on the next run.
+    """
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str) -> None:
+        super().__init__(path)
+        self.fs = fs
+        self._buffer: io.BytesIO | None = io.BytesIO()
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._require_open().write(data)
+
+    def commit(self, mtime_ns: int | None = None) -> None:
+        buffer = self._require_open()
+        parent = self.fs._parent(self.path)
+        if parent:
+            self.fs.makedirs(parent, exist_ok=True)
+
+        faults.point("transfer.before_rename")
+        self._publish(buffer, mtime_ns)
+        self._buffer = None
+        self.committed = True
+        faults.point("transfer.after_rename")
+        logger.debug("committed %s", self.path)
+
+    def abort(self) -> None:
+        self._buffer = None
+
+    def _publish(self, buffer: io.BytesIO, mtime_ns: int | None) -> None:
+        self.fs.pipe_file(self.path, buffer.getvalue())
+
+    def _require_open(self) -> io.BytesIO:
+        if self._buffer is None:
+            raise ValueError(
+                f"the sink for {self.path} is already committed or aborted"
+            )
+        return self._buffer
+
+
+class MemorySink(BufferedSink):
+    """A sink for fsspec's memory filesystem that also sets the mtime.
+
+    The content goes into a ``MemoryFile`` outside the store, and commit
+    puts it into the store in one assignment, without copying it.
+    """
+
+    def __init__(self, fs: MemoryFileSystem, path: str) -> None:
+        super().__init__(fs, fs._strip_protocol(path))
+        self._buffer = MemoryFile(fs, self.path)
+
+    def _publish(self, buffer: io.BytesIO, mtime_ns: int | None) -> None:
+        file = cast(MemoryFile, buffer)
+        file.commit()
+        if mtime_ns is not None:
+            file.modified = _datetime_from_ns(mtime_ns)
+
+
+def _datetime_from_ns(value_ns: int) -> datetime.datetime:
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    return epoch + datetime.timedelta(microseconds=value_ns // 1000)
+
+
+SinkFactory = Callable[..., Sink]
+
+_sink_factories: dict[type, SinkFactory] = {}
+
+
+def register_sink(fs_type: type, factory: SinkFactory) -> None:
+    """Open sinks on ``fs_type`` and its subclasses with ``factory``.
+
+    ``factory(fs, path, action_id=..., attempt=..., fsync=...)`` returns a
+    :class:`Sink`.
+    """
+    _sink_factories[fs_type] = factory
+
+
+def open_sink(
+    fs: fsspec.AbstractFileSystem,
+    path: str,
+    *,
+    action_id: str,
+    attempt: int,
+    fsync: bool = True,
+) -> Sink:
+    """Open a sink that writes the file at ``path`` on ``fs``.
+
+    ``fsync`` applies to filesystems where journalq syncs data itself (local
+    disks); see :class:`LocalSink` for what false requires of the caller.
+    """
+    for fs_type in type(fs).__mro__:
+        factory = _sink_factories.get(fs_type)
+        if factory is not None:
+            return factory(fs, path, action_id=action_id, attempt=attempt, fsync=fsync)
+    return BufferedSink(fs, path)
+
+
+def _open_local_sink(
+    fs: fsspec.AbstractFileSystem,
+    path: str,
+    *,
+    action_id: str,
+    attempt: int,
+    fsync: bool,
+) -> Sink:
+    path = digest.local_path(path)
+    return LocalSink(path, temp_path(path, action_id, attempt), fsync=fsync)
+
+
+def _open_memory_sink(
+    fs: fsspec.AbstractFileSystem,
+    path: str,
+    *,
+    action_id: str,
+    attempt: int,
+    fsync: bool,
+) -> Sink:
+    return MemorySink(cast(MemoryFileSystem, fs), path)
+
+
+register_sink(LocalFileSystem, _open_local_sink)
+register_sink(MemoryFileSystem, _open_memory_sink)
+
+
+# Copying ----------------------------------------------------------------------
+
+
+class _Stream:
+    """The state one copy threads through its chunks."""
+
+    def __init__(
+        self,
+        path: str,
+        sink: Sink,
+        hasher: digest.Hasher,
+        callback: Callback | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        self.path = path
+        self.sink = sink
+        self.hasher = hasher
+        self.callback = callback
+        self.should_stop = should_stop
+        self.copied = 0
+
+    def set_size(self, size: int | None) -> None:
+        if self.callback is not None and size is not None:
+            self.callback.set_size(size)
+
+    def check_stop(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise CopyInterrupted(self.path, self.copied)
+
+    def push(self, chunk: bytes | memoryview) -> None:
+        self.hasher.update(chunk)
+        self.sink.write(chunk)
+        self.copied += len(chunk)
+        if self.callback is not None:
+            self.callback.relative_update(len(chunk))
+
+
+def copy_file(
+    src_fs: fsspec.AbstractFileSystem,
+    src_path: str,
+    sink: Sink,
+    *,
+    algorithm: str = digest.DEFAULT_ALGORITHM,
+    chunk_size: int = digest.CHUNK,
+    callback: Callback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> CopyResult:
+    """Stream the file at ``src_path`` into ``sink`` and return its digest.
+
+    The sink is not committed. On any exception, :class:`CopyInterrupted`
+    included, the sink is aborted before the exception propagates.
+    ``should_stop`` is called before each chunk is read.
+    """
+    stream = _Stream(src_path, sink, digest.Hasher(algorithm), callback, should_stop)
+    try:
+        if isinstance(src_fs, LocalFileSystem):
+            _copy_local(digest.local_path(src_path), stream, chunk_size)
+        else:
+            _copy_stream(src_fs, src_path, stream, chunk_size)
+    except BaseException:
+        sink.abort()
+        raise
+    return CopyResult(bytes=stream.copied, digest=stream.hasher.digest_string())
+
+
+def _copy_local(path: str, stream: _Stream, chunk_size: int) -> None:
+    fd = digest.open_local(path)
+    try:
+        size = _regular_file_size(fd, path)
+        stream.set_size(size)
+
+        # A file smaller than a chunk is copied with one read: asking for one
+        # byte more than its size shows it did not grow since the fstat.
+        if size < chunk_size:
+            stream.check_stop()
+            data = os.read(fd, size + 1)
+            stream.push(data)
+            if len(data) == size:
+                return
+
+        buffer = bytearray(chunk_size)
+        view = memoryview(buffer)
+        while True:
+            stream.check_stop()
+            count = os.readv(fd, [buffer])
+            if count == 0:
+                return
+            stream.push(view[:count])
+    finally:
+        os.close(fd)
+
+
+def _regular_file_size(fd: int, path: str) -> int:
+    result = os.fstat(fd)
+    if stat_module.S_ISDIR(result.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "source is a directory, not a file", path)
+    return result.st_size
+
+
+def _copy_stream(
+    fs: fsspec.AbstractFileSystem, path: str, stream: _Stream, chunk_size: int
+) -> None:
+    with fs.open(path, "rb") as file:
+        stream.set_size(getattr(file, "size", None))
+        while True:
+            stream.check_stop()
+            chunk = file.read(chunk_size)
+            if not chunk:
+                return
+            stream.push(chunk)
+
+
+# Batch durability -------------------------------------------------------------
+
+
+def sync_filesystem(path: str) -> None:
+    """Flush every written file on the filesystem holding ``path`` to disk.
+
+    On Linux this is ``syncfs(2)``, which since Linux 5.8 also reports
+    write-back errors. Elsewhere it is ``sync(2)``, which flushes every
+    filesystem and reports no errors.
+    """
+    syncfs = _libc_syncfs()
+    if syncfs is None:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(
+                code, f"syncfs failed for the filesystem of {path}: {os.strerror(code)}"
+            )
+    finally:
+        os.close(fd)
+
+
+_syncfs_function: Callable[[int], int] | bool | None = False
+
+
+def _libc_syncfs() -> Callable[[int], int] | None:
+    global _syncfs_function  # noqa: PLW0603
+    if _syncfs_function is False:
+        _syncfs_function = None
+        if sys.platform.startswith("linux"):
+            libc = ctypes.CDLL(None, use_errno=True)
+            _syncfs_function = getattr(libc, "syncfs", None)
+    return _syncfs_function  # type: ignore[return-value]
