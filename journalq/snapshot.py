@@ -36,6 +36,7 @@ these functions: loading deletes leftover ``*.tmp`` files.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -264,12 +265,10 @@ def _write_synced(path: str, data: bytes) -> None:
 
 
 def _ensure_directory(root: str) -> None:
-    if os.path.isdir(root):
-        return
-    try:
+    # The parent is synced even when the directory exists, because a holder
+    # that created it may have crashed before syncing its entry.
+    with contextlib.suppress(FileExistsError):
         durable.ops.mkdir(root)
-    except FileExistsError:
-        return
     durable.ops.fsync_dir(os.path.dirname(os.path.abspath(root)))
 
 

@@ -304,6 +304,7 @@ def test_write_syncs_before_and_after_replace(
 
     assert isinstance(info, SnapshotInfo)
     assert recording.steps == [
+        f"fsync_dir {directory.parent.name}",
         "fsync",
         f"replace {info.name}.tmp {info.name}",
         "fsync_dir snapshots",
