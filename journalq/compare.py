@@ -53,7 +53,7 @@ __all__ = [
 #: Minimum age of a file's mtime, relative to when the file was read, for
 #: its digest to be cached. FAT stores mtimes in 2 s steps, ext3 and HFS+ in
 #: 1 s steps, so a file changed up to 2 s after its recorded mtime can keep
-#: the same mtime and size; a digest read within that window could describe
+#: the same mtime and size. A digest read within that window could describe
 #: content that no longer exists.
 MTIME_GUARD_NS: Final = 2_000_000_000
 
@@ -67,7 +67,7 @@ MODIFY_WINDOW_NS: Final = 1_000_000_000
 
 
 class Policy(enum.StrEnum):
-    """How an existing destination is judged identical to its source."""
+    """Rule that judges an existing destination identical to its source."""
 
     CHECKSUM = "checksum"
     SIZE = "size"
@@ -309,7 +309,7 @@ def decide(
     source_digest: Callable[[], str],
     destination_digest: Callable[[], str],
 ) -> Decision:
-    """Decide whether ``destination`` already holds ``source``'s content.
+    """Decide whether ``destination`` already contains ``source``'s content.
 
     The digest callables are called only under ``Policy.CHECKSUM`` with equal
     sizes. Their digests must use the same algorithm, else ``ValueError``.

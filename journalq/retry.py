@@ -1,11 +1,12 @@
 """Which failures are worth another attempt, and how long to wait first.
 
-:func:`classify` sorts an exception into ``"transient"`` (the same request
-may succeed later: a reset connection, a timeout, a busy resource) or
-``"permanent"`` (it will fail the same way until someone changes something:
-a missing file, a denied permission, a full or read-only disk, an invalid
-request). The executor retries transient failures with :class:`Backoff`
-and fails the action at once on permanent ones.
+:func:`classify` sorts an exception into one of two kinds. A
+``"transient"`` failure may not happen again on the same request: a reset
+connection, a timeout, a busy resource. A ``"permanent"`` one repeats until
+someone changes something: a missing file, a denied permission, a full or
+read-only disk, an invalid request. The executor retries transient
+failures with :class:`Backoff` and fails the action at once on permanent
+ones.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ DEFAULT_MAX_ATTEMPTS: Final = 5
 
 #: Error numbers of failures that a later attempt can outlive: the resource
 #: was busy or interrupted, the network dropped the request, or the device
-#: reported an I/O error (EIO on NFS, FUSE and network block devices is
-#: often a lost connection; a failing local disk keeps failing and uses up
-#: the attempt limit).
+#: reported an I/O error. EIO on NFS, FUSE and network block devices is
+#: often a lost connection, and a failing local disk keeps failing until the
+#: attempt limit is used up.
 TRANSIENT_ERRNOS: Final = frozenset(
     {
         errno.EAGAIN,
@@ -88,14 +89,18 @@ def register_transient(predicate: Callable[[BaseException], bool]) -> None:
 def classify(exc: BaseException) -> Classification:
     """Return whether ``exc`` is worth another attempt.
 
-    Rules, first match wins: a registered predicate accepts it; a
-    :data:`PERMANENT_TYPES` instance; a :data:`TRANSIENT_TYPES` instance;
-    an ``OSError`` whose errno is in :data:`TRANSIENT_ERRNOS`; an ``OSError``
-    without an errno (backends raise those for failed requests they did not
-    classify, and the attempt limit bounds the cost of a wrong guess).
-    Everything else is permanent: any other errno (ENOSPC, EROFS, EDQUOT,
-    ENAMETOOLONG...) and any other exception, which is most likely a bug
-    that a retry would only repeat.
+    The first matching rule decides:
+
+    1. a registered predicate accepts it: transient;
+    2. an instance of :data:`PERMANENT_TYPES`: permanent;
+    3. an instance of :data:`TRANSIENT_TYPES`: transient;
+    4. an ``OSError`` whose errno is in :data:`TRANSIENT_ERRNOS`: transient;
+    5. an ``OSError`` without an errno: transient, because backends raise
+       those for failed requests they did not classify, and the attempt
+       limit bounds the cost of a wrong guess;
+    6. anything else: permanent. That covers every other errno (ENOSPC,
+       EROFS, EDQUOT, ENAMETOOLONG...) and every other exception, which is
+       most likely a bug that a retry would only repeat.
     """
     if any(predicate(exc) for predicate in _transient_predicates):
         return "transient"

@@ -64,8 +64,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Longest file name, in bytes, on ext4, XFS, btrfs, APFS and NTFS (which
-#: counts UTF-16 units, so this is conservative there).
+#: Maximum file name length, in bytes, on ext4, XFS, btrfs and APFS. NTFS
+#: counts 255 UTF-16 units, so the limit is conservative there.
 NAME_MAX: Final = 255
 
 #: Permission bits of a new file or directory before the umask applies,
@@ -164,7 +164,7 @@ def _list_names(fs: fsspec.AbstractFileSystem, directory: str) -> list[str]:
 
 
 class Sink(abc.ABC):
-    """Where a copy writes: invisible at ``path`` until :meth:`commit`.
+    """Destination of one copy, invisible at ``path`` until :meth:`commit`.
 
     A sink is a context manager. Leaving the block without a commit aborts.
     """
@@ -287,9 +287,9 @@ class BufferedSink(Sink):
     no reader sees a partial file and a failure before the call leaves the
     old object in place.
     NOTE: the whole file is held in memory until commit. A filesystem that
-    shows a file while it is written (SFTP) needs its own sink, and object
-    stores want a streaming one (a multipart upload completed on commit);
-    both are registered with :func:`register_sink`.
+    shows a file while it is written (SFTP) needs its own sink. Object stores
+    want a streaming one, a multipart upload completed on commit. Both are
+    registered with :func:`register_sink`.
     The mtime is not set, because fsspec has no call to set it, so
     ``size+mtime`` finds such a destination different on the next run.
     """
