@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import signal
@@ -424,6 +425,26 @@ def test_local_copy_exact_chunk_multiple(tmp_path, local_fs):
     assert result.bytes == len(data)
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/version"), reason="needs Linux /proc")
+def test_local_copy_size_zero_stat(tmp_path, local_fs):
+    """/proc files report size 0 but have content, so the chunk loop runs."""
+    expected = Path("/proc/version").read_bytes()
+    assert os.stat("/proc/version").st_size == 0
+
+    result = copy_local(local_fs, Path("/proc/version"), tmp_path / "version")
+    assert (tmp_path / "version").read_bytes() == expected
+    assert result.bytes == len(expected)
+
+
+def test_local_sink_parent_is_file(tmp_path, local_fs):
+    (tmp_path / "plain").write_bytes(b"a file")
+    with pytest.raises(NotADirectoryError):
+        open_sink(
+            local_fs, str(tmp_path / "plain" / "f"), action_id=ACTION_ID, attempt=1
+        )
+    assert (tmp_path / "plain").read_bytes() == b"a file"
+
+
 @settings(max_examples=40, deadline=None)
 @given(data=st.binary(max_size=3000), chunk_size=st.integers(1, 1024))
 def test_local_copy_any_content(data, chunk_size):
@@ -547,7 +568,7 @@ class FailingFile:
 
     def read(self, count: int) -> bytes:
         if self.position >= self.fail_at:
-            raise ConnectionResetError(104, "connection reset by peer")
+            raise ConnectionResetError(errno.ECONNRESET, "connection reset by peer")
         chunk = self.data[self.position : self.position + count]
         self.position += len(chunk)
         return chunk
@@ -563,7 +584,7 @@ class FailingSourceFileSystem(MemoryFileSystem):
     """A source whose reads fail midway, like a dropped network connection.
 
     No local or memory file fails in the middle of a read on demand, so
-    this filesystem stands in for a remote source that loses its connection.
+    this filesystem replaces a remote source that loses its connection.
     """
 
     def _open(self, path, mode="rb", **kwargs):
