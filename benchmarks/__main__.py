@@ -1,0 +1,337 @@
+"""Run every benchmark and write the results page.
+
+``python -m benchmarks`` times the transfer scenarios on the full datasets
+and writes ``benchmarks/RESULTS.md``. With ``--quick``, or with only some
+``--datasets``, the page goes to ``benchmarks/work/RESULTS.md`` instead, so a
+smoke run never replaces the published figures, and neither does a run of
+fewer than five rounds. The journal benchmarks in
+``benchmarks/journal_bench.py`` run too when that module exists and exposes
+``main()`` returning a list of rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib
+import inspect
+import json
+import logging
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from benchmarks.datasets import FULL, QUICK, DatasetSpec
+from benchmarks.harness import Summary, describe_machine, describe_tools, round_ratios
+from benchmarks.transfer_bench import (
+    RATIOS,
+    SCENARIOS,
+    Ratio,
+    Sample,
+    Scenario,
+    TransferBench,
+    TransferResults,
+)
+
+logger = logging.getLogger("benchmarks")
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+WORK_DIR = PACKAGE_DIR / "work"
+PUBLISHED_PAGE = PACKAGE_DIR / "RESULTS.md"
+PUBLISHED_ROUNDS = 5
+"""Minimum rounds for the published page. With fewer, one noisy round moves
+a median of these figures, which vary 2-3x between runs, too far."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmarks named on the command line and write the page."""
+    options = _parse_arguments(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    specs = tuple(spec for spec in options.sets if spec.key in options.datasets)
+    output = options.output or _default_output(options, specs)
+    started = datetime.datetime.now(datetime.UTC)
+
+    transfers = TransferBench(specs, options.rounds, WORK_DIR, options.keep).run()
+    journal_rows, journal_failure = _run_journal_bench(options.quick)
+
+    page = render_page(options, started, transfers, journal_rows, journal_failure)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(page)
+    samples = [dataclasses.asdict(sample) for sample in transfers.samples]
+    (WORK_DIR / "samples.json").write_text(json.dumps(samples, indent=1))
+    logger.info("wrote %s and %s", output, WORK_DIR / "samples.json")
+    return 0
+
+
+def _parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Time journalq side by side with cp, rsync, rclone and fsspec.",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="use datasets a tenth of the size or less, for a smoke run",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=_positive_int,
+        help="interleaved rounds of every scenario (default 5, or 3 with --quick)",
+    )
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        choices=[spec.key for spec in FULL],
+        default=[spec.key for spec in FULL],
+        help="datasets to run (default: all)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="results page to write (default: benchmarks/RESULTS.md for a run of "
+        "every full dataset in 5 or more rounds, else benchmarks/work/RESULTS.md)",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep every destination and log under benchmarks/work/runs/",
+    )
+    options = parser.parse_args(argv)
+    options.sets = QUICK if options.quick else FULL
+    if options.rounds is None:
+        options.rounds = 3 if options.quick else 5
+    return options
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid round count {value}: must be >= 1")
+    return value
+
+
+def _default_output(
+    options: argparse.Namespace, specs: tuple[DatasetSpec, ...]
+) -> Path:
+    """Return the published page for a full run, else a page in the work folder."""
+    partial = len(specs) < len(FULL) or options.rounds < PUBLISHED_ROUNDS
+    if options.quick or partial:
+        return WORK_DIR / "RESULTS.md"
+    return PUBLISHED_PAGE
+
+
+def _run_journal_bench(quick: bool) -> tuple[list[Any], str | None]:
+    """Run ``benchmarks.journal_bench.main()``, returning its rows or the failure."""
+    try:
+        module = importlib.import_module("benchmarks.journal_bench")
+    except ModuleNotFoundError as exc:
+        if exc.name == "benchmarks.journal_bench":
+            return [], "benchmarks/journal_bench.py does not exist yet"
+        logger.exception("importing benchmarks.journal_bench failed")
+        return [], f"importing it failed: {exc}"
+    except Exception as exc:  # a module in progress may fail in any way
+        logger.exception("importing benchmarks.journal_bench failed")
+        return [], f"importing it failed: {type(exc).__name__}: {exc}"
+
+    entry = getattr(module, "main", None)
+    if not callable(entry):
+        return [], "benchmarks/journal_bench.py has no main()"
+    keywords = (
+        {"quick": quick} if "quick" in inspect.signature(entry).parameters else {}
+    )
+    try:
+        return list(entry(**keywords)), None
+    except Exception as exc:  # same reason: report, and keep the transfer figures
+        logger.exception("benchmarks.journal_bench.main() failed")
+        return [], f"main() failed: {type(exc).__name__}: {exc}"
+
+
+def render_page(
+    options: argparse.Namespace,
+    started: datetime.datetime,
+    transfers: TransferResults,
+    journal_rows: list[Any],
+    journal_failure: str | None,
+) -> str:
+    """Render the results page as Markdown."""
+    command = " ".join(["python -m benchmarks", *_arguments_as_given(options)])
+    lines = [
+        "# journalq benchmarks",
+        "",
+        f"Measured {started:%Y-%m-%d %H:%M} UTC with `{command}`: "
+        f"{transfers.rounds} interleaved rounds. How to read these figures: "
+        "`benchmarks/README.md`.",
+        "",
+    ]
+    if options.quick:
+        lines += ["**Smoke run on the quick datasets: not figures to publish.**", ""]
+    lines += _machine_section()
+    lines += _commands_section()
+    for scenario in SCENARIOS:
+        lines += _scenario_section(transfers, scenario)
+    lines += _ratio_section(transfers)
+    lines += _journal_section(journal_rows, journal_failure)
+    if transfers.notes:
+        lines += ["## Notes", "", *(f"- {note}" for note in transfers.notes), ""]
+    return "\n".join(lines)
+
+
+def _arguments_as_given(options: argparse.Namespace) -> list[str]:
+    arguments = ["--quick"] if options.quick else []
+    arguments += ["--rounds", str(options.rounds)]
+    if len(options.datasets) < len(FULL):
+        arguments += ["--datasets", *options.datasets]
+    return arguments
+
+
+def _machine_section() -> list[str]:
+    facts = describe_machine(WORK_DIR) + describe_tools(PACKAGE_DIR.parent)
+    return ["## Machine", "", *(f"- {name}: {value}" for name, value in facts), ""]
+
+
+def _commands_section() -> list[str]:
+    lines = [
+        "## Commands",
+        "",
+        "SRC is the dataset, DST a fresh folder (copy) or a `cp -a` copy of SRC "
+        "(no-op), QDIR a fresh queue folder.",
+        "",
+        "| scenario | row | command |",
+        "|---|---|---|",
+    ]
+    for scenario in SCENARIOS:
+        for contender in scenario.contenders:
+            command = _cell(f"`{contender.command()}`")
+            lines.append(f"| {scenario.key} | {contender.key} | {command} |")
+    return [*lines, ""]
+
+
+def _scenario_section(results: TransferResults, scenario: Scenario) -> list[str]:
+    specs = results.specs
+    header = "| row | " + " | ".join(spec.label for spec in specs) + " |"
+    rule = "|---|" + "---:|" * len(specs)
+    walls = [f"## {scenario.title}", "", "Wall seconds, median (min-max):", ""]
+    walls += [header, rule]
+    usage = ["", "CPU seconds (user + system) and peak RSS, medians:", "", header, rule]
+    for contender in scenario.contenders:
+        wall_cells, usage_cells = [], []
+        for spec in specs:
+            samples = results.select(scenario.key, spec.key, contender.key)
+            wall_cell, usage_cell = _figure_cells(samples, results.rounds)
+            wall_cells.append(wall_cell)
+            usage_cells.append(usage_cell)
+        walls.append(f"| {contender.key} | " + " | ".join(wall_cells) + " |")
+        usage.append(f"| {contender.key} | " + " | ".join(usage_cells) + " |")
+    return [*walls, *usage, "", *_sample_notes(results, scenario), ""]
+
+
+def _figure_cells(samples: list[Sample], rounds: int) -> tuple[str, str]:
+    measured = [sample.measurement for sample in samples if not sample.failure]
+    measurements = [item for item in measured if item is not None]
+    failures = [sample.failure for sample in samples if sample.failure]
+    if not measurements:
+        reason = failures[0] if failures else "not run"
+        return _cell(f"not available: {reason}"), "-"
+
+    wall = Summary.of([item.wall for item in measurements])
+    cell = f"{wall.median:.3f} ({wall.minimum:.3f}-{wall.maximum:.3f})"
+    if wall.count < rounds:
+        cell += f", {wall.count} of {rounds} rounds"
+    cpu = Summary.of([item.cpu for item in measurements]).median
+    rss = Summary.of([item.max_rss_kib / 1024 for item in measurements]).median
+    return cell, f"{cpu:.3f} s, {rss:.0f} MiB"
+
+
+def _sample_notes(results: TransferResults, scenario: Scenario) -> list[str]:
+    lines = []
+    for sample in results.samples:
+        if sample.scenario == scenario.key and sample.note:
+            lines.append(
+                f"- {sample.contender} ({sample.dataset}), round {sample.round}: "
+                f"{sample.note}"
+            )
+    return lines
+
+
+def _ratio_section(results: TransferResults) -> list[str]:
+    lines = [
+        "## Ratios against the targets",
+        "",
+        "Each ratio divides two wall times of the same round; the median of "
+        "those per-round ratios must meet the target.",
+        "",
+        "| scenario | dataset | ratio | median (min-max) | target | result |",
+        "|---|---|---|---:|---|---|",
+    ]
+    available = {spec.key for spec in results.specs}
+    for ratio in RATIOS:
+        if ratio.dataset in available:
+            lines.append(_ratio_row(results, ratio))
+    return [*lines, ""]
+
+
+def _ratio_row(results: TransferResults, ratio: Ratio) -> str:
+    where = (ratio.scenario, ratio.dataset)
+    name = f"{ratio.numerator} / {ratio.denominator}"
+    values = round_ratios(
+        results.walls(*where, ratio.numerator), results.walls(*where, ratio.denominator)
+    )
+    prefix = f"| {ratio.scenario} | ({ratio.dataset}) | {name} |"
+    if not values:
+        reasons = [
+            f"{key}: {results.failure(*where, key)}"
+            for key in (ratio.numerator, ratio.denominator)
+            if results.failure(*where, key)
+        ]
+        reason = "; ".join(reasons) or "no round with both figures"
+        return f"{prefix} {_cell('not available: ' + reason)} | {ratio.target()} | - |"
+
+    summary = Summary.of(values)
+    figure = f"{summary.median:.3f} ({summary.minimum:.3f}-{summary.maximum:.3f})"
+    if ratio.bound is None:
+        result = "informational"
+    else:
+        result = "pass" if ratio.is_met(summary.median) else "fail"
+    return f"{prefix} {figure} | {ratio.target()} | {result} |"
+
+
+def _journal_section(rows: list[Any], failure: str | None) -> list[str]:
+    lines = ["## Journal", ""]
+    if failure:
+        return [*lines, f"Not available: {failure}.", ""]
+    records = [_row_as_dict(row) for row in rows]
+    if not records:
+        return [*lines, "Not available: journal_bench.main() returned no rows.", ""]
+    columns = list(records[0])
+    lines.append("| " + " | ".join(columns) + " |")
+    lines.append("|" + "---|" * len(columns))
+    for record in records:
+        cells = [_cell(str(record.get(column, ""))) for column in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _row_as_dict(row: Any) -> dict[str, Any]:
+    """Convert a mapping, dataclass, Struct or tuple row into a dict."""
+    if isinstance(row, dict):
+        return row
+    if dataclasses.is_dataclass(row) and not isinstance(row, type):
+        return dataclasses.asdict(row)
+    if isinstance(row, msgspec.Struct):
+        return msgspec.structs.asdict(row)
+    if isinstance(row, Iterable) and not isinstance(row, str):
+        return {f"column {index}": value for index, value in enumerate(row, 1)}
+    return {"value": row}
+
+
+def _cell(text: str) -> str:
+    """Escape text for one Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
