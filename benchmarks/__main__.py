@@ -143,11 +143,19 @@ def _run_journal_bench(quick: bool) -> tuple[list[Any], str | None]:
     keywords = (
         {"quick": quick} if "quick" in inspect.signature(entry).parameters else {}
     )
+
+    # A main() that parses sys.argv must not see this command's options.
+    arguments, sys.argv = sys.argv, [sys.argv[0]]
     try:
-        return list(entry(**keywords)), None
-    except Exception as exc:  # same reason: report, and keep the transfer figures
+        rows = entry(**keywords)
+    except (Exception, SystemExit) as exc:  # same reason as at the import
         logger.exception("benchmarks.journal_bench.main() failed")
         return [], f"main() failed: {type(exc).__name__}: {exc}"
+    finally:
+        sys.argv = arguments
+    if rows is None:
+        return [], "main() returned None instead of a list of rows"
+    return list(rows), None
 
 
 def render_page(
@@ -198,7 +206,8 @@ def _commands_section() -> list[str]:
         "## Commands",
         "",
         "SRC is the dataset, DST a fresh folder (copy) or a `cp -a` copy of SRC "
-        "(no-op), QDIR a fresh queue folder.",
+        "(no-op), QDIR a fresh queue folder. RUN in a failure reason is the "
+        "run's folder under `benchmarks/work/runs/`, kept with `--keep`.",
         "",
         "| scenario | row | command |",
         "|---|---|---|",

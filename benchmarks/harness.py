@@ -19,6 +19,7 @@ import importlib.metadata
 import logging
 import os
 import platform
+import re
 import select
 import signal
 import statistics
@@ -123,17 +124,26 @@ def run_process(argv: Sequence[str], log_path: Path, timeout: float) -> Measurem
     return measurement
 
 
+ERROR_LINE = re.compile(r"error|exception|failed|invalid|not found|denied", re.I)
+
+
 def describe_exit(measurement: Measurement, log_path: Path) -> str:
-    """Say how a failed process ended, with the last line it printed."""
+    """Describe how a failed process ended, with a line of its output.
+
+    The line is the last one that mentions an error, else the last one.
+    """
     if measurement.exit_code < 0:
         ending = f"killed by signal {-measurement.exit_code}"
     else:
         ending = f"exit status {measurement.exit_code}"
-    lines = log_path.read_text(errors="replace").strip().splitlines()
-    printed = [line for line in lines if line and not line.startswith("$ ")]
-    if printed:
-        return f"{ending}: {printed[-1].strip()[:160]}"
-    return ending
+    lines = log_path.read_text(errors="replace").splitlines()
+    printed = [line.strip() for line in lines if not line.startswith("$ ")]
+    printed = [line for line in printed if line]
+    if not printed:
+        return ending
+    errors = [line for line in printed if ERROR_LINE.search(line)]
+    cause = errors[-1] if errors else printed[-1]
+    return f"{ending}: {cause[:200]}"
 
 
 @dataclass(frozen=True)

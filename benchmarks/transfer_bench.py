@@ -81,12 +81,13 @@ FSSPEC_RSYNC = (
     "import sys, fsspec.generic; fsspec.generic.rsync(sys.argv[1], sys.argv[2])"
 )
 
-RUN_TIMEOUT = 600.0
+RUN_TIMEOUT = 120.0
 """Seconds one run may take. The slowest peer on the full datasets took about
 5 s in one round on a 2-core virtual machine (``rclone copy`` of 4 files of
-256 MiB), so a run 100 times slower is broken, not slow."""
+256 MiB), so a run 24 times slower is stuck or broken, and a stuck run costs
+the benchmark at most two minutes."""
 
-POLL_INTERVAL = 0.02
+POLL_INTERVAL = 0.005
 """Minimum seconds between two size checks of a destination about to be
 killed. Each check walks the tree, which costs about 50 ms for 10,000 files,
 so the interval also grows to twice the last walk's time."""
@@ -430,7 +431,7 @@ class TransferBench:
                 _run_checked(contender.argv(paths), run_dir / "output.log")
                 expected.check_copy(paths.destination)
             except (RunFailed, TimeoutError, OSError) as exc:
-                failures[contender.key] = (
+                failures[contender.key] = self._relative(
                     f"failed to repair a tree with one file missing and one "
                     f"changed: {exc}"
                 )
@@ -499,7 +500,7 @@ class TransferBench:
             else:
                 _check_unchanged(paths.source, paths.destination, before)
         except (RunFailed, TimeoutError, OSError) as exc:
-            failure = str(exc)
+            failure = self._relative(str(exc))
         sample = Sample(
             scenario.key, spec.key, contender.key, index, measurement, failure, note
         )
@@ -519,6 +520,10 @@ class TransferBench:
             _run_checked(argv, log_path)
         _prepare(paths)
         return _run_checked(argv, log_path), None
+
+    def _relative(self, text: str) -> str:
+        """Shorten the paths in ``text`` to RUN/ and a path inside the run."""
+        return text.replace(f"{self.run_dir}/", "RUN/")
 
     def _make_room(self, scenario: Scenario, spec: DatasetSpec, index: int) -> None:
         """Delete finished rounds early if this round would fill the disk."""
