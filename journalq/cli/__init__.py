@@ -1,2 +1,5 @@
-def main() -> None:
-    raise SystemExit(0)
+"""The ``journalq`` command line; ``main`` is the console script."""
+
+from journalq.cli.main import cli, main
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,5 @@
+"""``python -m journalq``: the ``journalq`` command line."""
+
+from journalq.cli import main
+
+main()

@@ -1,0 +1,235 @@
+"""``journalq add``: put actions in a queue without running them.
+
+Each subcommand prints the id of the action it added. When another process
+is running the queue, the action is handed to that process, which runs it
+before its run ends; the id is printed all the same.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+import click
+
+from journalq.cli.base import fail, group
+from journalq.cli.batch import Batch, BatchLineError, parse_batch
+from journalq.cli.context import DEFAULT_QUEUE, common_options, settings
+from journalq.cli.exits import ExitCode
+from journalq.cli.queues import Location, open_queue, parse_location, queue_exists
+from journalq.cli.running import add_copy
+from journalq.errors import ActionError
+from journalq.lock import read_holder
+from journalq.queue import StorageQueue
+
+__all__ = ["add_group"]
+
+_service_option = click.option(
+    "--service",
+    type=click.Choice(["source", "destination"]),
+    help="Filesystem of the queue that PATH is on.",
+)
+
+
+def _queue_name() -> str:
+    return settings().queue or DEFAULT_QUEUE
+
+
+def _open_for_pair(source: Location, destination: Location) -> StorageQueue:
+    return open_queue(_queue_name(), source.filesystem, destination.filesystem)
+
+
+def _open_for_path(service: str, location: Location) -> StorageQueue:
+    # A new queue needs both filesystems; the one PATH is not on defaults
+    # to the same filesystem. An existing queue is only checked for PATH's.
+    name = _queue_name()
+    if not queue_exists(name):
+        return open_queue(name, location.filesystem, location.filesystem)
+    if service == "source":
+        return open_queue(name, location.filesystem, None)
+    return open_queue(name, None, location.filesystem)
+
+
+def _print_added(queue: StorageQueue, action_ids: list[str]) -> None:
+    for action_id in action_ids:
+        click.echo(action_id)
+    if queue.handoff:
+        holder = read_holder(queue.directory) or {}
+        pid = holder.get("pid", "unknown")
+        click.echo(
+            f"queue {queue.directory} is being run by pid {pid}; the actions "
+            "were handed to that run",
+            err=True,
+        )
+
+
+@group("add", invoke_without_command=True)
+@click.option(
+    "--from",
+    "batch_file",
+    type=click.File("r", encoding="utf-8"),
+    metavar="FILE",
+    help=(
+        "Add the actions of FILE ('-' for stdin): one JSON object per line, "
+        'such as {"kind": "copy_file", "source": "/a", "destination": "/b"}.'
+    ),
+)
+@common_options
+@click.pass_context
+def add_group(ctx: click.Context, batch_file: IO[str] | None) -> None:
+    """Add actions to a queue (default: the queue named 'local')."""
+    if ctx.invoked_subcommand is not None:
+        if batch_file is not None:
+            raise click.UsageError("--from cannot be combined with a subcommand")
+        return
+    if batch_file is None:
+        raise click.UsageError("name an action to add, or give --from FILE")
+    _add_batch(batch_file)
+
+
+def _add_batch(batch_file: IO[str]) -> None:
+    try:
+        batch = parse_batch(batch_file)
+    except BatchLineError as error:
+        fail(f"{batch_file.name}: {error}; nothing was added", ExitCode.USAGE)
+    if not batch.actions:
+        fail(f"{batch_file.name}: no actions found; nothing was added", ExitCode.USAGE)
+    with _open_for_batch(batch) as queue:
+        _print_added(queue, _add_all(queue, batch, batch_file.name))
+
+
+def _open_for_batch(batch: Batch) -> StorageQueue:
+    name = _queue_name()
+    source = batch.filesystem("source")
+    destination = batch.filesystem("destination")
+    if not queue_exists(name):
+        source = source or destination
+        destination = destination or source
+    return open_queue(name, source, destination)
+
+
+def _add_all(queue: StorageQueue, batch: Batch, file_name: str) -> list[str]:
+    """Add every action of ``batch``; on a rejected one, cancel those added."""
+    known = set(queue.state.actions)
+    added: list[str] = []
+    for line, specification in batch.actions:
+        try:
+            action_id = queue.add(specification)
+        except (ActionError, OSError) as error:
+            _cancel_new(queue, added, known)
+            fail(
+                f"{file_name}: line {line}: {error}; nothing from the file was "
+                "added (actions of earlier lines were canceled)",
+                ExitCode.USAGE,
+            )
+        added.append(action_id)
+    return added
+
+
+def _cancel_new(queue: StorageQueue, added: list[str], known: set[str]) -> None:
+    # An add that matched an action already waiting returned that action's
+    # id: it belongs to an earlier request and stays.
+    for action_id in added:
+        if action_id not in known:
+            queue.cancel(action_id)
+
+
+def _add_one(queue: StorageQueue, action: Any) -> None:
+    with queue:
+        _print_added(queue, [action(queue)])
+
+
+@add_group.command("copy")
+@click.argument("source", metavar="SRC")
+@click.argument("destination", metavar="DST")
+@common_options
+def add_copy_command(source: str, destination: str) -> None:
+    """Add a copy of SRC (a file or a tree) to DST, as `journalq copy` does."""
+    src, dst = parse_location(source), parse_location(destination)
+    _add_one(_open_for_pair(src, dst), lambda queue: add_copy(queue, src, dst))
+
+
+@add_group.command("tree")
+@click.argument("source", metavar="SRC")
+@click.argument("destination", metavar="DST")
+@common_options
+def add_tree_command(source: str, destination: str) -> None:
+    """Add a copy of the tree SRC as the tree DST (its contents land in DST)."""
+    src, dst = parse_location(source), parse_location(destination)
+    _add_one(
+        _open_for_pair(src, dst),
+        lambda queue: queue.copy_tree(src.path, dst.path),
+    )
+
+
+@add_group.command("sync")
+@click.argument("source", metavar="SRC")
+@click.argument("destination", metavar="DST")
+@click.option("--delete", is_flag=True, help="Also delete what SRC does not have.")
+@click.option(
+    "--max-delete",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="With --delete, add nothing if more than N items would be deleted.",
+)
+@click.option("--force", is_flag=True, help="With --delete, allow an empty SRC.")
+@common_options
+def add_sync_command(
+    source: str, destination: str, delete: bool, max_delete: int | None, force: bool
+) -> None:
+    """Add a sync that makes the tree DST a copy of the tree SRC."""
+    src, dst = parse_location(source), parse_location(destination)
+    _add_one(
+        _open_for_pair(src, dst),
+        lambda queue: queue.sync(
+            src.path, dst.path, delete=delete, max_delete=max_delete, force=force
+        ),
+    )
+
+
+@add_group.command("mkdir")
+@click.argument("path")
+@_service_option
+@common_options
+def add_mkdir_command(path: str, service: str | None) -> None:
+    """Add the creation of directory PATH (default: on the destination)."""
+    service = service or "destination"
+    location = parse_location(path)
+    _add_one(
+        _open_for_path(service, location),
+        lambda queue: queue.mkdir(service, location.path),
+    )
+
+
+@add_group.command("delete")
+@click.argument("path")
+@_service_option
+@click.option("--recursive", "-r", is_flag=True, help="Delete a directory tree.")
+@common_options
+def add_delete_command(path: str, service: str | None, recursive: bool) -> None:
+    """Add the deletion of PATH (default: on the destination)."""
+    service = service or "destination"
+    location = parse_location(path)
+    _add_one(
+        _open_for_path(service, location),
+        lambda queue: queue.delete(service, location.path, recursive=recursive),
+    )
+
+
+@add_group.command("list")
+@click.argument("path")
+@_service_option
+@click.option("--dir-only", is_flag=True, help="List directories only.")
+@click.option("--recursive", "-r", is_flag=True, help="List the whole tree.")
+@common_options
+def add_list_command(
+    path: str, service: str | None, dir_only: bool, recursive: bool
+) -> None:
+    """Add a listing of PATH (default: on the source); read it with `result`."""
+    service = service or "source"
+    location = parse_location(path)
+    _add_one(
+        _open_for_path(service, location),
+        lambda queue: queue.list(
+            location.path, dir_only=dir_only, recursive=recursive, service=service
+        ),
+    )

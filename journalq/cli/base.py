@@ -1,0 +1,79 @@
+"""The click command classes: where errors become messages and exit codes.
+
+Every ``journalq`` command is a :class:`Command` (or a :class:`Group`), whose
+``invoke`` sets up logging from the common options and turns any exception
+the library raises into one plain sentence on stderr and the exit code from
+:mod:`journalq.cli.exits`. The traceback is printed only at ``-vv``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import traceback
+from typing import Any
+
+import click
+
+from journalq.cli.context import configure_logging, settings
+from journalq.cli.exits import ExitCode, exit_code_for
+from journalq.errors import JournalqError
+
+__all__ = ["Command", "Group", "command", "fail", "group"]
+
+logger = logging.getLogger(__name__)
+
+
+def fail(message: str, code: ExitCode) -> None:
+    """Print ``message`` as an error and end the command with ``code``."""
+    click.echo(f"journalq: error: {message}", err=True)
+    raise click.exceptions.Exit(code)
+
+
+def _report(ctx: click.Context, error: BaseException) -> None:
+    if settings(ctx).verbosity >= 2:
+        click.echo("".join(traceback.format_exception(error)), err=True, nl=False)
+    if isinstance(error, JournalqError | OSError):
+        fail(str(error), exit_code_for(error))
+    hint = "" if settings(ctx).verbosity >= 2 else " (run with -vv for the traceback)"
+    fail(f"unexpected {type(error).__name__}: {error}{hint}", exit_code_for(error))
+
+
+def _invoke_guarded(ctx: click.Context, invoke: Any) -> Any:
+    configure_logging(ctx, settings(ctx).log_level)
+    try:
+        return invoke(ctx)
+    except (click.exceptions.Exit, click.ClickException, click.Abort):
+        raise
+    except KeyboardInterrupt:
+        fail(
+            "interrupted; journal records already written are kept",
+            ExitCode.INTERRUPTED,
+        )
+    except Exception as error:  # the one place errors end a command
+        _report(ctx, error)
+    return None
+
+
+class Command(click.Command):
+    """A ``journalq`` command: logging set up, errors mapped to exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return _invoke_guarded(ctx, super().invoke)
+
+
+class Group(click.Group):
+    """A ``journalq`` command group; its commands are :class:`Command`."""
+
+    command_class = Command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return _invoke_guarded(ctx, super().invoke)
+
+
+Group.group_class = Group
+
+#: ``@command(...)``: a click command of class :class:`Command`.
+command = functools.partial(click.command, cls=Command)
+#: ``@group(...)``: a click group of class :class:`Group`.
+group = functools.partial(click.group, cls=Group)

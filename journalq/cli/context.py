@@ -1,0 +1,177 @@
+"""Options shared by the commands, the logging setup, and opening the queue.
+
+The common options (``--queue``, ``-v``, ``-q`` and, on the commands that
+run the queue, ``--parallelism``, ``--compare``, ``--dry-run``) are accepted
+both before and after the command name: ``journalq -v sync A B`` and
+``journalq sync A B -v`` mean the same. Their values are collected in one
+:class:`Settings` object on the root click context.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+
+from journalq.compare import Policy
+
+__all__ = [
+    "Settings",
+    "common_options",
+    "configure_logging",
+    "run_options",
+    "settings",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The queue commands use when neither ``--queue`` nor a default derived
+#: from the command's arguments applies; the library's default name too.
+DEFAULT_QUEUE = "local"
+
+
+@dataclass
+class Settings:
+    """The common options of one ``journalq`` invocation."""
+
+    queue: str | None = None
+    verbosity: int = 0
+    quiet: bool = False
+    parallelism: int | None = None
+    compare: str | None = None
+    dry_run: bool = False
+
+    @property
+    def log_level(self) -> int:
+        if self.quiet:
+            return logging.ERROR
+        return {0: logging.WARNING, 1: logging.INFO}.get(self.verbosity, logging.DEBUG)
+
+
+def settings(ctx: click.Context | None = None) -> Settings:
+    """Return the settings of the current invocation."""
+    ctx = ctx or click.get_current_context()
+    return ctx.find_root().ensure_object(Settings)
+
+
+def _remember(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None or value is False:
+            return value
+        target = settings(ctx)
+        if name == "verbosity":
+            target.verbosity += value
+        else:
+            setattr(target, name, value)
+        return value
+
+    return callback
+
+
+def _option(*names: str, name: str, **kwargs: Any) -> Callable[[F], F]:
+    return click.option(*names, expose_value=False, callback=_remember(name), **kwargs)
+
+
+def common_options(function: F) -> F:
+    """Add ``--queue``, ``-v`` and ``-q`` to a command."""
+    decorators = [
+        _option(
+            "--queue",
+            name="queue",
+            metavar="NAME_OR_DIR",
+            help=(
+                "Queue to use: a name (kept under $JOURNALQ_HOME) or a "
+                "directory (a value with '/' or starting with '.' or '~')."
+            ),
+        ),
+        _option(
+            "-v",
+            "--verbose",
+            name="verbosity",
+            count=True,
+            help="Print more: -v lists each file and info logs, -vv debug logs.",
+        ),
+        _option(
+            "-q",
+            "--quiet",
+            name="quiet",
+            is_flag=True,
+            default=None,
+            help="Print errors only.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
+def run_options(function: F) -> F:
+    """Add ``--parallelism``, ``--compare`` and ``--dry-run`` to a command."""
+    decorators = [
+        _option(
+            "--parallelism",
+            "-j",
+            name="parallelism",
+            type=click.IntRange(min=1),
+            help="Actions to run at the same time (default: the queue's, 4).",
+        ),
+        _option(
+            "--compare",
+            name="compare",
+            type=click.Choice([str(policy) for policy in Policy]),
+            help=(
+                "How an existing destination file is judged identical: "
+                "checksum (content digest, the default), size, size+mtime, "
+                "or always (never skip)."
+            ),
+        ),
+        _option(
+            "--dry-run",
+            "-n",
+            name="dry_run",
+            is_flag=True,
+            default=None,
+            help="Report what would be copied or deleted, and change nothing.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
+class _EchoHandler(logging.Handler):
+    """Write log records to the current stderr (click swaps it in tests)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            click.echo(self.format(record), err=True)
+        except Exception:  # a log line must never end a run
+            self.handleError(record)
+
+
+def configure_logging(ctx: click.Context, level: int) -> None:
+    """Send journalq's log records at ``level`` and above to stderr.
+
+    The library never configures logging; this is the one place that does.
+    The previous configuration is restored when the command ends, so an
+    invocation inside another program (or a test) leaves no trace.
+    """
+    logger = logging.getLogger("journalq")
+    if any(isinstance(handler, _EchoHandler) for handler in logger.handlers):
+        # A command inside a group: the group installed the handler already.
+        logger.setLevel(level)
+        return
+    previous_level = logger.level
+    handler = _EchoHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)
+
+    ctx.call_on_close(restore)

@@ -1,0 +1,58 @@
+"""The ``journalq`` command group and its entry point."""
+
+from __future__ import annotations
+
+import click
+
+from journalq.cli.add import add_group
+from journalq.cli.base import group
+from journalq.cli.context import common_options
+from journalq.cli.maintenance import (
+    cancel_command,
+    compact_command,
+    fsck_command,
+    retry_command,
+)
+from journalq.cli.reports import actions_command, result_command, status_command
+from journalq.cli.running import copy_command, run_command, sync_command
+
+__all__ = ["cli", "main"]
+
+
+@group(
+    "journalq",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.version_option(package_name="journalq")
+@common_options
+def cli() -> None:
+    """Copy and sync files between fsspec filesystems, resumably.
+
+    Every action is journaled before it runs, so an interrupted command
+    (Ctrl-C, kill -9, a reboot) resumes where it stopped when it is run
+    again. Exit status: 0 all completed, 1 some actions failed, 2 invalid
+    usage, 3 queue locked by another process, 4 journal corrupt or queue
+    unusable, 130 interrupted.
+    """
+
+
+for _command in (
+    copy_command,
+    sync_command,
+    add_group,
+    status_command,
+    actions_command,
+    result_command,
+    cancel_command,
+    retry_command,
+    compact_command,
+    fsck_command,
+):
+    cli.add_command(_command)
+cli.add_command(run_command, "run")
+cli.add_command(run_command, "resume")
+
+
+def main() -> None:
+    """Run the ``journalq`` command line (the console script)."""
+    cli(prog_name="journalq")

@@ -1,0 +1,164 @@
+"""The commands that change a queue without running it.
+
+``cancel`` and ``retry`` change which actions wait. ``compact`` writes a
+snapshot so the journal behind it can go. ``fsck`` checks the journal and,
+with ``--truncate-at-corruption``, cuts it back to the records before the
+first damage, after copying every file it changes to a backup directory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import shlex
+from pathlib import Path
+
+import click
+
+from journalq import snapshot
+from journalq.cli.base import command
+from journalq.cli.context import DEFAULT_QUEUE, common_options, settings
+from journalq.cli.queues import open_existing_queue, queue_exists
+from journalq.errors import QueueError
+from journalq.journal import RepairReport, ScanResult, repair, scan
+from journalq.lock import QueueLock
+from journalq.store import JOURNAL_DIR, _read_format, queue_directory
+
+__all__ = ["cancel_command", "compact_command", "fsck_command", "retry_command"]
+
+#: Folder of a queue that ``fsck --truncate-at-corruption`` copies into,
+#: one subfolder per repair, named by its UTC time.
+BACKUP_DIR = "fsck-backups"
+
+
+@command("cancel")
+@click.argument("action_ids", nargs=-1, metavar="[ID]...")
+@click.option("--all", "everything", is_flag=True, help="Cancel every waiting action.")
+@common_options
+def cancel_command(action_ids: tuple[str, ...], everything: bool) -> None:
+    """Cancel waiting actions: the given IDs (a tree's files too) or --all.
+
+    An action that has started or ended is left as it is.
+    """
+    if everything == bool(action_ids):
+        raise click.UsageError("give action IDs or --all, not both and not neither")
+    with open_existing_queue() as queue:
+        if everything:
+            canceled = queue.cancel()
+        else:
+            canceled = [found for one in action_ids for found in queue.cancel(one)]
+    click.echo(f"canceled {len(canceled)} actions")
+
+
+@command("retry")
+@click.option(
+    "--failed",
+    is_flag=True,
+    default=True,
+    help="Add the failed actions again (the default; canceled ones stay).",
+)
+@common_options
+def retry_command(failed: bool) -> None:
+    """Add the failed actions again, so the next `journalq run` retries them."""
+    with open_existing_queue() as queue:
+        new_ids = queue.retry()
+        where = shlex.quote(str(queue.directory))
+    click.echo(f"added {len(new_ids)} failed actions again")
+    if new_ids:
+        click.echo(f"run them with: journalq run --queue {where}")
+
+
+@command("compact")
+@common_options
+def compact_command() -> None:
+    """Snapshot the queue's state and delete the journal segments behind it."""
+    with open_existing_queue() as queue:
+        queue.compact()
+        click.echo(f"compacted queue {queue.directory}")
+
+
+@command("fsck")
+@click.option(
+    "--truncate-at-corruption",
+    "truncate",
+    is_flag=True,
+    help=(
+        "Cut the journal at its first damaged record, keeping the records "
+        "before it; every changed file is copied to a backup first."
+    ),
+)
+@click.option(
+    "--backup-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help=f"Where to copy changed files (default: QUEUE/{BACKUP_DIR}/UTC-TIME).",
+)
+@common_options
+def fsck_command(truncate: bool, backup_dir: Path | None) -> None:
+    """Check the queue's journal; exit 4 if it is corrupt."""
+    name = settings().queue or DEFAULT_QUEUE
+    directory = queue_directory(name)
+    if not queue_exists(name):
+        raise QueueError(directory, "no queue here (no FORMAT file)")
+    queue_id = _queue_id(directory)
+    after_lsn = _snapshot_lsn(directory, queue_id)
+    if not truncate:
+        _print_scan(
+            scan(
+                directory / JOURNAL_DIR,
+                queue_id,
+                after_lsn=after_lsn,
+                queue_dir=str(directory),
+            )
+        )
+        return
+    backups = backup_dir or directory / BACKUP_DIR / _utc_stamp()
+    with QueueLock(directory):
+        report = repair(directory / JOURNAL_DIR, queue_id, backups, after_lsn=after_lsn)
+    _print_repair(report)
+
+
+def _queue_id(directory: Path) -> bytes:
+    # TODO: journalq.store has no public reader of the FORMAT file yet.
+    header = _read_format(directory)
+    assert header is not None
+    return bytes.fromhex(header.queue_id)
+
+
+def _snapshot_lsn(directory: Path, queue_id: bytes) -> int:
+    """Return the last LSN of the newest valid snapshot (0 without one)."""
+    loaded = snapshot.load_latest(directory / snapshot.SNAPSHOT_DIR, queue_id)
+    return loaded[0].last_lsn if loaded is not None else 0
+
+
+def _utc_stamp() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _print_scan(result: ScanResult) -> None:
+    records = sum(frame.count for frame in result.frames)
+    click.echo(
+        f"journal ok: {records} records in {len(result.segments)} segments; "
+        f"next sequence number {result.next_lsn}"
+    )
+    tail = result.torn_tail
+    if tail is not None:
+        click.echo(
+            f"torn tail: {tail.path} ends with {tail.size - tail.valid_end} bytes "
+            f"of an unfinished write after byte {tail.valid_end}; the next open "
+            "cuts them off (nothing to do)"
+        )
+
+
+def _print_repair(report: RepairReport) -> None:
+    if not report.changed:
+        click.echo(
+            f"no corruption found; nothing changed ({report.records_kept} records)"
+        )
+        return
+    click.echo(
+        f"cut {report.path} at byte {report.offset} ({report.detail}); kept "
+        f"{report.records_kept} records, dropped at least {report.records_dropped}"
+    )
+    for path in report.removed:
+        click.echo(f"removed segment {path}")
+    for path in report.backups:
+        click.echo(f"backup: {path}")
