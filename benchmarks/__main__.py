@@ -225,7 +225,16 @@ def _scenario_section(results: TransferResults, scenario: Scenario) -> list[str]
     rule = "|---|" + "---:|" * len(specs)
     walls = [f"## {scenario.title}", "", "Wall seconds, median (min-max):", ""]
     walls += [header, rule]
-    usage = ["", "CPU seconds (user + system) and peak RSS, medians:", "", header, rule]
+    floor = results.rss_floor_kib / 1024
+    usage = [
+        "",
+        "CPU seconds (user + system) and peak RSS, medians. The RSS includes "
+        f"what the harness had resident when it started the tool (`true` "
+        f"showed {floor:.0f} MiB), because Linux counts it until exec.",
+        "",
+        header,
+        rule,
+    ]
     for contender in scenario.contenders:
         wall_cells, usage_cells = [], []
         for spec in specs:

@@ -84,8 +84,8 @@ FSSPEC_RSYNC = (
 RUN_TIMEOUT = 120.0
 """Seconds one run may take. The slowest peer on the full datasets took about
 5 s in one round on a 2-core virtual machine (``rclone copy`` of 4 files of
-256 MiB), so a run 24 times slower is stuck or broken, and a stuck run costs
-the benchmark at most two minutes."""
+256 MiB). A run 24 times slower is stuck or broken, and this bound keeps a
+stuck run from holding up the benchmark for more than two minutes."""
 
 POLL_INTERVAL = 0.005
 """Minimum seconds between two size checks of a destination about to be
@@ -307,6 +307,10 @@ class TransferResults:
     rounds: int
     samples: list[Sample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    rss_floor_kib: int = 0
+    """Peak RSS that ``true`` showed when the harness started it. Linux
+    counts the forking process's pages for the child until it calls exec,
+    so no figure can be lower than the harness's own resident size."""
 
     def select(self, scenario: str, dataset: str, contender: str) -> list[Sample]:
         return [
@@ -392,6 +396,8 @@ class TransferBench:
     def run(self) -> TransferResults:
         """Run every scenario on every dataset, then delete the destinations."""
         self.run_dir.mkdir(parents=True)
+        floor = run_process(["true"], self.run_dir / "true.log", RUN_TIMEOUT)
+        self.results.rss_floor_kib = floor.max_rss_kib
         try:
             sync_failures = self._check_syncs()
             for spec in self.results.specs:
@@ -460,20 +466,15 @@ class TransferBench:
             for contender in scenario.contenders:
                 if contender.key in stopped:
                     continue
+                skip_reason = blocked.get(contender.key)
+                if contender.requires in stopped:
+                    skip_reason = f"not run because {contender.requires} failed"
                 run_dir = round_dir / _slug(contender.key)
                 destination = identical or run_dir / "destination"
                 paths = RunPaths(source, destination, run_dir / "queue")
-                reason = blocked.get(contender.key)
-                if contender.requires in stopped:
-                    reason = f"not run because {contender.requires} failed"
-                if reason:
-                    sample = Sample(
-                        scenario.key, spec.key, contender.key, index, None, reason
-                    )
-                else:
-                    sample = self._sample(
-                        scenario, spec, contender, index, paths, expected
-                    )
+                sample = self._sample(
+                    scenario, spec, contender, index, paths, expected, skip_reason
+                )
                 self.results.samples.append(sample)
                 if sample.failure:
                     stopped.add(contender.key)
@@ -487,7 +488,16 @@ class TransferBench:
         index: int,
         paths: RunPaths,
         expected: ExpectedTree,
+        skip_reason: str | None,
     ) -> Sample:
+        """Measure and check one run, or record why it is skipped."""
+        if skip_reason:
+            sample = Sample(
+                scenario.key, spec.key, contender.key, index, None, skip_reason
+            )
+            _log_sample(sample, self.rounds)
+            return sample
+
         paths.queue.parent.mkdir(parents=True, exist_ok=True)
         log_path = paths.queue.parent / "output.log"
         before = list_stats(paths.destination) if scenario.into_identical else None
@@ -548,8 +558,8 @@ class TransferBench:
         if free < needed:
             raise OSError(
                 f"not enough free disk space under {self.run_dir}: {free:,} bytes "
-                f"free, {needed:,} needed for one round of {spec.label}; free some "
-                f"space or pass fewer --datasets"
+                f"free, {needed:,} needed for one round of {spec.label}. Free some "
+                f"space or pass fewer --datasets."
             )
 
 
