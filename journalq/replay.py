@@ -15,9 +15,9 @@ Rules of the fold:
   and changes nothing, which makes a re-expanded tree or a re-ingested
   hand-off file harmless.
 
-:func:`reset_interrupted` is applied once when a queue is opened for a run:
-actions a crashed run left in progress wait again, or fail when crashes
-alone have used up their attempts.
+:func:`reset_interrupted` runs once when a queue is opened for a run: it
+returns the records that make actions a crashed run left in progress wait
+again, or fail when crashes alone have used up their attempts.
 """
 
 from __future__ import annotations
@@ -56,7 +56,10 @@ __all__ = [
     "reset_interrupted",
 ]
 
-#: Reason recorded when an action used up its attempts by crashing the run.
+#: Reason of the retryable failure journaled for an action that a crashed
+#: run left in progress.
+CRASHED: Final = "crashed"
+#: Reason recorded when crashes alone used up an action's attempts.
 CRASH_LOOP: Final = "crash_loop"
 
 
@@ -87,6 +90,7 @@ class ActionState(msgspec.Struct, array_like=True, gc=False):
     completed: Completed | None = None
     error: Failed | None = None
     children: int | None = None
+    crashes: int = 0
 
     @property
     def action_id(self) -> str:
@@ -161,8 +165,9 @@ class QueueState:
             return
         self.actions[record.action_id] = ActionState(record)
         self.counts[Status.WAITING] += 1
-        self.by_key[record.key] = record.action_id
-        self.generations[record.key] = self.generations.get(record.key, 0) + 1
+        if record.key:
+            self.by_key[record.key] = record.action_id
+            self.generations[record.key] = self.generations.get(record.key, 0) + 1
 
     def _start(self, action_id: str, attempt: int) -> None:
         action = self.actions.get(action_id)
@@ -190,6 +195,8 @@ class QueueState:
             return
         action.error = record
         action.attempts = max(action.attempts, record.attempt)
+        if record.reason == CRASHED:
+            action.crashes += 1
         status = Status.WAITING if record.retryable else Status.FAILED
         self._set_status(action, status)
 
@@ -238,32 +245,44 @@ def fold(records: Iterable[Record], state: QueueState | None = None) -> QueueSta
 
 
 def reset_interrupted(state: QueueState, max_attempts: int) -> list[Failed]:
-    """Make actions left in progress by a crash wait again.
+    """Return the records that end the attempts a crashed run left open.
 
-    Returns the ``failed`` records to journal for actions whose attempts,
-    all ended by crashes, reached ``max_attempts``; they are applied to
-    ``state`` already.
+    Each action still in progress gets a retryable ``failed`` record with
+    reason :data:`CRASHED`, so it waits again with its attempt count kept,
+    or a final one with reason :data:`CRASH_LOOP` once crashes alone reach
+    ``max_attempts``. The caller journals them; the state changes when they
+    are applied, so it stays the fold of the journal.
     """
     failures: list[Failed] = []
     for action in state.actions.values():
         if action.status is not Status.INPROGRESS:
             continue
-        if action.attempts >= max_attempts:
-            record = Failed(
-                action.action_id,
-                action.attempts,
-                error="CrashLoop",
-                message=(
-                    f"the run stopped during each of {action.attempts} attempts "
-                    "at this action; check the logs of those runs, then retry it"
-                ),
-                retryable=False,
-                reason=CRASH_LOOP,
+        if action.crashes + 1 >= max_attempts:
+            failures.append(
+                Failed(
+                    action.action_id,
+                    action.attempts,
+                    error="CrashLoop",
+                    message=(
+                        f"the run stopped during {action.crashes + 1} attempts "
+                        "at this action; check the logs of those runs, then "
+                        "retry it"
+                    ),
+                    retryable=False,
+                    reason=CRASH_LOOP,
+                )
             )
-            state.apply(record)
-            failures.append(record)
         else:
-            state._set_status(action, Status.WAITING)
+            failures.append(
+                Failed(
+                    action.action_id,
+                    action.attempts,
+                    error="Interrupted",
+                    message="the run stopped before this attempt finished",
+                    retryable=True,
+                    reason=CRASHED,
+                )
+            )
     return failures
 
 
@@ -307,8 +326,9 @@ def decode_state(payload: bytes | memoryview) -> QueueState:
     for action in image.actions:
         added = action.added
         actions[added.action_id] = action
-        by_key[added.key] = added.action_id
-        generations[added.key] = generations.get(added.key, 0) + 1
+        if added.key:
+            by_key[added.key] = added.action_id
+            generations[added.key] = generations.get(added.key, 0) + 1
         counts[action.status] += 1
         completed = action.completed
         if completed is not None:

@@ -20,6 +20,7 @@ from journalq.records import (
 )
 from journalq.replay import (
     CRASH_LOOP,
+    CRASHED,
     QueueState,
     Status,
     decode_state,
@@ -126,18 +127,31 @@ def test_progress_tracks_inprogress_bytes():
 def test_reset_interrupted_keeps_attempts():
     state = fold([added("a"), Started("a", 2)])
     failures = reset_interrupted(state, max_attempts=5)
-    assert failures == []
+    assert [f.reason for f in failures] == [CRASHED]
+    state.apply_all(failures)
     assert state.actions["a"].status is Status.WAITING
     assert state.actions["a"].attempts == 2
+    assert state.actions["a"].crashes == 1
 
 
 def test_reset_interrupted_fails_crash_loop():
-    state = fold([added("a"), Started("a", 5)])
-    failures = reset_interrupted(state, max_attempts=5)
-    assert len(failures) == 1
-    assert failures[0].reason == CRASH_LOOP
-    assert state.actions["a"].status is Status.FAILED
+    state = fold([added("a")])
+    for attempt in range(1, 6):
+        state.apply(Started("a", attempt))
+        state.apply_all(reset_interrupted(state, max_attempts=5))
+    action = state.actions["a"]
+    assert action.status is Status.FAILED
+    assert action.error is not None
+    assert action.error.reason == CRASH_LOOP
     assert recount(state) == state.counts
+
+
+def test_stopped_attempt_is_not_a_crash():
+    state = fold(
+        [added("a"), Started("a", 1), Failed("a", 1, "Interrupted", "m", True)]
+    )
+    assert state.actions["a"].crashes == 0
+    assert reset_interrupted(state, max_attempts=1) == []
 
 
 def test_child_paths_join_parent_roots():
