@@ -1,0 +1,700 @@
+"""The executor: runs a queue's waiting actions on a pool of threads.
+
+A run goes stage by stage (see :func:`journalq.plan.stage`): directories,
+then files and top-level actions, then deletes of files, then deletes of
+directories deepest first. Within a stage, ``parallelism`` threads take
+batches of actions from a shared list.
+
+Per action the journal gets ``started``, then, once the effect is durable at
+the destination, ``completed``, or ``failed`` with the reason. Execution is
+at least once and every effect is idempotent (a copy goes to a temporary
+name and is renamed, a mkdir tolerates an existing directory, a delete of a
+missing path succeeds), so a redo after a crash finds the destination
+identical and records a skip.
+
+Copies of new files to a local disk are made durable in groups: each worker
+writes up to :data:`DURABLE_GROUP` files without syncing them, syncs the
+destination filesystem once (``syncfs``), and only then journals their
+``completed`` records. A file that replaces an existing one is synced on its
+own before the rename, so a power cut can never leave the old name pointing
+at unwritten data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import fsspec
+import msgspec
+
+from journalq import compare, retry, transfer
+from journalq.backends import Filesystem
+from journalq.events import Event, EventType, RunSummary
+from journalq.plan import stage
+from journalq.records import (
+    Completed,
+    Digested,
+    Failed,
+    Identity,
+    Kind,
+    Outcome,
+    Record,
+    Service,
+    Started,
+)
+from journalq.replay import ActionState, Status
+from journalq.store import QueueStore
+
+__all__ = ["Executor", "RunOptions"]
+
+logger = logging.getLogger(__name__)
+
+#: Files a worker copies before one filesystem sync makes them all durable.
+#: syncfs costs about as much as two or three single-file fsyncs on the
+#: 2-core test machine, so groups of 64 cut the sync cost per small file by
+#: over 90 % while bounding the work a power cut can undo per worker.
+DURABLE_GROUP: Final = 64
+#: Longest time a finished copy waits for its group's sync, in seconds.
+DURABLE_WAIT: Final = 0.05
+#: Largest batch of actions one worker takes at a time. Taking work in
+#: batches rather than one future per file saves about 50 us per file.
+MAX_BATCH: Final = 64
+
+
+@dataclass(slots=True)
+class RunOptions:
+    """How one run executes."""
+
+    policy: compare.Policy = compare.Policy.CHECKSUM
+    parallelism: int = 4
+    max_attempts: int = retry.DEFAULT_MAX_ATTEMPTS
+    dry_run: bool = False
+    on_event: Callable[[Event], None] | None = None
+    stop: threading.Event | None = None
+    backoff: retry.Backoff | None = None
+    #: Run only these actions and the items expanded from them.
+    only: frozenset[str] | None = None
+
+
+class _Cache:
+    """The digest cache kept in the journal as ``digested`` records."""
+
+    def __init__(self, store: QueueStore) -> None:
+        self._store = store
+
+    def get(
+        self, service: str, path: str, size: int, mtime_ns: int | None
+    ) -> str | None:
+        entry = self._store.state.digests.get((Service(service), path))
+        if entry is None or entry.size != size or entry.mtime_ns != mtime_ns:
+            return None
+        if not compare.is_trusted(entry.mtime_ns, entry.observed_ns):
+            return None
+        return entry.digest
+
+    def put(
+        self,
+        service: str,
+        path: str,
+        size: int,
+        mtime_ns: int | None,
+        digest: str,
+        observed_ns: int,
+    ) -> None:
+        if mtime_ns is None or not compare.is_trusted(mtime_ns, observed_ns):
+            return
+        key = (Service(service), path)
+        known = self._store.state.digests.get(key)
+        if known is not None and (known.size, known.mtime_ns, known.digest) == (
+            size,
+            mtime_ns,
+            digest,
+        ):
+            return
+        record = Digested(Service(service), path, size, mtime_ns, digest, observed_ns)
+        self._store.append([record], durable=False)
+
+
+class _Interrupted(Exception):
+    """The run was asked to stop during this action."""
+
+
+class Executor:
+    """Runs the waiting actions of one queue."""
+
+    def __init__(
+        self,
+        store: QueueStore,
+        source: Filesystem,
+        destination: Filesystem,
+        options: RunOptions,
+    ) -> None:
+        self.store = store
+        self.source = source
+        self.destination = destination
+        self.options = options
+        self.summary = RunSummary()
+        self._cache = _Cache(store)
+        self._summary_lock = threading.Lock()
+        self._backoff = options.backoff or retry.Backoff()
+
+    # Scheduling ---------------------------------------------------------------
+
+    def run(self) -> RunSummary:
+        """Execute every waiting action; return what the run did."""
+        started = time.monotonic()
+        stages: dict[tuple[int, int], list[ActionState]] = defaultdict(list)
+        only = self.options.only
+        for action in self.store.state.actions.values():
+            if action.status is not Status.WAITING or action.kind in _PARENTS:
+                continue
+            if only is not None and not (
+                action.action_id in only or action.added.parent in only
+            ):
+                continue
+            stages[stage(action.added)].append(action)
+
+        for key in sorted(stages):
+            if self._stopping():
+                break
+            self._run_stage(stages[key])
+
+        if not self.options.dry_run:
+            self._finish_parents()
+            self.store.flush()
+        self.summary.elapsed = time.monotonic() - started
+        self.summary.interrupted = self._stopping()
+        self.summary.remaining = self.store.state.counts[Status.WAITING]
+        return self.summary
+
+    def _stopping(self) -> bool:
+        stop = self.options.stop
+        return stop is not None and stop.is_set()
+
+    def _run_stage(self, actions: list[ActionState]) -> None:
+        workers = max(1, min(self.options.parallelism, len(actions)))
+        size = max(1, min(MAX_BATCH, len(actions) // (workers * 4) or 1))
+        batches = [actions[i : i + size] for i in range(0, len(actions), size)]
+        batches.reverse()
+        lock = threading.Lock()
+
+        def take() -> list[ActionState] | None:
+            with lock:
+                return batches.pop() if batches else None
+
+        if workers == 1:
+            self._work(take)
+            return
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                self._work(take)
+            except BaseException as exc:
+                # A journal failure (disk full, fsync error) ends the run;
+                # the other workers stop taking batches.
+                errors.append(exc)
+                with lock:
+                    batches.clear()
+
+        threads = [threading.Thread(target=work, daemon=True) for _ in range(workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+
+    def _work(self, take: Callable[[], list[ActionState] | None]) -> None:
+        group = _DurableGroup(self)
+        try:
+            while (batch := take()) is not None:
+                for action in batch:
+                    if self._stopping():
+                        return
+                    self._run_action(action, group)
+                group.commit()
+        finally:
+            group.commit()
+
+    # One action ---------------------------------------------------------------
+
+    def _run_action(self, action: ActionState, group: _DurableGroup) -> None:
+        tries = 0
+        while True:
+            tries += 1
+            attempt = action.attempts + 1
+            if not self.options.dry_run and not self._start(action, attempt):
+                return
+            try:
+                records = self._execute(action, attempt, group)
+            except _Interrupted:
+                self._record_failure(action, attempt, _interrupted_error(), True)
+                return
+            except Exception as exc:  # every failure is recorded
+                if not self._handle_failure(action, attempt, tries, exc):
+                    return
+                continue
+            if records is not None:
+                self._finish(action, records, group)
+            return
+
+    def _start(self, action: ActionState, attempt: int) -> bool:
+        started = self.store.start(
+            action.action_id, Started(action.action_id, attempt, time.time_ns())
+        )
+        if started:
+            self._emit(EventType.STARTED, action, attempt=attempt)
+        return started
+
+    def _handle_failure(
+        self, action: ActionState, attempt: int, tries: int, exc: Exception
+    ) -> bool:
+        """Record a failed attempt; return whether to try again now."""
+        transient = retry.classify(exc) == "transient"
+        if transient and self._stopping():
+            # The action waits for the next run, as if it had not started.
+            self._record_failure(action, attempt, exc, True)
+            return False
+        if transient and tries < self.options.max_attempts:
+            self._record_failure(action, attempt, exc, True)
+            with self._summary_lock:
+                self.summary.retried += 1
+            self._emit(EventType.RETRIED, action, attempt=attempt, error=_describe(exc))
+            delay = self._backoff.delay(tries)
+            logger.info("retrying %s in %.2fs after %s", action.action_id, delay, exc)
+            if self.options.stop is not None:
+                self.options.stop.wait(delay)
+            else:
+                time.sleep(delay)
+            return not self._stopping()
+
+        self._record_failure(action, attempt, exc, False)
+        with self._summary_lock:
+            self.summary.failed += 1
+        self._emit(EventType.FAILED, action, attempt=attempt, error=_describe(exc))
+        logger.warning("failed %s: %s", self._label(action), _describe(exc))
+        return False
+
+    def _record_failure(
+        self, action: ActionState, attempt: int, exc: BaseException, retryable: bool
+    ) -> None:
+        if self.options.dry_run:
+            return
+        record = Failed(
+            action.action_id,
+            attempt,
+            type(exc).__name__,
+            _describe(exc),
+            retryable,
+            finished_ns=time.time_ns(),
+        )
+        self.store.append([record], durable=not retryable)
+
+    def _finish(
+        self, action: ActionState, records: list[Record], group: _DurableGroup
+    ) -> None:
+        completed = records[-1]
+        assert isinstance(completed, Completed)
+        if group.wants(completed):
+            group.add(action, records)
+        else:
+            self._commit(action, records)
+
+    def _commit(self, action: ActionState, records: list[Record]) -> None:
+        completed = records[-1]
+        assert isinstance(completed, Completed)
+        if not self.options.dry_run:
+            self.store.append(records, durable=False)
+        with self._summary_lock:
+            if completed.outcome is Outcome.COPIED:
+                self.summary.copied += 1
+                self.summary.bytes += completed.bytes
+            elif completed.outcome is Outcome.SKIPPED:
+                self.summary.skipped += 1
+            else:
+                self.summary.done += 1
+        event = (
+            EventType.SKIPPED
+            if completed.outcome is Outcome.SKIPPED
+            else EventType.COMPLETED
+        )
+        self._emit(
+            event,
+            action,
+            attempt=completed.attempt,
+            bytes=completed.bytes,
+            method=completed.method,
+        )
+
+    def _execute(
+        self, action: ActionState, attempt: int, group: _DurableGroup
+    ) -> list[Record] | None:
+        kind = action.kind
+        if kind is Kind.COPY_FILE:
+            return self._copy(action, attempt, group)
+        if kind is Kind.MKDIR:
+            return self._mkdir(action, attempt)
+        if kind is Kind.DELETE:
+            return self._delete(action, attempt)
+        if kind is Kind.LIST:
+            return self._list(action, attempt)
+        raise ValueError(f"cannot execute an action of kind {kind}")
+
+    # Effects ------------------------------------------------------------------
+
+    def _copy(
+        self, action: ActionState, attempt: int, group: _DurableGroup
+    ) -> list[Record]:
+        source_path, destination_path = self.store.state.paths(action)
+        assert source_path is not None
+        assert destination_path is not None
+        source_fs = self.source.fs
+        destination_fs = self.destination.fs
+        policy = self._policy(action)
+
+        source = compare.stat(source_fs, source_path)
+        if source is None:
+            raise FileNotFoundError(f"source file not found: {source_path}")
+        destination = compare.stat(destination_fs, destination_path)
+        if attempt > 1 and not self.options.dry_run:
+            transfer.sweep_temporaries(
+                destination_fs, destination_path, action.action_id
+            )
+
+        decision = compare.decide(
+            policy,
+            source,
+            destination,
+            source_digest=lambda: self._digest(
+                source_fs, source_path, source, Service.SOURCE
+            ),
+            destination_digest=lambda: self._digest(
+                destination_fs, destination_path, destination, Service.DESTINATION
+            ),
+        )
+        if decision.identical:
+            return [
+                Completed(
+                    action.action_id,
+                    attempt,
+                    Outcome.SKIPPED,
+                    decision.method,
+                    0,
+                    decision.source,
+                    decision.destination,
+                    finished_ns=time.time_ns(),
+                )
+            ]
+        if self.options.dry_run:
+            return [Completed(action.action_id, attempt, Outcome.COPIED, "dry-run")]
+        return self._transfer(
+            action, attempt, source_path, destination_path, source, destination, group
+        )
+
+    def _transfer(
+        self,
+        action: ActionState,
+        attempt: int,
+        source_path: str,
+        destination_path: str,
+        source: compare.FileInfo,
+        destination: compare.FileInfo | None,
+        group: _DurableGroup,
+    ) -> list[Record]:
+        # A new local file may wait for its group's filesystem sync; a file
+        # that replaces an existing one is synced alone before its rename.
+        batched = group.enabled and destination is None
+        sink = transfer.open_sink(
+            self.destination.fs,
+            destination_path,
+            action_id=action.action_id,
+            attempt=attempt,
+            fsync=not batched,
+        )
+        callback = self._callback(action, attempt, source.size)
+        # Read the clock before the source, so a change during the read is
+        # inside the same-second guard of the digest cache.
+        observed_ns = time.time_ns()
+        try:
+            result = transfer.copy_file(
+                self.source.fs,
+                source_path,
+                sink,
+                callback=callback,
+                should_stop=self._stopping if self.options.stop else None,
+            )
+        except transfer.CopyInterrupted:
+            raise _Interrupted from None
+        if result.bytes != source.size:
+            sink.abort()
+            raise _SourceChanged(source_path, source.size, result.bytes)
+        sink.commit(source.mtime_ns)
+
+        source_identity = Identity(source.size, source.mtime_ns, result.digest)
+        destination_identity = Identity(result.bytes, source.mtime_ns, result.digest)
+        records: list[Record] = []
+        now = time.time_ns()
+        mtime_ns = source.mtime_ns
+        if mtime_ns is not None and compare.is_trusted(mtime_ns, observed_ns):
+            records.append(
+                Digested(
+                    Service.SOURCE,
+                    source_path,
+                    source.size,
+                    mtime_ns,
+                    result.digest,
+                    observed_ns,
+                )
+            )
+            # Only sinks that set the destination's mtime to the source's
+            # make this entry match the destination's next stat.
+            if type(sink) in _MTIME_SINKS:
+                records.append(
+                    Digested(
+                        Service.DESTINATION,
+                        destination_path,
+                        result.bytes,
+                        mtime_ns,
+                        result.digest,
+                        observed_ns,
+                    )
+                )
+        records.append(
+            Completed(
+                action.action_id,
+                attempt,
+                Outcome.COPIED,
+                result.digest.partition(":")[0],
+                result.bytes,
+                source_identity,
+                destination_identity,
+                finished_ns=now,
+            )
+        )
+        return records
+
+    def _digest(
+        self,
+        fs: fsspec.AbstractFileSystem,
+        path: str,
+        info: compare.FileInfo | None,
+        service: Service,
+    ) -> str:
+        assert info is not None
+        return compare.cached_digest(
+            fs, path, info, cache=self._cache, service=str(service)
+        )
+
+    def _mkdir(self, action: ActionState, attempt: int) -> list[Record] | None:
+        fs, path = self._service_path(action)
+        if not self.options.dry_run:
+            fs.makedirs(path, exist_ok=True)
+        return [self._done(action, attempt, "mkdir")]
+
+    def _delete(self, action: ActionState, attempt: int) -> list[Record] | None:
+        fs, path = self._service_path(action)
+        if self.options.dry_run:
+            return [self._done(action, attempt, "delete")]
+        try:
+            if action.added.parent is not None and action.added.recursive:
+                # A directory a sync removes: the deletes of everything in it
+                # ran in an earlier stage, so it must be empty by now.
+                fs.rmdir(path)
+            else:
+                fs.rm(path, recursive=action.added.recursive)
+        except FileNotFoundError:
+            pass
+        return [self._done(action, attempt, "delete")]
+
+    def _list(self, action: ActionState, attempt: int) -> list[Record] | None:
+        fs, path = self._service_path(action)
+        added = action.added
+        if added.recursive:
+            found = fs.find(path, withdirs=True, detail=True)
+            entries = list(found.values())
+        else:
+            entries = fs.ls(path, detail=True)
+        if added.dir_only:
+            entries = [e for e in entries if e.get("type") == "directory"]
+        listing = [
+            {
+                "name": entry["name"],
+                "type": entry.get("type", "file"),
+                "size": int(entry.get("size") or 0),
+            }
+            for entry in entries
+        ]
+        if self.options.dry_run:
+            return [self._done(action, attempt, "list")]
+        name = self.store.write_result(msgspec.msgpack.encode(listing))
+        done = self._done(action, attempt, "list")
+        return [msgspec.structs.replace(done, result=name)]
+
+    def _done(self, action: ActionState, attempt: int, method: str) -> Completed:
+        return Completed(
+            action.action_id,
+            attempt,
+            Outcome.DONE,
+            method,
+            finished_ns=time.time_ns(),
+        )
+
+    def _service_path(
+        self, action: ActionState
+    ) -> tuple[fsspec.AbstractFileSystem, str]:
+        added = action.added
+        filesystem = (
+            self.source if added.service is Service.SOURCE else self.destination
+        )
+        if added.parent is not None and added.relpath is not None:
+            source_path, destination_path = self.store.state.paths(action)
+            path = source_path if added.service is Service.SOURCE else destination_path
+            assert path is not None
+            return filesystem.fs, path
+        path = added.destination if added.service is Service.DESTINATION else None
+        path = path or added.source
+        assert path is not None
+        return filesystem.fs, path
+
+    def _policy(self, action: ActionState) -> compare.Policy:
+        if action.added.compare:
+            return compare.Policy.parse(action.added.compare)
+        return self.options.policy
+
+    # Parents, events ----------------------------------------------------------
+
+    def _finish_parents(self) -> None:
+        """Complete each tree whose files all ended; fail it if any failed."""
+        children: dict[str, list[ActionState]] = defaultdict(list)
+        state = self.store.state
+        for action in state.actions.values():
+            if action.added.parent is not None:
+                children[action.added.parent].append(action)
+        records: list[Record] = []
+        for action in state.actions.values():
+            if action.kind not in _PARENTS or action.terminal:
+                continue
+            if action.children is None:
+                continue
+            kids = children.get(action.action_id, [])
+            if any(not kid.terminal for kid in kids):
+                continue
+            failed = sum(1 for kid in kids if kid.status is Status.FAILED)
+            attempt = action.attempts + 1
+            if failed:
+                records.append(
+                    Failed(
+                        action.action_id,
+                        attempt,
+                        "ChildrenFailed",
+                        f"{failed} of {len(kids)} items failed; see "
+                        "`journalq actions --status failed`",
+                        False,
+                        finished_ns=time.time_ns(),
+                    )
+                )
+            else:
+                records.append(self._done(action, attempt, "tree"))
+        if records:
+            self.store.append(records, durable=True)
+
+    def _emit(self, type_: EventType, action: ActionState, **fields: object) -> None:
+        on_event = self.options.on_event
+        if on_event is None:
+            return
+        source, destination = self.store.state.paths(action)
+        on_event(
+            Event(
+                type_,
+                action.action_id,
+                str(action.kind),
+                source=source,
+                destination=destination,
+                total=action.added.size,
+                **fields,  # type: ignore[arg-type]
+            )
+        )
+
+    def _callback(
+        self, action: ActionState, attempt: int, size: int
+    ) -> fsspec.callbacks.Callback | None:
+        if self.options.on_event is None:
+            return None
+        executor = self
+
+        class _Progress(fsspec.callbacks.Callback):
+            def call(self, *args: object, **kwargs: object) -> None:
+                executor._emit(
+                    EventType.PROGRESS, action, attempt=attempt, bytes=self.value
+                )
+
+        return _Progress(size=size)
+
+    def _label(self, action: ActionState) -> str:
+        source, destination = self.store.state.paths(action)
+        return f"{action.kind} {source or ''} -> {destination or ''}".strip()
+
+
+_PARENTS: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})
+#: Sinks whose commit gives the destination the source's mtime.
+_MTIME_SINKS: Final = frozenset({transfer.LocalSink, transfer.MemorySink})
+
+
+class _SourceChanged(OSError):
+    """The source file changed size while it was being copied (transient)."""
+
+    def __init__(self, path: str, expected: int, copied: int) -> None:
+        super().__init__(
+            f"source file changed during the copy: {path} (expected {expected} "
+            f"bytes, read {copied}); it will be copied again"
+        )
+
+
+def _interrupted_error() -> Exception:
+    return InterruptedError("the run was stopped before this action finished")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return text if text else type(exc).__name__
+
+
+class _DurableGroup:
+    """Finished local copies waiting for one filesystem sync."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+        self.enabled = executor.destination.local and not executor.options.dry_run
+        self._pending: list[tuple[ActionState, list[Record]]] = []
+        self._since = 0.0
+
+    def wants(self, completed: Completed) -> bool:
+        return self.enabled and completed.outcome is Outcome.COPIED
+
+    def add(self, action: ActionState, records: list[Record]) -> None:
+        if not self._pending:
+            self._since = time.monotonic()
+        self._pending.append((action, records))
+        if (
+            len(self._pending) >= DURABLE_GROUP
+            or time.monotonic() - self._since >= DURABLE_WAIT
+        ):
+            self.commit()
+
+    def commit(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        _, destination = self._executor.store.state.paths(pending[0][0])
+        assert destination is not None
+        transfer.sync_filesystem(os.path.dirname(destination) or "/")
+        for action, records in pending:
+            self._executor._commit(action, records)
