@@ -1,0 +1,765 @@
+"""StorageQueue: the public face of a queue.
+
+A queue has one source and one destination filesystem, each given as an
+fsspec URL plus storage options, and a directory of its own that holds the
+journal. Adding an action journals it durably before the call returns;
+:meth:`StorageQueue.run` executes what waits. Opening a queue that a
+crashed run left behind resumes it: replay rebuilds the state, interrupted
+actions wait again, and trees whose expansion was cut short are expanded
+again (their files keep their ids, so nothing is added twice).
+
+When another process holds the queue, :class:`StorageQueue` opens it in
+hand-off mode: adds and cancels are written to the queue's inbox, durable
+when the call returns, and the running process journals and runs them.
+:meth:`StorageQueue.run` then raises :class:`QueueLockedError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue as queue_module
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, Final, Self
+
+import msgspec
+
+from journalq import compare, faults, inbox
+from journalq.backends import endpoint, open_filesystem
+from journalq.errors import ActionError, QueueError, QueueLockedError
+from journalq.events import ActionInfo, Event, RunSummary
+from journalq.executor import Executor, RunOptions
+from journalq.journal import SyncMode
+from journalq.plan import (
+    Listing,
+    action_id,
+    check_overlap,
+    count_deletes,
+    expand,
+    list_tree,
+    request_key,
+)
+from journalq.records import (
+    ActionAdded,
+    Canceled,
+    Kind,
+    QueueCreated,
+    Record,
+    Service,
+    encode_batch,
+)
+from journalq.replay import ActionState, QueueState, Status, reset_interrupted
+from journalq.store import QueueStore, queue_directory, read_state
+
+__all__ = ["StorageQueue"]
+
+logger = logging.getLogger(__name__)
+
+#: Records of a tree expansion journaled per append, so a million-file tree
+#: never holds all its records in one frame.
+EXPANSION_CHUNK: Final = 50_000
+
+_PARENTS: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})
+
+
+class StorageQueue:
+    """A durable queue of storage actions between two filesystems.
+
+    Parameters
+    ----------
+    source, destination:
+        fsspec URLs or local paths (``"/data"``, ``"memory://"``,
+        ``"s3://bucket"``). Required when the queue is created; for an
+        existing queue they may be omitted, and must match when given.
+    name:
+        A queue name (kept under ``$JOURNALQ_HOME``) or a directory path.
+    parallelism:
+        Worker threads of :meth:`run`.
+    compare:
+        How a run decides that a destination file is already identical:
+        ``"checksum"`` (size, then content digest), ``"size"``,
+        ``"size+mtime"`` or ``"always"`` (never skip).
+    sync:
+        ``"batch"`` (default): every durable record survives power loss.
+        ``"none"``: records survive a process crash but not power loss.
+    source_options, destination_options:
+        Storage options of the filesystems. Secrets among them (keys,
+        tokens, passwords) are used but never journaled.
+    max_attempts:
+        Attempts at an action before it fails: transient errors retried in
+        one run, or runs that crashed during it.
+    """
+
+    def __init__(
+        self,
+        source: str | None = None,
+        destination: str | None = None,
+        name: str | os.PathLike[str] = "local",
+        parallelism: int = 4,
+        *,
+        compare: str = "checksum",
+        sync: SyncMode = "batch",
+        source_options: dict[str, Any] | None = None,
+        destination_options: dict[str, Any] | None = None,
+        max_attempts: int = 5,
+    ) -> None:
+        if parallelism < 1:
+            raise ActionError(parallelism, "parallelism must be at least 1")
+        self.directory = queue_directory(name)
+        self.parallelism = parallelism
+        self.policy = _parse_policy(compare)
+        self.max_attempts = max_attempts
+        self._store: QueueStore | None = None
+        self._handoff_state: QueueState | None = None
+        self._lock_error: QueueLockedError | None = None
+        self._open(source, destination, source_options, destination_options, sync)
+
+    # Opening ------------------------------------------------------------------
+
+    def _open(
+        self,
+        source: str | None,
+        destination: str | None,
+        source_options: dict[str, Any] | None,
+        destination_options: dict[str, Any] | None,
+        sync: SyncMode,
+    ) -> None:
+        create = None
+        if source is not None and destination is not None:
+            create = self._creator(
+                source, destination, source_options or {}, destination_options or {}
+            )
+        try:
+            self._store = QueueStore.open(self.directory, create=create, sync=sync)
+        except QueueLockedError as exc:
+            if exc.same_process:
+                raise
+            self._lock_error = exc
+            self._handoff_state = read_state(self.directory)
+        created = self.state.created
+        if created is None:
+            raise QueueError(self.directory, "the queue has no creation record")
+        self._check_endpoints(created, source, destination)
+        self.source = open_filesystem(
+            created.source.url, {**created.source.options, **(source_options or {})}
+        )
+        self.destination = open_filesystem(
+            created.destination.url,
+            {**created.destination.options, **(destination_options or {})},
+        )
+        if self._store is not None:
+            self._recover()
+
+    def _creator(
+        self,
+        source: str,
+        destination: str,
+        source_options: dict[str, Any],
+        destination_options: dict[str, Any],
+    ):
+        name = os.fspath(self.directory.name)
+
+        def create(queue_id: str) -> QueueCreated:
+            return QueueCreated(
+                queue_id,
+                name,
+                endpoint(_url(source), source_options),
+                endpoint(_url(destination), destination_options),
+                self.parallelism,
+                time.time_ns(),
+                compare=str(self.policy),
+                max_attempts=self.max_attempts,
+            )
+
+        return create
+
+    def _check_endpoints(
+        self, created: QueueCreated, source: str | None, destination: str | None
+    ) -> None:
+        for given, stored, role in (
+            (source, created.source.url, "source"),
+            (destination, created.destination.url, "destination"),
+        ):
+            if given is not None and _url(given) != stored:
+                raise ActionError(
+                    given,
+                    f"queue {self.directory} was created with the {role} "
+                    f"{stored!r}; use another queue (--queue) for a different "
+                    f"{role}",
+                )
+
+    def _recover(self) -> None:
+        """Finish what a crashed run left: open attempts and expansions."""
+        store = self._require_store()
+        failures = reset_interrupted(store.state, self.max_attempts)
+        if failures:
+            logger.info("resuming %d actions a stopped run left open", len(failures))
+            store.append(failures, durable=True)
+        for action in list(store.state.actions.values()):
+            unexpanded = action.kind in _PARENTS and action.children is None
+            if unexpanded and not action.terminal:
+                logger.info("expanding %s again", action.action_id)
+                self._expand(action.added)
+
+    # State --------------------------------------------------------------------
+
+    @property
+    def state(self) -> QueueState:
+        if self._store is not None:
+            return self._store.state
+        assert self._handoff_state is not None
+        return self._handoff_state
+
+    @property
+    def handoff(self) -> bool:
+        """True when another process runs the queue and adds go to its inbox."""
+        return self._store is None
+
+    def _require_store(self) -> QueueStore:
+        if self._store is None:
+            assert self._lock_error is not None
+            raise self._lock_error
+        return self._store
+
+    def _journal(self, records: list[Record]) -> None:
+        if self._store is not None:
+            self._store.append(records, durable=True)
+            return
+        inbox.post(self.directory, encode_batch(records))
+        assert self._handoff_state is not None
+        self._handoff_state.apply_all(records)
+
+    # Adding actions -----------------------------------------------------------
+
+    def _new_action(self, kind: Kind, *parts: object, **fields: Any) -> ActionAdded:
+        key = request_key(kind, *parts)
+        generation = self.state.generations.get(key, 0)
+        return ActionAdded(
+            action_id(key, generation), kind, key, added_ns=time.time_ns(), **fields
+        )
+
+    def _pending(self, kind: Kind, *parts: object) -> str | None:
+        """Return the id of a pending action for the same request, if any."""
+        existing = self.state.by_key.get(request_key(kind, *parts))
+        if existing is None:
+            return None
+        action = self.state.actions.get(existing)
+        if action is None or action.terminal:
+            return None
+        return existing
+
+    def copy_file(self, sourcefile: str, destinationfile: str) -> str:
+        """Add a copy of one file; return the action's id.
+
+        The copy is skipped at run time when the destination is identical.
+        A ``destinationfile`` ending in ``/`` is a directory to copy into.
+        """
+        source = self.source.path(sourcefile)
+        destination = self.destination.path(destinationfile)
+        if destinationfile.endswith("/"):
+            destination = f"{destination.rstrip('/')}/{os.path.basename(source)}"
+        pending = self._pending(Kind.COPY_FILE, source, destination)
+        if pending is not None:
+            return pending
+        check_overlap(self.source.fs, source, self.destination.fs, destination)
+        added = self._new_action(
+            Kind.COPY_FILE, source, destination, source=source, destination=destination
+        )
+        self._journal([added])
+        return added.action_id
+
+    def copy_tree(self, sourcetree: str, destinationtree: str) -> str:
+        """Add a copy of every file under ``sourcetree``; return the tree's id.
+
+        The tree at ``sourcetree`` becomes the tree at ``destinationtree``
+        (its contents land directly in it). The files are listed now and
+        their destination paths are journaled, so running the queue later
+        or again never nests the tree.
+        """
+        return self._add_tree(Kind.COPY_TREE, sourcetree, destinationtree)
+
+    def sync(
+        self,
+        sourcetree: str,
+        destinationtree: str,
+        *,
+        delete: bool = False,
+        max_delete: int | None = None,
+        force: bool = False,
+    ) -> str:
+        """Add a sync of ``destinationtree`` to ``sourcetree``.
+
+        A copy_tree that, with ``delete``, also removes destination files the
+        source does not have. Deleting is refused when the source tree is
+        empty (unless ``force``) and when it would remove more than
+        ``max_delete`` items; nothing is added then.
+        """
+        return self._add_tree(
+            Kind.SYNC,
+            sourcetree,
+            destinationtree,
+            delete=delete,
+            max_delete=max_delete,
+            force=force,
+        )
+
+    def _add_tree(
+        self,
+        kind: Kind,
+        sourcetree: str,
+        destinationtree: str,
+        *,
+        delete: bool = False,
+        max_delete: int | None = None,
+        force: bool = False,
+    ) -> str:
+        source = self.source.path(sourcetree)
+        destination = self.destination.path(destinationtree)
+        pending = self._pending(kind, source, destination, delete)
+        if pending is not None:
+            return pending
+        check_overlap(self.source.fs, source, self.destination.fs, destination)
+        parent = self._new_action(
+            kind,
+            source,
+            destination,
+            delete,
+            source=source,
+            destination=destination,
+            delete_extraneous=delete,
+        )
+        self._expand(parent, max_delete=max_delete, force=force)
+        return parent.action_id
+
+    def _expand(
+        self, parent: ActionAdded, *, max_delete: int | None = None, force: bool = True
+    ) -> None:
+        """List the tree, check the deletes, then journal parent and children."""
+        assert parent.source is not None
+        assert parent.destination is not None
+        try:
+            source = list_tree(self.source.fs, parent.source)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise ActionError(
+                parent.source,
+                f"{exc}; check the path (nothing was added, nothing deleted)",
+            ) from exc
+        destination = None
+        if parent.delete_extraneous:
+            destination = self._destination_listing(parent.destination)
+            self._check_deletes(parent, source, destination, max_delete, force)
+
+        # The parent is durable before its children, so a crash in the middle
+        # leaves a tree that the next open expands again.
+        if parent.action_id not in self.state.actions:
+            self._journal([parent])
+        records: list[Record] = []
+        for record in expand(parent, source, destination):
+            records.append(record)
+            if len(records) >= EXPANSION_CHUNK:
+                self._append_chunk(records)
+                records = []
+        self._journal(records)
+
+    def _append_chunk(self, records: list[Record]) -> None:
+        if self._store is not None:
+            self._store.append(records, durable=False)
+        else:
+            self._journal(records)
+        faults.point("queue.expansion_chunk")
+
+    def _destination_listing(self, path: str) -> Listing:
+        try:
+            return list_tree(self.destination.fs, path)
+        except FileNotFoundError:
+            return Listing()
+
+    def _check_deletes(
+        self,
+        parent: ActionAdded,
+        source: Listing,
+        destination: Listing,
+        max_delete: int | None,
+        force: bool,
+    ) -> None:
+        deletes = count_deletes(source, destination)
+        if not source.files and not source.directories and deletes and not force:
+            raise ActionError(
+                parent.source,
+                f"the source tree is empty, so a sync with delete would remove "
+                f"all {deletes} items under {parent.destination}; pass "
+                "force=True (--force) if that is intended",
+            )
+        if max_delete is not None and deletes > max_delete:
+            raise ActionError(
+                max_delete,
+                f"the sync would delete {deletes} items, more than the maximum "
+                f"of {max_delete}; nothing was added or deleted. Raise "
+                "--max-delete or check the source",
+            )
+
+    def _filesystem(self, role: Service) -> Filesystem:
+        return self.source if role is Service.SOURCE else self.destination
+
+    def mkdir(self, service: str, path: str) -> str:
+        """Add the creation of directory ``path`` on ``service``."""
+        role = _service(service)
+        resolved = self._filesystem(role).path(path)
+        fields = _service_fields(role, resolved)
+        added = self._new_action(Kind.MKDIR, str(role), resolved, **fields)
+        return self._add_once(added)
+
+    def delete(self, service: str, path: str, recursive: bool = False) -> str:
+        """Add the deletion of ``path`` on ``service``.
+
+        A missing path counts as deleted. A directory needs ``recursive``.
+        """
+        role = _service(service)
+        resolved = self._filesystem(role).path(path)
+        fields = _service_fields(role, resolved)
+        added = self._new_action(
+            Kind.DELETE, str(role), resolved, recursive, recursive=recursive, **fields
+        )
+        return self._add_once(added)
+
+    def list(
+        self,
+        path: str,
+        dir_only: bool = False,
+        recursive: bool = False,
+        service: str = "source",
+    ) -> str:
+        """Add a listing of ``path``; read it with :meth:`list_result`."""
+        role = _service(service)
+        resolved = self._filesystem(role).path(path)
+        fields = _service_fields(role, resolved)
+        added = self._new_action(
+            Kind.LIST,
+            str(role),
+            resolved,
+            dir_only,
+            recursive,
+            dir_only=dir_only,
+            recursive=recursive,
+            **fields,
+        )
+        return self._add_once(added)
+
+    def _add_once(self, added: ActionAdded) -> str:
+        existing = self.state.by_key.get(added.key)
+        if existing is not None and not self.state.actions[existing].terminal:
+            return existing
+        self._journal([added])
+        return added.action_id
+
+    def add(self, specification: dict[str, Any]) -> str:
+        """Add one action given as a dict; return its id.
+
+        Keys: ``kind`` (copy_file, copy_tree, sync, mkdir, delete, list) and
+        the arguments of the method of that name (``source``,
+        ``destination``, ``service``, ``path``, ``recursive``, ``delete``,
+        ``dir_only``...).
+        """
+        spec = dict(specification)
+        kind = spec.pop("kind", None)
+        try:
+            if kind == "copy_file":
+                return self.copy_file(spec["source"], spec["destination"])
+            if kind == "copy_tree":
+                return self.copy_tree(spec["source"], spec["destination"])
+            if kind == "sync":
+                return self.sync(
+                    spec["source"],
+                    spec["destination"],
+                    delete=bool(spec.get("delete", False)),
+                    max_delete=spec.get("max_delete"),
+                    force=bool(spec.get("force", False)),
+                )
+            if kind == "mkdir":
+                return self.mkdir(spec.get("service", "destination"), spec["path"])
+            if kind == "delete":
+                return self.delete(
+                    spec.get("service", "destination"),
+                    spec["path"],
+                    recursive=bool(spec.get("recursive", False)),
+                )
+            if kind == "list":
+                return self.list(
+                    spec["path"],
+                    dir_only=bool(spec.get("dir_only", False)),
+                    recursive=bool(spec.get("recursive", False)),
+                    service=spec.get("service", "source"),
+                )
+        except KeyError as exc:
+            raise ActionError(
+                specification, f"the {kind} action needs the field {exc.args[0]!r}"
+            ) from None
+        raise ActionError(
+            kind,
+            "unknown action kind; expected one of copy_file, copy_tree, sync, "
+            "mkdir, delete, list",
+        )
+
+    # Canceling, retrying ------------------------------------------------------
+
+    def cancel(self, id: str | None = None) -> list[str]:
+        """Cancel one waiting action, or every waiting action when ``id`` is None.
+
+        Canceling a tree cancels its files that have not started. Returns the
+        ids canceled; an action already started or ended is left as it is.
+        """
+        state = self.state
+        if id is not None and id not in state.actions:
+            raise ActionError(id, "no action with this id in the queue")
+        targets = self._cancel_targets(id)
+        if self._store is not None:
+            return self._store.cancel(targets, by="user")
+        records: list[Record] = [Canceled(target, "user") for target in targets]
+        if records:
+            self._journal(records)
+        return targets
+
+    def _cancel_targets(self, id: str | None) -> list[str]:
+        state = self.state
+        return [
+            action.action_id
+            for action in state.actions.values()
+            if action.status is Status.WAITING
+            and (id is None or id in (action.action_id, action.added.parent))
+        ]
+
+    def retry(self) -> list[str]:
+        """Add every failed file or action again; return the new ids."""
+        new_ids: list[str] = []
+        for action in list(self.state.actions.values()):
+            if action.status is Status.FAILED and action.kind not in _PARENTS:
+                new_ids.append(self._retry(action))
+        return new_ids
+
+    def _retry(self, action: ActionState) -> str:
+        added = action.added
+        if added.parent is None:
+            generation = self.state.generations.get(added.key, 0)
+            fresh = msgspec.structs.replace(
+                added,
+                action_id=action_id(added.key, generation),
+                added_ns=time.time_ns(),
+            )
+            return self._add_once(fresh)
+        # A file of a tree comes back as an action of its own, because the
+        # tree has ended.
+        source, destination = self.state.paths(action)
+        path = source if added.service is Service.SOURCE else destination
+        assert path is not None
+        if added.kind is Kind.MKDIR:
+            return self.mkdir(str(added.service), path)
+        if added.kind is Kind.DELETE:
+            return self.delete(str(added.service), path, recursive=added.recursive)
+        assert source is not None
+        assert destination is not None
+        return self.copy_file(source, destination)
+
+    # Reading ------------------------------------------------------------------
+
+    def status(self) -> dict[str, int]:
+        """Return counts of the queue's actions by status, plus bytes copied.
+
+        Keys: length, waiting, inprogress, completed, failed, canceled,
+        skipped (completed without copying) and bytes.
+        """
+        return self.state.status_counts()
+
+    def get_actions(self, status: str | None = None) -> list[ActionInfo]:
+        """Return the queue's actions, optionally only those in ``status``."""
+        wanted = Status(status) if status is not None else None
+        return [
+            self._info(action)
+            for action in self.state.actions.values()
+            if wanted is None or action.status is wanted
+        ]
+
+    def get_action(self, id: str) -> ActionInfo:
+        action = self.state.actions.get(id)
+        if action is None:
+            raise ActionError(id, "no action with this id in the queue")
+        return self._info(action)
+
+    def _info(self, action: ActionState) -> ActionInfo:
+        source, destination = self.state.paths(action)
+        added = action.added
+        if added.service is Service.SOURCE and added.parent is not None:
+            destination = None
+        completed = action.completed
+        error = action.error
+        return ActionInfo(
+            id=action.action_id,
+            kind=str(added.kind),
+            status=str(action.status),
+            source=source,
+            destination=destination,
+            service=str(added.service) if added.service else None,
+            attempts=action.attempts,
+            bytes=action.bytes,
+            outcome=str(completed.outcome) if completed else None,
+            method=completed.method if completed else None,
+            error=f"{error.error}: {error.message}" if error else None,
+            parent=added.parent,
+        )
+
+    def list_result(self, id: str) -> list[dict[str, Any]]:
+        """Return the entries a completed list action stored."""
+        action = self.state.actions.get(id)
+        if action is None or action.kind is not Kind.LIST:
+            raise ActionError(id, "no list action with this id in the queue")
+        if action.completed is None or action.completed.result is None:
+            raise ActionError(
+                id, f"the list action is {action.status}, not completed; run the queue"
+            )
+        path = self.directory / "results" / f"{action.completed.result}.msgpack"
+        return msgspec.msgpack.decode(path.read_bytes())
+
+    # Running ------------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        on_event: Any = None,
+        stop: threading.Event | None = None,
+        dry_run: bool = False,
+        compare: str | None = None,
+        parallelism: int | None = None,
+    ) -> RunSummary:
+        """Execute every waiting action; return what the run did.
+
+        Returns when every action has ended, or soon after ``stop`` is set:
+        then no new action starts and copies in flight stop between chunks.
+        Actions handed off by other processes while the run works are run
+        too, before it returns.
+        """
+        return self._run(
+            on_event=on_event,
+            stop=stop,
+            dry_run=dry_run,
+            compare=compare,
+            parallelism=parallelism,
+        )
+
+    def _run(self, only: frozenset[str] | None = None, **settings: Any) -> RunSummary:
+        store = self._require_store()
+        options = RunOptions(
+            policy=_parse_policy(settings["compare"])
+            if settings.get("compare")
+            else self.policy,
+            parallelism=settings.get("parallelism") or self.parallelism,
+            max_attempts=self.max_attempts,
+            dry_run=bool(settings.get("dry_run")),
+            on_event=settings.get("on_event"),
+            stop=settings.get("stop"),
+            only=only,
+        )
+        total = RunSummary()
+        while True:
+            summary = Executor(store, self.source, self.destination, options).run()
+            _accumulate(total, summary)
+            if summary.interrupted or options.dry_run or only is not None:
+                break
+            if not store.drain_inbox():
+                break
+        total.failures = self.get_actions("failed")
+        return total
+
+    def run_iter(self, **settings: Any) -> Iterator[Event]:
+        """Run the queue in a thread and yield its events as they happen.
+
+        Closing the generator early sets the run's stop event and waits for
+        the run to stop.
+        """
+        events: queue_module.Queue[Event | None] = queue_module.Queue()
+        stop = settings.pop("stop", None) or threading.Event()
+        failure: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                self.run(on_event=events.put, stop=stop, **settings)
+            except BaseException as exc:
+                failure.append(exc)
+            finally:
+                events.put(None)
+
+        thread = threading.Thread(target=target, name="journalq-run", daemon=True)
+        thread.start()
+        try:
+            while (event := events.get()) is not None:
+                yield event
+        finally:
+            stop.set()
+            thread.join()
+        if failure:
+            raise failure[0]
+
+    def action(self, specification: dict[str, Any]) -> ActionInfo:
+        """Add one action from a dict and execute it now; return its state."""
+        new_id = self.add(specification)
+        self._run(only=frozenset({new_id}))
+        return self.get_action(new_id)
+
+    def compact(self) -> None:
+        """Snapshot the state now so the journal behind it can be deleted."""
+        self._require_store().take_snapshot()
+
+    # Lifetime -----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush the journal and release the queue's lock."""
+        if self._store is not None:
+            self._store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = " (hand-off)" if self.handoff else ""
+        return f"StorageQueue({str(self.directory)!r}){mode}"
+
+
+def _accumulate(total: RunSummary, part: RunSummary) -> None:
+    total.copied += part.copied
+    total.skipped += part.skipped
+    total.failed += part.failed
+    total.done += part.done
+    total.retried += part.retried
+    total.bytes += part.bytes
+    total.elapsed += part.elapsed
+    total.interrupted = part.interrupted
+    total.remaining = part.remaining
+
+
+def _parse_policy(text: str) -> compare.Policy:
+    return compare.Policy.parse(text)
+
+
+def _service(value: str) -> Service:
+    try:
+        return Service(value)
+    except ValueError:
+        raise ActionError(
+            value, "unknown service; expected 'source' or 'destination'"
+        ) from None
+
+
+def _service_fields(role: Service, path: str) -> dict[str, Any]:
+    if role is Service.SOURCE:
+        return {"service": role, "source": path}
+    return {"service": role, "destination": path}
+
+
+def _url(value: str) -> str:
+    """Return the URL of a filesystem given as a URL or a local path."""
+    if "://" in value:
+        return value
+    return "file://" + os.path.abspath(os.path.expanduser(value))

@@ -1,0 +1,502 @@
+"""StorageQueue end to end on real local files and the memory filesystem."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import unicodedata
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from journalq import ActionError, QueueLockedError, StorageQueue
+from journalq.events import EventType
+from journalq.store import read_state
+
+NAMES = [
+    "plain.txt",
+    "with space.txt",
+    " leading space.txt",
+    "sym+%#?&$@:~;.txt",
+    "ünïcödé.txt",
+    unicodedata.normalize("NFC", "café.txt"),
+    unicodedata.normalize("NFD", "café.txt"),
+    "empty.bin",
+    "nested/deeper/file.dat",
+]
+
+
+def make_tree(root: Path) -> dict[str, bytes]:
+    contents: dict[str, bytes] = {}
+    for index, name in enumerate(NAMES):
+        data = b"" if name == "empty.bin" else f"{index}:{name}\n".encode() * 50
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        contents[name] = data
+    (root / "empty-dir").mkdir()
+    return contents
+
+
+def tree_files(root: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(root)): path.read_bytes()
+        for path in root.rglob("*")
+        if path.is_file()
+    }
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    root = tmp_path / "src"
+    root.mkdir()
+    make_tree(root)
+    return root
+
+
+@pytest.fixture
+def dst(tmp_path: Path) -> Path:
+    return tmp_path / "dst"
+
+
+@pytest.fixture
+def queue_dir(tmp_path: Path) -> Path:
+    return tmp_path / "queue"
+
+
+def test_copy_tree_copies_every_file(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.copy_tree(str(src), str(dst))
+        summary = queue.run()
+        status = queue.status()
+    assert tree_files(dst) == tree_files(src)
+    assert (dst / "empty-dir").is_dir()
+    assert summary.failed == 0
+    assert summary.copied == len(NAMES)
+    assert status["failed"] == 0
+    assert status["waiting"] == 0
+    assert status["completed"] == status["length"]
+
+
+def test_nfc_and_nfd_names_stay_distinct(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.copy_tree(str(src), str(dst))
+        queue.run()
+    names = set(os.listdir(dst))
+    assert unicodedata.normalize("NFC", "café.txt") in names
+    assert unicodedata.normalize("NFD", "café.txt") in names
+
+
+def test_second_sync_copies_nothing(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.sync(str(src), str(dst))
+        first = queue.run()
+        queue.sync(str(src), str(dst))
+        second = queue.run()
+    assert first.copied == len(NAMES)
+    assert second.copied == 0
+    assert second.bytes == 0
+    assert second.skipped == len(NAMES)
+
+
+def test_same_size_different_content_is_copied(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.sync(str(src), str(dst))
+        queue.run()
+        target = dst / "plain.txt"
+        original = target.read_bytes()
+        target.write_bytes(bytes(reversed(original)))
+        queue.sync(str(src), str(dst))
+        summary = queue.run()
+    assert target.read_bytes() == original
+    assert summary.copied == 1
+
+
+def test_rerun_of_tree_never_nests(src, dst, queue_dir):
+    for _ in range(2):
+        with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+            queue.copy_tree(str(src), str(dst))
+            queue.run()
+    assert not (dst / "src").exists()
+    assert tree_files(dst) == tree_files(src)
+
+
+def test_sync_delete_removes_extraneous(src, dst, queue_dir):
+    dst.mkdir()
+    (dst / "stale.txt").write_bytes(b"old")
+    (dst / "stale-dir" / "inner").mkdir(parents=True)
+    (dst / "stale-dir" / "inner" / "x").write_bytes(b"x")
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.sync(str(src), str(dst), delete=True)
+        summary = queue.run()
+    assert summary.failed == 0
+    assert not (dst / "stale.txt").exists()
+    assert not (dst / "stale-dir").exists()
+    assert tree_files(dst) == tree_files(src)
+
+
+def test_sync_delete_from_empty_source_is_refused(tmp_path, dst, queue_dir):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    dst.mkdir()
+    (dst / "keep.txt").write_bytes(b"keep")
+    with StorageQueue(str(empty), str(dst), name=str(queue_dir)) as queue:
+        with pytest.raises(ActionError, match="empty"):
+            queue.sync(str(empty), str(dst), delete=True)
+        assert queue.status()["length"] == 0
+        queue.sync(str(empty), str(dst), delete=True, force=True)
+        queue.run()
+    assert not (dst / "keep.txt").exists()
+
+
+def test_max_delete_aborts_before_any_delete(src, dst, queue_dir):
+    dst.mkdir()
+    for index in range(5):
+        (dst / f"stale{index}").write_bytes(b"s")
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        with pytest.raises(ActionError, match="more than the maximum of 2"):
+            queue.sync(str(src), str(dst), delete=True, max_delete=2)
+        assert queue.status()["length"] == 0
+    assert len(list(dst.iterdir())) == 5
+
+
+def test_missing_source_root_adds_nothing(tmp_path, dst, queue_dir):
+    missing = tmp_path / "missing"
+    with StorageQueue(str(tmp_path), str(dst), name=str(queue_dir)) as queue:
+        with pytest.raises(ActionError, match="not found"):
+            queue.sync(str(missing), str(dst), delete=True)
+        assert queue.status()["length"] == 0
+
+
+def test_overlapping_trees_rejected(src, queue_dir):
+    with StorageQueue(str(src), str(src), name=str(queue_dir)) as queue:
+        with pytest.raises(ActionError, match="overlaps"):
+            queue.copy_tree(str(src), str(src / "inside"))
+
+
+def test_dangling_symlink_fails_alone(src, dst, queue_dir):
+    (src / "dangling").symlink_to(src / "nowhere")
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.copy_tree(str(src), str(dst))
+        summary = queue.run()
+        failed = queue.get_actions("failed")
+    assert summary.failed == 1
+    failed_files = [a for a in failed if a.kind == "copy_file"]
+    assert len(failed_files) == 1
+    assert failed_files[0].source.endswith("dangling")
+    assert "FileNotFoundError" in (failed_files[0].error or "")
+    assert (dst / "plain.txt").exists()
+
+
+def test_copy_file_skips_identical(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.copy_file(str(src / "plain.txt"), str(dst / "copy.txt"))
+        first = queue.run()
+        queue.copy_file(str(src / "plain.txt"), str(dst / "copy.txt"))
+        second = queue.run()
+    assert first.copied == 1
+    assert second.skipped == 1
+    assert (dst / "copy.txt").read_bytes() == (src / "plain.txt").read_bytes()
+
+
+def test_pending_duplicate_add_returns_same_id(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        first = queue.copy_file(str(src / "plain.txt"), str(dst / "a"))
+        second = queue.copy_file(str(src / "plain.txt"), str(dst / "a"))
+        assert first == second
+        assert queue.status()["length"] == 1
+
+
+def test_compare_size_skips_same_size(src, dst, queue_dir):
+    dst.mkdir()
+    (dst / "plain.txt").write_bytes(b"x" * (src / "plain.txt").stat().st_size)
+    with StorageQueue(str(src), str(dst), name=str(queue_dir), compare="size") as q:
+        q.copy_file(str(src / "plain.txt"), str(dst / "plain.txt"))
+        summary = q.run()
+    assert summary.skipped == 1
+
+
+def test_compare_always_copies(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.copy_file(str(src / "plain.txt"), str(dst / "plain.txt"))
+        queue.run()
+        queue.copy_file(str(src / "plain.txt"), str(dst / "plain.txt"))
+        summary = queue.run(compare="always")
+    assert summary.copied == 1
+
+
+def test_unknown_compare_rejected(src, dst, queue_dir):
+    with pytest.raises(ActionError, match="checksum"):
+        StorageQueue(str(src), str(dst), name=str(queue_dir), compare="md6")
+
+
+def test_cancel_all_waiting(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.copy_tree(str(src), str(dst))
+        canceled = queue.cancel()
+        summary = queue.run()
+        status = queue.status()
+    assert canceled
+    assert summary.copied == 0
+    assert status["canceled"] == len(canceled)
+    assert not dst.exists() or not any(dst.rglob("*.txt"))
+
+
+def test_cancel_survives_reopen(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        keep = queue.copy_file(str(src / "plain.txt"), str(dst / "a"))
+        drop = queue.copy_file(str(src / "plain.txt"), str(dst / "b"))
+        queue.cancel(drop)
+    with StorageQueue(name=str(queue_dir)) as queue:
+        queue.run()
+        assert queue.get_action(drop).status == "canceled"
+        assert queue.get_action(keep).status == "completed"
+    assert not (dst / "b").exists()
+
+
+def test_cancel_unknown_id_rejected(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        with pytest.raises(ActionError, match="no action"):
+            queue.cancel("0123456789abcdef")
+
+
+def test_mkdir_and_delete(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.mkdir("destination", str(dst / "made"))
+        queue.run()
+        assert (dst / "made").is_dir()
+        queue.delete("destination", str(dst / "made"), recursive=True)
+        queue.delete("destination", str(dst / "never-existed"))
+        summary = queue.run()
+    assert summary.failed == 0
+    assert not (dst / "made").exists()
+
+
+def test_bad_service_rejected(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        with pytest.raises(ActionError, match="'source' or 'destination'"):
+            queue.mkdir("elsewhere", "/x")
+
+
+def test_list_result_is_stored(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        listing = queue.list(str(src), recursive=True)
+        queue.run()
+        entries = queue.list_result(listing)
+    names = {os.path.relpath(entry["name"], src) for entry in entries}
+    assert "nested/deeper/file.dat" in names
+    assert "nested" in names
+
+
+def test_list_dir_only(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        listing = queue.list(str(src), dir_only=True)
+        queue.run()
+        entries = queue.list_result(listing)
+    assert {entry["type"] for entry in entries} == {"directory"}
+
+
+def test_retry_failed_after_fix(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.copy_file(str(src / "later.txt"), str(dst / "later.txt"))
+        assert queue.run().failed == 1
+        (src / "later.txt").write_bytes(b"now here")
+        new_ids = queue.retry()
+        summary = queue.run()
+    assert len(new_ids) == 1
+    assert summary.copied == 1
+    assert (dst / "later.txt").read_bytes() == b"now here"
+
+
+def test_events_reported(src, dst, queue_dir):
+    events = []
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.copy_tree(str(src), str(dst))
+        queue.run(on_event=events.append)
+    types = {event.type for event in events}
+    assert EventType.STARTED in types
+    assert EventType.COMPLETED in types
+    completed = [e for e in events if e.type is EventType.COMPLETED]
+    assert any(e.kind == "copy_file" and e.bytes > 0 for e in completed)
+
+
+def test_run_iter_yields_events(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.copy_tree(str(src), str(dst))
+        kinds = [event.type for event in queue.run_iter()]
+    assert kinds.count(EventType.STARTED) >= len(NAMES)
+
+
+def test_action_executes_one_specification(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        other = queue.copy_file(str(src / "plain.txt"), str(dst / "other"))
+        info = queue.action(
+            {
+                "kind": "copy_file",
+                "source": str(src / "plain.txt"),
+                "destination": str(dst / "now"),
+            }
+        )
+        assert info.status == "completed"
+        assert queue.get_action(other).status == "waiting"
+    assert (dst / "now").exists()
+
+
+def test_add_rejects_bad_specification(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        with pytest.raises(ActionError, match="unknown action kind"):
+            queue.add({"kind": "teleport"})
+        with pytest.raises(ActionError, match="'destination'"):
+            queue.add({"kind": "copy_file", "source": "a"})
+
+
+def test_reopen_with_other_source_rejected(src, dst, queue_dir, tmp_path):
+    StorageQueue(str(src), str(dst), name=str(queue_dir)).close()
+    with pytest.raises(ActionError, match="created with the source"):
+        StorageQueue(str(tmp_path), str(dst), name=str(queue_dir))
+
+
+def test_memory_to_local(tmp_path, queue_dir):
+    memory = fsspec.filesystem("memory")
+    memory.store.clear()
+    memory.pipe({"/mem/a.txt": b"alpha", "/mem/sub/b.txt": b"beta"})
+    target = tmp_path / "out"
+    with StorageQueue("memory://", str(target), name=str(queue_dir)) as queue:
+        queue.copy_tree("/mem", str(target))
+        summary = queue.run()
+    assert summary.copied == 2
+    assert (target / "sub" / "b.txt").read_bytes() == b"beta"
+
+
+def test_local_to_memory_twice(src, queue_dir):
+    memory = fsspec.filesystem("memory")
+    memory.store.clear()
+    with StorageQueue(str(src), "memory://", name=str(queue_dir)) as queue:
+        queue.sync(str(src), "/backup")
+        first = queue.run()
+        queue.sync(str(src), "/backup")
+        second = queue.run()
+    assert first.copied == len(NAMES)
+    assert second.copied == 0
+    assert (
+        memory.cat("/backup/nested/deeper/file.dat")
+        == (src / "nested/deeper/file.dat").read_bytes()
+    )
+
+
+def test_secret_options_never_written(tmp_path, queue_dir):
+    options = {"key": "AKIA-SECRET-1", "secret": "s3cr3t-value", "auto_mkdir": True}
+    with StorageQueue(
+        str(tmp_path),
+        "memory://",
+        name=str(queue_dir),
+        destination_options={"token": "tok-SECRET-2"},
+        source_options=options,
+    ):
+        pass
+    for path in queue_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for secret in (b"AKIA-SECRET-1", b"s3cr3t-value", b"tok-SECRET-2"):
+                assert secret not in data, path
+
+
+def test_queue_directory_private(src, dst, queue_dir):
+    StorageQueue(str(src), str(dst), name=str(queue_dir)).close()
+    assert queue_dir.stat().st_mode & 0o077 == 0
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from journalq import StorageQueue
+    queue = StorageQueue(sys.argv[1], sys.argv[2], name=sys.argv[3])
+    print("ready", flush=True)
+    sys.stdin.readline()
+    queue.run()
+    queue.close()
+    """
+)
+
+
+def test_add_while_another_process_holds_queue(src, dst, queue_dir):
+    StorageQueue(str(src), str(dst), name=str(queue_dir)).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(src), str(dst), str(queue_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "ready"
+        with StorageQueue(name=str(queue_dir)) as queue:
+            assert queue.handoff
+            queue.copy_file(str(src / "plain.txt"), str(dst / "handed.txt"))
+            with pytest.raises(QueueLockedError) as raised:
+                queue.run()
+            assert raised.value.pid == holder.pid
+        assert holder.stdin is not None
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        assert holder.wait(timeout=60) == 0
+    finally:
+        holder.kill()
+    assert (dst / "handed.txt").read_bytes() == (src / "plain.txt").read_bytes()
+    state = read_state(queue_dir)
+    assert state.status_counts()["completed"] == 1
+
+
+def test_crash_during_expansion_expands_again(src, dst, queue_dir):
+    script = textwrap.dedent(
+        """
+        import sys
+        from journalq import StorageQueue, queue
+        queue.EXPANSION_CHUNK = 3
+        q = StorageQueue(sys.argv[1], sys.argv[2], name=sys.argv[3])
+        q.copy_tree(sys.argv[1], sys.argv[2])
+        """
+    )
+    env = dict(os.environ, JOURNALQ_CRASH_AT="queue.expansion_chunk:2")
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(src), str(dst), str(queue_dir)],
+        env=env,
+        check=False,
+    )
+    assert result.returncode == -9
+    with StorageQueue(name=str(queue_dir)) as queue:
+        summary = queue.run()
+        ids = [a.id for a in queue.get_actions()]
+    assert len(ids) == len(set(ids))
+    assert summary.failed == 0
+    assert tree_files(dst) == tree_files(src)
+
+
+def test_crashed_attempts_resume(src, dst, queue_dir):
+    script = textwrap.dedent(
+        """
+        import sys
+        from journalq import StorageQueue
+        q = StorageQueue(sys.argv[1], sys.argv[2], name=sys.argv[3], parallelism=1)
+        q.copy_tree(sys.argv[1], sys.argv[2])
+        q.run()
+        """
+    )
+    env = dict(os.environ, JOURNALQ_CRASH_AT="transfer.before_rename:3")
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(src), str(dst), str(queue_dir)],
+        env=env,
+        check=False,
+    )
+    assert result.returncode == -9
+    started = time.monotonic()
+    with StorageQueue(name=str(queue_dir)) as queue:
+        summary = queue.run()
+    assert time.monotonic() - started < 30
+    assert summary.failed == 0
+    assert tree_files(dst) == tree_files(src)
+    assert not list(dst.rglob(".*.jq-*.tmp"))
