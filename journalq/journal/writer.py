@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, Literal, Self
@@ -65,6 +66,14 @@ BATCH_PAYLOAD_BYTES: Final = 1024 * 1024
 #: Cap on records per batch, for records so small that per-record encoding
 #: time matters more than their bytes: 65,536 records encode in about 12 ms.
 BATCH_RECORDS: Final = 65536
+#: How long the writer waits, after waking the producers of a batch, for
+#: them to append again before it starts the next batch. Measured with 4
+#: producers making durable 64-record appends (medians of 5 runs on the
+#: 2-core development VM, where an fdatasync takes about 0.4 ms): 216,000
+#: records/s without waiting, 302,000 at 100 us, 342,000 at 200 us and
+#: 332,000 at 400 us. A batch is delayed by at most this much when the
+#: released producers do not append again.
+GATHER_SECONDS: Final = 0.0002
 #: Bytes per record assumed before the first batch was encoded; the average
 #: of journalq's own records is 70-100 bytes.
 INITIAL_RECORD_BYTES: Final = 100
@@ -98,11 +107,16 @@ class Journal:
         self._work = threading.Condition(self._lock)
         self._synced = threading.Condition(self._lock)
         self._delete_lock = threading.Lock()
-        self._pending: deque[list[Any]] = deque()
+        self._pending: deque[tuple[list[Any], bool]] = deque()
         self._next_lsn = segment.first_lsn
         self._synced_lsn = segment.first_lsn - 1
         self._closed = False
         self._poison: tuple[str, str] | None = None
+        # Group-commit gathering, see _gather().
+        self._appends = 0
+        self._appends_at_publish = 0
+        self._released = 0
+        self._published_at = 0.0
 
         # Owned by the writer thread.
         self._written_lsn = segment.first_lsn
@@ -213,7 +227,8 @@ class Journal:
             last = self._next_lsn + len(records) - 1
             if records:
                 self._next_lsn = last + 1
-                self._pending.append(records)
+                self._pending.append((records, durable))
+                self._appends += 1
                 self._work.notify()
             if durable:
                 self._wait_synced(last)
@@ -282,32 +297,52 @@ class Journal:
 
     def _run(self) -> None:
         try:
-            while (batch := self._take_batch()) is not None:
-                self._write_batch(batch)
+            while (taken := self._take_batch()) is not None:
+                self._write_batch(*taken)
         except BaseException as exc:
             # Every failure poisons, so that no waiter blocks forever.
             self._fail(exc)
             if not isinstance(exc, Exception):
                 raise
 
-    def _take_batch(self) -> list[Any] | None:
-        """Wait for records and take up to one batch of them, in LSN order."""
+    def _take_batch(self) -> tuple[list[Any], int] | None:
+        """Wait for records and take up to one batch of them, in LSN order.
+
+        Returns the records and the number of durable appends among them.
+        """
         with self._lock:
             while not self._pending and not self._closed:
                 self._work.wait()
+            self._gather()
             if not self._pending:
                 return None
             limit = max(
                 1, min(BATCH_RECORDS, BATCH_PAYLOAD_BYTES // self._record_bytes)
             )
-            batch = self._pending.popleft()
-            if self._pending and len(batch) + len(self._pending[0]) <= limit:
-                batch = list(batch)
-                while self._pending and len(batch) + len(self._pending[0]) <= limit:
-                    batch.extend(self._pending.popleft())
-            return batch
+            records, durable = self._pending.popleft()
+            batch, waiters = list(records), int(durable)
+            while self._pending and len(batch) + len(self._pending[0][0]) <= limit:
+                records, durable = self._pending.popleft()
+                batch.extend(records)
+                waiters += durable
+            return batch, waiters
 
-    def _write_batch(self, batch: list[Any]) -> None:
+    def _gather(self) -> None:
+        """Wait briefly for the producers that the last batch released.
+
+        Producers blocked on a durable append usually append again within
+        microseconds of being woken. Without this wait they would miss the
+        next batch, which already took what arrived during the sync, and the
+        producers would settle into two half-full batches per round.
+        """
+        deadline = self._published_at + GATHER_SECONDS
+        while self._appends - self._appends_at_publish < self._released:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._closed:
+                return
+            self._work.wait(remaining)
+
+    def _write_batch(self, batch: list[Any], waiters: int) -> None:
         for first_lsn, count, payload in self._encode(batch, self._written_lsn):
             segment = self._segment
             frame = fmt.encode_frame(
@@ -316,7 +351,7 @@ class Journal:
             segment.append(frame, self._syncer)
             self._bytes_written += len(frame)
             self._written_lsn = first_lsn + count
-            self._publish(self._written_lsn - 1)
+            self._publish(self._written_lsn - 1, waiters)
         if self._segment.size >= self._segment_bytes:
             self._roll()
 
@@ -336,10 +371,13 @@ class Journal:
             batch[half:], first_lsn + half
         )
 
-    def _publish(self, lsn: int) -> None:
+    def _publish(self, lsn: int, waiters: int) -> None:
         faults.point("journal.after_sync")
         with self._lock:
             self._synced_lsn = lsn
+            self._released = waiters
+            self._appends_at_publish = self._appends
+            self._published_at = time.monotonic()
             self._synced.notify_all()
 
     def _roll(self) -> None:
