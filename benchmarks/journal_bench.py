@@ -17,7 +17,7 @@ compare with each other:
   would cost).
 
 The records are a mix of journalq's ActionAdded, Started and Completed,
-about 90 bytes each when encoded.
+about 75 bytes each when encoded.
 """
 
 from __future__ import annotations
@@ -49,12 +49,12 @@ REPLAY_TARGET = 500_000
 
 def make_records(count: int) -> list[records.Record]:
     """Return ``count`` records cycling through added, started, completed."""
-    made: list[records.Record] = []
+    built: list[records.Record] = []
     for index in range(count):
         action_id = f"{index:032x}"
         kind = index % 3
         if kind == 0:
-            made.append(
+            built.append(
                 records.ActionAdded(
                     action_id=action_id,
                     kind=records.Kind.COPY_FILE,
@@ -65,9 +65,9 @@ def make_records(count: int) -> list[records.Record]:
                 )
             )
         elif kind == 1:
-            made.append(records.Started(action_id=action_id, attempt=1))
+            built.append(records.Started(action_id=action_id, attempt=1))
         else:
-            made.append(
+            built.append(
                 records.Completed(
                     action_id=action_id,
                     attempt=1,
@@ -75,7 +75,7 @@ def make_records(count: int) -> list[records.Record]:
                     bytes=4096,
                 )
             )
-    return made
+    return built
 
 
 def run_producers(

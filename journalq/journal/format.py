@@ -44,9 +44,9 @@ Its count is 0, its first LSN is the next LSN, and its payload is the last LSN
 of the segment (u64) and the masked CRC32C of every segment byte before the
 SEAL frame (u32).
 
-A frame type with the bit :data:`FRAME_IGNORABLE` set may be skipped by a
-reader that does not know it; its records still use up their LSNs. An unknown
-type without that bit is rejected.
+A reader skips a frame of an unknown type when the type has the bit
+:data:`FRAME_IGNORABLE` set, but the frame's records still use up their
+LSNs. An unknown type without that bit is rejected.
 
 Checksums are CRC32C (Castagnoli), stored masked as LevelDB does (rotate right
 by 15 bits, add 0xA282EAD8), because a CRC computed over data that contains

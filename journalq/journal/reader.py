@@ -2,23 +2,26 @@
 
 What a crash can leave behind, and what it cannot:
 
-* The writer syncs at most one batch at a time and never writes a frame
-  before the previous frame's sync returned. So after a crash only the last
-  frame of the active (last, unsealed) segment can be incomplete or garbage,
-  and nothing valid can follow it. Such bytes are a *torn tail*: expected,
-  and repaired by :meth:`Journal.open <journalq.journal.writer.Journal.open>`.
-* A segment gets its final name only after its header was synced, so a
-  visible segment with a short header can only be the last one, cut while it
-  was created. It is a torn tail at offset 0.
-* Anything else is *corruption* and raises :class:`CorruptionError`: a bad
-  frame followed by a valid one, any damage in a sealed segment, a segment
-  without a SEAL frame before another segment, an LSN gap, a header that is
-  invalid or belongs to another queue. Corruption means records that were
-  reported durable may be lost, so the queue is not opened.
+* The writer never writes a frame before the previous frame's sync
+  returned. So after a crash only the last frame of the active (last,
+  unsealed) segment can be incomplete or garbage, and nothing valid can
+  follow it. Such bytes are a *torn tail*: expected, and repaired by
+  :meth:`Journal.open <journalq.journal.writer.Journal.open>`.
+* A segment gets its final name only after its header was written and
+  synced, so a visible segment with a short header can only be the last
+  one, cut while it was created. It is a torn tail at offset 0.
+* Anything else is *corruption* and raises :class:`CorruptionError`. That
+  covers a bad frame followed by a valid one, any damage in a sealed segment,
+  a segment without a SEAL frame before another segment, an LSN gap, and a
+  header that is invalid or belongs to another queue. Corruption means that
+  records reported durable may be lost, so the queue is not opened.
 
 To tell the two apart after the first invalid byte of the active segment,
 the rest of the file is searched for any frame that validates with a first
 LSN at or above the expected one. None: torn tail. One: corruption.
+
+These inferences rely on the syncs. A journal written with ``sync="none"``
+can, after a power loss, hold damage that the scan reports as corruption.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ class SegmentInfo:
 
 @dataclass(frozen=True, slots=True)
 class ScanResult:
-    """What :func:`scan` found in a journal directory."""
+    """The valid frames, next LSN, torn tail and segments of a journal."""
 
     frames: list[Frame]
     """Batch frames in LSN order whose last LSN is above ``after_lsn``."""
@@ -131,8 +134,8 @@ def scan(
     below it may be missing, and frames at or below it are left out of the
     result. A frame that straddles it is returned whole, so the caller skips
     the records up to ``after_lsn`` in it. ``queue_dir`` only goes into error
-    messages. A missing directory is an empty journal, whose next LSN is
-    ``after_lsn + 1``.
+    messages. A missing directory is an empty journal. The next LSN is never
+    below ``after_lsn + 1``.
 
     Raises CorruptionError for damage that is not a torn tail, and
     FormatVersionError for a segment written by a newer format version.
@@ -291,7 +294,7 @@ class _SegmentReader:
     def _check_end(self, walk: _Walk, is_last: bool) -> TornTail | None:
         """Return the torn tail after the valid frames, if any, or raise.
 
-        See the module docstring for how a torn tail is told from corruption.
+        The module docstring explains how a torn tail differs from corruption.
         """
         size = len(self.data)
         if walk.sealed:
@@ -299,11 +302,13 @@ class _SegmentReader:
                 detail = f"{size - walk.offset} bytes follow the SEAL frame"
                 raise self._corrupt(walk.offset, detail)
             return None
+        if not is_last and walk.problem is not None:
+            detail = f"{walk.problem} in a segment followed by a later segment"
+            raise self._corrupt(walk.offset, detail)
         if not is_last:
-            detail = walk.problem or "the segment ends without a SEAL frame"
-            detail += (
-                ", but a later segment exists. Every segment but the last ends "
-                "with a SEAL frame, so this one lost its end"
+            detail = (
+                "the segment ends without a SEAL frame, but a later segment "
+                "exists. Every segment but the last is sealed, so its end was lost"
             )
             raise self._corrupt(walk.offset, detail)
         if walk.problem is None:
@@ -337,7 +342,8 @@ class _SegmentReader:
         magic = fmt.header_magic(data)
         if magic != fmt.MAGIC:
             detail = (
-                f"bad magic {magic!r}, expected {fmt.MAGIC!r}: not a journal segment"
+                f"invalid magic {magic!r}, expected {fmt.MAGIC!r}: not a journal "
+                "segment"
             )
             raise self._corrupt(0, detail)
         if not fmt.header_checksum_ok(data):
@@ -374,13 +380,14 @@ class _SegmentReader:
             (
                 16,
                 header.number == self.number,
-                f"the header says segment {header.number}, the file name {self.number}",
+                f"the header has segment number {header.number}, but the file "
+                f"name has {self.number}",
             ),
             (
                 24,
                 header.first_lsn == self.first_lsn,
-                f"the header says first LSN {header.first_lsn}, the file name "
-                f"{self.first_lsn}",
+                f"the header has first LSN {header.first_lsn}, but the file name "
+                f"has {self.first_lsn}",
             ),
         ]
         for offset, valid, detail in checks:
@@ -425,7 +432,9 @@ class _SegmentReader:
         Returns whether the frame is a SEAL frame.
         """
         if frame.flags != 0 or frame.reserved != 0:
-            detail = "the frame has unknown flags set: a newer journalq wrote it"
+            detail = (
+                "the frame has unknown flags set, so a newer journalq probably wrote it"
+            )
             raise self._corrupt(offset, detail)
         start = offset + fmt.FRAME_HEADER_SIZE
         payload = memoryview(self.data)[start : start + frame.length]
@@ -445,7 +454,8 @@ class _SegmentReader:
             return False
         detail = (
             f"unknown frame type {frame.frame_type:#x} without the "
-            f"safe-to-ignore bit {fmt.FRAME_IGNORABLE:#x}: a newer journalq wrote it"
+            f"safe-to-ignore bit {fmt.FRAME_IGNORABLE:#x}, so a newer journalq "
+            "probably wrote it"
         )
         raise self._corrupt(offset, detail)
 
@@ -457,7 +467,8 @@ class _SegmentReader:
         last_lsn, segment_crc = fmt.decode_seal(payload)
         if last_lsn != expected - 1:
             detail = (
-                f"the SEAL frame says last LSN {last_lsn}, the frames {expected - 1}"
+                f"the SEAL frame records last LSN {last_lsn}, but the frames end "
+                f"at LSN {expected - 1}"
             )
             raise self._corrupt(offset, detail)
         actual = fmt.mask(fmt.running_crc(memoryview(self.data)[:offset]))

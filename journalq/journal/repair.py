@@ -3,11 +3,11 @@
 :func:`scan` refuses a journal with mid-log corruption, because skipping a
 damaged record could change what a run does (a lost ``canceled`` record
 would run the action). An operator who accepts losing everything after the
-damage runs :func:`repair`: it copies every file it is about to change to a
-backup directory, then truncates the journal at the first corruption point
-and deletes all later segments, so that the next scan succeeds with the
-records before the damage. A torn tail is left alone: opening the journal
-repairs it.
+damage runs :func:`repair`. It copies every file it is about to change to a
+backup directory. Then it truncates the journal at the first corruption
+point and deletes all later segments, so that the next scan succeeds with
+the records before the damage. A torn tail is left alone, because opening
+the journal repairs it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class RepairReport:
-    """What :func:`repair` changed; ``path`` is None when nothing was wrong."""
+    """The changes :func:`repair` made; ``path`` is None when it made none."""
 
     path: str | None
     """Segment at whose first corruption point the journal was cut."""

@@ -41,9 +41,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 NONCE_SIZE = 8
-#: A sync slower than this is logged as a warning. Syncs of a batch take
-#: 0.1-0.3 ms on a local disk (measured by benchmarks/journal_bench.py), so a
-#: full second means a failing or overloaded device.
+#: A sync slower than this is logged as a warning. The sync of a batch took
+#: 0.2-0.5 ms on the development VM's disk (benchmarks/journal_bench.py), so
+#: a full second means a failing or overloaded device.
 SLOW_SYNC_SECONDS = 1.0
 
 
@@ -68,7 +68,8 @@ class Syncer:
         self._timed(durable.ops.fsync, fd)
 
     def fdatasync(self, fd: int) -> None:
-        """Sync appended data: enough for frames, as the size is included."""
+        """Sync appended data, which suffices for frames because the new file
+        size is synced too."""
         self._timed(durable.ops.fdatasync, fd)
 
     def fsync_dir(self, path: str) -> None:

@@ -12,9 +12,9 @@ most one unsynced frame exists at any time. Recovery depends on this: it is
 why the scan may call a damaged last frame with nothing valid after it a torn
 tail rather than lost data. Pipelining writes would break that inference.
 
-Any failed write or sync poisons the journal: the failed batch's waiters and
-every later call get :class:`JournalPoisonedError`, and the sync is never
-retried, because after a failed fsync the kernel may have dropped the pages
+Any failed write or sync poisons the journal. The failed batch's waiters and
+every later call get :class:`JournalPoisonedError`. The sync is never
+retried, because after a failed fsync the kernel may have dropped the pages,
 and a second fsync could succeed without them.
 """
 
@@ -31,7 +31,7 @@ from typing import Any, Final, Literal, Self
 from journalq import errors, faults
 
 from . import format as fmt
-from .reader import ScanResult, SegmentInfo
+from .reader import QUEUE_ID_SIZE, ScanResult, SegmentInfo
 from .segment import (
     OpenSegment,
     Syncer,
@@ -51,31 +51,33 @@ SyncMode = Literal["batch", "none"]
 """``"batch"``: a durable append returns after the fdatasync of its batch,
 which survives power loss. ``"none"``: nothing is ever synced, and a durable
 append returns once its batch was written to the operating system, which
-survives a crash of the process but not of the machine."""
+survives a crash of the process but not of the machine. After a power loss
+such a journal may lose any unsynced part, and a scan may report the damage
+as corruption rather than as a torn tail."""
 
-#: Size past which the active segment is sealed and a new one started:
-#: etcd's segment size, large enough that rolling is rare and small enough
-#: that a segment is read into memory at once during a scan.
+#: Size past which the active segment is sealed and a new one started. At
+#: 100 bytes per record a segment holds about 670,000 records, so rolling is
+#: rare, and a scan can still read a whole segment into memory.
 SEGMENT_BYTES: Final = 64 * 1024 * 1024
 
-#: Target payload of one batch, LevelDB's group-commit cap. It bounds how
-#: long a small durable append waits behind a large batch: 1 MiB of journalq
-#: records (about 10,000) encodes in about 2 ms with msgspec 0.23 on the
-#: 2-core development machine.
+#: Target payload of one batch. It bounds how long a small durable append
+#: waits behind a large batch: 1 MiB of journalq records (about 10,000)
+#: encoded in about 2 ms with msgspec 0.23 on the 2-core development VM.
 BATCH_PAYLOAD_BYTES: Final = 1024 * 1024
 #: Cap on records per batch, for records so small that per-record encoding
-#: time matters more than their bytes: 65,536 records encode in about 12 ms.
+#: time matters more than their bytes: 65,536 Progress records of 15 bytes
+#: encoded in 4 ms there.
 BATCH_RECORDS: Final = 65536
 #: How long the writer waits, after waking the producers of a batch, for
-#: them to append again before it starts the next batch. Measured with 4
-#: producers making durable 64-record appends (medians of 5 runs on the
-#: 2-core development VM, where an fdatasync takes about 0.4 ms): 216,000
-#: records/s without waiting, 302,000 at 100 us, 342,000 at 200 us and
-#: 332,000 at 400 us. A batch is delayed by at most this much when the
-#: released producers do not append again.
+#: them to append again before it starts the next batch. It was measured
+#: with 4 producers making durable 64-record appends, as medians of 5 runs
+#: on the 2-core development VM, where an fdatasync takes about 0.4 ms.
+#: Without waiting they reached 216,000 records/s, 302,000 at 100 us,
+#: 342,000 at 200 us and 332,000 at 400 us. A batch is delayed by at most
+#: this much when the released producers do not append again.
 GATHER_SECONDS: Final = 0.0002
-#: Bytes per record assumed before the first batch was encoded; the average
-#: of journalq's own records is 70-100 bytes.
+#: Bytes per record assumed before the first batch was encoded. Mixes of
+#: journalq's added, started and completed records encode to 70-100 bytes.
 INITIAL_RECORD_BYTES: Final = 100
 
 _QUARANTINE = "quarantine"
@@ -156,6 +158,10 @@ class Journal:
             raise ValueError(
                 f"segment_bytes must exceed the {fmt.HEADER_SIZE}-byte header, "
                 f"got {segment_bytes}"
+            )
+        if len(queue_id) != QUEUE_ID_SIZE:
+            raise ValueError(
+                f"queue_id must be {QUEUE_ID_SIZE} bytes, got {len(queue_id)}"
             )
         path = os.fspath(directory)
         syncer = Syncer(enabled=sync == "batch")

@@ -92,9 +92,9 @@ def load_image(directory: Path) -> Image:
 def store_image(directory: Path, image: Image) -> None:
     """Make the segments in ``directory`` exactly those of ``image``."""
     directory.mkdir(parents=True, exist_ok=True)
-    wanted = dict(image)
+    expected = dict(image)
     for name in os.listdir(directory):
-        if name.endswith(fmt.SUFFIX) and name not in wanted:
+        if name.endswith(fmt.SUFFIX) and name not in expected:
             (directory / name).unlink()
     for name, data in image:
         (directory / name).write_bytes(data)

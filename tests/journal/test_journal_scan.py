@@ -133,7 +133,7 @@ def test_partial_header_before_last_segment_is_corruption(three_segments: Path) 
 def test_bad_magic_is_corruption(three_segments: Path) -> None:
     first = segment_paths(three_segments)[0]
     first.write_bytes(b"NOTAJRNL" + first.read_bytes()[8:])
-    with pytest.raises(errors.CorruptionError, match="bad magic") as info:
+    with pytest.raises(errors.CorruptionError, match="invalid magic") as info:
         scan(three_segments, QUEUE_ID)
     assert info.value.path == str(first)
     assert info.value.offset == 0

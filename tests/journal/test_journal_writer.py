@@ -375,3 +375,14 @@ def test_open_rejects_bad_options(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         open_journal(journal_dir, **options)
+
+
+def test_open_rejects_short_queue_id(journal_dir: Path) -> None:
+    with pytest.raises(ValueError, match="16 bytes"):
+        Journal.open(
+            journal_dir,
+            b"short",
+            scan(journal_dir, QUEUE_ID),
+            encode_batch=records.encode_batch,
+        )
+    assert not journal_dir.exists()
