@@ -116,7 +116,8 @@ def run_options(function: F) -> F:
             "-j",
             name="parallelism",
             type=click.IntRange(min=1),
-            help="Actions to run at the same time (default: the queue's, 4).",
+            metavar="N",
+            help="Actions to run at the same time (default: 4).",
         ),
         _option(
             "--compare",
@@ -134,7 +135,10 @@ def run_options(function: F) -> F:
             name="dry_run",
             is_flag=True,
             default=None,
-            help="Report what would be copied or deleted, and change nothing.",
+            help=(
+                "Report what would be copied, skipped or deleted, and write "
+                "nothing at the destination."
+            ),
         ),
     ]
     for decorator in reversed(decorators):

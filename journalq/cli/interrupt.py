@@ -1,9 +1,9 @@
 """Ctrl-C during a run: the first press stops it, the second exits at once.
 
-The first SIGINT sets the run's stop event. No new action starts, the
-actions in flight finish or are abandoned within a few seconds, the journal
-is flushed and the run returns, so the command prints its summary and exits
-with 130. A second SIGINT ends the process on the spot with ``os._exit``:
+The first SIGINT sets the run's stop event. No new action starts, copies in
+flight stop at their next chunk (the next run copies them again), the
+journal is flushed and the run returns, so the command prints its summary
+and exits with 130. A second SIGINT ends the process on the spot with ``os._exit``:
 journal records that were already synced stay, and the next run resumes from
 them (actions that were in progress are redone).
 """
