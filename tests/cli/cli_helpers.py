@@ -1,0 +1,72 @@
+"""Helpers of the command-line tests: invoking journalq and comparing trees."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from journalq.cli import cli
+
+
+def invoke(*arguments: str, input: str | None = None) -> Result:
+    """Run ``journalq ARGUMENTS`` in this process and return its result."""
+    return CliRunner().invoke(cli, list(arguments), input=input, catch_exceptions=False)
+
+
+def json_lines(text: str) -> list[dict]:
+    """Parse output of ``--json``: one JSON object per non-blank line."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> Path:
+    """Create ``files`` (relative path -> content) under ``root``."""
+    for relpath, content in files.items():
+        path = root / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return root
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    """Return every file under ``root`` by relative path."""
+    return {
+        path.relative_to(root).as_posix(): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+SAMPLE = {
+    "a.txt": b"alpha\n",
+    "empty.bin": b"",
+    "docs/b.txt": b"bravo" * 100,
+    "docs/deep/c.txt": b"charlie\n",
+    "docs/deep/er/d.bin": bytes(range(256)) * 40,
+}
+
+
+def journalq_process(
+    *arguments: str, env: dict[str, str] | None = None, **popen: object
+) -> subprocess.Popen:
+    """Start ``python -m journalq ARGUMENTS`` as a child process."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "journalq", *arguments],
+        env={**os.environ, **(env or {})},
+        **popen,  # type: ignore[arg-type]
+    )
+
+
+def run_journalq(*arguments: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``python -m journalq ARGUMENTS`` to its end, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "journalq", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -1,0 +1,171 @@
+"""``journalq`` as real child processes: locking, hand-off and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cli_helpers import journalq_process, read_tree, run_journalq, write_tree
+
+from journalq.cli.exits import ExitCode
+from journalq.store import read_state
+
+#: Files in the tree a held run copies: enough that it is still working
+#: when the test has read its first event and stopped it.
+HELD_FILES = 600
+
+
+@pytest.fixture
+def many(tmp_path: Path) -> Path:
+    files = {
+        f"d{index % 7}/f{index:04d}.txt": b"%d\n" % index for index in range(HELD_FILES)
+    }
+    return write_tree(tmp_path / "many", files)
+
+
+def _start_sync(source: Path, destination: Path, queue: str) -> subprocess.Popen:
+    """Start `journalq sync --json` with one worker, its output piped."""
+    return journalq_process(
+        "sync",
+        str(source),
+        str(destination),
+        "--queue",
+        queue,
+        "--json",
+        "-j",
+        "1",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(process: subprocess.Popen, event: str, source: str | None = None) -> None:
+    """Read the events of ``process`` until one of type ``event`` arrives."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        found = json.loads(line)
+        if found["event"] == event and source in (None, found["source"]):
+            return
+    raise AssertionError(f"the run ended without a {event!r} event")
+
+
+@pytest.fixture
+def held_run(many: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """A `journalq sync` that holds its queue, frozen with SIGSTOP mid-run."""
+    queue = str(tmp_path / "q")
+    process = _start_sync(many, tmp_path / "out", queue)
+    _wait_for(process, "started")
+    process.send_signal(signal.SIGSTOP)
+    try:
+        yield process, queue
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGCONT)
+            process.communicate(timeout=120)
+
+
+def test_run_while_locked_exits_three(held_run: tuple[subprocess.Popen, str]) -> None:
+    holder, queue = held_run
+
+    started = time.monotonic()
+    result = run_journalq("run", "--queue", queue)
+    elapsed = time.monotonic() - started
+
+    assert result.returncode == ExitCode.LOCKED, result.stderr
+    assert f"pid {holder.pid}" in result.stderr
+    assert "Traceback" not in result.stderr
+    # Process start-up is most of this; the lock itself is never waited for.
+    assert elapsed < 15
+
+
+def test_status_while_locked_names_holder(
+    held_run: tuple[subprocess.Popen, str],
+) -> None:
+    holder, queue = held_run
+
+    result = run_journalq("status", "--queue", queue, "--json")
+
+    assert result.returncode == ExitCode.OK, result.stderr
+    status = json.loads(result.stdout)
+    assert status["running"]["pid"] == holder.pid
+    assert status["length"] > HELD_FILES
+
+
+def test_add_during_run_is_not_lost(
+    held_run: tuple[subprocess.Popen, str], tmp_path: Path
+) -> None:
+    holder, queue = held_run
+    extra = tmp_path / "extra.txt"
+    extra.write_bytes(b"added while the run was going")
+
+    added = run_journalq(
+        "add", "copy", str(extra), str(tmp_path / "late.txt"), "--queue", queue
+    )
+    holder.send_signal(signal.SIGCONT)
+    holder.communicate(timeout=120)
+    again = run_journalq("run", "--queue", queue)
+
+    assert added.returncode == ExitCode.OK, added.stderr
+    assert f"pid {holder.pid}" in added.stderr
+    assert holder.returncode == ExitCode.OK
+    assert again.returncode == ExitCode.OK, again.stderr
+    assert (tmp_path / "late.txt").read_bytes() == extra.read_bytes()
+    state = read_state(queue)
+    action = state.actions[added.stdout.strip()]
+    assert str(action.status) == "completed"
+
+
+def test_ctrl_c_stops_and_resume_finishes(many: Path, tmp_path: Path) -> None:
+    queue = str(tmp_path / "q")
+    process = _start_sync(many, tmp_path / "out", queue)
+    _wait_for(process, "completed")
+
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    resumed = run_journalq("run", "--queue", queue)
+
+    assert process.returncode == ExitCode.INTERRUPTED, stderr
+    assert f"journalq run --queue {queue}" in stderr
+    assert "interrupted" in stderr
+    summary = json.loads(stdout.splitlines()[-1])
+    assert summary["interrupted"] is True
+    assert summary["remaining"] > 0
+    assert resumed.returncode == ExitCode.OK, resumed.stderr
+    assert read_tree(tmp_path / "out") == read_tree(many)
+
+
+def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
+    """A FIFO with no writer stands for a read that hangs (a stalled server):
+    the first Ctrl-C cannot finish the copy in flight, the second exits."""
+    source = write_tree(tmp_path / "src", {"a.txt": b"a", "b.txt": b"b"})
+    fifo = source / "stalled"
+    os.mkfifo(fifo)
+    queue = str(tmp_path / "q")
+    process = _start_sync(source, tmp_path / "out", queue)
+    _wait_for(process, "started", source=str(fifo))
+
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    still_running = process.poll() is None
+    process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    _, stderr = process.communicate(timeout=30)
+    elapsed = time.monotonic() - started
+    fifo.unlink()
+    fifo.write_bytes(b"no longer stalled")
+    resumed = run_journalq("sync", str(source), str(tmp_path / "out"), "--queue", queue)
+
+    assert still_running
+    assert process.returncode == ExitCode.INTERRUPTED, stderr
+    assert "exiting at once" in stderr
+    assert f"journalq run --queue {queue}" in stderr
+    assert elapsed < 5
+    assert resumed.returncode == ExitCode.OK, resumed.stderr
+    assert read_tree(tmp_path / "out") == read_tree(source)
