@@ -134,8 +134,10 @@ def scan(
     below it may be missing, and frames at or below it are left out of the
     result. A frame that straddles it is returned whole, so the caller skips
     the records up to ``after_lsn`` in it. ``queue_dir`` only goes into error
-    messages. A missing directory is an empty journal. The next LSN is never
-    below ``after_lsn + 1``.
+    messages. The next LSN follows the last record found. A journal without
+    segments (or a missing directory) is empty, and its next LSN is
+    ``after_lsn + 1``. A next LSN at or below ``after_lsn`` means the journal
+    ends before the snapshot, which the caller decides how to treat.
 
     Raises CorruptionError for damage that is not a torn tail, and
     FormatVersionError for a segment written by a newer format version.
@@ -144,7 +146,6 @@ def scan(
     frames: list[Frame] = []
     segments: list[SegmentInfo] = []
     torn_tail = None
-    next_lsn = after_lsn + 1
 
     listing = list_segments(directory, queue_dir)
     for index, (number, name_lsn, path) in enumerate(listing):
@@ -155,7 +156,7 @@ def scan(
         segments.append(result.info)
         frames.extend(f for f in result.frames if f.last_lsn > after_lsn)
         torn_tail = result.torn_tail
-        next_lsn = max(next_lsn, result.info.last_lsn + 1)
+    next_lsn = segments[-1].last_lsn + 1 if segments else after_lsn + 1
 
     logger.debug(
         "scanned %d segments in %s: %d frames after LSN %d, next LSN %d",

@@ -361,3 +361,9 @@ def test_corruption_message_names_queue_and_fix(three_segments: Path) -> None:
 def test_segment_files_are_private(three_segments: Path) -> None:
     for path in segment_paths(three_segments):
         assert os.stat(path).st_mode & 0o077 == 0
+
+
+def test_journal_ending_before_snapshot(three_segments: Path) -> None:
+    result = scan(three_segments, QUEUE_ID, after_lsn=1000)
+    assert result.frames == []
+    assert result.next_lsn == sum(SIZES) + 1
