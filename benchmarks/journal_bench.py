@@ -121,8 +121,9 @@ def measure_append(
         if durable_every == 1
         else (f"1 in {durable_every} durable")
     )
+    unit = "records" if chunk > 1 else "record"
     return _row(
-        f"append, {PRODUCERS} threads, {chunk} records per append, {durability}",
+        f"append, {PRODUCERS} threads, {chunk} {unit} per append, {durability}",
         len(data),
         elapsed,
         syncs,
