@@ -26,14 +26,15 @@ from journalq.replay import TERMINAL, decode_state
 from journalq.store import JOURNAL_DIR, read_state
 
 SOAK = os.environ.get("JOURNALQ_SOAK") == "1"
-#: Kills per test: 20 in CI (about 30 s on 2 cores), 200 in the soak run.
+#: Kills per test: 20 in CI (the test takes about 25 s on 2 cores), 200 in
+#: the soak run.
 CI_KILLS = 20
 SOAK_KILLS = 200
 #: Files of the generated tree, in 5 x 4 nested folders.
 FILES = 2_400
 SEED = 1_729
 #: Range of the delay between starting a run and killing it, in seconds.
-#: Starting the interpreter and importing journalq takes about 0.3 s on the
+#: Starting the interpreter and importing journalq takes about 0.5 s on the
 #: 2-core test machine, and the first full sync of the tree about 2 s, so
 #: the kills land in start-up, tree expansion, copying and re-checking.
 KILL_DELAY = (0.05, 1.5)

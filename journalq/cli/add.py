@@ -1,13 +1,14 @@
 """``journalq add``: put actions in a queue without running them.
 
 Each subcommand prints the id of the action it added. When another process
-is running the queue, the action is handed to that process, which runs it
-before its run ends; the id is printed all the same.
+is running the queue, the action is handed to that process. That process
+runs it before its run ends, and the id is printed all the same.
 """
 
 from __future__ import annotations
 
-from typing import IO, Any
+from collections.abc import Callable
+from typing import IO
 
 import click
 
@@ -133,7 +134,7 @@ def _cancel_new(queue: StorageQueue, added: list[str], known: set[str]) -> None:
             queue.cancel(action_id)
 
 
-def _add_one(queue: StorageQueue, action: Any) -> None:
+def _add_one(queue: StorageQueue, action: Callable[[StorageQueue], str]) -> None:
     with queue:
         _print_added(queue, [action(queue)])
 

@@ -15,7 +15,7 @@ __all__ = ["ExitCode", "exit_code_for", "run_exit_code"]
 
 
 class ExitCode(enum.IntEnum):
-    """What the exit status of a ``journalq`` process means."""
+    """Meaning of the exit status of a ``journalq`` process."""
 
     #: Every action of the run completed (copied, skipped or done).
     OK = 0
@@ -49,8 +49,8 @@ def run_exit_code(summary: RunSummary, *, dry_run: bool) -> ExitCode:
         return ExitCode.INTERRUPTED
     if summary.failed:
         return ExitCode.FAILED
-    # A real run that returns with actions still waiting did not do all the
-    # work it was asked to; a dry run never changes what waits.
+    # A real run that returns with actions still waiting left work undone.
+    # A dry run never changes which actions wait, so it is not judged so.
     if summary.remaining and not dry_run:
         return ExitCode.FAILED
     return ExitCode.OK

@@ -101,14 +101,9 @@ def fsck_command(truncate: bool, backup_dir: Path | None) -> None:
     queue_id = _queue_id(directory)
     after_lsn = _snapshot_lsn(directory, queue_id)
     if not truncate:
-        _print_scan(
-            scan(
-                directory / JOURNAL_DIR,
-                queue_id,
-                after_lsn=after_lsn,
-                queue_dir=str(directory),
-            )
-        )
+        journal = directory / JOURNAL_DIR
+        result = scan(journal, queue_id, after_lsn=after_lsn, queue_dir=str(directory))
+        _print_scan(result, after_lsn)
         return
     backups = backup_dir or directory / BACKUP_DIR / _utc_stamp()
     with QueueLock(directory):
@@ -133,11 +128,12 @@ def _utc_stamp() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def _print_scan(result: ScanResult) -> None:
+def _print_scan(result: ScanResult, after_lsn: int) -> None:
     records = sum(frame.count for frame in result.frames)
+    where = f" after the snapshot at sequence {after_lsn}" if after_lsn else ""
     click.echo(
-        f"journal ok: {records} records in {len(result.segments)} segments; "
-        f"next sequence number {result.next_lsn}"
+        f"journal ok: {records} records{where}, segment files: "
+        f"{len(result.segments)}, next sequence number: {result.next_lsn}"
     )
     tail = result.torn_tail
     if tail is not None:

@@ -58,7 +58,7 @@ def _wait_for(process: subprocess.Popen, event: str, source: str | None = None) 
 
 @pytest.fixture
 def held_run(many: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str]]:
-    """A `journalq sync` that holds its queue, frozen with SIGSTOP mid-run."""
+    """A `journalq sync` that has locked its queue, frozen with SIGSTOP mid-run."""
     queue = str(tmp_path / "q")
     process = _start_sync(many, tmp_path / "out", queue)
     _wait_for(process, "started")

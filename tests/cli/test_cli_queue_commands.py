@@ -372,3 +372,18 @@ def test_fsck_of_missing_queue(tmp_path: Path) -> None:
 
     assert result.exit_code == ExitCode.UNUSABLE
     assert "no queue here" in result.stderr
+
+
+def test_fsck_reports_torn_tail(tmp_path: Path, queue: str) -> None:
+    invoke("add", "mkdir", str(tmp_path / "one"), "--queue", queue)
+    last = _segments(queue)[-1]
+    with last.open("ab") as segment:
+        segment.write(b"\x5a" * 37)
+
+    check = invoke("fsck", "--queue", queue)
+    status = invoke("status", "--queue", queue)
+
+    assert check.exit_code == ExitCode.OK, check.output
+    assert f"torn tail: {last}" in check.stdout
+    assert "37 bytes" in check.stdout
+    assert status.exit_code == ExitCode.OK, status.output
