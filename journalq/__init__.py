@@ -5,6 +5,8 @@ journaled durably before they run, so a run that was interrupted resumes
 where it stopped, without losing or redoing work.
 """
 
+from typing import TYPE_CHECKING
+
 from journalq.errors import (
     ActionError,
     CorruptionError,
@@ -18,8 +20,10 @@ from journalq.errors import (
     QueueLockedError,
 )
 from journalq.events import ActionInfo, Event, EventType, RunSummary
-from journalq.queue import StorageQueue
 from journalq.replay import Status
+
+if TYPE_CHECKING:
+    from journalq.queue import StorageQueue
 
 __all__ = [
     "ActionError",
@@ -41,3 +45,16 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # StorageQueue pulls in fsspec and the executor. Importing it on first
+    # use keeps ``import journalq.records`` (and the journal, replay and
+    # snapshot modules) free of fsspec and filelock, and the CLI quick to
+    # start for commands that only read a queue.
+    if name == "StorageQueue":
+        from journalq.queue import StorageQueue
+
+        globals()["StorageQueue"] = StorageQueue
+        return StorageQueue
+    raise AttributeError(f"module 'journalq' has no attribute {name!r}")

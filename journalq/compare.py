@@ -154,7 +154,7 @@ def _stat_generic(fs: fsspec.AbstractFileSystem, path: str) -> FileInfo | None:
         return None
     return FileInfo(
         size=int(info["size"]),
-        mtime_ns=_mtime_from_info(info),
+        mtime_ns=mtime_from_info(info),
         etag=info.get("ETag") or info.get("etag"),
     )
 
@@ -169,7 +169,8 @@ def _info_or_none(fs: fsspec.AbstractFileSystem, path: str) -> dict | None:
     return info
 
 
-def _mtime_from_info(info: dict) -> int | None:
+def mtime_from_info(info: dict) -> int | None:
+    """Return the mtime in an fsspec ``info()`` dict, in nanoseconds."""
     # Local and SFTP report "mtime" in seconds, s3fs "LastModified" as a
     # datetime, gcsfs "updated" as an ISO 8601 string.
     for key in ("mtime", "LastModified", "updated"):

@@ -56,13 +56,13 @@ __all__ = ["Executor", "RunOptions"]
 
 logger = logging.getLogger(__name__)
 
-#: Files a worker copies before one filesystem sync makes them all durable.
-#: syncfs costs about as much as two or three single-file fsyncs on the
-#: 2-core test machine, so groups of 64 cut the sync cost per small file by
-#: over 90 % while bounding the work a power cut can undo per worker.
-DURABLE_GROUP: Final = 64
+#: Files copied before one filesystem sync makes them all durable. On the
+#: 2-core test machine 2,000 files of 4 KiB took 0.26-0.37 s with one
+#: syncfs against 2.4-5.5 s with an fsync each; a group of 512 keeps the
+#: sync cost per small file low while a crash redoes at most one group.
+DURABLE_GROUP: Final = 512
 #: Longest time a finished copy waits for its group's sync, in seconds.
-DURABLE_WAIT: Final = 0.05
+DURABLE_WAIT: Final = 0.25
 #: Largest batch of actions one worker takes at a time. Taking work in
 #: batches rather than one future per file saves about 50 us per file.
 MAX_BATCH: Final = 64
@@ -184,19 +184,23 @@ class Executor:
         batches = [actions[i : i + size] for i in range(0, len(actions), size)]
         batches.reverse()
         lock = threading.Lock()
+        group = _DurableGroup(self)
 
         def take() -> list[ActionState] | None:
             with lock:
                 return batches.pop() if batches else None
 
         if workers == 1:
-            self._work(take)
+            try:
+                self._work(take, group)
+            finally:
+                group.commit()
             return
         errors: list[BaseException] = []
 
         def work() -> None:
             try:
-                self._work(take)
+                self._work(take, group)
             except BaseException as exc:
                 # A journal failure (disk full, fsync error) ends the run;
                 # the other workers stop taking batches.
@@ -209,20 +213,18 @@ class Executor:
             thread.start()
         for thread in threads:
             thread.join()
+        group.commit()
         if errors:
             raise errors[0]
 
-    def _work(self, take: Callable[[], list[ActionState] | None]) -> None:
-        group = _DurableGroup(self)
-        try:
-            while (batch := take()) is not None:
-                for action in batch:
-                    if self._stopping():
-                        return
-                    self._run_action(action, group)
-                group.commit()
-        finally:
-            group.commit()
+    def _work(
+        self, take: Callable[[], list[ActionState] | None], group: _DurableGroup
+    ) -> None:
+        while (batch := take()) is not None:
+            for action in batch:
+                if self._stopping():
+                    return
+                self._run_action(action, group)
 
     # One action ---------------------------------------------------------------
 
@@ -603,6 +605,10 @@ class Executor:
                 )
             else:
                 records.append(self._done(action, attempt, "tree"))
+            # Files found identical when the tree was listed have no action
+            # of their own; they count as skipped in the run that ends it.
+            with self._summary_lock:
+                self.summary.skipped += action.skipped
         if records:
             self.store.append(records, durable=True)
 
@@ -668,11 +674,16 @@ def _describe(exc: BaseException) -> str:
 
 
 class _DurableGroup:
-    """Finished local copies waiting for one filesystem sync."""
+    """Finished local copies of all workers, waiting for one filesystem sync.
+
+    The worker whose copy fills the group, or finds it old enough, syncs the
+    filesystem and journals the whole group; the others keep copying.
+    """
 
     def __init__(self, executor: Executor) -> None:
         self._executor = executor
         self.enabled = executor.destination.local and not executor.options.dry_run
+        self._lock = threading.Lock()
         self._pending: list[tuple[ActionState, list[Record]]] = []
         self._since = 0.0
 
@@ -680,19 +691,24 @@ class _DurableGroup:
         return self.enabled and completed.outcome is Outcome.COPIED
 
     def add(self, action: ActionState, records: list[Record]) -> None:
-        if not self._pending:
-            self._since = time.monotonic()
-        self._pending.append((action, records))
-        if (
-            len(self._pending) >= DURABLE_GROUP
-            or time.monotonic() - self._since >= DURABLE_WAIT
-        ):
-            self.commit()
+        now = time.monotonic()
+        with self._lock:
+            if not self._pending:
+                self._since = now
+            self._pending.append((action, records))
+            if len(self._pending) < DURABLE_GROUP and now - self._since < DURABLE_WAIT:
+                return
+            pending, self._pending = self._pending, []
+        self._sync(pending)
 
     def commit(self) -> None:
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []
+        """Sync and journal whatever is pending now."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if pending:
+            self._sync(pending)
+
+    def _sync(self, pending: list[tuple[ActionState, list[Record]]]) -> None:
         _, destination = self._executor.store.state.paths(pending[0][0])
         assert destination is not None
         transfer.sync_filesystem(os.path.dirname(destination) or "/")

@@ -32,13 +32,14 @@ import logging
 import os
 import posixpath
 import stat as stat_module
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
 import fsspec
 import msgspec
 
+from journalq import compare
 from journalq.backends import is_local
 from journalq.errors import ActionError
 from journalq.records import ActionAdded, Expanded, Kind, Service
@@ -100,11 +101,20 @@ def resolve_target(
     return destination
 
 
+#: Size in bytes and mtime in nanoseconds (None when the backend has none).
+Entry = tuple[int, int | None]
+
+#: Decides at planning time that a file needs no copy: called with the
+#: relative path and the source and destination entries, it returns the
+#: method that decided, or None to copy.
+Identical = Callable[[str, Entry, Entry], str | None]
+
+
 @dataclass(slots=True)
 class Listing:
     """Files and directories under a root, by path relative to the root."""
 
-    files: dict[str, int] = field(default_factory=dict)
+    files: dict[str, Entry] = field(default_factory=dict)
     directories: list[str] = field(default_factory=list)
     #: Items that cannot be copied (a dangling link, a loop, a bad name):
     #: relative path -> reason.
@@ -146,10 +156,10 @@ def _walk_local(
             try:
                 info = entry.stat()
             except FileNotFoundError:
-                listing.files[relpath] = 0  # a dangling link; its copy fails
+                listing.files[relpath] = (0, None)  # a dangling link; its copy fails
                 continue
             if not stat_module.S_ISDIR(info.st_mode):
-                listing.files[relpath] = info.st_size
+                listing.files[relpath] = (info.st_size, info.st_mtime_ns)
                 continue
             identity = (info.st_dev, info.st_ino)
             if identity in ancestors:
@@ -177,7 +187,8 @@ def _list_generic(fs: fsspec.AbstractFileSystem, root: str) -> Listing:
         if info.get("type") == "directory":
             listing.directories.append(relpath)
         else:
-            listing.files[relpath] = int(info.get("size") or 0)
+            size = int(info.get("size") or 0)
+            listing.files[relpath] = (size, compare.mtime_from_info(info))
     return listing
 
 
@@ -193,13 +204,18 @@ def expand(
     parent: ActionAdded,
     source: Listing,
     destination: Listing | None = None,
+    identical: Identical | None = None,
 ) -> Iterator[ActionAdded | Expanded]:
     """Yield the children of a copy_tree or sync, then its ``expanded`` record.
 
-    ``destination`` is the listing of the destination tree, given only for a
-    sync that deletes what the source does not have.
+    ``destination`` is the listing of the destination tree. Files that
+    ``identical`` finds already copied get no action; with
+    ``parent.delete_extraneous`` the destination's extra items are deleted.
     """
     count = 0
+    skipped = 0
+    method = ""
+    existing = destination.files if destination is not None else {}
     listing_hash = hashlib.blake2b(digest_size=16)
     for relpath in sorted(source.directories, key=_depth_then_name):
         if not _valid_relpath(relpath):
@@ -207,18 +223,25 @@ def expand(
             continue
         count += 1
         yield _child(parent, Kind.MKDIR, relpath, service=Service.DESTINATION)
-    for relpath, size in source.files.items():
+    for relpath, entry in source.files.items():
         listing_hash.update(relpath.encode("utf-8", "surrogateescape") + b"\0")
         if not _valid_relpath(relpath):
             logger.warning("skipped unsafe file name %r", relpath)
             continue
+        target = existing.get(relpath)
+        if identical is not None and target is not None:
+            decided = identical(relpath, entry, target)
+            if decided is not None:
+                skipped += 1
+                method = decided
+                continue
         count += 1
-        yield _child(parent, Kind.COPY_FILE, relpath, size=size)
-    if destination is not None:
+        yield _child(parent, Kind.COPY_FILE, relpath, size=entry[0])
+    if destination is not None and parent.delete_extraneous:
         for child in _extraneous(parent, source, destination):
             count += 1
             yield child
-    yield Expanded(parent.action_id, count, listing_hash.hexdigest())
+    yield Expanded(parent.action_id, count, listing_hash.hexdigest(), skipped, method)
 
 
 def _extraneous(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import queue as queue_module
 import threading
 import time
@@ -27,12 +28,14 @@ from typing import Any, Final, Self
 import msgspec
 
 from journalq import compare, faults, inbox
-from journalq.backends import endpoint, open_filesystem
+from journalq.backends import Filesystem, endpoint, open_filesystem
 from journalq.errors import ActionError, QueueError, QueueLockedError
 from journalq.events import ActionInfo, Event, RunSummary
 from journalq.executor import Executor, RunOptions
 from journalq.journal import SyncMode
 from journalq.plan import (
+    Entry,
+    Identical,
     Listing,
     action_id,
     check_overlap,
@@ -44,6 +47,7 @@ from journalq.plan import (
 from journalq.records import (
     ActionAdded,
     Canceled,
+    Digested,
     Kind,
     QueueCreated,
     Record,
@@ -346,9 +350,8 @@ class StorageQueue:
                 parent.source,
                 f"{exc}; check the path (nothing was added, nothing deleted)",
             ) from exc
-        destination = None
+        destination = self._destination_listing(parent.destination)
         if parent.delete_extraneous:
-            destination = self._destination_listing(parent.destination)
             self._check_deletes(parent, source, destination, max_delete, force)
 
         # The parent is durable before its children, so a crash in the middle
@@ -356,12 +359,53 @@ class StorageQueue:
         if parent.action_id not in self.state.actions:
             self._journal([parent])
         records: list[Record] = []
-        for record in expand(parent, source, destination):
+        identical = self._planned_skip(parent)
+        for record in expand(parent, source, destination, identical):
             records.append(record)
             if len(records) >= EXPANSION_CHUNK:
                 self._append_chunk(records)
                 records = []
         self._journal(records)
+
+    def _planned_skip(self, parent: ActionAdded) -> Identical | None:
+        """Return the test that skips files already identical at listing time.
+
+        Under the checksum policy a file is skipped only when the digest
+        cache holds trusted digests of both sides for exactly the sizes and
+        mtimes just listed, and they are equal; every other file becomes an
+        action and is compared when it runs.
+        """
+        policy = _parse_policy(parent.compare) if parent.compare else self.policy
+        if policy is compare.Policy.ALWAYS:
+            return None
+        if policy is compare.Policy.SIZE:
+            return _same_size
+        if policy is compare.Policy.SIZE_MTIME:
+            return _same_size_and_mtime
+        digests = self.state.digests
+        source_root = parent.source or ""
+        destination_root = parent.destination or ""
+
+        def identical(relpath: str, source: Entry, destination: Entry) -> str | None:
+            if source[0] != destination[0]:
+                return None
+            known_source = digests.get(
+                (Service.SOURCE, posixpath.join(source_root, relpath))
+            )
+            known_destination = digests.get(
+                (Service.DESTINATION, posixpath.join(destination_root, relpath))
+            )
+            if not _cached(known_source, source) or not _cached(
+                known_destination, destination
+            ):
+                return None
+            assert known_source is not None
+            assert known_destination is not None
+            if known_source.digest != known_destination.digest:
+                return None
+            return known_source.digest.partition(":")[0]
+
+        return identical
 
     def _append_chunk(self, records: list[Record]) -> None:
         if self._store is not None:
@@ -737,6 +781,27 @@ def _accumulate(total: RunSummary, part: RunSummary) -> None:
     total.elapsed += part.elapsed
     total.interrupted = part.interrupted
     total.remaining = part.remaining
+
+
+def _same_size(relpath: str, source: Entry, destination: Entry) -> str | None:
+    return "size" if source[0] == destination[0] else None
+
+
+def _same_size_and_mtime(relpath: str, source: Entry, destination: Entry) -> str | None:
+    if source[0] != destination[0] or source[1] is None or destination[1] is None:
+        return None
+    if abs(source[1] - destination[1]) > compare.MODIFY_WINDOW_NS:
+        return None
+    return "size+mtime"
+
+
+def _cached(known: Digested | None, entry: Entry) -> bool:
+    """Tell whether a cached digest is valid for the listed size and mtime."""
+    if known is None or entry[1] is None:
+        return False
+    if known.size != entry[0] or known.mtime_ns != entry[1]:
+        return False
+    return compare.is_trusted(known.mtime_ns, known.observed_ns)
 
 
 def _parse_policy(text: str) -> compare.Policy:

@@ -129,11 +129,17 @@ class ActionAdded(_Record, tag=2):
 
 
 class Expanded(_Record, tag=3):
-    """A copy_tree or sync finished adding its children."""
+    """A copy_tree or sync finished adding its children.
+
+    ``skipped`` files were already identical at the destination when the
+    tree was listed, decided by ``method``; they get no action of their own.
+    """
 
     action_id: str
     children: int
     listing_digest: str
+    skipped: int = 0
+    method: str = ""
 
 
 class Started(_Record, tag=4):

@@ -91,6 +91,8 @@ class ActionState(msgspec.Struct, array_like=True, gc=False):
     error: Failed | None = None
     children: int | None = None
     crashes: int = 0
+    #: Files of a tree found identical when it was listed.
+    skipped: int = 0
 
     @property
     def action_id(self) -> str:
@@ -139,10 +141,8 @@ class QueueState:
                 self._fail(record)
             case Canceled(action_id=action_id):
                 self._cancel(action_id)
-            case Expanded(action_id=action_id, children=children):
-                action = self.actions.get(action_id)
-                if action is not None:
-                    action.children = children
+            case Expanded():
+                self._expanded(record)
             case Digested(service=service, path=path):
                 self.digests[(service, path)] = record
             case QueueCreated():
@@ -168,6 +168,14 @@ class QueueState:
         if record.key:
             self.by_key[record.key] = record.action_id
             self.generations[record.key] = self.generations.get(record.key, 0) + 1
+
+    def _expanded(self, record: Expanded) -> None:
+        action = self.actions.get(record.action_id)
+        if action is None or action.children is not None:
+            return
+        action.children = record.children
+        action.skipped = record.skipped
+        self.skipped += record.skipped
 
     def _start(self, action_id: str, attempt: int) -> None:
         action = self.actions.get(action_id)
@@ -330,6 +338,7 @@ def decode_state(payload: bytes | memoryview) -> QueueState:
             by_key[added.key] = added.action_id
             generations[added.key] = generations.get(added.key, 0) + 1
         counts[action.status] += 1
+        state.skipped += action.skipped
         completed = action.completed
         if completed is not None:
             state.bytes += completed.bytes

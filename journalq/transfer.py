@@ -216,7 +216,15 @@ class LocalSink(Sink):
         self._directory = os.path.dirname(path) or "."
         _make_directories(self._directory, fsync=fsync)
         flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY
-        self._fd: int | None = durable.ops.open(temporary, flags, FILE_MODE)
+        try:
+            self._fd: int | None = durable.ops.open(temporary, flags, FILE_MODE)
+        except FileExistsError:
+            # Left by a process killed during this same attempt, before its
+            # ``started`` record reached the journal. Only the process that
+            # holds the queue's lock writes these names, so it is stale.
+            logger.debug("removing stale temporary file %s", temporary)
+            durable.ops.unlink(temporary)
+            self._fd = durable.ops.open(temporary, flags, FILE_MODE)
 
     def write(self, data: bytes | memoryview) -> None:
         durable.ops.write_all(self._require_open(), data)

@@ -145,7 +145,7 @@ def test_stat_generic_reads_info(tmp_path, local_fs):
     ],
 )
 def test_mtime_from_info_keys(info, expected):
-    assert compare._mtime_from_info(info) == expected
+    assert compare.mtime_from_info(info) == expected
 
 
 def test_register_stat_takes_precedence(memory_fs):

@@ -245,14 +245,17 @@ def test_local_sink_rejects_use_after_commit(tmp_path, local_fs):
         sink.commit()
 
 
-def test_local_sink_same_attempt_twice_raises(tmp_path, local_fs):
-    destination = str(tmp_path / "file")
-    first = open_sink(local_fs, destination, action_id=ACTION_ID, attempt=1)
-    try:
-        with pytest.raises(FileExistsError):
-            open_sink(local_fs, destination, action_id=ACTION_ID, attempt=1)
-    finally:
-        first.abort()
+def test_local_sink_replaces_stale_temporary(tmp_path, local_fs):
+    destination = tmp_path / "file"
+    stale = tmp_path / os.path.basename(
+        transfer.temp_path(str(destination), ACTION_ID, 1)
+    )
+    stale.write_bytes(b"left by a killed process")
+    sink = open_sink(local_fs, str(destination), action_id=ACTION_ID, attempt=1)
+    sink.write(b"fresh")
+    sink.commit()
+    assert destination.read_bytes() == b"fresh"
+    assert not stale.exists()
 
 
 def test_local_commit_failure_keeps_old(tmp_path, local_fs):
