@@ -84,7 +84,8 @@ class StorageQueue:
     compare:
         How a run decides that a destination file is already identical:
         ``"checksum"`` (size, then content digest), ``"size"``,
-        ``"size+mtime"`` or ``"always"`` (never skip).
+        ``"size+mtime"`` or ``"always"`` (never skip). Default: the policy
+        the queue was created with, ``"checksum"`` for a new queue.
     sync:
         ``"batch"`` (default): every durable record survives power loss.
         ``"none"``: records survive a process crash but not power loss.
@@ -94,6 +95,9 @@ class StorageQueue:
     max_attempts:
         Attempts at an action before it fails: transient errors retried in
         one run, or runs that crashed during it.
+    read_only:
+        Read the queue's state without taking its lock or changing a file,
+        for reports while another process may be running it.
     """
 
     def __init__(
@@ -103,22 +107,27 @@ class StorageQueue:
         name: str | os.PathLike[str] = "local",
         parallelism: int = 4,
         *,
-        compare: str = "checksum",
+        compare: str | None = None,
         sync: SyncMode = "batch",
         source_options: dict[str, Any] | None = None,
         destination_options: dict[str, Any] | None = None,
         max_attempts: int = 5,
+        read_only: bool = False,
     ) -> None:
         if parallelism < 1:
             raise ActionError(parallelism, "parallelism must be at least 1")
         self.directory = queue_directory(name)
         self.parallelism = parallelism
-        self.policy = _parse_policy(compare)
+        self.policy = _parse_policy(compare or "checksum")
         self.max_attempts = max_attempts
+        self.read_only = read_only
         self._store: QueueStore | None = None
         self._handoff_state: QueueState | None = None
-        self._lock_error: QueueLockedError | None = None
+        self._unavailable: QueueError | None = None
         self._open(source, destination, source_options, destination_options, sync)
+        if compare is None:
+            assert self.state.created is not None
+            self.policy = _parse_policy(self.state.created.compare)
 
     # Opening ------------------------------------------------------------------
 
@@ -135,13 +144,14 @@ class StorageQueue:
             create = self._creator(
                 source, destination, source_options or {}, destination_options or {}
             )
-        try:
-            self._store = QueueStore.open(self.directory, create=create, sync=sync)
-        except QueueLockedError as exc:
-            if exc.same_process:
-                raise
-            self._lock_error = exc
+        if self.read_only:
+            self._unavailable = QueueError(
+                self.directory,
+                "the queue was opened read-only; open it again to change it",
+            )
             self._handoff_state = read_state(self.directory)
+        else:
+            self._open_store(create, sync)
         created = self.state.created
         if created is None:
             raise QueueError(self.directory, "the queue has no creation record")
@@ -155,6 +165,15 @@ class StorageQueue:
         )
         if self._store is not None:
             self._recover()
+
+    def _open_store(self, create: Any, sync: SyncMode) -> None:
+        try:
+            self._store = QueueStore.open(self.directory, create=create, sync=sync)
+        except QueueLockedError as exc:
+            if exc.same_process:
+                raise
+            self._unavailable = exc
+            self._handoff_state = read_state(self.directory)
 
     def _creator(
         self,
@@ -219,18 +238,21 @@ class StorageQueue:
     @property
     def handoff(self) -> bool:
         """True when another process runs the queue and adds go to its inbox."""
-        return self._store is None
+        return self._store is None and not self.read_only
 
     def _require_store(self) -> QueueStore:
         if self._store is None:
-            assert self._lock_error is not None
-            raise self._lock_error
+            assert self._unavailable is not None
+            raise self._unavailable
         return self._store
 
     def _journal(self, records: list[Record]) -> None:
         if self._store is not None:
             self._store.append(records, durable=True)
             return
+        if self.read_only:
+            assert self._unavailable is not None
+            raise self._unavailable
         inbox.post(self.directory, encode_batch(records))
         assert self._handoff_state is not None
         self._handoff_state.apply_all(records)

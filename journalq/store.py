@@ -56,7 +56,7 @@ from journalq.records import (
 )
 from journalq.replay import QueueState, Status, decode_state, encode_state
 
-__all__ = ["QueueStore", "queue_directory", "read_state"]
+__all__ = ["QueueStore", "queue_directory", "read_format", "read_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,8 @@ def queue_directory(name_or_path: str | os.PathLike[str]) -> Path:
     return Path(home).expanduser().resolve() / "queues" / text
 
 
-def _read_format(directory: Path) -> _FormatFile | None:
+def read_format(directory: Path) -> _FormatFile | None:
+    """Read a queue's format file; return None when the directory has none."""
     path = directory / FORMAT_NAME
     try:
         data = path.read_bytes()
@@ -180,7 +181,7 @@ def read_state(directory: str | os.PathLike[str]) -> QueueState:
     so ``status`` from another process sees what was added.
     """
     path = Path(directory)
-    header = _read_format(path)
+    header = read_format(path)
     if header is None:
         raise QueueError(path, "no queue here (no FORMAT file)")
     queue_id = bytes.fromhex(header.queue_id)
@@ -235,7 +236,7 @@ class QueueStore:
         directory holds no queue yet; without it a missing queue is an error.
         """
         path = Path(directory).expanduser().resolve()
-        if _read_format(path) is None:
+        if read_format(path) is None:
             if create is None:
                 raise QueueError(
                     path, "no queue here; give a source and a destination to create one"
@@ -257,7 +258,7 @@ class QueueStore:
         create: Callable[[str], Record] | None,
         sync: SyncMode,
     ) -> QueueStore:
-        header = _read_format(path) or _write_format(path)
+        header = read_format(path) or _write_format(path)
         queue_id = bytes.fromhex(header.queue_id)
         state, after_lsn = _load(path, queue_id)
         result = _replay(path, queue_id, state, after_lsn)

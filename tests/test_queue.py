@@ -13,7 +13,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from journalq import ActionError, QueueLockedError, StorageQueue
+from journalq import ActionError, QueueError, QueueLockedError, StorageQueue
 from journalq.events import EventType
 from journalq.store import read_state
 
@@ -500,3 +500,22 @@ def test_crashed_attempts_resume(src, dst, queue_dir):
     assert summary.failed == 0
     assert tree_files(dst) == tree_files(src)
     assert not list(dst.rglob(".*.jq-*.tmp"))
+
+
+def test_read_only_open_takes_no_lock(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as owner:
+        owner.copy_file(str(src / "plain.txt"), str(dst / "a"))
+        with StorageQueue(name=str(queue_dir), read_only=True) as reader:
+            assert reader.status()["waiting"] == 1
+            with pytest.raises(QueueError, match="read-only"):
+                reader.copy_file(str(src / "plain.txt"), str(dst / "b"))
+        owner.run()
+    assert StorageQueue(name=str(queue_dir), read_only=True).status()["completed"] == 1
+
+
+def test_compare_policy_kept_by_queue(src, dst, queue_dir):
+    StorageQueue(str(src), str(dst), name=str(queue_dir), compare="size").close()
+    with StorageQueue(name=str(queue_dir)) as queue:
+        assert str(queue.policy) == "size"
+    with StorageQueue(name=str(queue_dir), compare="always") as queue:
+        assert str(queue.policy) == "always"

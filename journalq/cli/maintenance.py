@@ -21,7 +21,7 @@ from journalq.cli.queues import open_existing_queue, queue_exists
 from journalq.errors import QueueError
 from journalq.journal import RepairReport, ScanResult, repair, scan
 from journalq.lock import QueueLock
-from journalq.store import JOURNAL_DIR, _read_format, queue_directory
+from journalq.store import JOURNAL_DIR, queue_directory, read_format
 
 __all__ = ["cancel_command", "compact_command", "fsck_command", "retry_command"]
 
@@ -112,8 +112,7 @@ def fsck_command(truncate: bool, backup_dir: Path | None) -> None:
 
 
 def _queue_id(directory: Path) -> bytes:
-    # TODO: journalq.store has no public reader of the FORMAT file yet.
-    header = _read_format(directory)
+    header = read_format(directory)
     assert header is not None
     return bytes.fromhex(header.queue_id)
 

@@ -80,11 +80,18 @@ def queue_exists(name_or_path: str) -> bool:
     return (queue_directory(name_or_path) / FORMAT_NAME).exists()
 
 
-def open_queue(name: str, source: str | None, destination: str | None) -> StorageQueue:
+def open_queue(
+    name: str,
+    source: str | None,
+    destination: str | None,
+    *,
+    read_only: bool = False,
+) -> StorageQueue:
     """Open (or create) queue ``name`` with the common options applied.
 
     ``source`` and ``destination`` are filesystem URLs; they create the
     queue when it is new and must match its filesystems when it exists.
+    Without ``--compare`` the queue's own policy applies.
     """
     options = settings()
     return StorageQueue(
@@ -92,12 +99,17 @@ def open_queue(name: str, source: str | None, destination: str | None) -> Storag
         destination,
         name,
         options.parallelism or 4,
-        compare=options.compare or "checksum",
+        compare=options.compare,
+        read_only=read_only,
     )
 
 
-def open_existing_queue() -> StorageQueue:
-    """Open the queue named by ``--queue`` (default ``local``), which must exist."""
+def open_existing_queue(*, read_only: bool = False) -> StorageQueue:
+    """Open the queue named by ``--queue`` (default ``local``), which must exist.
+
+    ``read_only`` reads its state without taking the lock, so a report never
+    keeps a run from starting.
+    """
     name = settings().queue or DEFAULT_QUEUE
     if not queue_exists(name):
         directory = queue_directory(name)
@@ -106,4 +118,4 @@ def open_existing_queue() -> StorageQueue:
             "`journalq sync` or `journalq add`, or name another with --queue",
             ExitCode.UNUSABLE,
         )
-    return open_queue(name, None, None)
+    return open_queue(name, None, None, read_only=read_only)

@@ -1,10 +1,14 @@
 """The commands that read a queue: ``status``, ``actions`` and ``result``.
 
-They work while another process runs the queue: the queue then opens in
-hand-off mode and its state is read from the journal without the lock.
+They read the queue's files without taking its lock, so they work while
+another process runs the queue and never keep a run from starting.
 """
 
 from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
 
 import click
 
@@ -24,9 +28,9 @@ __all__ = ["actions_command", "result_command", "status_command"]
 @common_options
 def status_command(as_json: bool) -> None:
     """Print how many actions of the queue wait, run, completed or failed."""
-    with open_existing_queue() as queue:
+    with open_existing_queue(read_only=True) as queue:
         counts = queue.status()
-        holder = read_holder(queue.directory) if queue.handoff else None
+        holder = _running_holder(queue.directory)
         directory = str(queue.directory)
     if as_json:
         print_json({"queue": directory, "running": holder, **counts})
@@ -41,6 +45,26 @@ def status_command(as_json: bool) -> None:
         click.echo(line)
 
 
+def _running_holder(directory: Path) -> dict | None:
+    """Return the record of the process running the queue, or None.
+
+    The lock file keeps the last holder's record until the next run takes
+    the lock, so a record counts only while its process is alive. The lock
+    itself is not probed: that could make a run starting at the same moment
+    fail with "queue locked".
+    """
+    holder = read_holder(directory)
+    if not holder or holder.get("host") != socket.gethostname():
+        return holder or None
+    try:
+        os.kill(int(holder.get("pid", 0)), 0)
+    except (ProcessLookupError, ValueError):
+        return None
+    except PermissionError:
+        return holder
+    return holder
+
+
 @command("actions")
 @click.option(
     "--status",
@@ -52,7 +76,7 @@ def status_command(as_json: bool) -> None:
 @common_options
 def actions_command(wanted: str | None, as_json: bool) -> None:
     """List the queue's actions: id, status, kind, paths and last error."""
-    with open_existing_queue() as queue:
+    with open_existing_queue(read_only=True) as queue:
         actions = queue.get_actions(wanted)
     if as_json:
         for action in actions:
@@ -68,7 +92,7 @@ def actions_command(wanted: str | None, as_json: bool) -> None:
 @common_options
 def result_command(action_id: str, as_json: bool) -> None:
     """Print the entries that the completed list action ID found."""
-    with open_existing_queue() as queue:
+    with open_existing_queue(read_only=True) as queue:
         entries = queue.list_result(action_id)
     for entry in entries:
         if as_json:
