@@ -76,6 +76,13 @@ BATCH_RECORDS: Final = 65536
 #: 342,000 at 200 us and 332,000 at 400 us. A batch is delayed by at most
 #: this much when the released producers do not append again.
 GATHER_SECONDS: Final = 0.0002
+#: How long records appended without ``durable`` wait for company before
+#: the writer writes and syncs them, when no durable append or flush is
+#: pending. A run journals a started and a completed record per file; on
+#: the 2-core development VM syncing each small batch of them as it came
+#: cost about 1,200 fdatasyncs for 2,000 files, and 10 ms of lingering cuts
+#: that to one per 10 ms while delaying no caller that waits.
+LINGER_SECONDS: Final = 0.01
 #: Bytes per record assumed before the first batch was encoded. Mixes of
 #: journalq's added, started and completed records encode to 70-100 bytes.
 INITIAL_RECORD_BYTES: Final = 100
@@ -110,6 +117,10 @@ class Journal:
         self._synced = threading.Condition(self._lock)
         self._delete_lock = threading.Lock()
         self._pending: deque[tuple[list[Any], bool]] = deque()
+        self._pending_records = 0
+        # Durable appends and flushes waiting now; while there are none,
+        # the writer lingers (see _linger()).
+        self._urgent = 0
         self._next_lsn = segment.first_lsn
         self._synced_lsn = segment.first_lsn - 1
         self._closed = False
@@ -234,16 +245,17 @@ class Journal:
             if records:
                 self._next_lsn = last + 1
                 self._pending.append((records, durable))
+                self._pending_records += len(records)
                 self._appends += 1
                 self._work.notify()
             if durable:
-                self._wait_synced(last)
+                self._wait_urgently(last)
         return last
 
     def flush(self) -> None:
         """Wait until every record appended so far is synced."""
         with self._lock:
-            self._wait_synced(self._next_lsn - 1)
+            self._wait_urgently(self._next_lsn - 1)
 
     def close(self) -> None:
         """Write and sync everything appended, then stop the writer.
@@ -293,6 +305,17 @@ class Journal:
                 self._directory, "the journal is closed; open it again to append"
             )
 
+    def _wait_urgently(self, lsn: int) -> None:
+        """Wait for ``lsn`` to be synced, telling the writer not to linger."""
+        if self._synced_lsn >= lsn:
+            return
+        self._urgent += 1
+        self._work.notify()
+        try:
+            self._wait_synced(lsn)
+        finally:
+            self._urgent -= 1
+
     def _wait_synced(self, lsn: int) -> None:
         while self._synced_lsn < lsn:
             if self._poison is not None:
@@ -320,18 +343,34 @@ class Journal:
             while not self._pending and not self._closed:
                 self._work.wait()
             self._gather()
-            if not self._pending:
-                return None
             limit = max(
                 1, min(BATCH_RECORDS, BATCH_PAYLOAD_BYTES // self._record_bytes)
             )
+            self._linger(limit)
+            if not self._pending:
+                return None
             records, durable = self._pending.popleft()
             batch, waiters = list(records), int(durable)
             while self._pending and len(batch) + len(self._pending[0][0]) <= limit:
                 records, durable = self._pending.popleft()
                 batch.extend(records)
                 waiters += durable
+            self._pending_records -= len(batch)
             return batch, waiters
+
+    def _linger(self, limit: int) -> None:
+        """Let records that nobody waits for gather into one batch.
+
+        Returns at once when a durable append or a flush waits, when a full
+        batch is pending, or when the journal closes; otherwise after
+        :data:`LINGER_SECONDS`.
+        """
+        deadline = time.monotonic() + LINGER_SECONDS
+        while not self._urgent and not self._closed and self._pending_records < limit:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._work.wait(remaining)
 
     def _gather(self) -> None:
         """Wait briefly for the producers that the last batch released.
