@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
 from collections import defaultdict
@@ -37,7 +38,7 @@ import msgspec
 from journalq import compare, retry, transfer
 from journalq.backends import Filesystem
 from journalq.events import Event, EventType, RunSummary
-from journalq.plan import stage
+from journalq.plan import Entry, stage
 from journalq.records import (
     Completed,
     Digested,
@@ -63,6 +64,8 @@ logger = logging.getLogger(__name__)
 DURABLE_GROUP: Final = 512
 #: Longest time a finished copy waits for its group's sync, in seconds.
 DURABLE_WAIT: Final = 0.25
+#: Groups that may wait for the committer thread before workers wait too.
+GROUPS_IN_FLIGHT: Final = 2
 #: Average file size from which copies between local disks use two threads.
 LOCAL_THREAD_BYTES: Final = 1024 * 1024
 #: Largest batch of actions one worker takes at a time. Taking work in
@@ -83,6 +86,9 @@ class RunOptions:
     backoff: retry.Backoff | None = None
     #: Run only these actions and the items expanded from them.
     only: frozenset[str] | None = None
+    #: Entries listed when the trees were expanded in this process, by
+    #: action id; each is used once, by the first attempt.
+    hints: dict[str, tuple[Entry, Entry | None]] | None = None
 
 
 class _Cache:
@@ -380,10 +386,7 @@ class Executor:
         destination_fs = self.destination.fs
         policy = self._policy(action)
 
-        source = compare.stat(source_fs, source_path)
-        if source is None:
-            raise FileNotFoundError(f"source file not found: {source_path}")
-        destination = compare.stat(destination_fs, destination_path)
+        source, destination = self._file_infos(action, source_path, destination_path)
         if attempt > 1 and not self.options.dry_run:
             transfer.sweep_temporaries(
                 destination_fs, destination_path, action.action_id
@@ -418,6 +421,32 @@ class Executor:
         return self._transfer(
             action, attempt, source_path, destination_path, source, destination, group
         )
+
+    def _file_infos(
+        self, action: ActionState, source_path: str, destination_path: str
+    ) -> tuple[compare.FileInfo, compare.FileInfo | None]:
+        """Return what is known of both files: listed moments ago, or stat'ed.
+
+        Like rclone, a run that follows the listing of its tree trusts the
+        listing instead of asking again per file. A source that changed since
+        is caught by its byte count and copied again.
+        NOTE: a destination file created between the listing and the copy
+        is overwritten as if it were absent, without the fsync before the
+        rename that protects a replaced file against power loss.
+        """
+        hints = self.options.hints
+        hint = hints.pop(action.action_id, None) if hints else None
+        if hint is not None:
+            (size, mtime_ns), target = hint
+            if mtime_ns is not None and (target is None or target[1] is not None):
+                source = compare.FileInfo(size, mtime_ns)
+                if target is None:
+                    return source, None
+                return source, compare.FileInfo(target[0], target[1])
+        source_info = compare.stat(self.source.fs, source_path)
+        if source_info is None:
+            raise FileNotFoundError(f"source file not found: {source_path}")
+        return source_info, compare.stat(self.destination.fs, destination_path)
 
     def _transfer(
         self,
@@ -694,8 +723,10 @@ def _describe(exc: BaseException) -> str:
 class _DurableGroup:
     """Finished local copies of all workers, waiting for one filesystem sync.
 
-    The worker whose copy fills the group, or finds it old enough, syncs the
-    filesystem and journals the whole group; the others keep copying.
+    A full or old group goes to a committer thread, which syncs the
+    filesystem and then journals the group's records, so the workers keep
+    copying while the disk flushes. At most :data:`GROUPS_IN_FLIGHT` groups
+    wait for the committer; a worker that would exceed that waits too.
     """
 
     def __init__(self, executor: Executor) -> None:
@@ -704,6 +735,11 @@ class _DurableGroup:
         self._lock = threading.Lock()
         self._pending: list[tuple[ActionState, list[Record]]] = []
         self._since = 0.0
+        self._groups: queue.Queue[list[tuple[ActionState, list[Record]]] | None] = (
+            queue.Queue(maxsize=GROUPS_IN_FLIGHT)
+        )
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
 
     def wants(self, completed: Completed) -> bool:
         return self.enabled and completed.outcome is Outcome.COPIED
@@ -717,14 +753,42 @@ class _DurableGroup:
             if len(self._pending) < DURABLE_GROUP and now - self._since < DURABLE_WAIT:
                 return
             pending, self._pending = self._pending, []
-        self._sync(pending)
+        self._hand_over(pending)
 
     def commit(self) -> None:
-        """Sync and journal whatever is pending now."""
+        """Sync and journal everything added so far; return when done."""
         with self._lock:
             pending, self._pending = self._pending, []
         if pending:
-            self._sync(pending)
+            self._hand_over(pending)
+        if self._thread is not None:
+            self._groups.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            raise self._error
+
+    def _hand_over(self, pending: list[tuple[ActionState, list[Record]]]) -> None:
+        if self._error is not None:
+            raise self._error
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="journalq-committer", daemon=True
+                )
+                self._thread.start()
+        self._groups.put(pending)
+
+    def _run(self) -> None:
+        while (pending := self._groups.get()) is not None:
+            if self._error is not None:
+                continue
+            try:
+                self._sync(pending)
+            except BaseException as exc:
+                # The records of this group are not journaled, so the next
+                # run copies those files again; this run stops with the error.
+                self._error = exc
 
     def _sync(self, pending: list[tuple[ActionState, list[Record]]]) -> None:
         _, destination = self._executor.store.state.paths(pending[0][0])

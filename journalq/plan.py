@@ -205,12 +205,15 @@ def expand(
     source: Listing,
     destination: Listing | None = None,
     identical: Identical | None = None,
+    hints: dict[str, tuple[Entry, Entry | None]] | None = None,
 ) -> Iterator[ActionAdded | Expanded]:
     """Yield the children of a copy_tree or sync, then its ``expanded`` record.
 
     ``destination`` is the listing of the destination tree. Files that
     ``identical`` finds already copied get no action; with
     ``parent.delete_extraneous`` the destination's extra items are deleted.
+    ``hints`` receives, per file to copy, the source and destination entries
+    just listed, so a run right after the listing need not stat them again.
     """
     count = 0
     skipped = 0
@@ -236,7 +239,10 @@ def expand(
                 method = decided
                 continue
         count += 1
-        yield _child(parent, Kind.COPY_FILE, relpath, size=entry[0])
+        child = _child(parent, Kind.COPY_FILE, relpath, size=entry[0])
+        if hints is not None:
+            hints[child.action_id] = (entry, target)
+        yield child
     if destination is not None and parent.delete_extraneous:
         for child in _extraneous(parent, source, destination):
             count += 1

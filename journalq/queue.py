@@ -124,6 +124,9 @@ class StorageQueue:
         self._store: QueueStore | None = None
         self._handoff_state: QueueState | None = None
         self._unavailable: QueueError | None = None
+        # What listing a tree found about each of its files, for the run
+        # that follows in this process (see Executor._file_infos).
+        self._hints: dict[str, tuple[Entry, Entry | None]] = {}
         self._open(source, destination, source_options, destination_options, sync)
         if compare is None:
             assert self.state.created is not None
@@ -382,7 +385,8 @@ class StorageQueue:
             self._journal([parent])
         records: list[Record] = []
         identical = self._planned_skip(parent)
-        for record in expand(parent, source, destination, identical):
+        hints = self._hints if self._store is not None else None
+        for record in expand(parent, source, destination, identical, hints):
             records.append(record)
             if len(records) >= EXPANSION_CHUNK:
                 self._append_chunk(records)
@@ -724,6 +728,7 @@ class StorageQueue:
             on_event=settings.get("on_event"),
             stop=settings.get("stop"),
             only=only,
+            hints=self._hints,
         )
         total = RunSummary()
         while True:

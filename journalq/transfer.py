@@ -214,10 +214,15 @@ class LocalSink(Sink):
         self.temporary = temporary
         self.fsync = fsync
         self._directory = os.path.dirname(path) or "."
-        _make_directories(self._directory, fsync=fsync)
         flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY
         try:
             self._fd: int | None = durable.ops.open(temporary, flags, FILE_MODE)
+        except FileNotFoundError:
+            # The directory is missing. Creating it only now, instead of
+            # checking for it first, saves a stat per file in a tree whose
+            # directories were made by its mkdir actions.
+            _make_directories(self._directory, fsync=fsync)
+            self._fd = durable.ops.open(temporary, flags, FILE_MODE)
         except FileExistsError:
             # Left by a process killed during this same attempt, before its
             # ``started`` record reached the journal. Only the process that

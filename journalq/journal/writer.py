@@ -118,6 +118,7 @@ class Journal:
         self._delete_lock = threading.Lock()
         self._pending: deque[tuple[list[Any], bool]] = deque()
         self._pending_records = 0
+        self._linger_limit = BATCH_RECORDS
         # Durable appends and flushes waiting now; while there are none,
         # the writer lingers (see _linger()).
         self._urgent = 0
@@ -247,7 +248,15 @@ class Journal:
                 self._pending.append((records, durable))
                 self._pending_records += len(records)
                 self._appends += 1
-                self._work.notify()
+                # Waking the writer for every record would make it take the
+                # GIL thousands of times a second while it lingers; it only
+                # needs waking when it may be idle or must stop lingering.
+                if (
+                    len(self._pending) == 1
+                    or self._pending_records >= self._linger_limit
+                    or self._appends - self._appends_at_publish <= self._released
+                ):
+                    self._work.notify()
             if durable:
                 self._wait_urgently(last)
         return last
@@ -346,6 +355,7 @@ class Journal:
             limit = max(
                 1, min(BATCH_RECORDS, BATCH_PAYLOAD_BYTES // self._record_bytes)
             )
+            self._linger_limit = limit
             self._linger(limit)
             if not self._pending:
                 return None
