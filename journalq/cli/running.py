@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import tempfile
 import threading
+from collections.abc import Iterator
 
 import click
 
@@ -122,6 +126,25 @@ def _finish(code: ExitCode) -> None:
     raise click.exceptions.Exit(code)
 
 
+@contextlib.contextmanager
+def _queue_for(
+    name: str, source: Location, destination: Location
+) -> Iterator[StorageQueue]:
+    """Open the queue that ``copy`` or ``sync`` adds to.
+
+    A dry run adds to a throwaway queue instead, so that nothing it planned
+    (deletes included) is left waiting in the real queue for the next run.
+    """
+    if not settings().dry_run:
+        with open_queue(name, source.filesystem, destination.filesystem) as queue:
+            yield queue
+        return
+    with tempfile.TemporaryDirectory(prefix="journalq-dry-run-") as scratch:
+        directory = os.path.join(scratch, "queue")
+        with open_queue(directory, source.filesystem, destination.filesystem) as queue:
+            yield queue
+
+
 @command("copy")
 @click.argument("source", metavar="SRC")
 @click.argument("destination", metavar="DST")
@@ -141,7 +164,7 @@ def copy_command(source: str, destination: str, as_json: bool) -> None:
     """
     src, dst = parse_location(source), parse_location(destination)
     name = settings().queue or default_queue_name("copy", src, dst)
-    with open_queue(name, src.filesystem, dst.filesystem) as queue:
+    with _queue_for(name, src, dst) as queue:
         add_copy(queue, src, dst)
         code = run_and_report(queue, as_json=as_json)
     _finish(code)
@@ -188,7 +211,7 @@ def sync_command(
     plain_src = Location(src.filesystem, src.path.rstrip("/") or "/")
     plain_dst = Location(dst.filesystem, dst.path.rstrip("/") or "/")
     name = settings().queue or default_queue_name("sync", plain_src, plain_dst)
-    with open_queue(name, src.filesystem, dst.filesystem) as queue:
+    with _queue_for(name, src, dst) as queue:
         queue.sync(
             plain_src.path,
             plain_dst.path,

@@ -209,6 +209,23 @@ def test_dry_run_writes_nothing(sample: Path, tmp_path: Path) -> None:
     assert "would copy" in result.stderr
 
 
+def test_dry_run_leaves_queue_untouched(sample: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "extra.txt").write_bytes(b"keep me")
+    queue = str(tmp_path / "q")
+
+    dry = invoke(
+        "sync", str(sample), str(out), "--delete", "--dry-run", "--queue", queue
+    )
+    real = invoke("sync", str(sample), str(out), "--queue", queue)
+
+    assert dry.exit_code == ExitCode.OK, dry.output
+    assert real.exit_code == ExitCode.OK, real.output
+    assert (out / "extra.txt").read_bytes() == b"keep me"
+    assert read_tree(out) == {**SAMPLE, "extra.txt": b"keep me"}
+
+
 def test_failed_action_exits_one(sample: Path, tmp_path: Path) -> None:
     os.symlink(tmp_path / "nowhere", sample / "dangling.txt")
     queue = tmp_path / "q"
