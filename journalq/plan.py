@@ -125,10 +125,11 @@ def list_tree(fs: fsspec.AbstractFileSystem, root: str) -> Listing:
     """List every file and directory below ``root``.
 
     Raises ``FileNotFoundError`` when ``root`` does not exist and
-    ``NotADirectoryError`` when it is a file. Symbolic links are followed;
-    a link that points nowhere is listed as a file so that copying it fails
-    with its own reason, and a link back to a directory already being
-    listed is reported as a problem instead of being walked forever.
+    ``NotADirectoryError`` when it is a file. A symbolic link to a file is
+    listed as that file; a link that points nowhere is listed as a file so
+    that copying it fails with its own reason; a link to a directory is not
+    followed and is reported in :attr:`Listing.problems`, as is a directory
+    reached twice (a bind mount loop).
     """
     if is_local(fs):
         return _list_local(root)
@@ -160,6 +161,13 @@ def _walk_local(
                 continue
             if not stat_module.S_ISDIR(info.st_mode):
                 listing.files[relpath] = (info.st_size, info.st_mtime_ns)
+                continue
+            if entry.is_symlink():
+                # Following a link to a directory can leave the tree (a link
+                # to '..' copies everything above it), so like rclone journalq
+                # does not follow it; a link to a file is copied as the file.
+                listing.problems[relpath] = "symbolic link to a directory, not followed"
+                logger.warning("skipped %s: a symbolic link to a directory", entry.path)
                 continue
             identity = (info.st_dev, info.st_ino)
             if identity in ancestors:

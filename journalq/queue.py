@@ -350,6 +350,8 @@ class StorageQueue:
         if pending is not None:
             return pending
         check_overlap(self.source.fs, source, self.destination.fs, destination)
+        self._check_outside_queue(self.source, source, "source")
+        self._check_outside_queue(self.destination, destination, "destination")
         parent = self._new_action(
             kind,
             source,
@@ -361,6 +363,24 @@ class StorageQueue:
         )
         self._expand(parent, max_delete=max_delete, force=force)
         return parent.action_id
+
+    def _check_outside_queue(
+        self, filesystem: Filesystem, path: str, role: str
+    ) -> None:
+        """Reject a local tree that contains the queue's own directory.
+
+        A sync with delete would remove the journal it is writing, and a
+        copy would carry the live journal along.
+        """
+        if not filesystem.local:
+            return
+        tree = os.path.realpath(path).rstrip("/") + "/"
+        if (os.path.realpath(self.directory) + "/").startswith(tree):
+            raise ActionError(
+                path,
+                f"the {role} tree contains the queue directory {self.directory}; "
+                "keep the queue outside both trees (--queue elsewhere)",
+            )
 
     def _expand(
         self, parent: ActionAdded, *, max_delete: int | None = None, force: bool = True
@@ -488,6 +508,7 @@ class StorageQueue:
         """
         role = _service(service)
         resolved = self._filesystem(role).path(path)
+        self._check_outside_queue(self._filesystem(role), resolved, str(role))
         fields = _service_fields(role, resolved)
         added = self._new_action(
             Kind.DELETE, str(role), resolved, recursive, recursive=recursive, **fields

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import unicodedata
 from pathlib import Path
@@ -519,3 +520,83 @@ def test_compare_policy_kept_by_queue(src, dst, queue_dir):
         assert str(queue.policy) == "size"
     with StorageQueue(name=str(queue_dir), compare="always") as queue:
         assert str(queue.policy) == "always"
+
+
+def test_directory_symlink_not_followed(src, dst, queue_dir, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"not part of the tree")
+    (src / "up").symlink_to("..")
+    (src / "away").symlink_to(outside)
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.copy_tree(str(src), str(dst))
+        summary = queue.run()
+    assert summary.failed == 0
+    assert not (dst / "up").exists()
+    assert not (dst / "away").exists()
+    assert tree_files(dst) == tree_files(src)
+
+
+def test_file_symlink_copied_as_file(src, dst, queue_dir):
+    (src / "link.txt").symlink_to(src / "plain.txt")
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.copy_tree(str(src), str(dst))
+        queue.run()
+    assert not (dst / "link.txt").is_symlink()
+    assert (dst / "link.txt").read_bytes() == (src / "plain.txt").read_bytes()
+
+
+def test_queue_inside_destination_rejected(src, dst):
+    dst.mkdir()
+    with StorageQueue(str(src), str(dst), name=str(dst / ".queue")) as queue:
+        with pytest.raises(ActionError, match="contains the queue directory"):
+            queue.sync(str(src), str(dst), delete=True)
+        with pytest.raises(ActionError, match="contains the queue directory"):
+            queue.delete("destination", str(dst), recursive=True)
+    assert (dst / ".queue" / "FORMAT").exists()
+
+
+def test_queue_inside_source_rejected(src, dst):
+    with StorageQueue(str(src), str(dst), name=str(src / ".queue")) as queue:
+        with pytest.raises(ActionError, match="contains the queue directory"):
+            queue.copy_tree(str(src), str(dst))
+
+
+CANCELER = textwrap.dedent(
+    """
+    import sys
+    from journalq import StorageQueue
+    with StorageQueue(name=sys.argv[1]) as queue:
+        assert queue.handoff
+        print(queue.cancel(sys.argv[2]))
+    """
+)
+
+
+def test_handed_off_cancel_reaches_running_queue(src, dst, queue_dir):
+    fifo = src / "slow.fifo"
+    os.mkfifo(fifo)
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.copy_file(str(fifo), str(dst / "slow.fifo"))
+        doomed = queue.copy_file(str(src / "plain.txt"), str(dst / "doomed.txt"))
+        kept = queue.copy_file(str(src / "plain.txt"), str(dst / "kept.txt"))
+        results = []
+        runner = threading.Thread(target=lambda: results.append(queue.run()))
+        runner.start()
+        canceled = subprocess.run(
+            [sys.executable, "-c", CANCELER, str(queue_dir), doomed],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        # Opening the FIFO for writing and closing it lets the blocked copy
+        # read an empty file and the run go on to the other two actions.
+        with open(fifo, "wb"):
+            pass
+        runner.join(timeout=60)
+        assert doomed in canceled.stdout
+        assert queue.get_action(doomed).status == "canceled"
+        assert queue.get_action(kept).status == "completed"
+    assert not (dst / "doomed.txt").exists()
+    assert (dst / "kept.txt").exists()
