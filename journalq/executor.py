@@ -35,7 +35,7 @@ from typing import Final
 import fsspec
 import msgspec
 
-from journalq import compare, retry, transfer
+from journalq import compare, inbox, retry, transfer
 from journalq.backends import Filesystem
 from journalq.events import Event, EventType, RunSummary
 from journalq.plan import Entry, stage
@@ -152,6 +152,9 @@ class Executor:
         self._cache = _Cache(store)
         self._summary_lock = threading.Lock()
         self._backoff = options.backoff or retry.Backoff()
+        self._inbox_lock = threading.Lock()
+        self._inbox_dir = os.path.join(store.directory, inbox.INBOX_DIR)
+        self._inbox_stamp: int | None = None
 
     # Scheduling ---------------------------------------------------------------
 
@@ -248,7 +251,29 @@ class Executor:
             for action in batch:
                 if self._stopping():
                     return
+                self._poll_inbox()
                 self._run_action(action, group)
+
+    def _poll_inbox(self) -> None:
+        """Journal what other processes handed off since the last look.
+
+        Posting a request renames a file into the inbox directory, which
+        changes the directory's mtime, so one stat per action tells whether
+        there is anything to read. A cancel handed off during the run then
+        takes effect for every action not yet started; added actions run
+        once this pass ends.
+        """
+        try:
+            stamp = os.stat(self._inbox_dir).st_mtime_ns
+        except FileNotFoundError:
+            return
+        if stamp == self._inbox_stamp or not self._inbox_lock.acquire(blocking=False):
+            return
+        try:
+            self._inbox_stamp = stamp
+            self.store.drain_inbox()
+        finally:
+            self._inbox_lock.release()
 
     # One action ---------------------------------------------------------------
 
