@@ -266,8 +266,11 @@ class Journal:
         with self._lock:
             self._wait_urgently(self._next_lsn - 1)
 
-    def close(self) -> None:
-        """Write and sync everything appended, then stop the writer.
+    def close(self, *, seal: bool = True) -> None:
+        """Write and sync everything appended, seal the segment, stop the writer.
+
+        ``seal=False`` leaves the active segment unsealed, as a process that
+        was killed leaves it; the tests build torn tails on such journals.
 
         Closing again does nothing. Raises JournalPoisonedError when records
         could not be written; the files are closed all the same.
@@ -278,7 +281,13 @@ class Journal:
             self._closed = True
             self._work.notify()
         self._thread.join()
-        self._segment.close()
+        if self._poison is None and seal:
+            # A sealed segment is read strictly, so after a clean close any
+            # damage to it is reported as corruption; only a crash can leave
+            # a torn tail.
+            self._sealed.append(self._segment.seal(self._written_lsn, self._syncer))
+        else:
+            self._segment.close()
         self.flush()
         logger.debug("closed journal %s at LSN %d", self._directory, self._synced_lsn)
 

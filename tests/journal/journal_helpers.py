@@ -59,7 +59,7 @@ def write_journal(
     after_lsn: int = 0,
     sync: str = "batch",
 ) -> None:
-    """Open the journal in ``directory``, append each batch durably, close."""
+    """Open the journal in ``directory``, append each batch durably, stop."""
     result = scan(directory, QUEUE_ID, after_lsn=after_lsn)
     journal = Journal.open(
         directory,
@@ -69,9 +69,13 @@ def write_journal(
         segment_bytes=segment_bytes,
         sync=sync,  # type: ignore[arg-type]
     )
-    with journal:
+    try:
         for batch in batches:
             journal.append(batch, durable=True)
+    finally:
+        # Unsealed, as a killed process leaves its last segment, so that the
+        # damage tests can cut or extend it into a torn tail.
+        journal.close(seal=False)
 
 
 def replay(result: ScanResult, after_lsn: int = 0) -> list[records.Record]:

@@ -386,3 +386,34 @@ def test_open_rejects_short_queue_id(journal_dir: Path) -> None:
             encode_batch=records.encode_batch,
         )
     assert not journal_dir.exists()
+
+
+def test_clean_close_seals_last_segment(journal_dir: Path) -> None:
+    journal = Journal.open(
+        journal_dir,
+        QUEUE_ID,
+        scan(journal_dir, QUEUE_ID),
+        encode_batch=records.encode_batch,
+    )
+    journal.append([started(index) for index in range(10)], durable=True)
+    journal.close()
+    result = scan(journal_dir, QUEUE_ID)
+    assert result.segments[-1].sealed
+    assert result.torn_tail is None
+
+
+def test_flip_after_clean_close_is_corruption(journal_dir: Path) -> None:
+    journal = Journal.open(
+        journal_dir,
+        QUEUE_ID,
+        scan(journal_dir, QUEUE_ID),
+        encode_batch=records.encode_batch,
+    )
+    journal.append([started(index) for index in range(10)], durable=True)
+    journal.close()
+    segment = Path(scan(journal_dir, QUEUE_ID).segments[-1].path)
+    data = bytearray(segment.read_bytes())
+    data[fmt.HEADER_SIZE + 30] ^= 0x01
+    segment.write_bytes(bytes(data))
+    with pytest.raises(errors.CorruptionError):
+        scan(journal_dir, QUEUE_ID)
