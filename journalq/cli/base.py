@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import sys
 import traceback
 from typing import Any
 
@@ -45,6 +47,12 @@ def _invoke_guarded(ctx: click.Context, invoke: Any) -> Any:
         return invoke(ctx)
     except (click.exceptions.Exit, click.ClickException, click.Abort):
         raise
+    except BrokenPipeError:
+        # The reader of stdout went away (``journalq actions | head``):
+        # stop quietly, and keep Python from complaining again at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise click.exceptions.Exit(ExitCode.OK) from None
     except KeyboardInterrupt:
         fail(
             "interrupted; journal records already written are kept",

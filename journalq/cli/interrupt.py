@@ -1,5 +1,7 @@
 """Ctrl-C during a run: the first press stops it, the second exits at once.
 
+SIGTERM counts as a press too, so a service manager's stop is as clean.
+
 The first SIGINT sets the run's stop event. No new action starts, copies in
 flight stop at their next chunk (the next run copies them again), the
 journal is flushed and the run returns, so the command prints its summary
@@ -49,10 +51,13 @@ def stop_on_interrupt(stop: threading.Event, resume: str) -> Iterator[None]:
         os._exit(ExitCode.INTERRUPTED)
 
     previous = signal.signal(signal.SIGINT, handle)
+    # SIGTERM (systemd, docker stop, kill) stops the run the same way.
+    previous_term = signal.signal(signal.SIGTERM, handle)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 def _write(text: str) -> None:
