@@ -64,7 +64,12 @@ class Outcome(enum.StrEnum):
     DONE = "done"
 
 
-class _Record(msgspec.Struct, frozen=True, array_like=True, tag_field="k"):
+# gc=False keeps records out of the cyclic garbage collector, which made
+# decoding 500,000 of them 2.7x faster (msgspec 0.23, CPython 3.11, 2-core
+# development VM). It is safe because a frozen record refers only to
+# strings, numbers, tuples, endpoints and identities, none of which can
+# refer back to it.
+class _Record(msgspec.Struct, frozen=True, array_like=True, tag_field="k", gc=False):
     pass
 
 
@@ -75,7 +80,9 @@ class Endpoint(msgspec.Struct, frozen=True, array_like=True):
     options: dict[str, str] = {}
 
 
-class Identity(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+class Identity(
+    msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False
+):
     """What was known about one file when a decision was made.
 
     ``digest`` is ``"<algorithm>:<hex>"``, for example ``"xxh128:9f..."``.
