@@ -159,8 +159,14 @@ def _walk_local(
             except FileNotFoundError:
                 listing.files[relpath] = (0, None)  # a dangling link; its copy fails
                 continue
-            if not stat_module.S_ISDIR(info.st_mode):
+            if stat_module.S_ISREG(info.st_mode):
                 listing.files[relpath] = (info.st_size, info.st_mtime_ns)
+                continue
+            if not stat_module.S_ISDIR(info.st_mode):
+                # A FIFO would block the copy forever, and a device or a
+                # socket has no content to copy.
+                listing.problems[relpath] = "not a regular file, not copied"
+                logger.warning("skipped %s: not a regular file", entry.path)
                 continue
             if entry.is_symlink():
                 # Following a link to a directory can leave the tree (a link
@@ -175,7 +181,13 @@ def _walk_local(
                 continue
             listing.directories.append(relpath)
             ancestors.add(identity)
-            _walk_local(entry.path, relpath + "/", listing, ancestors)
+            try:
+                _walk_local(entry.path, relpath + "/", listing, ancestors)
+            except PermissionError as exc:
+                # The rest of the tree is still copied; nothing under this
+                # directory is deleted at the destination (see _extraneous).
+                listing.problems[relpath] = f"cannot be listed: {exc.strerror}"
+                logger.warning("skipped %s: cannot be listed (%s)", entry.path, exc)
             ancestors.discard(identity)
 
 
@@ -204,6 +216,13 @@ def _valid_relpath(relpath: str) -> bool:
     # A listing from a remote server may name '..', an absolute path or a
     # NUL byte; any of those could write outside the destination root.
     if not relpath or "\0" in relpath or relpath.startswith("/"):
+        return False
+    try:
+        relpath.encode("utf-8")
+    except UnicodeEncodeError:
+        # A local name that is not UTF-8 (decoded with surrogates) cannot be
+        # journaled as a string.
+        # TODO: store such names as bytes so that they can be copied too.
         return False
     return all(part not in ("", ".", "..") for part in relpath.split("/"))
 
@@ -261,12 +280,15 @@ def expand(
 def _extraneous(
     parent: ActionAdded, source: Listing, destination: Listing
 ) -> Iterator[ActionAdded]:
+    # What the source could not list, or skipped, is not missing from it:
+    # nothing at or under those paths is deleted.
+    spared = tuple(source.problems)
     for relpath in destination.files:
-        if relpath not in source.files and _valid_relpath(relpath):
+        if relpath not in source.files and _deletable(relpath, spared):
             yield _child(parent, Kind.DELETE, relpath, service=Service.DESTINATION)
     kept = set(source.directories)
     for relpath in sorted(destination.directories, key=_depth_then_name, reverse=True):
-        if relpath not in kept and _valid_relpath(relpath):
+        if relpath not in kept and _deletable(relpath, spared):
             yield _child(
                 parent,
                 Kind.DELETE,
@@ -276,11 +298,28 @@ def _extraneous(
             )
 
 
+def _deletable(relpath: str, spared: tuple[str, ...]) -> bool:
+    if not _valid_relpath(relpath):
+        return False
+    return not any(
+        relpath == problem or relpath.startswith(problem + "/") for problem in spared
+    )
+
+
 def count_deletes(source: Listing, destination: Listing) -> int:
     """Return how many destination items a sync with delete would remove."""
-    files = sum(1 for relpath in destination.files if relpath not in source.files)
+    spared = tuple(source.problems)
+    files = sum(
+        1
+        for relpath in destination.files
+        if relpath not in source.files and _deletable(relpath, spared)
+    )
     kept = set(source.directories)
-    return files + sum(1 for d in destination.directories if d not in kept)
+    return files + sum(
+        1
+        for relpath in destination.directories
+        if relpath not in kept and _deletable(relpath, spared)
+    )
 
 
 def _child(
@@ -310,7 +349,14 @@ def _depth_then_name(relpath: str) -> tuple[int, str]:
 
 
 def stage(added: ActionAdded) -> tuple[int, int]:
-    """Return the stage of an action: lower stages run to the end first."""
+    """Return the stage of an action: lower stages run to the end first.
+
+    Only the items of a tree are ordered; top-level actions all share the
+    middle stage, so a mkdir added after a delete of the same path does
+    not run before it.
+    """
+    if added.parent is None:
+        return (1, 0)
     depth = added.relpath.count("/") if added.relpath else 0
     if added.kind is Kind.MKDIR:
         return (0, depth)
@@ -327,11 +373,19 @@ def check_overlap(
     destination_fs: fsspec.AbstractFileSystem,
     destination: str,
 ) -> None:
-    """Reject a copy whose source and destination trees overlap."""
+    """Reject a copy whose source and destination trees overlap.
+
+    On a local disk the paths are compared after resolving symbolic links,
+    so a destination that is a link into the source (or the reverse) is
+    caught too.
+    """
     if type(source_fs) is not type(destination_fs):
         return
     if source_fs.storage_options != destination_fs.storage_options:
         return
+    if is_local(source_fs):
+        source = os.path.realpath(source)
+        destination = os.path.realpath(destination)
     first = source.rstrip("/") + "/"
     second = destination.rstrip("/") + "/"
     if first.startswith(second) or second.startswith(first):

@@ -48,6 +48,7 @@ from journalq.records import (
     ActionAdded,
     Canceled,
     Digested,
+    Failed,
     Kind,
     QueueCreated,
     Record,
@@ -226,8 +227,29 @@ class StorageQueue:
         for action in list(store.state.actions.values()):
             unexpanded = action.kind in _PARENTS and action.children is None
             if unexpanded and not action.terminal:
-                logger.info("expanding %s again", action.action_id)
-                self._expand(action.added)
+                self._expand_again(action)
+
+    def _expand_again(self, action: ActionState) -> None:
+        """List a tree whose expansion a crash cut short, once more.
+
+        The guards of the first expansion apply again: an empty source is
+        never taken as a reason to delete everything. A tree that cannot be
+        listed now fails, so the queue still opens and the rest runs.
+        """
+        logger.info("expanding %s again", action.action_id)
+        try:
+            self._expand(action.added, force=False)
+        except ActionError as exc:
+            logger.warning("tree %s failed: %s", action.action_id, exc)
+            failure = Failed(
+                action.action_id,
+                action.attempts + 1,
+                "ActionError",
+                str(exc),
+                retryable=False,
+                finished_ns=time.time_ns(),
+            )
+            self._require_store().append([failure], durable=True)
 
     # State --------------------------------------------------------------------
 
@@ -269,8 +291,18 @@ class StorageQueue:
             action_id(key, generation), kind, key, added_ns=time.time_ns(), **fields
         )
 
+    def _refresh(self) -> None:
+        """Read the state again in hand-off mode, where the holder changes it.
+
+        Without this a long-lived hand-off queue would take a request that
+        the holder finished meanwhile for a pending one and post nothing.
+        """
+        if self.handoff:
+            self._handoff_state = read_state(self.directory)
+
     def _pending(self, kind: Kind, *parts: object) -> str | None:
         """Return the id of a pending action for the same request, if any."""
+        self._refresh()
         existing = self.state.by_key.get(request_key(kind, *parts))
         if existing is None:
             return None
@@ -383,14 +415,14 @@ class StorageQueue:
             )
 
     def _expand(
-        self, parent: ActionAdded, *, max_delete: int | None = None, force: bool = True
+        self, parent: ActionAdded, *, max_delete: int | None = None, force: bool
     ) -> None:
         """List the tree, check the deletes, then journal parent and children."""
         assert parent.source is not None
         assert parent.destination is not None
         try:
             source = list_tree(self.source.fs, parent.source)
-        except (FileNotFoundError, NotADirectoryError) as exc:
+        except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
             raise ActionError(
                 parent.source,
                 f"{exc}; check the path (nothing was added, nothing deleted)",
@@ -539,9 +571,14 @@ class StorageQueue:
         return self._add_once(added)
 
     def _add_once(self, added: ActionAdded) -> str:
+        self._refresh()
         existing = self.state.by_key.get(added.key)
         if existing is not None and not self.state.actions[existing].terminal:
             return existing
+        generation = self.state.generations.get(added.key, 0)
+        added = msgspec.structs.replace(
+            added, action_id=action_id(added.key, generation)
+        )
         self._journal([added])
         return added.action_id
 
@@ -682,6 +719,8 @@ class StorageQueue:
         added = action.added
         if added.service is Service.SOURCE and added.parent is not None:
             destination = None
+        if added.service is Service.DESTINATION and added.parent is not None:
+            source = None
         completed = action.completed
         error = action.error
         return ActionInfo(
@@ -752,15 +791,27 @@ class StorageQueue:
             hints=self._hints,
         )
         total = RunSummary()
+        store.drain_inbox()
         while True:
             summary = Executor(store, self.source, self.destination, options).run()
             _accumulate(total, summary)
             if summary.interrupted or options.dry_run or only is not None:
                 break
-            if not store.drain_inbox():
+            # Actions handed off during the pass wait for the next one. A
+            # pass that ended nothing, with nothing new handed off, means
+            # what waits cannot run now.
+            drained = store.drain_inbox()
+            progress = summary.copied + summary.skipped + summary.failed + summary.done
+            if not self._has_runnable() or not (progress or drained):
                 break
         total.failures = self.get_actions("failed")
         return total
+
+    def _has_runnable(self) -> bool:
+        return any(
+            action.status is Status.WAITING and action.kind not in _PARENTS
+            for action in self.state.actions.values()
+        )
 
     def run_iter(self, **settings: Any) -> Iterator[Event]:
         """Run the queue in a thread and yield its events as they happen.

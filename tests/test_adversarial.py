@@ -103,11 +103,6 @@ def sync_delete(source: Path, destination: Path, queue_dir: Path) -> None:
         queue.run()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sync --delete into a symlink that points inside the source deletes "
-    "source files: check_overlap compares path strings, not real paths",
-)
 def test_sync_delete_destination_link_in_source(tmp_path, queue_dir):
     source = write(tmp_path / "src", {"a.txt": b"a", "sub/b.txt": b"b"})
     link = tmp_path / "link"
@@ -116,11 +111,6 @@ def test_sync_delete_destination_link_in_source(tmp_path, queue_dir):
     assert (source / "sub" / "b.txt").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sync --delete from a symlink that points inside the destination "
-    "deletes the source it copies from",
-)
 def test_sync_delete_source_link_in_destination(tmp_path, queue_dir):
     destination = write(tmp_path / "dst", {"old.txt": b"o", "sub/keep.txt": b"k"})
     link = tmp_path / "srclink"
@@ -168,11 +158,6 @@ def expand_and_die(source: Path, destination: Path, queue_dir: Path, mode: str):
     assert result.returncode == -9
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reopening expands a cut-short sync --delete again with force=True "
-    "and no max_delete, so an emptied source deletes the whole destination",
-)
 def test_resumed_expansion_keeps_delete_guards(tmp_path, queue_dir):
     files = {f"f{index}": b"x" for index in range(5)}
     source = write(tmp_path / "src", files)
@@ -187,11 +172,6 @@ def test_resumed_expansion_keeps_delete_guards(tmp_path, queue_dir):
     assert read_tree(destination) == files
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a queue whose cut-short tree lost its source cannot be opened at "
-    "all: the re-expansion at open raises ActionError",
-)
 def test_open_after_cut_tree_lost_source(tmp_path, queue_dir):
     source = write(tmp_path / "src", {f"f{index}": b"x" for index in range(5)})
     expand_and_die(source, tmp_path / "dst", queue_dir, "copy")
@@ -376,11 +356,6 @@ def test_handoff_cancel_stops_waiting_action(tmp_path, queue_dir):
     assert not (destination / "victim.txt").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a hand-off queue keeps the state it read at open, so adding a "
-    "request again after the holder ran it returns the old id and posts nothing",
-)
 def test_handoff_readd_after_holder_ran(tmp_path, queue_dir):
     source = write(tmp_path / "src", {"a.txt": b"first"})
     destination = tmp_path / "dst"
@@ -425,11 +400,6 @@ def test_status_during_snapshot_keeps_it(tmp_path, queue_dir):
 # Odd files in the source -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a name that is not UTF-8 makes copy_tree raise UnicodeEncodeError "
-    "after journaling the parent, and every later open raises it again",
-)
 def test_non_utf8_name_fails_alone(tmp_path, queue_dir):
     source = write(tmp_path / "src", {"ok.txt": b"ok"})
     with open(os.fsencode(source) + b"/caf\xe9.txt", "wb") as file:
@@ -444,11 +414,6 @@ def test_non_utf8_name_fails_alone(tmp_path, queue_dir):
     assert (destination / "ok.txt").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a FIFO in the source is listed as a file and its copy blocks in "
-    "open() forever, hanging the run",
-)
 def test_fifo_in_source_does_not_hang(tmp_path, queue_dir):
     source = write(tmp_path / "src", {"a.txt": b"a"})
     fifo = source / "pipe"
@@ -543,11 +508,6 @@ def test_awkward_names_copied(tmp_path, queue_dir):
 # Ordering and conflicts -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a top-level mkdir runs in stage 0, before a delete of the same "
-    "path that was added earlier",
-)
 def test_delete_then_mkdir_keeps_order(tmp_path, queue_dir):
     destination = write(tmp_path / "dst", {"work/old.txt": b"o"})
     source = tmp_path / "src"
@@ -574,11 +534,6 @@ def test_sync_delete_file_becomes_directory(tmp_path, queue_dir):
     assert read_tree(destination) == {"x/f": b"f"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="get_actions reports a source path for a sync's destination delete, "
-    "a path that never existed",
-)
 def test_destination_delete_has_no_source(tmp_path, queue_dir):
     source = write(tmp_path / "src", {"a.txt": b"a"})
     destination = write(tmp_path / "dst", {"stale.txt": b"s"})

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import fsspec
@@ -375,7 +378,18 @@ def test_fsck_of_missing_queue(tmp_path: Path) -> None:
 
 
 def test_fsck_reports_torn_tail(tmp_path: Path, queue: str) -> None:
-    invoke("add", "mkdir", str(tmp_path / "one"), "--queue", queue)
+    # Only a killed process leaves its last segment unsealed, so that garbage
+    # after its last frame is a torn tail rather than corruption.
+    killed = subprocess.run(
+        [
+            *(sys.executable, "-m", "journalq", "add", "mkdir"),
+            *(str(tmp_path / "one"), "--queue", queue),
+        ],
+        env={**os.environ, "JOURNALQ_CRASH_AT": "journal.after_sync:2"},
+        capture_output=True,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     last = _segments(queue)[-1]
     with last.open("ab") as segment:
         segment.write(b"\x5a" * 37)
