@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import BinaryIO, Final, Protocol
 
 import crc32c
 import fsspec
 import xxhash
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
 
 __all__ = [
     "ALGORITHMS",
@@ -175,9 +177,29 @@ def _hash_local(path: str, hasher: Hasher, chunk_size: int) -> None:
         os.close(fd)
 
 
+def open_for_reading(fs: fsspec.AbstractFileSystem, path: str) -> BinaryIO:
+    """Open ``path`` on ``fs`` for a read that no other reader can disturb.
+
+    fsspec's memory filesystem hands every ``open()`` of a path the same file
+    object, so two readers at once move each other's position; its files are
+    read from a private copy of the bytes instead.
+    """
+    if isinstance(fs, MemoryFileSystem) and type(fs)._open is MemoryFileSystem._open:
+        return _PrivateFile(fs.cat_file(path))
+    return fs.open(path, "rb")
+
+
+class _PrivateFile(io.BytesIO):
+    """A private copy of a memory file's bytes, with fsspec's ``size``."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.size = len(data)
+
+
 def _hash_stream(
     fs: fsspec.AbstractFileSystem, path: str, hasher: Hasher, chunk_size: int
 ) -> None:
-    with fs.open(path, "rb") as file:
+    with open_for_reading(fs, path) as file:
         while chunk := file.read(chunk_size):
             hasher.update(chunk)

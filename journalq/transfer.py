@@ -528,7 +528,7 @@ def _regular_file_size(fd: int, path: str) -> int:
 def _copy_stream(
     fs: fsspec.AbstractFileSystem, path: str, stream: _Stream, chunk_size: int
 ) -> None:
-    with fs.open(path, "rb") as file:
+    with digest.open_for_reading(fs, path) as file:
         stream.set_size(getattr(file, "size", None))
         while True:
             stream.check_stop()

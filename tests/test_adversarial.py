@@ -662,11 +662,6 @@ def test_reopens_keep_segments_bounded(tmp_path, queue_dir):
 # Memory filesystem ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fsspec's memory filesystem returns one shared file object per path, "
-    "so a second reader of a source moves the copy's read position",
-)
 def test_memory_source_survives_second_reader(memory, tmp_path, queue_dir):
     """Copy a memory file while a second reader opens and reads it.
 
