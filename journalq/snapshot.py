@@ -133,27 +133,34 @@ def write_snapshot(
 
 
 def load_latest(
-    directory: str | os.PathLike[str], queue_id: bytes
+    directory: str | os.PathLike[str], queue_id: bytes, *, tidy: bool = True
 ) -> tuple[SnapshotInfo, bytes] | None:
     """Load the newest valid snapshot of queue ``queue_id``.
 
     Returns its info and payload, or ``None`` when no snapshot validates.
-    Renames damaged snapshots to ``*.broken`` and deletes leftover ``*.tmp``
-    files. Raises :class:`CorruptionError` for a snapshot of another queue and
-    :class:`FormatVersionError` for one written by a newer format.
+    With ``tidy`` (the lock holder's open) it renames damaged snapshots to
+    ``*.broken`` and deletes leftover ``*.tmp`` files; a reader without the
+    lock passes ``tidy=False`` and changes nothing, because a ``*.tmp`` may
+    be the snapshot the holder is writing. Raises :class:`CorruptionError`
+    for a snapshot of another queue and :class:`FormatVersionError` for one
+    written by a newer format.
     """
     _check_queue_id(queue_id)
     root = os.fspath(directory)
     if not os.path.isdir(root):
         return None
-    _remove_temporaries(root)
+    if tidy:
+        _remove_temporaries(root)
 
     for name, last_lsn in reversed(_snapshots(root)):
         path = os.path.join(root, name)
         try:
             loaded = _load(path, name, last_lsn, queue_id)
         except _DamagedSnapshotError as damage:
-            _set_aside(root, path, str(damage))
+            if tidy:
+                _set_aside(root, path, str(damage))
+            else:
+                logger.warning("skipped damaged snapshot %s: %s", path, damage)
             continue
         logger.info("loaded snapshot %s at LSN %d", path, last_lsn)
         return loaded
