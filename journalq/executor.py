@@ -86,6 +86,8 @@ class RunOptions:
     backoff: retry.Backoff | None = None
     #: Run only these actions and the items expanded from them.
     only: frozenset[str] | None = None
+    #: The event types passed to ``on_event``; None passes all of them.
+    event_types: frozenset[EventType] | None = None
     #: Entries listed when the trees were expanded in this process, by
     #: action id; each is used once, by the first attempt.
     hints: dict[str, tuple[Entry, Entry | None]] | None = None
@@ -152,6 +154,11 @@ class Executor:
         self._cache = _Cache(store)
         self._summary_lock = threading.Lock()
         self._backoff = options.backoff or retry.Backoff()
+        self._event_types = (
+            options.event_types
+            if options.event_types is not None
+            else frozenset(EventType)
+        )
         self._inbox_lock = threading.Lock()
         self._inbox_dir = os.path.join(store.directory, inbox.INBOX_DIR)
         self._inbox_stamp: int | None = None
@@ -686,7 +693,7 @@ class Executor:
 
     def _emit(self, type_: EventType, action: ActionState, **fields: object) -> None:
         on_event = self.options.on_event
-        if on_event is None:
+        if on_event is None or type_ not in self._event_types:
             return
         source, destination = self.store.state.paths(action)
         on_event(
@@ -704,21 +711,30 @@ class Executor:
     def _callback(
         self, action: ActionState, attempt: int, size: int
     ) -> fsspec.callbacks.Callback | None:
-        if self.options.on_event is None:
+        if self.options.on_event is None or EventType.PROGRESS not in self._event_types:
             return None
-        executor = self
-
-        class _Progress(fsspec.callbacks.Callback):
-            def call(self, *args: object, **kwargs: object) -> None:
-                executor._emit(
-                    EventType.PROGRESS, action, attempt=attempt, bytes=self.value
-                )
-
-        return _Progress(size=size)
+        return _ProgressCallback(self, action, attempt, size)
 
     def _label(self, action: ActionState) -> str:
         source, destination = self.store.state.paths(action)
         return f"{action.kind} {source or ''} -> {destination or ''}".strip()
+
+
+class _ProgressCallback(fsspec.callbacks.Callback):
+    """Turns fsspec's byte counts for one copy into ``progress`` events."""
+
+    def __init__(
+        self, executor: Executor, action: ActionState, attempt: int, size: int
+    ) -> None:
+        super().__init__(size=size)
+        self._executor = executor
+        self._action = action
+        self._attempt = attempt
+
+    def call(self, *args: object, **kwargs: object) -> None:
+        self._executor._emit(
+            EventType.PROGRESS, self._action, attempt=self._attempt, bytes=self.value
+        )
 
 
 _PARENTS: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})

@@ -22,7 +22,7 @@ import posixpath
 import queue as queue_module
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Final, Self
 
 import msgspec
@@ -30,7 +30,7 @@ import msgspec
 from journalq import compare, faults, inbox
 from journalq.backends import Filesystem, endpoint, open_filesystem
 from journalq.errors import ActionError, QueueError, QueueLockedError
-from journalq.events import ActionInfo, Event, RunSummary
+from journalq.events import ActionInfo, Event, EventType, RunSummary
 from journalq.executor import Executor, RunOptions
 from journalq.journal import SyncMode
 from journalq.plan import (
@@ -760,13 +760,16 @@ class StorageQueue:
         dry_run: bool = False,
         compare: str | None = None,
         parallelism: int | None = None,
+        event_types: Iterable[str] | None = None,
     ) -> RunSummary:
         """Execute every waiting action; return what the run did.
 
         Returns when every action has ended, or soon after ``stop`` is set:
         then no new action starts and copies in flight stop between chunks.
         Actions handed off by other processes while the run works are run
-        too, before it returns.
+        too, before it returns. ``on_event`` gets every event, or only those
+        of ``event_types`` (``"started"``, ``"progress"``...); a run with
+        fewer events to build is faster on many small files.
         """
         return self._run(
             on_event=on_event,
@@ -774,6 +777,7 @@ class StorageQueue:
             dry_run=dry_run,
             compare=compare,
             parallelism=parallelism,
+            event_types=event_types,
         )
 
     def _run(self, only: frozenset[str] | None = None, **settings: Any) -> RunSummary:
@@ -789,6 +793,7 @@ class StorageQueue:
             stop=settings.get("stop"),
             only=only,
             hints=self._hints,
+            event_types=_event_types(settings.get("event_types")),
         )
         total = RunSummary()
         store.drain_inbox()
@@ -868,6 +873,19 @@ class StorageQueue:
     def __repr__(self) -> str:
         mode = " (hand-off)" if self.handoff else ""
         return f"StorageQueue({str(self.directory)!r}){mode}"
+
+
+def _event_types(names: Iterable[str] | None) -> frozenset[EventType] | None:
+    if names is None:
+        return None
+    try:
+        return frozenset(EventType(name) for name in names)
+    except ValueError:
+        raise ActionError(
+            names,
+            "unknown event type; expected some of "
+            + ", ".join(str(kind) for kind in EventType),
+        ) from None
 
 
 def _accumulate(total: RunSummary, part: RunSummary) -> None:

@@ -87,6 +87,18 @@ class EventPrinter:
         self.dry_run = dry_run
         self._lock = threading.Lock()
 
+    @property
+    def event_types(self) -> frozenset[EventType]:
+        """The event types this printer shows; the run builds only those."""
+        if self.as_json:
+            return frozenset(EventType)
+        wanted = {EventType.FAILED}
+        if self.verbosity >= 1:
+            wanted |= {EventType.COMPLETED, EventType.SKIPPED, EventType.RETRIED}
+        if self.verbosity >= 2:
+            wanted.add(EventType.STARTED)
+        return frozenset(wanted)
+
     def __call__(self, event: Event) -> None:
         with self._lock:
             if self.as_json:

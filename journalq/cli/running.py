@@ -94,6 +94,7 @@ def run_and_report(queue: StorageQueue, *, as_json: bool) -> ExitCode:
             dry_run=options.dry_run,
             compare=options.compare,
             parallelism=options.parallelism,
+            event_types=printer.event_types,
         )
     _report(queue, summary, resume, as_json=as_json)
     return run_exit_code(summary, dry_run=options.dry_run)
