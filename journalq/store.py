@@ -22,6 +22,7 @@ and listings are private data even though no secret is ever written.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -43,7 +44,7 @@ from journalq.errors import (
     QueueClosedError,
     QueueError,
 )
-from journalq.journal import SEGMENT_BYTES, Journal, SyncMode, scan
+from journalq.journal import SEGMENT_BYTES, Journal, ScanResult, SyncMode, scan
 from journalq.lock import QueueLock
 from journalq.records import (
     FORMAT_MAJOR,
@@ -142,20 +143,39 @@ def _write_format(directory: Path) -> _FormatFile:
     return header
 
 
-def _load(directory: Path, queue_id: bytes) -> tuple[QueueState, int]:
-    """Load the newest valid snapshot; return the state and its last LSN."""
+def _load(directory: Path, queue_id: bytes) -> tuple[QueueState, ScanResult]:
+    """Fold the newest valid snapshot and the journal after it.
+
+    Returns the state and the journal's scan result, without its frames.
+    """
     loaded = snapshot.load_latest(directory / snapshot.SNAPSHOT_DIR, queue_id)
-    if loaded is None:
-        return QueueState(), 0
-    info, payload = loaded
-    state = decode_state(payload)
-    logger.debug("loaded snapshot %s at sequence %d", info.path, info.last_lsn)
-    return state, info.last_lsn
+    payload = None
+    after_lsn = 0
+    if loaded is not None:
+        info, payload = loaded
+        after_lsn = info.last_lsn
+        logger.debug("loaded snapshot %s at sequence %d", info.path, after_lsn)
+
+    # The journal is scanned before the snapshot is decoded, and its tail
+    # copied out of the segment buffers, so those buffers (up to a whole
+    # segment) are freed before the decoded state exists.
+    result, tail = _scan_tail(directory, queue_id, after_lsn)
+    state = decode_state(payload) if payload is not None else QueueState()
+    for first_lsn, frame in tail:
+        records = decode_batch(frame)
+        skip = max(0, after_lsn + 1 - first_lsn)
+        state.apply_all(records[skip:] if skip else records)
+    state.last_lsn = max(after_lsn, result.next_lsn - 1)
+    return state, result
 
 
-def _replay(
-    directory: Path, queue_id: bytes, state: QueueState, after_lsn: int
-) -> object:
+def _scan_tail(
+    directory: Path, queue_id: bytes, after_lsn: int
+) -> tuple[ScanResult, list[tuple[int, bytes]]]:
+    """Scan the journal and return the result without its frames.
+
+    The frames come second, as first LSN and a copy of the payload.
+    """
     journal_dir = directory / JOURNAL_DIR
     result = scan(journal_dir, queue_id, after_lsn=after_lsn, queue_dir=str(directory))
     if result.next_lsn <= after_lsn and result.segments:
@@ -166,12 +186,8 @@ def _replay(
             f"snapshot's {after_lsn}",
             queue_dir=directory,
         )
-    for frame in result.frames:
-        records = decode_batch(frame.payload)
-        skip = max(0, after_lsn + 1 - frame.first_lsn)
-        state.apply_all(records[skip:] if skip else records)
-    state.last_lsn = max(after_lsn, result.next_lsn - 1)
-    return result
+    tail = [(frame.first_lsn, bytes(frame.payload)) for frame in result.frames]
+    return dataclasses.replace(result, frames=[]), tail
 
 
 def read_state(directory: str | os.PathLike[str]) -> QueueState:
@@ -188,8 +204,7 @@ def read_state(directory: str | os.PathLike[str]) -> QueueState:
     # The loader renames a snapshot that fails validation to *.broken even
     # here: such a file is damaged for every reader, and the holder writes
     # new snapshots under a temporary name, so none is caught half written.
-    state, after_lsn = _load(path, queue_id)
-    _replay(path, queue_id, state, after_lsn)
+    state, _ = _load(path, queue_id)
     for _name, payload in inbox.pending(path):
         state.apply_all(decode_batch(payload))
     return state
@@ -260,8 +275,7 @@ class QueueStore:
     ) -> QueueStore:
         header = read_format(path) or _write_format(path)
         queue_id = bytes.fromhex(header.queue_id)
-        state, after_lsn = _load(path, queue_id)
-        result = _replay(path, queue_id, state, after_lsn)
+        state, result = _load(path, queue_id)
         journal = Journal.open(
             path / JOURNAL_DIR,
             queue_id,
@@ -348,10 +362,11 @@ class QueueStore:
             self._snapshot_mutex.release()
 
     def _take_snapshot(self) -> snapshot.SnapshotInfo:
-        # Encode under the mutex so the payload is exactly the fold of the
-        # records up to last_lsn, then make those records durable before the
-        # snapshot that stands for them.
+        # Compact and encode under the mutex so the payload is exactly the
+        # fold of the records up to last_lsn, then make those records
+        # durable before the snapshot that stands for them.
         with self._mutex:
+            compacted = self.state.compact()
             payload = encode_state(self.state)
             last_lsn = self.state.last_lsn
             self._snapshot_mark = self._journal.bytes_written
@@ -363,9 +378,11 @@ class QueueStore:
         deleted = self._journal.delete_through(last_lsn)
         snapshot.prune(self.directory / snapshot.SNAPSHOT_DIR, keep=2)
         logger.info(
-            "snapshot %s at sequence %d; %d journal segments deleted",
+            "snapshot %s at sequence %d; %d actions compacted, %d journal "
+            "segments deleted",
             info.name,
             last_lsn,
+            compacted,
             len(deleted),
         )
         return info
