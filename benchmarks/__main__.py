@@ -5,8 +5,11 @@ and writes ``benchmarks/RESULTS.md``. With ``--quick``, or with only some
 ``--datasets``, the page goes to ``benchmarks/work/RESULTS.md`` instead, so a
 smoke run never replaces the published figures, and neither does a run of
 fewer than five rounds. The journal benchmarks in
-``benchmarks/journal_bench.py`` run too when that module exists and exposes
-``main()`` returning a list of rows.
+``benchmarks/journal_bench.py`` and the scale benchmarks in
+``benchmarks/scale_bench.py`` run too, each when its module exists and
+exposes ``main()`` returning a list of rows. The scale benchmarks added
+12 seconds to a ``--quick`` run and 3 minutes to a full one on the 2-core
+development VM.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ a median of these figures, which vary 2-3x between runs, too far."""
 QUICK_ROUNDS = 2
 """Rounds of a ``--quick`` run: enough to exercise the interleaving, and the
 whole smoke run, journal benchmarks included, stays under a minute."""
+MODULE_BENCHES = (("Journal", "journal_bench"), ("Scale", "scale_bench"))
+"""(page section, module) of each benchmark whose ``main()`` returns rows."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,9 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     _compile_journalq()
 
     transfers = TransferBench(specs, options.rounds, WORK_DIR, options.keep).run()
-    journal_rows, journal_failure = _run_journal_bench(options.quick)
+    sections = [
+        (title, name, *_run_module_bench(name, options.quick))
+        for title, name in MODULE_BENCHES
+    ]
 
-    page = render_page(options, started, transfers, journal_rows, journal_failure)
+    page = render_page(options, started, transfers, sections)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(page)
     samples = [dataclasses.asdict(sample) for sample in transfers.samples]
@@ -141,22 +149,23 @@ def _default_output(
     return PUBLISHED_PAGE
 
 
-def _run_journal_bench(quick: bool) -> tuple[list[Any], str | None]:
-    """Run ``benchmarks.journal_bench.main()``, returning its rows or the failure."""
+def _run_module_bench(name: str, quick: bool) -> tuple[list[Any], str | None]:
+    """Run ``benchmarks.<name>.main()``, returning its rows or the failure."""
+    qualified = f"benchmarks.{name}"
     try:
-        module = importlib.import_module("benchmarks.journal_bench")
+        module = importlib.import_module(qualified)
     except ModuleNotFoundError as exc:
-        if exc.name == "benchmarks.journal_bench":
-            return [], "benchmarks/journal_bench.py does not exist yet"
-        logger.exception("importing benchmarks.journal_bench failed")
+        if exc.name == qualified:
+            return [], f"benchmarks/{name}.py does not exist yet"
+        logger.exception("importing %s failed", qualified)
         return [], f"importing it failed: {exc}"
     except Exception as exc:  # a module in progress may fail in any way
-        logger.exception("importing benchmarks.journal_bench failed")
+        logger.exception("importing %s failed", qualified)
         return [], f"importing it failed: {type(exc).__name__}: {exc}"
 
     entry = getattr(module, "main", None)
     if not callable(entry):
-        return [], "benchmarks/journal_bench.py has no main()"
+        return [], f"benchmarks/{name}.py has no main()"
     keywords = (
         {"quick": quick} if "quick" in inspect.signature(entry).parameters else {}
     )
@@ -166,7 +175,7 @@ def _run_journal_bench(quick: bool) -> tuple[list[Any], str | None]:
     try:
         rows = entry(**keywords)
     except (Exception, SystemExit) as exc:  # same reason as at the import
-        logger.exception("benchmarks.journal_bench.main() failed")
+        logger.exception("%s.main() failed", qualified)
         return [], f"main() failed: {type(exc).__name__}: {exc}"
     finally:
         sys.argv = arguments
@@ -179,8 +188,7 @@ def render_page(
     options: argparse.Namespace,
     started: datetime.datetime,
     transfers: TransferResults,
-    journal_rows: list[Any],
-    journal_failure: str | None,
+    sections: list[tuple[str, str, list[Any], str | None]],
 ) -> str:
     """Render the results page as Markdown."""
     command = " ".join(["python -m benchmarks", *_arguments_as_given(options)])
@@ -199,7 +207,8 @@ def render_page(
     for scenario in SCENARIOS:
         lines += _scenario_section(transfers, scenario)
     lines += _ratio_section(transfers)
-    lines += _journal_section(journal_rows, journal_failure)
+    for title, name, rows, failure in sections:
+        lines += _rows_section(title, name, rows, failure)
     if transfers.notes:
         lines += ["## Notes", "", *(f"- {note}" for note in transfers.notes), ""]
     return "\n".join(lines)
@@ -334,13 +343,15 @@ def _ratio_row(results: TransferResults, ratio: Ratio) -> str:
     return f"{prefix} {figure} | {ratio.target()} | {result} |"
 
 
-def _journal_section(rows: list[Any], failure: str | None) -> list[str]:
-    lines = ["## Journal", ""]
+def _rows_section(
+    title: str, name: str, rows: list[Any], failure: str | None
+) -> list[str]:
+    lines = [f"## {title}", ""]
     if failure:
         return [*lines, f"Not available: {failure}.", ""]
     records = [_row_as_dict(row) for row in rows]
     if not records:
-        return [*lines, "Not available: journal_bench.main() returned no rows.", ""]
+        return [*lines, f"Not available: {name}.main() returned no rows.", ""]
     columns = list(records[0])
     lines.append("| " + " | ".join(columns) + " |")
     lines.append("|" + "---|" * len(columns))
