@@ -317,11 +317,14 @@ class DigestCache:
         self._roots: dict[tuple[Service, str], list[ActionState]] = {}
         self._tree_order: dict[str, int] = {}
         self._index: dict[str, dict[str, CompactAction]] | None = None
+        self._index_lock = threading.Lock()
         self._actions = actions
 
     def get(
         self, key: tuple[Service, str], default: Digested | None = None
     ) -> Digested | None:
+        # A lookup on another thread while a compaction moves the entry may
+        # miss it, which costs a digest computed again, never a wrong one.
         found = self.entries.get(key)
         if found is not None or not self.compacted:
             return found if found is not None else default
@@ -390,8 +393,9 @@ class DigestCache:
 
     def keep(self, child: CompactAction, parent: str, relpath: str) -> None:
         """Note that compaction moved entries into ``child``'s history."""
-        if self._index is not None:
-            self._index.setdefault(parent, {})[relpath] = child
+        with self._index_lock:
+            if self._index is not None:
+                self._index.setdefault(parent, {})[relpath] = child
 
     def _order(self, tree: ActionState) -> int:
         return self._tree_order[tree.action_id]
@@ -421,14 +425,17 @@ class DigestCache:
         return None
 
     def _build_index(self) -> dict[str, dict[str, CompactAction]]:
-        index: dict[str, dict[str, CompactAction]] = {}
-        for action in self._actions.values():
-            if type(action) is CompactAction:
-                history = _unpack_history(action.history)
-                if history.evidence:
-                    index.setdefault(history.parent, {})[history.relpath] = action
-        self._index = index
-        return index
+        with self._index_lock:
+            if self._index is not None:
+                return self._index
+            index: dict[str, dict[str, CompactAction]] = {}
+            for action in self._actions.values():
+                if type(action) is CompactAction:
+                    history = _unpack_history(action.history)
+                    if history.evidence:
+                        index.setdefault(history.parent, {})[history.relpath] = action
+            self._index = index
+            return index
 
 
 def _prefix(root: str) -> str:
