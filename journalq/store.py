@@ -143,12 +143,16 @@ def _write_format(directory: Path) -> _FormatFile:
     return header
 
 
-def _load(directory: Path, queue_id: bytes) -> tuple[QueueState, ScanResult]:
+def _load(
+    directory: Path, queue_id: bytes, *, tidy: bool
+) -> tuple[QueueState, ScanResult]:
     """Fold the newest valid snapshot and the journal after it.
 
     Returns the state and the journal's scan result, without its frames.
+    ``tidy`` is for the lock holder: see :func:`snapshot.load_latest`.
     """
-    loaded = snapshot.load_latest(directory / snapshot.SNAPSHOT_DIR, queue_id)
+    snapshots = directory / snapshot.SNAPSHOT_DIR
+    loaded = snapshot.load_latest(snapshots, queue_id, tidy=tidy)
     payload = None
     after_lsn = 0
     if loaded is not None:
@@ -201,10 +205,10 @@ def read_state(directory: str | os.PathLike[str]) -> QueueState:
     if header is None:
         raise QueueError(path, "no queue here (no FORMAT file)")
     queue_id = bytes.fromhex(header.queue_id)
-    # The loader renames a snapshot that fails validation to *.broken even
-    # here: such a file is damaged for every reader, and the holder writes
-    # new snapshots under a temporary name, so none is caught half written.
-    state, _ = _load(path, queue_id)
+    # Without the lock the loader skips a damaged snapshot but leaves it,
+    # and leaves *.tmp files alone: one may be the snapshot the holder is
+    # writing.
+    state, _ = _load(path, queue_id, tidy=False)
     for _name, payload in inbox.pending(path):
         state.apply_all(decode_batch(payload))
     return state
@@ -275,7 +279,7 @@ class QueueStore:
     ) -> QueueStore:
         header = read_format(path) or _write_format(path)
         queue_id = bytes.fromhex(header.queue_id)
-        state, result = _load(path, queue_id)
+        state, result = _load(path, queue_id, tidy=True)
         journal = Journal.open(
             path / JOURNAL_DIR,
             queue_id,
