@@ -300,17 +300,21 @@ Action: TypeAlias = ActionState | CompactAction
 class DigestCache:
     """The newest ``digested`` record per ``(service, path)``.
 
-    Entries folded since the last compaction are kept in :attr:`entries`.
+    Entries folded since the last compaction are kept in :attr:`source` and
+    :attr:`destination`, by path. A tuple key would cost a tracked object per
+    entry, which made folding a digested record 3x slower.
     Compaction moves an entry for a child's own path into the child's
     history, but only when the child's tree is the newest tree whose root
-    contains the path. So a lookup that misses :attr:`entries` searches the
+    contains the path. So a lookup that misses those searches the
     trees containing the path, newest first, for a compacted child with an
     entry. The index from relative path to compacted child is built on the
     first such lookup, which opening a queue for its status never makes.
     """
 
     def __init__(self, actions: dict[str, Action]) -> None:
-        self.entries: dict[tuple[Service, str], Digested] = {}
+        #: Path -> entry of the source and destination filesystems.
+        self.source: dict[str, Digested] = {}
+        self.destination: dict[str, Digested] = {}
         #: How many entries compaction moved into histories.
         self.compacted = 0
         #: (service, root prefix) -> trees with that root, oldest first.
@@ -325,7 +329,7 @@ class DigestCache:
     ) -> Digested | None:
         # A lookup on another thread while a compaction moves the entry may
         # miss it, which costs a digest computed again, never a wrong one.
-        found = self.entries.get(key)
+        found = self.by_path(key[0]).get(key[1])
         if found is not None or not self.compacted:
             return found if found is not None else default
         found = self._find_compacted(*key)
@@ -341,7 +345,15 @@ class DigestCache:
         return isinstance(key, tuple) and self.get(key) is not None  # type: ignore[arg-type]
 
     def __setitem__(self, key: tuple[Service, str], record: Digested) -> None:
-        self.entries[key] = record
+        self.by_path(key[0])[key[1]] = record
+
+    def by_path(self, service: Service) -> dict[str, Digested]:
+        """Return the entries of ``service``, by path, not yet compacted."""
+        return self.source if service is _SOURCE else self.destination
+
+    def entries(self) -> list[Digested]:
+        """Return the entries not yet compacted."""
+        return [*self.source.values(), *self.destination.values()]
 
     def add_tree(self, tree: ActionState) -> None:
         """Register a copy_tree or sync, whose children's paths are under it."""
@@ -554,7 +566,11 @@ class QueueState:
         self.snapshot = record
 
     def _digested(self, record: Digested) -> None:
-        self.digests.entries[(record.service, record.path)] = record
+        digests = self.digests
+        if record.service is _SOURCE:
+            digests.source[record.path] = record
+        else:
+            digests.destination[record.path] = record
 
     def _progress(self, record: Progress) -> None:
         action = self.actions.get(record.action_id)
@@ -740,7 +756,7 @@ class _Compaction:
                 self.digests.newest_tree(service, path) is not self._tree(parent)
             ):
                 continue
-            entry = self.digests.entries.pop((service, path), None)
+            entry = self.digests.by_path(service).pop(path, None)
             if entry is not None:
                 found.append(_evidence_of(entry))
         self.digests.compacted += len(found)
@@ -928,7 +944,7 @@ def encode_state(state: QueueState) -> bytes:
         state.created,
         state.last_lsn,
         full,
-        list(state.digests.entries.values()),
+        state.digests.entries(),
         state.snapshot,
         compacted,
         layout,
@@ -976,8 +992,8 @@ def _load_actions(state: QueueState, head: _StateHead) -> None:
     actions: dict[str, Action] = {}
     _restore_order(actions, full, _compacted_decoder.decode(head.compacted), head)
     digests = DigestCache(actions)
-    entries = _digests_decoder.decode(head.digests)
-    digests.entries = {(d.service, d.path): d for d in entries}
+    for entry in _digests_decoder.decode(head.digests):
+        digests.by_path(entry.service)[entry.path] = entry
     digests.compacted = head.evidence
     state.actions = actions
     state.digests = digests

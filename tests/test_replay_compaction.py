@@ -175,7 +175,7 @@ def test_compact_packs_terminal_children():
     action = state.actions["t1:a.bin"]
     assert isinstance(action, CompactAction)
     assert isinstance(state.actions["t1"], ActionState)
-    assert state.digests.entries == {}
+    assert state.digests.entries() == []
     assert state.digests.compacted == 2
 
 
@@ -277,7 +277,7 @@ def test_decodes_snapshot_without_compaction_fields():
         )
         for action in full.actions.values()
     ]
-    digests = list(full.digests.entries.values())
+    digests = full.digests.entries()
     payload = msgspec.msgpack.encode([None, 7, actions, digests, None])
     restored = decode_state(payload)
     assert_same_state(restored, full)

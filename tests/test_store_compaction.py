@@ -56,14 +56,15 @@ def test_compacted_queue_finds_digests(tmp_path):
     with StorageQueue(str(source), str(destination), name=str(queue_dir)) as queue:
         queue.copy_tree(str(source), str(destination))
         queue.run()
-        entries = dict(queue.state.digests.entries)
+        entries = queue.state.digests.entries()
         queue.compact()
         assert queue.state.digests.compacted == len(entries)
 
     state = read_state(queue_dir)
     assert len(entries) == 2 * len(FILES)
-    assert state.digests.entries == {}
-    for key, entry in entries.items():
+    assert state.digests.entries() == []
+    for entry in entries:
+        key = (entry.service, entry.path)
         assert state.digests.get(key) == entry, key
     assert state.digests.get((Service.SOURCE, str(source / "missing"))) is None
 
