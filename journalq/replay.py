@@ -496,13 +496,10 @@ class QueueState:
         self.snapshot: SnapshotTaken | None = None
         self._handlers = {
             Progress: self._progress,
-            Started: self._start,
-            Completed: self._complete,
             ActionAdded: self._add,
             Failed: self._fail,
             Canceled: self._cancel,
             Expanded: self._expanded,
-            Digested: self._digested,
             QueueCreated: self._created,
             SnapshotTaken: self._snapshot_taken,
         }
@@ -545,12 +542,57 @@ class QueueState:
 
     def apply(self, record: Record) -> None:
         """Fold one record into the state."""
-        self._handlers[type(record)](record)
+        self.apply_all((record,))
 
     def apply_all(self, records: Iterable[Record]) -> None:
+        """Fold ``records`` into the state, in order.
+
+        Started, completed and digested records, four in five of a tree's,
+        are folded here inline: a handler method and the calls in it made
+        a replay of 500,000 records 1.6x slower (2-core development VM).
+        """
         handlers = self._handlers
+        counts = self.counts
         for record in records:
-            handlers[type(record)](record)
+            kind = type(record)
+            if kind is Digested:
+                if record.service is _SOURCE:
+                    self.digests.source[record.path] = record
+                else:
+                    self.digests.destination[record.path] = record
+                continue
+            if kind is not Started and kind is not Completed:
+                handlers[kind](record)
+                continue
+
+            # Both end what an earlier record started, unless it is terminal.
+            action = self.actions.get(record.action_id)
+            if action is None:
+                continue
+            status = action.status
+            if status in TERMINAL:
+                continue
+            # A comparison rather than max(), which is one more call.
+            if record.attempt > action.attempts:  # noqa: PLR1730
+                action.attempts = record.attempt
+            if kind is Started:
+                action.bytes = 0
+                new_status = _INPROGRESS
+            else:
+                completed = record
+                if completed.source is not None or completed.destination is not None:
+                    completed = msgspec.structs.replace(
+                        completed, source=None, destination=None
+                    )
+                action.completed = completed
+                action.bytes = completed.bytes
+                new_status = _COMPLETED
+                self.bytes += completed.bytes
+                if completed.outcome is _SKIPPED:
+                    self.skipped += 1
+            counts[status] -= 1
+            counts[new_status] += 1
+            action.status = new_status
 
     def _set_status(self, action: ActionState, status: Status) -> None:
         counts = self.counts
@@ -564,13 +606,6 @@ class QueueState:
 
     def _snapshot_taken(self, record: SnapshotTaken) -> None:
         self.snapshot = record
-
-    def _digested(self, record: Digested) -> None:
-        digests = self.digests
-        if record.service is _SOURCE:
-            digests.source[record.path] = record
-        else:
-            digests.destination[record.path] = record
 
     def _progress(self, record: Progress) -> None:
         action = self.actions.get(record.action_id)
@@ -600,31 +635,6 @@ class QueueState:
         action.children = record.children
         action.skipped = record.skipped
         self.skipped += record.skipped
-
-    def _start(self, record: Started) -> None:
-        action = self.actions.get(record.action_id)
-        if action is None:
-            return
-        status = action.status
-        if status in TERMINAL:
-            return
-        action.attempts = max(action.attempts, record.attempt)
-        action.bytes = 0
-        self._set_status(action, _INPROGRESS)
-
-    def _complete(self, record: Completed) -> None:
-        action = self.actions.get(record.action_id)
-        if action is None or action.status in TERMINAL:
-            return
-        if record.source is not None or record.destination is not None:
-            record = msgspec.structs.replace(record, source=None, destination=None)
-        action.completed = record
-        action.bytes = record.bytes
-        action.attempts = max(action.attempts, record.attempt)
-        self._set_status(action, _COMPLETED)
-        self.bytes += record.bytes
-        if record.outcome is _SKIPPED:
-            self.skipped += 1
 
     def _fail(self, record: Failed) -> None:
         action = self.actions.get(record.action_id)
