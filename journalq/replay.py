@@ -30,8 +30,8 @@ terminal children, each with its ``added`` and ``completed`` records and two
 :meth:`QueueState.compact`, run before each snapshot, replaces every
 terminal child of a tree by a :class:`CompactAction`. That keeps the child's
 id, status, attempts and kind, and packs the rest, digest cache entries
-included, into one MessagePack array that it decodes on access. A compacted
-child costs about 220 bytes of objects plus its 185 bytes of snapshot, and
+included, into one MessagePack array (in a bin) that it decodes on access. A compacted
+child costs about 240 bytes of objects plus its 185 bytes of snapshot, and
 a snapshot loads without building its records. What the state returns does
 not change.
 """
@@ -565,7 +565,7 @@ class QueueState:
                 handlers[kind](record)
                 continue
 
-            # Both end what an earlier record started, unless it is terminal.
+            # Either one changes a known action that has not ended.
             action = self.actions.get(record.action_id)
             if action is None:
                 continue
@@ -969,9 +969,10 @@ def encode_state(state: QueueState) -> bytes:
 def decode_state(payload: bytes | memoryview) -> QueueState:
     """Rebuild a :class:`QueueState` from a snapshot payload.
 
-    The actions are decoded on first use (see :class:`QueueState`). The
-    histories of compacted actions stay views into ``payload``, which
-    therefore lives as long as the state.
+    The actions are decoded on first use (see :class:`QueueState`), so
+    action lists that do not decode raise there, not here. The histories of
+    compacted actions stay views into ``payload``, which therefore lives as
+    long as the state.
     """
     head = _head_decoder.decode(payload)
     state = QueueState()
