@@ -50,7 +50,7 @@ from journalq.records import (
     Service,
     Started,
 )
-from journalq.replay import ActionState, Status
+from journalq.replay import ActionState, CompactAction, Status
 from journalq.store import QueueStore
 
 __all__ = ["Executor", "RunOptions"]
@@ -657,6 +657,11 @@ class Executor:
         children: dict[str, list[ActionState]] = defaultdict(list)
         state = self.store.state
         for action in state.actions.values():
+            # A compacted child has ended (completed or canceled), so it can
+            # neither hold its tree open nor fail it, and reading its parent
+            # would decode its packed history.
+            if type(action) is CompactAction:
+                continue
             if action.added.parent is not None:
                 children[action.added.parent].append(action)
         records: list[Record] = []

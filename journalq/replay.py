@@ -321,6 +321,8 @@ class DigestCache:
         self._roots: dict[tuple[Service, str], list[ActionState]] = {}
         self._tree_order: dict[str, int] = {}
         self._index: dict[str, dict[str, CompactAction]] | None = None
+        #: Service -> full path -> compacted entry, built on first lookup.
+        self._flat: dict[Service, dict[str, Digested]] = {}
         self._index_lock = threading.Lock()
         self._actions = actions
 
@@ -408,33 +410,78 @@ class DigestCache:
         with self._index_lock:
             if self._index is not None:
                 self._index.setdefault(parent, {})[relpath] = child
+            for service, flat in self._flat.items():
+                self._flatten_tree(flat, service, parent, {relpath: child})
 
     def _order(self, tree: ActionState) -> int:
         return self._tree_order[tree.action_id]
 
     def _find_compacted(self, service: Service, path: str) -> Digested | None:
-        candidates = [
-            (self._order(tree), tree.action_id, relpath)
-            for prefix, relpath in _splits(path)
-            for tree in self._roots.get((service, prefix), ())
-        ]
+        flat = self._flat.get(service)
+        if flat is None:
+            flat = self._build_flat(service)
+        return flat.get(path)
+
+    def _build_flat(self, service: Service) -> dict[str, Digested]:
+        """Build, once per service, the compacted entries by full path.
+
+        A re-sync looks up two entries per file, so a lookup must be one
+        dict access rather than a search through the trees; trees are
+        visited oldest first, so the newest tree's entry for a path wins.
+        """
         index = self._index if self._index is not None else self._build_index()
+        with self._index_lock:
+            built = self._flat.get(service)
+            if built is not None:
+                return built
+            flat: dict[str, Digested] = {}
+            order = sorted(
+                (self._tree_order[tree_id], tree_id)
+                for tree_id in index
+                if tree_id in self._tree_order
+            )
+            for _, tree_id in order:
+                self._flatten_tree(flat, service, tree_id, index[tree_id])
+            self._flat[service] = flat
+            return flat
+
+    def _flatten_tree(
+        self,
+        flat: dict[str, Digested],
+        service: Service,
+        tree_id: str,
+        children: dict[str, CompactAction],
+    ) -> None:
+        tree = self._actions.get(tree_id)
+        if tree is None:
+            return
+        added = tree.added
+        root = added.source if service is _SOURCE else added.destination
+        if root is None:
+            return
+        prefix = _prefix(root)
+        for relpath, child in children.items():
+            self._flatten_child(flat, service, prefix + relpath, child)
+
+    def _flatten_child(
+        self,
+        flat: dict[str, Digested],
+        service: Service,
+        path: str,
+        child: CompactAction,
+    ) -> None:
         bit = _SERVICE_BITS[service]
-        for _, tree_id, relpath in sorted(candidates, reverse=True):
-            child = index.get(tree_id, {}).get(relpath)
-            if child is None:
-                continue
-            for evidence in _unpack_history(child.history).evidence:
-                if evidence.services & bit:
-                    return Digested(
-                        service,
-                        path,
-                        evidence.size,
-                        evidence.mtime_ns,
-                        evidence.digest,
-                        evidence.observed_ns,
-                    )
-        return None
+        for evidence in _unpack_history(child.history).evidence:
+            if evidence.services & bit:
+                flat[path] = Digested(
+                    service,
+                    path,
+                    evidence.size,
+                    evidence.mtime_ns,
+                    evidence.digest,
+                    evidence.observed_ns,
+                )
+                return
 
     def _build_index(self) -> dict[str, dict[str, CompactAction]]:
         with self._index_lock:

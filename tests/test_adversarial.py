@@ -375,11 +375,6 @@ def test_handoff_readd_after_holder_ran(tmp_path, queue_dir):
     assert (destination / "a.txt").read_bytes() == b"second, longer"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="read_state (journalq status) deletes snapshots/*.tmp, so a report "
-    "during the holder's snapshot makes its rename fail",
-)
 def test_status_during_snapshot_keeps_it(tmp_path, queue_dir):
     source = write(tmp_path / "src", {"a.txt": b"a"})
     status = [sys.executable, "-m", "journalq", "status", "--queue", str(queue_dir)]
