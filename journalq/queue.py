@@ -1,7 +1,7 @@
 """StorageQueue: the public face of a queue.
 
 A queue has one source and one destination filesystem, each given as an
-fsspec URL plus storage options, and a directory of its own that holds the
+fsspec URL plus storage options, and a directory of its own that contains the
 journal. Adding an action journals it durably before the call returns;
 :meth:`StorageQueue.run` executes what waits. Opening a queue that a
 crashed run left behind resumes it: replay rebuilds the state, interrupted
@@ -52,6 +52,7 @@ from journalq.records import (
     Kind,
     QueueCreated,
     Record,
+    Retried,
     Service,
     encode_batch,
 )
@@ -63,7 +64,7 @@ __all__ = ["StorageQueue"]
 logger = logging.getLogger(__name__)
 
 #: Records of a tree expansion journaled per append, so a million-file tree
-#: never holds all its records in one frame.
+#: never puts all its records in one frame.
 EXPANSION_CHUNK: Final = 50_000
 
 _PARENTS: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})
@@ -158,7 +159,11 @@ class StorageQueue:
             self._open_store(create, sync)
         created = self.state.created
         if created is None:
-            raise QueueError(self.directory, "the queue has no creation record")
+            raise QueueError(
+                self.directory,
+                "the queue has no creation record (its creation was cut "
+                "short); open it again with a source and a destination",
+            )
         self._check_endpoints(created, source, destination)
         self.source = open_filesystem(
             created.source.url, {**created.source.options, **(source_options or {})}
@@ -449,7 +454,7 @@ class StorageQueue:
         """Return the test that skips files already identical at listing time.
 
         Under the checksum policy a file is skipped only when the digest
-        cache holds trusted digests of both sides for exactly the sizes and
+        cache has trusted digests of both sides for exactly the sizes and
         mtimes just listed, and they are equal; every other file becomes an
         action and is compared when it runs.
         """
@@ -640,7 +645,11 @@ class StorageQueue:
         """
         state = self.state
         if id is not None and id not in state.actions:
-            raise ActionError(id, "no action with this id in the queue")
+            raise ActionError(
+                id,
+                "no action with this id in the queue; list the ids with "
+                "`journalq actions`",
+            )
         targets = self._cancel_targets(id)
         if self._store is not None:
             return self._store.cancel(targets, by="user")
@@ -659,35 +668,29 @@ class StorageQueue:
         ]
 
     def retry(self) -> list[str]:
-        """Add every failed file or action again; return the new ids."""
-        new_ids: list[str] = []
-        for action in list(self.state.actions.values()):
-            if action.status is Status.FAILED and action.kind not in _PARENTS:
-                new_ids.append(self._retry(action))
-        return new_ids
+        """Make every failed action wait again; return their ids.
 
-    def _retry(self, action: ActionState) -> str:
-        added = action.added
-        if added.parent is None:
-            generation = self.state.generations.get(added.key, 0)
-            fresh = msgspec.structs.replace(
-                added,
-                action_id=action_id(added.key, generation),
-                added_ns=time.time_ns(),
-            )
-            return self._add_once(fresh)
-        # A file of a tree comes back as an action of its own, because the
-        # tree has ended.
-        source, destination = self.state.paths(action)
-        path = source if added.service is Service.SOURCE else destination
-        assert path is not None
-        if added.kind is Kind.MKDIR:
-            return self.mkdir(str(added.service), path)
-        if added.kind is Kind.DELETE:
-            return self.delete(str(added.service), path, recursive=added.recursive)
-        assert source is not None
-        assert destination is not None
-        return self.copy_file(source, destination)
+        Each keeps its id, its attempt count and its last error, so
+        ``retry`` twice adds nothing twice. A tree that failed because of
+        its files waits again with them, and a tree that could not be listed
+        is listed again.
+        """
+        self._refresh()
+        failed = [
+            action
+            for action in self.state.actions.values()
+            if action.status is Status.FAILED
+            and (action.kind not in _PARENTS or action.children is None)
+        ]
+        if not failed:
+            return []
+        now = time.time_ns()
+        self._journal([Retried(action.action_id, now) for action in failed])
+        if self._store is not None:
+            for action in failed:
+                if action.kind in _PARENTS:
+                    self._expand_again(action)
+        return [action.action_id for action in failed]
 
     # Reading ------------------------------------------------------------------
 
@@ -711,7 +714,11 @@ class StorageQueue:
     def get_action(self, id: str) -> ActionInfo:
         action = self.state.actions.get(id)
         if action is None:
-            raise ActionError(id, "no action with this id in the queue")
+            raise ActionError(
+                id,
+                "no action with this id in the queue; list the ids with "
+                "`journalq actions`",
+            )
         return self._info(action)
 
     def _info(self, action: ActionState) -> ActionInfo:

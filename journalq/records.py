@@ -32,7 +32,7 @@ import msgspec
 #: Raised when the meaning of an existing record changes.
 FORMAT_MAJOR: Final = 1
 #: Raised when a record type is added.
-FORMAT_MINOR: Final = 0
+FORMAT_MINOR: Final = 1
 
 
 class Kind(enum.StrEnum):
@@ -227,6 +227,17 @@ class Digested(_Record, tag=10):
     observed_ns: int
 
 
+class Retried(_Record, tag=11):
+    """A failed action waits again, at the user's request (``retry``).
+
+    The one record that reopens an ended action: only a ``failed`` one, and
+    its attempt count and last error are kept.
+    """
+
+    action_id: str
+    retried_ns: int = 0
+
+
 Record = (
     QueueCreated
     | ActionAdded
@@ -238,6 +249,7 @@ Record = (
     | Canceled
     | SnapshotTaken
     | Digested
+    | Retried
 )
 
 #: Records whose batch must be durable before the call that wrote them

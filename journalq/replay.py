@@ -8,7 +8,9 @@ Rules of the fold:
 
 * Records are applied in journal order (by sequence number).
 * ``completed``, ``canceled`` and a ``failed`` record that is not retryable
-  are terminal: every later record for that action is ignored.
+  are terminal: every later record for that action is ignored, except a
+  ``retried`` record, which makes a failed action (and its failed tree)
+  wait again.
 * A retryable ``failed`` record ends one attempt: the action waits again and
   keeps its attempt count and the error.
 * An ``added`` record for an action id that already exists is a duplicate
@@ -61,6 +63,7 @@ from journalq.records import (
     Progress,
     QueueCreated,
     Record,
+    Retried,
     Service,
     SnapshotTaken,
     Started,
@@ -549,6 +552,7 @@ class QueueState:
             Expanded: self._expanded,
             QueueCreated: self._created,
             SnapshotTaken: self._snapshot_taken,
+            Retried: self._retried,
         }
         self._deferred: Callable[[], None] | None = None
         self._deferred_length = 0
@@ -693,6 +697,18 @@ class QueueState:
             action.crashes += 1
         status = _WAITING if record.retryable else _FAILED
         self._set_status(action, status)
+
+    def _retried(self, record: Retried) -> None:
+        action = self.actions.get(record.action_id)
+        if action is None or action.status is not _FAILED:
+            return
+        action.crashes = 0
+        self._set_status(action, _WAITING)
+        # A tree that failed because of this file ends again after it.
+        parent = action.added.parent
+        tree = self.actions.get(parent) if parent is not None else None
+        if tree is not None and tree.status is _FAILED:
+            self._set_status(tree, _WAITING)
 
     def _cancel(self, record: Canceled) -> None:
         action = self.actions.get(record.action_id)

@@ -180,11 +180,6 @@ def test_open_after_cut_tree_lost_source(tmp_path, queue_dir):
         assert queue.status()["length"] >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retry turns a sync's rmdir of an extraneous directory into a "
-    "recursive delete, removing files written there after the sync was added",
-)
 def test_retry_rmdir_keeps_new_files(tmp_path, queue_dir):
     source = write(tmp_path / "src", {"a.txt": b"a"})
     destination = tmp_path / "dst"
@@ -198,11 +193,6 @@ def test_retry_rmdir_keeps_new_files(tmp_path, queue_dir):
     assert (destination / "old" / "new-work.txt").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retry adds again every action that ever failed, also those whose "
-    "retry already completed, and the old failures stay in status",
-)
 def test_second_retry_adds_nothing(tmp_path, queue_dir):
     source = tmp_path / "src"
     source.mkdir()

@@ -313,6 +313,36 @@ def test_retry_failed_after_fix(src, dst, queue_dir):
     assert (dst / "later.txt").read_bytes() == b"now here"
 
 
+def test_retry_keeps_id_and_clears_failure(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        failed = queue.copy_file(str(src / "later.txt"), str(dst / "later.txt"))
+        queue.run()
+        (src / "later.txt").write_bytes(b"now here")
+        assert queue.retry() == [failed]
+        assert queue.retry() == []
+        queue.run()
+        status = queue.status()
+        info = queue.get_action(failed)
+    assert info.status == "completed"
+    assert info.attempts == 2
+    assert status["failed"] == 0
+    assert status["length"] == 1
+
+
+def test_retry_reopens_failed_tree(src, dst, queue_dir):
+    (src / "dangling").symlink_to(src / "nowhere")
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        tree = queue.copy_tree(str(src), str(dst))
+        queue.run()
+        assert queue.get_action(tree).status == "failed"
+        (src / "nowhere").write_bytes(b"target now exists")
+        queue.retry()
+        summary = queue.run()
+        assert queue.get_action(tree).status == "completed"
+    assert summary.failed == 0
+    assert (dst / "dangling").read_bytes() == b"target now exists"
+
+
 def test_events_reported(src, dst, queue_dir):
     events = []
     with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:

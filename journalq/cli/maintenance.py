@@ -54,15 +54,16 @@ def cancel_command(action_ids: tuple[str, ...], everything: bool) -> None:
     "--failed",
     is_flag=True,
     default=True,
-    help="Add the failed actions again (the default; canceled ones stay).",
+    help="Make the failed actions wait again (the default; canceled ones stay).",
 )
 @common_options
 def retry_command(failed: bool) -> None:
-    """Add the failed actions again, so the next `journalq run` retries them."""
+    """Make the failed actions wait again, so the next `journalq run` retries them."""
     with open_existing_queue() as queue:
         new_ids = queue.retry()
         where = shlex.quote(str(queue.directory))
-    click.echo(f"added {len(new_ids)} failed actions again")
+    noun = "action waits" if len(new_ids) == 1 else "actions wait"
+    click.echo(f"{len(new_ids)} failed {noun} again")
     if new_ids:
         click.echo(f"run them with: journalq run --queue {where}")
 

@@ -282,7 +282,7 @@ def test_retry_then_run_after_fixing(sample: Path, tmp_path: Path, queue: str) -
     result = invoke("run", "--queue", queue)
 
     assert retried.exit_code == ExitCode.OK, retried.output
-    assert "added 1 failed actions again" in retried.stdout
+    assert "1 failed action waits again" in retried.stdout
     assert result.exit_code == ExitCode.OK, result.output
     assert (tmp_path / "out" / "dangling.txt").read_bytes() == b"now it exists"
 
