@@ -77,8 +77,9 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
 class EventPrinter:
     """Print the events of a run as they arrive (from any worker thread).
 
-    ``verbosity`` 0 prints failures only, 1 adds finished files and retries,
-    2 adds starts. ``as_json`` prints every event, progress included.
+    ``verbosity`` 0 prints nothing (the library logs each failure as a
+    warning), 1 prints failures, finished files and retries, 2 adds starts.
+    ``as_json`` prints every event, progress included.
     """
 
     def __init__(self, *, as_json: bool, verbosity: int, dry_run: bool) -> None:
@@ -92,9 +93,16 @@ class EventPrinter:
         """The event types this printer shows; the run builds only those."""
         if self.as_json:
             return frozenset(EventType)
-        wanted = {EventType.FAILED}
+        # At the default verbosity the library's warning already names each
+        # failure, so printing it here too would show it twice.
+        wanted: set[EventType] = set()
         if self.verbosity >= 1:
-            wanted |= {EventType.COMPLETED, EventType.SKIPPED, EventType.RETRIED}
+            wanted |= {
+                EventType.FAILED,
+                EventType.COMPLETED,
+                EventType.SKIPPED,
+                EventType.RETRIED,
+            }
         if self.verbosity >= 2:
             wanted.add(EventType.STARTED)
         return frozenset(wanted)
