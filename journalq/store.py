@@ -78,6 +78,12 @@ SNAPSHOT_BYTES: Final = SEGMENT_BYTES
 CLOSE_SNAPSHOT_BYTES: Final = 4 * 1024 * 1024
 
 
+#: Sealed segments above which closing takes a snapshot. Every open seals
+#: the previous segment and starts one, so a queue opened often (one
+#: ``journalq add`` each) would otherwise gather files and slow its opens.
+CLOSE_SNAPSHOT_SEGMENTS: Final = 32
+
+
 class _FormatFile(msgspec.Struct):
     magic: str
     major: int
@@ -422,7 +428,11 @@ class QueueStore:
         """Flush the journal, stop its writer and release the lock."""
         if self._closed:
             return
-        if self._journal.bytes_written - self._snapshot_mark >= CLOSE_SNAPSHOT_BYTES:
+        grown = self._journal.bytes_written - self._snapshot_mark
+        if (
+            grown >= CLOSE_SNAPSHOT_BYTES
+            or self._journal.sealed_segments >= CLOSE_SNAPSHOT_SEGMENTS
+        ):
             self.take_snapshot()
         self._closed = True
         try:

@@ -29,7 +29,7 @@ import pytest
 from journalq import ActionError, StorageQueue, faults
 from journalq.digest import CHUNK
 from journalq.events import Event, EventType
-from journalq.store import read_state
+from journalq.store import CLOSE_SNAPSHOT_SEGMENTS, read_state
 
 #: One hour in nanoseconds. Files given an mtime this old have digests that
 #: the digest cache trusts, because it rejects files changed within 2 s of
@@ -632,16 +632,11 @@ def test_compact_killed_keeps_state(tmp_path, queue_dir, point):
         assert found == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="every open seals the segment and starts a new one, and only a "
-    "snapshot removes them, so each `journalq add` leaves one more file",
-)
 def test_reopens_keep_segments_bounded(tmp_path, queue_dir):
     StorageQueue(str(tmp_path), str(tmp_path / "dst"), name=str(queue_dir)).close()
-    for _ in range(20):
+    for _ in range(2 * CLOSE_SNAPSHOT_SEGMENTS):
         StorageQueue(name=str(queue_dir)).close()
-    assert len(list((queue_dir / "journal").iterdir())) <= 3
+    assert len(list((queue_dir / "journal").iterdir())) <= CLOSE_SNAPSHOT_SEGMENTS + 1
 
 
 # Memory filesystem ----------------------------------------------------------------

@@ -224,6 +224,12 @@ class Journal:
         return self._bytes_written
 
     @property
+    def sealed_segments(self) -> int:
+        """Sealed segment files the journal still has."""
+        with self._lock:
+            return len(self._sealed)
+
+    @property
     def syncs(self) -> int:
         """fsync, fdatasync and directory sync calls since open, open's included."""
         return self._syncer.count
