@@ -119,8 +119,13 @@ def _queue_id(directory: Path) -> bytes:
 
 
 def _snapshot_lsn(directory: Path, queue_id: bytes) -> int:
-    """Return the last LSN of the newest valid snapshot (0 without one)."""
-    loaded = snapshot.load_latest(directory / snapshot.SNAPSHOT_DIR, queue_id)
+    """Return the last LSN of the newest valid snapshot (0 without one).
+
+    A check changes no file, so a damaged snapshot is reported, not renamed.
+    """
+    loaded = snapshot.load_latest(
+        directory / snapshot.SNAPSHOT_DIR, queue_id, tidy=False
+    )
     return loaded[0].last_lsn if loaded is not None else 0
 
 

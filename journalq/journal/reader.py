@@ -223,9 +223,12 @@ def _check_chain(
         if first_lsn > after_lsn + 1:
             detail = (
                 f"the journal starts at LSN {first_lsn}, so records "
-                f"{after_lsn + 1}..{first_lsn - 1} are missing (records after "
-                f"LSN {after_lsn} were requested; pass the snapshot's last LSN "
-                "if older segments were deleted behind a snapshot)"
+                f"{after_lsn + 1}..{first_lsn - 1} are missing. If the queue "
+                "had a snapshot, it is damaged or gone and the journal before "
+                "it was already deleted: no repair can bring those records "
+                "back, so restore the queue directory from a backup, or remove "
+                "it and run the same copy or sync again (files already "
+                "identical at the destination are skipped)"
             )
             raise errors.CorruptionError(path, 0, detail, queue_dir)
         return
