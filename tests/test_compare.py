@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 
-import fsspec
 import pytest
 import xxhash
 from fsspec.implementations.dirfs import DirFileSystem
@@ -17,21 +16,6 @@ from journalq.errors import ActionError
 from journalq.records import Identity
 
 SECOND = 1_000_000_000
-
-
-@pytest.fixture
-def memory_fs():
-    fs = fsspec.filesystem("memory")
-    fs.store.clear()
-    MemoryFileSystem.pseudo_dirs[:] = [""]
-    yield fs
-    fs.store.clear()
-    MemoryFileSystem.pseudo_dirs[:] = [""]
-
-
-@pytest.fixture
-def local_fs():
-    return fsspec.filesystem("file")
 
 
 # Policy ----------------------------------------------------------------------

@@ -9,21 +9,10 @@ import crc32c
 import fsspec
 import pytest
 import xxhash
-from fsspec.implementations.memory import MemoryFileSystem
 from hypothesis import given
 from hypothesis import strategies as st
 
 from journalq import digest
-
-
-@pytest.fixture
-def memory_fs():
-    fs = fsspec.filesystem("memory")
-    fs.store.clear()
-    MemoryFileSystem.pseudo_dirs[:] = [""]
-    yield fs
-    fs.store.clear()
-    MemoryFileSystem.pseudo_dirs[:] = [""]
 
 
 def reference_digests(data: bytes) -> dict[str, str]:

@@ -47,21 +47,6 @@ AWKWARD_NAMES = [
 ]
 
 
-@pytest.fixture
-def memory_fs():
-    fs = fsspec.filesystem("memory")
-    fs.store.clear()
-    MemoryFileSystem.pseudo_dirs[:] = [""]
-    yield fs
-    fs.store.clear()
-    MemoryFileSystem.pseudo_dirs[:] = [""]
-
-
-@pytest.fixture
-def local_fs():
-    return fsspec.filesystem("file")
-
-
 class RecordingCallback(Callback):
     """An fsspec callback that keeps every size and update it receives."""
 
