@@ -548,6 +548,9 @@ class Executor:
                         observed_ns,
                     )
                 )
+        # The digested records already carry both identities; repeating
+        # them in the completed record would only grow the journal.
+        carried = {record.service for record in records if isinstance(record, Digested)}
         records.append(
             Completed(
                 action.action_id,
@@ -555,8 +558,8 @@ class Executor:
                 Outcome.COPIED,
                 result.digest.partition(":")[0],
                 result.bytes,
-                source_identity,
-                destination_identity,
+                None if Service.SOURCE in carried else source_identity,
+                None if Service.DESTINATION in carried else destination_identity,
                 finished_ns=now,
             )
         )
