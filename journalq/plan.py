@@ -175,6 +175,12 @@ def _walk_local(
                 listing.problems[relpath] = "symbolic link to a directory, not followed"
                 logger.warning("skipped %s: a symbolic link to a directory", entry.path)
                 continue
+            if _is_queue(entry.path):
+                # Another journalq queue: copying it would carry a live
+                # journal along, and a sync with delete would destroy it.
+                listing.problems[relpath] = "a journalq queue, not copied or deleted"
+                logger.warning("skipped %s: a journalq queue directory", entry.path)
+                continue
             identity = (info.st_dev, info.st_ino)
             if identity in ancestors:
                 listing.problems[relpath] = "symbolic link loop"
@@ -189,6 +195,12 @@ def _walk_local(
                 listing.problems[relpath] = f"cannot be listed: {exc.strerror}"
                 logger.warning("skipped %s: cannot be listed (%s)", entry.path, exc)
             ancestors.discard(identity)
+
+
+def _is_queue(directory: str) -> bool:
+    return os.path.isfile(os.path.join(directory, "FORMAT")) and os.path.isdir(
+        os.path.join(directory, "journal")
+    )
 
 
 def _list_generic(fs: fsspec.AbstractFileSystem, root: str) -> Listing:
@@ -280,9 +292,9 @@ def expand(
 def _extraneous(
     parent: ActionAdded, source: Listing, destination: Listing
 ) -> Iterator[ActionAdded]:
-    # What the source could not list, or skipped, is not missing from it:
-    # nothing at or under those paths is deleted.
-    spared = tuple(source.problems)
+    # What either side could not list, or skipped, is not known to be
+    # missing from the source: nothing at or under those paths is deleted.
+    spared = (*source.problems, *destination.problems)
     for relpath in destination.files:
         if relpath not in source.files and _deletable(relpath, spared):
             yield _child(parent, Kind.DELETE, relpath, service=Service.DESTINATION)
@@ -308,7 +320,7 @@ def _deletable(relpath: str, spared: tuple[str, ...]) -> bool:
 
 def count_deletes(source: Listing, destination: Listing) -> int:
     """Return how many destination items a sync with delete would remove."""
-    spared = tuple(source.problems)
+    spared = (*source.problems, *destination.problems)
     files = sum(
         1
         for relpath in destination.files

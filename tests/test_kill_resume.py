@@ -31,13 +31,14 @@ SOAK = os.environ.get("JOURNALQ_SOAK") == "1"
 CI_KILLS = 20
 SOAK_KILLS = 200
 #: Files of the generated tree, in 5 x 4 nested folders.
-FILES = 2_400
+FILES = 4_000
 SEED = 1_729
 #: Range of the delay between starting a run and killing it, in seconds.
-#: Starting the interpreter and importing journalq takes about 0.5 s on the
-#: 2-core test machine, and the first full sync of the tree about 2 s, so
-#: the kills land in start-up, tree expansion, copying and re-checking.
-KILL_DELAY = (0.05, 1.5)
+#: Starting the interpreter and importing journalq takes about 0.4 s on the
+#: 2-core test machine, the first full sync of the tree about 1.5 s and a
+#: re-check of the finished tree about 0.6 s, so the kills land in
+#: start-up, tree expansion, copying and re-checking.
+KILL_DELAY = (0.05, 1.0)
 #: Name pattern of journalq's temporary copies, checked on their own.
 TEMPORARY = ".*.jq-*.tmp"
 

@@ -630,3 +630,23 @@ def test_handed_off_cancel_reaches_running_queue(src, dst, queue_dir):
         assert queue.get_action(kept).status == "completed"
     assert not (dst / "doomed.txt").exists()
     assert (dst / "kept.txt").exists()
+
+
+def test_sync_delete_spares_other_queue(src, dst, queue_dir):
+    dst.mkdir()
+    other = dst / "other-queue"
+    StorageQueue(str(src), str(dst / "x"), name=str(other)).close()
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.sync(str(src), str(dst), delete=True)
+        summary = queue.run()
+    assert summary.failed == 0
+    assert (other / "FORMAT").exists()
+    assert StorageQueue(name=str(other), read_only=True).status()["length"] == 0
+
+
+def test_queue_inside_source_not_copied(src, dst, queue_dir):
+    StorageQueue(str(src), str(dst), name=str(src / "nested-queue")).close()
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.copy_tree(str(src), str(dst))
+        queue.run()
+    assert not (dst / "nested-queue").exists()

@@ -27,6 +27,7 @@ from journalq.errors import ActionError
 from journalq.events import RunSummary
 from journalq.plan import resolve_target
 from journalq.queue import StorageQueue
+from journalq.store import queue_directory
 
 __all__ = ["add_copy", "copy_command", "json_option", "run_command", "sync_command"]
 
@@ -114,7 +115,8 @@ def _report(
     where = shlex.quote(str(queue.directory))
     if summary.failed:
         click.echo(
-            f"{summary.failed} actions failed; list them with `journalq actions "
+            f"{summary.failed} {'action' if summary.failed == 1 else 'actions'} "
+            f"failed; list them with `journalq actions "
             f"--status failed --queue {where}`, add them again with `journalq "
             f"retry --queue {where}`",
             err=True,
@@ -127,6 +129,25 @@ def _finish(code: ExitCode) -> None:
     raise click.exceptions.Exit(code)
 
 
+def _check_queue_outside(name: str, *trees: Location) -> None:
+    """Reject a queue directory inside SRC or DST before anything is created.
+
+    The library rejects it too, but only once the queue exists, which would
+    leave its files in the user's tree.
+    """
+    directory = os.path.realpath(queue_directory(name)) + "/"
+    for tree in trees:
+        if tree.filesystem != "file://":
+            continue
+        root = os.path.realpath(tree.path).rstrip("/") + "/"
+        if directory.startswith(root):
+            raise ActionError(
+                tree.path,
+                f"the tree contains the queue directory {directory.rstrip('/')}; "
+                "keep the queue outside both trees (--queue elsewhere)",
+            )
+
+
 @contextlib.contextmanager
 def _queue_for(
     name: str, source: Location, destination: Location
@@ -137,6 +158,7 @@ def _queue_for(
     (deletes included) is left waiting in the real queue for the next run.
     """
     if not settings().dry_run:
+        _check_queue_outside(name, source, destination)
         with open_queue(name, source.filesystem, destination.filesystem) as queue:
             yield queue
         return

@@ -333,3 +333,13 @@ def test_usage_error_exits_two() -> None:
 
     assert result.exit_code == ExitCode.USAGE
     assert "Missing argument" in result.stderr
+
+
+def test_queue_inside_tree_leaves_nothing(sample: Path, tmp_path: Path) -> None:
+    inside = sample / "q"
+
+    result = invoke("sync", str(sample), str(tmp_path / "out"), "--queue", str(inside))
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "contains the queue directory" in result.stderr
+    assert not inside.exists()
