@@ -704,6 +704,12 @@ class Executor:
         if on_event is None or type_ not in self._event_types:
             return
         source, destination = self.store.state.paths(action)
+        # A mkdir, delete or list of a tree's item has one path, on its side.
+        service = action.added.service
+        if service is Service.DESTINATION:
+            source = None
+        elif service is Service.SOURCE:
+            destination = None
         on_event(
             Event(
                 type_,

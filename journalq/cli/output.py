@@ -124,7 +124,9 @@ class EventPrinter:
             case EventType.COMPLETED if self.verbosity >= 1:
                 verb = "would copy" if self.dry_run else "copied"
                 if event.kind != "copy_file":
-                    verb = f"{event.kind} done:"
+                    verb = (
+                        f"would {event.kind}" if self.dry_run else f"{event.kind} done:"
+                    )
                 return f"{verb} {target} ({format_bytes(event.bytes)})"
             case EventType.SKIPPED if self.verbosity >= 1:
                 return f"skipped {target} (identical by {event.method})"
