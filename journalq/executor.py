@@ -64,6 +64,9 @@ logger = logging.getLogger(__name__)
 DURABLE_GROUP: Final = 512
 #: Longest time a finished copy waits for its group's sync, in seconds.
 DURABLE_WAIT: Final = 0.25
+#: Bytes of copies after which a group is synced even when it has fewer
+#: files, so a crash during large copies redoes at most about this much.
+DURABLE_BYTES: Final = 64 * 1024 * 1024
 #: Groups that may wait for the committer thread before workers wait too.
 GROUPS_IN_FLIGHT: Final = 2
 #: Average file size from which copies between local disks use two threads.
@@ -790,6 +793,7 @@ class _DurableGroup:
         self._lock = threading.Lock()
         self._pending: list[tuple[ActionState, list[Record]]] = []
         self._since = 0.0
+        self._bytes = 0
         self._groups: queue.Queue[list[tuple[ActionState, list[Record]]] | None] = (
             queue.Queue(maxsize=GROUPS_IN_FLIGHT)
         )
@@ -801,11 +805,19 @@ class _DurableGroup:
 
     def add(self, action: ActionState, records: list[Record]) -> None:
         now = time.monotonic()
+        completed = records[-1]
+        assert isinstance(completed, Completed)
         with self._lock:
             if not self._pending:
                 self._since = now
+                self._bytes = 0
             self._pending.append((action, records))
-            if len(self._pending) < DURABLE_GROUP and now - self._since < DURABLE_WAIT:
+            self._bytes += completed.bytes
+            if (
+                len(self._pending) < DURABLE_GROUP
+                and self._bytes < DURABLE_BYTES
+                and now - self._since < DURABLE_WAIT
+            ):
                 return
             pending, self._pending = self._pending, []
         self._hand_over(pending)
