@@ -7,17 +7,17 @@ batches of actions from a shared list.
 
 Per action the journal gets ``started``, then, once the effect is durable at
 the destination, ``completed``, or ``failed`` with the reason. Execution is
-at least once and every effect is idempotent (a copy goes to a temporary
-name and is renamed, a mkdir tolerates an existing directory, a delete of a
-missing path succeeds), so a redo after a crash finds the destination
+at least once, and every effect is idempotent: a copy goes to a temporary
+name and is renamed, a mkdir tolerates an existing directory, and a delete
+of a missing path succeeds. So a redo after a crash finds the destination
 identical and records a skip.
 
-Copies of new files to a local disk are made durable in groups: each worker
-writes up to :data:`DURABLE_GROUP` files without syncing them, syncs the
-destination filesystem once (``syncfs``), and only then journals their
-``completed`` records. A file that replaces an existing one is synced on its
-own before the rename, so a power cut can never leave the old name pointing
-at unwritten data.
+Copies of new files to a local disk are made durable in groups. The workers
+write up to :data:`DURABLE_GROUP` files (or :data:`DURABLE_BYTES`) without
+syncing them, a committer thread syncs the destination filesystem once
+(``syncfs``), and only then are their ``completed`` records journaled. A
+file that replaces an existing one is synced on its own before the rename,
+so a power cut cannot leave the old name pointing at unwritten data.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ logger = logging.getLogger(__name__)
 
 #: Files copied before one filesystem sync makes them all durable. On the
 #: 2-core test machine 2,000 files of 4 KiB took 0.26-0.37 s with one
-#: syncfs against 2.4-5.5 s with an fsync each; a group of 512 keeps the
-#: sync cost per small file low while a crash redoes at most one group.
+#: syncfs against 2.4-5.5 s with an fsync each. A group of 512 keeps the
+#: sync cost per small file low, and a crash redoes at most one group.
 DURABLE_GROUP: Final = 512
 #: Longest time a finished copy waits for its group's sync, in seconds.
 DURABLE_WAIT: Final = 0.25

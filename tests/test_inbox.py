@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from durable_helpers import RecordingOps
 
 from journalq import durable, inbox
 from journalq.errors import QueueError
@@ -212,25 +213,6 @@ def test_live_poster_temporary_kept(queue: Path) -> None:
 
     assert pending(queue) == [(name, b"done")]
     assert (queue / INBOX_DIR / in_progress).exists()
-
-
-class RecordingOps(durable.FileOps):
-    """Real file operations that also record the order of durability steps."""
-
-    def __init__(self) -> None:
-        self.steps: list[str] = []
-
-    def fsync(self, fd: int) -> None:
-        self.steps.append("fsync")
-        super().fsync(fd)
-
-    def replace(self, source: str, target: str) -> None:
-        self.steps.append(f"replace {Path(source).name} {Path(target).name}")
-        super().replace(source, target)
-
-    def fsync_dir(self, path: str) -> None:
-        self.steps.append(f"fsync_dir {Path(path).name}")
-        super().fsync_dir(path)
 
 
 def test_post_syncs_before_and_after_rename(

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from durable_helpers import RecordingOps
 
 from journalq import durable, snapshot
 from journalq.errors import CorruptionError, FormatVersionError
@@ -272,25 +273,6 @@ def test_invalid_arguments_rejected(directory: Path) -> None:
         write_snapshot(directory, QUEUE_ID, -1, b"")
     with pytest.raises(ValueError, match="16 bytes"):
         load_latest(directory, b"")
-
-
-class RecordingOps(durable.FileOps):
-    """Real file operations that also record the order of durability steps."""
-
-    def __init__(self) -> None:
-        self.steps: list[str] = []
-
-    def fsync(self, fd: int) -> None:
-        self.steps.append("fsync")
-        super().fsync(fd)
-
-    def replace(self, source: str, target: str) -> None:
-        self.steps.append(f"replace {Path(source).name} {Path(target).name}")
-        super().replace(source, target)
-
-    def fsync_dir(self, path: str) -> None:
-        self.steps.append(f"fsync_dir {Path(path).name}")
-        super().fsync_dir(path)
 
 
 def test_write_syncs_before_and_after_replace(
