@@ -33,7 +33,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from journalq import digest
 from journalq.errors import ActionError
-from journalq.records import Identity
+from journalq.records import Digested, Identity
 
 __all__ = [
     "MODIFY_WINDOW_NS",
@@ -196,6 +196,18 @@ register_stat(MemoryFileSystem, _stat_memory)
 
 
 # Digest cache ----------------------------------------------------------------
+
+
+def entry_matches(entry: Digested | None, size: int, mtime_ns: int | None) -> bool:
+    """Tell whether a cached ``digested`` entry is valid for a file's stat.
+
+    It must be for the same size and mtime, and trusted by :func:`is_trusted`.
+    """
+    if entry is None or mtime_ns is None:
+        return False
+    if entry.size != size or entry.mtime_ns != mtime_ns:
+        return False
+    return is_trusted(entry.mtime_ns, entry.observed_ns)
 
 
 def is_trusted(mtime_ns: int, observed_ns: int) -> bool:

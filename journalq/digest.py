@@ -181,8 +181,8 @@ def open_for_reading(fs: fsspec.AbstractFileSystem, path: str) -> BinaryIO:
     """Open ``path`` on ``fs`` for a read that no other reader can disturb.
 
     fsspec's memory filesystem hands every ``open()`` of a path the same file
-    object, so two readers at once move each other's position; its files are
-    read from a private copy of the bytes instead.
+    object, so two readers at once move each other's position. Its files are
+    therefore read from a private copy of the bytes.
     """
     if isinstance(fs, MemoryFileSystem) and type(fs)._open is MemoryFileSystem._open:
         return _PrivateFile(fs.cat_file(path))

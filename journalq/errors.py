@@ -66,7 +66,7 @@ class QueueError(JournalqError):
 
 
 class NotAQueueError(QueueError):
-    """A directory exists and is not empty, but holds no journalq queue."""
+    """A directory exists and is not empty, but contains no journalq queue."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__(

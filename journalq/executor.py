@@ -62,7 +62,7 @@ logger = logging.getLogger(__name__)
 #: syncfs against 2.4-5.5 s with an fsync each. A group of 512 keeps the
 #: sync cost per small file low, and a crash redoes at most one group.
 DURABLE_GROUP: Final = 512
-#: Longest time a finished copy waits for its group's sync, in seconds.
+#: Maximum time a finished copy waits for its group's sync, in seconds.
 DURABLE_WAIT: Final = 0.25
 #: Bytes of copies after which a group is synced even when it has fewer
 #: files, so a crash during large copies redoes at most about this much.
@@ -106,10 +106,9 @@ class _Cache:
         self, service: str, path: str, size: int, mtime_ns: int | None
     ) -> str | None:
         entry = self._store.state.digests.get((Service(service), path))
-        if entry is None or entry.size != size or entry.mtime_ns != mtime_ns:
+        if not compare.entry_matches(entry, size, mtime_ns):
             return None
-        if not compare.is_trusted(entry.mtime_ns, entry.observed_ns):
-            return None
+        assert entry is not None
         return entry.digest
 
     def put(
@@ -268,7 +267,7 @@ class Executor:
         """Journal what other processes handed off since the last look.
 
         Posting a request renames a file into the inbox directory, which
-        changes the directory's mtime, so one stat per action tells whether
+        changes the directory's mtime, so one stat per action shows whether
         there is anything to read. A cancel handed off during the run then
         takes effect for every action not yet started; added actions run
         once this pass ends.

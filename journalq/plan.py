@@ -2,7 +2,7 @@
 
 Destination paths are resolved once, when an action is added, and the
 result is journaled. Running or replaying the same request again therefore
-never nests a tree inside itself, whatever the destination holds by then.
+never nests a tree inside itself, whatever the destination contains by then.
 
 Where a copy lands (the rules of rsync, which rclone users know from
 ``rclone copy`` with a trailing slash):
@@ -126,10 +126,10 @@ def list_tree(fs: fsspec.AbstractFileSystem, root: str) -> Listing:
 
     Raises ``FileNotFoundError`` when ``root`` does not exist and
     ``NotADirectoryError`` when it is a file. A symbolic link to a file is
-    listed as that file; a link that points nowhere is listed as a file so
-    that copying it fails with its own reason; a link to a directory is not
-    followed and is reported in :attr:`Listing.problems`, as is a directory
-    reached twice (a bind mount loop).
+    listed as that file. A link that points nowhere is listed as a file too,
+    so that copying it fails with its own reason. A link to a directory is
+    not followed and is reported in :attr:`Listing.problems`, and so is a
+    directory reached twice (a bind mount loop).
     """
     if is_local(fs):
         return _list_local(root)
@@ -169,9 +169,9 @@ def _walk_local(
                 logger.warning("skipped %s: not a regular file", entry.path)
                 continue
             if entry.is_symlink():
-                # Following a link to a directory can leave the tree (a link
-                # to '..' copies everything above it), so like rclone journalq
-                # does not follow it; a link to a file is copied as the file.
+                # Following a link to a directory can leave the tree, because
+                # a link to '..' copies everything above it. So journalq, like
+                # rclone, does not follow it. A link to a file is copied.
                 listing.problems[relpath] = "symbolic link to a directory, not followed"
                 logger.warning("skipped %s: a symbolic link to a directory", entry.path)
                 continue
@@ -363,7 +363,7 @@ def _depth_then_name(relpath: str) -> tuple[int, str]:
 def stage(added: ActionAdded) -> tuple[int, int]:
     """Return the stage of an action: lower stages run to the end first.
 
-    Only the items of a tree are ordered; top-level actions all share the
+    Only the items of a tree are ordered. Top-level actions all share the
     middle stage, so a mkdir added after a delete of the same path does
     not run before it.
     """

@@ -455,7 +455,7 @@ class StorageQueue:
 
         Under the checksum policy a file is skipped only when the digest
         cache has trusted digests of both sides for exactly the sizes and
-        mtimes just listed, and they are equal; every other file becomes an
+        mtimes just listed, and they are equal. Every other file becomes an
         action and is compared when it runs.
         """
         policy = _parse_policy(parent.compare) if parent.compare else self.policy
@@ -921,11 +921,7 @@ def _same_size_and_mtime(relpath: str, source: Entry, destination: Entry) -> str
 
 def _cached(known: Digested | None, entry: Entry) -> bool:
     """Tell whether a cached digest is valid for the listed size and mtime."""
-    if known is None or entry[1] is None:
-        return False
-    if known.size != entry[0] or known.mtime_ns != entry[1]:
-        return False
-    return compare.is_trusted(known.mtime_ns, known.observed_ns)
+    return compare.entry_matches(known, entry[0], entry[1])
 
 
 def _parse_policy(text: str) -> compare.Policy:

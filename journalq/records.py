@@ -3,7 +3,7 @@
 Every record is a frozen :class:`msgspec.Struct` encoded as a MessagePack
 array whose first element is an explicit integer tag. Tags, not class names,
 identify a record on disk, so classes can be renamed freely. One frame of the
-journal holds a MessagePack array of records (see :mod:`journalq.journal`).
+journal contains a MessagePack array of records (see :mod:`journalq.journal`).
 
 Schema evolution rules, which every change to this module must follow:
 

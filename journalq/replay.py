@@ -429,7 +429,7 @@ class DigestCache:
         """Build, once per service, the compacted entries by full path.
 
         A re-sync looks up two entries per file, so a lookup must be one
-        dict access rather than a search through the trees; trees are
+        dict access rather than a search through the trees. Trees are
         visited oldest first, so the newest tree's entry for a path wins.
         """
         index = self._index if self._index is not None else self._build_index()

@@ -139,7 +139,7 @@ def load_latest(
 
     Returns its info and payload, or ``None`` when no snapshot validates.
     With ``tidy`` (the lock holder's open) it renames damaged snapshots to
-    ``*.broken`` and deletes leftover ``*.tmp`` files; a reader without the
+    ``*.broken`` and deletes leftover ``*.tmp`` files. A reader without the
     lock passes ``tidy=False`` and changes nothing, because a ``*.tmp`` may
     be the snapshot the holder is writing. Raises :class:`CorruptionError`
     for a snapshot of another queue and :class:`FormatVersionError` for one

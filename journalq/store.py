@@ -66,14 +66,14 @@ JOURNAL_DIR: Final = "journal"
 RESULTS_DIR: Final = "results"
 _FORMAT_MAGIC: Final = "journalq-queue"
 
-#: Journal bytes written after which a snapshot is taken. Equal to the
-#: segment size, so each snapshot lets the sealed segments behind it go;
-#: replay of 64 MiB of records (about 900,000) takes under two seconds.
+#: Journal bytes written after which a snapshot is taken. It equals the
+#: segment size, so each snapshot lets the sealed segments behind it go.
+#: Replaying 64 MiB of records (about 900,000) takes under two seconds.
 SNAPSHOT_BYTES: Final = SEGMENT_BYTES
 
 
 #: Journal bytes since the last snapshot above which closing takes one, so
-#: the next open replays little; smaller tails are cheaper to replay than to
+#: the next open replays little. Smaller tails are cheaper to replay than to
 #: snapshot.
 CLOSE_SNAPSHOT_BYTES: Final = 4 * 1024 * 1024
 
@@ -204,7 +204,7 @@ def read_state(directory: str | os.PathLike[str]) -> QueueState:
     """Fold a queue's files without locking or changing them.
 
     Actions handed off through the inbox and not yet journaled are included,
-    so ``status`` from another process sees what was added.
+    so ``status`` from another process reports what was added.
     """
     path = Path(directory)
     header = read_format(path)
@@ -258,7 +258,7 @@ class QueueStore:
         """Open the queue at ``directory`` for writing, taking its lock.
 
         ``create`` builds the queue's first record from its new id when the
-        directory holds no queue yet; without it a missing queue is an error.
+        directory contains no queue yet. Without it, a missing queue is an error.
         """
         path = Path(directory).expanduser().resolve()
         if read_format(path) is None:

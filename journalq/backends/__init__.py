@@ -40,7 +40,7 @@ _SECRET_WORDS: Final = re.compile(
 
 
 def is_secret(name: str) -> bool:
-    """Return whether the storage option ``name`` holds a credential."""
+    """Return whether the storage option ``name`` contains a credential."""
     return bool(_SECRET_WORDS.search(name))
 
 

@@ -56,7 +56,7 @@ such a journal may lose any unsynced part, and a scan may report the damage
 as corruption rather than as a torn tail."""
 
 #: Size past which the active segment is sealed and a new one started. At
-#: 100 bytes per record a segment holds about 670,000 records, so rolling is
+#: 100 bytes per record a segment contains about 670,000 records, so rolling is
 #: rare, and a scan can still read a whole segment into memory.
 SEGMENT_BYTES: Final = 64 * 1024 * 1024
 
@@ -78,10 +78,10 @@ BATCH_RECORDS: Final = 65536
 GATHER_SECONDS: Final = 0.0002
 #: How long records appended without ``durable`` wait for company before
 #: the writer writes and syncs them, when no durable append or flush is
-#: pending. A run journals a started and a completed record per file; on
-#: the 2-core development VM syncing each small batch of them as it came
-#: cost about 1,200 fdatasyncs for 2,000 files, and 10 ms of lingering cuts
-#: that to one per 10 ms while delaying no caller that waits.
+#: pending. A run journals a started and a completed record per file. On
+#: the 2-core development VM, syncing each small batch of them as it came
+#: cost about 1,200 fdatasyncs for 2,000 files. Lingering 10 ms cuts that to
+#: one per 10 ms and delays no caller that waits.
 LINGER_SECONDS: Final = 0.01
 #: Bytes per record assumed before the first batch was encoded. Mixes of
 #: journalq's added, started and completed records encode to 70-100 bytes.
@@ -255,8 +255,8 @@ class Journal:
                 self._pending_records += len(records)
                 self._appends += 1
                 # Waking the writer for every record would make it take the
-                # GIL thousands of times a second while it lingers; it only
-                # needs waking when it may be idle or must stop lingering.
+                # GIL thousands of times a second while it lingers. It needs
+                # waking only when it may be idle or must stop lingering.
                 if (
                     len(self._pending) == 1
                     or self._pending_records >= self._linger_limit
@@ -289,7 +289,7 @@ class Journal:
         self._thread.join()
         if self._poison is None and seal:
             # A sealed segment is read strictly, so after a clean close any
-            # damage to it is reported as corruption; only a crash can leave
+            # damage to it is reported as corruption. Only a crash can leave
             # a torn tail.
             self._sealed.append(self._segment.seal(self._written_lsn, self._syncer))
         else:
@@ -384,7 +384,7 @@ class Journal:
             return batch, waiters
 
     def _linger(self, limit: int) -> None:
-        """Let records that nobody waits for gather into one batch.
+        """Let records that no caller waits for gather into one batch.
 
         Returns at once when a durable append or a flush waits, when a full
         batch is pending, or when the journal closes; otherwise after
