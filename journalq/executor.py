@@ -35,7 +35,7 @@ from typing import Final
 import fsspec
 import msgspec
 
-from journalq import compare, inbox, retry, transfer
+from journalq import compare, digest, inbox, retry, transfer
 from journalq.backends import Filesystem
 from journalq.events import Event, EventType, RunSummary
 from journalq.plan import Entry, stage
@@ -430,11 +430,15 @@ class Executor:
             policy,
             source,
             destination,
-            source_digest=lambda: self._digest(
-                source_fs, source_path, source, Service.SOURCE
+            source_digest=lambda *algorithm: self._digest(
+                source_fs, source_path, source, Service.SOURCE, *algorithm
             ),
-            destination_digest=lambda: self._digest(
-                destination_fs, destination_path, destination, Service.DESTINATION
+            destination_digest=lambda *algorithm: self._digest(
+                destination_fs,
+                destination_path,
+                destination,
+                Service.DESTINATION,
+                *algorithm,
             ),
         )
         if decision.identical:
@@ -573,10 +577,11 @@ class Executor:
         path: str,
         info: compare.FileInfo | None,
         service: Service,
+        algorithm: str = digest.DEFAULT_ALGORITHM,
     ) -> str:
         assert info is not None
         return compare.cached_digest(
-            fs, path, info, cache=self._cache, service=str(service)
+            fs, path, info, cache=self._cache, service=str(service), algorithm=algorithm
         )
 
     def _mkdir(self, action: ActionState, attempt: int) -> list[Record] | None:
