@@ -22,6 +22,7 @@ and listings are private data even though no secret is ever written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -36,7 +37,7 @@ from typing import Final
 import msgspec
 import platformdirs
 
-from journalq import durable, inbox, snapshot
+from journalq import durable, faults, inbox, snapshot
 from journalq.errors import (
     CorruptionError,
     FormatVersionError,
@@ -384,6 +385,7 @@ class QueueStore:
         info = snapshot.write_snapshot(
             self.directory / snapshot.SNAPSHOT_DIR, self.queue_id, last_lsn, payload
         )
+        faults.point("store.snapshot_written")
         self.append([SnapshotTaken(last_lsn, info.name, info.crc)], durable=True)
         deleted = self._journal.delete_through(last_lsn)
         snapshot.prune(self.directory / snapshot.SNAPSHOT_DIR, keep=2)
@@ -403,6 +405,7 @@ class QueueStore:
         for name, payload in inbox.pending(self.directory):
             records = decode_batch(payload)
             self.append(records, durable=True)
+            faults.point("store.inbox_drained")
             inbox.remove(self.directory, [name])
             count += len(records)
         if count:
@@ -413,7 +416,11 @@ class QueueStore:
         """Store a list action's result; return its name (a SHA-256)."""
         name = hashlib.sha256(payload).hexdigest()
         results = self.directory / RESULTS_DIR
-        results.mkdir(mode=0o700, exist_ok=True)
+        # The queue directory is synced even when results/ exists, because a
+        # process that created it may have crashed before syncing its entry.
+        with contextlib.suppress(FileExistsError):
+            durable.ops.mkdir(str(results))
+        durable.fsync_dir(self.directory)
         durable.atomic_write(results / f"{name}.msgpack", payload)
         return name
 
@@ -428,14 +435,18 @@ class QueueStore:
         """Flush the journal, stop its writer and release the lock."""
         if self._closed:
             return
-        grown = self._journal.bytes_written - self._snapshot_mark
-        if (
-            grown >= CLOSE_SNAPSHOT_BYTES
-            or self._journal.sealed_segments >= CLOSE_SNAPSHOT_SEGMENTS
-        ):
-            self.take_snapshot()
-        self._closed = True
+        # A failed snapshot (disk full, a poisoned journal) must still
+        # release the lock, or the process keeps the queue until it exits.
         try:
-            self._journal.close()
+            grown = self._journal.bytes_written - self._snapshot_mark
+            if (
+                grown >= CLOSE_SNAPSHOT_BYTES
+                or self._journal.sealed_segments >= CLOSE_SNAPSHOT_SEGMENTS
+            ):
+                self.take_snapshot()
         finally:
-            self._lock.release()
+            self._closed = True
+            try:
+                self._journal.close()
+            finally:
+                self._lock.release()

@@ -166,6 +166,7 @@ def create_segment(
     try:
         durable.ops.write_all(fd, encoded)
         syncer.fsync(fd)
+        faults.point("journal.before_segment_rename")
         durable.ops.replace(temporary, path)
     except BaseException:
         durable.ops.close(fd)
@@ -192,6 +193,7 @@ def seal_segment(info: SegmentInfo, syncer: Syncer) -> None:
         crc = fmt.running_crc(file.read())
     frame = seal_frame(fmt.nonce_seed(info.nonce), info.last_lsn + 1, crc)
 
+    faults.point("journal.before_seal")
     fd = durable.ops.open(info.path, os.O_WRONLY | os.O_APPEND)
     try:
         durable.ops.write_all(fd, frame)
@@ -213,6 +215,7 @@ def cut_torn_tail(tail: TornTail, quarantine_dir: str, syncer: Syncer) -> str:
     name = f"{os.path.basename(tail.path)}.{tail.valid_end}.torn"
     copy = os.path.join(quarantine_dir, name)
     write_file(copy, cut, syncer)
+    faults.point("journal.tail_saved")
 
     if tail.valid_end < fmt.HEADER_SIZE:
         durable.ops.unlink(tail.path)
