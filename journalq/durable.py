@@ -24,12 +24,13 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable
 
 from journalq import faults
 
-__all__ = ["FileOps", "atomic_write", "fsync_dir", "ops"]
+__all__ = ["FileOps", "atomic_write", "fsync_dir", "ops", "remove_temporaries"]
 
 _FULLFSYNC = getattr(__import__("fcntl"), "F_FULLFSYNC", None)
 
@@ -108,6 +109,10 @@ def _libc_syncfs() -> Callable[[int], int] | None:
     return getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
 
 
+#: The ending of :func:`atomic_write`'s temporaries: ``<name>.<pid>.tmp``.
+_TEMPORARY_SUFFIX = ".tmp"
+_TEMPORARY_NAME = re.compile(r".+\.\d+\.tmp")
+
 #: The operations in use. Replaced only by tests.
 ops: FileOps = FileOps()
 
@@ -128,7 +133,7 @@ def atomic_write(
     """
     target = os.fspath(path)
     directory = os.path.dirname(target) or "."
-    temporary = f"{target}.{os.getpid()}.tmp"
+    temporary = f"{target}.{os.getpid()}{_TEMPORARY_SUFFIX}"
     fd = ops.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         ops.write_all(fd, data)
@@ -139,3 +144,22 @@ def atomic_write(
     ops.replace(temporary, target)
     faults.point("durable.after_replace")
     ops.fsync_dir(directory)
+
+
+def remove_temporaries(directory: str | os.PathLike[str]) -> list[str]:
+    """Delete what :func:`atomic_write` left in ``directory`` when killed.
+
+    Only the process that owns the directory's files may call it, because
+    a temporary of a write in progress looks the same. Returns the names.
+    """
+    root = os.fspath(directory)
+    try:
+        names = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    leftovers = [name for name in names if _TEMPORARY_NAME.fullmatch(name)]
+    for name in leftovers:
+        ops.unlink(os.path.join(root, name))
+    if leftovers:
+        ops.fsync_dir(root)
+    return leftovers

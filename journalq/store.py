@@ -286,6 +286,9 @@ class QueueStore:
     ) -> QueueStore:
         header = read_format(path) or _write_format(path)
         queue_id = bytes.fromhex(header.queue_id)
+        for directory in (path, path / RESULTS_DIR):
+            for name in durable.remove_temporaries(directory):
+                logger.info("deleted unfinished file %s", directory / name)
         state, result = _load(path, queue_id, tidy=True)
         journal = Journal.open(
             path / JOURNAL_DIR,
