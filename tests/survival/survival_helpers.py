@@ -205,7 +205,7 @@ def check_no_temporaries(destination: Path, queue: Path) -> None:
         *destination.rglob(DESTINATION_TEMPORARY),
         *queue.rglob(QUEUE_TEMPORARY),
     ]
-    assert leftovers == []
+    assert leftovers == [], f"temporary files left: {leftovers}"
 
 
 def check_finished_queue(
