@@ -14,12 +14,25 @@ disk), so journalq never uses them. It compares what it reads itself:
 
 The :class:`Decision` names the rule that decided in ``method``, which the
 executor writes into the journal's ``Completed`` record.
+
+Under ``checksum`` the two sides must be hashed with one algorithm, and
+each backend offers some for less than a download: S3 reports the md5 of
+a single-part object as its ETag, GCS reports ``md5Hash`` and
+``crc32c``, objects journalq uploaded carry its xxh128 digest in their
+metadata, an SFTP server with a shell runs ``sha256sum`` or ``md5sum``,
+and a local or memory file is read at disk speed. :func:`decide` picks the
+algorithm both sides offer most cheaply (see :func:`choose_algorithm`).
+When they share none, it reads the content of the side that reports
+nothing, with the default algorithm, and logs that once per pair of
+filesystems: the ``checksum`` policy compares content, so it never falls
+back to sizes alone.
 """
 
 from __future__ import annotations
 
 import datetime
 import enum
+import logging
 import os
 import stat as stat_module
 import time
@@ -44,10 +57,12 @@ __all__ = [
     "MemoryDigestCache",
     "Policy",
     "cached_digest",
+    "choose_algorithm",
     "decide",
     "is_trusted",
     "register_stat",
     "stat",
+    "stat_generic",
 ]
 
 #: Minimum age of a file's mtime, relative to when the file was read, for
@@ -64,6 +79,19 @@ MTIME_GUARD_NS: Final = 2_000_000_000
 #: NOTE: FAT rounds to 2 s, so a copy onto FAT can differ by up to 2 s and
 #: is copied again on every run under this policy.
 MODIFY_WINDOW_NS: Final = 1_000_000_000
+
+#: Algorithms in the order :func:`choose_algorithm` prefers them when two
+#: cost the same: xxh128 is the fastest to compute, sha256 and md5 are the
+#: ones SFTP servers and S3 report, crc32c (32 bits) is the weakest.
+PREFERENCE: Final = ("xxh128", "sha256", "md5", "crc32c")
+
+#: Relative costs of a digest: reported with the stat, computed where the
+#: file is (local disk, remote shell), or read across the network.
+_REPORTED: Final = 0
+_COMPUTED: Final = 1
+_DOWNLOADED: Final = 100
+
+logger = logging.getLogger(__name__)
 
 
 class Policy(enum.StrEnum):
@@ -91,11 +119,33 @@ class FileInfo:
     """Size, modification time and ETag of one file, as its backend reports.
 
     ``mtime_ns`` is ``None`` for a backend that reports no modification time.
+    ``digests`` are digest strings the backend reported with the stat.
+    ``computable`` names the algorithms the backend computes where the file
+    is, without sending its content; ``None`` means reading the content is
+    cheap (a local disk, memory), so every algorithm is.
     """
 
     size: int
     mtime_ns: int | None
     etag: str | None = None
+    digests: tuple[str, ...] = ()
+    computable: tuple[str, ...] | None = None
+
+    def reported(self, algorithm: str) -> str | None:
+        """Return the reported digest of ``algorithm``, if there is one."""
+        prefix = f"{algorithm}:"
+        for value in self.digests:
+            if value.startswith(prefix):
+                return value
+        return None
+
+    def cost(self, algorithm: str) -> int:
+        """Return the relative cost of this file's digest in ``algorithm``."""
+        if self.reported(algorithm) is not None:
+            return _REPORTED
+        if self.computable is None or algorithm in self.computable:
+            return _COMPUTED
+        return _DOWNLOADED
 
 
 # Stat ------------------------------------------------------------------------
@@ -125,7 +175,7 @@ def stat(fs: fsspec.AbstractFileSystem, path: str) -> FileInfo | None:
         function = _stat_functions.get(fs_type)
         if function is not None:
             return function(fs, path)
-    return _stat_generic(fs, path)
+    return stat_generic(fs, path)
 
 
 def _stat_local(fs: fsspec.AbstractFileSystem, path: str) -> FileInfo | None:
@@ -148,14 +198,18 @@ def _stat_memory(fs: fsspec.AbstractFileSystem, path: str) -> FileInfo | None:
     return FileInfo(size=info["size"], mtime_ns=_to_ns(fs.modified(path)))
 
 
-def _stat_generic(fs: fsspec.AbstractFileSystem, path: str) -> FileInfo | None:
+def stat_generic(fs: fsspec.AbstractFileSystem, path: str) -> FileInfo | None:
+    """Stat ``path`` through ``fs.info()``, for backends without a function."""
     info = _info_or_none(fs, path)
     if info is None:
         return None
+    # Reading a file of a filesystem journalq has no rules for may mean a
+    # download, so no algorithm counts as cheap there.
     return FileInfo(
         size=int(info["size"]),
         mtime_ns=mtime_from_info(info),
         etag=info.get("ETag") or info.get("etag"),
+        computable=(),
     )
 
 
@@ -284,11 +338,15 @@ def cached_digest(
 ) -> str:
     """Return the digest of ``path``, from ``cache`` or by reading the file.
 
-    Only a cached digest of ``algorithm`` is used. ``clock`` must be the wall
+    A digest the backend reported with the stat comes first, then a cached
+    one; only digests of ``algorithm`` are used. ``clock`` must be the wall
     clock the filesystem's mtimes come from.
     NOTE: a remote server's mtimes come from its own clock, so a skew of
     more than ``MTIME_GUARD_NS`` between the two weakens the guard.
     """
+    reported = info.reported(algorithm)
+    if reported is not None:
+        return reported
     cached = cache.get(service, path, info.size, info.mtime_ns)
     if cached is not None and cached.startswith(f"{algorithm}:"):
         return cached
@@ -314,18 +372,25 @@ class Decision:
     destination: Identity | None
 
 
+#: Returns a file's digest string. Called with no argument for
+#: :data:`digest.DEFAULT_ALGORITHM`, else with the algorithm's name, so a
+#: caller that only hashes with the default may take no argument.
+DigestFunction = Callable[..., str]
+
+
 def decide(
     policy: Policy,
     source: FileInfo,
     destination: FileInfo | None,
     *,
-    source_digest: Callable[[], str],
-    destination_digest: Callable[[], str],
+    source_digest: DigestFunction,
+    destination_digest: DigestFunction,
 ) -> Decision:
     """Decide whether ``destination`` already contains ``source``'s content.
 
     The digest callables are called only under ``Policy.CHECKSUM`` with equal
-    sizes. Their digests must use the same algorithm, else ``ValueError``.
+    sizes, with the algorithm :func:`choose_algorithm` picks. Their digests
+    must use the same algorithm, else ``ValueError``.
     """
     if destination is None:
         return Decision(False, "missing", _identity(source), None)
@@ -338,7 +403,53 @@ def decide(
     if policy is Policy.SIZE_MTIME:
         same = _mtimes_match(source.mtime_ns, destination.mtime_ns)
         return _decision(same, "size+mtime", source, destination)
-    return _compare_digests(source, destination, source_digest(), destination_digest())
+    algorithm = choose_algorithm(source, destination)
+    return _compare_digests(
+        source,
+        destination,
+        _call(source_digest, algorithm),
+        _call(destination_digest, algorithm),
+    )
+
+
+def _call(function: DigestFunction, algorithm: str) -> str:
+    if algorithm == digest.DEFAULT_ALGORITHM:
+        return function()
+    return function(algorithm)
+
+
+def choose_algorithm(source: FileInfo, destination: FileInfo) -> str:
+    """Return the algorithm that hashes both files most cheaply.
+
+    Costs add up per side: a reported digest is free, one computed where
+    the file is costs little, and one that needs the content downloaded
+    costs much more. Ties go by :data:`PREFERENCE`. When every choice
+    downloads a side, a warning is logged, once per process.
+    """
+
+    def total(name: str) -> tuple[int, int]:
+        return source.cost(name) + destination.cost(name), PREFERENCE.index(name)
+
+    best = min(PREFERENCE, key=total)
+    if total(best)[0] >= _DOWNLOADED:
+        _warn_download(best)
+    return best
+
+
+_warned = False
+
+
+def _warn_download(algorithm: str) -> None:
+    global _warned  # noqa: PLW0603
+    if _warned:
+        return
+    _warned = True
+    logger.warning(
+        "the source and destination report no digest algorithm in common, "
+        "so the checksum policy downloads file contents to compare them "
+        "with %s; this warning is logged once",
+        algorithm,
+    )
 
 
 def _compare_digests(
