@@ -1,24 +1,41 @@
 """Filesystems of a queue: from an fsspec URL to a filesystem and a path.
 
-A queue's source and destination are each an fsspec URL (``/data``,
-``file:///data``, ``memory://scratch``, ``s3://bucket/prefix``...) plus
-storage options. The URL's protocol picks the filesystem; its path, when it
-has one, is the base that relative action paths are joined to.
+A queue's source and destination are each an fsspec URL plus storage
+options: ``/data``, ``file:///data``, ``memory://scratch``,
+``s3://bucket/prefix``, ``gcs://bucket/prefix``,
+``ssh://user@host:2222/srv/data``, any other protocol fsspec knows, or
+``NAME:path`` for a remote configured in journalq's remotes file (see
+:mod:`journalq.backends.remotes`). The URL's protocol picks the filesystem;
+its path, when it has one, is the base that relative action paths are
+joined to. Where options come from, and which are journaled, is in
+:mod:`journalq.backends.options`.
 
-Only non-secret options are written to the journal: a resumed run gets the
-secret ones again from the caller, or from fsspec's own configuration.
+S3 (s3fs), GCS (gcsfs) and SFTP (sshfs) are opened as journalq's own
+subclasses of those filesystems (:mod:`journalq.backends.s3`,
+:mod:`~journalq.backends.gcs`, :mod:`~journalq.backends.sftp`), which add
+directory markers, clear errors, transient-error rules, digests the
+backend reports and sinks that commit each copy in one step. Every other
+protocol goes through fsspec unchanged.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import posixpath
-import re
 from typing import Any, Final
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from journalq.backends import remotes
+from journalq.backends.options import (
+    decode_options,
+    is_secret,
+    parse_option,
+    public_options,
+)
+from journalq.errors import ActionError
 from journalq.records import Endpoint
 
 __all__ = [
@@ -27,28 +44,22 @@ __all__ = [
     "is_local",
     "is_secret",
     "open_filesystem",
+    "parse_option",
     "public_options",
 ]
 
-#: Option names that hold credentials. Matched as whole words of the name,
-#: so ``secret``, ``aws_secret_access_key`` and ``client_keys`` are secret
-#: while ``endpoint_url`` is not.
-_SECRET_WORDS: Final = re.compile(
-    r"(^|_)(key|keys|secret|token|password|passphrase|credentials|session)(_|$)",
-    re.IGNORECASE,
-)
+#: journalq's module for each protocol whose filesystem it extends.
+_BACKENDS: Final = {
+    "s3": "s3",
+    "s3a": "s3",
+    "gs": "gcs",
+    "gcs": "gcs",
+    "ssh": "sftp",
+    "sftp": "sftp",
+}
 
-
-def is_secret(name: str) -> bool:
-    """Return whether the storage option ``name`` contains a credential."""
-    return bool(_SECRET_WORDS.search(name))
-
-
-def public_options(options: dict[str, Any] | None) -> dict[str, str]:
-    """Return the options safe to journal, as strings, secrets removed."""
-    if not options:
-        return {}
-    return {name: str(value) for name, value in options.items() if not is_secret(name)}
+#: The ``pip install journalq[...]`` extra that brings each protocol's package.
+_EXTRAS: Final = _BACKENDS
 
 
 def endpoint(url: str, options: dict[str, Any] | None = None) -> Endpoint:
@@ -57,15 +68,27 @@ def endpoint(url: str, options: dict[str, Any] | None = None) -> Endpoint:
 
 
 class Filesystem:
-    """An opened fsspec filesystem and the base path of the queue on it."""
+    """An opened fsspec filesystem and the base path of the queue on it.
+
+    ``url`` is what the caller gave (a remote stays ``NAME:path``);
+    ``target`` is the fsspec URL it resolved to.
+    """
 
     def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
         self.url = url
-        self.options = dict(options or {})
-        fs, base = fsspec.core.url_to_fs(url, **self.options)
-        self.fs: fsspec.AbstractFileSystem = fs
-        self.base: str = base if _has_path(url) else ""
-        self.local = is_local(fs)
+        self.target, merged = _resolve(url, dict(options or {}))
+        self.options = decode_options(merged)
+        self._fs, base = _open(self.target, self.options)
+        self.base: str = base if _has_path(self.target) else ""
+        self.local = is_local(self._fs)
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The filesystem, connected again first if its connection was lost."""
+        fs = self._fs
+        if getattr(fs, "connection_lost", False):
+            self._fs, _ = _open(self.target, self.options, fresh=True)
+        return self._fs
 
     def path(self, value: str) -> str:
         """Resolve an action's path: relative paths join the base path."""
@@ -73,10 +96,43 @@ class Filesystem:
             value = posixpath.join(self.base, value)
         if self.local and "://" not in value:
             value = os.path.abspath(value)
-        return self.fs._strip_protocol(value).rstrip("/") or "/"
+        return self._fs._strip_protocol(value).rstrip("/") or "/"
 
     def __repr__(self) -> str:
         return f"Filesystem({self.url!r})"
+
+
+def open_filesystem(url: str, options: dict[str, Any] | None = None) -> Filesystem:
+    """Open the filesystem that ``url`` names.
+
+    Raises ``ActionError`` naming the URL for an unknown protocol, a
+    protocol whose package is not installed, or an unknown remote.
+    """
+    return Filesystem(url, options)
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    """Return whether ``fs`` is the local disk (so plain ``os`` calls work)."""
+    return isinstance(fs, LocalFileSystem)
+
+
+# Resolution ------------------------------------------------------------------
+
+
+def _resolve(url: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Return the fsspec URL and the options of ``url``, remotes expanded."""
+    reference = remotes.split_remote(url)
+    if reference is None:
+        return url, options
+    name, path = reference
+    remote = remotes.find_remote(name)
+    return remote.url(path), {**remotes.expand_variables(remote), **options}
+
+
+def _protocol(url: str) -> str:
+    if "::" in url or "://" not in url:
+        return "file" if "://" not in url else url.split("://", 1)[0]
+    return url.split("://", 1)[0]
 
 
 def _has_path(url: str) -> bool:
@@ -85,11 +141,62 @@ def _has_path(url: str) -> bool:
     return bool(url.split("://", 1)[1].strip("/"))
 
 
-def open_filesystem(url: str, options: dict[str, Any] | None = None) -> Filesystem:
-    """Open the filesystem that ``url`` names."""
-    return Filesystem(url, options)
+def _open(
+    url: str, options: dict[str, Any], *, fresh: bool = False
+) -> tuple[fsspec.AbstractFileSystem, str]:
+    protocol = _protocol(url)
+    module = _BACKENDS.get(protocol)
+    if module is None or "::" in url:
+        return _open_generic(url, options)
+    try:
+        backend = importlib.import_module(f"journalq.backends.{module}")
+    except ImportError as exc:
+        raise _missing_package(url, protocol, exc) from exc
+    cls = backend.FILESYSTEM
+    arguments = {**cls._get_kwargs_from_urls(url), **options}
+    if fresh:
+        arguments["skip_instance_cache"] = True
+    fs = _construct(url, cls, arguments)
+    return fs, cls._strip_protocol(url)
 
 
-def is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    """Return whether ``fs`` is the local disk (so plain ``os`` calls work)."""
-    return isinstance(fs, LocalFileSystem)
+def _construct(url: str, cls: type, arguments: dict[str, Any]) -> Any:
+    try:
+        return cls(**arguments)
+    except TypeError as exc:
+        raise ActionError(
+            url, f"invalid storage options for {cls.__name__}: {exc}"
+        ) from exc
+
+
+def _open_generic(
+    url: str, options: dict[str, Any]
+) -> tuple[fsspec.AbstractFileSystem, str]:
+    try:
+        return fsspec.core.url_to_fs(url, **options)
+    except ImportError as exc:
+        raise _missing_package(url, _protocol(url), exc) from exc
+    except ValueError as exc:
+        if "Protocol not known" not in str(exc):
+            raise
+        known = ", ".join(sorted(fsspec.available_protocols()))
+        raise ActionError(
+            url,
+            f"unknown protocol {_protocol(url)!r}; use one fsspec knows "
+            f"({known}), a local path, or NAME:path for a configured remote",
+        ) from exc
+
+
+def _missing_package(url: str, protocol: str, exc: ImportError) -> ActionError:
+    extra = _EXTRAS.get(protocol)
+    if extra is None:
+        return ActionError(
+            url,
+            f"the package for the {protocol!r} protocol is not installed "
+            f"({exc}); install it with pip",
+        )
+    return ActionError(
+        url,
+        f"the {protocol!r} protocol needs a package that is not installed "
+        f"({exc}); run: pip install 'journalq[{extra}]'",
+    )

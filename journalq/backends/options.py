@@ -1,0 +1,125 @@
+"""Storage options: parsing ``key=value``, secrets, and their journal form.
+
+Storage options are the keyword arguments of an fsspec filesystem
+(``endpoint_url``, ``key``, ``port``...). They reach a queue from three
+places, later ones winning: fsspec's own configuration (its config files
+and ``FSSPEC_<PROTOCOL>_<NAME>`` variables, which fsspec applies itself
+each time it opens a filesystem), a named remote (see
+:mod:`journalq.backends.remotes`), and the caller
+(``StorageQueue(source_options=...)`` or ``--source-option key=value``).
+
+Only the options that are not secret are journaled, so a resumed run gets
+the secret ones again from the same places. A value that is not a string is
+journaled as JSON text and decoded again when the queue is opened, so
+``port=2222`` comes back as an integer and ``known_hosts=None`` as ``None``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+from journalq.errors import ActionError
+
+__all__ = [
+    "decode_options",
+    "is_secret",
+    "parse_option",
+    "parse_value",
+    "public_options",
+]
+
+#: Option names that contain credentials. Matched as whole words of the
+#: name, so ``secret``, ``aws_secret_access_key``, ``client_keys`` and
+#: ``private_key`` are secret while ``endpoint_url`` is not. ``token``
+#: covers gcsfs's token (a credentials file, a dict or ``"anon"``).
+_SECRET_WORDS: Final = re.compile(
+    r"(^|_)(key|keys|secret|token|password|passphrase|credentials|session"
+    r"|auth|pkey)(_|$)",
+    re.IGNORECASE,
+)
+
+
+def is_secret(name: str) -> bool:
+    """Return whether the storage option ``name`` contains a credential."""
+    return bool(_SECRET_WORDS.search(name))
+
+
+def parse_value(text: str) -> Any:
+    """Return a command-line option value with its JSON type, if it has one.
+
+    ``2222`` becomes an int, ``true`` a bool, ``null`` None, ``[...]`` and
+    ``{...}`` a list and a dict. Anything else stays the string it is.
+    """
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """Parse one ``key=value`` storage option given on the command line.
+
+    The value is typed by :func:`parse_value`. Raises ``ActionError`` for
+    text without ``=`` or with an empty key.
+    """
+    name, separator, value = text.partition("=")
+    name = name.strip()
+    if not separator or not name:
+        raise ActionError(
+            text,
+            "invalid storage option; expected KEY=VALUE, for example "
+            "endpoint_url=http://127.0.0.1:9000",
+        )
+    return name, parse_value(value)
+
+
+def public_options(options: Mapping[str, Any] | None) -> dict[str, str]:
+    """Return the options safe to journal as strings, secrets removed.
+
+    Strings are kept as they are; other values become JSON text, which
+    :func:`decode_options` reads back. A value JSON cannot encode is
+    journaled as its ``str()``.
+    """
+    if not options:
+        return {}
+    return {
+        name: _journal_text(value)
+        for name, value in options.items()
+        if not is_secret(name)
+    }
+
+
+def _journal_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value)
+    except TypeError:
+        return str(value)
+
+
+def decode_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``options`` with journaled JSON values decoded again.
+
+    The journal's options arrive merged with the caller's, so a caller's
+    string that is JSON for a number, a boolean or null (``"2222"``) is
+    decoded too, as :func:`parse_option` would. Secret options are never
+    journaled, so their values pass unchanged: a password ``"1234"`` stays
+    a string.
+    """
+    return {
+        name: value
+        if is_secret(name) or not isinstance(value, str)
+        else _decoded(value)
+        for name, value in options.items()
+    }
+
+
+def _decoded(text: str) -> Any:
+    value = parse_value(text)
+    # Only JSON that is not a string (numbers, booleans, null, lists,
+    # objects) was encoded by public_options; a quoted string stays quoted.
+    return text if isinstance(value, str) else value
