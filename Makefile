@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench bench-deps soak clean
+.PHONY: demo test test-deps lint format bench bench-deps soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m journalq.demo
 
-test: $(STAMP)
+test: $(STAMP) test-deps
 	$(BIN)/ruff check journalq tests benchmarks
 	$(BIN)/ruff format --check journalq tests benchmarks
 	$(BIN)/python -m pytest
@@ -42,6 +42,15 @@ bench-deps:
 		apt-get update && apt-get install -y $$missing; \
 	else \
 		echo "bench-deps: rclone and rsync are installed"; \
+	fi
+
+# The SFTP backend tests run OpenSSH's sshd on 127.0.0.1, from Debian's
+# package. Installs it only when it is missing, like bench-deps.
+test-deps:
+	@if [ -x /usr/sbin/sshd ]; then \
+		echo "test-deps: openssh-server is installed"; \
+	else \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y openssh-server; \
 	fi
 
 soak: $(STAMP)
