@@ -28,6 +28,7 @@ from pathlib import Path
 
 from journalq import StorageQueue, faults
 from journalq import queue as queue_module
+from journalq.errors import JournalError
 from journalq.events import Event, EventType
 from journalq.replay import Status
 
@@ -82,7 +83,12 @@ class Acknowledger:
 
     def _loop(self) -> None:
         while not self._stopped.wait(ACKNOWLEDGE_INTERVAL):
-            self._acknowledge()
+            try:
+                self._acknowledge()
+            except JournalError:
+                # The journal failed (a simulated power cut, a full disk):
+                # the run sees the same error and stops.
+                return
 
     def _acknowledge(self) -> None:
         with self._lock:

@@ -95,7 +95,7 @@ def _kill_and_finish(source: Path, tmp_path: Path, kills: int) -> None:
     assert landed >= kills // 2, f"only {landed} of {kills} kills hit a live round"
     assert final.returncode == 0, final.stderr
     assert acknowledged.finished
-    check_finished_queue(source, destination, queue, acknowledged)
+    check_finished_queue(destination, queue, acknowledged)
 
 
 def test_random_kills_lose_nothing(source: Path, tmp_path: Path) -> None:

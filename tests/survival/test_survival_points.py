@@ -122,7 +122,7 @@ def _finish(source: Path, tmp_path: Path, acknowledged: Acknowledged) -> None:
     final = run_child(child_command(source, destination, queue, 10))
     acknowledged.read(final.stdout)
     assert final.returncode == 0, final.stderr
-    check_finished_queue(source, destination, queue, acknowledged)
+    check_finished_queue(destination, queue, acknowledged)
 
 
 @pytest.mark.parametrize("point", WORKLOAD_POINTS)
