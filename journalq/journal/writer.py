@@ -466,13 +466,15 @@ class Journal:
 
     def _fail(self, exc: BaseException) -> None:
         cause = f"{type(exc).__name__}: {exc}"
+        # The message carries the cause. A disk that is full or read-only is
+        # no bug, so its traceback is for debugging only.
         logger.error(
             "journal %s: writing failed at LSN %d, no further records are accepted: %s",
             self._segment.path,
             self._written_lsn,
             cause,
-            exc_info=exc,
         )
+        logger.debug("the failed write of journal %s", self._directory, exc_info=exc)
         with self._lock:
             self._poison = (self._segment.path, cause)
             self._synced.notify_all()
