@@ -104,8 +104,8 @@ class StorageQueue:
 
     def __init__(
         self,
-        source: str | None = None,
-        destination: str | None = None,
+        source: str | os.PathLike[str] | None = None,
+        destination: str | os.PathLike[str] | None = None,
         name: str | os.PathLike[str] = "local",
         parallelism: int = 4,
         *,
@@ -129,7 +129,13 @@ class StorageQueue:
         # What listing a tree found about each of its files, for the run
         # that follows in this process (see Executor._file_infos).
         self._hints: dict[str, tuple[Entry, Entry | None]] = {}
-        self._open(source, destination, source_options, destination_options, sync)
+        self._open(
+            None if source is None else os.fspath(source),
+            None if destination is None else os.fspath(destination),
+            source_options,
+            destination_options,
+            sync,
+        )
         if compare is None:
             assert self.state.created is not None
             self.policy = _parse_policy(self.state.created.compare)

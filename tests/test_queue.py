@@ -13,6 +13,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from tree_helpers import read_tree
 
 from journalq import ActionError, QueueError, QueueLockedError, StorageQueue
 from journalq.events import EventType
@@ -43,14 +44,6 @@ def make_tree(root: Path) -> dict[str, bytes]:
     return contents
 
 
-def tree_files(root: Path) -> dict[str, bytes]:
-    return {
-        str(path.relative_to(root)): path.read_bytes()
-        for path in root.rglob("*")
-        if path.is_file()
-    }
-
-
 @pytest.fixture
 def src(tmp_path: Path) -> Path:
     root = tmp_path / "src"
@@ -74,7 +67,7 @@ def test_copy_tree_copies_every_file(src, dst, queue_dir):
         queue.copy_tree(str(src), str(dst))
         summary = queue.run()
         status = queue.status()
-    assert tree_files(dst) == tree_files(src)
+    assert read_tree(dst) == read_tree(src)
     assert (dst / "empty-dir").is_dir()
     assert summary.failed == 0
     assert summary.copied == len(NAMES)
@@ -123,7 +116,7 @@ def test_rerun_of_tree_never_nests(src, dst, queue_dir):
             queue.copy_tree(str(src), str(dst))
             queue.run()
     assert not (dst / "src").exists()
-    assert tree_files(dst) == tree_files(src)
+    assert read_tree(dst) == read_tree(src)
 
 
 def test_sync_delete_removes_extraneous(src, dst, queue_dir):
@@ -137,7 +130,7 @@ def test_sync_delete_removes_extraneous(src, dst, queue_dir):
     assert summary.failed == 0
     assert not (dst / "stale.txt").exists()
     assert not (dst / "stale-dir").exists()
-    assert tree_files(dst) == tree_files(src)
+    assert read_tree(dst) == read_tree(src)
 
 
 def test_sync_delete_from_empty_source_is_refused(tmp_path, dst, queue_dir):
@@ -504,7 +497,7 @@ def test_crash_during_expansion_expands_again(src, dst, queue_dir):
         ids = [a.id for a in queue.get_actions()]
     assert len(ids) == len(set(ids))
     assert summary.failed == 0
-    assert tree_files(dst) == tree_files(src)
+    assert read_tree(dst) == read_tree(src)
 
 
 def test_crashed_attempts_resume(src, dst, queue_dir):
@@ -529,7 +522,7 @@ def test_crashed_attempts_resume(src, dst, queue_dir):
         summary = queue.run()
     assert time.monotonic() - started < 30
     assert summary.failed == 0
-    assert tree_files(dst) == tree_files(src)
+    assert read_tree(dst) == read_tree(src)
     assert not list(dst.rglob(".*.jq-*.tmp"))
 
 
@@ -564,7 +557,7 @@ def test_directory_symlink_not_followed(src, dst, queue_dir, tmp_path):
     assert summary.failed == 0
     assert not (dst / "up").exists()
     assert not (dst / "away").exists()
-    assert tree_files(dst) == tree_files(src)
+    assert read_tree(dst) == read_tree(src)
 
 
 def test_file_symlink_copied_as_file(src, dst, queue_dir):

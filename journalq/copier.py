@@ -1,0 +1,206 @@
+"""Forked processes that copy new files between local disks.
+
+Under the GIL one Python process copies a few thousand small files a second:
+each file costs a dozen system calls and as much Python again, and threads
+only take turns. For a stage with many new files between local disks, the
+executor forks :class:`CopyProcess` helpers, so the copies run on every core
+while the coordinating process journals the results.
+
+A helper gets batches of :class:`Task` over a pipe. It copies each file into
+its temporary name and renames it over the destination without syncing. For each task it
+returns the byte count and digest, or ``None`` when the copy failed. The
+coordinator then runs that action itself, through the usual failure
+handling, so errors are classified and worded in one place. The
+coordinator keeps everything else: the lock, the journal, the filesystem
+sync that makes a group of files durable (``syncfs`` covers files written by
+any process), retries and events.
+
+A helper holds no lock and writes no journal. It closes every descriptor it
+inherited but its two pipe ends, ignores Ctrl-C (the coordinator decides how
+a run stops), and dies with the thread that forked it, so a coordinator
+killed with SIGKILL leaves no helper renaming files behind the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import os
+import signal
+import stat
+import struct
+import sys
+from collections.abc import Sequence
+from typing import Final
+
+import msgspec
+
+from journalq import digest, durable, faults, transfer
+
+__all__ = ["CopyProcess", "Task", "available"]
+
+#: Length prefix of a message on a helper's pipes.
+_LENGTH: Final = struct.Struct("<I")
+#: ``prctl`` option that sends the child a signal when its parent exits.
+_PR_SET_PDEATHSIG: Final = 1
+
+
+class Task(msgspec.Struct, array_like=True, frozen=True):
+    """One file for a helper: where from, where to, and what to expect."""
+
+    source: str
+    destination: str
+    temporary: str
+    size: int
+    mtime_ns: int | None
+
+
+#: The result of one task: bytes and digest string, or ``None``.
+Outcome = tuple[int, str] | None
+
+_encode_tasks = msgspec.msgpack.Encoder().encode
+_decode_tasks = msgspec.msgpack.Decoder(list[Task]).decode
+_encode_outcomes = msgspec.msgpack.Encoder().encode
+_decode_outcomes = msgspec.msgpack.Decoder(list[tuple[int, str] | None]).decode
+
+
+def available() -> bool:
+    """Return whether helpers can be forked here.
+
+    Only on Linux, where a forked child of a threaded process is safe for
+    plain system calls and ``PR_SET_PDEATHSIG`` exists. Not while a test
+    replaces the file operations or arms a crash point: their effects must
+    happen in the process that observes them.
+    """
+    return (
+        sys.platform.startswith("linux")
+        and hasattr(os, "fork")
+        and type(durable.ops) is durable.FileOps
+        and faults._hook is None
+    )
+
+
+class CopyProcess:
+    """One forked helper and the coordinator's ends of its two pipes."""
+
+    def __init__(self) -> None:
+        #: Set once the helper failed; the coordinator then copies alone.
+        self.broken = False
+        task_read, self._task_write = os.pipe()
+        self._outcome_read, outcome_write = os.pipe()
+        self._pid = os.fork()
+        if self._pid == 0:
+            _child(task_read, outcome_write)
+        os.close(task_read)
+        os.close(outcome_write)
+
+    def send(self, tasks: Sequence[Task]) -> None:
+        """Hand ``tasks`` to the helper; their outcomes come in order.
+
+        Raises ``BrokenPipeError`` when the helper died.
+        """
+        try:
+            _send(self._task_write, _encode_tasks(list(tasks)))
+        except OSError:
+            self.broken = True
+            raise
+
+    def receive(self) -> list[Outcome]:
+        """Wait for the outcomes of the oldest batch sent.
+
+        Raises ``ChildProcessError`` when the helper died: the coordinator
+        then copies the batch itself.
+        """
+        message = _receive(self._outcome_read)
+        if message is None:
+            self.broken = True
+            raise ChildProcessError(f"copy process {self._pid} ended unexpectedly")
+        return _decode_outcomes(message)
+
+    def close(self) -> None:
+        """End the helper: it exits when its task pipe closes."""
+        os.close(self._task_write)
+        os.close(self._outcome_read)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self._pid, 0)
+
+
+def _child(task_read: int, outcome_write: int) -> None:
+    """Serve batches until the task pipe closes; never return."""
+    status = 0
+    try:
+        _prepare_child(task_read, outcome_write)
+        while (message := _receive(task_read)) is not None:
+            outcomes = [_copy_one(task) for task in _decode_tasks(message)]
+            _send(outcome_write, _encode_outcomes(outcomes))
+    except BaseException:
+        status = 1
+    finally:
+        os._exit(status)
+
+
+def _prepare_child(task_read: int, outcome_write: int) -> None:
+    # Collections would walk, and so copy, every page of the parent's heap.
+    gc.disable()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    low, high = sorted((task_read, outcome_write))
+    os.closerange(3, low)
+    os.closerange(low + 1, high)
+    os.closerange(high + 1, os.sysconf("SC_OPEN_MAX"))
+
+
+def _copy_one(task: Task) -> Outcome:
+    try:
+        data = _read_whole(task.source, task.size)
+        if data is None:
+            # Changed since it was listed: the coordinator looks again.
+            return None
+        hasher = digest.new_hasher()
+        hasher.update(data)
+        with transfer.LocalSink(task.destination, task.temporary, fsync=False) as sink:
+            sink.write(data)
+            sink.commit(task.mtime_ns)
+    except Exception:
+        return None
+    return len(data), hasher.digest_string()
+
+
+def _read_whole(path: str, size: int) -> bytes | None:
+    """Return the file's bytes if it is a regular file of ``size`` bytes.
+
+    Asking for one byte more than ``size`` shows the file did not grow.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, size + 1)
+    finally:
+        os.close(fd)
+    return data if len(data) == size else None
+
+
+def _send(fd: int, payload: bytes) -> None:
+    durable.ops.write_all(fd, _LENGTH.pack(len(payload)) + payload)
+
+
+def _receive(fd: int) -> bytes | None:
+    header = _read_exactly(fd, _LENGTH.size)
+    if header is None:
+        return None
+    (length,) = _LENGTH.unpack(header)
+    return _read_exactly(fd, length)
+
+
+def _read_exactly(fd: int, count: int) -> bytes | None:
+    parts: list[bytes] = []
+    while count:
+        part = os.read(fd, min(count, 1 << 20))
+        if not part:
+            return None
+        parts.append(part)
+        count -= len(part)
+    return b"".join(parts)

@@ -1,0 +1,204 @@
+"""Forked copy processes: their protocol, their failures, their end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from tree_helpers import read_tree
+
+from journalq import StorageQueue, copier, executor
+from journalq.events import EventType
+from journalq.store import read_state
+
+pytestmark = pytest.mark.skipif(
+    not copier.available(), reason="copy processes exist only on Linux"
+)
+
+
+def make_files(root: Path, count: int) -> dict[str, bytes]:
+    contents: dict[str, bytes] = {}
+    for index in range(count):
+        name = f"d{index % 7}/f{index:04}.bin"
+        data = os.urandom(index % 300)
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        contents[name] = data
+    return contents
+
+
+def task_for(source: Path, destination: Path) -> copier.Task:
+    stat = source.stat()
+    temporary = destination.parent / f".{destination.name}.tmp"
+    return copier.Task(
+        str(source), str(destination), str(temporary), stat.st_size, stat.st_mtime_ns
+    )
+
+
+def test_copies_batch_in_order(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"first")
+    (tmp_path / "b").write_bytes(b"second file")
+    helper = copier.CopyProcess()
+    try:
+        helper.send([task_for(tmp_path / "a", tmp_path / "out" / "a")])
+        helper.send([task_for(tmp_path / "b", tmp_path / "out" / "b")])
+        first, second = helper.receive(), helper.receive()
+    finally:
+        helper.close()
+
+    assert first[0] is not None
+    assert second[0] is not None
+    assert first[0][0] == 5
+    assert second[0][0] == 11
+    assert first[0][1].startswith("xxh128:")
+    assert (tmp_path / "out" / "b").read_bytes() == b"second file"
+    mtime = (tmp_path / "a").stat().st_mtime_ns
+    assert (tmp_path / "out" / "a").stat().st_mtime_ns == mtime
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a", "b"]
+
+
+def test_changed_source_is_left_to_coordinator(tmp_path: Path) -> None:
+    source = tmp_path / "grown"
+    source.write_bytes(b"short")
+    task = task_for(source, tmp_path / "copy")
+    source.write_bytes(b"longer than it was listed")
+    missing = task_for(source, tmp_path / "other")
+    missing = copier.Task(
+        str(tmp_path / "gone"), missing.destination, missing.temporary, 1, 1
+    )
+    helper = copier.CopyProcess()
+    try:
+        helper.send([task, missing])
+        outcomes = helper.receive()
+    finally:
+        helper.close()
+
+    assert outcomes == [None, None]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grown"]
+
+
+def test_dead_helper_raises(tmp_path: Path) -> None:
+    helper = copier.CopyProcess()
+    os.kill(helper._pid, signal.SIGKILL)
+    os.waitpid(helper._pid, 0)
+
+    def exchange() -> list[copier.Outcome]:
+        helper.send([task_for(Path(__file__), tmp_path / "x")])
+        return helper.receive()
+
+    with pytest.raises(OSError, match=r"ended unexpectedly|Broken pipe"):
+        exchange()
+    assert helper.broken
+    helper.close()
+
+
+def test_helper_dies_with_coordinator(tmp_path: Path) -> None:
+    """A coordinator killed with SIGKILL takes its copy processes along."""
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from journalq import copier
+        helper = copier.CopyProcess()
+        print(helper._pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    coordinator = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    )
+    assert coordinator.stdout is not None
+    child = int(coordinator.stdout.readline())
+    coordinator.kill()
+    coordinator.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _alive(child):
+        time.sleep(0.01)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_queue_copies_through_processes(tmp_path: Path) -> None:
+    count = executor.COPY_PROCESS_FILES + 50
+    contents = make_files(tmp_path / "src", count)
+    events: list[tuple[EventType, str]] = []
+    with StorageQueue(tmp_path / "src", tmp_path / "dst", tmp_path / "q") as queue:
+        queue.copy_tree("", "")
+        summary = queue.run(on_event=lambda e: events.append((e.type, e.kind)))
+
+    assert summary.copied == count
+    assert read_tree(tmp_path / "dst") == contents
+    assert events.count((EventType.STARTED, "copy_file")) == count
+    assert events.count((EventType.COMPLETED, "copy_file")) == count
+    state = read_state(tmp_path / "q")
+    counts = state.status_counts()
+    assert (counts["waiting"], counts["inprogress"], counts["failed"]) == (0, 0, 0)
+
+    # Digests of both sides were journaled: a second sync reads nothing.
+    with StorageQueue(tmp_path / "src", tmp_path / "dst", tmp_path / "q") as queue:
+        queue.sync("", "")
+        again = queue.run()
+    assert again.copied == 0
+    assert again.bytes == 0
+
+
+def test_failures_in_process_fall_back(tmp_path: Path) -> None:
+    count = executor.COPY_PROCESS_FILES + 10
+    contents = make_files(tmp_path / "src", count)
+    deleted = sorted(contents)[3]
+    with StorageQueue(tmp_path / "src", tmp_path / "dst", tmp_path / "q") as queue:
+        queue.copy_tree("", "")
+        (tmp_path / "src" / deleted).unlink()
+        summary = queue.run()
+        failed = [a for a in queue.get_actions("failed") if a.kind == "copy_file"]
+
+    assert summary.copied == count - 1
+    assert summary.failed == 1
+    assert len(failed) == 1
+    assert deleted in str(failed[0].error)
+    del contents[deleted]
+    assert read_tree(tmp_path / "dst") == contents
+
+
+def test_killed_helper_leaves_copies_to_coordinator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy process killed mid-run: the run copies its batches itself.
+
+    The kill is real (SIGKILL to the helper's pid); the patch only picks the
+    moment, just before the coordinator reads the first outcomes.
+    """
+    count = executor.COPY_PROCESS_FILES * 2
+    contents = make_files(tmp_path / "src", count)
+    receive = copier.CopyProcess.receive
+    killed: list[int] = []
+
+    def kill_then_receive(self: copier.CopyProcess) -> list[copier.Outcome]:
+        if not killed:
+            killed.append(self._pid)
+            os.kill(self._pid, signal.SIGKILL)
+        return receive(self)
+
+    monkeypatch.setattr(copier.CopyProcess, "receive", kill_then_receive)
+    with StorageQueue(tmp_path / "src", tmp_path / "dst", tmp_path / "q") as queue:
+        queue.copy_tree("", "")
+        summary = queue.run()
+
+    # Files the helper copied before it died, unreported, are found identical.
+    assert killed
+    assert summary.copied + summary.skipped == count
+    assert summary.failed == 0
+    assert read_tree(tmp_path / "dst") == contents
