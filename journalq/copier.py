@@ -47,7 +47,14 @@ _PR_SET_PDEATHSIG: Final = 1
 
 
 class Task(msgspec.Struct, array_like=True, frozen=True):
-    """One file for a helper: where from, where to, and what to expect."""
+    """One file for a helper: where from, where to, and what to expect.
+
+    A file listed moments ago comes with its size and mtime, and the helper
+    copies it only if they still hold. A file known only from the journal
+    (in a resumed run) has ``size`` -1: the helper takes the size and mtime
+    it finds, and leaves the file to the coordinator when a destination
+    file exists, since that one needs comparing first.
+    """
 
     source: str
     destination: str
@@ -56,13 +63,14 @@ class Task(msgspec.Struct, array_like=True, frozen=True):
     mtime_ns: int | None
 
 
-#: The result of one task: bytes and digest string, or ``None``.
-Outcome = tuple[int, str] | None
+#: The result of one task: bytes, digest string and the source's mtime, or
+#: ``None`` when the coordinator must handle the file.
+Outcome = tuple[int, str, int] | None
 
 _encode_tasks = msgspec.msgpack.Encoder().encode
 _decode_tasks = msgspec.msgpack.Decoder(list[Task]).decode
 _encode_outcomes = msgspec.msgpack.Encoder().encode
-_decode_outcomes = msgspec.msgpack.Decoder(list[tuple[int, str] | None]).decode
+_decode_outcomes = msgspec.msgpack.Decoder(list[tuple[int, str, int] | None]).decode
 
 
 def available() -> bool:
@@ -154,33 +162,38 @@ def _prepare_child(task_read: int, outcome_write: int) -> None:
 
 def _copy_one(task: Task) -> Outcome:
     try:
-        data = _read_whole(task.source, task.size)
-        if data is None:
-            # Changed since it was listed: the coordinator looks again.
+        if task.size < 0 and os.path.lexists(task.destination):
             return None
-        hasher = digest.new_hasher()
-        hasher.update(data)
-        with transfer.LocalSink(task.destination, task.temporary, fsync=False) as sink:
-            sink.write(data)
-            sink.commit(task.mtime_ns)
+        fd = os.open(task.source, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return _copy_open(fd, task)
+        finally:
+            os.close(fd)
     except Exception:
         return None
-    return len(data), hasher.digest_string()
 
 
-def _read_whole(path: str, size: int) -> bytes | None:
-    """Return the file's bytes if it is a regular file of ``size`` bytes.
-
-    Asking for one byte more than ``size`` shows the file did not grow.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+def _copy_open(fd: int, task: Task) -> Outcome:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    if task.size >= 0 and (info.st_size, info.st_mtime_ns) != (
+        task.size,
+        task.mtime_ns,
+    ):
+        # Changed since it was listed: the coordinator looks again.
+        return None
+    hasher = digest.new_hasher()
+    copied = 0
+    with transfer.LocalSink(task.destination, task.temporary, fsync=False) as sink:
+        while data := os.read(fd, digest.CHUNK):
+            hasher.update(data)
+            sink.write(data)
+            copied += len(data)
+        if task.size >= 0 and copied != task.size:
             return None
-        data = os.read(fd, size + 1)
-    finally:
-        os.close(fd)
-    return data if len(data) == size else None
+        sink.commit(info.st_mtime_ns)
+    return copied, hasher.digest_string(), info.st_mtime_ns
 
 
 def _send(fd: int, payload: bytes) -> None:

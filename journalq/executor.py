@@ -393,22 +393,27 @@ class Executor:
                 self._finish_handed(action, task, outcome, handed.observed_ns, group)
 
     def _task(self, action: ActionState) -> copier.Task | None:
-        """Return the copy process's task for ``action``, if it can take it."""
-        hints = self.options.hints
+        """Return the copy process's task for ``action``, if it can take it.
+
+        It takes first attempts of small files: with the sizes just listed
+        when their destination was missing, or, in a resumed run, with the
+        size the journal knows and no listing.
+        """
         if (
             action.kind is not Kind.COPY_FILE
             or action.attempts
             or action.status is not Status.WAITING
-            or not hints
+            or (action.added.size or 0) >= COPY_PROCESS_BYTES
         ):
             return None
-        hint = hints.get(action.action_id)
-        if hint is None:
-            return None
-        (size, mtime_ns), target = hint
-        if target is not None or mtime_ns is None or size >= COPY_PROCESS_BYTES:
-            return None
-        del hints[action.action_id]
+        size, mtime_ns = -1, None
+        hints = self.options.hints
+        hint = hints.get(action.action_id) if hints else None
+        if hint is not None:
+            (size, mtime_ns), target = hint
+            if target is not None or mtime_ns is None:
+                return None
+            del hints[action.action_id]
         source_path, destination_path = self.store.state.paths(action)
         assert source_path is not None
         assert destination_path is not None
@@ -426,7 +431,7 @@ class Executor:
         self,
         action: ActionState,
         task: copier.Task,
-        outcome: tuple[int, str],
+        outcome: tuple[int, str, int],
         observed_ns: int,
         group: _DurableGroup,
     ) -> None:
@@ -438,7 +443,7 @@ class Executor:
         if action.status is not Status.WAITING:
             return
         self._emit(EventType.STARTED, action, attempt=attempt)
-        bytes_copied, digest_string = outcome
+        bytes_copied, digest_string, mtime_ns = outcome
         source_path, destination_path = self.store.state.paths(action)
         assert source_path is not None
         assert destination_path is not None
@@ -446,7 +451,7 @@ class Executor:
             action,
             attempt,
             (source_path, destination_path),
-            compare.FileInfo(task.size, task.mtime_ns),
+            compare.FileInfo(bytes_copied, mtime_ns),
             transfer.CopyResult(bytes_copied, digest_string),
             observed_ns,
             sets_mtime=True,

@@ -202,3 +202,57 @@ def test_killed_helper_leaves_copies_to_coordinator(
     assert summary.copied + summary.skipped == count
     assert summary.failed == 0
     assert read_tree(tmp_path / "dst") == contents
+
+
+def test_unlisted_file_takes_found_size(tmp_path: Path) -> None:
+    (tmp_path / "new").write_bytes(b"resumed")
+    (tmp_path / "existing").write_bytes(b"a copy made before the crash")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "existing").write_bytes(b"a copy made before the crash")
+    tasks = [
+        copier.Task(
+            str(tmp_path / name),
+            str(tmp_path / "out" / name),
+            str(tmp_path / "out" / f".{name}.tmp"),
+            -1,
+            None,
+        )
+        for name in ("new", "existing")
+    ]
+    helper = copier.CopyProcess()
+    try:
+        helper.send(tasks)
+        copied, existing = helper.receive()
+    finally:
+        helper.close()
+
+    # A destination that exists needs comparing, which the coordinator does.
+    assert existing is None
+    assert copied is not None
+    assert copied[0] == 7
+    assert copied[2] == (tmp_path / "new").stat().st_mtime_ns
+    assert (tmp_path / "out" / "new").read_bytes() == b"resumed"
+
+
+def test_resumed_run_uses_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run resumed without a listing still hands small files out."""
+    count = executor.COPY_PROCESS_FILES + 20
+    contents = make_files(tmp_path / "src", count)
+    with StorageQueue(tmp_path / "src", tmp_path / "dst", tmp_path / "q") as queue:
+        queue.copy_tree("", "")
+    handed: list[int] = []
+    original = copier.CopyProcess.send
+
+    def counting_send(self: copier.CopyProcess, tasks: list[copier.Task]) -> None:
+        handed.append(len(tasks))
+        original(self, tasks)
+
+    monkeypatch.setattr(copier.CopyProcess, "send", counting_send)
+    with StorageQueue(tmp_path / "src", tmp_path / "dst", tmp_path / "q") as queue:
+        summary = queue.run()
+
+    assert sum(handed) == count
+    assert summary.copied == count
+    assert read_tree(tmp_path / "dst") == contents
