@@ -407,13 +407,40 @@ class QueueStore:
         count = 0
         for name, payload in inbox.pending(self.directory):
             records = decode_batch(payload)
-            self.append(records, durable=True)
+            self._append_request(records)
             faults.point("store.inbox_drained")
             inbox.remove(self.directory, [name])
             count += len(records)
         if count:
             logger.info("took %d records from the inbox", count)
         return count
+
+    def _append_request(self, records: Sequence[Record]) -> None:
+        """Journal one inbox request durably, its cancels as :meth:`cancel` does.
+
+        The poster chose what to cancel from the journal on disk, which can
+        lag behind this process by the records not yet written. So a cancel
+        of an action that has started here meanwhile is dropped, or the
+        action would end twice: canceled now and completed by its copy.
+        """
+        with self._mutex:
+            batch: list[Record] = []
+            for record in records:
+                if isinstance(record, Canceled) and not self._waiting(record):
+                    logger.info(
+                        "not canceling %s: it started before the cancel arrived",
+                        record.action_id,
+                    )
+                    continue
+                self.state.apply(record)
+                batch.append(record)
+            if batch:
+                self.state.last_lsn = self._journal.append(batch, durable=False)
+        self._journal.flush()
+
+    def _waiting(self, record: Canceled) -> bool:
+        action = self.state.actions.get(record.action_id)
+        return action is not None and action.status is Status.WAITING
 
     def write_result(self, payload: bytes) -> str:
         """Store a list action's result; return its name (a SHA-256)."""
