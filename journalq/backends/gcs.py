@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 from typing import Any, Final
 
 import aiohttp
@@ -71,9 +72,11 @@ class GCSFilesystem(GCSFileSystem):
             return await super()._call(method, path, *args, **kwargs)
         except (FileNotFoundError, PermissionError) as exc:
             bucket = _bucket_of(path, args)
-            if isinstance(exc, FileNotFoundError) and path in ("b/{}", "b/{}/o"):
-                # Listing a bucket's objects finds no bucket, not no object.
-                raise objects.missing_bucket(self.url_of(str(bucket))) from exc
+            listed = _listed_bucket(path, args)
+            if isinstance(exc, FileNotFoundError) and listed is not None:
+                # Listing or uploading into a bucket's objects found no
+                # bucket, because no object name was asked for.
+                raise objects.missing_bucket(self.url_of(listed)) from exc
             explained = objects.explain(self, exc, bucket, "GCS")
             if explained is exc:
                 raise
@@ -83,6 +86,16 @@ class GCSFilesystem(GCSFileSystem):
                 f"cannot reach the GCS endpoint {self._endpoint} ({exc}); check "
                 "endpoint_url (or STORAGE_EMULATOR_HOST) and the network"
             ) from exc
+
+    async def _exists(self, path: str, **kwargs: Any) -> bool:
+        if await super()._exists(path, **kwargs):
+            return True
+        bucket, key, _ = self.split_path(path)
+        if key and not await super()._exists(bucket):
+            raise objects.missing_bucket(self.url_of(bucket))
+        return False
+
+    exists = sync_wrapper(_exists)
 
     async def _find(self, path: str, *args: Any, **kwargs: Any) -> Any:
         return objects.without_markers(await super()._find(path, *args, **kwargs))
@@ -135,6 +148,17 @@ def _bucket_of(path: str, args: tuple[Any, ...]) -> str | None:
     if path.startswith("b/") and args:
         return str(args[0])
     return None
+
+
+_OBJECTS_OF: Final = re.compile(r"(?:^|/)b/(?P<bucket>[^/]+)/o$")
+
+
+def _listed_bucket(path: str, args: tuple[Any, ...]) -> str | None:
+    """Return the bucket whose object collection ``path`` addresses, if any."""
+    if path in ("b/{}", "b/{}/o") and args:
+        return str(args[0])
+    match = _OBJECTS_OF.search(path)
+    return match["bucket"] if match else None
 
 
 # Identity --------------------------------------------------------------------

@@ -100,6 +100,16 @@ class S3Filesystem(S3FileSystem):
                 "the server is running",
             ) from exc
 
+    async def _exists(self, path: str, **kwargs: Any) -> bool:
+        if await super()._exists(path, **kwargs):
+            return True
+        bucket, key, _ = self.split_path(path)
+        if key and not await super()._exists(bucket):
+            raise objects.missing_bucket(self.url_of(bucket))
+        return False
+
+    exists = sync_wrapper(_exists)
+
     async def _find(self, path: str, *args: Any, **kwargs: Any) -> Any:
         return objects.without_markers(await super()._find(path, *args, **kwargs))
 
