@@ -53,8 +53,11 @@ test-deps:
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y openssh-server; \
 	fi
 
+# The long crash tests: thousands of kills, crash points and power cuts
+# (tests/survival/README.md). About 20 minutes on 2 cores, estimated from
+# the CI counts and timings.
 soak: $(STAMP)
-	JOURNALQ_SOAK=1 $(BIN)/python -m pytest -m slow
+	JOURNALQ_SOAK=1 $(BIN)/python -m pytest -m slow --durations=10
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .ruff_cache .hypothesis

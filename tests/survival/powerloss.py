@@ -17,7 +17,7 @@ fails at the ``cut_at``-th one, before it takes effect: that call raises
 more becomes durable. Once the workload has stopped, :meth:`PowerLoss.restore`
 rewrites ``root`` from what was durable: an entry that was not synced in its
 directory is gone, and each file's unsynced part is handled as ``tail``
-says (see :data:`TAIL_MODES`).
+selects (see :data:`TAIL_MODES`).
 
 A write that bypasses :data:`journalq.durable.ops` still happens on disk,
 but a sync that bypasses it is invisible here, so data made durable only
@@ -39,10 +39,10 @@ from journalq import durable
 
 __all__ = ["TAIL_MODES", "PowerCut", "PowerLoss"]
 
-#: What becomes of the bytes of a file written after its last sync:
-#: ``drop`` loses them, ``keep`` keeps them (the kernel wrote them back in
-#: time), ``garbage`` replaces them by random bytes of the same length, and
-#: ``mixed`` picks one of the three per file.
+#: What becomes of the bytes of a file written after its last sync.
+#: ``drop`` loses them and ``keep`` keeps them, as if the kernel wrote them
+#: back in time. ``garbage`` replaces them by random bytes of the same
+#: length, and ``mixed`` picks one of the three per file.
 TAIL_MODES: Final = ("drop", "keep", "garbage", "mixed")
 
 
@@ -169,7 +169,7 @@ class PowerLoss(durable.FileOps):
             _build(self.root, plan)
 
     def _plan(self, directory: str, latest: dict[int, str]) -> dict[str, object]:
-        """Return what ``directory`` holds after the cut: name -> bytes,
+        """Return what ``directory`` contains after the cut: name -> bytes,
         nested dict (a directory) or str (a symlink's target)."""
         planned: dict[str, object] = {}
         for name, entry in self._directories.get(directory, {}).items():

@@ -1,10 +1,10 @@
 """The workload that the survival tests kill: add, cancel, compact and run.
 
 Usage: ``python survival_child.py SOURCE DESTINATION QUEUE FIRST_ROUND
-ROUNDS``. Each round opens the queue (which recovers whatever the last
-process left), adds a tree copy, a few file copies, a mkdir and a list,
-cancels one copy before it starts, takes a snapshot every other round, runs
-the queue and closes it. Opening the queue again in the next round seals a
+ROUNDS``. Each round opens the queue, which recovers whatever the last
+process left. It adds a tree copy, a few file copies, a mkdir and a list,
+and cancels one copy before it starts. It takes a snapshot every other
+round, runs the queue and closes it. Opening the queue again in the next round seals a
 journal segment, so that round's snapshot deletes segments.
 
 Every acknowledged record is printed on stdout, one line each, flushed at
@@ -35,8 +35,9 @@ from journalq.replay import Status
 #: Files copied one by one per round; the first is canceled before it runs.
 EXTRAS_PER_ROUND = 4
 #: Records per journal append of a tree expansion. The library's 50,000
-#: keeps huge trees in bounded frames; the survival trees have about 1,200
-#: files, so a smaller chunk gives expansion crash points between chunks.
+#: keeps huge trees in bounded frames. The survival trees have a few
+#: hundred to 1,200 files, so a smaller chunk puts crash points between
+#: the chunks of their expansion.
 EXPANSION_CHUNK = 200
 #: Environment variable naming the file where a child writes how often it
 #: reached each crash point, instead of crashing at one.
@@ -86,8 +87,8 @@ class Acknowledger:
             try:
                 self._acknowledge()
             except JournalError:
-                # The journal failed (a simulated power cut, a full disk):
-                # the run sees the same error and stops.
+                # The journal failed (a simulated power cut, a full disk),
+                # and the run gets the same error and stops.
                 return
 
     def _acknowledge(self) -> None:

@@ -143,12 +143,12 @@ def test_read_only_disk(source: Path, small_disk: Path, tmp_path: Path) -> None:
 
     remounted = _mount("-o", "remount,ro", str(small_disk))
     assert remounted.returncode == 0, remounted.stderr
-    refused = _journalq("run", "--queue", str(queue))
+    rejected = _journalq("run", "--queue", str(queue))
     _mount("-o", "remount,rw", str(small_disk))
 
-    assert refused.returncode != 0
-    assert "read-only file system" in refused.stderr.lower()
-    assert "Traceback" not in refused.stderr
+    assert rejected.returncode != 0
+    assert "read-only file system" in rejected.stderr.lower()
+    assert "Traceback" not in rejected.stderr
     _finish(source, tmp_path, queue, acknowledged)
 
 

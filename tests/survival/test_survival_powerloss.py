@@ -12,7 +12,7 @@ intact, and a last round must finish with every invariant.
 Local copies are made durable in groups by one filesystem sync, which
 ``journalq.transfer.sync_filesystem`` issues without going through
 :data:`journalq.durable.ops`. The main tests route it through the layer's
-``syncfs``; one strict xfail test shows what the layer sees without that.
+``syncfs``. One strict xfail test shows what the layer records without that.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ pytestmark = pytest.mark.skipif(
 #: enough that all the cuts of one tail mode take about 15 s on 2 cores.
 TREE_FILES = 24
 ROUNDS = 2
-#: Tail modes every CI run tries at every sync; the soak tries all of them
+#: Tail modes every CI run tries at every sync. The soak tries all of them
 #: with several seeds.
 CI_TAILS = ("drop", "garbage")
 SOAK_SEEDS = range(5)
@@ -97,8 +97,8 @@ def _run_until_cut(
                 run_round(*_round_paths(source, disk), number, emit)
         except Exception:
             # After the cut every call fails, with PowerCut or with what
-            # the code makes of it (a poisoned journal); before it, nothing
-            # may fail.
+            # the code makes of it (a poisoned journal). Before the cut,
+            # nothing may fail.
             if not layer.cut:
                 raise
     layer.restore()

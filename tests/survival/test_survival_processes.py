@@ -1,11 +1,11 @@
 """Real ``journalq`` processes side by side, and the hygiene of a queue.
 
-Concurrency: a second run on a held queue is refused at once, naming the
-holder; an add or a cancel from another process while a run is going takes
-effect and loses nothing; Ctrl-C twice stops a run at once and the next run
-finishes it. Hygiene: the queue's files are private to their owner, a
+Concurrency: a second run on a held queue is rejected at once, naming the
+holder. An add or a cancel from another process while a run is going takes
+effect and loses nothing. Ctrl-C twice stops a run at once, and the next
+run finishes it. Hygiene: the queue's files are private to their owner, a
 symlink loop in the source ends, a sync whose source is missing deletes
-nothing, and ``--max-delete`` refuses a sync that would delete more.
+nothing, and ``--max-delete`` rejects a sync that would delete more.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def _tree_files(root: Path) -> dict[str, bytes]:
     }
 
 
-def test_second_run_refused_naming_holder(held: subprocess.Popen, tmp_path: Path):
+def test_second_run_rejected_naming_holder(held: subprocess.Popen, tmp_path: Path):
     started = time.monotonic()
     second = _journalq("run", "--queue", str(tmp_path / "queue"))
     elapsed = time.monotonic() - started
@@ -111,7 +111,7 @@ def test_second_run_refused_naming_holder(held: subprocess.Popen, tmp_path: Path
     assert second.returncode == LOCKED, second.stderr
     assert f"pid {held.pid}" in second.stderr
     assert socket.gethostname() in second.stderr
-    # Starting the interpreter is most of this; the lock is never waited for.
+    # Starting the interpreter is most of this. The lock is never waited for.
     assert elapsed < 10
 
 
@@ -229,7 +229,7 @@ def test_missing_source_deletes_nothing(tree: Path, tmp_path: Path) -> None:
     assert _tree_files(tree) == before
 
 
-def test_max_delete_refuses_sync(tree: Path, tmp_path: Path) -> None:
+def test_max_delete_rejects_sync(tree: Path, tmp_path: Path) -> None:
     destination = tmp_path / "out"
     destination.mkdir()
     for name in ("old1", "old2", "old3"):
@@ -251,7 +251,7 @@ def test_max_delete_refuses_sync(tree: Path, tmp_path: Path) -> None:
 
 def test_handoff_cancel_spares_started_action(tmp_path: Path) -> None:
     """A poster picks cancels from the journal on disk, which lags behind the
-    holder; a cancel of an action that started meanwhile must be dropped."""
+    holder. A cancel of an action that started meanwhile must be dropped."""
     source = tmp_path / "file.txt"
     source.write_text("content")
     queue_dir = tmp_path / "queue"

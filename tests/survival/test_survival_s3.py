@@ -31,7 +31,7 @@ SEED = 4_242
 #: of the tree about 1.5 s more.
 KILL_DELAY = (0.3, 2.0)
 BUCKET = "survival"
-#: Credentials that moto accepts; they reach no real account.
+#: Credentials that moto accepts. They reach no real account.
 KEY, SECRET = "survival-key", "survival-secret"
 
 
