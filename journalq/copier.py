@@ -16,9 +16,13 @@ sync that makes a group of files durable (``syncfs`` covers files written by
 any process), retries and events.
 
 A helper holds no lock and writes no journal. It closes every descriptor it
-inherited but its two pipe ends, ignores Ctrl-C (the coordinator decides how
-a run stops), and dies with the thread that forked it, so a coordinator
-killed with SIGKILL leaves no helper renaming files behind the next run.
+inherited but its two pipe ends, and it ignores Ctrl-C, because the
+coordinator decides how a run stops. It dies with the thread that forked
+it, so a coordinator killed with SIGKILL leaves no helper renaming files
+behind the next run.
+
+The same tasks and outcomes serve other helpers (see :class:`Helper`), for
+example workers on a cluster, through :func:`copy_tasks`.
 """
 
 from __future__ import annotations
@@ -32,13 +36,16 @@ import stat
 import struct
 import sys
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, Protocol
 
+import fsspec
 import msgspec
+from fsspec.implementations.local import LocalFileSystem
 
-from journalq import digest, durable, faults, transfer
+from journalq import compare, digest, durable, faults, transfer
+from journalq.backends import is_local
 
-__all__ = ["CopyProcess", "Task", "available"]
+__all__ = ["CopyProcess", "Helper", "Outcome", "Task", "available", "copy_tasks"]
 
 #: Length prefix of a message on a helper's pipes.
 _LENGTH: Final = struct.Struct("<I")
@@ -47,30 +54,50 @@ _PR_SET_PDEATHSIG: Final = 1
 
 
 class Task(msgspec.Struct, array_like=True, frozen=True):
-    """One file for a helper: where from, where to, and what to expect.
+    """One file for a helper: which action, where from, where to, what size.
 
     A file listed moments ago comes with its size and mtime, and the helper
     copies it only if they still hold. A file known only from the journal
-    (in a resumed run) has ``size`` -1: the helper takes the size and mtime
-    it finds, and leaves the file to the coordinator when a destination
-    file exists, since that one needs comparing first.
+    (in a resumed run) has ``size`` -1, and the helper takes the size and
+    mtime it finds. It leaves such a file to the coordinator when a
+    destination file exists, because that one needs comparing first.
     """
 
+    action_id: str
     source: str
     destination: str
-    temporary: str
     size: int
     mtime_ns: int | None
 
 
-#: The result of one task: bytes, digest string and the source's mtime, or
-#: ``None`` when the coordinator must handle the file.
-Outcome = tuple[int, str, int] | None
+#: The result of one task: bytes, digest string, the source's mtime, and
+#: whether the destination got that mtime. ``None`` when the coordinator
+#: must handle the file.
+Outcome = tuple[int, str, int | None, bool] | None
+
+
+class Helper(Protocol):
+    """Copies batches of tasks somewhere else; outcomes come back in order."""
+
+    #: Set once the helper failed; the coordinator then copies alone.
+    broken: bool
+    #: The largest file the helper takes, in bytes; ``None`` for any size.
+    max_bytes: int | None
+
+    def send(self, tasks: Sequence[Task]) -> None:
+        """Hand ``tasks`` over; raises ``OSError`` when the helper is gone."""
+
+    def receive(self) -> list[Outcome]:
+        """Return the outcomes of the oldest batch sent; ``OSError`` if lost."""
+
+    def close(self) -> None:
+        """Release the helper once no batch is out."""
+
 
 _encode_tasks = msgspec.msgpack.Encoder().encode
 _decode_tasks = msgspec.msgpack.Decoder(list[Task]).decode
 _encode_outcomes = msgspec.msgpack.Encoder().encode
-_decode_outcomes = msgspec.msgpack.Decoder(list[tuple[int, str, int] | None]).decode
+_decode_outcomes = msgspec.msgpack.Decoder(list[Outcome]).decode
 
 
 def available() -> bool:
@@ -89,12 +116,29 @@ def available() -> bool:
     )
 
 
+def copy_tasks(
+    tasks: Sequence[Task],
+    source_fs: fsspec.AbstractFileSystem,
+    destination_fs: fsspec.AbstractFileSystem,
+    *,
+    durable: bool,
+) -> list[Outcome]:
+    """Copy each task's file and return the outcomes, in order.
+
+    With ``durable`` false, local copies are not synced: the caller syncs
+    the filesystem before it records them.
+    """
+    if is_local(source_fs) and is_local(destination_fs):
+        return [_copy_local(task, durable) for task in tasks]
+    return [_copy_any(task, source_fs, destination_fs, durable) for task in tasks]
+
+
 class CopyProcess:
     """One forked helper and the coordinator's ends of its two pipes."""
 
-    def __init__(self) -> None:
-        #: Set once the helper failed; the coordinator then copies alone.
+    def __init__(self, max_bytes: int) -> None:
         self.broken = False
+        self.max_bytes: int | None = max_bytes
         task_read, self._task_write = os.pipe()
         self._outcome_read, outcome_write = os.pipe()
         self._pid = os.fork()
@@ -139,8 +183,10 @@ def _child(task_read: int, outcome_write: int) -> None:
     status = 0
     try:
         _prepare_child(task_read, outcome_write)
+        local = LocalFileSystem()
         while (message := _receive(task_read)) is not None:
-            outcomes = [_copy_one(task) for task in _decode_tasks(message)]
+            tasks = _decode_tasks(message)
+            outcomes = copy_tasks(tasks, local, local, durable=False)
             _send(outcome_write, _encode_outcomes(outcomes))
     except BaseException:
         status = 1
@@ -160,20 +206,20 @@ def _prepare_child(task_read: int, outcome_write: int) -> None:
     os.closerange(high + 1, os.sysconf("SC_OPEN_MAX"))
 
 
-def _copy_one(task: Task) -> Outcome:
+def _copy_local(task: Task, durable: bool) -> Outcome:
     try:
         if task.size < 0 and os.path.lexists(task.destination):
             return None
         fd = os.open(task.source, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            return _copy_open(fd, task)
+            return _copy_open(fd, task, durable)
         finally:
             os.close(fd)
     except Exception:
         return None
 
 
-def _copy_open(fd: int, task: Task) -> Outcome:
+def _copy_open(fd: int, task: Task, durable: bool) -> Outcome:
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         return None
@@ -185,7 +231,8 @@ def _copy_open(fd: int, task: Task) -> Outcome:
         return None
     hasher = digest.new_hasher()
     copied = 0
-    with transfer.LocalSink(task.destination, task.temporary, fsync=False) as sink:
+    temporary = transfer.temp_path(task.destination, task.action_id, 1)
+    with transfer.LocalSink(task.destination, temporary, fsync=durable) as sink:
         while data := os.read(fd, digest.CHUNK):
             hasher.update(data)
             sink.write(data)
@@ -193,7 +240,40 @@ def _copy_open(fd: int, task: Task) -> Outcome:
         if task.size >= 0 and copied != task.size:
             return None
         sink.commit(info.st_mtime_ns)
-    return copied, hasher.digest_string(), info.st_mtime_ns
+    return copied, hasher.digest_string(), info.st_mtime_ns, True
+
+
+def _copy_any(
+    task: Task,
+    source_fs: fsspec.AbstractFileSystem,
+    destination_fs: fsspec.AbstractFileSystem,
+    durable: bool,
+) -> Outcome:
+    """Copy between any two filesystems, through their sinks."""
+    try:
+        size, mtime_ns = task.size, task.mtime_ns
+        if size < 0:
+            if compare.stat(destination_fs, task.destination) is not None:
+                return None
+            info = compare.stat(source_fs, task.source)
+            if info is None:
+                return None
+            size, mtime_ns = info.size, info.mtime_ns
+        sink = transfer.open_sink(
+            destination_fs,
+            task.destination,
+            action_id=task.action_id,
+            attempt=1,
+            fsync=durable,
+        )
+        with sink:
+            result = transfer.copy_file(source_fs, task.source, sink)
+            if result.bytes != size:
+                return None
+            sink.commit(mtime_ns)
+    except Exception:
+        return None
+    return result.bytes, result.digest, mtime_ns, transfer.keeps_mtime(sink)
 
 
 def _send(fd: int, payload: bytes) -> None:

@@ -109,6 +109,10 @@ class RunOptions:
     #: Entries listed when the trees were expanded in this process, by
     #: action id; each is used once, by the first attempt.
     hints: dict[str, tuple[Entry, Entry | None]] | None = None
+    #: Makes the helpers that copy files elsewhere, for example on a
+    #: cluster, given the run's source and destination. Each stage with
+    #: copies gets its own, closed when the stage ends.
+    helpers: Callable[[Filesystem, Filesystem], list[copier.Helper]] | None = None
 
 
 class _Cache:
@@ -246,7 +250,7 @@ class Executor:
         """
         if not (self.source.local and self.destination.local):
             return 0
-        if self.options.dry_run or not copier.available():
+        if not copier.available():
             return 0
         small = sum(
             1
@@ -258,8 +262,23 @@ class Executor:
             return 0
         return max(1, min(self.options.parallelism, os.cpu_count() or 1))
 
+    def _make_helpers(self, actions: list[ActionState]) -> list[copier.Helper]:
+        """Return the helpers for a stage: the run's own, or copy processes."""
+        if self.options.dry_run:
+            return []
+        factory = self.options.helpers
+        if factory is not None:
+            if any(action.kind is Kind.COPY_FILE for action in actions):
+                return factory(self.source, self.destination)
+            return []
+        return [
+            copier.CopyProcess(COPY_PROCESS_BYTES)
+            for _ in range(self._copy_processes(actions))
+        ]
+
     def _run_stage(self, actions: list[ActionState]) -> None:
-        processes = self._copy_processes(actions)
+        helpers = self._make_helpers(actions)
+        processes = len(helpers)
         workers = processes or self._workers(actions)
         size = max(1, min(MAX_BATCH, len(actions) // (workers * 4) or 1))
         batches = [actions[i : i + size] for i in range(0, len(actions), size)]
@@ -278,9 +297,8 @@ class Executor:
                 group.commit()
             return
         errors: list[BaseException] = []
-        helpers = [copier.CopyProcess() for _ in range(processes)]
 
-        def work(helper: copier.CopyProcess | None) -> None:
+        def work(helper: copier.Helper | None) -> None:
             try:
                 if helper is None:
                     self._work(take, group)
@@ -325,7 +343,7 @@ class Executor:
         self,
         take: Callable[[], list[ActionState] | None],
         group: _DurableGroup,
-        helper: copier.CopyProcess,
+        helper: copier.Helper,
     ) -> None:
         """Like :meth:`_work`, with the new small files copied by ``helper``.
 
@@ -353,12 +371,12 @@ class Executor:
         self,
         batch: list[ActionState],
         group: _DurableGroup,
-        helper: copier.CopyProcess,
+        helper: copier.Helper,
     ) -> _Handed | None:
         """Send ``helper`` what it can copy of ``batch``; run the rest here."""
         handed: list[tuple[ActionState, copier.Task]] = []
         for action in batch:
-            task = None if helper.broken else self._task(action)
+            task = None if helper.broken else self._task(action, helper)
             if task is None:
                 self._run_action(action, group)
             else:
@@ -376,7 +394,7 @@ class Executor:
         return _Handed(handed, observed_ns)
 
     def _collect(
-        self, handed: _Handed, group: _DurableGroup, helper: copier.CopyProcess
+        self, handed: _Handed, group: _DurableGroup, helper: copier.Helper
     ) -> None:
         """Journal what ``helper`` copied of a batch; copy its failures here."""
         already_broken = helper.broken
@@ -392,18 +410,19 @@ class Executor:
             else:
                 self._finish_handed(action, task, outcome, handed.observed_ns, group)
 
-    def _task(self, action: ActionState) -> copier.Task | None:
-        """Return the copy process's task for ``action``, if it can take it.
+    def _task(self, action: ActionState, helper: copier.Helper) -> copier.Task | None:
+        """Return the helper's task for ``action``, if it can take it.
 
-        It takes first attempts of small files: with the sizes just listed
-        when their destination was missing, or, in a resumed run, with the
-        size the journal knows and no listing.
+        It takes first attempts of files up to its size limit: with the
+        sizes just listed when their destination was missing, or, in a
+        resumed run, with the size the journal knows and no listing.
         """
+        limit = helper.max_bytes
         if (
             action.kind is not Kind.COPY_FILE
             or action.attempts
             or action.status is not Status.WAITING
-            or (action.added.size or 0) >= COPY_PROCESS_BYTES
+            or (limit is not None and (action.added.size or 0) >= limit)
         ):
             return None
         size, mtime_ns = -1, None
@@ -417,12 +436,10 @@ class Executor:
         source_path, destination_path = self.store.state.paths(action)
         assert source_path is not None
         assert destination_path is not None
-        destination_path = digest.local_path(destination_path)
-        temporary = transfer.temp_path(destination_path, action.action_id, 1)
         return copier.Task(
+            action.action_id,
             digest.local_path(source_path),
-            destination_path,
-            temporary,
+            digest.local_path(destination_path),
             size,
             mtime_ns,
         )
@@ -431,7 +448,7 @@ class Executor:
         self,
         action: ActionState,
         task: copier.Task,
-        outcome: tuple[int, str, int],
+        outcome: tuple[int, str, int | None, bool],
         observed_ns: int,
         group: _DurableGroup,
     ) -> None:
@@ -443,7 +460,7 @@ class Executor:
         if action.status is not Status.WAITING:
             return
         self._emit(EventType.STARTED, action, attempt=attempt)
-        bytes_copied, digest_string, mtime_ns = outcome
+        bytes_copied, digest_string, mtime_ns, mtime_set = outcome
         source_path, destination_path = self.store.state.paths(action)
         assert source_path is not None
         assert destination_path is not None
@@ -454,7 +471,7 @@ class Executor:
             compare.FileInfo(bytes_copied, mtime_ns),
             transfer.CopyResult(bytes_copied, digest_string),
             observed_ns,
-            sets_mtime=True,
+            sets_mtime=mtime_set,
         )
         self._finish(action, records, group)
 
@@ -737,7 +754,7 @@ class Executor:
             source,
             result,
             observed_ns,
-            sets_mtime=type(sink) in _MTIME_SINKS,
+            sets_mtime=transfer.keeps_mtime(sink),
         )
 
     def _copy_records(
@@ -989,8 +1006,6 @@ class _ProgressCallback(fsspec.callbacks.Callback):
 
 
 _PARENTS: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})
-#: Sinks whose commit gives the destination the source's mtime.
-_MTIME_SINKS: Final = frozenset({transfer.LocalSink, transfer.MemorySink})
 
 
 class _SourceChanged(OSError):

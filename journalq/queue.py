@@ -807,6 +807,7 @@ class StorageQueue:
             only=only,
             hints=self._hints,
             event_types=_event_types(settings.get("event_types")),
+            helpers=settings.get("helpers"),
         )
         total = RunSummary()
         store.drain_inbox()

@@ -55,6 +55,7 @@ __all__ = [
     "MemorySink",
     "Sink",
     "copy_file",
+    "keeps_mtime",
     "open_sink",
     "register_sink",
     "sweep_temporaries",
@@ -424,6 +425,14 @@ def _open_memory_sink(
 
 register_sink(LocalFileSystem, _open_local_sink)
 register_sink(MemoryFileSystem, _open_memory_sink)
+
+
+def keeps_mtime(sink: Sink) -> bool:
+    """Return whether ``sink``'s commit gives the file the mtime it is passed.
+
+    Only then does a digest cached for the destination match its next stat.
+    """
+    return isinstance(sink, LocalSink | MemorySink)
 
 
 # Copying ----------------------------------------------------------------------

@@ -10,10 +10,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import fsspec
 import pytest
 from tree_helpers import read_tree
 
 from journalq import StorageQueue, copier, executor
+from journalq.backends import Filesystem
 from journalq.events import EventType
 from journalq.store import read_state
 
@@ -36,16 +38,19 @@ def make_files(root: Path, count: int) -> dict[str, bytes]:
 
 def task_for(source: Path, destination: Path) -> copier.Task:
     stat = source.stat()
-    temporary = destination.parent / f".{destination.name}.tmp"
     return copier.Task(
-        str(source), str(destination), str(temporary), stat.st_size, stat.st_mtime_ns
+        "0123456789abcdef",
+        str(source),
+        str(destination),
+        stat.st_size,
+        stat.st_mtime_ns,
     )
 
 
 def test_copies_batch_in_order(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"first")
     (tmp_path / "b").write_bytes(b"second file")
-    helper = copier.CopyProcess()
+    helper = copier.CopyProcess(executor.COPY_PROCESS_BYTES)
     try:
         helper.send([task_for(tmp_path / "a", tmp_path / "out" / "a")])
         helper.send([task_for(tmp_path / "b", tmp_path / "out" / "b")])
@@ -71,9 +76,9 @@ def test_changed_source_is_left_to_coordinator(tmp_path: Path) -> None:
     source.write_bytes(b"longer than it was listed")
     missing = task_for(source, tmp_path / "other")
     missing = copier.Task(
-        str(tmp_path / "gone"), missing.destination, missing.temporary, 1, 1
+        missing.action_id, str(tmp_path / "gone"), missing.destination, 1, 1
     )
-    helper = copier.CopyProcess()
+    helper = copier.CopyProcess(executor.COPY_PROCESS_BYTES)
     try:
         helper.send([task, missing])
         outcomes = helper.receive()
@@ -85,7 +90,7 @@ def test_changed_source_is_left_to_coordinator(tmp_path: Path) -> None:
 
 
 def test_dead_helper_raises(tmp_path: Path) -> None:
-    helper = copier.CopyProcess()
+    helper = copier.CopyProcess(executor.COPY_PROCESS_BYTES)
     os.kill(helper._pid, signal.SIGKILL)
     os.waitpid(helper._pid, 0)
 
@@ -105,7 +110,7 @@ def test_helper_dies_with_coordinator(tmp_path: Path) -> None:
         """
         import sys, time
         from journalq import copier
-        helper = copier.CopyProcess()
+        helper = copier.CopyProcess(1024)
         print(helper._pid, flush=True)
         time.sleep(60)
         """
@@ -211,15 +216,15 @@ def test_unlisted_file_takes_found_size(tmp_path: Path) -> None:
     (tmp_path / "out" / "existing").write_bytes(b"a copy made before the crash")
     tasks = [
         copier.Task(
+            "0123456789abcdef",
             str(tmp_path / name),
             str(tmp_path / "out" / name),
-            str(tmp_path / "out" / f".{name}.tmp"),
             -1,
             None,
         )
         for name in ("new", "existing")
     ]
-    helper = copier.CopyProcess()
+    helper = copier.CopyProcess(executor.COPY_PROCESS_BYTES)
     try:
         helper.send(tasks)
         copied, existing = helper.receive()
@@ -256,3 +261,78 @@ def test_resumed_run_uses_processes(
     assert sum(handed) == count
     assert summary.copied == count
     assert read_tree(tmp_path / "dst") == contents
+
+
+class InlineHelper:
+    """A helper that copies each batch in this process when it is received.
+
+    It implements the same protocol as a copy process or a cluster, so the
+    run's hand-off code and the copy through fsspec sinks are tested
+    without either.
+    """
+
+    max_bytes = None
+
+    def __init__(
+        self,
+        source: fsspec.AbstractFileSystem,
+        destination: fsspec.AbstractFileSystem,
+    ) -> None:
+        self.broken = False
+        self.batches: list[list[copier.Task]] = []
+        self.source = source
+        self.destination = destination
+
+    def send(self, tasks: list[copier.Task]) -> None:
+        self.batches.append(list(tasks))
+
+    def receive(self) -> list[copier.Outcome]:
+        tasks = self.batches.pop(0)
+        return copier.copy_tasks(tasks, self.source, self.destination, durable=True)
+
+    def close(self) -> None:
+        assert not self.batches
+
+
+def test_run_hands_copies_to_given_helpers(
+    tmp_path: Path, memory_fs: fsspec.AbstractFileSystem
+) -> None:
+    contents = make_files(tmp_path / "src", 40)
+    made: list[InlineHelper] = []
+
+    def helpers(source: Filesystem, destination: Filesystem) -> list[InlineHelper]:
+        made.extend(InlineHelper(source.fs, destination.fs) for _ in range(2))
+        return made
+
+    with StorageQueue(tmp_path / "src", "memory://copy", tmp_path / "q") as queue:
+        queue.copy_tree("", "")
+        summary = queue._run(helpers=helpers)
+
+    assert len(made) == 2
+    assert summary.copied == 40
+    copied = {
+        path.removeprefix("/copy/"): memory_fs.cat_file(path)
+        for path in memory_fs.find("/copy")
+    }
+    assert copied == contents
+
+
+def test_helper_leaves_existing_destination(
+    tmp_path: Path, memory_fs: fsspec.AbstractFileSystem
+) -> None:
+    (tmp_path / "a").write_bytes(b"new")
+    memory_fs.pipe_file("/out/b", b"old")
+    (tmp_path / "b").write_bytes(b"old")
+    tasks = [
+        copier.Task("0123456789abcdef", str(tmp_path / name), f"/out/{name}", -1, None)
+        for name in ("a", "b")
+    ]
+    local = fsspec.filesystem("file")
+
+    outcomes = copier.copy_tasks(tasks, local, memory_fs, durable=True)
+
+    assert outcomes[1] is None
+    assert outcomes[0] is not None
+    assert outcomes[0][0] == 3
+    assert outcomes[0][3] is True
+    assert memory_fs.cat_file("/out/a") == b"new"
