@@ -232,6 +232,13 @@ def check_finished_queue(
 
     repeated = {key: n for key, n in terminal_records(queue).items() if n > 1}
     assert repeated == {}
+    children = Counter(
+        (action.added.parent, action.added.relpath)
+        for action in state.actions.values()
+        if action.added.parent is not None
+    )
+    duplicated = [child for child, n in children.items() if n > 1]
+    assert duplicated == [], f"tree files added twice: {duplicated[:5]}"
     check_no_temporaries(destination, queue)
 
     with StorageQueue(name=str(queue)) as again:
