@@ -41,6 +41,7 @@ from typing import Final
 
 import fsspec
 import msgspec
+from fsspec.implementations.memory import MemoryFileSystem
 
 from journalq import compare, copier, digest, inbox, retry, transfer
 from journalq.backends import Filesystem
@@ -191,6 +192,7 @@ class Executor:
         self._inbox_lock = threading.Lock()
         self._inbox_dir = os.path.join(store.directory, inbox.INBOX_DIR)
         self._inbox_stamp: int | None = None
+        self._listing_suffices = _stat_free(source) and _stat_free(destination)
 
     # Scheduling ---------------------------------------------------------------
 
@@ -699,7 +701,13 @@ class Executor:
         hint = hints.pop(action.action_id, None) if hints else None
         if hint is not None:
             (size, mtime_ns), target = hint
-            if mtime_ns is not None and (target is None or target[1] is not None):
+            # A listing entry has only size and mtime. A remote backend's
+            # stat also reports digests (ETag, md5Hash...) that spare a
+            # download when two files are compared, so it is worth a request.
+            comparable = target is None or (
+                target[1] is not None and self._listing_suffices
+            )
+            if mtime_ns is not None and comparable:
                 source = compare.FileInfo(size, mtime_ns)
                 if target is None:
                     return source, None
@@ -1016,6 +1024,11 @@ class _SourceChanged(OSError):
             f"source file changed during the copy: {path} (expected {expected} "
             f"bytes, read {copied}); it will be copied again"
         )
+
+
+def _stat_free(filesystem: Filesystem) -> bool:
+    """Return whether a listing of ``filesystem`` says all its stat would."""
+    return filesystem.local or isinstance(filesystem.fs, MemoryFileSystem)
 
 
 def _interrupted_error() -> Exception:

@@ -29,6 +29,7 @@ import msgspec
 
 from journalq import compare, faults, inbox
 from journalq.backends import Filesystem, endpoint, open_filesystem
+from journalq.backends.remotes import split_remote
 from journalq.errors import ActionError, QueueError, QueueLockedError
 from journalq.events import ActionInfo, Event, EventType, RunSummary
 from journalq.executor import Executor, RunOptions
@@ -433,7 +434,12 @@ class StorageQueue:
         assert parent.destination is not None
         try:
             source = list_tree(self.source.fs, parent.source)
-        except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        except (
+            FileNotFoundError,
+            NotADirectoryError,
+            PermissionError,
+            ConnectionError,
+        ) as exc:
             raise ActionError(
                 parent.source,
                 f"{exc}; check the path (nothing was added, nothing deleted)",
@@ -951,7 +957,7 @@ def _service_fields(role: Service, path: str) -> dict[str, Any]:
 
 
 def _url(value: str) -> str:
-    """Return the URL of a filesystem given as a URL or a local path."""
-    if "://" in value:
+    """Return the URL of a filesystem given as a URL, a remote or a local path."""
+    if "://" in value or split_remote(value) is not None:
         return value
     return "file://" + os.path.abspath(os.path.expanduser(value))

@@ -319,7 +319,7 @@ def test_unreachable_s3_endpoint_named(tmp_path, local_store):
         "config_kwargs": {"retries": {"max_attempts": 1}},
     }
     unreachable = Store("s3", None, "b/x", "s3://jq-b/x", options)  # type: ignore[arg-type]
-    with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}"):
+    with pytest.raises(ActionError, match=f"127.0.0.1:{port}"):
         with open_queue(tmp_path, unreachable, local_store) as queue:
             queue.copy_tree("data", "out")
 
