@@ -23,7 +23,7 @@ import queue as queue_module
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import msgspec
 
@@ -59,6 +59,9 @@ from journalq.records import (
 )
 from journalq.replay import ActionState, QueueState, Status, reset_interrupted
 from journalq.store import QueueStore, queue_directory, read_state
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["StorageQueue"]
 
@@ -780,6 +783,7 @@ class StorageQueue:
         compare: str | None = None,
         parallelism: int | None = None,
         event_types: Iterable[str] | None = None,
+        client: Client | None = None,
     ) -> RunSummary:
         """Execute every waiting action; return what the run did.
 
@@ -789,7 +793,16 @@ class StorageQueue:
         too, before it returns. ``on_event`` gets every event, or only those
         of ``event_types`` (``"started"``, ``"progress"``...); a run with
         fewer events to build is faster on many small files.
+
+        With ``client``, a ``distributed.Client``, the new files of each
+        stage are copied on that Dask cluster's workers while this process
+        keeps the journal (see :mod:`journalq.cluster`).
         """
+        helpers = None
+        if client is not None:
+            from journalq.cluster import ClusterHelpers
+
+            helpers = ClusterHelpers(client)
         return self._run(
             on_event=on_event,
             stop=stop,
@@ -797,6 +810,7 @@ class StorageQueue:
             compare=compare,
             parallelism=parallelism,
             event_types=event_types,
+            helpers=helpers,
         )
 
     def _run(self, only: frozenset[str] | None = None, **settings: Any) -> RunSummary:
