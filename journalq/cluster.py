@@ -1,0 +1,361 @@
+"""Copies spread over the workers of a Dask cluster.
+
+One coordinating process keeps the queue as in any run: the lock, the
+journal, the decisions, the retries and the events. With
+``StorageQueue.run(client=...)`` (or :class:`ClusterHelpers` in
+``RunOptions.helpers``) it hands the new files of each stage with copies
+to Dask instead of copying them itself. Each :class:`ClusterHelper` turns
+a batch of :class:`~journalq.copier.Task` into a few Dask tasks
+(``client.submit(..., pure=False)``), and the executor's feeder thread
+journals the outcomes as they come back, oldest batch first.
+
+On a worker, :func:`_copy_batch` opens the source and destination
+filesystems once per worker process, from their fsspec URL and storage
+options, and copies each file with :func:`journalq.copier.copy_tasks`
+(``durable=True``, because the coordinator's filesystem sync cannot reach
+another machine's disk). Storage options, secrets included, travel in the
+arguments of the Dask tasks. They sit in the scheduler's memory while a
+task waits and never reach the journal.
+
+The guarantees are those of a run on threads:
+
+* Execution is at least once and each copy is idempotent: a file goes to
+  a temporary name and is renamed, or is uploaded in one step, so a copy
+  done twice leaves one correct file.
+* A worker that dies mid-batch makes Dask run that task again elsewhere.
+  A task that fails for good (the worker died too often, a filesystem
+  would not open, the scheduler connection was lost) comes back as
+  ``None`` outcomes, and the coordinator copies those files itself
+  through its usual failure handling.
+* A handed copy gets no ``started`` record, only ``completed`` once it is
+  back. A coordinator killed meanwhile leaves those actions waiting, and
+  the next run finds their files identical: no action completes twice.
+* The executor keeps two batches out per helper, so at most
+  ``2 * helpers`` batches wait on the cluster and the queue is never
+  submitted whole.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import pickle
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+
+from journalq import copier
+from journalq.backends import Filesystem, open_filesystem
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+__all__ = ["ClusterHelper", "ClusterHelpers"]
+
+logger = logging.getLogger(__name__)
+
+#: Helpers per worker thread. The executor keeps two batches out per
+#: helper, so each thread has one batch running and three queued, and
+#: never waits for the coordinator to journal the last one (an estimate).
+HELPERS_PER_THREAD: Final = 2
+#: Most helpers, whatever the cluster's size. Each one is a coordinator
+#: thread, and past a few dozen the coordinator's journal, not the
+#: cluster, sets the pace (see docs/cluster.md for the measured rate).
+MAX_HELPERS: Final = 64
+#: Bytes of files in one Dask task. A batch of large files is split, so
+#: its files spread over the cluster and a lost worker redoes at most
+#: about this much; at 100 MB/s a task of 64 MiB lasts long enough that
+#: the scheduler's few milliseconds per task do not count.
+TASK_BYTES: Final = 64 * 1024 * 1024
+#: The size assumed for a file handed without its size (resumed runs).
+UNLISTED_BYTES: Final = 4 * 1024 * 1024
+#: Seconds a run waits for the cluster to have a worker, at the start of a
+#: stage and while a batch is out, before its files are copied here.
+WORKER_WAIT: Final = 60.0
+#: Seconds between two checks for workers while a batch is out.
+POLL_SECONDS: Final = 1.0
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_tasks = msgspec.msgpack.Decoder(list[copier.Task]).decode
+_decode_outcomes = msgspec.msgpack.Decoder(list[copier.Outcome]).decode
+
+#: Protocols whose files exist only in the memory of one process.
+_PROCESS_LOCAL: Final = frozenset({"memory"})
+
+
+@dataclass(frozen=True, slots=True)
+class FilesystemSpec:
+    """What a worker needs to open a filesystem: URL, options and cache key.
+
+    ``options`` may contain secrets, so it is left out of ``repr``.
+    """
+
+    url: str
+    options: dict[str, Any] = field(repr=False)
+    key: str = field(repr=False)
+
+    @classmethod
+    def of(cls, filesystem: Filesystem) -> FilesystemSpec:
+        """Describe ``filesystem``, with any remote name already resolved."""
+        options = dict(filesystem.options)
+        token = pickle.dumps((filesystem.target, options))
+        return cls(filesystem.target, options, hashlib.sha256(token).hexdigest())
+
+
+class ClusterHelpers:
+    """Makes the helpers of each stage: :data:`HELPERS_PER_THREAD` per thread.
+
+    Use an instance as ``RunOptions.helpers``. A stage gets no helpers,
+    and the coordinator copies alone, when a filesystem lives in one
+    process's memory or when the cluster has no worker within
+    ``worker_wait`` seconds.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        per_thread: int = HELPERS_PER_THREAD,
+        max_helpers: int = MAX_HELPERS,
+        worker_wait: float = WORKER_WAIT,
+    ) -> None:
+        self.client = client
+        self.per_thread = per_thread
+        self.max_helpers = max_helpers
+        self.worker_wait = worker_wait
+
+    def __call__(
+        self, source: Filesystem, destination: Filesystem
+    ) -> list[copier.Helper]:
+        for filesystem in (source, destination):
+            if _PROCESS_LOCAL.intersection(_protocols(filesystem)):
+                logger.info(
+                    "copying here, not on the cluster: %s exists only in this process",
+                    filesystem.url,
+                )
+                return []
+        threads = self._threads()
+        if not threads:
+            logger.warning(
+                "the Dask cluster at %s has no worker after %g s; copying here",
+                self.client.scheduler.address,
+                self.worker_wait,
+            )
+            return []
+        count = max(1, min(self.max_helpers, self.per_thread * threads))
+        logger.info(
+            "copying on %d Dask worker threads through %d helpers",
+            threads,
+            count,
+        )
+        specs = (FilesystemSpec.of(source), FilesystemSpec.of(destination))
+        return [
+            ClusterHelper(self.client, *specs, worker_wait=self.worker_wait)
+            for _ in range(count)
+        ]
+
+    def _threads(self) -> int:
+        threads = sum(self.client.nthreads().values())
+        if threads:
+            return threads
+        try:
+            self.client.wait_for_workers(1, timeout=self.worker_wait)
+        except TimeoutError:
+            return 0
+        return sum(self.client.nthreads().values())
+
+
+@dataclass(slots=True)
+class _Submitted:
+    """One batch out on the cluster: its Dask tasks and their file counts."""
+
+    futures: list[tuple[Future, int]]
+
+
+class ClusterHelper:
+    """A :class:`~journalq.copier.Helper` that copies batches on Dask workers."""
+
+    def __init__(
+        self,
+        client: Client,
+        source: FilesystemSpec,
+        destination: FilesystemSpec,
+        *,
+        worker_wait: float = WORKER_WAIT,
+    ) -> None:
+        self.broken = False
+        self.max_bytes: int | None = None
+        self._client = client
+        self._specs = (source, destination)
+        self._worker_wait = worker_wait
+        self._out: collections.deque[_Submitted] = collections.deque()
+
+    def send(self, tasks: Sequence[copier.Task]) -> None:
+        """Submit ``tasks`` as Dask tasks of at most :data:`TASK_BYTES`.
+
+        Raises ``ConnectionError`` when the client is closed.
+        """
+        from distributed.client import ClosedClientError
+
+        futures = []
+        try:
+            for chunk in split_tasks(tasks):
+                future = self._client.submit(
+                    _copy_batch, _encode(chunk), *self._specs, pure=False
+                )
+                futures.append((future, len(chunk)))
+        except ClosedClientError as exc:
+            self.broken = True
+            for future, _ in futures:
+                future.release()
+            raise ConnectionError(
+                f"submitting copies to the Dask scheduler failed: {exc}"
+            ) from exc
+        self._out.append(_Submitted(futures))
+
+    def receive(self) -> list[copier.Outcome]:
+        """Wait for the outcomes of the oldest batch submitted, in order.
+
+        A Dask task that failed gives ``None`` for each of its files.
+        """
+        submitted = self._out.popleft()
+        outcomes: list[copier.Outcome] = []
+        for future, count in submitted.futures:
+            outcomes += self._outcomes(future, count)
+        return outcomes
+
+    def close(self) -> None:
+        """Release the Dask tasks of batches never received."""
+        while self._out:
+            for future, _ in self._out.popleft().futures:
+                future.release()
+
+    def _outcomes(self, future: Future, count: int) -> list[copier.Outcome]:
+        try:
+            return _decode_outcomes(self._wait(future))
+        except Exception as exc:
+            # Whatever failed (the task's own error, KilledWorker once its
+            # workers died too often, a lost scheduler connection), the
+            # coordinator copies those files again through its own path.
+            if self._client.status != "running":
+                self.broken = True
+            logger.warning(
+                "a Dask task copying %d files failed; copying them here: %s: %s",
+                count,
+                type(exc).__name__,
+                exc,
+            )
+            return [None] * count
+
+    def _wait(self, future: Future) -> bytes:
+        """Return the task's result; give up once the cluster has no worker.
+
+        Raises ``TimeoutError`` after :data:`WORKER_WAIT` seconds without
+        a worker: with none left to run it, the task would wait forever.
+        """
+        workerless_since: float | None = None
+        while True:
+            try:
+                return future.result(timeout=POLL_SECONDS)
+            except TimeoutError:
+                # The task's own error may be a TimeoutError too.
+                if future.done():
+                    raise
+            if self._client.nthreads():
+                workerless_since = None
+                continue
+            now = time.monotonic()
+            workerless_since = workerless_since or now
+            if now - workerless_since >= self._worker_wait:
+                future.cancel()
+                raise TimeoutError(
+                    f"the Dask cluster at {self._client.scheduler.address} has "
+                    f"had no worker for {self._worker_wait:g} s"
+                )
+
+
+def split_tasks(tasks: Sequence[copier.Task]) -> list[list[copier.Task]]:
+    """Split ``tasks`` in order into runs of at most :data:`TASK_BYTES`.
+
+    A file larger than that is a run of its own, and a file of unknown
+    size counts as :data:`UNLISTED_BYTES`.
+    """
+    chunks: list[list[copier.Task]] = []
+    current: list[copier.Task] = []
+    total = 0
+    for task in tasks:
+        size = task.size if task.size >= 0 else UNLISTED_BYTES
+        if current and total + size > TASK_BYTES:
+            chunks.append(current)
+            current, total = [], 0
+        current.append(task)
+        total += size
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _protocols(filesystem: Filesystem) -> tuple[str, ...]:
+    protocol = filesystem.fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+# On a worker -----------------------------------------------------------------
+
+#: The filesystems this worker process opened, by :attr:`FilesystemSpec.key`.
+_opened: dict[str, Filesystem] = {}
+_opened_lock = threading.Lock()
+
+
+def _copy_batch(
+    payload: bytes, source: FilesystemSpec, destination: FilesystemSpec
+) -> bytes:
+    """Copy the encoded tasks of ``payload``; return the encoded outcomes.
+
+    Runs on a Dask worker. Once the scheduler has released the task (its
+    coordinator is gone, or the task was cancelled), the files not yet
+    begun are left alone: a resumed coordinator may be copying them.
+    """
+    tasks = _decode_tasks(payload)
+    source_fs = _open(source).fs
+    destination_fs = _open(destination).fs
+    released = _release_check()
+    outcomes: list[copier.Outcome] = []
+    for task in tasks:
+        if released():
+            outcomes.append(None)
+            continue
+        outcomes += copier.copy_tasks([task], source_fs, destination_fs, durable=True)
+    return _encode(outcomes)
+
+
+def _open(spec: FilesystemSpec) -> Filesystem:
+    with _opened_lock:
+        filesystem = _opened.get(spec.key)
+        if filesystem is None:
+            filesystem = open_filesystem(spec.url, spec.options)
+            _opened[spec.key] = filesystem
+    return filesystem
+
+
+def _release_check() -> Callable[[], bool]:
+    """Return a test of whether the scheduler released the running task."""
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:
+        # Called outside a Dask task, as the tests do: nothing releases it.
+        return lambda: False
+    key = worker.get_current_task()
+
+    def released() -> bool:
+        task = worker.state.tasks.get(key)
+        return task is None or task.state == "cancelled"
+
+    return released
