@@ -1,0 +1,588 @@
+"""Progress of a run for people: files, bytes, rate, ETA and files in flight.
+
+:class:`RunProgress` is an ``on_event`` callback for :meth:`StorageQueue.run
+<journalq.StorageQueue.run>` that folds the run's events into totals, which
+:meth:`RunProgress.view` returns as one consistent :class:`ProgressView`.
+Two consumers draw a view:
+
+* :class:`ProgressDisplay` redraws it with rich a few times a second on a
+  terminal or in a notebook;
+* :func:`log_progress` writes it as one line at info level every so often,
+  for logs and cron jobs.
+
+Example::
+
+    from journalq import StorageQueue
+    from journalq.progress import ProgressDisplay, RunProgress
+
+    with StorageQueue("/data", "/backup", name="nightly") as queue:
+        queue.sync("/data", "/backup")
+        progress = RunProgress.for_queue(queue)
+        with ProgressDisplay(progress):
+            queue.run(on_event=progress, event_types=progress.event_types)
+
+The totals are known before the run starts, from the actions that wait.
+Actions another process hands to the run while it works raise the totals
+when they start. Files that a tree listing found identical never become
+actions, so they count in the run's :class:`~journalq.RunSummary` but not
+here.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from journalq.events import Event, EventType
+from journalq.records import Kind
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+    from journalq.queue import StorageQueue
+
+__all__ = [
+    "ProgressDisplay",
+    "ProgressView",
+    "RunProgress",
+    "Transfer",
+    "format_bytes",
+    "format_duration",
+    "log_progress",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds of recent history the rate is measured over. rich's own progress
+#: bars use 30 s (``speed_estimate_period`` in rich 15). A shorter window
+#: follows a run that speeds up or slows down sooner, but the ETA moves
+#: more with each large file.
+RATE_WINDOW: Final = 10.0
+#: Minimum seconds between two rate samples, so a view taken on every
+#: event keeps the sample deque short.
+SAMPLE_SPACING: Final = 0.25
+#: Files in flight that a display lists by name; the rest are counted.
+SHOWN_IN_FLIGHT: Final = 5
+
+_UNITS: Final = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+_TREES: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})
+
+
+def format_bytes(count: float) -> str:
+    """Format a byte count with a binary unit, such as ``"1.5 MiB"``.
+
+    Parameters
+    ----------
+    count:
+        Number of bytes; fractions are allowed for rates.
+
+    Returns
+    -------
+    str
+        Whole bytes below 1 KiB, otherwise one decimal and the unit.
+    """
+    value = float(count)
+    for unit in _UNITS[:-1]:
+        if abs(value) < 1024:
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} {_UNITS[-1]}"
+
+
+def format_duration(seconds: float) -> str:
+    """Format seconds as ``H:MM:SS``, the way rsync and rich show times."""
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """One action in flight: its path and the bytes it moved so far."""
+
+    action_id: str
+    kind: str
+    path: str
+    bytes: int
+    total: int | None
+
+    @property
+    def written(self) -> bool:
+        """True when all the bytes are written and only the commit remains."""
+        return self.total is not None and self.bytes >= self.total > 0
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressView:
+    """The state of a run at one moment, as :meth:`RunProgress.view` returns it.
+
+    Attributes
+    ----------
+    files_done, files_total:
+        Actions ended in this run (copied, skipped, failed or other) and the
+        actions the run has to end. Trees are not counted, their files are.
+    bytes_done, bytes_total:
+        Bytes copied so far, including those of copies in flight, and the
+        bytes the run copies in all. A skipped or failed file leaves the
+        total, so the total shrinks as the run learns what it need not copy.
+    copied, skipped, failed, retried, other:
+        Files copied, files found identical, actions that failed for good,
+        attempts retried after a transient error, and mkdir, delete and list
+        actions completed.
+    elapsed:
+        Seconds since the run started.
+    rate:
+        Bytes per second over the last :data:`RATE_WINDOW` seconds.
+    eta:
+        Estimated seconds until the run ends, or None while unknown.
+    in_flight:
+        The actions started and not yet ended: those part way through
+        first, then the most recently started, then those whose bytes are
+        all written and wait to be committed.
+    done_earlier, earlier_total:
+        Files of the trees being resumed that earlier runs already ended,
+        and how many files those trees have; both 0 for a new transfer.
+    stopping:
+        True once a stop was requested: no new action starts.
+    """
+
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    copied: int
+    skipped: int
+    failed: int
+    retried: int
+    other: int
+    elapsed: float
+    rate: float
+    eta: float | None
+    in_flight: tuple[Transfer, ...]
+    done_earlier: int
+    earlier_total: int
+    stopping: bool
+
+    @property
+    def resumed(self) -> bool:
+        """True when earlier runs already ended part of this transfer."""
+        return self.done_earlier > 0
+
+    def line(self) -> str:
+        """Return the view as one line of text, for logs."""
+        percent = _percent(self.files_done, self.files_total)
+        parts = [
+            f"files {self.files_done}/{self.files_total} ({percent:.0f}%)",
+            f"{format_bytes(self.bytes_done)} of {format_bytes(self.bytes_total)}",
+            f"{format_bytes(self.rate)}/s",
+            f"ETA {format_duration(self.eta) if self.eta is not None else '-'}",
+        ]
+        counts = (
+            f"copied {self.copied}, skipped {self.skipped}, failed "
+            f"{self.failed}, retried {self.retried}, in flight {len(self.in_flight)}"
+        )
+        return ", ".join(parts) + "; " + counts
+
+
+def _percent(done: int, total: int) -> float:
+    return 100.0 * done / total if total else 100.0
+
+
+class RunProgress:
+    """Totals of one run, built from its events; an ``on_event`` callback.
+
+    Events arrive from the run's worker threads; :meth:`view` may be called
+    from any thread at the same time.
+
+    Parameters
+    ----------
+    files:
+        Actions the run is expected to end.
+    bytes:
+        Bytes those actions are expected to copy.
+    done_earlier, earlier_total:
+        See :class:`ProgressView`.
+    clock:
+        Source of monotonic seconds; tests pass their own.
+    """
+
+    #: The event types a RunProgress reads; pass them as the run's
+    #: ``event_types`` together with those of any other callback.
+    event_types: Final = frozenset(
+        {
+            EventType.STARTED,
+            EventType.PROGRESS,
+            EventType.COMPLETED,
+            EventType.SKIPPED,
+            EventType.FAILED,
+            EventType.RETRIED,
+        }
+    )
+
+    def __init__(
+        self,
+        files: int = 0,
+        bytes: int = 0,
+        *,
+        done_earlier: int = 0,
+        earlier_total: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._started = clock()
+        self._files_total = files
+        self._bytes_total = bytes
+        self._done_earlier = done_earlier
+        self._earlier_total = earlier_total
+        self._counts = collections.Counter[str]()
+        self._bytes_ended = 0
+        self._in_flight: dict[str, list[Any]] = {}
+        self._samples: collections.deque[tuple[float, int]] = collections.deque()
+        self._stopping = False
+
+    @classmethod
+    def for_queue(cls, queue: StorageQueue) -> RunProgress:
+        """Return a RunProgress with the totals of what waits in ``queue``.
+
+        Reads every action once. Packed (compacted) actions have ended, so
+        they are passed over without being unpacked.
+        """
+        files = 0
+        size = 0
+        pending_children: collections.Counter[str] = collections.Counter()
+        trees = []
+        for action in queue.state.actions.values():
+            if action.terminal:
+                continue
+            added = action.added
+            if added.kind in _TREES:
+                trees.append(action)
+                continue
+            files += 1
+            size += added.size or 0
+            if added.parent is not None:
+                pending_children[added.parent] += 1
+        earlier_total = 0
+        done_earlier = 0
+        for tree in trees:
+            if tree.children is None:
+                continue
+            earlier_total += tree.children
+            done_earlier += tree.children - pending_children[tree.action_id]
+        return cls(files, size, done_earlier=done_earlier, earlier_total=earlier_total)
+
+    def mark_stopping(self) -> None:
+        """Note that the run was asked to stop (safe in a signal handler)."""
+        self._stopping = True
+
+    def __call__(self, event: Event) -> None:
+        """Fold one event of the run into the totals."""
+        with self._lock:
+            match event.type:
+                case EventType.STARTED:
+                    self._start(event)
+                case EventType.PROGRESS:
+                    self._advance(event)
+                case EventType.RETRIED:
+                    self._counts["retried"] += 1
+                    self._in_flight.pop(event.action_id, None)
+                case _:
+                    self._end(event)
+
+    def _start(self, event: Event) -> None:
+        path = event.source or event.destination or ""
+        self._in_flight[event.action_id] = [event.kind, path, 0, event.total]
+        self._grow_totals(event)
+
+    def _advance(self, event: Event) -> None:
+        entry = self._in_flight.get(event.action_id)
+        if entry is None:
+            self._start(event)
+            entry = self._in_flight[event.action_id]
+        entry[2] = event.bytes
+
+    def _end(self, event: Event) -> None:
+        if self._in_flight.pop(event.action_id, None) is None:
+            self._grow_totals(event)
+        total = event.total or 0
+        match event.type:
+            case EventType.SKIPPED:
+                self._counts["skipped"] += 1
+                self._bytes_total -= total
+            case EventType.FAILED:
+                self._counts["failed"] += 1
+                self._bytes_total -= total
+            case _ if event.kind == Kind.COPY_FILE:
+                self._counts["copied"] += 1
+                self._bytes_ended += event.bytes
+                # A file that changed size since it was listed moves the total.
+                self._bytes_total += event.bytes - total
+            case _:
+                self._counts["other"] += 1
+
+    def _grow_totals(self, event: Event) -> None:
+        """Count an action the totals did not include (handed off mid-run)."""
+        if self._ended() + len(self._in_flight) > self._files_total:
+            self._files_total += 1
+            self._bytes_total += event.total or 0
+
+    def _ended(self) -> int:
+        counts = self._counts
+        return counts["copied"] + counts["skipped"] + counts["failed"] + counts["other"]
+
+    def view(self) -> ProgressView:
+        """Return the totals as they are now."""
+        with self._lock:
+            now = self._clock()
+            in_flight = _busiest_first(self._in_flight)
+            moving = sum(transfer.bytes for transfer in in_flight)
+            bytes_done = self._bytes_ended + moving
+            rate = self._rate(now, bytes_done)
+            files_done = self._ended()
+            counts = self._counts
+            view = ProgressView(
+                files_done=files_done,
+                files_total=max(self._files_total, files_done + len(in_flight)),
+                bytes_done=bytes_done,
+                bytes_total=max(self._bytes_total, bytes_done),
+                copied=counts["copied"],
+                skipped=counts["skipped"],
+                failed=counts["failed"],
+                retried=counts["retried"],
+                other=counts["other"],
+                elapsed=now - self._started,
+                rate=rate,
+                eta=None,
+                in_flight=in_flight,
+                done_earlier=self._done_earlier,
+                earlier_total=self._earlier_total,
+                stopping=self._stopping,
+            )
+        return _with_eta(view)
+
+    def _rate(self, now: float, bytes_done: int) -> float:
+        samples = self._samples
+        if not samples or now - samples[-1][0] >= SAMPLE_SPACING:
+            samples.append((now, bytes_done))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW:
+            samples.popleft()
+        first_time, first_bytes = samples[0]
+        if now - first_time < SAMPLE_SPACING:
+            # Too early for a window: the average since the start.
+            elapsed = now - self._started
+            return bytes_done / elapsed if elapsed > 0 else 0.0
+        return max(0.0, (bytes_done - first_bytes) / (now - first_time))
+
+    def line(self) -> str:
+        """Return the current totals as one line of text, for logs."""
+        return self.view().line()
+
+
+def _busiest_first(in_flight: dict[str, list[Any]]) -> tuple[Transfer, ...]:
+    """Return the actions in flight, the ones a reader wants to see first.
+
+    First those part way through their bytes, then those just started
+    (newest first), then those whose bytes are all written. A local copy
+    that has written its bytes waits for its group's filesystem sync before
+    it is journaled as completed, so those are mostly done already.
+    """
+    transfers = [
+        Transfer(action_id, kind, path, moved, total)
+        for action_id, (kind, path, moved, total) in in_flight.items()
+    ]
+    transfers.reverse()
+    transfers.sort(key=_interest)
+    return tuple(transfers)
+
+
+def _interest(transfer: Transfer) -> int:
+    if transfer.written:
+        return 2
+    return 0 if transfer.bytes else 1
+
+
+def _with_eta(view: ProgressView) -> ProgressView:
+    """Fill in the ETA: by bytes while any remain, else by files."""
+    remaining_bytes = view.bytes_total - view.bytes_done
+    remaining_files = view.files_total - view.files_done
+    eta: float | None = None
+    if remaining_files <= 0:
+        eta = 0.0
+    elif remaining_bytes > 0 and view.rate > 0:
+        eta = remaining_bytes / view.rate
+    elif view.files_done and view.elapsed > 0:
+        eta = remaining_files * view.elapsed / view.files_done
+    return dataclasses.replace(view, eta=eta)
+
+
+@contextlib.contextmanager
+def log_progress(
+    progress: RunProgress,
+    interval: float,
+    log: logging.Logger = logger,
+) -> Iterator[None]:
+    """Log ``progress`` as one line at info level every ``interval`` seconds.
+
+    Parameters
+    ----------
+    progress:
+        The totals to log; the caller passes it to the run as ``on_event``.
+    interval:
+        Seconds between two lines. 0 or less logs nothing.
+    log:
+        The logger to write to. Nothing is written while it does not accept
+        info records.
+    """
+    if interval <= 0 or not log.isEnabledFor(logging.INFO):
+        yield
+        return
+    done = threading.Event()
+
+    def write_lines() -> None:
+        while not done.wait(interval):
+            log.info("progress: %s", progress.line())
+
+    thread = threading.Thread(target=write_lines, name="journalq-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+class ProgressDisplay:
+    """Draw a :class:`RunProgress` with rich while the block runs.
+
+    The display shows the files and bytes done with bars, the rate, the
+    ETA, the counts of copied, skipped, failed and retried files, the files
+    in flight and, when the run resumes a transfer, how much earlier runs
+    did. It stays on screen when the block ends, as rclone's and pip's do.
+    Lines other code prints meanwhile (logging, ``print``) appear above it.
+
+    Parameters
+    ----------
+    progress:
+        The totals to draw.
+    console:
+        The rich console to draw on; default: a new one on stderr.
+    refresh_per_second:
+        How often the display is redrawn.
+    """
+
+    def __init__(
+        self,
+        progress: RunProgress,
+        console: Console | None = None,
+        *,
+        refresh_per_second: float = 4,
+    ) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.progress = progress
+        self.console = console or Console(stderr=True)
+        self._live = Live(
+            console=self.console,
+            refresh_per_second=refresh_per_second,
+            get_renderable=self._render,
+            transient=False,
+        )
+
+    def __enter__(self) -> ProgressDisplay:
+        self._live.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._live.stop()
+
+    def _render(self) -> RenderableType:
+        return render_view(self.progress.view(), self.console.width)
+
+
+def render_view(view: ProgressView, width: int = 80) -> RenderableType:
+    """Build the rich renderable of ``view`` for a console ``width`` wide."""
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    bar_width = max(10, min(40, width - 36))
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="bold")
+    grid.add_column(width=bar_width)
+    grid.add_column(no_wrap=True)
+    grid.add_row(
+        "Files",
+        ProgressBar(total=view.files_total or 1, completed=view.files_done),
+        f"{view.files_done}/{view.files_total} "
+        f"({_percent(view.files_done, view.files_total):.0f}%)",
+    )
+    grid.add_row(
+        "Bytes",
+        ProgressBar(total=view.bytes_total or 1, completed=view.bytes_done),
+        f"{format_bytes(view.bytes_done)}/{format_bytes(view.bytes_total)}",
+    )
+    eta = format_duration(view.eta) if view.eta is not None else "-"
+    rate = Text(
+        f"{format_bytes(view.rate)}/s  ETA {eta}  "
+        f"elapsed {format_duration(view.elapsed)}"
+    )
+    parts: list[RenderableType] = []
+    if view.resumed:
+        parts.append(
+            Text(
+                f"Resumed: {view.done_earlier} of {view.earlier_total} files were "
+                "done by earlier runs",
+                style="cyan",
+            )
+        )
+    parts.append(grid)
+    parts.append(Text.assemble(("Rate  ", "bold"), rate))
+    parts.append(
+        Text(
+            f"copied {view.copied}  skipped {view.skipped}  failed {view.failed}  "
+            f"retried {view.retried}  in flight {len(view.in_flight)}",
+            style="red" if view.failed else "",
+        )
+    )
+    parts.extend(_in_flight_lines(view, width))
+    if view.stopping:
+        parts.append(
+            Text(
+                "Stopping: waiting for the actions in flight; Ctrl-C again "
+                "exits at once",
+                style="yellow",
+            )
+        )
+    return Group(*parts)
+
+
+def _in_flight_lines(view: ProgressView, width: int) -> list[RenderableType]:
+    from rich.text import Text
+
+    lines: list[RenderableType] = []
+    for transfer in view.in_flight[:SHOWN_IN_FLIGHT]:
+        amount = format_bytes(transfer.bytes)
+        if transfer.total:
+            amount += f"/{format_bytes(transfer.total)}"
+        if transfer.written:
+            amount += ", syncing"
+        room = max(10, width - len(amount) - 6)
+        path = transfer.path
+        if len(path) > room:
+            path = "..." + path[-(room - 3) :]
+        lines.append(Text(f"  > {path}  {amount}", style="dim"))
+    hidden = len(view.in_flight) - SHOWN_IN_FLIGHT
+    if hidden > 0:
+        lines.append(Text(f"  and {hidden} more in flight", style="dim"))
+    return lines
