@@ -18,7 +18,8 @@ from typing import Any
 import click
 
 from journalq.cli.context import configure_logging, settings
-from journalq.cli.exits import ExitCode, exit_code_for
+from journalq.cli.exits import ExitCode
+from journalq.cli.messages import CommandError, code_for, describe
 from journalq.errors import JournalqError
 
 __all__ = ["Command", "Group", "command", "fail", "group"]
@@ -35,10 +36,10 @@ def fail(message: str, code: ExitCode) -> None:
 def _report(ctx: click.Context, error: BaseException) -> None:
     if settings(ctx).verbosity >= 2:
         click.echo("".join(traceback.format_exception(error)), err=True, nl=False)
-    if isinstance(error, JournalqError | OSError):
-        fail(str(error), exit_code_for(error))
+    if isinstance(error, CommandError | JournalqError | OSError | ImportError):
+        fail(describe(error), code_for(error))
     hint = "" if settings(ctx).verbosity >= 2 else " (run with -vv for the traceback)"
-    fail(f"unexpected {type(error).__name__}: {error}{hint}", exit_code_for(error))
+    fail(f"unexpected {describe(error)}{hint}", code_for(error))
 
 
 def _invoke_guarded(ctx: click.Context, invoke: Any) -> Any:
@@ -55,7 +56,8 @@ def _invoke_guarded(ctx: click.Context, invoke: Any) -> Any:
         raise click.exceptions.Exit(ExitCode.OK) from None
     except KeyboardInterrupt:
         fail(
-            "interrupted; journal records already written are kept",
+            "interrupted; what was already journaled is kept, so running the "
+            "same command again resumes",
             ExitCode.INTERRUPTED,
         )
     except Exception as error:  # the one place errors end a command

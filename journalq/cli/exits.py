@@ -21,7 +21,8 @@ class ExitCode(enum.IntEnum):
     OK = 0
     #: Some actions failed; ``journalq actions --status failed`` lists them.
     FAILED = 1
-    #: The command line or an action request is invalid (click uses 2 too).
+    #: The command line or an action request is invalid (click uses 2 too),
+    #: or the fsspec backend a URL needs is not installed.
     USAGE = 2
     #: Another process holds the queue's lock.
     LOCKED = 3
@@ -38,7 +39,7 @@ def exit_code_for(error: BaseException) -> ExitCode:
         return ExitCode.LOCKED
     if isinstance(error, QueueError | JournalError):
         return ExitCode.UNUSABLE
-    if isinstance(error, ActionError):
+    if isinstance(error, ActionError | ImportError):
         return ExitCode.USAGE
     return ExitCode.FAILED
 

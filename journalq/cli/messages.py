@@ -1,0 +1,109 @@
+"""Errors as plain sentences: what failed, on which path or URL, what to do.
+
+:func:`describe` turns an exception that ended a command into the message
+the user reads. journalq's own errors already contain all of that; ``OSError``
+and the errors of fsspec backends get the path and a next step added.
+:func:`step` names what the command was doing when a backend raised, so
+``NoCredentialsError: Unable to locate credentials`` becomes "reading the
+source s3://bucket/x failed: ...".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+from collections.abc import Iterator
+from typing import Final
+
+from journalq.cli.exits import ExitCode, exit_code_for
+from journalq.errors import JournalqError
+
+__all__ = ["CommandError", "code_for", "describe", "install_hint", "step"]
+
+#: The journalq extra that installs the backend of each protocol.
+EXTRAS: Final = {
+    "s3": "s3",
+    "s3a": "s3",
+    "gs": "gcs",
+    "gcs": "gcs",
+    "sftp": "sftp",
+    "ssh": "sftp",
+}
+
+_NEXT_STEPS: Final = {
+    errno.ENOENT: "check the path",
+    errno.EACCES: "check its permissions",
+    errno.EPERM: "check its permissions",
+    errno.ENOSPC: "free some space, then run the same command again to resume",
+    errno.EDQUOT: "free some space, then run the same command again to resume",
+    errno.EROFS: "the filesystem is mounted read-only; choose a writable place",
+    errno.ENOTDIR: "a part of the path is a file, not a directory",
+    errno.EISDIR: "the path is a directory where a file was expected",
+}
+
+
+class CommandError(Exception):
+    """A command cannot go on; ``message`` is the whole sentence to print."""
+
+    def __init__(self, message: str, code: ExitCode = ExitCode.FAILED) -> None:
+        self.message = message
+        self.code = code
+        super().__init__(message)
+
+
+def install_hint(protocol: str) -> str:
+    """Return the pip command that installs the backend of ``protocol``."""
+    extra = EXTRAS.get(protocol)
+    if extra is None:
+        return f"install the fsspec backend for {protocol}://"
+    return f"install it with: pip install 'journalq[{extra}]'"
+
+
+def describe(error: BaseException) -> str:
+    """Return ``error`` as the sentence a user reads."""
+    if isinstance(error, CommandError | JournalqError):
+        return str(error)
+    if isinstance(error, OSError):
+        return _describe_os_error(error)
+    if isinstance(error, ImportError):
+        return f"a package is missing: {error}"
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _describe_os_error(error: OSError) -> str:
+    if error.strerror is None or error.filename is None:
+        return str(error) or type(error).__name__
+    where = error.filename
+    if error.filename2 is not None:
+        where = f"{where} -> {error.filename2}"
+    text = f"{where}: {error.strerror.lower()}"
+    next_step = _NEXT_STEPS.get(error.errno or 0)
+    return f"{text}; {next_step}" if next_step else text
+
+
+def code_for(error: BaseException) -> ExitCode:
+    """Return the exit code of a command that ``error`` ended."""
+    if isinstance(error, CommandError):
+        return error.code
+    return exit_code_for(error)
+
+
+@contextlib.contextmanager
+def step(doing: str, what: str, next_step: str) -> Iterator[None]:
+    """Name the step when a backend raises: "DOING WHAT failed: ERROR; NEXT".
+
+    journalq's own errors pass unchanged, because they already name the
+    path and the next step.
+    """
+    try:
+        yield
+    except (JournalqError, CommandError):
+        raise
+    except ImportError as error:
+        raise CommandError(f"{doing} {what} failed: {error}", ExitCode.USAGE) from error
+    except Exception as error:  # a backend may raise anything
+        raise CommandError(
+            f"{doing} {what} failed: {describe(error)}; {next_step}",
+            code_for(error),
+        ) from error
