@@ -14,10 +14,15 @@ import click
 
 from journalq.cli.base import fail, group
 from journalq.cli.batch import Batch, BatchLineError, parse_batch
-from journalq.cli.context import DEFAULT_QUEUE, common_options, settings
+from journalq.cli.context import (
+    DEFAULT_QUEUE,
+    common_options,
+    settings,
+    storage_options,
+)
 from journalq.cli.exits import ExitCode
 from journalq.cli.queues import Location, open_queue, parse_location, queue_exists
-from journalq.cli.running import add_copy
+from journalq.cli.running import add_copy, location_argument
 from journalq.errors import ActionError
 from journalq.lock import read_holder
 from journalq.queue import StorageQueue
@@ -74,6 +79,7 @@ def _print_added(queue: StorageQueue, action_ids: list[str]) -> None:
         'such as {"kind": "copy_file", "source": "/a", "destination": "/b"}.'
     ),
 )
+@storage_options
 @common_options
 @click.pass_context
 def add_group(ctx: click.Context, batch_file: IO[str] | None) -> None:
@@ -140,8 +146,9 @@ def _add_one(queue: StorageQueue, action: Callable[[StorageQueue], str]) -> None
 
 
 @add_group.command("copy")
-@click.argument("source", metavar="SRC")
-@click.argument("destination", metavar="DST")
+@location_argument("source", "SRC")
+@location_argument("destination", "DST")
+@storage_options
 @common_options
 def add_copy_command(source: str, destination: str) -> None:
     """Add a copy of SRC (a file or a tree) to DST, as `journalq copy` does."""
@@ -150,8 +157,9 @@ def add_copy_command(source: str, destination: str) -> None:
 
 
 @add_group.command("tree")
-@click.argument("source", metavar="SRC")
-@click.argument("destination", metavar="DST")
+@location_argument("source", "SRC")
+@location_argument("destination", "DST")
+@storage_options
 @common_options
 def add_tree_command(source: str, destination: str) -> None:
     """Add a copy of the tree SRC as the tree DST (its contents land in DST)."""
@@ -163,8 +171,8 @@ def add_tree_command(source: str, destination: str) -> None:
 
 
 @add_group.command("sync")
-@click.argument("source", metavar="SRC")
-@click.argument("destination", metavar="DST")
+@location_argument("source", "SRC")
+@location_argument("destination", "DST")
 @click.option("--delete", is_flag=True, help="Also delete what SRC does not have.")
 @click.option(
     "--max-delete",
@@ -173,6 +181,7 @@ def add_tree_command(source: str, destination: str) -> None:
     help="With --delete, add nothing if more than N items would be deleted.",
 )
 @click.option("--force", is_flag=True, help="With --delete, allow an empty SRC.")
+@storage_options
 @common_options
 def add_sync_command(
     source: str, destination: str, delete: bool, max_delete: int | None, force: bool
@@ -188,8 +197,9 @@ def add_sync_command(
 
 
 @add_group.command("mkdir")
-@click.argument("path")
+@location_argument("path", "PATH")
 @_service_option
+@storage_options
 @common_options
 def add_mkdir_command(path: str, service: str | None) -> None:
     """Add the creation of directory PATH (default: on the destination)."""
@@ -202,9 +212,10 @@ def add_mkdir_command(path: str, service: str | None) -> None:
 
 
 @add_group.command("delete")
-@click.argument("path")
+@location_argument("path", "PATH")
 @_service_option
 @click.option("--recursive", "-r", is_flag=True, help="Delete a directory tree.")
+@storage_options
 @common_options
 def add_delete_command(path: str, service: str | None, recursive: bool) -> None:
     """Add the deletion of PATH (default: on the destination)."""
@@ -217,10 +228,11 @@ def add_delete_command(path: str, service: str | None, recursive: bool) -> None:
 
 
 @add_group.command("list")
-@click.argument("path")
+@location_argument("path", "PATH")
 @_service_option
 @click.option("--dir-only", is_flag=True, help="List directories only.")
 @click.option("--recursive", "-r", is_flag=True, help="List the whole tree.")
+@storage_options
 @common_options
 def add_list_command(
     path: str, service: str | None, dir_only: bool, recursive: bool

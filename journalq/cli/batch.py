@@ -22,6 +22,7 @@ from typing import Any, Final
 import msgspec
 
 from journalq.cli.queues import parse_location
+from journalq.errors import ActionError
 
 __all__ = ["Batch", "BatchLineError", "parse_batch"]
 
@@ -159,7 +160,10 @@ def _resolve(
 
 
 def _path_on(number: int, service: str, text: str, batch: Batch) -> str:
-    location = parse_location(text)
+    try:
+        location = parse_location(text)
+    except ActionError as error:
+        raise BatchLineError(number, error.reason) from None
     known = batch.filesystems.get(service)
     if known is None:
         batch.filesystems[service] = (location.filesystem, number)

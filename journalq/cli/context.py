@@ -1,21 +1,24 @@
 """Options shared by the commands, the logging setup, and opening the queue.
 
 The common options (``--queue``, ``-v``, ``-q`` and, on the commands that
-run the queue, ``--parallelism``, ``--compare``, ``--dry-run``) are accepted
-both before and after the command name: ``journalq -v sync A B`` and
-``journalq sync A B -v`` mean the same. Their values are collected in one
-:class:`Settings` object on the root click context.
+run the queue, ``--parallelism``, ``--compare``, ``--dry-run``,
+``--progress``, ``--stats``) are accepted both before and after the command
+name: ``journalq -v sync A B`` and ``journalq sync A B -v`` mean the same.
+Their values are collected in one :class:`Settings` object on the root click
+context.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
 
 import click
 
+from journalq.cli.completion import complete_queue
+from journalq.cli.storage_options import StorageOption
 from journalq.compare import Policy
 
 __all__ = [
@@ -24,6 +27,7 @@ __all__ = [
     "configure_logging",
     "run_options",
     "settings",
+    "storage_options",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,6 +35,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: The queue commands use when neither ``--queue`` nor a default derived
 #: from the command's arguments applies; the library's default name too.
 DEFAULT_QUEUE = "local"
+
+#: Failure warnings printed at the default verbosity before the rest are
+#: only counted; ``-v`` prints them all.
+MAX_FAILURE_WARNINGS: Final = 20
+
+#: Seconds between two progress lines in a log. rclone's ``--stats``
+#: defaults to one minute too (rclone 1.60, ``rclone help flags``).
+DEFAULT_STATS_SECONDS: Final = 60.0
 
 
 @dataclass
@@ -43,6 +55,12 @@ class Settings:
     parallelism: int | None = None
     compare: str | None = None
     dry_run: bool = False
+    #: ``--progress`` (True), ``--no-progress`` (False) or neither (None:
+    #: draw progress when stderr is a terminal).
+    progress: bool | None = None
+    stats: float = DEFAULT_STATS_SECONDS
+    source_options: dict[str, Any] = field(default_factory=dict)
+    destination_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def log_level(self) -> int:
@@ -59,11 +77,15 @@ def settings(ctx: click.Context | None = None) -> Settings:
 
 def _remember(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
     def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-        if value is None or value is False:
+        # An option left out arrives as None (or False for a plain flag);
+        # only --no-progress gives False on purpose.
+        if value is None or (value is False and name != "progress"):
             return value
         target = settings(ctx)
         if name == "verbosity":
             target.verbosity += value
+        elif name.endswith("_options"):
+            getattr(target, name).update(dict(value))
         else:
             setattr(target, name, value)
         return value
@@ -82,6 +104,7 @@ def common_options(function: F) -> F:
             "--queue",
             name="queue",
             metavar="NAME_OR_DIR",
+            shell_complete=complete_queue,
             help=(
                 "Queue to use: a name (kept under $JOURNALQ_HOME) or a "
                 "directory (a value with '/' or starting with '.' or '~')."
@@ -140,10 +163,79 @@ def run_options(function: F) -> F:
                 "nothing at the destination."
             ),
         ),
+        _option(
+            "--progress/--no-progress",
+            name="progress",
+            default=None,
+            help=(
+                "Draw the progress display (default: only when stderr is a terminal)."
+            ),
+        ),
+        _option(
+            "--stats",
+            name="stats",
+            type=click.FloatRange(min=0),
+            metavar="SECONDS",
+            help=(
+                "Without the progress display, log a one-line progress "
+                "summary every SECONDS at info level, shown with -v "
+                f"(default: {DEFAULT_STATS_SECONDS:g}; 0: never)."
+            ),
+        ),
     ]
     for decorator in reversed(decorators):
         function = decorator(function)
     return function
+
+
+def storage_options(function: F) -> F:
+    """Add ``--source-option`` and ``--destination-option`` to a command."""
+    decorators = [
+        _option(
+            f"--{role}-option",
+            name=f"{role}_options",
+            type=StorageOption(),
+            multiple=True,
+            metavar="KEY=VALUE",
+            help=(
+                f"A storage option of the {role} filesystem, passed to "
+                "fsspec (repeat for several). true, false and integers are "
+                "converted; other values stay strings."
+            ),
+        )
+        for role in ("source", "destination")
+    ]
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
+class _FailureLimit(logging.Filter):
+    """Let through the first :data:`MAX_FAILURE_WARNINGS` failure warnings.
+
+    The executor logs one warning per failed action, so a destination that
+    is gone would otherwise print a line for every file of the tree. The
+    first warning held back is replaced by a line that tells the reader so.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "journalq.executor" or record.levelno != logging.WARNING:
+            return True
+        self.count += 1
+        if self.count <= MAX_FAILURE_WARNINGS:
+            return True
+        if self.count == MAX_FAILURE_WARNINGS + 1:
+            record.msg = (
+                "more failures are not shown (-v shows them all); the summary "
+                "counts them and `journalq actions --status failed` lists them"
+            )
+            record.args = ()
+            return True
+        return False
 
 
 class _EchoHandler(logging.Handler):
@@ -171,6 +263,8 @@ def configure_logging(ctx: click.Context, level: int) -> None:
     previous_level = logger.level
     handler = _EchoHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if level >= logging.WARNING:
+        handler.addFilter(_FailureLimit())
     logger.addHandler(handler)
     logger.setLevel(level)
 

@@ -16,16 +16,31 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from journalq.cli.exits import ExitCode
 
 __all__ = ["stop_on_interrupt"]
 
 
+#: Makes the terminal's cursor visible again. A progress display hides it,
+#: and an exit on the spot leaves no time for the display to restore it.
+_SHOW_CURSOR = "\x1b[?25h"
+
+
 @contextlib.contextmanager
-def stop_on_interrupt(stop: threading.Event, resume: str) -> Iterator[None]:
+def stop_on_interrupt(
+    stop: threading.Event,
+    resume: str,
+    *,
+    on_stop: Callable[[], None] | None = None,
+) -> Iterator[None]:
     """Route SIGINT to ``stop`` while the block runs; ``resume`` is printed.
+
+    ``on_stop``, when given, is called on the first press in place of
+    printing the stopping message: a progress display shows it instead,
+    because a line written under the display would be drawn over. It runs
+    inside the signal handler, so it must only set a flag.
 
     Signal handlers can only be installed from the main thread; elsewhere
     (a library caller running the command in a thread) SIGINT keeps its
@@ -42,12 +57,16 @@ def stop_on_interrupt(stop: threading.Event, resume: str) -> Iterator[None]:
         presses += 1
         if presses == 1:
             stop.set()
+            if on_stop is not None:
+                on_stop()
+                return
             _write(
                 "\nstopping: no new actions start; waiting for the ones in "
                 f"flight (press Ctrl-C again to exit at once). To resume: {resume}\n"
             )
             return
-        _write(f"\nexiting at once. To resume: {resume}\n")
+        cursor = _SHOW_CURSOR if os.isatty(2) else ""
+        _write(f"{cursor}\nexiting at once. To resume: {resume}\n")
         os._exit(ExitCode.INTERRUPTED)
 
     previous = signal.signal(signal.SIGINT, handle)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from journalq.cli.add import add_group
-from journalq.cli.base import group
+from journalq.cli.base import command, group
+from journalq.cli.completion import SHELLS, completion_script
 from journalq.cli.context import common_options
 from journalq.cli.maintenance import (
     cancel_command,
@@ -13,7 +14,13 @@ from journalq.cli.maintenance import (
     fsck_command,
     retry_command,
 )
-from journalq.cli.reports import actions_command, result_command, status_command
+from journalq.cli.reports import (
+    actions_command,
+    queues_command,
+    result_command,
+    show_command,
+    status_command,
+)
 from journalq.cli.running import copy_command, run_command, sync_command
 
 __all__ = ["cli", "main"]
@@ -36,17 +43,38 @@ def cli() -> None:
     """
 
 
+@command("completion")
+@click.argument("shell", type=click.Choice(SHELLS))
+def completion_command(shell: str) -> None:
+    """Print the shell completion script for SHELL (bash, zsh or fish).
+
+    \b
+    Install it for new shells:
+      bash: journalq completion bash \
+              > ~/.local/share/bash-completion/completions/journalq
+      zsh:  journalq completion zsh > "${fpath[1]}/_journalq"
+      fish: journalq completion fish \
+              > ~/.config/fish/completions/journalq.fish
+
+    Or load it into the running shell: eval "$(journalq completion bash)".
+    """
+    click.echo(completion_script(shell), nl=False)
+
+
 for _command in (
     copy_command,
     sync_command,
     add_group,
     status_command,
     actions_command,
+    show_command,
     result_command,
+    queues_command,
     cancel_command,
     retry_command,
     compact_command,
     fsck_command,
+    completion_command,
 ):
     cli.add_command(_command)
 cli.add_command(run_command, "run")

@@ -1,46 +1,45 @@
 """What the ``journalq`` command prints: event lines, summaries and tables.
 
-Plain output goes to the terminal for people: one line per finished file at
-``-v``, failures always, and a one-line summary on stderr at the end of a
-run. ``--json`` prints one JSON object per line on stdout instead, built from
+Plain output is for people: one line per finished file at ``-v``, failures
+always (as warnings), and a summary on stderr at the end of a run. Tables
+are aligned columns with a header, as ``ps`` and ``kubectl get`` print them,
+so they read well on a terminal and still split on whitespace in scripts.
+``--json`` prints one JSON object per line on stdout instead, built from
 the library's own ``to_dict()`` forms, so scripts read exactly what the
 library reports.
 """
 
 from __future__ import annotations
 
-import shlex
+import collections
 import threading
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
 
 import click
 import msgspec
 
 from journalq.events import ActionInfo, Event, EventType, RunSummary
+from journalq.progress import format_bytes, format_duration
 
 __all__ = [
     "EventPrinter",
-    "action_rows",
+    "common_errors",
     "format_bytes",
+    "format_duration",
     "format_summary",
     "print_json",
-    "resume_command",
-    "status_lines",
+    "print_table",
+    "rate_of",
 ]
 
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+#: The error the executor records for a tree whose files failed. The files'
+#: own errors are more specific, so summaries leave it out.
+CHILDREN_FAILED: Final = "ChildrenFailed"
+#: Distinct errors a summary names; the rest are counted.
+SHOWN_ERRORS: Final = 3
+
 _json_encoder = msgspec.json.Encoder()
-
-
-def format_bytes(count: float) -> str:
-    """Format a byte count with a binary unit: ``"1.5 MiB"``."""
-    value = float(count)
-    for unit in _UNITS[:-1]:
-        if abs(value) < 1024:
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} {_UNITS[-1]}"
 
 
 def print_json(value: Mapping[str, Any]) -> None:
@@ -48,38 +47,54 @@ def print_json(value: Mapping[str, Any]) -> None:
     click.echo(_json_encoder.encode(value).decode())
 
 
-def resume_command(queue_dir: str) -> str:
-    """Return the command that resumes the queue in ``queue_dir``."""
-    return shlex.join(["journalq", "run", "--queue", queue_dir])
+def rate_of(summary: RunSummary) -> float:
+    """Return the bytes per second a run copied."""
+    return summary.bytes / summary.elapsed if summary.elapsed > 0 else 0.0
 
 
 def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
     """Return the one-line summary of a run."""
-    rate = summary.bytes / summary.elapsed if summary.elapsed > 0 else 0.0
     verb = "would copy" if dry_run else "copied"
     parts = [
         f"{verb} {summary.copied}",
         f"skipped {summary.skipped}",
         f"failed {summary.failed}",
+        f"retried {summary.retried}",
     ]
     if summary.done:
-        parts.append(f"other actions {summary.done}")
+        noun = "action" if summary.done == 1 else "actions"
+        parts.append(f"{summary.done} other {noun} (mkdir, delete, list)")
     text = ", ".join(parts)
     text += f"; {format_bytes(summary.bytes)} in {summary.elapsed:.1f} s"
-    text += f" ({format_bytes(rate)}/s)"
+    text += f" ({format_bytes(rate_of(summary))}/s)"
     if summary.interrupted:
         text += "; interrupted"
     if summary.remaining:
-        text += f"; {summary.remaining} actions left"
+        noun = "action" if summary.remaining == 1 else "actions"
+        text += f"; {summary.remaining} {noun} left"
     return text
+
+
+def common_errors(failures: Iterable[ActionInfo]) -> list[str]:
+    """Return the most frequent errors of ``failures``, each with its count."""
+    counts = collections.Counter(
+        failure.error
+        for failure in failures
+        if failure.error and not failure.error.startswith(CHILDREN_FAILED)
+    )
+    lines = [f"{count} x {error}" for error, count in counts.most_common(SHOWN_ERRORS)]
+    others = len(counts) - SHOWN_ERRORS
+    if others > 0:
+        lines.append(f"and {others} other errors")
+    return lines
 
 
 class EventPrinter:
     """Print the events of a run as they arrive (from any worker thread).
 
-    ``verbosity`` 0 prints nothing (the library logs each failure as a
-    warning), 1 prints failures, finished files and retries, 2 adds starts.
-    ``as_json`` prints every event, progress included.
+    ``verbosity`` 0 prints nothing, 1 prints finished files and retries, 2
+    adds starts. Failures are never printed here: the library logs each as
+    a warning. ``as_json`` prints every event, progress included.
     """
 
     def __init__(self, *, as_json: bool, verbosity: int, dry_run: bool) -> None:
@@ -93,34 +108,26 @@ class EventPrinter:
         """The event types this printer shows; the run builds only those."""
         if self.as_json:
             return frozenset(EventType)
-        # At the default verbosity the library's warning already names each
-        # failure, so printing it here too would show it twice.
         wanted: set[EventType] = set()
         if self.verbosity >= 1:
-            wanted |= {
-                EventType.FAILED,
-                EventType.COMPLETED,
-                EventType.SKIPPED,
-                EventType.RETRIED,
-            }
+            wanted |= {EventType.COMPLETED, EventType.SKIPPED, EventType.RETRIED}
         if self.verbosity >= 2:
             wanted.add(EventType.STARTED)
         return frozenset(wanted)
 
     def __call__(self, event: Event) -> None:
-        with self._lock:
-            if self.as_json:
-                print_json(event.to_dict())
-                return
+        if self.as_json:
+            line = _json_encoder.encode(event.to_dict()).decode()
+        else:
             line = self._describe(event)
-            if line is not None:
-                click.echo(line, err=event.type is EventType.FAILED)
+        if line is None:
+            return
+        with self._lock:
+            click.echo(line)
 
     def _describe(self, event: Event) -> str | None:
-        target = _arrow(event.source, event.destination)
+        target = arrow(event.source, event.destination)
         match event.type:
-            case EventType.FAILED:
-                return f"failed: {event.kind} {target}: {event.error}"
             case EventType.COMPLETED if self.verbosity >= 1:
                 verb = "would copy" if self.dry_run else "copied"
                 if event.kind != "copy_file":
@@ -137,31 +144,40 @@ class EventPrinter:
         return None
 
 
-def _arrow(source: str | None, destination: str | None) -> str:
+def arrow(source: str | None, destination: str | None) -> str:
+    """Return ``"SRC -> DST"``, or the one path an action has."""
     if source and destination:
         return f"{source} -> {destination}"
     return source or destination or ""
 
 
-def status_lines(counts: Mapping[str, int]) -> list[str]:
-    """Return ``status`` as aligned ``name: value`` lines."""
-    width = max(len(name) for name in counts)
-    lines = []
-    for name, value in counts.items():
-        shown = format_bytes(value) if name == "bytes" else str(value)
-        lines.append(f"{name + ':':<{width + 1}} {shown}")
-    return lines
+def print_table(
+    rows: Sequence[Sequence[str]],
+    header: Sequence[str] | None = None,
+    *,
+    right: frozenset[int] = frozenset(),
+) -> None:
+    """Print ``rows`` as aligned columns.
 
-
-def action_rows(actions: Iterable[ActionInfo]) -> list[str]:
-    """Return one line per action: id, status, kind, paths, error."""
-    rows = []
-    for action in actions:
-        line = f"{action.id}  {action.status:<10} {action.kind:<9} "
-        line += _arrow(action.source, action.destination)
-        if action.service and not action.destination:
-            line += f" ({action.service})"
-        if action.error:
-            line += f"  error: {action.error}"
-        rows.append(line.rstrip())
-    return rows
+    ``right`` holds the indexes of the columns aligned to the right, for
+    numbers. A last column aligned to the left is not padded. The header is
+    bold on a terminal.
+    """
+    every = [list(header)] if header else []
+    every += [list(row) for row in rows]
+    if not every:
+        return
+    widths = [max(len(row[index]) for row in every) for index in range(len(every[0]))]
+    for number, row in enumerate(every):
+        cells = []
+        for index, cell in enumerate(row):
+            if index in right:
+                cells.append(cell.rjust(widths[index]))
+            elif index == len(row) - 1:
+                cells.append(cell)
+            else:
+                cells.append(cell.ljust(widths[index]))
+        line = "  ".join(cells).rstrip()
+        if header and number == 0:
+            line = click.style(line, bold=True)
+        click.echo(line)

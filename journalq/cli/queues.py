@@ -3,20 +3,26 @@
 A SRC or DST argument is an fsspec URL or a local path. Its protocol picks
 the queue's filesystem (``file://`` for a path, ``memory://``, ``s3://``...)
 and the rest is the path on that filesystem, so one queue can hold actions
-for any paths on the same pair of filesystems.
+for any paths on the same pair of filesystems. For a protocol whose
+filesystem is a host (``sftp://user@host:2222/data``) the host belongs to
+the filesystem and the path starts after it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import urllib.parse
 from dataclasses import dataclass
 
 import fsspec
 
 from journalq.cli.base import fail
+from journalq.cli.completion import queue_names
 from journalq.cli.context import DEFAULT_QUEUE, settings
 from journalq.cli.exits import ExitCode
+from journalq.cli.messages import install_hint, step
+from journalq.errors import ActionError
 from journalq.queue import StorageQueue
 from journalq.store import FORMAT_NAME, queue_directory
 
@@ -61,7 +67,29 @@ def parse_location(text: str) -> Location:
         if path.endswith("/") and not absolute.endswith("/"):
             absolute += "/"
         return Location("file://", absolute)
+    if protocol not in fsspec.available_protocols():
+        raise ActionError(
+            text,
+            f"unknown filesystem protocol {protocol!r}; use a local path or a "
+            "URL that fsspec knows, such as memory://, s3://, gs:// or sftp://",
+        )
+    if _names_a_host(protocol, text):
+        parts = urllib.parse.urlsplit(text)
+        return Location(f"{protocol}://{parts.netloc}", parts.path or "/")
     return Location(f"{protocol}://", path)
+
+
+def _names_a_host(protocol: str, text: str) -> bool:
+    """Return whether the URL's authority part picks a host (sftp, ssh)."""
+    try:
+        filesystem_class = fsspec.get_filesystem_class(protocol)
+    except ImportError as error:
+        raise ActionError(
+            text,
+            f"the {protocol}:// backend is not installed ({error}); "
+            f"{install_hint(protocol)}",
+        ) from None
+    return "host" in filesystem_class._get_kwargs_from_urls(text)
 
 
 def default_queue_name(kind: str, source: Location, destination: Location) -> str:
@@ -94,14 +122,17 @@ def open_queue(
     Without ``--compare`` the queue's own policy applies.
     """
     options = settings()
-    return StorageQueue(
-        source,
-        destination,
-        name,
-        options.parallelism or 4,
-        compare=options.compare,
-        read_only=read_only,
-    )
+    with step("opening", f"queue {name}", "check the URLs and the storage options"):
+        return StorageQueue(
+            source,
+            destination,
+            name,
+            options.parallelism or 4,
+            compare=options.compare,
+            read_only=read_only,
+            source_options=options.source_options or None,
+            destination_options=options.destination_options or None,
+        )
 
 
 def open_existing_queue(*, read_only: bool = False) -> StorageQueue:
@@ -112,10 +143,25 @@ def open_existing_queue(*, read_only: bool = False) -> StorageQueue:
     """
     name = settings().queue or DEFAULT_QUEUE
     if not queue_exists(name):
-        directory = queue_directory(name)
-        fail(
-            f"queue {directory}: not found; create it with `journalq copy`, "
-            "`journalq sync` or `journalq add`, or name another with --queue",
-            ExitCode.UNUSABLE,
-        )
+        fail(_not_found(name), ExitCode.UNUSABLE)
     return open_queue(name, None, None, read_only=read_only)
+
+
+def _not_found(name: str) -> str:
+    directory = queue_directory(name)
+    message = f"queue {directory}: not found"
+    names = queue_names()
+    if settings().queue is None and names:
+        # `journalq sync A B` names its queue after A and B, so a plain
+        # `journalq status` afterwards looks for the wrong one.
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        return (
+            f"{message}; without --queue the queue named {DEFAULT_QUEUE!r} is "
+            f"used. Existing queues: {shown}; name one with --queue, or list "
+            "them with `journalq queues`"
+        )
+    return (
+        f"{message}; create it with `journalq copy`, `journalq sync` or "
+        "`journalq add`, or name another with --queue (`journalq queues` "
+        "lists them)"
+    )

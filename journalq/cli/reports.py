@@ -1,4 +1,5 @@
-"""The commands that read a queue: ``status``, ``actions`` and ``result``.
+"""The commands that read a queue: ``status``, ``actions``, ``show``, ``result``
+and ``queues``.
 
 They read the queue's files without taking its lock, so they work while
 another process runs the queue and never keep a run from starting.
@@ -6,46 +7,154 @@ another process runs the queue and never keep a run from starting.
 
 from __future__ import annotations
 
+import datetime
+import fnmatch
 import os
+import shlex
 import socket
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
 from journalq.cli.base import command
+from journalq.cli.completion import complete_action_id, queue_names, queues_root
 from journalq.cli.context import common_options
-from journalq.cli.output import action_rows, print_json, status_lines
+from journalq.cli.details import show_command
+from journalq.cli.lastrun import LastRun, load_last_run
+from journalq.cli.output import (
+    arrow,
+    format_bytes,
+    format_duration,
+    print_json,
+    print_table,
+)
 from journalq.cli.queues import open_existing_queue
 from journalq.cli.running import json_option
+from journalq.events import ActionInfo
 from journalq.lock import read_holder
+from journalq.records import Kind
 from journalq.replay import Status
+from journalq.store import read_state
 
-__all__ = ["actions_command", "result_command", "status_command"]
+__all__ = [
+    "actions_command",
+    "queues_command",
+    "result_command",
+    "show_command",
+    "status_command",
+]
+
+#: Labels of the status counts, in the order ``status`` prints them.
+_COUNT_LABELS = {
+    "waiting": "waiting",
+    "inprogress": "in progress",
+    "completed": "completed",
+    "skipped": "  of them skipped",
+    "failed": "failed",
+    "canceled": "canceled",
+    "length": "total",
+}
 
 
 @command("status")
 @json_option
 @common_options
 def status_command(as_json: bool) -> None:
-    """Print how many actions of the queue wait, run, completed or failed."""
+    """Print the queue's counts, its last run and how to go on.
+
+    The counts are of actions: a tree, each of its files and each mkdir or
+    delete is one. 'skipped' counts the completed files that were already
+    identical at the destination.
+    """
     with open_existing_queue(read_only=True) as queue:
         counts = queue.status()
-        holder = _running_holder(queue.directory)
-        directory = str(queue.directory)
+        holder = running_holder(queue.directory)
+        directory = queue.directory
+        created = queue.state.created
+    last = load_last_run(directory)
+    steps = next_steps(directory, counts, holder)
     if as_json:
-        print_json({"queue": directory, "running": holder, **counts})
-        return
-    click.echo(f"queue {directory}")
-    if holder is not None:
-        click.echo(
-            f"being run by pid {holder.get('pid')} on {holder.get('host')} "
-            f"since {holder.get('since')}"
+        print_json(
+            {
+                "queue": str(directory),
+                "running": holder,
+                **counts,
+                "last_run": last.to_dict() if last else None,
+                "next": steps,
+            }
         )
-    for line in status_lines(counts):
-        click.echo(line)
+        return
+    rows = [["queue", str(directory)]]
+    if created is not None:
+        rows.append(
+            ["filesystems", f"{created.source.url} -> {created.destination.url}"]
+        )
+    rows.append(["running", _describe_holder(holder)])
+    print_table(rows)
+    click.echo()
+    print_table(_count_rows(counts), ["STATUS", "ACTIONS"], right=frozenset({1}))
+    click.echo(f"copied in all: {format_bytes(counts['bytes'])}")
+    if last is not None:
+        click.echo(f"last run: {describe_last_run(last)}")
+    for label, text in steps.items():
+        click.echo(f"{label}: {text}")
 
 
-def _running_holder(directory: Path) -> dict | None:
+def _count_rows(counts: Mapping[str, int]) -> list[list[str]]:
+    return [[label, str(counts[name])] for name, label in _COUNT_LABELS.items()]
+
+
+def _describe_holder(holder: dict | None) -> str:
+    if holder is None:
+        return "no"
+    return (
+        f"yes, by pid {holder.get('pid')} on {holder.get('host')} since "
+        f"{holder.get('since')}"
+    )
+
+
+def describe_last_run(last: LastRun) -> str:
+    """Return one line about a queue's last run: when, how it ended, rate."""
+    ended = datetime.datetime.fromtimestamp(last.ended).astimezone()
+    how = "interrupted" if last.interrupted else "ended"
+    text = (
+        f"{how} {ended.isoformat(sep=' ', timespec='seconds')} after "
+        f"{format_duration(last.elapsed)}: copied {last.copied}, skipped "
+        f"{last.skipped}, failed {last.failed}, retried {last.retried}; "
+        f"{format_bytes(last.bytes)} at {format_bytes(last.rate)}/s"
+    )
+    if last.remaining:
+        text += f"; {last.remaining} left"
+    return text
+
+
+def next_steps(
+    directory: Path, counts: Mapping[str, int], holder: dict | None
+) -> dict[str, str]:
+    """Return the commands that go on with the queue, by what they do."""
+    where = shlex.quote(str(directory))
+    steps: dict[str, str] = {}
+    pending = counts["waiting"] + counts["inprogress"]
+    if holder is not None:
+        steps["wait"] = (
+            f"pid {holder.get('pid')} is running the queue; `journalq add` "
+            "hands new actions to it"
+        )
+    elif pending:
+        steps["to resume"] = f"journalq run --queue {where}"
+    if counts["failed"]:
+        steps["to see the failures"] = (
+            f"journalq actions --status failed --queue {where}"
+        )
+        steps["to retry them"] = (
+            f"journalq retry --queue {where} && journalq run --queue {where}"
+        )
+    return steps
+
+
+def running_holder(directory: Path) -> dict | None:
     """Return the record of the process running the queue, or None.
 
     The lock file keeps the last holder's record until the next run takes
@@ -68,26 +177,117 @@ def _running_holder(directory: Path) -> dict | None:
 @command("actions")
 @click.option(
     "--status",
-    "wanted",
+    "statuses",
+    multiple=True,
     type=click.Choice([str(status) for status in Status]),
-    help="List only the actions in this status.",
+    help="List only actions in this status (repeat for several).",
 )
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    type=click.Choice([str(kind) for kind in Kind]),
+    help="List only actions of this kind (repeat for several).",
+)
+@click.option(
+    "--path",
+    "pattern",
+    metavar="GLOB",
+    help="List only actions whose source or destination matches GLOB.",
+)
+@click.option(
+    "--tree",
+    "tree",
+    metavar="ID",
+    shell_complete=complete_action_id,
+    help="List only the actions of the tree (copy or sync) with this id.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="List at most N actions.",
+)
+@click.option("--no-header", is_flag=True, help="Leave out the header line.")
 @json_option
 @common_options
-def actions_command(wanted: str | None, as_json: bool) -> None:
-    """List the queue's actions: id, status, kind, paths and last error."""
+def actions_command(
+    statuses: tuple[str, ...],
+    kinds: tuple[str, ...],
+    pattern: str | None,
+    tree: str | None,
+    limit: int | None,
+    no_header: bool,
+    as_json: bool,
+) -> None:
+    """List the queue's actions: id, status, kind, attempts, bytes, paths, error.
+
+    Filters combine: `--status failed --kind copy_file` lists the files
+    that failed.
+    """
     with open_existing_queue(read_only=True) as queue:
-        actions = queue.get_actions(wanted)
+        status = statuses[0] if len(statuses) == 1 else None
+        found = _matching(queue.get_actions(status), statuses, kinds, pattern, tree)
+        actions = found[:limit] if limit else found
     if as_json:
         for action in actions:
             print_json(action.to_dict())
         return
-    for line in action_rows(actions):
-        click.echo(line)
+    _print_actions(actions, header=not no_header)
+
+
+def _matching(
+    actions: Iterable[ActionInfo],
+    statuses: tuple[str, ...],
+    kinds: tuple[str, ...],
+    pattern: str | None,
+    tree: str | None,
+) -> list[ActionInfo]:
+    matched = []
+    for action in actions:
+        if statuses and action.status not in statuses:
+            continue
+        if kinds and action.kind not in kinds:
+            continue
+        if tree is not None and tree not in (action.parent, action.id):
+            continue
+        if pattern is not None and not _path_matches(action, pattern):
+            continue
+        matched.append(action)
+    return matched
+
+
+def _path_matches(action: ActionInfo, pattern: str) -> bool:
+    paths = (action.source, action.destination)
+    return any(path and fnmatch.fnmatchcase(path, pattern) for path in paths)
+
+
+def _print_actions(actions: list[ActionInfo], *, header: bool) -> None:
+    with_errors = any(action.error for action in actions)
+    rows = []
+    for action in actions:
+        path = arrow(action.source, action.destination)
+        if action.service and not (action.source and action.destination):
+            path += f" ({action.service})"
+        row = [
+            action.id,
+            action.status,
+            action.kind,
+            str(action.attempts),
+            format_bytes(action.bytes),
+            path,
+        ]
+        if with_errors:
+            row.append(action.error or "")
+        rows.append(row)
+    titles = ["ID", "STATUS", "KIND", "ATTEMPTS", "BYTES", "PATH"]
+    if with_errors:
+        titles.append("ERROR")
+    print_table(rows, titles if header else None, right=frozenset({3, 4}))
 
 
 @command("result")
-@click.argument("action_id", metavar="ID")
+@click.argument("action_id", metavar="ID", shell_complete=complete_action_id)
 @json_option
 @common_options
 def result_command(action_id: str, as_json: bool) -> None:
@@ -99,3 +299,62 @@ def result_command(action_id: str, as_json: bool) -> None:
             print_json(entry)
         else:
             click.echo(f"{entry['type']:<9} {entry['size']:>12}  {entry['name']}")
+
+
+@command("queues")
+@json_option
+@common_options
+def queues_command(as_json: bool) -> None:
+    """List the named queues: counts, and whether a process runs each."""
+    rows = []
+    for name in queue_names():
+        directory = Path(queues_root()) / name
+        rows.append(_queue_row(name, directory))
+    if as_json:
+        for row in rows:
+            print_json(row)
+        return
+    if not rows:
+        click.echo(f"no queues in {queues_root()}", err=True)
+        return
+    table = [
+        [
+            str(row["name"]),
+            _or_dash(row, "waiting"),
+            _or_dash(row, "completed"),
+            _or_dash(row, "failed"),
+            "yes" if row["running"] else "no",
+            str(row["last_run"] or "-"),
+        ]
+        for row in rows
+    ]
+    print_table(
+        table,
+        ["NAME", "WAITING", "COMPLETED", "FAILED", "RUNNING", "LAST RUN"],
+        right=frozenset({1, 2, 3}),
+    )
+
+
+def _queue_row(name: str, directory: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {"name": name, "queue": str(directory)}
+    try:
+        counts = read_state(directory).status_counts()
+    except Exception as error:  # one unreadable queue must not hide the rest
+        row["error"] = str(error)
+        counts = {}
+    row.update(counts)
+    row["running"] = running_holder(directory) is not None
+    last = load_last_run(directory)
+    row["last_run"] = (
+        datetime.datetime.fromtimestamp(last.ended)
+        .astimezone()
+        .isoformat(sep=" ", timespec="seconds")
+        if last
+        else None
+    )
+    return row
+
+
+def _or_dash(row: Mapping[str, Any], name: str) -> str:
+    value = row.get(name)
+    return "-" if value is None else str(value)

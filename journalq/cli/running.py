@@ -5,17 +5,29 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import click
 
+from journalq.backends import is_secret
 from journalq.cli.base import command
-from journalq.cli.context import common_options, run_options, settings
+from journalq.cli.completion import complete_location
+from journalq.cli.context import common_options, run_options, settings, storage_options
 from journalq.cli.exits import ExitCode, run_exit_code
 from journalq.cli.interrupt import stop_on_interrupt
-from journalq.cli.output import EventPrinter, format_summary, print_json
+from journalq.cli.lastrun import save_last_run
+from journalq.cli.messages import step
+from journalq.cli.output import (
+    EventPrinter,
+    common_errors,
+    format_summary,
+    print_json,
+    rate_of,
+)
 from journalq.cli.queues import (
     Location,
     default_queue_name,
@@ -24,19 +36,38 @@ from journalq.cli.queues import (
     parse_location,
 )
 from journalq.errors import ActionError
-from journalq.events import RunSummary
+from journalq.events import Event, EventType, RunSummary
 from journalq.plan import resolve_target
+from journalq.progress import ProgressDisplay, RunProgress, log_progress
 from journalq.queue import StorageQueue
 from journalq.store import queue_directory
 
-__all__ = ["add_copy", "copy_command", "json_option", "run_command", "sync_command"]
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = [
+    "add_copy",
+    "copy_command",
+    "json_option",
+    "location_argument",
+    "run_command",
+    "sync_command",
+]
 
 json_option = click.option(
     "--json",
     "as_json",
     is_flag=True,
-    help="Print JSON on stdout, one object per line, instead of plain text.",
+    help=(
+        "Print JSON on stdout, one object per line, instead of plain text "
+        "(for a run: one per event, then a summary)."
+    ),
 )
+
+
+def location_argument(name: str, metavar: str) -> Callable:
+    """Return the click argument for a SRC, DST or PATH: a path or a URL."""
+    return click.argument(name, metavar=metavar, shell_complete=complete_location)
 
 
 def add_copy(queue: StorageQueue, source: Location, destination: Location) -> str:
@@ -47,14 +78,18 @@ def add_copy(queue: StorageQueue, source: Location, destination: Location) -> st
     ``/`` or is a directory (see :func:`journalq.plan.resolve_target`).
     """
     source_path = queue.source.path(source.path)
-    if not queue.source.fs.exists(source_path):
-        raise ActionError(
-            source.path, "source not found; check the path (nothing was added)"
+    hint = "check the URL, the credentials and the --source-option values"
+    with step("reading the source", source.url, hint):
+        if not queue.source.fs.exists(source_path):
+            raise ActionError(
+                source.path, "source not found; check the path (nothing was added)"
+            )
+        source_is_dir = queue.source.fs.isdir(source_path)
+    hint = "check the URL, the credentials and the --destination-option values"
+    with step("reading the destination", destination.url, hint):
+        destination_is_dir = queue.destination.fs.isdir(
+            queue.destination.path(destination.path)
         )
-    source_is_dir = queue.source.fs.isdir(source_path)
-    destination_is_dir = queue.destination.fs.isdir(
-        queue.destination.path(destination.path)
-    )
     target = resolve_target(
         source.path,
         destination.path,
@@ -75,6 +110,97 @@ def resume_command(queue: StorageQueue) -> str:
     return shlex.join(words)
 
 
+def _secret_note() -> str | None:
+    """Name the secret storage options a resume must be given again."""
+    options = settings()
+    again = [
+        f"--{role}-option {key}=..."
+        for role, role_options in (
+            ("source", options.source_options),
+            ("destination", options.destination_options),
+        )
+        for key in role_options
+        if is_secret(key)
+    ]
+    if not again:
+        return None
+    return (
+        "secret storage options are not stored in the queue; add "
+        + ", ".join(again)
+        + " to that command"
+    )
+
+
+def _wants_display(as_json: bool) -> bool:
+    """Decide whether to draw the progress display on stderr."""
+    options = settings()
+    if options.quiet or as_json or options.progress is False:
+        return False
+    if options.progress:
+        return True
+    return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def _fan_out(
+    printer: EventPrinter, progress: RunProgress | None
+) -> tuple[Callable[[Event], None], frozenset[EventType]]:
+    """Return one ``on_event`` callback for the printer and the progress."""
+    if progress is None:
+        return printer, printer.event_types
+
+    def on_event(event: Event) -> None:
+        progress(event)
+        if event.type in printer_types:
+            printer(event)
+
+    printer_types = printer.event_types
+    return on_event, printer_types | progress.event_types
+
+
+@contextlib.contextmanager
+def _progress_output(progress: RunProgress | None, display: bool) -> Iterator[None]:
+    if progress is None:
+        yield
+    elif display:
+        with ProgressDisplay(progress, console=_display_console()):
+            yield
+    else:
+        with log_progress(progress, settings().stats):
+            yield
+
+
+def _display_console() -> Console:
+    from rich.console import Console
+
+    # --progress draws even when stderr is not a terminal (a CI log that
+    # renders escape codes); otherwise rich's own detection decides.
+    return Console(stderr=True, force_terminal=True if settings().progress else None)
+
+
+@contextlib.contextmanager
+def _listing(source: Location, *, as_json: bool) -> Iterator[None]:
+    """Show a spinner while ``copy`` or ``sync`` lists SRC and DST."""
+    if not _wants_display(as_json):
+        yield
+        return
+    with _display_console().status(f"Listing {source.url} ..."):
+        yield
+
+
+def _run_event(queue: StorageQueue, progress: RunProgress) -> dict[str, object]:
+    """Return the first JSON line of a run: what it is about to do."""
+    view = progress.view()
+    return {
+        "event": "run",
+        "queue": str(queue.directory),
+        "files": view.files_total,
+        "bytes": view.bytes_total,
+        "done_earlier": view.done_earlier,
+        "earlier_total": view.earlier_total,
+        "dry_run": settings().dry_run,
+    }
+
+
 def run_and_report(queue: StorageQueue, *, as_json: bool) -> ExitCode:
     """Run ``queue`` until it is done or stopped; print events and a summary."""
     options = settings()
@@ -86,18 +212,31 @@ def run_and_report(queue: StorageQueue, *, as_json: bool) -> ExitCode:
     printer = EventPrinter(
         as_json=as_json, verbosity=options.verbosity, dry_run=options.dry_run
     )
+    display = _wants_display(as_json)
+    progress = None
+    if display or as_json or options.verbosity >= 1:
+        progress = RunProgress.for_queue(queue)
+    if as_json and progress is not None:
+        print_json(_run_event(queue, progress))
+    on_event, event_types = _fan_out(printer, progress)
     stop = threading.Event()
     resume = resume_command(queue)
-    with stop_on_interrupt(stop, resume):
+    on_stop = progress.mark_stopping if display and progress is not None else None
+    with (
+        stop_on_interrupt(stop, resume, on_stop=on_stop),
+        _progress_output(progress, display),
+    ):
         summary = queue.run(
-            on_event=printer,
+            on_event=on_event,
             stop=stop,
             dry_run=options.dry_run,
             compare=options.compare,
             parallelism=options.parallelism,
-            event_types=printer.event_types,
+            event_types=event_types,
         )
     _report(queue, summary, resume, as_json=as_json)
+    if not options.dry_run:
+        save_last_run(queue.directory, summary)
     return run_exit_code(summary, dry_run=options.dry_run)
 
 
@@ -105,24 +244,36 @@ def _report(
     queue: StorageQueue, summary: RunSummary, resume: str, *, as_json: bool
 ) -> None:
     options = settings()
+    left = bool(summary.remaining or summary.interrupted) and not options.dry_run
     if as_json:
         data = summary.to_dict()
+        data["rate"] = round(rate_of(summary), 1)
         data["queue"] = str(queue.directory)
+        data["resume"] = resume if left else None
         data["failures"] = [failure.to_dict() for failure in summary.failures]
         print_json(data)
     if not options.quiet:
         click.echo(format_summary(summary, dry_run=options.dry_run), err=True)
-    where = shlex.quote(str(queue.directory))
     if summary.failed:
-        click.echo(
-            f"{summary.failed} {'action' if summary.failed == 1 else 'actions'} "
-            f"failed; list them with `journalq actions "
-            f"--status failed --queue {where}`, add them again with `journalq "
-            f"retry --queue {where}`",
-            err=True,
-        )
-    if (summary.remaining or summary.interrupted) and not options.dry_run:
+        _report_failures(queue, summary)
+    if left:
         click.echo(f"to resume: {resume}", err=True)
+        note = _secret_note()
+        if note:
+            click.echo(note, err=True)
+
+
+def _report_failures(queue: StorageQueue, summary: RunSummary) -> None:
+    where = shlex.quote(str(queue.directory))
+    noun = "action" if summary.failed == 1 else "actions"
+    lines = [f"{summary.failed} {noun} failed:"]
+    lines += [f"  {line}" for line in common_errors(summary.failures)]
+    lines.append(f"list them: journalq actions --status failed --queue {where}")
+    lines.append(
+        f"retry them: journalq retry --queue {where} && journalq run --queue {where}"
+    )
+    for line in lines:
+        click.echo(line, err=True)
 
 
 def _finish(code: ExitCode) -> None:
@@ -169,10 +320,11 @@ def _queue_for(
 
 
 @command("copy")
-@click.argument("source", metavar="SRC")
-@click.argument("destination", metavar="DST")
+@location_argument("source", "SRC")
+@location_argument("destination", "DST")
 @json_option
 @run_options
+@storage_options
 @common_options
 def copy_command(source: str, destination: str, as_json: bool) -> None:
     """Copy SRC to DST (a file, or a directory tree), then run until done.
@@ -188,14 +340,15 @@ def copy_command(source: str, destination: str, as_json: bool) -> None:
     src, dst = parse_location(source), parse_location(destination)
     name = settings().queue or default_queue_name("copy", src, dst)
     with _queue_for(name, src, dst) as queue:
-        add_copy(queue, src, dst)
+        with _listing(src, as_json=as_json):
+            add_copy(queue, src, dst)
         code = run_and_report(queue, as_json=as_json)
     _finish(code)
 
 
 @command("sync")
-@click.argument("source", metavar="SRC")
-@click.argument("destination", metavar="DST")
+@location_argument("source", "SRC")
+@location_argument("destination", "DST")
 @click.option(
     "--delete",
     is_flag=True,
@@ -214,6 +367,7 @@ def copy_command(source: str, destination: str, as_json: bool) -> None:
 )
 @json_option
 @run_options
+@storage_options
 @common_options
 def sync_command(
     source: str,
@@ -235,13 +389,14 @@ def sync_command(
     plain_dst = Location(dst.filesystem, dst.path.rstrip("/") or "/")
     name = settings().queue or default_queue_name("sync", plain_src, plain_dst)
     with _queue_for(name, src, dst) as queue:
-        queue.sync(
-            plain_src.path,
-            plain_dst.path,
-            delete=delete,
-            max_delete=max_delete,
-            force=force,
-        )
+        with _listing(src, as_json=as_json):
+            queue.sync(
+                plain_src.path,
+                plain_dst.path,
+                delete=delete,
+                max_delete=max_delete,
+                force=force,
+            )
         code = run_and_report(queue, as_json=as_json)
     _finish(code)
 
@@ -249,6 +404,7 @@ def sync_command(
 @command("run")
 @json_option
 @run_options
+@storage_options
 @common_options
 def run_command(as_json: bool) -> None:
     """Run every waiting action of the queue (resume an interrupted run)."""

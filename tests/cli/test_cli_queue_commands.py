@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -232,7 +233,10 @@ def test_status_counts(sample: Path, tmp_path: Path, queue: str) -> None:
     counts = _status(queue)
 
     assert plain.exit_code == ExitCode.OK, plain.output
-    assert f"queue {queue}" in plain.stdout
+    assert plain.stdout.startswith(f"queue        {queue}\n")
+    length = counts["length"]
+    assert re.search(rf"^completed +{length}$", plain.stdout, re.MULTILINE)
+    assert re.search(rf"^total +{length}$", plain.stdout, re.MULTILINE)
     assert counts["queue"] == queue
     assert counts["running"] is None
     assert counts["completed"] == counts["length"]
