@@ -43,7 +43,7 @@ import fsspec
 import msgspec
 from fsspec.implementations.memory import MemoryFileSystem
 
-from journalq import compare, copier, digest, inbox, retry, transfer
+from journalq import compare, copier, digest, inbox, parts, retry, transfer
 from journalq.backends import Filesystem
 from journalq.events import Event, EventType, RunSummary
 from journalq.plan import Entry, stage
@@ -54,6 +54,8 @@ from journalq.records import (
     Identity,
     Kind,
     Outcome,
+    PartsPlanned,
+    PartWritten,
     Record,
     Service,
     Started,
@@ -114,6 +116,8 @@ class RunOptions:
     #: cluster, given the run's source and destination. Each stage with
     #: copies gets its own, closed when the stage ends.
     helpers: Callable[[Filesystem, Filesystem], list[copier.Helper]] | None = None
+    #: Files from this size on are copied in journaled parts.
+    part_threshold: int = parts.PART_THRESHOLD
 
 
 class _Cache:
@@ -727,6 +731,21 @@ class Executor:
         destination: compare.FileInfo | None,
         group: _DurableGroup,
     ) -> list[Record]:
+        if source.size >= self.options.part_threshold:
+            in_parts = self._transfer_parts(
+                action, attempt, source_path, destination_path, source
+            )
+            if in_parts is not None:
+                result, observed_ns, keeps_mtime = in_parts
+                return self._copy_records(
+                    action,
+                    attempt,
+                    (source_path, destination_path),
+                    source,
+                    result,
+                    observed_ns,
+                    sets_mtime=keeps_mtime,
+                )
         # A new local file may wait for its group's filesystem sync; a file
         # that replaces an existing one is synced alone before its rename.
         batched = group.enabled and destination is None
@@ -764,6 +783,88 @@ class Executor:
             observed_ns,
             sets_mtime=transfer.keeps_mtime(sink),
         )
+
+    def _transfer_parts(
+        self,
+        action: ActionState,
+        attempt: int,
+        source_path: str,
+        destination_path: str,
+        source: compare.FileInfo,
+    ) -> tuple[transfer.CopyResult, int, bool] | None:
+        """Copy a large file in journaled parts, resuming a plan that fits.
+
+        Returns ``None`` when the destination takes no parts. A plan fits
+        when the source still matches it; otherwise the old parts are
+        discarded and a new plan is journaled, durably, before any part.
+        """
+        fs = self.destination.fs
+        part_size = parts.part_size_for(source.size)
+        identity = parts.source_identity(source)
+        known = action.parts
+        if (
+            known is not None
+            and known.plan.source == identity
+            and known.plan.part_size == part_size
+        ):
+            target = parts.open_target(
+                fs, destination_path, action.action_id, known.plan.upload, part_size
+            )
+            written = known.written
+        else:
+            if known is not None:
+                stale = parts.open_target(
+                    fs, destination_path, action.action_id, known.plan.upload, 0
+                )
+                if stale is not None:
+                    stale.abort()
+            target = parts.open_target(
+                fs, destination_path, action.action_id, None, part_size
+            )
+            written = {}
+            if target is not None:
+                plan = PartsPlanned(
+                    action.action_id,
+                    attempt,
+                    part_size,
+                    target.upload,
+                    identity,
+                    time.time_ns(),
+                )
+                self.store.append([plan], durable=True)
+        if target is None:
+            return None
+
+        callback = self._callback(action, attempt, source.size)
+        observed_ns = time.time_ns()
+        try:
+            every_part, digest_string = parts.copy_in_parts(
+                self.source.fs,
+                source_path,
+                source,
+                target,
+                part_size,
+                dict(written),
+                # Durable at once: one sync per part is cheap next to the
+                # part, and a lost record would send that part again.
+                on_part=lambda part: self.store.append(
+                    [PartWritten(action.action_id, attempt, part)], durable=True
+                ),
+                on_bytes=callback.relative_update if callback is not None else None,
+                should_stop=self._stopping if self.options.stop else None,
+            )
+            target.complete(every_part, source.mtime_ns)
+        except InterruptedError:
+            target.release()
+            raise _Interrupted from None
+        except parts.SourceChangedError:
+            target.abort()
+            raise
+        except BaseException:
+            target.release()
+            raise
+        result = transfer.CopyResult(source.size, digest_string)
+        return result, observed_ns, target.keeps_mtime
 
     def _copy_records(
         self,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 import msgspec
 
-from journalq import compare, faults, inbox
+from journalq import compare, faults, inbox, parts
 from journalq.backends import Filesystem, endpoint, open_filesystem
 from journalq.backends.remotes import split_remote
 from journalq.errors import ActionError, QueueError, QueueLockedError
@@ -104,6 +104,11 @@ class StorageQueue:
     read_only:
         Read the queue's state without taking its lock or changing a file,
         for reports while another process may be running it.
+    part_threshold:
+        Files of this many bytes or more are copied in parts of 16 MiB or
+        more, each journaled once durable at the destination, so a copy
+        that dies resumes after its last part instead of from the start.
+        Default: 64 MiB (:data:`journalq.parts.PART_THRESHOLD`).
     """
 
     def __init__(
@@ -119,6 +124,7 @@ class StorageQueue:
         destination_options: dict[str, Any] | None = None,
         max_attempts: int = 5,
         read_only: bool = False,
+        part_threshold: int = parts.PART_THRESHOLD,
     ) -> None:
         if parallelism < 1:
             raise ActionError(parallelism, "parallelism must be at least 1")
@@ -127,6 +133,7 @@ class StorageQueue:
         self.policy = _parse_policy(compare or "checksum")
         self.max_attempts = max_attempts
         self.read_only = read_only
+        self.part_threshold = part_threshold
         self._store: QueueStore | None = None
         self._handoff_state: QueueState | None = None
         self._unavailable: QueueError | None = None
@@ -828,6 +835,7 @@ class StorageQueue:
             hints=self._hints,
             event_types=_event_types(settings.get("event_types")),
             helpers=settings.get("helpers"),
+            part_threshold=self.part_threshold,
         )
         total = RunSummary()
         store.drain_inbox()

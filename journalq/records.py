@@ -32,7 +32,7 @@ import msgspec
 #: Raised when the meaning of an existing record changes.
 FORMAT_MAJOR: Final = 1
 #: Raised when a record type is added.
-FORMAT_MINOR: Final = 1
+FORMAT_MINOR: Final = 2
 
 
 class Kind(enum.StrEnum):
@@ -238,6 +238,45 @@ class Retried(_Record, tag=11):
     retried_ns: int = 0
 
 
+class Part(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
+    """One part of a large copy, durable at the destination.
+
+    ``checksum`` is ``"<algorithm>:<hex>"`` of the part's bytes; ``etag`` is
+    what an object store answered for it, when it did.
+    """
+
+    number: int
+    offset: int
+    size: int
+    checksum: str
+    etag: str | None = None
+
+
+class PartsPlanned(_Record, tag=12):
+    """A large copy goes in parts of ``part_size`` bytes to ``upload``.
+
+    ``upload`` names where the parts accumulate until the copy completes:
+    a temporary file, an object store's upload id, an upload session.
+    ``source`` is the file the parts come from; a source that no longer
+    matches it starts the copy over.
+    """
+
+    action_id: str
+    attempt: int
+    part_size: int
+    upload: str
+    source: Identity
+    planned_ns: int = 0
+
+
+class PartWritten(_Record, tag=13):
+    """A part of a planned copy is durable at the destination."""
+
+    action_id: str
+    attempt: int
+    part: Part
+
+
 Record = (
     QueueCreated
     | ActionAdded
@@ -250,11 +289,20 @@ Record = (
     | SnapshotTaken
     | Digested
     | Retried
+    | PartsPlanned
+    | PartWritten
 )
 
 #: Records whose batch must be durable before the call that wrote them
 #: returns (the others ride along with the next synced batch).
-DURABLE_TYPES: Final = (QueueCreated, ActionAdded, Expanded, Completed, Canceled)
+DURABLE_TYPES: Final = (
+    QueueCreated,
+    ActionAdded,
+    Expanded,
+    Completed,
+    Canceled,
+    PartsPlanned,
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _batch_decoder = msgspec.msgpack.Decoder(list[Record])

@@ -60,6 +60,9 @@ from journalq.records import (
     Failed,
     Kind,
     Outcome,
+    Part,
+    PartsPlanned,
+    PartWritten,
     Progress,
     QueueCreated,
     Record,
@@ -201,6 +204,13 @@ def _facts(action: Action) -> tuple[object, ...]:
     )
 
 
+class Parts(msgspec.Struct, array_like=True, gc=False):
+    """The plan of a large copy in parts and the parts written so far."""
+
+    plan: PartsPlanned
+    written: dict[int, Part] = {}
+
+
 class ActionState(msgspec.Struct, array_like=True, gc=False):
     """One action as the journal has it so far.
 
@@ -220,6 +230,8 @@ class ActionState(msgspec.Struct, array_like=True, gc=False):
     #: Files of a tree found identical when it was listed.
     skipped: int = 0
     action_id: str = ""
+    #: The parts of a large copy written so far, until it completes.
+    parts: Parts | None = None
 
     # Mutable, so unhashable like every Struct that is not frozen.
     __eq__ = _same_action
@@ -553,6 +565,8 @@ class QueueState:
             QueueCreated: self._created,
             SnapshotTaken: self._snapshot_taken,
             Retried: self._retried,
+            PartsPlanned: self._parts_planned,
+            PartWritten: self._part_written,
         }
         self._deferred: Callable[[], None] | None = None
         self._deferred_length = 0
@@ -636,6 +650,7 @@ class QueueState:
                         completed, source=None, destination=None
                     )
                 action.completed = completed
+                action.parts = None
                 action.bytes = completed.bytes
                 new_status = _COMPLETED
                 self.bytes += completed.bytes
@@ -709,6 +724,18 @@ class QueueState:
         tree = self.actions.get(parent) if parent is not None else None
         if tree is not None and tree.status is _FAILED:
             self._set_status(tree, _WAITING)
+
+    def _parts_planned(self, record: PartsPlanned) -> None:
+        action = self.actions.get(record.action_id)
+        if type(action) is ActionState and not action.terminal:
+            action.parts = Parts(record, {})
+
+    def _part_written(self, record: PartWritten) -> None:
+        action = self.actions.get(record.action_id)
+        if type(action) is not ActionState or action.terminal:
+            return
+        if action.parts is not None:
+            action.parts.written[record.part.number] = record.part
 
     def _cancel(self, record: Canceled) -> None:
         action = self.actions.get(record.action_id)

@@ -1,0 +1,182 @@
+"""Large copies in journaled parts: resume after a kill, changes, damage."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import msgspec
+import pytest
+import xxhash
+
+from journalq import StorageQueue, parts
+from journalq.journal.reader import scan
+from journalq.records import Completed, PartsPlanned, PartWritten, decode_batch
+from journalq.replay import decode_state, encode_state
+from journalq.store import JOURNAL_DIR, read_state
+
+MIB = 1024 * 1024
+#: A 6.5 MiB file in 1 MiB parts: seven parts, the last one short.
+SIZE = 6 * MIB + MIB // 2
+
+
+@pytest.fixture(autouse=True)
+def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parts of 1 MiB, so a file of a few MiB has several."""
+    monkeypatch.setattr(parts, "PART_SIZE", MIB)
+
+
+def journal_records(queue_dir: Path, kind: type) -> list:
+    """Return the records of type ``kind`` in the queue's journal, in order."""
+    header = msgspec.msgpack.decode((queue_dir / "FORMAT").read_bytes())
+    result = scan(queue_dir / JOURNAL_DIR, bytes.fromhex(header["queue_id"]))
+    return [
+        record
+        for frame in result.frames
+        for record in decode_batch(frame.payload)
+        if isinstance(record, kind)
+    ]
+
+
+def run_copy(tmp_path: Path, **extra: object) -> None:
+    with StorageQueue(
+        tmp_path / "src", tmp_path / "dst", tmp_path / "q", part_threshold=MIB
+    ) as queue:
+        queue.copy_file("big.bin", "big.bin")
+        summary = queue.run(**extra)
+    assert summary.failed == 0
+
+
+def killed_copy(tmp_path: Path, crash_at: str) -> int:
+    """Run the copy in a child that SIGKILLs itself at ``crash_at``."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from journalq import StorageQueue, parts
+        parts.PART_SIZE = {MIB}
+        with StorageQueue(sys.argv[1], sys.argv[2], sys.argv[3],
+                          part_threshold={MIB}) as queue:
+            queue.copy_file("big.bin", "big.bin")
+            queue.run()
+        """
+    )
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            tmp_path / "src",
+            tmp_path / "dst",
+            tmp_path / "q",
+        ],
+        env={**os.environ, "JOURNALQ_CRASH_AT": crash_at},
+        capture_output=True,
+        check=False,
+    )
+    return child.returncode
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> bytes:
+    data = os.urandom(SIZE)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "big.bin").write_bytes(data)
+    return data
+
+
+def test_large_copy_goes_in_parts(tmp_path: Path, source: bytes) -> None:
+    run_copy(tmp_path)
+
+    assert (tmp_path / "dst" / "big.bin").read_bytes() == source
+    state = read_state(tmp_path / "q")
+    (action,) = list(state.actions.values())
+    assert action.completed is not None
+    assert action.parts is None
+    written = journal_records(tmp_path / "q", PartWritten)
+    assert [record.part.number for record in written] == list(range(7))
+    assert written[-1].part.size == MIB // 2
+    assert len(journal_records(tmp_path / "q", PartsPlanned)) == 1
+    # The digest is the whole file's, as in a copy in one piece.
+    (completed,) = journal_records(tmp_path / "q", Completed)
+    assert completed.source.digest == f"xxh128:{xxhash.xxh128(source).hexdigest()}"
+    assert os.listdir(tmp_path / "dst") == ["big.bin"]
+
+
+def test_killed_copy_resends_one_part(tmp_path: Path, source: bytes) -> None:
+    # Killed after the fourth part is durable but before its record.
+    assert killed_copy(tmp_path, "parts.before_record:4") == -9
+    before = len(journal_records(tmp_path / "q", PartWritten))
+    assert before == 3
+
+    run_copy(tmp_path)
+
+    assert (tmp_path / "dst" / "big.bin").read_bytes() == source
+    written = journal_records(tmp_path / "q", PartWritten)
+    resent = [record.part.number for record in written[before:]]
+    assert resent == [3, 4, 5, 6]
+    assert len(journal_records(tmp_path / "q", PartsPlanned)) == 1
+    assert sorted(os.listdir(tmp_path / "dst")) == ["big.bin"]
+
+
+def test_changed_source_restarts_copy(tmp_path: Path, source: bytes) -> None:
+    assert killed_copy(tmp_path, "parts.before_record:3") == -9
+    changed = os.urandom(SIZE)
+    (tmp_path / "src" / "big.bin").write_bytes(changed)
+
+    run_copy(tmp_path)
+
+    assert (tmp_path / "dst" / "big.bin").read_bytes() == changed
+    plans = journal_records(tmp_path / "q", PartsPlanned)
+    assert len(plans) == 2
+    assert plans[1].source.size == SIZE
+
+
+def test_damaged_part_is_sent_again(tmp_path: Path, source: bytes) -> None:
+    assert killed_copy(tmp_path, "parts.before_record:5") == -9
+    (plan,) = journal_records(tmp_path / "q", PartsPlanned)
+    with open(plan.upload, "r+b") as temporary:
+        temporary.seek(MIB + 10)
+        temporary.write(b"damage")
+    before = len(journal_records(tmp_path / "q", PartWritten))
+
+    run_copy(tmp_path)
+
+    assert (tmp_path / "dst" / "big.bin").read_bytes() == source
+    resent = [r.part.number for r in journal_records(tmp_path / "q", PartWritten)]
+    assert resent[before:] == [1, 4, 5, 6]
+
+
+def test_killed_before_rename_completes(tmp_path: Path, source: bytes) -> None:
+    assert killed_copy(tmp_path, "parts.before_rename") == -9
+    assert not (tmp_path / "dst" / "big.bin").exists()
+
+    run_copy(tmp_path)
+
+    assert (tmp_path / "dst" / "big.bin").read_bytes() == source
+    written = journal_records(tmp_path / "q", PartWritten)
+    assert len(written) == 7
+
+
+def test_small_file_goes_whole(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "big.bin").write_bytes(b"x" * (MIB - 1))
+
+    run_copy(tmp_path)
+
+    assert journal_records(tmp_path / "q", PartsPlanned) == []
+    assert (tmp_path / "dst" / "big.bin").stat().st_size == MIB - 1
+
+
+def test_snapshot_keeps_parts(tmp_path: Path, source: bytes) -> None:
+    assert killed_copy(tmp_path, "parts.before_record:3") == -9
+    state = read_state(tmp_path / "q")
+    (action,) = list(state.actions.values())
+    assert action.parts is not None
+
+    restored = decode_state(encode_state(state)).actions[action.action_id]
+
+    assert restored.parts == action.parts
+    assert sorted(restored.parts.written) == [0, 1]
