@@ -214,8 +214,9 @@ class _FailureLimit(logging.Filter):
     """Let through the first :data:`MAX_FAILURE_WARNINGS` failure warnings.
 
     The executor logs one warning per failed action, so a destination that
-    is gone would otherwise print a line for every file of the tree. The
-    first warning held back is replaced by a line that tells the reader so.
+    is gone would otherwise print a line for every file of the tree. When
+    the first warning is held back, one line tells the reader so. At ``-v``
+    and above every warning passes.
     """
 
     def __init__(self) -> None:
@@ -225,16 +226,18 @@ class _FailureLimit(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name != "journalq.executor" or record.levelno != logging.WARNING:
             return True
+        if logging.getLogger("journalq").getEffectiveLevel() < logging.WARNING:
+            return True
         self.count += 1
         if self.count <= MAX_FAILURE_WARNINGS:
             return True
         if self.count == MAX_FAILURE_WARNINGS + 1:
-            record.msg = (
-                "more failures are not shown (-v shows them all); the summary "
-                "counts them and `journalq actions --status failed` lists them"
+            click.echo(
+                "WARNING journalq: more failures are not shown (-v shows them "
+                "all); the summary counts them and `journalq actions --status "
+                "failed` lists them",
+                err=True,
             )
-            record.args = ()
-            return True
         return False
 
 
@@ -263,8 +266,7 @@ def configure_logging(ctx: click.Context, level: int) -> None:
     previous_level = logger.level
     handler = _EchoHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    if level >= logging.WARNING:
-        handler.addFilter(_FailureLimit())
+    handler.addFilter(_FailureLimit())
     logger.addHandler(handler)
     logger.setLevel(level)
 

@@ -76,16 +76,29 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
 
 
 def common_errors(failures: Iterable[ActionInfo]) -> list[str]:
-    """Return the most frequent errors of ``failures``, each with its count."""
-    counts = collections.Counter(
-        failure.error
-        for failure in failures
-        if failure.error and not failure.error.startswith(CHILDREN_FAILED)
-    )
-    lines = [f"{count} x {error}" for error, count in counts.most_common(SHOWN_ERRORS)]
+    """Return the most frequent kinds of error in ``failures``, with a count.
+
+    Messages name their paths, so failures are grouped by the exception's
+    name, and the first message of each group stands for the rest.
+    """
+    examples: dict[str, str] = {}
+    counts: collections.Counter[str] = collections.Counter()
+    for failure in failures:
+        error = failure.error
+        if not error or error.startswith(CHILDREN_FAILED):
+            continue
+        name = error.partition(":")[0]
+        counts[name] += 1
+        examples.setdefault(name, error)
+    lines = []
+    for name, count in counts.most_common(SHOWN_ERRORS):
+        if count == 1:
+            lines.append(examples[name])
+        else:
+            lines.append(f"{count} x {name}, such as {examples[name]}")
     others = len(counts) - SHOWN_ERRORS
     if others > 0:
-        lines.append(f"and {others} other errors")
+        lines.append(f"and {others} other kinds of error")
     return lines
 
 

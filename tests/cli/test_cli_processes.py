@@ -137,6 +137,7 @@ def test_ctrl_c_stops_and_resume_finishes(many: Path, tmp_path: Path) -> None:
     summary = json.loads(stdout.splitlines()[-1])
     assert summary["interrupted"] is True
     assert summary["remaining"] > 0
+    assert summary["resume"] == f"journalq run --queue {queue}"
     assert resumed.returncode == ExitCode.OK, resumed.stderr
     assert read_tree(tmp_path / "out") == read_tree(many)
 

@@ -1,0 +1,211 @@
+"""``journalq status``, ``actions``, ``show`` and ``queues`` as tables and JSON."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+from cli_helpers import SAMPLE, invoke, json_lines
+
+from journalq.cli.exits import ExitCode
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> str:
+    return str(tmp_path / "q")
+
+
+@pytest.fixture
+def failed_copy(sample: Path, tmp_path: Path, queue: str) -> str:
+    """A copy of the sample tree with one dangling link, so one file failed."""
+    os.symlink(tmp_path / "nowhere", sample / "dangling.txt")
+    result = invoke("copy", f"{sample}/", str(tmp_path / "out"), "--queue", queue)
+    assert result.exit_code == ExitCode.FAILED, result.output
+    return queue
+
+
+def _row(text: str, label: str) -> str:
+    found = re.search(rf"^{re.escape(label)} +(.*)$", text, re.MULTILINE)
+    assert found is not None, text
+    return found.group(1)
+
+
+def test_status_table_after_failed_run(failed_copy: str) -> None:
+    result = invoke("status", "--queue", failed_copy)
+
+    assert result.exit_code == ExitCode.OK, result.output
+    assert _row(result.stdout, "failed") == "2"
+    assert _row(result.stdout, "running") == "no"
+    assert "last run: ended" in result.stdout
+    assert f"copied {len(SAMPLE)}, skipped 0, failed 1" in result.stdout
+    assert f"journalq retry --queue {failed_copy}" in result.stdout
+    assert "to resume" not in result.stdout
+
+
+def test_status_json_has_last_run(failed_copy: str) -> None:
+    result = invoke("status", "--queue", failed_copy, "--json")
+
+    status = json_lines(result.stdout)[0]
+    assert status["failed"] == 2
+    assert status["last_run"]["copied"] == len(SAMPLE)
+    assert status["last_run"]["failed"] == 1
+    assert status["last_run"]["interrupted"] is False
+    assert status["last_run"]["rate"] >= 0
+    assert "to retry them" in status["next"]
+
+
+def test_status_suggests_resume(sample: Path, tmp_path: Path, queue: str) -> None:
+    invoke("add", "copy", f"{sample}/", str(tmp_path / "out"), "--queue", queue)
+
+    result = invoke("status", "--queue", queue)
+
+    assert _row(result.stdout, "to resume:") == f"journalq run --queue {queue}"
+    assert "last run" not in result.stdout
+
+
+def test_status_without_queue_lists_queues(sample: Path, tmp_path: Path) -> None:
+    invoke("sync", str(sample), str(tmp_path / "mirror"))
+
+    result = invoke("status")
+
+    assert result.exit_code == ExitCode.UNUSABLE
+    assert "Existing queues: sync-" in result.stderr
+    assert "journalq queues" in result.stderr
+
+
+def test_queues_lists_named_queues(sample: Path, tmp_path: Path) -> None:
+    invoke("sync", str(sample), str(tmp_path / "mirror"))
+    invoke("add", "mkdir", str(tmp_path / "new"), "--queue", "nightly")
+
+    plain = invoke("queues")
+    rows = json_lines(invoke("queues", "--json").stdout)
+
+    assert plain.exit_code == ExitCode.OK, plain.output
+    assert plain.stdout.splitlines()[0].split() == [
+        *("NAME", "WAITING", "COMPLETED", "FAILED", "RUNNING", "LAST", "RUN")
+    ]
+    names = [row["name"] for row in rows]
+    assert names[0] == "nightly"
+    assert names[1].startswith("sync-")
+    assert rows[0]["waiting"] == 1
+    assert rows[0]["last_run"] is None
+    assert rows[1]["last_run"] is not None
+
+
+def test_actions_table_and_filters(failed_copy: str) -> None:
+    table = invoke("actions", "--queue", failed_copy)
+    files = invoke("actions", "--kind", "copy_file", "--queue", failed_copy, "--json")
+    failed = invoke(
+        "actions", "--status", "failed", "--kind", "copy_file", "--queue", failed_copy
+    )
+    matched = invoke("actions", "--path", "*/docs/*.txt", "--queue", failed_copy)
+    limited = invoke("actions", "--limit", "2", "--no-header", "--queue", failed_copy)
+
+    header = table.stdout.splitlines()[0].split()
+    assert header == ["ID", "STATUS", "KIND", "ATTEMPTS", "BYTES", "PATH", "ERROR"]
+    assert len(json_lines(files.stdout)) == len(SAMPLE) + 1
+    failed_rows = failed.stdout.splitlines()[1:]
+    assert len(failed_rows) == 1
+    assert "dangling.txt" in failed_rows[0]
+    assert "FileNotFoundError" in failed_rows[0]
+    matched_rows = matched.stdout.splitlines()[1:]
+    assert len(matched_rows) == 2
+    assert all("/docs/" in row for row in matched_rows)
+    assert len(limited.stdout.splitlines()) == 2
+
+
+def test_actions_of_one_tree(sample: Path, tmp_path: Path, queue: str) -> None:
+    tree = invoke(
+        "add", "tree", str(sample / "docs"), str(tmp_path / "d"), "--queue", queue
+    )
+    invoke("add", "mkdir", str(tmp_path / "other"), "--queue", queue)
+
+    result = invoke(
+        "actions", "--tree", tree.stdout.strip(), "--queue", queue, "--json"
+    )
+
+    rows = json_lines(result.stdout)
+    assert {row["id"] for row in rows if row["parent"] is None} == {tree.stdout.strip()}
+    assert not any(row["destination"] == str(tmp_path / "other") for row in rows)
+    assert len(rows) > 1
+
+
+def test_show_failed_file_history(failed_copy: str) -> None:
+    rows = json_lines(
+        invoke(
+            "actions",
+            "--status",
+            "failed",
+            "--kind",
+            "copy_file",
+            "--queue",
+            failed_copy,
+            "--json",
+        ).stdout
+    )
+    action_id = rows[0]["id"]
+
+    plain = invoke("show", action_id[:6], "--queue", failed_copy)
+    details = json_lines(
+        invoke("show", action_id, "--queue", failed_copy, "--json").stdout
+    )[0]
+
+    assert plain.exit_code == ExitCode.OK, plain.output
+    assert _row(plain.stdout, "id") == action_id
+    assert _row(plain.stdout, "status") == "failed"
+    assert "FileNotFoundError" in _row(plain.stdout, "last error")
+    assert "tree" in plain.stdout
+    assert "started attempt 1" in plain.stdout
+    assert "attempt 1 failed (failed for good)" in plain.stdout
+    assert details["status"] == "failed"
+    assert details["tree"]["kind"] == "copy_tree"
+    assert details["history_complete"] is True
+    texts = [step["text"] for step in details["history"]]
+    assert texts[0] == "added (copy_file)"
+    assert texts[-1].startswith("attempt 1 failed")
+
+
+def test_show_skip_names_method(sample: Path, tmp_path: Path, queue: str) -> None:
+    target = tmp_path / "a.txt"
+    target.write_bytes(SAMPLE["a.txt"])
+    # A digest is cached only for a file whose mtime is safely in the past.
+    an_hour_ago = time.time() - 3600
+    for path in (sample / "a.txt", target):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    added = invoke("add", "copy", str(sample / "a.txt"), str(target), "--queue", queue)
+    invoke("run", "--queue", queue)
+
+    result = invoke("show", added.stdout.strip(), "--queue", queue)
+
+    assert _row(result.stdout, "outcome") == "skipped, decided by xxh128"
+    assert "completed: skipped (by xxh128)" in result.stdout
+    assert _row(result.stdout, "source digest").startswith("xxh128:")
+
+
+def test_show_tree_and_listing(sample: Path, tmp_path: Path, queue: str) -> None:
+    tree = invoke("add", "tree", str(sample), str(tmp_path / "t"), "--queue", queue)
+    listing = invoke("add", "list", str(sample / "docs"), "--queue", queue)
+    invoke("run", "--queue", queue)
+
+    shown_tree = invoke("show", tree.stdout.strip(), "--queue", queue)
+    shown_list = invoke("show", listing.stdout.strip(), "--queue", queue)
+
+    assert re.match(r"\d+ completed$", _row(shown_tree.stdout, "by status"))
+    assert "listed:" in shown_tree.stdout
+    assert _row(shown_list.stdout, "entries").startswith("2 ")
+    assert "b.txt" in shown_list.stdout
+
+
+def test_show_unknown_or_ambiguous_id(sample: Path, tmp_path: Path, queue: str) -> None:
+    invoke("add", "tree", str(sample), str(tmp_path / "t"), "--queue", queue)
+
+    unknown = invoke("show", "zzzz", "--queue", queue)
+    ambiguous = invoke("show", "", "--queue", queue)
+
+    assert unknown.exit_code == ExitCode.USAGE
+    assert "'zzzz': no action with this id" in unknown.stderr
+    assert ambiguous.exit_code == ExitCode.USAGE
+    assert "give more of the id" in ambiguous.stderr
