@@ -389,11 +389,18 @@ class Executor:
                 handed.append((action, task))
         if not handed:
             return None
+        # Reserved, a handed action cannot be canceled while its copy may be
+        # under way: its cancel would be the second terminal record.
+        reserved = self.store.reserve(action.action_id for action, _ in handed)
+        handed = [item for item in handed if item[0].action_id in reserved]
+        if not handed:
+            return None
         observed_ns = time.time_ns()
         try:
             helper.send([task for _, task in handed])
         except OSError as exc:
             logger.warning("copying without that process from now on: %s", exc)
+            self.store.release(action.action_id for action, _ in handed)
             for action, _ in handed:
                 self._run_action(action, group)
             return None
@@ -412,6 +419,7 @@ class Executor:
             outcomes = [None] * len(handed.items)
         for (action, task), outcome in zip(handed.items, outcomes, strict=True):
             if outcome is None:
+                self.store.release([action.action_id])
                 self._run_action(action, group)
             else:
                 self._finish_handed(action, task, outcome, handed.observed_ns, group)
@@ -461,9 +469,10 @@ class Executor:
         # No ``started`` record: one would cost as much as the rest of the
         # file's journaling, and a crash before ``completed`` leaves the
         # action waiting, so the next run finds the copy there, identical.
-        # A cancel that came while the batch was out wins in the fold.
+        # The reservation made when the batch went out keeps cancels away.
         attempt = 1
         if action.status is not Status.WAITING:
+            self.store.release([action.action_id])
             return
         self._emit(EventType.STARTED, action, attempt=attempt)
         bytes_copied, digest_string, mtime_ns, mtime_set = outcome
@@ -581,7 +590,7 @@ class Executor:
     ) -> None:
         completed = records[-1]
         assert isinstance(completed, Completed)
-        if group.wants(completed):
+        if group.wants(action, completed):
             group.add(action, records)
         else:
             self._commit(action, records)
@@ -596,6 +605,7 @@ class Executor:
                 [record for _, records in finished for record in records],
                 durable=False,
             )
+            self.store.release(action.action_id for action, _ in finished)
         for action, records in finished:
             self._count(action, records[-1])
 
@@ -1115,6 +1125,8 @@ class _ProgressCallback(fsspec.callbacks.Callback):
 
 
 _PARENTS: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})
+#: Kinds whose effect is a directory entry and nothing else.
+_ENTRY_KINDS: Final = frozenset({Kind.MKDIR, Kind.DELETE})
 
 
 class _SourceChanged(OSError):
@@ -1125,6 +1137,17 @@ class _SourceChanged(OSError):
             f"source file changed during the copy: {path} (expected {expected} "
             f"bytes, read {copied}); it will be copied again"
         )
+
+
+def _existing_ancestor(path: str) -> str:
+    """Return the nearest directory above ``path`` that exists.
+
+    A group of deletes may have removed the directories of its first path.
+    """
+    directory = os.path.dirname(digest.local_path(path)) or "/"
+    while not os.path.isdir(directory):
+        directory = os.path.dirname(directory) or "/"
+    return directory
 
 
 def _stat_free(filesystem: Filesystem) -> bool:
@@ -1163,8 +1186,19 @@ class _DurableGroup:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
 
-    def wants(self, completed: Completed) -> bool:
-        return self.enabled and completed.outcome is Outcome.COPIED
+    def wants(self, action: ActionState, completed: Completed) -> bool:
+        """Return whether the effect of ``action`` waits for the group's sync.
+
+        Copies do, and so do a mkdir or a delete at the destination: their
+        directory entries are durable only once the filesystem is synced.
+        """
+        if not self.enabled:
+            return False
+        if completed.outcome is Outcome.COPIED:
+            return True
+        return (
+            action.kind in _ENTRY_KINDS and action.added.service is not Service.SOURCE
+        )
 
     def add(self, action: ActionState, records: list[Record]) -> None:
         now = time.monotonic()
@@ -1223,5 +1257,5 @@ class _DurableGroup:
     def _sync(self, pending: list[tuple[ActionState, list[Record]]]) -> None:
         _, destination = self._executor.store.state.paths(pending[0][0])
         assert destination is not None
-        transfer.sync_filesystem(os.path.dirname(destination) or "/")
+        transfer.sync_filesystem(_existing_ancestor(destination))
         self._executor._commit_all(pending)

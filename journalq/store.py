@@ -243,6 +243,8 @@ class QueueStore:
         self._lock = lock
         self._journal = journal
         self._mutex = threading.Lock()
+        # Actions handed out without a started record (see reserve()).
+        self._reserved: set[str] = set()
         self._snapshot_mutex = threading.Lock()
         self._snapshot_mark = 0
         self._closed = False
@@ -338,6 +340,34 @@ class QueueStore:
             self.state.last_lsn = self._journal.append([record], durable=False)
         return True
 
+    def reserve(self, action_ids: Iterable[str]) -> set[str]:
+        """Keep the waiting actions among ``action_ids`` from being canceled.
+
+        For work handed out without a ``started`` record: until
+        :meth:`release`, a cancel treats these actions as started. Returns
+        the ids reserved; the others have ended or started meanwhile.
+        """
+        with self._mutex:
+            reserved = {
+                action_id for action_id in action_ids if self._cancelable(action_id)
+            }
+            self._reserved |= reserved
+        return reserved
+
+    def release(self, action_ids: Iterable[str]) -> None:
+        """End the reservation of ``action_ids`` made by :meth:`reserve`."""
+        with self._mutex:
+            self._reserved.difference_update(action_ids)
+
+    def _cancelable(self, action_id: str) -> bool:
+        """Return whether a cancel may end the action (under the mutex)."""
+        action = self.state.actions.get(action_id)
+        return (
+            action is not None
+            and action.status is Status.WAITING
+            and action_id not in self._reserved
+        )
+
     def cancel(self, action_ids: Iterable[str], by: str | None = None) -> list[str]:
         """Cancel the waiting actions among ``action_ids``, durably.
 
@@ -348,8 +378,7 @@ class QueueStore:
         with self._mutex:
             records: list[Record] = []
             for action_id in action_ids:
-                action = self.state.actions.get(action_id)
-                if action is not None and action.status is Status.WAITING:
+                if self._cancelable(action_id):
                     records.append(Canceled(action_id, by))
                     canceled.append(action_id)
             if records:
@@ -439,8 +468,7 @@ class QueueStore:
         self._journal.flush()
 
     def _waiting(self, record: Canceled) -> bool:
-        action = self.state.actions.get(record.action_id)
-        return action is not None and action.status is Status.WAITING
+        return self._cancelable(record.action_id)
 
     def write_result(self, payload: bytes) -> str:
         """Store a list action's result; return its name (a SHA-256)."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import ctypes
 import datetime
 import errno
 import io
@@ -32,7 +31,6 @@ import logging
 import os
 import re
 import stat as stat_module
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -553,33 +551,7 @@ def _copy_stream(
 def sync_filesystem(path: str) -> None:
     """Flush every written file on the filesystem holding ``path`` to disk.
 
-    On Linux this is ``syncfs(2)``, which since Linux 5.8 also reports
-    write-back errors. Elsewhere it is ``sync(2)``, which flushes every
-    filesystem and reports no errors.
+    Goes through :data:`journalq.durable.ops`, so the power-loss tests see
+    what the sync made durable.
     """
-    syncfs = _libc_syncfs()
-    if syncfs is None:
-        os.sync()
-        return
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if syncfs(fd) != 0:
-            code = ctypes.get_errno()
-            raise OSError(
-                code, f"syncfs failed for the filesystem of {path}: {os.strerror(code)}"
-            )
-    finally:
-        os.close(fd)
-
-
-_syncfs_function: Callable[[int], int] | bool | None = False
-
-
-def _libc_syncfs() -> Callable[[int], int] | None:
-    global _syncfs_function  # noqa: PLW0603
-    if _syncfs_function is False:
-        _syncfs_function = None
-        if sys.platform.startswith("linux"):
-            libc = ctypes.CDLL(None, use_errno=True)
-            _syncfs_function = getattr(libc, "syncfs", None)
-    return _syncfs_function  # type: ignore[return-value]
+    durable.ops.syncfs(path)

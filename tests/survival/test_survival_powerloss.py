@@ -10,9 +10,10 @@ means synced before the cut), every completed copy and list result must be
 intact, and a last round must finish with every invariant.
 
 Local copies are made durable in groups by one filesystem sync, which
-``journalq.transfer.sync_filesystem`` issues without going through
-:data:`journalq.durable.ops`. The main tests route it through the layer's
-``syncfs``. One strict xfail test shows what the layer records without that.
+``journalq.transfer.sync_filesystem`` issues through
+:data:`journalq.durable.ops`. The main tests also patch it to call the
+layer's ``syncfs`` directly (the bridge), and one test runs without the
+patch to show the real path reaches the layer.
 """
 
 from __future__ import annotations
@@ -155,22 +156,12 @@ def test_power_cut_at_every_sync(
     _cut_everywhere(source, tmp_path, sync_count, tail)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the executor creates directories with fs.makedirs and never syncs "
-    "their parent, so a completed mkdir can vanish in a power cut",
-)
 def test_power_cut_keeps_completed_mkdir(
     source: Path, sync_count: int, tmp_path: Path
 ) -> None:
     _cut_everywhere(source, tmp_path, sync_count, "drop", directories=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transfer.sync_filesystem calls syncfs itself instead of "
-    "durable.ops.syncfs, so a power-loss layer sees grouped copies as unsynced",
-)
 def test_power_cut_without_bridge(
     source: Path, sync_count: int, tmp_path: Path
 ) -> None:

@@ -115,12 +115,6 @@ def test_second_run_rejected_naming_holder(held: subprocess.Popen, tmp_path: Pat
     assert elapsed < 10
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="copies handed to the forked copy processes journal no started "
-    "record, so a cancel during the run cancels files being copied, which "
-    "then complete too: two terminal records and a canceled file on disk",
-)
 def test_cancel_during_run(held: subprocess.Popen, tree: Path, tmp_path: Path):
     queue = tmp_path / "queue"
     canceled = _journalq("cancel", "--all", "--queue", str(queue))
