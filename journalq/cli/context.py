@@ -199,8 +199,8 @@ def storage_options(function: F) -> F:
             metavar="KEY=VALUE",
             help=(
                 f"A storage option of the {role} filesystem, passed to "
-                "fsspec (repeat for several). true, false and integers are "
-                "converted; other values stay strings."
+                "fsspec (repeat for several). A VALUE that is valid JSON "
+                "gets its type (2222, true, null); others stay strings."
             ),
         )
         for role in ("source", "destination")

@@ -5,7 +5,9 @@ the queue's filesystem (``file://`` for a path, ``memory://``, ``s3://``...)
 and the rest is the path on that filesystem, so one queue can hold actions
 for any paths on the same pair of filesystems. For a protocol whose
 filesystem is a host (``sftp://user@host:2222/data``) the host belongs to
-the filesystem and the path starts after it.
+the filesystem and the path starts after it. ``NAME:path`` names a remote
+configured in journalq's remotes file (:mod:`journalq.backends.remotes`):
+the filesystem is ``NAME:`` and the path is taken below the remote's root.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 
 import fsspec
 
+from journalq.backends import remotes
 from journalq.cli.base import fail
 from journalq.cli.completion import queue_names
 from journalq.cli.context import DEFAULT_QUEUE, settings
@@ -61,6 +64,9 @@ def parse_location(text: str) -> Location:
     Local paths become absolute, so the same command gives the same queue
     and the same journaled paths from any working directory.
     """
+    reference = remotes.split_remote(text)
+    if reference is not None:
+        return _remote_location(*reference)
     protocol, path = fsspec.core.split_protocol(text)
     if protocol in (None, "file", "local"):
         absolute = os.path.abspath(os.path.expanduser(path))
@@ -77,6 +83,15 @@ def parse_location(text: str) -> Location:
         parts = urllib.parse.urlsplit(text)
         return Location(f"{protocol}://{parts.netloc}", parts.path or "/")
     return Location(f"{protocol}://", path)
+
+
+def _remote_location(name: str, path: str) -> Location:
+    """Return the location of ``NAME:path``; raises for an unknown remote."""
+    remote = remotes.find_remote(name)
+    # A remote with a root takes every path below it, as Remote.url does.
+    if remote.root:
+        path = path.lstrip("/")
+    return Location(f"{name}:", path)
 
 
 def _names_a_host(protocol: str, text: str) -> bool:

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import fsspec
+import pytest
 from cli_helpers import SAMPLE, invoke, json_lines, read_tree, write_tree
 
 from journalq.cli.exits import ExitCode
@@ -344,3 +345,25 @@ def test_queue_inside_tree_leaves_nothing(sample: Path, tmp_path: Path) -> None:
     assert result.exit_code == ExitCode.USAGE, result.output
     assert "contains the queue directory" in result.stderr
     assert not inside.exists()
+
+
+def test_copy_to_named_remote(
+    sample: Path,
+    tmp_path: Path,
+    memory: fsspec.AbstractFileSystem,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    remotes = tmp_path / "remotes.toml"
+    remotes.write_text('[scratch]\nprotocol = "memory"\nroot = "store"\n')
+    monkeypatch.setenv("JOURNALQ_CONFIG", str(remotes))
+
+    sent = invoke("copy", f"{sample}/", "scratch:backup/")
+    back = invoke("copy", "scratch:/backup/a.txt", str(tmp_path / "back.txt"))
+    unknown = invoke("copy", f"{sample}/", "nowhere:backup")
+
+    assert sent.exit_code == ExitCode.OK, sent.output
+    assert memory.cat("/store/backup/docs/deep/c.txt") == SAMPLE["docs/deep/c.txt"]
+    assert back.exit_code == ExitCode.OK, back.output
+    assert (tmp_path / "back.txt").read_bytes() == SAMPLE["a.txt"]
+    assert unknown.exit_code == ExitCode.USAGE
+    assert "no remote named 'nowhere'" in unknown.stderr
