@@ -69,8 +69,8 @@ HELPERS_PER_THREAD: Final = 2
 MAX_HELPERS: Final = 64
 #: Bytes of files in one Dask task. A batch of large files is split, so
 #: its files spread over the cluster and a lost worker redoes at most
-#: about this much; at 100 MB/s a task of 64 MiB lasts long enough that
-#: the scheduler's few milliseconds per task do not count.
+#: about this much. At 100 MB/s such a task lasts over half a second, so
+#: the scheduler's few milliseconds per task hardly count (an estimate).
 TASK_BYTES: Final = 64 * 1024 * 1024
 #: The size assumed for a file handed without its size (resumed runs).
 UNLISTED_BYTES: Final = 4 * 1024 * 1024
@@ -90,7 +90,7 @@ _PROCESS_LOCAL: Final = frozenset({"memory"})
 
 @dataclass(frozen=True, slots=True)
 class FilesystemSpec:
-    """What a worker needs to open a filesystem: URL, options and cache key.
+    """The fsspec URL, storage options and cache key a worker opens from.
 
     ``options`` may contain secrets, so it is left out of ``repr``.
     """
@@ -135,14 +135,16 @@ class ClusterHelpers:
         for filesystem in (source, destination):
             if _PROCESS_LOCAL.intersection(_protocols(filesystem)):
                 logger.info(
-                    "copying here, not on the cluster: %s exists only in this process",
+                    "copying in this process, not on the cluster: %s exists "
+                    "only in this process's memory",
                     filesystem.url,
                 )
                 return []
         threads = self._threads()
         if not threads:
             logger.warning(
-                "the Dask cluster at %s has no worker after %g s; copying here",
+                "the Dask cluster at %s has no worker after %g s; copying in "
+                "this process",
                 self.client.scheduler.address,
                 self.worker_wait,
             )
@@ -245,7 +247,8 @@ class ClusterHelper:
             if self._client.status != "running":
                 self.broken = True
             logger.warning(
-                "a Dask task copying %d files failed; copying them here: %s: %s",
+                "a Dask task copying %d files failed; copying them in this "
+                "process: %s: %s",
                 count,
                 type(exc).__name__,
                 exc,
@@ -263,9 +266,10 @@ class ClusterHelper:
             try:
                 return future.result(timeout=POLL_SECONDS)
             except TimeoutError:
-                # The task's own error may be a TimeoutError too.
+                # The task may have ended just then, or failed with its own
+                # TimeoutError, so return its result or raise its error.
                 if future.done():
-                    raise
+                    return future.result()
             if self._client.nthreads():
                 workerless_since = None
                 continue
