@@ -312,6 +312,22 @@ Action: TypeAlias = ActionState | CompactAction
 """An action of :attr:`QueueState.actions`, compacted or not."""
 
 
+def _flatten_child(
+    flat: dict[str, Digested],
+    service: Service,
+    path: str,
+    bit: int,
+    evidence: Iterable[Any],
+) -> None:
+    """Put the first entry of ``evidence`` about ``service`` into ``flat``."""
+    for item in evidence:
+        if item.services & bit:
+            flat[path] = Digested(
+                service, path, item.size, item.mtime_ns, item.digest, item.observed_ns
+            )
+            return
+
+
 class DigestCache:
     """The newest ``digested`` record per ``(service, path)``.
 
@@ -425,8 +441,8 @@ class DigestCache:
         with self._index_lock:
             if self._index is not None:
                 self._index.setdefault(parent, {})[relpath] = child
-            for service, flat in self._flat.items():
-                self._flatten_tree(flat, service, parent, {relpath: child})
+            if self._flat:
+                self._flatten_tree(self._flat, parent, {relpath: child})
 
     def _order(self, tree: ActionState) -> int:
         return self._tree_order[tree.action_id]
@@ -434,36 +450,36 @@ class DigestCache:
     def _find_compacted(self, service: Service, path: str) -> Digested | None:
         flat = self._flat.get(service)
         if flat is None:
-            flat = self._build_flat(service)
+            flat = self._build_flat()[service]
         return flat.get(path)
 
-    def _build_flat(self, service: Service) -> dict[str, Digested]:
-        """Build, once per service, the compacted entries by full path.
+    def _build_flat(self) -> dict[Service, dict[str, Digested]]:
+        """Build, once, the compacted entries of both services by full path.
 
         A re-sync looks up two entries per file, so a lookup must be one
         dict access rather than a search through the trees. Trees are
         visited oldest first, so the newest tree's entry for a path wins.
+        Both services are built in one pass, which decodes each history
+        once instead of once per service.
         """
         index = self._index if self._index is not None else self._build_index()
         with self._index_lock:
-            built = self._flat.get(service)
-            if built is not None:
-                return built
-            flat: dict[str, Digested] = {}
+            if self._flat:
+                return self._flat
+            flat: dict[Service, dict[str, Digested]] = {_SOURCE: {}, _DESTINATION: {}}
             order = sorted(
                 (self._tree_order[tree_id], tree_id)
                 for tree_id in index
                 if tree_id in self._tree_order
             )
             for _, tree_id in order:
-                self._flatten_tree(flat, service, tree_id, index[tree_id])
-            self._flat[service] = flat
+                self._flatten_tree(flat, tree_id, index[tree_id])
+            self._flat = flat
             return flat
 
     def _flatten_tree(
         self,
-        flat: dict[str, Digested],
-        service: Service,
+        flat: dict[Service, dict[str, Digested]],
         tree_id: str,
         children: dict[str, CompactAction],
     ) -> None:
@@ -471,32 +487,18 @@ class DigestCache:
         if tree is None:
             return
         added = tree.added
-        root = added.source if service is _SOURCE else added.destination
-        if root is None:
-            return
-        prefix = _prefix(root)
+        prefixes = [
+            (service, _SERVICE_BITS[service], _prefix(root))
+            for service, root in (
+                (_SOURCE, added.source),
+                (_DESTINATION, added.destination),
+            )
+            if root is not None
+        ]
         for relpath, child in children.items():
-            self._flatten_child(flat, service, prefix + relpath, child)
-
-    def _flatten_child(
-        self,
-        flat: dict[str, Digested],
-        service: Service,
-        path: str,
-        child: CompactAction,
-    ) -> None:
-        bit = _SERVICE_BITS[service]
-        for evidence in _unpack_history(child.history).evidence:
-            if evidence.services & bit:
-                flat[path] = Digested(
-                    service,
-                    path,
-                    evidence.size,
-                    evidence.mtime_ns,
-                    evidence.digest,
-                    evidence.observed_ns,
-                )
-                return
+            evidence = _unpack_history(child.history).evidence
+            for service, bit, prefix in prefixes:
+                _flatten_child(flat[service], service, prefix + relpath, bit, evidence)
 
     def _build_index(self) -> dict[str, dict[str, CompactAction]]:
         with self._index_lock:
