@@ -127,8 +127,9 @@ class ProgressView:
     Attributes
     ----------
     files_done, files_total:
-        Actions ended in this run (copied, skipped, failed or other) and the
-        actions the run has to end. Trees are not counted, their files are.
+        File copies ended in this run (copied, skipped or failed) and the
+        copies the run has to end. mkdir, delete and list actions count in
+        ``other`` instead.
     bytes_done, bytes_total:
         Bytes copied so far, including those of copies in flight, and the
         bytes the run copies in all. A skipped or failed file leaves the
@@ -148,8 +149,9 @@ class ProgressView:
         first, then the most recently started, then those whose bytes are
         all written and wait to be committed.
     done_earlier, earlier_total:
-        Files of the trees being resumed that earlier runs already ended,
-        and how many files those trees have; both 0 for a new transfer.
+        Items of the trees being resumed (files, mkdir and delete actions)
+        that earlier runs already ended, and the items those trees have.
+        Both are 0 for a new transfer.
     stopping:
         True once a stop was requested: no new action starts.
     """
@@ -205,7 +207,7 @@ class RunProgress:
     Parameters
     ----------
     files:
-        Actions the run is expected to end.
+        File copies the run is expected to end.
     bytes:
         Bytes those actions are expected to copy.
     done_earlier, earlier_total:
@@ -246,6 +248,8 @@ class RunProgress:
         self._counts = collections.Counter[str]()
         self._bytes_ended = 0
         self._in_flight: dict[str, list[Any]] = {}
+        #: Copies among the actions in flight.
+        self._files_moving = 0
         self._samples: collections.deque[tuple[float, int]] = collections.deque()
         self._stopping = False
 
@@ -267,8 +271,9 @@ class RunProgress:
             if added.kind in _TREES:
                 trees.append(action)
                 continue
-            files += 1
-            size += added.size or 0
+            if added.kind is Kind.COPY_FILE:
+                files += 1
+                size += added.size or 0
             if added.parent is not None:
                 pending_children[added.parent] += 1
         earlier_total = 0
@@ -294,50 +299,59 @@ class RunProgress:
                     self._advance(event)
                 case EventType.RETRIED:
                     self._counts["retried"] += 1
-                    self._in_flight.pop(event.action_id, None)
+                    self._leave(event)
                 case _:
                     self._end(event)
 
     def _start(self, event: Event) -> None:
         path = event.source or event.destination or ""
+        new = event.action_id not in self._in_flight
+        if new and event.kind == Kind.COPY_FILE:
+            self._files_moving += 1
+            self._grow_totals(event)
         self._in_flight[event.action_id] = [event.kind, path, 0, event.total]
-        self._grow_totals(event)
 
     def _advance(self, event: Event) -> None:
-        entry = self._in_flight.get(event.action_id)
-        if entry is None:
+        if event.action_id not in self._in_flight:
             self._start(event)
-            entry = self._in_flight[event.action_id]
-        entry[2] = event.bytes
+        self._in_flight[event.action_id][2] = event.bytes
+
+    def _leave(self, event: Event) -> bool:
+        """Take an action out of the ones in flight; return whether it was."""
+        if self._in_flight.pop(event.action_id, None) is None:
+            return False
+        if event.kind == Kind.COPY_FILE:
+            self._files_moving -= 1
+        return True
 
     def _end(self, event: Event) -> None:
-        if self._in_flight.pop(event.action_id, None) is None:
+        is_file = event.kind == Kind.COPY_FILE
+        if not self._leave(event) and is_file:
             self._grow_totals(event)
         total = event.total or 0
+        counts = self._counts
+        if is_file:
+            counts["files_done"] += 1
         match event.type:
             case EventType.SKIPPED:
-                self._counts["skipped"] += 1
+                counts["skipped"] += 1
                 self._bytes_total -= total
             case EventType.FAILED:
-                self._counts["failed"] += 1
+                counts["failed"] += 1
                 self._bytes_total -= total
-            case _ if event.kind == Kind.COPY_FILE:
-                self._counts["copied"] += 1
+            case _ if is_file:
+                counts["copied"] += 1
                 self._bytes_ended += event.bytes
                 # A file that changed size since it was listed moves the total.
                 self._bytes_total += event.bytes - total
             case _:
-                self._counts["other"] += 1
+                counts["other"] += 1
 
     def _grow_totals(self, event: Event) -> None:
-        """Count an action the totals did not include (handed off mid-run)."""
-        if self._ended() + len(self._in_flight) > self._files_total:
+        """Count a file the totals did not include (handed off mid-run)."""
+        if self._counts["files_done"] + self._files_moving > self._files_total:
             self._files_total += 1
             self._bytes_total += event.total or 0
-
-    def _ended(self) -> int:
-        counts = self._counts
-        return counts["copied"] + counts["skipped"] + counts["failed"] + counts["other"]
 
     def view(self) -> ProgressView:
         """Return the totals as they are now."""
@@ -347,11 +361,11 @@ class RunProgress:
             moving = sum(transfer.bytes for transfer in in_flight)
             bytes_done = self._bytes_ended + moving
             rate = self._rate(now, bytes_done)
-            files_done = self._ended()
             counts = self._counts
+            files_done = counts["files_done"]
             view = ProgressView(
                 files_done=files_done,
-                files_total=max(self._files_total, files_done + len(in_flight)),
+                files_total=max(self._files_total, files_done + self._files_moving),
                 bytes_done=bytes_done,
                 bytes_total=max(self._bytes_total, bytes_done),
                 copied=counts["copied"],
@@ -504,6 +518,10 @@ class ProgressDisplay:
 
     def __exit__(self, *exc_info: object) -> None:
         self._live.stop()
+        # rich 15 ends the last render with a newline only on a terminal, so
+        # a display drawn into a file or pipe would run into the next line.
+        if not self.console.is_terminal and not self.console.is_jupyter:
+            self.console.line()
 
     def _render(self) -> RenderableType:
         return render_view(self.progress.view(), self.console.width)
@@ -541,8 +559,8 @@ def render_view(view: ProgressView, width: int = 80) -> RenderableType:
     if view.resumed:
         parts.append(
             Text(
-                f"Resumed: {view.done_earlier} of {view.earlier_total} files were "
-                "done by earlier runs",
+                f"Resumed: {view.done_earlier} of {view.earlier_total} were done "
+                "by earlier runs",
                 style="cyan",
             )
         )

@@ -112,9 +112,12 @@ def test_json_stream_starts_and_ends(sample: Path, tmp_path: Path) -> None:
     events = json_lines(result.stdout)
     first, last = events[0], events[-1]
     assert first["event"] == "run"
-    assert first["files"] == len(
-        [event for event in events if event["event"] == "completed"]
-    )
+    copies = [
+        event
+        for event in events
+        if event["event"] == "completed" and event["kind"] == "copy_file"
+    ]
+    assert first["files"] == len(copies) == len(SAMPLE)
     assert first["bytes"] == sum(len(content) for content in SAMPLE.values())
     assert first["done_earlier"] == 0
     assert first["dry_run"] is False
