@@ -1,0 +1,49 @@
+# %% [markdown]
+# # A progress bar for a journalq run, in a notebook or a terminal
+#
+# `journalq.progress.RunProgress` folds a run's events into files, bytes,
+# rate and ETA; `ProgressDisplay` draws them with rich, which renders in
+# Jupyter as well as on a terminal. Run the cells in order, or the whole
+# file with `python examples/notebook_progress.py`.
+
+# %%
+import tempfile
+from pathlib import Path
+
+from journalq import StorageQueue
+from journalq.progress import ProgressDisplay, RunProgress
+
+scratch = Path(tempfile.mkdtemp(prefix="journalq-notebook-"))
+source, destination = scratch / "source", scratch / "backup"
+for index in range(500):
+    path = source / f"part{index % 5}" / f"sample{index:04d}.bin"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes([index % 256]) * (1024 * (index % 64 + 1)))
+
+# %% The run, drawn while it works
+with StorageQueue(str(source), str(destination), scratch / "queue") as queue:
+    queue.sync(str(source), str(destination))
+    progress = RunProgress.for_queue(queue)
+    with ProgressDisplay(progress):
+        summary = queue.run(on_event=progress, event_types=progress.event_types)
+
+print(
+    summary.copied, "files,", summary.bytes, "bytes in", round(summary.elapsed, 2), "s"
+)
+
+# %% [markdown]
+# For a single file without a queue, fsspec's own callback draws a tqdm bar
+# (`pip install tqdm`):
+#
+# ```python
+# import fsspec
+# from fsspec.callbacks import TqdmCallback
+#
+# fs = fsspec.filesystem("file")
+# fs.get(str(source / "part0" / "sample0000.bin"), str(scratch / "one.bin"),
+#        callback=TqdmCallback())
+# ```
+
+# %% A view of the totals, for a display of your own
+view = progress.view()
+print(view.files_done, "of", view.files_total, "files;", view.line())
