@@ -1,0 +1,102 @@
+"""The documentation agrees with the code: generated pages, schemas, links
+and the example that runs."""
+
+from __future__ import annotations
+
+import os
+import py_compile
+import re
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from journalq import records
+from journalq.cli.reference import reference
+from journalq.events import Event, EventType, RunSummary
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+#: A Markdown link target: ``[text](target)``.
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def test_cli_reference_is_current() -> None:
+    """docs/cli.md is what `python -m journalq.cli.reference` writes."""
+    written = (DOCS / "cli.md").read_text(encoding="utf-8")
+
+    assert written == reference(), (
+        "docs/cli.md is out of date; run "
+        "`python -m journalq.cli.reference > docs/cli.md`"
+    )
+
+
+def _record_types() -> list[type[msgspec.Struct]]:
+    return list(typing.get_args(records.Record))
+
+
+@pytest.mark.parametrize("record", _record_types(), ids=lambda cls: cls.__name__)
+def test_journal_format_lists_record(record: type[msgspec.Struct]) -> None:
+    text = (DOCS / "journal-format.md").read_text(encoding="utf-8")
+    tag = record.__struct_config__.tag
+    row = re.search(rf"^\| {tag} \| `{record.__name__}` \| (.*) \|$", text, re.M)
+
+    assert row is not None, f"no row for tag {tag} ({record.__name__})"
+    documented = re.findall(r"`(\w+)`", row.group(1))
+    assert documented == list(record.__struct_fields__)
+
+
+def test_json_reference_names_event_fields() -> None:
+    text = (DOCS / "json.md").read_text(encoding="utf-8")
+    event = Event(EventType.STARTED, "id", "copy_file")
+
+    for field in event.to_dict():
+        assert f"| `{field}` |" in text, field
+    for field in RunSummary().to_dict():
+        assert f"| `{field}` |" in text, field
+    for kind in EventType:
+        assert f"`{kind}`" in text, kind
+
+
+def _markdown_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+
+
+@pytest.mark.parametrize("page", _markdown_files(), ids=lambda path: path.name)
+def test_relative_links_resolve(page: Path) -> None:
+    text = page.read_text(encoding="utf-8")
+
+    for target in LINK.findall(text):
+        if "://" in target or target.startswith(("#", "mailto:")):
+            continue
+        path = (page.parent / target.partition("#")[0]).resolve()
+        assert path.exists(), f"{page.name} links to {target}, which is missing"
+
+
+def test_plain_example_runs(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "sync_and_resume.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "JOURNALQ_HOME": str(tmp_path / "home")},
+    )
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("first run: copied ")
+    assert lines[0].endswith("interrupted True")
+    assert lines[-1] == "done"
+    assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize("name", ["airflow_task.py", "notebook_progress.py"])
+def test_other_examples_compile(name: str, tmp_path: Path) -> None:
+    """These examples are read, not run: one needs Airflow, one a notebook."""
+    py_compile.compile(
+        str(ROOT / "examples" / name), cfile=str(tmp_path / "x.pyc"), doraise=True
+    )
