@@ -51,11 +51,18 @@ import msgspec
 
 from journalq import copier
 from journalq.backends import Filesystem, open_filesystem
+from journalq.errors import ActionError
 
 if TYPE_CHECKING:
     from distributed import Client, Future
 
-__all__ = ["ClusterHelper", "ClusterHelpers"]
+__all__ = [
+    "ClusterHelper",
+    "ClusterHelpers",
+    "FilesystemSpec",
+    "connect",
+    "split_tasks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +86,8 @@ UNLISTED_BYTES: Final = 4 * 1024 * 1024
 WORKER_WAIT: Final = 60.0
 #: Seconds between two checks for workers while a batch is out.
 POLL_SECONDS: Final = 1.0
+#: Seconds :func:`connect` waits for the scheduler to answer.
+CONNECT_TIMEOUT: Final = 30.0
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode_tasks = msgspec.msgpack.Decoder(list[copier.Task]).decode
@@ -86,6 +95,30 @@ _decode_outcomes = msgspec.msgpack.Decoder(list[copier.Outcome]).decode
 
 #: Protocols whose files exist only in the memory of one process.
 _PROCESS_LOCAL: Final = frozenset({"memory"})
+
+
+def connect(address: str, *, timeout: float = CONNECT_TIMEOUT) -> Client:
+    """Connect to the Dask scheduler at ``address``, ``tcp://HOST:PORT``.
+
+    Raises ``ActionError`` naming the address when distributed is not
+    installed or the scheduler does not answer within ``timeout`` seconds.
+    """
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ActionError(
+            address,
+            "running on a Dask cluster needs the distributed package; run: "
+            "pip install 'journalq[dask]'",
+        ) from exc
+    try:
+        return distributed.Client(address, timeout=timeout)
+    except OSError as exc:
+        raise ActionError(
+            address,
+            f"connecting to the Dask scheduler failed ({exc}); check that it "
+            "runs and that the address is tcp://HOST:PORT",
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,15 +294,13 @@ class ClusterHelper:
         Raises ``TimeoutError`` after :data:`WORKER_WAIT` seconds without
         a worker: with none left to run it, the task would wait forever.
         """
+        # Not future.result(timeout=...): in distributed 2026.8 a timeout
+        # that races the task's end raises UnboundLocalError. A done
+        # callback and a plain result() have no such race.
+        finished = threading.Event()
+        future.add_done_callback(lambda _: finished.set())
         workerless_since: float | None = None
-        while True:
-            try:
-                return future.result(timeout=POLL_SECONDS)
-            except TimeoutError:
-                # The task may have ended just then, or failed with its own
-                # TimeoutError, so return its result or raise its error.
-                if future.done():
-                    return future.result()
+        while not finished.wait(POLL_SECONDS):
             if self._client.nthreads():
                 workerless_since = None
                 continue
@@ -281,6 +312,7 @@ class ClusterHelper:
                     f"the Dask cluster at {self._client.scheduler.address} has "
                     f"had no worker for {self._worker_wait:g} s"
                 )
+        return future.result()
 
 
 def split_tasks(tasks: Sequence[copier.Task]) -> list[list[copier.Task]]:

@@ -12,15 +12,14 @@ import json
 import os
 import sys
 
-import distributed
-
 from journalq import StorageQueue
+from journalq.cluster import connect
 
 
 def main() -> None:
     source, destination, queue, scheduler = sys.argv[1:5]
     options = json.loads(os.environ.get("CLUSTER_TEST_OPTIONS", "{}"))
-    with distributed.Client(scheduler) as client:
+    with connect(scheduler) as client:
         storage = StorageQueue(
             source, destination, name=queue, destination_options=options
         )

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import distributed
+import pytest
+import servers
 from cluster_helpers import (
     S3_SECRET,
     SCHEDULER_OPTIONS,
@@ -29,8 +31,10 @@ from journalq.cluster import (
     ClusterHelper,
     ClusterHelpers,
     FilesystemSpec,
+    connect,
     split_tasks,
 )
+from journalq.errors import ActionError
 from journalq.events import Event, EventType
 
 
@@ -74,7 +78,7 @@ def test_local_to_s3_matches_threads(
     tmp_path: Path, full_client: Any, s3_options: dict[str, str], bucket: str
 ) -> None:
     source = tmp_path / "source"
-    files = make_tree(source, 80, 20_000, seed=1)
+    files = make_tree(source, 50, 20_000, seed=1)
     events: list[Event] = []
 
     on_cluster = sync(
@@ -95,9 +99,9 @@ def test_local_to_s3_matches_threads(
     assert s3_tree(s3_options, f"{bucket}/cluster") == files
     assert s3_tree(s3_options, f"{bucket}/threads") == files
     cluster_outcomes = outcomes(on_cluster, f"{bucket}/cluster")
-    assert len(cluster_outcomes) == 80
+    assert len(cluster_outcomes) == len(files)
     assert cluster_outcomes == outcomes(on_threads, f"{bucket}/threads")
-    assert len(digests(on_cluster)) == 80
+    assert len(digests(on_cluster)) == len(files)
     assert digests(on_cluster) == digests(on_threads)
     on_cluster.close()
     on_threads.close()
@@ -105,7 +109,7 @@ def test_local_to_s3_matches_threads(
     copies = [event for event in events if event.kind == "copy_file"]
     started = Counter(e.action_id for e in copies if e.type is EventType.STARTED)
     completed = Counter(e.action_id for e in copies if e.type is EventType.COMPLETED)
-    assert len(started) == 80
+    assert len(started) == len(files)
     assert set(started.values()) == {1}
     assert started == completed
     assert files_containing(tmp_path / "queue-cluster", S3_SECRET) == []
@@ -115,7 +119,7 @@ def test_s3_to_local_then_nothing(
     tmp_path: Path, full_client: Any, s3_options: dict[str, str], bucket: str
 ) -> None:
     fs = s3(s3_options)
-    files = make_tree(tmp_path / "upload", 60, 50_000, seed=2)
+    files = make_tree(tmp_path / "upload", 40, 50_000, seed=2)
     for name, data in files.items():
         fs.pipe_file(f"{bucket}/tree/{name}", data)
     destination = tmp_path / "destination"
@@ -131,7 +135,7 @@ def test_s3_to_local_then_nothing(
     storage.close()
 
     assert first.ok, first
-    assert first.copied == 60
+    assert first.copied == len(files)
     assert read_tree(destination) == files
     assert second.ok, second
     assert second.copied == 0
@@ -272,3 +276,15 @@ def test_spec_hides_options_from_repr(tmp_path: Path) -> None:
     assert spec.options["secret"] == S3_SECRET
     assert spec.url == "s3://bucket/prefix"
     assert spec.key == same.key
+
+
+def test_connect_reaches_scheduler(dask_cluster: Any) -> None:
+    with connect(dask_cluster.scheduler_address) as client:
+        assert client.status == "running"
+
+
+def test_connect_to_closed_port_fails() -> None:
+    address = f"tcp://{servers.HOST}:{servers.free_port()}"
+
+    with pytest.raises(ActionError, match="connecting to the Dask scheduler failed"):
+        connect(address, timeout=1)

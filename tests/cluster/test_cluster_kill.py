@@ -44,7 +44,7 @@ def test_worker_killed_mid_run(
     tmp_path: Path, full_client: Any, s3_options: dict[str, str], bucket: str
 ) -> None:
     """A worker killed while it copies: its Dask tasks run again elsewhere."""
-    files = make_tree(tmp_path / "upload", 100, 40_000, seed=11)
+    files = make_tree(tmp_path / "upload", 60, 40_000, seed=11)
     s3(s3_options).pipe({f"{bucket}/tree/{name}": data for name, data in files.items()})
     destination = tmp_path / "destination"
     queue = tmp_path / "queue"
@@ -86,7 +86,7 @@ def test_coordinator_killed_and_resumed(
     tmp_path: Path, dask_cluster: Any, s3_options: dict[str, str], bucket: str
 ) -> None:
     source = tmp_path / "source"
-    files = make_tree(source, 120, 20_000, seed=12)
+    files = make_tree(source, 80, 20_000, seed=12)
     destination = f"s3://{bucket}/tree"
     queue = tmp_path / "queue"
     command = [
