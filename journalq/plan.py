@@ -17,7 +17,15 @@ Where a copy lands (the rules of rsync, which rclone users know from
 
 :meth:`StorageQueue.copy_tree` and :meth:`StorageQueue.sync` take the
 already-resolved pair: the tree at ``sourcetree`` becomes the tree at
-``destinationtree``.
+``destinationtree``. :meth:`StorageQueue.copy_glob` expands ``dir/*`` with
+:func:`glob_matches` into one copy per match.
+
+Names: a listing may name an item that cannot be copied safely: ``..``,
+an absolute path, a NUL byte, a name outside the listed directory, or a
+local name that is not UTF-8. Such an item becomes a child that has failed
+already, with the reason in its error and :data:`REJECTED` as the
+failure's reason, so nothing is ever written under that name, the rest of
+the tree is copied, and the tree fails.
 
 Ordering: every action belongs to a stage, and a run finishes one stage
 before it starts the next: directories are made shallowest first, then
@@ -32,6 +40,7 @@ import logging
 import os
 import posixpath
 import stat as stat_module
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
@@ -42,20 +51,28 @@ import msgspec
 from journalq import compare
 from journalq.backends import is_local
 from journalq.errors import ActionError
-from journalq.records import ActionAdded, Expanded, Kind, Service
+from journalq.records import ActionAdded, Expanded, Failed, Kind, Service
 
 __all__ = [
+    "REJECTED",
     "Listing",
     "action_id",
     "child_id",
     "expand",
+    "glob_matches",
     "list_tree",
     "request_key",
     "resolve_target",
     "stage",
+    "unsafe_reason",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: The ``reason`` of the failure of a child whose name cannot be copied
+#: safely. Retrying such a child cannot help, so :meth:`StorageQueue.retry`
+#: leaves it failed.
+REJECTED: Final = "rejected name"
 
 #: Hex digits of an action id: 64 bits, so a queue of 10 million actions has
 #: a chance of about 3 in a million of any collision.
@@ -116,9 +133,13 @@ class Listing:
 
     files: dict[str, Entry] = field(default_factory=dict)
     directories: list[str] = field(default_factory=list)
-    #: Items that cannot be copied (a dangling link, a loop, a bad name):
-    #: relative path -> reason.
+    #: Items that are not copied, and spared by a sync's deletes (a link to
+    #: a directory, a loop, a directory that cannot be listed): relative
+    #: path -> reason.
     problems: dict[str, str] = field(default_factory=dict)
+    #: Names the listing returned that are not under the root, as returned
+    #: -> reason. They become failed children (see the module docstring).
+    rejected: dict[str, str] = field(default_factory=dict)
 
 
 def list_tree(fs: fsspec.AbstractFileSystem, root: str) -> Listing:
@@ -205,38 +226,110 @@ def _is_queue(directory: str) -> bool:
 
 def _list_generic(fs: fsspec.AbstractFileSystem, root: str) -> Listing:
     root = root.rstrip("/")
-    if not fs.exists(root):
-        raise FileNotFoundError(f"source directory not found: {root}")
-    if not fs.isdir(root):
+    # One info() call, not exists() and isdir(): fsspec's exists() returns
+    # False for any error and isdir() for any OSError, so a dropped
+    # connection would read as a missing source.
+    try:
+        kind = fs.info(root).get("type")
+    except FileNotFoundError:
+        # journalq's S3 and GCS filesystems raise from exists() an error
+        # that names a missing bucket.
+        fs.exists(root)
+        raise FileNotFoundError(f"source directory not found: {root}") from None
+    if kind != "directory":
         raise NotADirectoryError(f"not a directory: {root}")
     listing = Listing()
+    directories: set[str] = set()
     found = fs.find(root, withdirs=True, detail=True)
-    offset = len(fs._strip_protocol(root).rstrip("/")) + 1
+    top = fs._strip_protocol(root).rstrip("/")
     for path, info in found.items():
-        relpath = path[offset:]
+        if not path.startswith(top + "/"):
+            if path.rstrip("/") != top:
+                listing.rejected[path] = f"is not under the listed directory {root}"
+            continue
+        relpath = path[len(top) + 1 :]
+        size = int(info.get("size") or 0)
+        # An object store's directory marker, a zero-byte key ending in '/',
+        # stands for the directory.
+        marker = relpath.endswith("/") and not size
+        if marker:
+            relpath = relpath.rstrip("/")
         if not relpath:
             continue
-        if info.get("type") == "directory":
-            listing.directories.append(relpath)
+        if marker or info.get("type") == "directory":
+            directories.add(relpath)
         else:
-            size = int(info.get("size") or 0)
             listing.files[relpath] = (size, compare.mtime_from_info(info))
+    listing.directories = sorted(directories)
     return listing
 
 
-def _valid_relpath(relpath: str) -> bool:
-    # A listing from a remote server may name '..', an absolute path or a
-    # NUL byte; any of those could write outside the destination root.
-    if not relpath or "\0" in relpath or relpath.startswith("/"):
-        return False
+def unsafe_reason(relpath: str) -> str | None:
+    """Return why ``relpath`` cannot be copied safely, or None if it can.
+
+    A listing from a remote server may name '..', an absolute path or a NUL
+    byte, and any of those could write outside the destination root.
+    """
+    if not relpath:
+        return "is empty"
+    if "\0" in relpath:
+        return "contains a NUL byte"
+    if relpath.startswith("/"):
+        return "is an absolute path"
     try:
         relpath.encode("utf-8")
     except UnicodeEncodeError:
         # A local name that is not UTF-8 (decoded with surrogates) cannot be
         # journaled as a string.
         # TODO: store such names as bytes so that they can be copied too.
-        return False
-    return all(part not in ("", ".", "..") for part in relpath.split("/"))
+        return "is not valid UTF-8, which the journal needs"
+    parts = relpath.split("/")
+    if ".." in parts:
+        return "contains '..', which would leave the destination tree"
+    if "" in parts or "." in parts:
+        return "contains an empty or '.' component"
+    return None
+
+
+def _valid_relpath(relpath: str) -> bool:
+    return unsafe_reason(relpath) is None
+
+
+def _quoted(relpath: str) -> str:
+    """Return ``relpath`` quoted for a message, bytes when it is not UTF-8."""
+    try:
+        relpath.encode("utf-8")
+    except UnicodeEncodeError:
+        return repr(os.fsencode(relpath))
+    return repr(relpath)
+
+
+def glob_matches(fs: fsspec.AbstractFileSystem, pattern: str) -> list[tuple[str, bool]]:
+    """Return the paths that ``pattern`` matches, each with whether it is a tree.
+
+    Applies the rules of :meth:`StorageQueue.copy_glob`: wildcards in the
+    last component only and no ``**`` (else ``ActionError``), links to
+    directories left out, and ``ActionError`` when nothing matches.
+    """
+    parent, _, name = pattern.rstrip("/").rpartition("/")
+    if "**" in name or fsspec.core.has_magic(parent):
+        raise ActionError(
+            pattern,
+            "a glob source takes wildcards (*, ?, [...]) in its last component "
+            "only, and no **; copy a whole tree as dir/ instead",
+        )
+    matches: list[tuple[str, bool]] = []
+    for path, info in sorted(fs.glob(pattern, detail=True).items()):
+        is_tree = info.get("type") == "directory"
+        if is_tree and info.get("islink"):
+            logger.warning("skipped %s: a symbolic link to a directory", path)
+            continue
+        matches.append((path, is_tree))
+    if not matches:
+        raise ActionError(
+            pattern, "no file or directory matches the pattern; nothing was added"
+        )
+    return matches
 
 
 def expand(
@@ -245,7 +338,7 @@ def expand(
     destination: Listing | None = None,
     identical: Identical | None = None,
     hints: dict[str, tuple[Entry, Entry | None]] | None = None,
-) -> Iterator[ActionAdded | Expanded]:
+) -> Iterator[ActionAdded | Failed | Expanded]:
     """Yield the children of a copy_tree or sync, then its ``expanded`` record.
 
     ``destination`` is the listing of the destination tree. Files that
@@ -253,6 +346,8 @@ def expand(
     ``parent.delete_extraneous`` the destination's extra items are deleted.
     ``hints`` receives, per file to copy, the source and destination entries
     just listed, so a run right after the listing need not stat them again.
+    A name that cannot be copied safely yields a child and its ``failed``
+    record (see the module docstring).
     """
     count = 0
     skipped = 0
@@ -260,15 +355,21 @@ def expand(
     existing = destination.files if destination is not None else {}
     listing_hash = hashlib.blake2b(digest_size=16)
     for relpath in sorted(source.directories, key=_depth_then_name):
-        if not _valid_relpath(relpath):
-            logger.warning("skipped unsafe directory name %r", relpath)
-            continue
         count += 1
+        reason = unsafe_reason(relpath)
+        if reason is not None:
+            yield from _rejected(parent, Kind.MKDIR, relpath, reason)
+            continue
         yield _child(parent, Kind.MKDIR, relpath, service=Service.DESTINATION)
+    for path, reason in source.rejected.items():
+        count += 1
+        yield from _rejected(parent, Kind.COPY_FILE, path, reason)
     for relpath, entry in source.files.items():
         listing_hash.update(relpath.encode("utf-8", "surrogateescape") + b"\0")
-        if not _valid_relpath(relpath):
-            logger.warning("skipped unsafe file name %r", relpath)
+        reason = unsafe_reason(relpath)
+        if reason is not None:
+            count += 1
+            yield from _rejected(parent, Kind.COPY_FILE, relpath, reason)
             continue
         target = existing.get(relpath)
         if identical is not None and target is not None:
@@ -353,6 +454,38 @@ def _child(
         size=size,
         recursive=recursive,
         compare=parent.compare,
+    )
+
+
+def _rejected(
+    parent: ActionAdded, kind: Kind, name: str, reason: str
+) -> Iterator[ActionAdded | Failed]:
+    """Yield a child for a name that is not copied, and its failure.
+
+    The child has no relative path, so no code can ever join the name to
+    the destination root, and its id comes from the quoted name, which the
+    journal can encode whatever the name contains.
+    """
+    quoted = _quoted(name)
+    logger.warning("not copying %s from %s: the name %s", quoted, parent.source, reason)
+    child = ActionAdded(
+        child_id(parent.action_id, kind, quoted),
+        kind,
+        "",
+        service=Service.DESTINATION if kind is Kind.MKDIR else None,
+        parent=parent.action_id,
+        compare=parent.compare,
+    )
+    yield child
+    yield Failed(
+        child.action_id,
+        0,
+        "ActionError",
+        f"not copied: the source listed the name {quoted}, which {reason}; "
+        "rename it at the source",
+        retryable=False,
+        reason=REJECTED,
+        finished_ns=time.time_ns(),
     )
 
 
