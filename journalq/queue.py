@@ -22,12 +22,12 @@ import posixpath
 import queue as queue_module
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Final, Self
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 import msgspec
 
-from journalq import compare, faults, inbox, parts
+from journalq import compare, faults, inbox, parts, retry
 from journalq.backends import Filesystem, endpoint, open_filesystem
 from journalq.backends.remotes import split_remote
 from journalq.errors import ActionError, QueueError, QueueLockedError
@@ -35,6 +35,7 @@ from journalq.events import ActionInfo, Event, EventType, RunSummary
 from journalq.executor import Executor, RunOptions
 from journalq.journal import SyncMode
 from journalq.plan import (
+    REJECTED,
     Entry,
     Identical,
     Listing,
@@ -42,6 +43,7 @@ from journalq.plan import (
     check_overlap,
     count_deletes,
     expand,
+    glob_matches,
     list_tree,
     request_key,
 )
@@ -72,6 +74,8 @@ logger = logging.getLogger(__name__)
 EXPANSION_CHUNK: Final = 50_000
 
 _PARENTS: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})
+
+T = TypeVar("T")
 
 
 class StorageQueue:
@@ -109,6 +113,10 @@ class StorageQueue:
         more, each journaled once durable at the destination, so a copy
         that dies resumes after its last part instead of from the start.
         Default: 64 MiB (:data:`journalq.parts.PART_THRESHOLD`).
+    backoff:
+        How long to wait before another attempt after a transient failure,
+        of an action in a run or of a listing when a tree is added.
+        Default: :class:`journalq.retry.Backoff` with its defaults.
     """
 
     def __init__(
@@ -125,6 +133,7 @@ class StorageQueue:
         max_attempts: int = 5,
         read_only: bool = False,
         part_threshold: int = parts.PART_THRESHOLD,
+        backoff: retry.Backoff | None = None,
     ) -> None:
         if parallelism < 1:
             raise ActionError(parallelism, "parallelism must be at least 1")
@@ -134,6 +143,7 @@ class StorageQueue:
         self.max_attempts = max_attempts
         self.read_only = read_only
         self.part_threshold = part_threshold
+        self.backoff = backoff or retry.Backoff()
         self._store: QueueStore | None = None
         self._handoff_state: QueueState | None = None
         self._unavailable: QueueError | None = None
@@ -343,6 +353,10 @@ class StorageQueue:
         destination = self.destination.path(destinationfile)
         if destinationfile.endswith("/"):
             destination = f"{destination.rstrip('/')}/{os.path.basename(source)}"
+        return self._add_file(source, destination)
+
+    def _add_file(self, source: str, destination: str) -> str:
+        """Add a copy of one file between paths already resolved."""
         pending = self._pending(Kind.COPY_FILE, source, destination)
         if pending is not None:
             return pending
@@ -361,7 +375,53 @@ class StorageQueue:
         their destination paths are journaled, so running the queue later
         or again never nests the tree.
         """
-        return self._add_tree(Kind.COPY_TREE, sourcetree, destinationtree)
+        return self._add_tree(
+            Kind.COPY_TREE,
+            self.source.path(sourcetree),
+            self.destination.path(destinationtree),
+        )
+
+    def copy_glob(self, pattern: str, destinationdir: str) -> list[str]:
+        """Add a copy of each match of ``pattern`` into ``destinationdir``.
+
+        Returns the ids of the actions, in the order of the matched paths.
+        The rules, those of ``cp -r dir/* dst/``:
+
+        * Wildcards (``*``, ``?``, ``[...]``) may appear in the last
+          component of ``pattern`` only, and ``**`` not at all, so every
+          match has its own name in ``destinationdir``.
+        * ``pattern`` is expanded now, with the source filesystem's
+          ``glob``. A file created later does not match.
+        * A file ``dir/a.txt`` becomes a copy_file to
+          ``destinationdir/a.txt``, and a directory ``dir/sub`` a
+          copy_tree to ``destinationdir/sub``.
+        * ``*`` matches names that start with a dot as well, as fsspec's
+          glob does (a shell would leave them out).
+        * A symbolic link to a directory is not followed, as in a tree:
+          it is left out with a warning.
+        * When nothing matches, ``ActionError`` is raised and nothing is
+          added. A match that overlaps the destination rejects the whole
+          pattern before anything is added.
+        * Adding the same pattern again while its copies wait adds nothing
+          and returns their ids.
+        """
+        source = self.source.path(pattern)
+        destination = self.destination.path(destinationdir)
+        matches = self._with_retries(
+            lambda: glob_matches(self.source.fs, source), source
+        )
+        targets = [
+            (path, posixpath.join(destination, posixpath.basename(path)), is_tree)
+            for path, is_tree in matches
+        ]
+        for path, target, _ in targets:
+            check_overlap(self.source.fs, path, self.destination.fs, target)
+        return [
+            self._add_tree(Kind.COPY_TREE, path, target)
+            if is_tree
+            else self._add_file(path, target)
+            for path, target, is_tree in targets
+        ]
 
     def sync(
         self,
@@ -381,8 +441,8 @@ class StorageQueue:
         """
         return self._add_tree(
             Kind.SYNC,
-            sourcetree,
-            destinationtree,
+            self.source.path(sourcetree),
+            self.destination.path(destinationtree),
             delete=delete,
             max_delete=max_delete,
             force=force,
@@ -391,15 +451,14 @@ class StorageQueue:
     def _add_tree(
         self,
         kind: Kind,
-        sourcetree: str,
-        destinationtree: str,
+        source: str,
+        destination: str,
         *,
         delete: bool = False,
         max_delete: int | None = None,
         force: bool = False,
     ) -> str:
-        source = self.source.path(sourcetree)
-        destination = self.destination.path(destinationtree)
+        """Add a tree between paths already resolved, and expand it."""
         pending = self._pending(kind, source, destination, delete)
         if pending is not None:
             return pending
@@ -443,13 +502,10 @@ class StorageQueue:
         assert parent.source is not None
         assert parent.destination is not None
         try:
-            source = list_tree(self.source.fs, parent.source)
-        except (
-            FileNotFoundError,
-            NotADirectoryError,
-            PermissionError,
-            ConnectionError,
-        ) as exc:
+            source = self._with_retries(
+                lambda: list_tree(self.source.fs, parent.source), parent.source
+            )
+        except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
             raise ActionError(
                 parent.source,
                 f"{exc}; check the path (nothing was added, nothing deleted)",
@@ -521,9 +577,37 @@ class StorageQueue:
 
     def _destination_listing(self, path: str) -> Listing:
         try:
-            return list_tree(self.destination.fs, path)
+            return self._with_retries(
+                lambda: list_tree(self.destination.fs, path), path
+            )
         except FileNotFoundError:
             return Listing()
+
+    def _with_retries(self, call: Callable[[], T], path: str) -> T:
+        """Return what ``call`` returns, trying again after transient failures.
+
+        Up to ``max_attempts`` tries with :attr:`backoff` between them, as
+        a run retries an action. A transient failure of the last try is
+        raised as ``ActionError``, and a permanent one as it is.
+        """
+        attempts = max(1, self.max_attempts)
+        for attempt in range(1, attempts + 1):
+            try:
+                return call()
+            except Exception as exc:
+                if retry.classify(exc) == "permanent":
+                    raise
+                if attempt == attempts:
+                    raise ActionError(
+                        path,
+                        f"listing failed {attempt} times, the last time with: "
+                        f"{exc}; nothing was added or deleted. Add it again "
+                        "once the filesystem answers",
+                    ) from exc
+                delay = self.backoff.delay(attempt)
+                logger.info("listing %s again in %.2fs after %s", path, delay, exc)
+                time.sleep(delay)
+        raise AssertionError("the loop returns or raises")
 
     def _check_deletes(
         self,
@@ -695,7 +779,8 @@ class StorageQueue:
         Each keeps its id, its attempt count and its last error, so
         ``retry`` twice adds nothing twice. A tree that failed because of
         its files waits again with them, and a tree that could not be listed
-        is listed again.
+        is listed again. An item whose name cannot be copied safely stays
+        failed (see :mod:`journalq.plan`).
         """
         self._refresh()
         failed = [
@@ -703,6 +788,7 @@ class StorageQueue:
             for action in self.state.actions.values()
             if action.status is Status.FAILED
             and (action.kind not in _PARENTS or action.children is None)
+            and not _rejected(action)
         ]
         if not failed:
             return []
@@ -836,6 +922,7 @@ class StorageQueue:
             event_types=_event_types(settings.get("event_types")),
             helpers=settings.get("helpers"),
             part_threshold=self.part_threshold,
+            backoff=self.backoff,
         )
         total = RunSummary()
         store.drain_inbox()
@@ -952,6 +1039,11 @@ def _same_size_and_mtime(relpath: str, source: Entry, destination: Entry) -> str
     if abs(source[1] - destination[1]) > compare.MODIFY_WINDOW_NS:
         return None
     return "size+mtime"
+
+
+def _rejected(action: ActionState) -> bool:
+    """Tell whether ``action`` failed because its name cannot be copied."""
+    return action.error is not None and action.error.reason == REJECTED
 
 
 def _cached(known: Digested | None, entry: Entry) -> bool:
