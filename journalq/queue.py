@@ -924,6 +924,7 @@ class StorageQueue:
             part_threshold=self.part_threshold,
             backoff=self.backoff,
         )
+        open_trees = self._open_trees()
         total = RunSummary()
         store.drain_inbox()
         while True:
@@ -938,8 +939,35 @@ class StorageQueue:
             progress = summary.copied + summary.skipped + summary.failed + summary.done
             if not self._has_runnable() or not (progress or drained):
                 break
+        total.failed += self._rejected_items(open_trees)
         total.failures = self.get_actions("failed")
         return total
+
+    def _open_trees(self) -> set[str]:
+        return {
+            action.action_id
+            for action in self.state.actions.values()
+            if action.kind in _PARENTS and not action.terminal
+        }
+
+    def _rejected_items(self, trees: set[str]) -> int:
+        """Count the rejected names in those of ``trees`` that failed since.
+
+        Such an item failed when its tree was listed, so no run counts it
+        otherwise, and a run that reports success would hide it.
+        """
+        ended = {
+            tree for tree in trees if self.state.actions[tree].status is Status.FAILED
+        }
+        if not ended:
+            return 0
+        return sum(
+            1
+            for action in self.state.actions.values()
+            if action.status is Status.FAILED
+            and _rejected(action)
+            and action.added.parent in ended
+        )
 
     def _has_runnable(self) -> bool:
         return any(
