@@ -214,6 +214,11 @@ class Executor:
                 continue
             stages[stage(action.added)].append(action)
 
+        logger.info(
+            "running %d actions of queue %s",
+            sum(len(actions) for actions in stages.values()),
+            self.store.directory,
+        )
         for key in sorted(stages):
             if self._stopping():
                 break
@@ -225,7 +230,17 @@ class Executor:
         self.summary.elapsed = time.monotonic() - started
         self.summary.interrupted = self._stopping()
         self.summary.remaining = self.store.state.counts[Status.WAITING]
-        return self.summary
+        summary = self.summary
+        logger.info(
+            "run ended: copied %d, skipped %d, failed %d, %d bytes in %.1f s%s",
+            summary.copied,
+            summary.skipped,
+            summary.failed,
+            summary.bytes,
+            summary.elapsed,
+            ", interrupted" if summary.interrupted else "",
+        )
+        return summary
 
     def _stopping(self) -> bool:
         stop = self.options.stop
@@ -474,8 +489,10 @@ class Executor:
         if action.status is not Status.WAITING:
             self.store.release([action.action_id])
             return
-        self._emit(EventType.STARTED, action, attempt=attempt)
         bytes_copied, digest_string, mtime_ns, mtime_set = outcome
+        # The bytes are written already; the completion waits for the sync.
+        self._emit(EventType.STARTED, action, attempt=attempt)
+        self._emit(EventType.PROGRESS, action, attempt=attempt, bytes=bytes_copied)
         source_path, destination_path = self.store.state.paths(action)
         assert source_path is not None
         assert destination_path is not None

@@ -135,7 +135,10 @@ def _remote(path: Path, name: str, table: dict[str, Any]) -> Remote:
             'protocol = "s3"',
         )
     options = {key: value for key, value in table.items() if key not in _RESERVED}
-    return Remote(name, protocol, str(table.get("root", "")).strip("/"), options)
+    root = str(table.get("root", ""))
+    # A local root keeps its leading slash: it is an absolute path.
+    root = root.rstrip("/") if protocol in ("file", "local") else root.strip("/")
+    return Remote(name, protocol, root, options)
 
 
 def find_remote(name: str) -> Remote:

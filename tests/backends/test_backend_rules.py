@@ -271,6 +271,21 @@ def test_unknown_remote_lists_known(tmp_path, monkeypatch):
         open_filesystem("typo:path")
 
 
+def test_local_remote_keeps_absolute_root(tmp_path, monkeypatch):
+    (tmp_path / "nas" / "data").mkdir(parents=True)
+    (tmp_path / "nas" / "data" / "a.txt").write_bytes(b"remote root")
+    config = tmp_path / "remotes.toml"
+    config.write_text(f'[lr]\nprotocol = "file"\nroot = "{tmp_path / "nas"}"\n')
+    monkeypatch.setenv("JOURNALQ_CONFIG", str(config))
+    monkeypatch.chdir(tmp_path)
+
+    with StorageQueue("lr:data", tmp_path / "out", tmp_path / "q") as queue:
+        queue.copy_tree("", "")
+        queue.run()
+
+    assert (tmp_path / "out" / "a.txt").read_bytes() == b"remote root"
+
+
 # Bad input ------------------------------------------------------------------
 
 
