@@ -61,6 +61,8 @@ class Settings:
     stats: float = DEFAULT_STATS_SECONDS
     source_options: dict[str, Any] = field(default_factory=dict)
     destination_options: dict[str, Any] = field(default_factory=dict)
+    #: ``--part-threshold`` in bytes, or None for the library's default.
+    part_threshold: int | None = None
 
     @property
     def log_level(self) -> int:
@@ -131,6 +133,35 @@ def common_options(function: F) -> F:
     return function
 
 
+class ByteSize(click.ParamType):
+    """A byte count with an optional binary suffix: ``512``, ``64M``, ``2G``."""
+
+    name = "size"
+    _FACTORS: Final = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
+        number, suffix = text[:-1], text[-1:]
+        if suffix.isdigit():
+            number, suffix = text, ""
+        try:
+            size = int(float(number) * self._FACTORS[suffix])
+        except (KeyError, ValueError):
+            self.fail(
+                f"{value!r} is not a size; write a number of bytes with an "
+                "optional K, M, G or T suffix, such as 64M",
+                param,
+                ctx,
+            )
+        if size < 1:
+            self.fail(f"{value!r} must be at least 1 byte", param, ctx)
+        return size
+
+
 def run_options(function: F) -> F:
     """Add ``--parallelism``, ``--compare`` and ``--dry-run`` to a command."""
     decorators = [
@@ -169,6 +200,17 @@ def run_options(function: F) -> F:
             default=None,
             help=(
                 "Draw the progress display (default: only when stderr is a terminal)."
+            ),
+        ),
+        _option(
+            "--part-threshold",
+            name="part_threshold",
+            type=ByteSize(),
+            metavar="SIZE",
+            help=(
+                "Copy files of SIZE or more in journaled parts, so an "
+                "interrupted copy resumes after its last part (default: 64M; "
+                "suffixes K, M, G)."
             ),
         ),
         _option(

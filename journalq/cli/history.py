@@ -28,6 +28,8 @@ from journalq.records import (
     Completed,
     Expanded,
     Failed,
+    PartsPlanned,
+    PartWritten,
     Record,
     Retried,
     Started,
@@ -111,6 +113,20 @@ def _describe(record: Record, action_id: str) -> Step | None:
             return Step(record.retried_ns, "made to wait again by `journalq retry`")
         case Canceled():
             return Step(None, f"canceled by {record.by or 'a request'}")
+        case PartsPlanned():
+            count = -(-record.source.size // record.part_size)
+            return Step(
+                record.planned_ns,
+                f"attempt {record.attempt} planned {count} parts of "
+                f"{format_bytes(record.part_size)} into {record.upload}",
+            )
+        case PartWritten():
+            part = record.part
+            return Step(
+                None,
+                f"part {part.number + 1} written: {format_bytes(part.size)} at "
+                f"offset {part.offset}",
+            )
     return None
 
 

@@ -147,6 +147,11 @@ def open_queue(
             read_only=read_only,
             source_options=options.source_options or None,
             destination_options=options.destination_options or None,
+            **(
+                {"part_threshold": options.part_threshold}
+                if options.part_threshold
+                else {}
+            ),
         )
 
 

@@ -367,3 +367,41 @@ def test_copy_to_named_remote(
     assert (tmp_path / "back.txt").read_bytes() == SAMPLE["a.txt"]
     assert unknown.exit_code == ExitCode.USAGE
     assert "no remote named 'nowhere'" in unknown.stderr
+
+
+def test_part_threshold_option_copies_in_parts(tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "big.bin").write_bytes(data)
+    queue = tmp_path / "q"
+
+    result = invoke(
+        "copy",
+        f"{tmp_path / 'src'}/",
+        f"{tmp_path / 'dst'}/",
+        "--queue",
+        str(queue),
+        "--part-threshold",
+        "1M",
+    )
+
+    assert result.exit_code == ExitCode.OK, result.output
+    assert (tmp_path / "dst" / "big.bin").read_bytes() == data
+    shown = invoke("show", _copy_id(queue), "--queue", str(queue))
+    assert "planned 1 parts of 16.0 MiB" in shown.output
+    assert "part 1 written: 3.0 MiB at offset 0" in shown.output
+
+
+def _copy_id(queue: Path) -> str:
+    listed = invoke("actions", "--queue", str(queue), "--kind", "copy_file", "--json")
+    return json_lines(listed.stdout)[0]["id"]
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "12Q"])
+def test_part_threshold_rejects_bad_size(tmp_path: Path, value: str) -> None:
+    result = invoke(
+        "copy", str(tmp_path), str(tmp_path / "x"), "--part-threshold", value
+    )
+
+    assert result.exit_code == ExitCode.USAGE
+    assert repr(value) in result.output
