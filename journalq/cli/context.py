@@ -63,6 +63,10 @@ class Settings:
     destination_options: dict[str, Any] = field(default_factory=dict)
     #: ``--part-threshold`` in bytes, or None for the library's default.
     part_threshold: int | None = None
+    #: ``--executor``: ``threads`` (this process) or ``dask`` (a cluster).
+    executor: str = "threads"
+    #: ``--scheduler``: the Dask scheduler's address for ``--executor dask``.
+    scheduler: str | None = None
 
     @property
     def log_level(self) -> int:
@@ -201,6 +205,23 @@ def run_options(function: F) -> F:
             help=(
                 "Draw the progress display (default: only when stderr is a terminal)."
             ),
+        ),
+        _option(
+            "--executor",
+            name="executor",
+            type=click.Choice(["threads", "dask"]),
+            default="threads",
+            help=(
+                "Where copies run: threads of this process (the default), or "
+                "the workers of a Dask cluster (needs --scheduler and "
+                "journalq[dask])."
+            ),
+        ),
+        _option(
+            "--scheduler",
+            name="scheduler",
+            metavar="ADDRESS",
+            help="The Dask scheduler for --executor dask, such as tcp://HOST:8786.",
         ),
         _option(
             "--part-threshold",

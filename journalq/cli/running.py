@@ -9,14 +9,20 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from journalq.backends import is_secret
-from journalq.cli.base import command
+from journalq.cli.base import command, fail
 from journalq.cli.completion import complete_location
-from journalq.cli.context import common_options, run_options, settings, storage_options
+from journalq.cli.context import (
+    Settings,
+    common_options,
+    run_options,
+    settings,
+    storage_options,
+)
 from journalq.cli.exits import ExitCode, run_exit_code
 from journalq.cli.interrupt import stop_on_interrupt
 from journalq.cli.lastrun import save_last_run
@@ -223,6 +229,7 @@ def run_and_report(queue: StorageQueue, *, as_json: bool) -> ExitCode:
     resume = resume_command(queue)
     on_stop = progress.mark_stopping if display and progress is not None else None
     with (
+        _cluster_client(options) as client,
         stop_on_interrupt(stop, resume, on_stop=on_stop),
         _progress_output(progress, display),
     ):
@@ -233,11 +240,32 @@ def run_and_report(queue: StorageQueue, *, as_json: bool) -> ExitCode:
             compare=options.compare,
             parallelism=options.parallelism,
             event_types=event_types,
+            client=client,
         )
     _report(queue, summary, resume, as_json=as_json)
     if not options.dry_run:
         save_last_run(queue.directory, summary)
     return run_exit_code(summary, dry_run=options.dry_run)
+
+
+@contextlib.contextmanager
+def _cluster_client(options: Settings) -> Iterator[Any]:
+    """Connect to the Dask scheduler of ``--executor dask``; else yield None."""
+    if options.executor != "dask":
+        if options.scheduler:
+            fail("--scheduler needs --executor dask", ExitCode.USAGE)
+        yield None
+        return
+    if not options.scheduler:
+        fail(
+            "--executor dask needs --scheduler tcp://HOST:PORT, the address "
+            "of a running Dask scheduler",
+            ExitCode.USAGE,
+        )
+    from journalq import cluster
+
+    with cluster.connect(options.scheduler) as client:
+        yield client
 
 
 def _report(

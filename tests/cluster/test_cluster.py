@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ from typing import Any
 import distributed
 import pytest
 import servers
+from click.testing import CliRunner
 from cluster_helpers import (
     S3_SECRET,
     SCHEDULER_OPTIONS,
@@ -25,6 +27,7 @@ from tree_helpers import read_tree
 
 from journalq import StorageQueue, copier
 from journalq.backends import open_filesystem
+from journalq.cli import cli
 from journalq.cluster import (
     TASK_BYTES,
     UNLISTED_BYTES,
@@ -288,3 +291,49 @@ def test_connect_to_closed_port_fails() -> None:
 
     with pytest.raises(ActionError, match="connecting to the Dask scheduler failed"):
         connect(address, timeout=1)
+
+
+def test_cli_copies_on_cluster(dask_cluster: Any, tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    files = {f"d/f{index}.txt": os.urandom(100 + index) for index in range(30)}
+    for relpath, data in files.items():
+        (source / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (source / relpath).write_bytes(data)
+
+    result = CliRunner().invoke(
+        cli,
+        [
+            "copy",
+            f"{source}/",
+            f"{tmp_path / 'dst'}/",
+            "--queue",
+            str(tmp_path / "q"),
+            "--executor",
+            "dask",
+            "--scheduler",
+            dask_cluster.scheduler_address,
+        ],
+    )
+
+    assert result.exit_code == 0, result.output
+    for relpath, data in files.items():
+        assert (tmp_path / "dst" / relpath).read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--executor", "dask"], "needs --scheduler"),
+        (["--scheduler", "tcp://127.0.0.1:1"], "needs --executor dask"),
+    ],
+)
+def test_cli_executor_options_checked(
+    tmp_path: Path, arguments: list[str], message: str
+) -> None:
+    (tmp_path / "src").mkdir()
+    result = CliRunner().invoke(
+        cli, ["copy", f"{tmp_path / 'src'}/", str(tmp_path / "dst"), *arguments]
+    )
+
+    assert result.exit_code == 2
+    assert message in result.output
