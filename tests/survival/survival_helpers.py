@@ -78,6 +78,15 @@ def make_source(root: Path, tree_files: int = TREE_FILES, seed: int = 1_729) -> 
     return root
 
 
+def write_tree(root: Path, files: dict[str, bytes]) -> Path:
+    """Write ``files`` (relative path -> content) under ``root``; return it."""
+    for relpath, data in files.items():
+        path = root / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root
+
+
 def grow_source(root: Path, number: int, count: int, rng: random.Random) -> None:
     """Add ``count`` new files to the tree, for round ``number`` to copy.
 

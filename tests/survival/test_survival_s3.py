@@ -12,12 +12,10 @@ import json
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
 import pytest
-import servers
 from survival_helpers import SOAK
 
 #: Kills per run: 6 in CI (about 20 s with the server's start), 60 in the
@@ -31,26 +29,13 @@ SEED = 4_242
 #: of the tree about 1.5 s more.
 KILL_DELAY = (0.3, 2.0)
 BUCKET = "survival"
-#: Credentials that moto accepts. They reach no real account.
-KEY, SECRET = "survival-key", "survival-secret"
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """Storage options of a running moto server with an empty bucket."""
-    pytest.importorskip("s3fs")
-    server = servers.moto_server(tmp_path_factory.mktemp("moto"))
-    server.start()
-    options = {
-        "key": KEY,
-        "secret": SECRET,
-        "endpoint_url": f"http://{servers.HOST}:{server.port}",
-    }
-    fsspec.filesystem("s3", **options).mkdir(BUCKET)
-    try:
-        yield options
-    finally:
-        server.stop()
+def s3(moto_options: dict[str, str]) -> dict[str, str]:
+    """Storage options of the moto server, which has an empty bucket now."""
+    fsspec.filesystem("s3", **moto_options).mkdir(BUCKET)
+    return moto_options
 
 
 @pytest.fixture
