@@ -391,12 +391,16 @@ def test_non_utf8_name_fails_alone(tmp_path, queue_dir):
         file.write(b"latin-1 name")
     destination = tmp_path / "dst"
     with StorageQueue(str(source), str(destination), name=str(queue_dir)) as queue:
-        with contextlib.suppress(UnicodeEncodeError):
-            queue.copy_tree(str(source), str(destination))
-        queue.run()
+        queue.copy_tree(str(source), str(destination))
+        summary = queue.run()
+        failed = [a for a in queue.get_actions("failed") if a.kind == "copy_file"]
     with StorageQueue(name=str(queue_dir)) as queue:
         queue.run()
     assert (destination / "ok.txt").exists()
+    assert summary.failed == 1
+    assert len(failed) == 1
+    error = failed[0].error or ""
+    assert "the name b'caf\\xe9.txt', which is not valid UTF-8" in error
 
 
 def test_fifo_in_source_does_not_hang(tmp_path, queue_dir):
