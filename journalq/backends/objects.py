@@ -3,7 +3,10 @@
 journalq stores two user metadata entries on each object it uploads in one
 request: ``journalq-digest`` (its digest string, ``"xxh128:<hex>"``) and
 ``journalq-mtime-ns`` (the source file's mtime in nanoseconds), so a later
-run can compare content and mtimes without downloading the object.
+run can compare content and mtimes without downloading the object. An
+object uploaded in journaled parts also carries ``journalq-upload``, a
+random token of that upload, by which a later attempt recognizes an upload
+that completed just before a crash.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from journalq import digest
 __all__ = [
     "DIGEST_KEY",
     "MTIME_KEY",
+    "UPLOAD_KEY",
     "check_empty",
     "explain",
     "metadata",
@@ -32,11 +36,12 @@ logger = logging.getLogger(__name__)
 
 DIGEST_KEY: Final = "journalq-digest"
 MTIME_KEY: Final = "journalq-mtime-ns"
+UPLOAD_KEY: Final = "journalq-upload"
 
 
-def metadata(digest_string: str, mtime_ns: int | None) -> dict[str, str]:
+def metadata(digest_string: str | None, mtime_ns: int | None) -> dict[str, str]:
     """Return the user metadata journalq stores on an uploaded object."""
-    entries = {DIGEST_KEY: digest_string}
+    entries = {DIGEST_KEY: digest_string} if digest_string is not None else {}
     if mtime_ns is not None:
         entries[MTIME_KEY] = str(mtime_ns)
     return entries

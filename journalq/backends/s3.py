@@ -17,6 +17,9 @@
   NOTE: a multipart upload learns the digest only after its metadata was
   sent, so such objects carry neither, and the checksum policy downloads
   them unless the source reports an MD5 in the same way.
+* Large copies: files from the queue's part threshold on go in journaled
+  parts to one multipart upload that a later attempt resumes
+  (:mod:`journalq.backends.s3_parts`).
 * Directories: S3 has none. A directory marker (a zero-byte key ending in
   ``/``) is listed as a directory by s3fs, never as a file. With
   ``directory_markers=true`` a mkdir creates one, so an empty directory
@@ -364,3 +367,7 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 retry.register_transient(_is_transient)
+
+
+# The part target of large copies registers itself for S3Filesystem.
+from journalq.backends import s3_parts  # noqa: E402, F401
