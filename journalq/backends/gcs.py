@@ -12,7 +12,14 @@ needs:
   :func:`stat` reports them as ``md5`` and ``crc32c`` digests. journalq
   also stores its xxh128 digest and the source's mtime as object metadata
   (see :mod:`journalq.backends.objects`): with a one-request upload, or by
-  patching the metadata right after a resumable one.
+  patching the metadata right after a resumable one. :func:`stat` reports
+  the object's generation as its ETag: GCS gives every new content of a
+  name a new generation, while the JSON API's ``etag`` also changes when
+  only the metadata does. So a copy in parts from GCS starts over when the
+  object is replaced, even by one with the same size and mtime.
+* Large copies: files from the queue's part threshold on go in journaled
+  parts to one resumable upload session that a later attempt resumes
+  (:mod:`journalq.backends.gcs_parts`).
 * Directories and errors follow the S3 rules: ``directory_markers=true``
   keeps empty directories as zero-byte ``dir/`` objects, markers are never
   files, a missing bucket or a denied request names the bucket, and 429
@@ -196,10 +203,15 @@ def stat(fs: GCSFilesystem, path: str) -> compare.FileInfo | None:
     return compare.FileInfo(
         size=int(info["size"]),
         mtime_ns=objects.metadata_mtime(metadata) or compare.mtime_from_info(info),
-        etag=info.get("etag"),
+        etag=_generation(info),
         digests=reported_digests(info),
         computable=(),
     )
+
+
+def _generation(info: dict[str, Any]) -> str | None:
+    generation = info.get("generation")
+    return str(generation) if generation else info.get("etag")
 
 
 compare.register_stat(GCSFilesystem, stat)
@@ -291,3 +303,7 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 retry.register_transient(_is_transient)
+
+
+# The part target of large copies registers itself for GCSFilesystem.
+from journalq.backends import gcs_parts  # noqa: E402, F401
