@@ -20,6 +20,11 @@ needs:
   only offers SFTP (``ForceCommand internal-sftp``) has its files read.
 * Directories: ``rmdir`` removes an empty directory (sshfs 2026.8's does
   nothing).
+* Ranged reads: ``cat_file(path, start, end)`` reads only that range
+  (sshfs 2026.8 returns the whole file).
+* Large copies: files from the queue's part threshold on go in journaled
+  parts to a temporary file that a later attempt resumes
+  (:mod:`journalq.backends.sftp_parts`).
 * Connections: a lost SSH connection makes :attr:`connection_lost` true,
   and :class:`journalq.backends.Filesystem` then connects again before
   the next action; the failed attempt is transient and retried.
@@ -83,6 +88,25 @@ class SFTPFilesystem(SSHFileSystem):
         await super()._rmdir(path, recursive=recursive, **kwargs)
 
     rmdir = sync_wrapper(_rmdir)
+
+    @wrap_exceptions
+    async def _cat_file(
+        self,
+        path: str,
+        start: int | None = None,
+        end: int | None = None,
+        **kwargs: Any,
+    ) -> bytes:
+        # sshfs 2026.8 ignores start and end and returns the whole file, so
+        # a ranged read (a part of a large copy) would get every byte.
+        async with self._pool.get() as channel, channel.open(path, "rb") as file:
+            if start is None and end is None:
+                return await file.read()
+            size = (await file.stat()).size or 0
+            first, stop = _byte_range(start, end, size)
+            return await file.read(max(0, stop - first), first)
+
+    cat_file = sync_wrapper(_cat_file)
 
     @wrap_exceptions
     async def _set_mtime(self, path: str, mtime_ns: int) -> None:
@@ -154,6 +178,20 @@ class SFTPFilesystem(SSHFileSystem):
 
 
 FILESYSTEM: Final = SFTPFilesystem
+
+
+def _byte_range(start: int | None, end: int | None, size: int) -> tuple[int, int]:
+    """Return ``[start, end)`` of a file of ``size`` bytes, as fsspec reads it.
+
+    Negative values count from the end, and ``None`` is the file's edge.
+    """
+    first = start or 0
+    if first < 0:
+        first += size
+    stop = size if end is None else end
+    if stop < 0:
+        stop += size
+    return max(0, first), min(size, stop)
 
 
 def _connect_error(fs: SFTPFilesystem, exc: BaseException) -> OSError:
@@ -284,3 +322,7 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 retry.register_transient(_is_transient)
+
+
+# The part target of large copies registers itself for SFTPFilesystem.
+from journalq.backends import sftp_parts  # noqa: E402, F401
