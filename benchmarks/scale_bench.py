@@ -1,20 +1,21 @@
 """Scale: open, replay and report on a queue of a million finished actions.
 
-Run ``python -m benchmarks.scale_bench`` (``--quick`` for 100,000 actions
-only). For 10,000, 100,000 and 1,000,000 files it builds, without copying
-anything, the journal that a finished copy of a tree of that many files
-leaves. That is the queue's ``created`` record, a copy_tree action, one
-``added`` record per folder and per file, and the tree's ``expanded``
-record. Then come, per file, a ``started`` record, the two ``digested``
-cache entries and a ``completed`` record with both identities, and last
-the tree's own completion. The records go through
+Run ``python -m benchmarks.scale_bench`` (``--quick`` for 1,000 and 100,000
+files only). For 1,000, 10,000, 100,000 and 1,000,000 files it builds,
+without copying anything, the journal that a finished copy of a tree of
+that many files leaves. That is the queue's ``created`` record, a
+copy_tree action, one ``added`` record per folder and per file, and the
+tree's ``expanded`` record. Then come, per file, a ``started`` record,
+the two ``digested`` cache entries and a ``completed`` record with both
+identities, and last the tree's own completion. The records go through
 :class:`journalq.store.QueueStore` in expansion chunks, so its snapshots
 are taken as a real run takes them.
 
 Every figure comes from a fresh process, timed by the harness, and its
 peak RSS is the ``ru_maxrss`` that ``wait4`` reports for it. Linux counts
 what the parent had resident until the exec in that figure, so the rows for
-10,000 files show the floor (about 37 MiB on the 2-core development VM):
+1,000 and 10,000 files show the floor (about 37 MiB on the 2-core
+development VM):
 
 * open: ``QueueStore.open`` (lock, snapshot, journal tail, writer start)
   and the decoding of the snapshot's actions, which waits for first use;
@@ -69,8 +70,8 @@ from journalq.replay import QueueState, decode_state, encode_state
 from journalq.store import JOURNAL_DIR, QueueStore, read_state
 
 WORK_DIR = Path(__file__).resolve().parent / "work" / "scale"
-SIZES = (10_000, 100_000, 1_000_000)
-QUICK_SIZES = (100_000,)
+SIZES = (1_000, 10_000, 100_000, 1_000_000)
+QUICK_SIZES = (1_000, 100_000)
 #: Files per folder of the generated tree, as in a photo or log archive.
 FILES_PER_FOLDER = 1000
 #: Records per append: the expansion chunk a real tree listing journals.
@@ -524,7 +525,9 @@ def render_table(rows: list[dict[str, Any]]) -> str:
 
 def _parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="100,000 files only")
+    parser.add_argument(
+        "--quick", action="store_true", help="1,000 and 100,000 files only"
+    )
     parser.add_argument(
         "--child",
         nargs=4,
