@@ -4,12 +4,12 @@
 and writes ``benchmarks/RESULTS.md``. With ``--quick``, or with only some
 ``--datasets``, the page goes to ``benchmarks/work/RESULTS.md`` instead, so a
 smoke run never replaces the published figures, and neither does a run of
-fewer than five rounds. The journal benchmarks in
-``benchmarks/journal_bench.py`` and the scale benchmarks in
-``benchmarks/scale_bench.py`` run too, each when its module exists and
-exposes ``main()`` returning a list of rows. The scale benchmarks added
-12 seconds to a ``--quick`` run and 3 minutes to a full one on the 2-core
-development VM.
+fewer than five rounds. The benchmarks of ``MODULE_BENCHES`` run too (the
+journal, queue scale, the Dask cluster, resuming inside large files), each
+when its module exists and exposes ``main()`` returning a list of rows. A
+missing module is skipped with a log line. After the page is rendered,
+:mod:`benchmarks.plots` draws its plots into ``plots/`` beside it, unless
+matplotlib is missing (``pip install -e '.[bench]'``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import importlib
 import inspect
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -50,10 +51,20 @@ PUBLISHED_ROUNDS = 5
 """Minimum rounds for the published page. With fewer, one noisy round moves
 a median of these figures, which vary 2-3x between runs, too far."""
 QUICK_ROUNDS = 2
-"""Rounds of a ``--quick`` run: enough to exercise the interleaving, and the
-whole smoke run, journal benchmarks included, stays under a minute."""
-MODULE_BENCHES = (("Journal", "journal_bench"), ("Scale", "scale_bench"))
+"""Rounds of a ``--quick`` run: enough to exercise the interleaving."""
+MODULE_BENCHES = (
+    ("Journal", "journal_bench"),
+    ("Scale", "scale_bench"),
+    ("Cluster", "cluster_bench"),
+    ("Resume inside large files", "parts_bench"),
+)
 """(page section, module) of each benchmark whose ``main()`` returns rows."""
+PLOT_DIR_NAME = "plots"
+"""Folder of the page's PNG plots, beside the page."""
+COMMAND_VARIABLE = "BENCH_COMMAND"
+"""Environment variable naming the command that started this run, such as
+``make bench``, for the page. When it is unset, the page names only
+``python -m benchmarks`` and its options."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,15 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     transfers = TransferBench(specs, options.rounds, WORK_DIR, options.keep).run()
     sections = [
-        (title, name, *_run_module_bench(name, options.quick))
+        (title, name, *_run_module_bench(title, name, options.quick))
         for title, name in MODULE_BENCHES
     ]
 
     page = render_page(options, started, transfers, sections)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(page)
     samples = [dataclasses.asdict(sample) for sample in transfers.samples]
     (WORK_DIR / "samples.json").write_text(json.dumps(samples, indent=1))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    page += "\n" + "\n".join(_plots_section(output.parent, transfers, sections))
+    output.write_text(page)
     logger.info("wrote %s and %s", output, WORK_DIR / "samples.json")
     return 0
 
@@ -149,13 +161,16 @@ def _default_output(
     return PUBLISHED_PAGE
 
 
-def _run_module_bench(name: str, quick: bool) -> tuple[list[Any], str | None]:
+def _run_module_bench(
+    title: str, name: str, quick: bool
+) -> tuple[list[Any], str | None]:
     """Run ``benchmarks.<name>.main()``, returning its rows or the failure."""
     qualified = f"benchmarks.{name}"
     try:
         module = importlib.import_module(qualified)
     except ModuleNotFoundError as exc:
         if exc.name == qualified:
+            logger.info("skipping %s: benchmarks/%s.py does not exist", title, name)
             return [], f"benchmarks/{name}.py does not exist yet"
         logger.exception("importing %s failed", qualified)
         return [], f"importing it failed: {exc}"
@@ -190,12 +205,15 @@ def render_page(
     transfers: TransferResults,
     sections: list[tuple[str, str, list[Any], str | None]],
 ) -> str:
-    """Render the results page as Markdown."""
-    command = " ".join(["python -m benchmarks", *_arguments_as_given(options)])
+    """Render the results page as Markdown, all but its plots."""
+    arguments = " ".join(["python -m benchmarks", *_arguments_as_given(options)])
+    command = f"`{arguments}`"
+    if made_by := os.environ.get(COMMAND_VARIABLE):
+        command = f"`{made_by}`, which ran {command}"
     lines = [
         "# journalq benchmarks",
         "",
-        f"Measured {started:%Y-%m-%d %H:%M} UTC with `{command}`: "
+        f"Measured {started:%Y-%m-%d %H:%M} UTC with {command}: "
         f"{transfers.rounds} interleaved rounds. How to read these figures: "
         "`benchmarks/README.md`.",
         "",
@@ -372,6 +390,39 @@ def _row_as_dict(row: Any) -> dict[str, Any]:
     if isinstance(row, Iterable) and not isinstance(row, str):
         return {f"column {index}": value for index, value in enumerate(row, 1)}
     return {"value": row}
+
+
+def _plots_section(
+    page_dir: Path,
+    transfers: TransferResults,
+    sections: list[tuple[str, str, list[Any], str | None]],
+) -> list[str]:
+    """Draw the plots into ``page_dir/plots`` and return their page section."""
+    lines = ["## Plots", ""]
+    try:
+        from benchmarks import plots
+    except ModuleNotFoundError as exc:
+        if exc.name != "matplotlib":
+            raise
+        logger.warning(
+            "skipping the plots because matplotlib is not installed: "
+            "install it with .venv/bin/pip install -e '.[bench]'"
+        )
+        reason = "matplotlib is not installed (`pip install -e '.[bench]'`)"
+        return [*lines, f"Not available: {reason}.", ""]
+
+    scale_rows = next(
+        (rows for _, name, rows, _ in sections if name == "scale_bench"), []
+    )
+    try:
+        written = plots.write_plots(page_dir / PLOT_DIR_NAME, transfers, scale_rows)
+    except Exception as exc:  # a broken plot must not lose the measured page
+        logger.exception("drawing the plots into %s failed", page_dir)
+        return [*lines, f"Not available: {type(exc).__name__}: {exc}.", ""]
+    for plot in written:
+        link = plot.path.relative_to(page_dir).as_posix()
+        lines += [f"![{plot.title}]({link})", ""]
+    return lines
 
 
 def _cell(text: str) -> str:
