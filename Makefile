@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: demo test test-deps lint format bench bench-deps soak clean
 
@@ -27,9 +28,16 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format journalq tests benchmarks
 
-# The published results page: seven interleaved rounds of every scenario.
-bench: $(STAMP) bench-deps
-	$(BIN)/python -m benchmarks --rounds 7
+# The bench extra: matplotlib for the plots, Dask and moto for the cluster
+# benchmark. Installed again only when pyproject.toml changes.
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+# The published results page and its plots: every benchmark, with seven
+# interleaved rounds of every transfer scenario.
+bench: $(BENCH_STAMP) bench-deps
+	BENCH_COMMAND='make bench' $(BIN)/python -m benchmarks --rounds 7
 
 # The peer tools the benchmarks time journalq against, from Debian's packages.
 # Installs only what is missing, so a second run changes nothing.
