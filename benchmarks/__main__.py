@@ -55,6 +55,7 @@ QUICK_ROUNDS = 2
 MODULE_BENCHES = (
     ("Journal", "journal_bench"),
     ("Scale", "scale_bench"),
+    ("Planning and running a large tree", "plan_run_bench"),
     ("Cluster", "cluster_bench"),
     ("Resume inside large files", "parts_bench"),
 )
