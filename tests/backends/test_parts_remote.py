@@ -27,7 +27,7 @@ import random
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,7 +131,7 @@ class Copy:
                 # disconnect), so those are never collected here.
                 gc.freeze()
                 inherited = _cached_filesystems()
-                faults.install(_kill_at(name, int(count or 1)))
+                faults.install(faults._kill_at(name, int(count or 1)))
                 with self._open() as queue:
                     summary = queue.run()
                 del inherited
@@ -226,19 +226,6 @@ def _cached_filesystems() -> list[fsspec.AbstractFileSystem]:
         classes.extend(cls.__subclasses__())
         found.extend(cls.__dict__.get("_cache", {}).values())
     return found
-
-
-def _kill_at(name: str, count: int) -> Callable[[str], None]:
-    seen = 0
-
-    def hook(point: str) -> None:
-        nonlocal seen
-        if point == name:
-            seen += 1
-            if seen == count:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    return hook
 
 
 def remotes(*names: str) -> pytest.MarkDecorator:
