@@ -81,11 +81,13 @@ class FaultPlan:
     operations: frozenset[str] = frozenset()
     #: The first calls of each operation on each path that fail for sure.
     first: int = 0
-    #: False lets every call through, for a test's set-up.
-    armed: bool = True
     injected: list[Injected] = field(default_factory=list)
-    _calls: Counter[tuple[str, str]] = field(default_factory=Counter)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _calls: Counter[tuple[str, str]] = field(
+        default_factory=Counter, init=False, repr=False
+    )
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False
+    )
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> FaultPlan:
@@ -106,7 +108,7 @@ class FaultPlan:
         with self._lock:
             number = self._calls[key]
             self._calls[key] += 1
-        if not self.armed or (self.operations and operation not in self.operations):
+        if self.operations and operation not in self.operations:
             return None
         # A string seed is hashed with SHA-512, so the draw is the same in
         # every process, whatever PYTHONHASHSEED is.
@@ -240,7 +242,7 @@ _register(MEMORY_PROTOCOL, FaultyMemoryFileSystem)
 # S3 --------------------------------------------------------------------------
 
 
-def s3_error(fault: str, operation: str, path: str) -> Exception:
+def s3_error(fault: str, operation: str, path: str, endpoint: str) -> Exception:
     """Return the exception botocore raises for ``fault`` in a client call."""
     message = describe(fault, operation, path)
     responses = {
@@ -258,11 +260,12 @@ def s3_error(fault: str, operation: str, path: str) -> Exception:
     # aiobotocore turns aiohttp's connection and timeout errors into these.
     if fault == "reset":
         return botocore.exceptions.EndpointConnectionError(
-            endpoint_url=path, error=ConnectionResetError(errno.ECONNRESET, message)
+            endpoint_url=endpoint,
+            error=ConnectionResetError(errno.ECONNRESET, message),
         )
     if fault == "timeout":
         return botocore.exceptions.ReadTimeoutError(
-            endpoint_url=path, error=TimeoutError(message)
+            endpoint_url=endpoint, error=TimeoutError(message)
         )
     raise ValueError(f"S3 has no fault {fault!r}")
 
@@ -289,7 +292,8 @@ class _FaultyClient:
             path = _request_path(kwargs)
             fault = self._plan.draw(name, path)
             if fault is not None:
-                raise s3_error(fault, name, path)
+                endpoint = self._client.meta.endpoint_url
+                raise s3_error(fault, name, path, endpoint)
             response = await attribute(*args, **kwargs)
             if name == "get_object" and self._cuts_body(path):
                 response["Body"] = _CutBody(response["Body"], path)
