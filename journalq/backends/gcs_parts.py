@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import sys
 import threading
 from typing import Any, Final
 from urllib.parse import quote
@@ -117,12 +118,14 @@ class GCSPartTarget(parts.PartTarget):
                 self.fs.url_of(self.path),
             )
             self._completed = True
+            # The finalized object contains every byte of every part.
+            self._resumed_at = self._persisted = sys.maxsize
             return True
         self._resumed_at = self._persisted = _persisted_offset(headers)
         return True
 
     def recover(self, part: Part) -> parts.Recovered | None:
-        if self._completed or part.offset + part.size <= self._resumed_at:
+        if part.offset + part.size <= self._resumed_at:
             return parts.Recovered(None)
         logger.info(
             "part %d of %s is not all at the server; sending the rest again",
