@@ -407,7 +407,7 @@ class StorageQueue:
         """
         source = self.source.path(pattern)
         destination = self.destination.path(destinationdir)
-        matches = self._with_retries(
+        matches = self.with_retries(
             lambda: glob_matches(self.source.fs, source), source
         )
         targets = [
@@ -502,7 +502,7 @@ class StorageQueue:
         assert parent.source is not None
         assert parent.destination is not None
         try:
-            source = self._with_retries(
+            source = self.with_retries(
                 lambda: list_tree(self.source.fs, parent.source), parent.source
             )
         except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
@@ -577,13 +577,11 @@ class StorageQueue:
 
     def _destination_listing(self, path: str) -> Listing:
         try:
-            return self._with_retries(
-                lambda: list_tree(self.destination.fs, path), path
-            )
+            return self.with_retries(lambda: list_tree(self.destination.fs, path), path)
         except FileNotFoundError:
             return Listing()
 
-    def _with_retries(self, call: Callable[[], T], path: str) -> T:
+    def with_retries(self, call: Callable[[], T], path: str) -> T:
         """Return what ``call`` returns, trying again after transient failures.
 
         Up to ``max_attempts`` tries with :attr:`backoff` between them, as

@@ -40,6 +40,7 @@ import errno
 import logging
 from typing import Any, Final
 
+import aiohttp
 import botocore.exceptions
 from fsspec.asyn import sync_wrapper
 from s3fs import S3FileSystem
@@ -360,6 +361,9 @@ def _is_transient(exc: BaseException) -> bool:
     # s3fs turns InternalError and other 5xx responses into EREMOTEIO,
     # which would otherwise count as a permanent errno.
     if isinstance(exc, OSError) and exc.errno == errno.EREMOTEIO:
+        return True
+    # A connection that drops in the middle of a response body.
+    if isinstance(exc, aiohttp.ClientPayloadError):
         return True
     return isinstance(exc, botocore.exceptions.BotoCoreError) and _is_connection_error(
         exc

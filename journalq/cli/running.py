@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
+import fsspec
 
 from journalq.backends import is_secret
 from journalq.cli.base import command, fail
@@ -81,30 +82,54 @@ def add_copy(queue: StorageQueue, source: Location, destination: Location) -> st
 
     ``SRC/`` copies the directory's contents into DST, ``SRC`` copies the
     directory itself into DST, and a file lands inside a DST that ends with
-    ``/`` or is a directory (see :func:`journalq.plan.resolve_target`).
+    ``/`` or is a directory (see :func:`journalq.plan.resolve_target`). A
+    SRC with wildcards that names no file itself (``dir/*``) copies each
+    match into DST (see :meth:`StorageQueue.copy_glob`). Returns the ids
+    added, separated by spaces.
     """
     source_path = queue.source.path(source.path)
     hint = "check the URL, the credentials and the --source-option values"
     with step("reading the source", source.url, hint):
-        if not queue.source.fs.exists(source_path):
+        source_kind = _kind(queue, queue.source.fs, source_path)
+        if source_kind is None and fsspec.core.has_magic(source.path):
+            return " ".join(queue.copy_glob(source.path, destination.path))
+        if source_kind is None:
             raise ActionError(
                 source.path, "source not found; check the path (nothing was added)"
             )
-        source_is_dir = queue.source.fs.isdir(source_path)
     hint = "check the URL, the credentials and the --destination-option values"
     with step("reading the destination", destination.url, hint):
-        destination_is_dir = queue.destination.fs.isdir(
-            queue.destination.path(destination.path)
+        destination_kind = _kind(
+            queue, queue.destination.fs, queue.destination.path(destination.path)
         )
+    source_is_dir = source_kind == "directory"
     target = resolve_target(
         source.path,
         destination.path,
         source_is_dir=source_is_dir,
-        destination_is_dir=destination_is_dir,
+        destination_is_dir=destination_kind == "directory",
     )
     if source_is_dir:
         return queue.copy_tree(source.path, target)
     return queue.copy_file(source.path, target)
+
+
+def _kind(queue: StorageQueue, fs: fsspec.AbstractFileSystem, path: str) -> str | None:
+    """Return ``"file"``, ``"directory"`` or None (nothing there) for ``path``.
+
+    One ``info`` call, tried again after transient failures: fsspec's
+    ``exists`` and ``isdir`` answer False on any error, which would turn a
+    reset connection into a missing source.
+    """
+
+    def kind() -> str | None:
+        try:
+            info = fs.info(path)
+        except FileNotFoundError:
+            return None
+        return "directory" if info.get("type") == "directory" else "file"
+
+    return queue.with_retries(kind, path)
 
 
 def resume_command(queue: StorageQueue) -> str:

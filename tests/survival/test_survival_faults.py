@@ -361,12 +361,6 @@ def test_cli_exit_status_after_faults(tmp_path, memory):
     assert read_tree(tmp_path / "passing") == files
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="journalq copy decides whether SRC is a file or a tree with "
-    "fs.exists() and fs.isdir(), which fsspec answers False on any error, "
-    "so one reset connection reads as a missing source (exit status 2)",
-)
 def test_cli_copy_outlives_fault_at_add(tmp_path, memory):
     memory.pipe_file("/src/a.txt", b"a")
     flaky = _faults("reset", fault_rate=0.0, fault_first=1, fault_operations="info")
@@ -384,12 +378,6 @@ def test_cli_copy_outlives_fault_at_add(tmp_path, memory):
     assert (tmp_path / "out" / "a.txt").read_bytes() == b"a"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a connection that drops in the middle of an S3 response body "
-    "raises aiohttp's ClientPayloadError, which journalq.retry calls "
-    "permanent, so the copy fails at once instead of being retried",
-)
 def test_s3_cut_body_is_retried(tmp_path, moto_options, bucket):
     plain = fsspec.filesystem("s3", **moto_options)
     plain.pipe_file(f"{bucket}/tree/a.bin", b"a" * 1_000)

@@ -148,11 +148,6 @@ def test_glob_source_lands_in_destination(tmp_path, request, backend):
     assert read_tree(tmp_path / "text") == {"a.txt": b"a"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="journalq copy takes SRC literally: it checks that 'dir/*' exists "
-    "and rejects it as not found instead of calling StorageQueue.copy_glob",
-)
 def test_cli_glob_source(tmp_path):
     source = write_tree(tmp_path / "dir", GLOBBED)
     destination = tmp_path / "dst"
