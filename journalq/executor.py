@@ -738,7 +738,10 @@ class Executor:
             comparable = target is None or (
                 target[1] is not None and self._listing_suffices
             )
-            if mtime_ns is not None and comparable:
+            # A large file from a remote source goes in parts, whose plan
+            # needs the source's ETag or generation, which only a stat has.
+            in_parts = not self.source.local and size >= self.options.part_threshold
+            if mtime_ns is not None and comparable and not in_parts:
                 source = compare.FileInfo(size, mtime_ns)
                 if target is None:
                     return source, None
@@ -829,16 +832,24 @@ class Executor:
         part_size = parts.part_size_for(source.size)
         identity = parts.source_identity(source)
         known = action.parts
-        if (
+        target = None
+        resumable = (
             known is not None
             and known.plan.source == identity
             and known.plan.part_size == part_size
-        ):
-            target = parts.open_target(
-                fs, destination_path, action.action_id, known.plan.upload, part_size
-            )
-            written = known.written
-        else:
+        )
+        if resumable:
+            assert known is not None
+            try:
+                target = parts.open_target(
+                    fs, destination_path, action.action_id, known.plan.upload, part_size
+                )
+                written = known.written
+            except parts.UploadGoneError as exc:
+                logger.info("%s", exc)
+                # Nothing is left to abort; a new plan follows.
+                known, resumable = None, False
+        if not resumable:
             if known is not None:
                 stale = parts.open_target(
                     fs, destination_path, action.action_id, known.plan.upload, 0
@@ -880,7 +891,7 @@ class Executor:
                 on_bytes=callback.relative_update if callback is not None else None,
                 should_stop=self._stopping if self.options.stop else None,
             )
-            target.complete(every_part, source.mtime_ns)
+            target.complete(every_part, source.mtime_ns, digest_string)
         except InterruptedError:
             target.release()
             raise _Interrupted from None

@@ -47,6 +47,7 @@ __all__ = [
     "PartTarget",
     "Recovered",
     "SourceChangedError",
+    "UploadGoneError",
     "copy_in_parts",
     "open_target",
     "part_size_for",
@@ -100,8 +101,14 @@ class PartTarget(abc.ABC):
         """Store one part durably and return its record."""
 
     @abc.abstractmethod
-    def complete(self, parts: list[Part], mtime_ns: int | None) -> None:
-        """Make the parts, in order, the destination file."""
+    def complete(
+        self, parts: list[Part], mtime_ns: int | None, digest_string: str | None = None
+    ) -> None:
+        """Make the parts, in order, the destination file.
+
+        ``digest_string`` is the whole file's digest, for a target that
+        stores it with the file.
+        """
 
     @abc.abstractmethod
     def abort(self) -> None:
@@ -109,6 +116,9 @@ class PartTarget(abc.ABC):
 
     def release(self) -> None:  # noqa: B027 (most targets hold nothing open)
         """Let go of open handles and keep the parts for the next attempt."""
+
+    def interrupt(self) -> None:  # noqa: B027 (most targets never make parts wait)
+        """Make parts that wait for their turn fail at once; a part failed."""
 
 
 #: Opens the target of a copy to ``path``: the one ``upload`` names, or a
@@ -166,6 +176,14 @@ class SourceChangedError(OSError):
     """The source changed during a copy in parts (retried from the start)."""
 
 
+class UploadGoneError(OSError):
+    """The destination no longer has the parts a plan names.
+
+    An object store aborted the upload, or a lifecycle rule removed it; the
+    copy starts over with a new plan.
+    """
+
+
 def copy_in_parts(
     source_fs: fsspec.AbstractFileSystem,
     source_path: str,
@@ -204,7 +222,13 @@ def copy_in_parts(
         )
         following = len(pending)
         while pending:
-            data, part, new = pending.popleft().result()
+            try:
+                data, part, new = pending.popleft().result()
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                target.interrupt()
+                raise
             if following < count:
                 pending.append(submit(following))
                 following += 1
@@ -339,7 +363,9 @@ class LocalPartTarget(PartTarget):
         durable.ops.fdatasync(fd)
         return Part(number, offset, len(data), checksum)
 
-    def complete(self, parts: list[Part], mtime_ns: int | None) -> None:
+    def complete(
+        self, parts: list[Part], mtime_ns: int | None, digest_string: str | None = None
+    ) -> None:
         fd = self._require_open()
         size = sum(part.size for part in parts)
         durable.ops.truncate(fd, size)

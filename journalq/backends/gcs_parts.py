@@ -320,7 +320,9 @@ def _open_target(
     # abort it, so nothing is asked of the server then.
     if part_size == 0 or target.probe():
         return target
-    return None
+    raise parts.UploadGoneError(
+        f"the upload of {path} that the journal names is gone; starting it over"
+    )
 
 
 parts.register_part_target(GCSFilesystem, _open_target)
