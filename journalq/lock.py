@@ -51,6 +51,7 @@ from typing import Any
 from filelock import BaseFileLock, FileLock, StrictSoftFileLock, Timeout
 
 from journalq import durable
+from journalq.backends.options import is_secret
 from journalq.errors import QueueError, QueueLockedError
 
 __all__ = [
@@ -417,8 +418,24 @@ def _redact_argv(argv: list[str]) -> list[str]:
             name, equals, _ = cleaned.partition("=")
             hide_next = not equals
             cleaned = f"{name}=***" if equals else name
+        elif cleaned.startswith("-"):
+            # --destination-option=secret=VALUE
+            name, equals, value = cleaned.partition("=")
+            if equals:
+                cleaned = f"{name}={_redact_storage_option(value)}"
+        else:
+            # The value of --source-option or --destination-option: secret=VALUE
+            cleaned = _redact_storage_option(cleaned)
         redacted.append(cleaned)
     return redacted
+
+
+def _redact_storage_option(text: str) -> str:
+    """Hide the value of ``KEY=VALUE`` when ``KEY`` names a credential."""
+    key, equals, _ = text.partition("=")
+    if equals and is_secret(key):
+        return f"{key}=***"
+    return text
 
 
 def _read_holder_of_contended(queue_path: str) -> dict[str, Any] | None:

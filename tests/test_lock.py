@@ -293,6 +293,11 @@ def test_argv_secrets_redacted() -> None:
         "sftp://user:pw@host/path",
         "--verbose",
         "plain",
+        "--destination-option",
+        "secret=S3CR3T",
+        "--source-option=aws_secret_access_key=S3CR3T",
+        "--source-option",
+        "endpoint_url=http://127.0.0.1:9000",
     ]
 
     assert _redact_argv(argv) == [
@@ -304,4 +309,9 @@ def test_argv_secrets_redacted() -> None:
         "sftp://user:***@host/path",
         "--verbose",
         "plain",
+        "--destination-option",
+        "secret=***",
+        "--source-option=aws_secret_access_key=***",
+        "--source-option",
+        "endpoint_url=http://127.0.0.1:9000",
     ]
