@@ -29,6 +29,7 @@ import msgspec
 
 from journalq import compare, faults, inbox, parts, retry
 from journalq.backends import Filesystem, endpoint, open_filesystem
+from journalq.backends.options import SECRET_PLACEHOLDER
 from journalq.backends.remotes import split_remote
 from journalq.errors import ActionError, QueueError, QueueLockedError
 from journalq.events import ActionInfo, Event, EventType, RunSummary
@@ -51,6 +52,7 @@ from journalq.records import (
     ActionAdded,
     Canceled,
     Digested,
+    Endpoint,
     Failed,
     Kind,
     QueueCreated,
@@ -191,16 +193,47 @@ class StorageQueue:
                 "the queue has no creation record (its creation was cut "
                 "short); open it again with a source and a destination",
             )
-        self._check_endpoints(created, source, destination)
-        self.source = open_filesystem(
-            created.source.url, {**created.source.options, **(source_options or {})}
-        )
-        self.destination = open_filesystem(
-            created.destination.url,
-            {**created.destination.options, **(destination_options or {})},
-        )
+        try:
+            self._check_endpoints(created, source, destination)
+            self.source = open_filesystem(
+                created.source.url,
+                self._options("source", created.source, source_options),
+            )
+            self.destination = open_filesystem(
+                created.destination.url,
+                self._options("destination", created.destination, destination_options),
+            )
+        except BaseException:
+            if self._store is not None:
+                self._store.close()
+            raise
         if self._store is not None:
             self._recover()
+
+    def _options(
+        self, role: str, journaled: Endpoint, given: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Merge the journaled options of a filesystem with the caller's.
+
+        The journal keeps only the names of secret options. A queue that is
+        to run needs them again, so a missing one is an error that names it;
+        read-only reports do without them.
+        """
+        given = given or {}
+        missing = [
+            name
+            for name, value in journaled.options.items()
+            if value == SECRET_PLACEHOLDER and name not in given
+        ]
+        if missing and not self.read_only:
+            flags = " ".join(f"--{role}-option {name}=..." for name in missing)
+            raise ActionError(
+                journaled.url,
+                f"the queue was created with the secret {role} option(s) "
+                f"{', '.join(missing)}, which are never journaled; give them "
+                f"again: {flags}",
+            )
+        return {**journaled.options, **given}
 
     def _open_store(self, create: Any, sync: SyncMode) -> None:
         try:

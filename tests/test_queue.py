@@ -643,3 +643,27 @@ def test_queue_inside_source_not_copied(src, dst, queue_dir):
         queue.copy_tree(str(src), str(dst))
         queue.run()
     assert not (dst / "nested-queue").exists()
+
+
+def test_reopen_needs_secret_options_again(
+    tmp_path: Path, memory_fs: fsspec.AbstractFileSystem
+) -> None:
+    memory_fs.pipe_file("/src/a.txt", b"a")
+    options = {"token": "not-for-the-journal"}
+    with StorageQueue(
+        "memory://src", "memory://dst", tmp_path / "q", source_options=options
+    ) as queue:
+        queue.copy_file("a.txt", "a.txt")
+
+    with pytest.raises(ActionError, match="--source-option token="):
+        StorageQueue(name=tmp_path / "q")
+    with StorageQueue(name=tmp_path / "q", read_only=True) as report:
+        assert report.status()["waiting"] == 1
+    with StorageQueue(name=tmp_path / "q", source_options=options) as queue:
+        summary = queue.run()
+
+    assert summary.copied == 1
+    journal = b"".join(
+        path.read_bytes() for path in (tmp_path / "q").rglob("*") if path.is_file()
+    )
+    assert b"not-for-the-journal" not in journal

@@ -76,8 +76,16 @@ def parse_option(text: str) -> tuple[str, Any]:
     return name, parse_value(value)
 
 
+#: What the journal keeps of a secret option: its name only, so a resumed
+#: run can say which options it must be given again.
+SECRET_PLACEHOLDER: Final = "<secret, not journaled>"
+
+
 def public_options(options: Mapping[str, Any] | None) -> dict[str, str]:
-    """Return the options safe to journal as strings, secrets removed.
+    """Return the options safe to journal as strings, secret values removed.
+
+    A secret option keeps its name, with :data:`SECRET_PLACEHOLDER` for a
+    value.
 
     Strings are kept as they are; other values become JSON text, which
     :func:`decode_options` reads back. A value JSON cannot encode is
@@ -86,9 +94,8 @@ def public_options(options: Mapping[str, Any] | None) -> dict[str, str]:
     if not options:
         return {}
     return {
-        name: _journal_text(value)
+        name: SECRET_PLACEHOLDER if is_secret(name) else _journal_text(value)
         for name, value in options.items()
-        if not is_secret(name)
     }
 
 
@@ -115,6 +122,7 @@ def decode_options(options: Mapping[str, Any]) -> dict[str, Any]:
         if is_secret(name) or not isinstance(value, str)
         else _decoded(value)
         for name, value in options.items()
+        if value != SECRET_PLACEHOLDER
     }
 
 

@@ -17,7 +17,11 @@ from s3fs.errors import translate_boto_error
 
 from journalq import ActionError, StorageQueue, compare, retry
 from journalq.backends import open_filesystem, parse_option, s3
-from journalq.backends.options import decode_options, public_options
+from journalq.backends.options import (
+    SECRET_PLACEHOLDER,
+    decode_options,
+    public_options,
+)
 
 
 def journalq_fs(store: Store):
@@ -200,7 +204,11 @@ def test_sftp_key_path_not_journaled(tmp_path, local_store, sftp_store):
 
 def test_options_survive_journal_types():
     journaled = public_options({"port": 2222, "known_hosts": None, "secret": "x"})
-    assert journaled == {"port": "2222", "known_hosts": "null"}
+    assert journaled == {
+        "port": "2222",
+        "known_hosts": "null",
+        "secret": SECRET_PLACEHOLDER,
+    }
     assert decode_options(journaled) == {"port": 2222, "known_hosts": None}
     assert decode_options({"password": "1234"}) == {"password": "1234"}
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import SAMPLE, invoke, json_lines
 
+from journalq.backends.options import SECRET_PLACEHOLDER
 from journalq.cli.context import MAX_FAILURE_WARNINGS
 from journalq.cli.exits import ExitCode
 from journalq.cli.messages import describe
@@ -160,8 +161,8 @@ def test_destination_option_reaches_queue(sample: Path, tmp_path: Path) -> None:
     created = read_state(queue).created
     assert created is not None
     assert created.destination.options == {"auto_mkdir": "true"}
-    # A secret is used but never journaled.
-    assert created.source.options == {}
+    # A secret is used but never journaled: only its name is.
+    assert created.source.options == {"password": SECRET_PLACEHOLDER}
 
 
 def test_bad_storage_option_hides_value(tmp_path: Path) -> None:
