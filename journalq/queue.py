@@ -29,6 +29,7 @@ import msgspec
 
 from journalq import compare, faults, inbox, parts, retry
 from journalq.backends import Filesystem, endpoint, open_filesystem
+from journalq.backends.objects import MissingBucketError
 from journalq.backends.options import SECRET_PLACEHOLDER
 from journalq.backends.remotes import split_remote
 from journalq.errors import ActionError, QueueError, QueueLockedError
@@ -609,8 +610,15 @@ class StorageQueue:
         faults.point("queue.expansion_chunk")
 
     def _destination_listing(self, path: str) -> Listing:
+        """List the destination tree; a missing one is empty, a missing bucket not.
+
+        Nothing could be copied into a bucket that does not exist, so the
+        add fails now rather than every file of the tree at run time.
+        """
         try:
             return self.with_retries(lambda: list_tree(self.destination.fs, path), path)
+        except MissingBucketError as exc:
+            raise ActionError(path, f"{exc}; nothing was added") from exc
         except FileNotFoundError:
             return Listing()
 

@@ -22,6 +22,7 @@ __all__ = [
     "DIGEST_KEY",
     "MTIME_KEY",
     "UPLOAD_KEY",
+    "MissingBucketError",
     "check_empty",
     "explain",
     "metadata",
@@ -116,9 +117,13 @@ def explain(fs: Any, exc: OSError, bucket: str | None, service: str) -> OSError:
     return exc
 
 
+class MissingBucketError(FileNotFoundError):
+    """The bucket of a path does not exist (a path in it may never)."""
+
+
 def missing_bucket(url: str) -> FileNotFoundError:
     """Build the error for a bucket that does not exist."""
-    return FileNotFoundError(
+    return MissingBucketError(
         errno.ENOENT,
         f"the bucket {url} does not exist; create it or fix the bucket name in the URL",
         url,

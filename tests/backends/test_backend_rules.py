@@ -317,20 +317,32 @@ def test_missing_source_bucket_at_plan_time(tmp_path, local_store, s3_store):
             queue.copy_tree("data", "out")
 
 
-def test_missing_destination_bucket_per_action(tmp_path, local_store, gcs_store):
+@pytest.mark.parametrize("backend", ["gcs", "s3"])
+def test_missing_destination_bucket_at_plan_time(
+    tmp_path, local_store, gcs_store, s3_store, backend
+):
     local_store.write("data/f.txt", b"f")
+    store = gcs_store if backend == "gcs" else s3_store
+    missing = Store(backend, store.fs, "jq-missing/x", f"{backend}://jq-missing/x")
+    missing.options = store.options
+    with open_queue(tmp_path, local_store, missing) as queue:
+        with pytest.raises(ActionError, match=f"bucket {backend}://jq-missing does"):
+            queue.copy_tree("data", "out")
+        assert queue.status()["length"] == 0
+
+
+def test_missing_destination_bucket_per_action(tmp_path, local_store, gcs_store):
     local_store.write("other.txt", b"o")
     missing = Store("gcs", gcs_store.fs, "jq-missing/x", "gcs://jq-missing/x")
     missing.options = gcs_store.options
     with open_queue(tmp_path, local_store, missing) as queue:
-        queue.copy_tree("data", "out")
+        queue.copy_file("other.txt", "other.txt")
         summary = queue.run()
         remaining = queue.status()
 
-    copies = [f for f in summary.failures if f.kind == "copy_file"]
-    assert len(copies) == 1
-    assert "bucket gcs://jq-missing does not exist" in (copies[0].error or "")
-    assert remaining["failed"] == 2
+    assert len(summary.failures) == 1
+    assert "bucket gcs://jq-missing does not exist" in (summary.failures[0].error or "")
+    assert remaining["failed"] == 1
 
 
 def test_unreachable_s3_endpoint_named(tmp_path, local_store):
