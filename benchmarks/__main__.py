@@ -228,9 +228,41 @@ def render_page(
     lines += _ratio_section(transfers)
     for title, name, rows, failure in sections:
         lines += _rows_section(title, name, rows, failure)
+    lines += survival_section()
     if transfers.notes:
         lines += ["## Notes", "", *(f"- {note}" for note in transfers.notes), ""]
     return "\n".join(lines)
+
+
+def survival_section() -> list[str]:
+    """Return the survival figures: the table of ``tests/survival/README.md``.
+
+    Those tests count kills, crash points, power cuts, faults and bad
+    inputs; the page repeats their table so the figures sit beside the
+    timings.
+    """
+    readme = PACKAGE_DIR.parent / "tests" / "survival" / "README.md"
+    try:
+        text = readme.read_text()
+    except FileNotFoundError:
+        return []
+    table: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+        elif table:
+            break
+    if not table:
+        return []
+    return [
+        "## Survival",
+        "",
+        "What the survival tests in `tests/survival/` do on every `make test`, "
+        "and in the soak (`make soak`); details in `tests/survival/README.md`.",
+        "",
+        *table,
+        "",
+    ]
 
 
 def _arguments_as_given(options: argparse.Namespace) -> list[str]:
