@@ -59,9 +59,11 @@ class Server:
         port: int,
         log: Path,
         ready: Callable[[], bool],
+        environment: dict[str, str] | None = None,
     ) -> None:
         self.name = name
         self.command = command
+        self.environment = environment
         self.port = port
         self.log = log
         self._ready = ready
@@ -75,6 +77,9 @@ class Server:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=None
+                if self.environment is None
+                else {**os.environ, **self.environment},
             )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -138,8 +143,13 @@ def _accepts(port: int) -> Callable[[], bool]:
 # S3 --------------------------------------------------------------------------
 
 
-def moto_server(directory: Path) -> Server:
-    """Build moto's S3 server; its state lives in memory until ``reset_s3``."""
+def moto_server(directory: Path, *, check_credentials: bool = False) -> Server:
+    """Build moto's S3 server; its state lives in memory until ``reset_s3``.
+
+    With ``check_credentials``, moto checks every request's access key
+    against its IAM users, of which it has none, as a real S3 rejects keys
+    it does not know.
+    """
     program = Path(sys.executable).with_name("moto_server")
     if not program.exists():
         raise ServerError(f"{program} is missing; install the test extra (moto)")
@@ -150,6 +160,7 @@ def moto_server(directory: Path) -> Server:
         port,
         directory / "moto.log",
         _answers(f"http://{HOST}:{port}/moto-api/"),
+        {"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if check_credentials else None,
     )
 
 

@@ -366,6 +366,27 @@ def test_unreachable_sftp_host_named(tmp_path, local_store, sftp_store):
         open_filesystem(url, sftp_store.options)
 
 
+def test_wrong_s3_credentials_named(tmp_path, local_store):
+    """A moto server that checks keys, as S3 does: unknown ones are refused."""
+    strict = servers.moto_server(tmp_path, check_credentials=True)
+    strict.start()
+    try:
+        options = {
+            "key": "AKIAWRONGWRONGWRONG0",
+            "secret": "wrong-secret",
+            "endpoint_url": f"http://127.0.0.1:{strict.port}",
+        }
+        refused = Store("s3", None, "b/x", "s3://jq-b/x", options)  # type: ignore[arg-type]
+        local_store.write("data/f.txt", b"f")
+        with pytest.raises(PermissionError, match="check the credentials") as caught:
+            with open_queue(tmp_path, local_store, refused) as queue:
+                queue.copy_tree("data", "out")
+        assert "s3://jq-b" in str(caught.value)
+        assert "wrong-secret" not in str(caught.value)
+    finally:
+        strict.stop()
+
+
 def test_wrong_sftp_key_rejected(tmp_path, sftp_store):
     other = tmp_path / "other_key"
     servers._keygen(other)
