@@ -2,13 +2,13 @@
 
     python examples/sync_and_resume.py [SRC DST]
 
-Without arguments it writes a sample tree of 200 small files into a
+Without arguments it writes a sample tree of 3,000 small files into a
 temporary directory and syncs it there. The first run is asked to stop
-once half of the files are reported copied, the way Ctrl-C stops
-`journalq sync` (copies finish in groups, so a few more may be done by
-then). Opening the queue again and running it copies only the rest. The
-queue lives in a temporary directory, so the script leaves nothing behind
-in the journalq home.
+once a quarter of the files are reported copied, the way Ctrl-C stops
+`journalq sync`. Copies are reported in groups of up to 512, once a
+group is durable, so more are done by then. Opening the queue again and
+running it copies only the rest. The queue lives in a temporary
+directory, so the script leaves nothing behind in the journalq home.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from journalq import Event, EventType, StorageQueue
 
 
-def make_sample(root: Path, files: int = 200) -> None:
+def make_sample(root: Path, files: int = 3_000) -> None:
     """Write ``files`` small files in ten folders under ``root``."""
     for index in range(files):
         path = root / f"folder{index % 10}" / f"file{index:04d}.txt"
@@ -30,7 +30,7 @@ def make_sample(root: Path, files: int = 200) -> None:
 
 
 def first_run(source: Path, destination: Path, queue_dir: Path) -> None:
-    """Add the sync and run it until half of the files are copied."""
+    """Add the sync and run it until a quarter of the files are copied."""
     stop = threading.Event()
     copied = 0
     files = sum(1 for path in source.rglob("*") if path.is_file())
@@ -39,7 +39,7 @@ def first_run(source: Path, destination: Path, queue_dir: Path) -> None:
         nonlocal copied
         if event.type is EventType.COMPLETED and event.kind == "copy_file":
             copied += 1
-            if copied >= files // 2:
+            if copied >= files // 4:
                 stop.set()
 
     with StorageQueue(str(source), str(destination), queue_dir) as queue:

@@ -90,6 +90,9 @@ def test_plain_example_runs(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[0].startswith("first run: copied ")
     assert lines[0].endswith("interrupted True")
+    # The resumed run copied what the first left, so something was left.
+    resumed = next(line for line in lines if line.startswith("resumed run: copied "))
+    assert int(resumed.split()[3].rstrip(",")) > 0
     assert lines[-1] == "done"
     assert not (tmp_path / "home").exists()
 
