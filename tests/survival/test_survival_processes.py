@@ -83,9 +83,34 @@ def _wait_for(process: subprocess.Popen, event: str, kind: str | None = None) ->
     raise AssertionError(f"the run ended without a {event!r} event")
 
 
+#: Files of the tree a cancel races: enough that the copy processes are
+#: still busy when the first group of completions is reported (512 files).
+CANCEL_FILES = 4_000
+
+
+@pytest.fixture
+def big_tree(tmp_path: Path) -> Path:
+    root = tmp_path / "big"
+    for index in range(CANCEL_FILES):
+        path = root / f"d{index % 8}" / f"f{index:04d}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"%d\n" % index)
+    return root
+
+
 @pytest.fixture
 def held(tree: Path, tmp_path: Path) -> Iterator[subprocess.Popen]:
     """A sync that has copied a file, frozen with SIGSTOP."""
+    yield from _held(tree, tmp_path)
+
+
+@pytest.fixture
+def held_big(big_tree: Path, tmp_path: Path) -> Iterator[subprocess.Popen]:
+    """A sync of :data:`CANCEL_FILES` files that has copied some, stopped."""
+    yield from _held(big_tree, tmp_path)
+
+
+def _held(tree: Path, tmp_path: Path) -> Iterator[subprocess.Popen]:
     process = _start_sync(tree, tmp_path / "out", tmp_path / "queue")
     _wait_for(process, "completed", str(Kind.COPY_FILE))
     process.send_signal(signal.SIGSTOP)
@@ -115,7 +140,8 @@ def test_second_run_rejected_naming_holder(held: subprocess.Popen, tmp_path: Pat
     assert elapsed < 10
 
 
-def test_cancel_during_run(held: subprocess.Popen, tree: Path, tmp_path: Path):
+def test_cancel_during_run(held_big: subprocess.Popen, tmp_path: Path):
+    held = held_big
     queue = tmp_path / "queue"
     canceled = _journalq("cancel", "--all", "--queue", str(queue))
     held.send_signal(signal.SIGCONT)
@@ -128,7 +154,7 @@ def test_cancel_during_run(held: subprocess.Popen, tree: Path, tmp_path: Path):
     assert held.returncode in (0, 1), stderr
     assert set(statuses.values()) <= {Status.COMPLETED, Status.CANCELED}
     completed = [i for i, status in statuses.items() if status is Status.COMPLETED]
-    assert 0 < len(completed) < FILES
+    assert 0 < len(completed) < CANCEL_FILES
     assert check_completed_copies(state) == len(completed)
     for action in files:
         _, destination = state.paths(action)
