@@ -341,8 +341,8 @@ def expand(
 ) -> Iterator[ActionAdded | Failed | Expanded]:
     """Yield the children of a copy_tree or sync, then its ``expanded`` record.
 
-    ``destination`` is the listing of the destination tree. Files that
-    ``identical`` finds already copied get no action; with
+    ``destination`` is the listing of the destination tree. Directories it
+    has, and files that ``identical`` finds already copied, get no action; with
     ``parent.delete_extraneous`` the destination's extra items are deleted.
     ``hints`` receives, per file to copy, the source and destination entries
     just listed, so a run right after the listing need not stat them again.
@@ -353,13 +353,19 @@ def expand(
     skipped = 0
     method = ""
     existing = destination.files if destination is not None else {}
+    # A directory the destination has already needs no mkdir, so a re-sync
+    # of an unchanged tree has no action left to run and nothing to sync.
+    present = set(destination.directories) if destination is not None else set()
     listing_hash = hashlib.blake2b(digest_size=16)
     for relpath in sorted(source.directories, key=_depth_then_name):
-        count += 1
         reason = unsafe_reason(relpath)
         if reason is not None:
+            count += 1
             yield from _rejected(parent, Kind.MKDIR, relpath, reason)
             continue
+        if relpath in present:
+            continue
+        count += 1
         yield _child(parent, Kind.MKDIR, relpath, service=Service.DESTINATION)
     for path, reason in source.rejected.items():
         count += 1

@@ -97,6 +97,20 @@ def test_second_sync_copies_nothing(src, dst, queue_dir):
     assert second.skipped == len(NAMES)
 
 
+def test_second_sync_makes_no_directories(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.sync(str(src), str(dst))
+        queue.run()
+        made = len([a for a in queue.get_actions() if a.kind == "mkdir"])
+        queue.sync(str(src), str(dst))
+        second = queue.run()
+        actions = queue.get_actions()
+    # Every directory exists after the first sync, so the second adds no mkdir.
+    assert made == 3
+    assert len([a for a in actions if a.kind == "mkdir"]) == made
+    assert second.done == 0
+
+
 def test_same_size_different_content_is_copied(src, dst, queue_dir):
     with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
         queue.sync(str(src), str(dst))
