@@ -219,10 +219,17 @@ class Executor:
             sum(len(actions) for actions in stages.values()),
             self.store.directory,
         )
-        for key in sorted(stages):
-            if self._stopping():
-                break
-            self._run_stage(stages[key])
+        # One durable group spans the stages: the files of a stage need the
+        # directories of the one before to exist, not to be durable, so the
+        # mkdir records wait for the first sync of the copies behind them.
+        group = _DurableGroup(self)
+        try:
+            for key in sorted(stages):
+                if self._stopping():
+                    break
+                self._run_stage(stages[key], group)
+        finally:
+            group.commit()
 
         if not self.options.dry_run:
             self._finish_parents()
@@ -297,7 +304,7 @@ class Executor:
             for _ in range(self._copy_processes(actions))
         ]
 
-    def _run_stage(self, actions: list[ActionState]) -> None:
+    def _run_stage(self, actions: list[ActionState], group: _DurableGroup) -> None:
         helpers = self._make_helpers(actions)
         processes = len(helpers)
         workers = processes or self._workers(actions)
@@ -305,17 +312,13 @@ class Executor:
         batches = [actions[i : i + size] for i in range(0, len(actions), size)]
         batches.reverse()
         lock = threading.Lock()
-        group = _DurableGroup(self)
 
         def take() -> list[ActionState] | None:
             with lock:
                 return batches.pop() if batches else None
 
         if workers == 1 and not processes:
-            try:
-                self._work(take, group)
-            finally:
-                group.commit()
+            self._work(take, group)
             return
         errors: list[BaseException] = []
 
@@ -346,7 +349,6 @@ class Executor:
             thread.join()
         for helper in helpers:
             helper.close()
-        group.commit()
         if errors:
             raise errors[0]
 

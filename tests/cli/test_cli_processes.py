@@ -125,7 +125,7 @@ def test_add_during_run_is_not_lost(
 def test_ctrl_c_stops_and_resume_finishes(many: Path, tmp_path: Path) -> None:
     queue = str(tmp_path / "q")
     process = _start_sync(many, tmp_path / "out", queue)
-    _wait_for(process, "completed")
+    _wait_for(process, "started")
 
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
