@@ -336,10 +336,9 @@ class DigestCache:
     entry, which made folding a digested record 3x slower.
     Compaction moves an entry for a child's own path into the child's
     history, but only when the child's tree is the newest tree whose root
-    contains the path. So a lookup that misses those searches the
-    trees containing the path, newest first, for a compacted child with an
-    entry. The index from relative path to compacted child is built on the
-    first such lookup, which opening a queue for its status never makes.
+    contains the path. So a lookup that misses those looks in a table of
+    the compacted entries by full path. The table is built on the first
+    such lookup, which opening a queue for its status never makes.
     """
 
     def __init__(self, actions: dict[str, Action]) -> None:
@@ -351,10 +350,9 @@ class DigestCache:
         #: (service, root prefix) -> trees with that root, oldest first.
         self._roots: dict[tuple[Service, str], list[ActionState]] = {}
         self._tree_order: dict[str, int] = {}
-        self._index: dict[str, dict[str, CompactAction]] | None = None
         #: Service -> full path -> compacted entry, built on first lookup.
         self._flat: dict[Service, dict[str, Digested]] = {}
-        self._index_lock = threading.Lock()
+        self._flat_lock = threading.Lock()
         self._actions = actions
 
     def get(
@@ -438,11 +436,10 @@ class DigestCache:
 
     def keep(self, child: CompactAction, parent: str, relpath: str) -> None:
         """Note that compaction moved entries into ``child``'s history."""
-        with self._index_lock:
-            if self._index is not None:
-                self._index.setdefault(parent, {})[relpath] = child
+        with self._flat_lock:
             if self._flat:
-                self._flatten_tree(self._flat, parent, {relpath: child})
+                evidence = _unpack_history(child.history).evidence
+                self._flatten_tree(self._flat, parent, {relpath: evidence})
 
     def _order(self, tree: ActionState) -> int:
         return self._tree_order[tree.action_id]
@@ -459,21 +456,27 @@ class DigestCache:
         A re-sync looks up two entries per file, so a lookup must be one
         dict access rather than a search through the trees. Trees are
         visited oldest first, so the newest tree's entry for a path wins.
-        Both services are built in one pass, which decodes each history
-        once instead of once per service.
+        Each history is decoded once, for both services.
         """
-        index = self._index if self._index is not None else self._build_index()
-        with self._index_lock:
+        with self._flat_lock:
             if self._flat:
                 return self._flat
+            evidence: dict[str, dict[str, tuple[_Evidence, ...]]] = {}
+            for action in self._actions.values():
+                if type(action) is CompactAction:
+                    history = _unpack_history(action.history)
+                    if history.evidence:
+                        evidence.setdefault(history.parent, {})[history.relpath] = (
+                            history.evidence
+                        )
             flat: dict[Service, dict[str, Digested]] = {_SOURCE: {}, _DESTINATION: {}}
             order = sorted(
                 (self._tree_order[tree_id], tree_id)
-                for tree_id in index
+                for tree_id in evidence
                 if tree_id in self._tree_order
             )
             for _, tree_id in order:
-                self._flatten_tree(flat, tree_id, index[tree_id])
+                self._flatten_tree(flat, tree_id, evidence[tree_id])
             self._flat = flat
             return flat
 
@@ -481,8 +484,9 @@ class DigestCache:
         self,
         flat: dict[Service, dict[str, Digested]],
         tree_id: str,
-        children: dict[str, CompactAction],
+        evidence: dict[str, tuple[_Evidence, ...]],
     ) -> None:
+        """Put the entries of one tree's children, by relative path, into ``flat``."""
         tree = self._actions.get(tree_id)
         if tree is None:
             return
@@ -495,23 +499,9 @@ class DigestCache:
             )
             if root is not None
         ]
-        for relpath, child in children.items():
-            evidence = _unpack_history(child.history).evidence
+        for relpath, items in evidence.items():
             for service, bit, prefix in prefixes:
-                _flatten_child(flat[service], service, prefix + relpath, bit, evidence)
-
-    def _build_index(self) -> dict[str, dict[str, CompactAction]]:
-        with self._index_lock:
-            if self._index is not None:
-                return self._index
-            index: dict[str, dict[str, CompactAction]] = {}
-            for action in self._actions.values():
-                if type(action) is CompactAction:
-                    history = _unpack_history(action.history)
-                    if history.evidence:
-                        index.setdefault(history.parent, {})[history.relpath] = action
-            self._index = index
-            return index
+                _flatten_child(flat[service], service, prefix + relpath, bit, items)
 
 
 def _prefix(root: str) -> str:
