@@ -548,6 +548,8 @@ class QueueState:
         self.digests = DigestCache(self.actions)
         self.last_lsn = 0
         self.snapshot: SnapshotTaken | None = None
+        #: Actions that ended since the last compaction, for the next one.
+        self.finished: list[ActionState] = []
         self._handlers = {
             Progress: self._progress,
             ActionAdded: self._add,
@@ -651,6 +653,8 @@ class QueueState:
             counts[status] -= 1
             counts[new_status] += 1
             action.status = new_status
+            if new_status is _COMPLETED:
+                self.finished.append(action)
 
     def _set_status(self, action: ActionState, status: Status) -> None:
         counts = self.counts
@@ -734,6 +738,8 @@ class QueueState:
         if action is None or action.status in TERMINAL:
             return
         self._set_status(action, _CANCELED)
+        if type(action) is ActionState:
+            self.finished.append(action)
 
     def paths(self, action: Action) -> tuple[str | None, str | None]:
         """Return the source and destination paths of ``action``.
@@ -757,15 +763,18 @@ class QueueState:
         counts["bytes"] = self.bytes
         return counts
 
-    def compact(self) -> int:
+    def compact(self, *, recent: bool = False) -> int:
         """Pack every terminal child of a tree into its history; return how many.
 
         A child qualifies when it completed or was canceled without an
         earlier failure and has only the fields an expanded child has.
+        With ``recent``, only the actions that ended since the last
+        compaction are looked at, rather than all of them.
         The caller holds the lock that serializes folding, but other
         threads may read the actions meanwhile.
         """
-        return _Compaction(self).run()
+        finished, self.finished = self.finished, []
+        return _Compaction(self).run(finished if recent else None)
 
 
 class _Compaction:
@@ -780,12 +789,15 @@ class _Compaction:
         #: child's relpath, or None when the id is no tree.
         self.prefixes: dict[str, tuple[str | None, str | None] | None] = {}
 
-    def run(self) -> int:
+    def run(self, candidates: list[ActionState] | None = None) -> int:
+        """Compact ``candidates``, or every action when it is None."""
         actions = self.state.actions
+        if candidates is None:
+            candidates = [a for a in actions.values() if type(a) is ActionState]
         compacted = [
             self.compact(action)
-            for action in actions.values()
-            if type(action) is ActionState and _compactable(action)
+            for action in candidates
+            if _compactable(action) and actions.get(action.action_id) is action
         ]
         # Replacing values leaves the size unchanged, so other threads
         # iterating over the actions meanwhile carry on.

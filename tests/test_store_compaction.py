@@ -84,3 +84,27 @@ def test_read_state_leaves_temporary_snapshot(tmp_path):
 
     assert unfinished.exists()
     assert state.status_counts()["completed"] == len(FILES) + 4
+
+
+def test_run_compacts_without_snapshot(tmp_path, monkeypatch):
+    """Files finished during a long run are compacted before any snapshot."""
+    monkeypatch.setattr("journalq.store.COMPACT_BYTES", 512)
+    source, destination, queue_dir = (tmp_path / n for n in ("src", "dst", "q"))
+    make_tree(source)
+    with StorageQueue(str(source), str(destination), name=str(queue_dir)) as queue:
+        queue.copy_tree(str(source), str(destination))
+        queue.run()
+        compacted = [
+            action
+            for action in queue.state.actions.values()
+            if isinstance(action, CompactAction)
+        ]
+        snapshots = list((queue_dir / "snapshots").glob("*.jqs"))
+        entries = len(queue.state.digests.entries())
+        reads = queue.state.digests.compacted
+
+    assert snapshots == []
+    assert len(compacted) >= len(FILES) // 2
+    assert reads + entries == 2 * len(FILES)
+    state = read_state(queue_dir)
+    assert state.status_counts()["completed"] == len(FILES) + 4
