@@ -227,7 +227,7 @@ class Executor:
             for key in sorted(stages):
                 if self._stopping():
                     break
-                self._run_stage(stages[key], group)
+                self._run_stage(stages.pop(key), group)
         finally:
             group.commit()
 
@@ -311,6 +311,9 @@ class Executor:
         size = max(1, min(MAX_BATCH, len(actions) // (workers * 4) or 1))
         batches = [actions[i : i + size] for i in range(0, len(actions), size)]
         batches.reverse()
+        # The batches hold the only references now, so each finished batch
+        # lets its actions go once compaction has replaced them in the state.
+        actions.clear()
         lock = threading.Lock()
 
         def take() -> list[ActionState] | None:

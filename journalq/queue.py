@@ -978,6 +978,9 @@ class StorageQueue:
             progress = summary.copied + summary.skipped + summary.failed + summary.done
             if not self._has_runnable() or not (progress or drained):
                 break
+        # Hints left unused only save a stat, and the emptied dict still
+        # holds a table sized for every file the trees listed.
+        self._hints = {}
         total.failed += self._rejected_items(open_trees)
         total.failures = self.get_actions("failed")
         return total
