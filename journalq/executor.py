@@ -1,9 +1,11 @@
 """The executor: runs a queue's waiting actions on a pool of threads.
 
-A run goes stage by stage (see :func:`journalq.plan.stage`): directories,
-then files and top-level actions, then deletes of files, then deletes of
-directories deepest first. Within a stage, ``parallelism`` threads take
-batches of actions from a shared list.
+A run goes round by round, and within a round stage by stage (see
+:mod:`journalq.plan`): top-level actions whose paths overlap run in
+separate rounds, in the order they were added, and a round's stages are
+directories, then files and top-level actions, then deletes of files, then
+deletes of directories deepest first. Within a stage, ``parallelism``
+threads take batches of actions from a shared list.
 
 Per action the journal gets ``started``, then, once the effect is durable at
 the destination, ``completed``, or ``failed`` with the reason. Execution is
@@ -46,7 +48,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 from journalq import compare, copier, digest, inbox, parts, retry, transfer
 from journalq.backends import Filesystem
 from journalq.events import Event, EventType, RunSummary
-from journalq.plan import Entry, stage
+from journalq.plan import Entry, rounds, same_filesystem, stage
 from journalq.records import (
     Completed,
     Digested,
@@ -203,7 +205,7 @@ class Executor:
     def run(self) -> RunSummary:
         """Execute every waiting action; return what the run did."""
         started = time.monotonic()
-        stages: dict[tuple[int, int], list[ActionState]] = defaultdict(list)
+        waiting: list[ActionState] = []
         only = self.options.only
         for action in self.store.state.actions.values():
             if action.status is not Status.WAITING or action.kind in _PARENTS:
@@ -212,7 +214,8 @@ class Executor:
                 action.action_id in only or action.added.parent in only
             ):
                 continue
-            stages[stage(action.added)].append(action)
+            waiting.append(action)
+        stages = self._schedule(waiting)
 
         logger.info(
             "running %d actions of queue %s",
@@ -241,6 +244,31 @@ class Executor:
             ", interrupted" if summary.interrupted else "",
         )
         return summary
+
+    def _schedule(
+        self, waiting: list[ActionState]
+    ) -> dict[tuple[int, int, int], list[ActionState]]:
+        """Group ``waiting`` by (round, stage); see :mod:`journalq.plan`.
+
+        A tree's items take the round of their tree, which is placed where
+        the tree was added among the top-level actions.
+        """
+        state = self.store.state
+        units = {action.added.parent or action.action_id for action in waiting}
+        # The actions dict keeps the order in which they were added.
+        in_order = [
+            state.actions[action_id].added
+            for action_id in state.actions
+            if action_id in units
+        ]
+        placed = rounds(
+            in_order, shared=same_filesystem(self.source.fs, self.destination.fs)
+        )
+        stages: dict[tuple[int, int, int], list[ActionState]] = defaultdict(list)
+        for action in waiting:
+            round_ = placed[action.added.parent or action.action_id]
+            stages[(round_, *stage(action.added))].append(action)
+        return stages
 
     def _stopping(self) -> bool:
         stop = self.options.stop

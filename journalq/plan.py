@@ -27,10 +27,13 @@ already, with the reason in its error and :data:`REJECTED` as the
 failure's reason, so nothing is ever written under that name, the rest of
 the tree is copied, and the tree fails.
 
-Ordering: every action belongs to a stage, and a run finishes one stage
-before it starts the next: directories are made shallowest first, then
+Ordering: a run goes round by round, and within a round stage by stage,
+and it finishes each before it starts the next. Top-level actions whose
+paths overlap run in the order they were added, each in a later round
+than the one before it (:func:`rounds`); the items of a tree run in their
+tree's round. Within a round, directories are made shallowest first, then
 files are copied (and top-level actions run) in parallel, then files are
-deleted, then directories, deepest first.
+deleted, then directories, deepest first (:func:`stage`).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import os
 import posixpath
 import stat as stat_module
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -56,6 +59,7 @@ from journalq.records import ActionAdded, Expanded, Failed, Kind, Service
 __all__ = [
     "REJECTED",
     "Listing",
+    "accesses",
     "action_id",
     "child_id",
     "expand",
@@ -63,6 +67,8 @@ __all__ = [
     "list_tree",
     "request_key",
     "resolve_target",
+    "rounds",
+    "same_filesystem",
     "stage",
     "unsafe_reason",
 ]
@@ -496,9 +502,8 @@ def _depth_then_name(relpath: str) -> tuple[int, str]:
 def stage(added: ActionAdded) -> tuple[int, int]:
     """Return the stage of an action: lower stages run to the end first.
 
-    Only the items of a tree are ordered. Top-level actions all share the
-    middle stage, so a mkdir added after a delete of the same path does
-    not run before it.
+    Only the items of a tree are ordered here. Top-level actions all share
+    the middle stage; :func:`rounds` orders those whose paths overlap.
     """
     if added.parent is None:
         return (1, 0)
@@ -510,6 +515,126 @@ def stage(added: ActionAdded) -> tuple[int, int]:
             return (3, -depth)
         return (2, 0)
     return (1, 0)
+
+
+#: A path that a top-level action reads or writes: its namespace (a
+#: service, or ``"shared"`` when both services are one filesystem), the
+#: path, and whether the action writes there.
+Access = tuple[str, str, bool]
+
+
+def accesses(added: ActionAdded, *, shared: bool) -> list[Access]:
+    """Return the paths a top-level action reads and writes.
+
+    A tree reads its source root and writes its destination root, so every
+    item of the tree is covered. A list reads; every other kind writes.
+    ``shared`` puts both services in one namespace, for a queue whose
+    source and destination are the same filesystem.
+    """
+
+    def namespace(service: Service) -> str:
+        return "shared" if shared else str(service)
+
+    if added.kind in (Kind.COPY_FILE, Kind.COPY_TREE, Kind.SYNC):
+        assert added.source is not None
+        assert added.destination is not None
+        return [
+            (namespace(Service.SOURCE), added.source.rstrip("/") or "/", False),
+            (
+                namespace(Service.DESTINATION),
+                added.destination.rstrip("/") or "/",
+                True,
+            ),
+        ]
+    service = added.service or Service.SOURCE
+    path = added.destination if service is Service.DESTINATION else added.source
+    assert path is not None
+    return [(namespace(service), path.rstrip("/") or "/", added.kind is not Kind.LIST)]
+
+
+def rounds(actions: Iterable[ActionAdded], *, shared: bool) -> dict[str, int]:
+    """Return the round of each top-level action, by id.
+
+    ``actions`` come in the order they were added. Two actions conflict
+    when they use the same path, or one a path inside the other's, in one
+    namespace, and at least one of them writes there (see
+    :func:`accesses`). An action's round is one more than the latest round
+    of the earlier actions it conflicts with, and 0 when there are none. A
+    run ends one round before it starts the next, so conflicting actions
+    run in the order they were added and the others run in parallel.
+    """
+    order = _PathRounds()
+    return {
+        added.action_id: order.place(accesses(added, shared=shared))
+        for added in actions
+    }
+
+
+class _PathRounds:
+    """The rounds already given to the paths, and to the paths below them.
+
+    Each table maps (namespace, path) to the first round that is free of
+    the actions placed there: ``_at`` for actions at that exact path,
+    ``_within`` for actions at that path or anywhere below it. The
+    ``_writes`` tables count only the actions that write.
+    """
+
+    def __init__(self) -> None:
+        self._at: dict[tuple[str, str], int] = {}
+        self._within: dict[tuple[str, str], int] = {}
+        self._writes_at: dict[tuple[str, str], int] = {}
+        self._writes_within: dict[tuple[str, str], int] = {}
+
+    def place(self, used: list[Access]) -> int:
+        """Return the round of an action that uses ``used``, and record it."""
+        first = 0
+        for namespace, path, writes in used:
+            # A write conflicts with any earlier use, a read with writes only.
+            at, within = (
+                (self._at, self._within)
+                if writes
+                else (self._writes_at, self._writes_within)
+            )
+            first = max(first, within.get((namespace, path), 0))
+            for ancestor in _ancestors(path):
+                first = max(first, at.get((namespace, ancestor), 0))
+        for namespace, path, writes in used:
+            tables = [(self._at, self._within)]
+            if writes:
+                tables.append((self._writes_at, self._writes_within))
+            for at, within in tables:
+                _raise_to(at, (namespace, path), first + 1)
+                _raise_to(within, (namespace, path), first + 1)
+                for ancestor in _ancestors(path):
+                    _raise_to(within, (namespace, ancestor), first + 1)
+        return first
+
+
+def _raise_to(
+    table: dict[tuple[str, str], int], key: tuple[str, str], value: int
+) -> None:
+    if table.get(key, 0) < value:
+        table[key] = value
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    """Yield the directories above ``path``, nearest first (``/`` included)."""
+    path = path.rstrip("/") or "/"
+    while True:
+        parent = posixpath.dirname(path)
+        if not parent or parent == path:
+            return
+        yield parent
+        path = parent
+
+
+def same_filesystem(
+    first: fsspec.AbstractFileSystem, second: fsspec.AbstractFileSystem
+) -> bool:
+    """Return whether two filesystems reach the same files by the same paths."""
+    return (
+        type(first) is type(second) and first.storage_options == second.storage_options
+    )
 
 
 def check_overlap(
@@ -524,9 +649,7 @@ def check_overlap(
     so a destination that is a link into the source (or the reverse) is
     caught too.
     """
-    if type(source_fs) is not type(destination_fs):
-        return
-    if source_fs.storage_options != destination_fs.storage_options:
+    if not same_filesystem(source_fs, destination_fs):
         return
     if is_local(source_fs):
         source = os.path.realpath(source)
