@@ -5,7 +5,10 @@ attributes and builds its message from them: what failed, where, and what to
 do next. Errors pickle, because they cross threads and processes. Plain
 ``OSError`` subclasses raised by fsspec backends (``FileNotFoundError``,
 ``PermissionError``...) are never wrapped: they reach the caller as they are,
-and the executor records them as the reason an action failed.
+and the executor records them as the reason an action failed. The one
+exception is an item of the other type in the way at the destination,
+which the executor reports as :class:`PathInTheWayError`, because the
+backend's error names a temporary file.
 
 The tree::
 
@@ -19,6 +22,7 @@ The tree::
     |   +-- CorruptionError         damage that is not a torn tail
     |   +-- JournalPoisonedError    an earlier write or fsync failed
     +-- ActionError                 an action request is invalid
+    +-- PathInTheWayError           a file or directory blocks a copy or mkdir
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ __all__ = [
     "JournalPoisonedError",
     "JournalqError",
     "NotAQueueError",
+    "PathInTheWayError",
     "QueueClosedError",
     "QueueError",
     "QueueLockedError",
@@ -194,4 +199,28 @@ class ActionError(JournalqError):
         self.value = value
         self.reason = reason
         self.message = f"{value!r}: {reason}"
+        super().__init__(self.message)
+
+
+class PathInTheWayError(JournalqError):
+    """A file or directory at the destination blocks a copy or a mkdir.
+
+    ``blocker`` is the path in the way: ``path`` itself, or a path above
+    ``path`` that is a file where a directory is needed. ``operation`` is
+    what failed, as a verb phrase ("copy to", "make the directory").
+    """
+
+    def __init__(
+        self, path: str, blocker: str, *, is_directory: bool, operation: str
+    ) -> None:
+        self.path = path
+        self.blocker = blocker
+        self.is_directory = is_directory
+        self.operation = operation
+        what = "directory" if is_directory else "file"
+        self.message = (
+            f"cannot {operation} {path}: the {what} {blocker} is in the way at the "
+            f"destination; delete or rename it, or sync with --delete, which "
+            f"replaces it"
+        )
         super().__init__(self.message)

@@ -47,8 +47,15 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from journalq import compare, copier, digest, inbox, parts, retry, transfer
 from journalq.backends import Filesystem
+from journalq.errors import PathInTheWayError
 from journalq.events import Event, EventType, RunSummary
-from journalq.plan import Entry, rounds, same_filesystem, stage
+from journalq.plan import (
+    Entry,
+    parent_directories,
+    rounds,
+    same_filesystem,
+    stage,
+)
 from journalq.records import (
     Completed,
     Digested,
@@ -682,10 +689,16 @@ class Executor:
         self, action: ActionState, attempt: int, group: _DurableGroup
     ) -> list[Record] | None:
         kind = action.kind
-        if kind is Kind.COPY_FILE:
-            return self._copy(action, attempt, group)
-        if kind is Kind.MKDIR:
-            return self._mkdir(action, attempt)
+        try:
+            if kind is Kind.COPY_FILE:
+                return self._copy(action, attempt, group)
+            if kind is Kind.MKDIR:
+                return self._mkdir(action, attempt)
+        except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+            blocked = self._in_the_way(action)
+            if blocked is None:
+                raise
+            raise blocked from exc
         if kind is Kind.DELETE:
             return self._delete(action, attempt)
         if kind is Kind.LIST:
@@ -1011,6 +1024,36 @@ class Executor:
         if not self.options.dry_run:
             fs.makedirs(path, exist_ok=True)
         return [self._done(action, attempt, "mkdir")]
+
+    def _in_the_way(self, action: ActionState) -> PathInTheWayError | None:
+        """Return the error for an item of the other type at the target path.
+
+        A copy needs no directory at its destination path and a mkdir no
+        file at its path, and both need directories, not files, above it.
+        Returns None when neither is the case, so the original error stands.
+        """
+        if action.kind is Kind.COPY_FILE:
+            _, destination = self.store.state.paths(action)
+            assert destination is not None
+            fs, path = self.destination.fs, destination
+            operation = "copy to"
+            if fs.isdir(path):
+                return PathInTheWayError(
+                    path, path, is_directory=True, operation=operation
+                )
+        else:
+            fs, path = self._service_path(action)
+            operation = "make the directory"
+            if fs.isfile(path):
+                return PathInTheWayError(
+                    path, path, is_directory=False, operation=operation
+                )
+        for above in parent_directories(path):
+            if fs.isfile(above):
+                return PathInTheWayError(
+                    path, above, is_directory=False, operation=operation
+                )
+        return None
 
     def _delete(self, action: ActionState, attempt: int) -> list[Record] | None:
         fs, path = self._service_path(action)

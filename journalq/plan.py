@@ -31,9 +31,11 @@ Ordering: a run goes round by round, and within a round stage by stage,
 and it finishes each before it starts the next. Top-level actions whose
 paths overlap run in the order they were added, each in a later round
 than the one before it (:func:`rounds`); the items of a tree run in their
-tree's round. Within a round, directories are made shallowest first, then
-files are copied (and top-level actions run) in parallel, then files are
-deleted, then directories, deepest first (:func:`stage`).
+tree's round. Within a round, the deletes of a sync that clear the way
+for a directory or a file run first, then directories are made
+shallowest first, then files are copied (and top-level actions run) in
+parallel, then the other files are deleted, then the other directories,
+deepest first (:func:`stage`).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ __all__ = [
     "expand",
     "glob_matches",
     "list_tree",
+    "parent_directories",
     "request_key",
     "resolve_target",
     "rounds",
@@ -399,22 +402,45 @@ def expand(
 def _extraneous(
     parent: ActionAdded, source: Listing, destination: Listing
 ) -> Iterator[ActionAdded]:
+    for relpath, is_directory, in_the_way in _extraneous_paths(source, destination):
+        yield _child(
+            parent,
+            Kind.DELETE,
+            relpath,
+            service=Service.DESTINATION,
+            recursive=is_directory,
+            in_the_way=in_the_way,
+        )
+
+
+def _extraneous_paths(
+    source: Listing, destination: Listing
+) -> Iterator[tuple[str, bool, bool]]:
+    """Yield what a sync deletes: relative path, is a directory, is in the way.
+
+    An item is in the way when the source has an item of the other type at
+    its path or at a path above it (a file where a directory goes, or the
+    reverse), so the mkdir or copy of that path needs it gone first.
+    """
     # What either side could not list, or skipped, is not known to be
     # missing from the source: nothing at or under those paths is deleted.
     spared = (*source.problems, *destination.problems)
+    # A directory the source needs: listed, or above a listed item.
+    needed = set(source.directories)
+    for relpath in (*source.files, *source.directories):
+        needed.update(parent_directories(relpath))
+
+    def below_source_file(relpath: str) -> bool:
+        return any(above in source.files for above in parent_directories(relpath))
+
     for relpath in destination.files:
         if relpath not in source.files and _deletable(relpath, spared):
-            yield _child(parent, Kind.DELETE, relpath, service=Service.DESTINATION)
-    kept = set(source.directories)
+            in_the_way = relpath in needed or below_source_file(relpath)
+            yield relpath, False, in_the_way
     for relpath in sorted(destination.directories, key=_depth_then_name, reverse=True):
-        if relpath not in kept and _deletable(relpath, spared):
-            yield _child(
-                parent,
-                Kind.DELETE,
-                relpath,
-                service=Service.DESTINATION,
-                recursive=True,
-            )
+        if relpath not in needed and _deletable(relpath, spared):
+            in_the_way = relpath in source.files or below_source_file(relpath)
+            yield relpath, True, in_the_way
 
 
 def _deletable(relpath: str, spared: tuple[str, ...]) -> bool:
@@ -427,18 +453,7 @@ def _deletable(relpath: str, spared: tuple[str, ...]) -> bool:
 
 def count_deletes(source: Listing, destination: Listing) -> int:
     """Return how many destination items a sync with delete would remove."""
-    spared = (*source.problems, *destination.problems)
-    files = sum(
-        1
-        for relpath in destination.files
-        if relpath not in source.files and _deletable(relpath, spared)
-    )
-    kept = set(source.directories)
-    return files + sum(
-        1
-        for relpath in destination.directories
-        if relpath not in kept and _deletable(relpath, spared)
-    )
+    return sum(1 for _ in _extraneous_paths(source, destination))
 
 
 def _child(
@@ -449,6 +464,7 @@ def _child(
     service: Service | None = None,
     size: int | None = None,
     recursive: bool = False,
+    in_the_way: bool = False,
 ) -> ActionAdded:
     return ActionAdded(
         child_id(parent.action_id, kind, relpath),
@@ -460,6 +476,7 @@ def _child(
         size=size,
         recursive=recursive,
         compare=parent.compare,
+        in_the_way=in_the_way,
     )
 
 
@@ -502,18 +519,22 @@ def _depth_then_name(relpath: str) -> tuple[int, str]:
 def stage(added: ActionAdded) -> tuple[int, int]:
     """Return the stage of an action: lower stages run to the end first.
 
-    Only the items of a tree are ordered here. Top-level actions all share
-    the middle stage; :func:`rounds` orders those whose paths overlap.
+    Only the items of a tree are ordered here. The deletes of items in the
+    way come first (files, then directories deepest first), so that the
+    mkdirs and copies that need their paths find them free. Top-level
+    actions all share the stage of the copies; :func:`rounds` orders those
+    whose paths overlap.
     """
     if added.parent is None:
         return (1, 0)
     depth = added.relpath.count("/") if added.relpath else 0
+    if added.kind is Kind.DELETE:
+        first = -2 if added.in_the_way else 2
+        if added.recursive:
+            return (first + 1, -depth)
+        return (first, 0)
     if added.kind is Kind.MKDIR:
         return (0, depth)
-    if added.kind is Kind.DELETE and added.parent is not None:
-        if added.recursive:
-            return (3, -depth)
-        return (2, 0)
     return (1, 0)
 
 
@@ -596,7 +617,7 @@ class _PathRounds:
                 else (self._writes_at, self._writes_within)
             )
             first = max(first, within.get((namespace, path), 0))
-            for ancestor in _ancestors(path):
+            for ancestor in parent_directories(path):
                 first = max(first, at.get((namespace, ancestor), 0))
         for namespace, path, writes in used:
             tables = [(self._at, self._within)]
@@ -605,7 +626,7 @@ class _PathRounds:
             for at, within in tables:
                 _raise_to(at, (namespace, path), first + 1)
                 _raise_to(within, (namespace, path), first + 1)
-                for ancestor in _ancestors(path):
+                for ancestor in parent_directories(path):
                     _raise_to(within, (namespace, ancestor), first + 1)
         return first
 
@@ -617,8 +638,12 @@ def _raise_to(
         table[key] = value
 
 
-def _ancestors(path: str) -> Iterator[str]:
-    """Yield the directories above ``path``, nearest first (``/`` included)."""
+def parent_directories(path: str) -> Iterator[str]:
+    """Yield the directories above ``path``, nearest first.
+
+    ``/`` is included for an absolute path; a relative path stops at its
+    first component.
+    """
     path = path.rstrip("/") or "/"
     while True:
         parent = posixpath.dirname(path)

@@ -116,6 +116,9 @@ class ActionAdded(_Record, tag=2):
     the parent's paths joined with it, which keeps a million-file queue small.
     ``key`` identifies the request: adding the same request again while an
     earlier one with the key is still pending adds nothing.
+    ``in_the_way`` marks a delete of a sync whose item is where the source
+    has an item of the other type (a file where a directory goes, or the
+    reverse), so the delete runs before the tree's mkdirs and copies.
     """
 
     action_id: str
@@ -133,6 +136,7 @@ class ActionAdded(_Record, tag=2):
     delete_extraneous: bool = False
     compare: str | None = None
     added_ns: int = 0
+    in_the_way: bool = False
 
 
 class Expanded(_Record, tag=3):

@@ -139,7 +139,7 @@ class _History(msgspec.Struct, array_like=True, gc=False):
 
     The fields of its ``added`` record come first, then those of its
     ``completed`` record (``outcome`` None for a canceled child), then its
-    digest cache entries.
+    digest cache entries, then ``added`` fields that came later.
     """
 
     parent: str
@@ -156,6 +156,7 @@ class _History(msgspec.Struct, array_like=True, gc=False):
     result: str | None = None
     finished_ns: int = 0
     evidence: tuple[_Evidence, ...] = ()
+    in_the_way: bool = False
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -286,6 +287,7 @@ class CompactAction(msgspec.Struct, array_like=True, gc=False):
             recursive=history.recursive,
             compare=history.compare,
             added_ns=history.added_ns,
+            in_the_way=history.in_the_way,
         )
 
     @property
@@ -816,6 +818,7 @@ class _Compaction:
             added.recursive,
             added.compare,
             added.added_ns,
+            in_the_way=added.in_the_way,
         )
         if completed is not None:
             history.outcome = completed.outcome

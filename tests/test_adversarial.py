@@ -508,19 +508,55 @@ def test_delete_then_mkdir_keeps_order(tmp_path, queue_dir):
     assert (destination / "work").is_dir()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sync --delete copies into x/ before deleting the file x that is in "
-    "the way, so the first run fails",
-)
 def test_sync_delete_file_becomes_directory(tmp_path, queue_dir):
-    source = write(tmp_path / "src", {"x/f": b"f"})
+    source = write(tmp_path / "src", {"x/f": b"f", "x/sub/g": b"g"})
     destination = write(tmp_path / "dst", {"x": b"a file in the way"})
     with StorageQueue(str(source), str(destination), name=str(queue_dir)) as queue:
         queue.sync(str(source), str(destination), delete=True)
         summary = queue.run()
     assert summary.failed == 0
-    assert read_tree(destination) == {"x/f": b"f"}
+    assert read_tree(destination) == {"x/f": b"f", "x/sub/g": b"g"}
+
+
+def test_sync_delete_directory_becomes_file(tmp_path, queue_dir):
+    source = write(tmp_path / "src", {"x": b"now a file", "y/z": b"z"})
+    destination = write(
+        tmp_path / "dst", {"x/old": b"o", "x/sub/deeper": b"d", "y/z/inner": b"i"}
+    )
+    with StorageQueue(str(source), str(destination), name=str(queue_dir)) as queue:
+        queue.sync(str(source), str(destination), delete=True)
+        summary = queue.run()
+    assert summary.failed == 0, summary.failures
+    assert read_tree(destination) == {"x": b"now a file", "y/z": b"z"}
+
+
+@pytest.mark.parametrize(
+    ("source_files", "destination_files", "failed", "blocker"),
+    [
+        # A file x where the source has a directory: its mkdir and copy fail.
+        ({"x/f": b"f"}, {"x": b"a file in the way"}, 2, "the file"),
+        # A directory x where the source has a file: its copy fails.
+        ({"x": b"a file"}, {"x/old": b"o"}, 1, "the directory"),
+    ],
+)
+def test_copy_reports_path_in_the_way(
+    tmp_path, queue_dir, source_files, destination_files, failed, blocker
+):
+    source = write(tmp_path / "src", {**source_files, "kept.txt": b"k"})
+    destination = write(tmp_path / "dst", destination_files)
+    with StorageQueue(str(source), str(destination), name=str(queue_dir)) as queue:
+        queue.copy_tree(str(source), str(destination))
+        summary = queue.run()
+    errors = [f.error or "" for f in summary.failures if f.kind != "copy_tree"]
+    assert summary.failed == failed
+    assert len(errors) == failed
+    for error in errors:
+        assert error.startswith("PathInTheWayError: ")
+        assert f"{blocker} {destination / 'x'} is in the way" in error
+        assert "sync with --delete" in error
+        assert ".jq-" not in error
+    assert read_tree(destination) == {**destination_files, "kept.txt": b"k"}
+    assert list(destination.rglob(".*.jq-*.tmp")) == []
 
 
 def test_destination_delete_has_no_source(tmp_path, queue_dir):

@@ -50,7 +50,9 @@ def tree(tree_id: str) -> ActionAdded:
     )
 
 
-def child(tree_id: str, relpath: str, kind: Kind = Kind.COPY_FILE) -> ActionAdded:
+def child(
+    tree_id: str, relpath: str, kind: Kind = Kind.COPY_FILE, *, in_the_way: bool = False
+) -> ActionAdded:
     return ActionAdded(
         f"{tree_id}:{relpath}",
         kind,
@@ -59,6 +61,7 @@ def child(tree_id: str, relpath: str, kind: Kind = Kind.COPY_FILE) -> ActionAdde
         relpath=relpath,
         size=len(relpath),
         compare="size",
+        in_the_way=in_the_way,
     )
 
 
@@ -77,7 +80,13 @@ child_ids = st.sampled_from([f"{t}:{r}" for t in TREES for r in RELPATHS])
 digest_keys = st.sampled_from(every_path())
 records = st.one_of(
     st.sampled_from(list(TREES)).map(tree),
-    st.builds(child, st.sampled_from(list(TREES)), st.sampled_from(RELPATHS)),
+    st.builds(
+        child,
+        st.sampled_from(list(TREES)),
+        st.sampled_from(RELPATHS),
+        st.sampled_from([Kind.COPY_FILE, Kind.DELETE]),
+        in_the_way=st.booleans(),
+    ),
     st.builds(Started, child_ids, st.integers(1, 3)),
     st.builds(
         Completed,
