@@ -25,7 +25,9 @@ an absolute path, a NUL byte, a name outside the listed directory, or a
 local name that is not UTF-8. Such an item becomes a child that has failed
 already, with the reason in its error and :data:`REJECTED` as the
 failure's reason, so nothing is ever written under that name, the rest of
-the tree is copied, and the tree fails.
+the tree is copied, and the tree fails. A local directory that cannot be
+listed (permission denied) becomes a failed mkdir in the same way, with
+:data:`UNLISTED` as the reason, and a sync deletes nothing under it.
 
 Ordering: a run goes round by round, and within a round stage by stage,
 and it finishes each before it starts the next. Top-level actions whose
@@ -60,6 +62,7 @@ from journalq.records import ActionAdded, Expanded, Failed, Kind, Service
 
 __all__ = [
     "REJECTED",
+    "UNLISTED",
     "Listing",
     "accesses",
     "action_id",
@@ -82,6 +85,12 @@ logger = logging.getLogger(__name__)
 #: safely. Retrying such a child cannot help, so :meth:`StorageQueue.retry`
 #: leaves it failed.
 REJECTED: Final = "rejected name"
+
+#: The ``reason`` of the failure of a tree's directory that could not be
+#: listed. Retrying it would make the directory without its contents, so
+#: :meth:`StorageQueue.retry` leaves it failed; adding the tree again
+#: lists it again.
+UNLISTED: Final = "directory not listed"
 
 #: Hex digits of an action id: 64 bits, so a queue of 10 million actions has
 #: a chance of about 3 in a million of any collision.
@@ -143,9 +152,12 @@ class Listing:
     files: dict[str, Entry] = field(default_factory=dict)
     directories: list[str] = field(default_factory=list)
     #: Items that are not copied, and spared by a sync's deletes (a link to
-    #: a directory, a loop, a directory that cannot be listed): relative
-    #: path -> reason.
+    #: a directory, a loop, a device): relative path -> reason.
     problems: dict[str, str] = field(default_factory=dict)
+    #: Directories that were found but could not be listed, also spared by
+    #: a sync's deletes: relative path -> the error. Each becomes a failed
+    #: child (see the module docstring).
+    unlisted: dict[str, str] = field(default_factory=dict)
     #: Names the listing returned that are not under the root, as returned
     #: -> reason. They become failed children (see the module docstring).
     rejected: dict[str, str] = field(default_factory=dict)
@@ -222,7 +234,7 @@ def _walk_local(
             except PermissionError as exc:
                 # The rest of the tree is still copied; nothing under this
                 # directory is deleted at the destination (see _extraneous).
-                listing.problems[relpath] = f"cannot be listed: {exc.strerror}"
+                listing.unlisted[relpath] = exc.strerror or str(exc)
                 logger.warning("skipped %s: cannot be listed (%s)", entry.path, exc)
             ancestors.discard(identity)
 
@@ -249,6 +261,9 @@ def _list_generic(fs: fsspec.AbstractFileSystem, root: str) -> Listing:
         raise NotADirectoryError(f"not a directory: {root}")
     listing = Listing()
     directories: set[str] = set()
+    # NOTE: unlike the local walk, this does not fail a subdirectory that
+    # cannot be listed alone: what find() does then depends on the backend,
+    # and it may fail the whole listing.
     found = fs.find(root, withdirs=True, detail=True)
     top = fs._strip_protocol(root).rstrip("/")
     for path, info in found.items():
@@ -369,7 +384,11 @@ def expand(
         if reason is not None:
             yield from _rejected(parent, Kind.MKDIR, relpath, reason)
             continue
-        yield _child(parent, Kind.MKDIR, relpath, service=Service.DESTINATION)
+        child = _child(parent, Kind.MKDIR, relpath, service=Service.DESTINATION)
+        yield child
+        error = source.unlisted.get(relpath)
+        if error is not None:
+            yield _unlisted(parent, child, error)
     for path, reason in source.rejected.items():
         count += 1
         yield from _rejected(parent, Kind.COPY_FILE, path, reason)
@@ -424,7 +443,12 @@ def _extraneous_paths(
     """
     # What either side could not list, or skipped, is not known to be
     # missing from the source: nothing at or under those paths is deleted.
-    spared = (*source.problems, *destination.problems)
+    spared = (
+        *source.problems,
+        *source.unlisted,
+        *destination.problems,
+        *destination.unlisted,
+    )
     # A directory the source needs: listed, or above a listed item.
     needed = set(source.directories)
     for relpath in (*source.files, *source.directories):
@@ -510,6 +534,27 @@ def _rejected(
         reason=REJECTED,
         finished_ns=time.time_ns(),
     )
+
+
+def _unlisted(parent: ActionAdded, child: ActionAdded, error: str) -> Failed:
+    """Return the failure of the mkdir of a directory that could not be listed."""
+    assert child.relpath is not None
+    path = _join(parent.source, child.relpath)
+    return Failed(
+        child.action_id,
+        0,
+        "PermissionError",
+        f"cannot list the source directory {path}: {error}; nothing in it was "
+        "copied, and a sync deletes nothing in it. Make it readable, then run "
+        "the same copy or sync again (retry does not list it again)",
+        retryable=False,
+        reason=UNLISTED,
+        finished_ns=time.time_ns(),
+    )
+
+
+def _join(root: str | None, relpath: str) -> str:
+    return posixpath.join(root, relpath) if root else relpath
 
 
 def _depth_then_name(relpath: str) -> tuple[int, str]:

@@ -38,6 +38,7 @@ from journalq.executor import Executor, RunOptions
 from journalq.journal import SyncMode
 from journalq.plan import (
     REJECTED,
+    UNLISTED,
     Entry,
     Identical,
     Listing,
@@ -819,7 +820,8 @@ class StorageQueue:
         ``retry`` twice adds nothing twice. A tree that failed because of
         its files waits again with them, and a tree that could not be listed
         is listed again. An item whose name cannot be copied safely stays
-        failed (see :mod:`journalq.plan`).
+        failed, and so does a directory that could not be listed, whose
+        contents only a new listing finds (see :mod:`journalq.plan`).
         """
         self._refresh()
         failed = [
@@ -990,9 +992,10 @@ class StorageQueue:
         }
 
     def _rejected_items(self, trees: set[str]) -> int:
-        """Count the rejected names in those of ``trees`` that failed since.
+        """Count the listing failures of the ``trees`` that failed since.
 
-        Such an item failed when its tree was listed, so no run counts it
+        Such an item (a rejected name, a directory that could not be
+        listed) failed when its tree was listed, so no run counts it
         otherwise, and a run that reports success would hide it.
         """
         ended = {
@@ -1109,8 +1112,12 @@ def _same_size_and_mtime(relpath: str, source: Entry, destination: Entry) -> str
 
 
 def _rejected(action: ActionState) -> bool:
-    """Tell whether ``action`` failed because its name cannot be copied."""
-    return action.error is not None and action.error.reason == REJECTED
+    """Tell whether ``action`` failed when its tree was listed.
+
+    Its name cannot be copied, or it is a directory that could not be
+    listed.
+    """
+    return action.error is not None and action.error.reason in (REJECTED, UNLISTED)
 
 
 def _cached(known: Digested | None, entry: Entry) -> bool:

@@ -453,11 +453,6 @@ def test_unreadable_file_fails_alone(tmp_path):
     assert read_tree(destination) == {"a.txt": b"a", "b.txt": b"b"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="one unreadable subdirectory rejects the whole tree with a bare "
-    "PermissionError, so nothing else is copied",
-)
 def test_unreadable_directory_fails_alone(tmp_path):
     source = write(tmp_path / "src", {"open/a.txt": b"a", "locked/s.txt": b"s"})
     (source / "locked").chmod(0)
@@ -467,7 +462,36 @@ def test_unreadable_directory_fails_alone(tmp_path):
     finally:
         (source / "locked").chmod(0o755)
     assert result.returncode == 1, result.stderr
-    assert (destination / "open" / "a.txt").exists()
+    assert "failed 1" in result.stderr
+    assert f"cannot list the source directory {source / 'locked'}" in result.stderr
+    assert "Permission denied" in result.stderr
+    assert read_tree(destination) == {"open/a.txt": b"a"}
+    assert not (destination / "locked").exists()
+
+
+def test_unreadable_directory_spared_by_sync(tmp_path):
+    source = write(
+        tmp_path / "src", {"open/a.txt": b"a", "locked/s.txt": b"s", "gone.txt": b"g"}
+    )
+    destination = write(
+        tmp_path / "dst",
+        {"locked/s.txt": b"s", "locked/extra.txt": b"e", "stale.txt": b"x"},
+    )
+    (source / "gone.txt").unlink()
+    (source / "locked").chmod(0)
+    try:
+        result = journalq_unprivileged(
+            tmp_path, "sync", "--delete", str(source), str(destination)
+        )
+    finally:
+        (source / "locked").chmod(0o755)
+    assert result.returncode == 1, result.stderr
+    assert "Permission denied" in result.stderr
+    assert read_tree(destination) == {
+        "open/a.txt": b"a",
+        "locked/s.txt": b"s",
+        "locked/extra.txt": b"e",
+    }
 
 
 def test_awkward_names_copied(tmp_path, queue_dir):
