@@ -48,7 +48,7 @@ import os
 import posixpath
 import stat as stat_module
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -75,6 +75,7 @@ __all__ = [
     "resolve_target",
     "rounds",
     "same_filesystem",
+    "skipped_children",
     "stage",
     "unsafe_reason",
 ]
@@ -418,6 +419,37 @@ def expand(
     yield Expanded(parent.action_id, count, listing_hash.hexdigest(), skipped, method)
 
 
+def skipped_children(
+    parent: ActionAdded,
+    source: Listing,
+    destination: Listing,
+    known: Container[str],
+    limit: int,
+    hints: dict[str, tuple[Entry, Entry | None]] | None = None,
+) -> Iterator[ActionAdded]:
+    """Yield the files a tree skipped when it was listed, to compare them again.
+
+    Those are the files that both sides have now and that have no action
+    of the tree in ``known``, at most ``limit`` of them (the tree's
+    ``skipped`` count), by path. Each is marked ``redecided``. ``hints``
+    receives their entries, as in :func:`expand`.
+    """
+    for relpath in sorted(source.files):
+        if limit <= 0:
+            return
+        target = destination.files.get(relpath)
+        if target is None or unsafe_reason(relpath) is not None:
+            continue
+        entry = source.files[relpath]
+        child = _child(parent, Kind.COPY_FILE, relpath, size=entry[0], redecided=True)
+        if child.action_id in known:
+            continue
+        limit -= 1
+        if hints is not None:
+            hints[child.action_id] = (entry, target)
+        yield child
+
+
 def _extraneous(
     parent: ActionAdded, source: Listing, destination: Listing
 ) -> Iterator[ActionAdded]:
@@ -438,8 +470,8 @@ def _extraneous_paths(
     """Yield what a sync deletes: relative path, is a directory, is in the way.
 
     An item is in the way when the source has an item of the other type at
-    its path or at a path above it (a file where a directory goes, or the
-    reverse), so the mkdir or copy of that path needs it gone first.
+    its path or above it: a file where a directory goes, or the reverse.
+    The mkdir or copy of that path needs it gone first.
     """
     # What either side could not list, or skipped, is not known to be
     # missing from the source: nothing at or under those paths is deleted.
@@ -489,6 +521,7 @@ def _child(
     size: int | None = None,
     recursive: bool = False,
     in_the_way: bool = False,
+    redecided: bool = False,
 ) -> ActionAdded:
     return ActionAdded(
         child_id(parent.action_id, kind, relpath),
@@ -501,6 +534,7 @@ def _child(
         recursive=recursive,
         compare=parent.compare,
         in_the_way=in_the_way,
+        redecided=redecided,
     )
 
 

@@ -119,6 +119,9 @@ class ActionAdded(_Record, tag=2):
     ``in_the_way`` marks a delete of a sync whose item is where the source
     has an item of the other type (a file where a directory goes, or the
     reverse), so the delete runs before the tree's mkdirs and copies.
+    ``redecided`` marks a file that the tree's listing skipped as identical
+    and that a run with a stricter compare policy added back, to compare it
+    again; it takes one file from the tree's ``skipped`` count.
     """
 
     action_id: str
@@ -137,6 +140,7 @@ class ActionAdded(_Record, tag=2):
     compare: str | None = None
     added_ns: int = 0
     in_the_way: bool = False
+    redecided: bool = False
 
 
 class Expanded(_Record, tag=3):
