@@ -23,15 +23,22 @@ The tree::
     |   +-- JournalPoisonedError    an earlier write or fsync failed
     +-- ActionError                 an action request is invalid
     +-- PathInTheWayError           a file or directory blocks a copy or mkdir
+    +-- DeleteConflictError         a file to delete changed since its listing
 """
 
 from __future__ import annotations
 
+import datetime
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from journalq.records import Identity
 
 __all__ = [
     "ActionError",
     "CorruptionError",
+    "DeleteConflictError",
     "FormatVersionError",
     "JournalError",
     "JournalPoisonedError",
@@ -224,3 +231,34 @@ class PathInTheWayError(JournalqError):
             f"replaces it"
         )
         super().__init__(self.message)
+
+
+class DeleteConflictError(JournalqError):
+    """A file that a sync planned to delete changed after it was listed.
+
+    ``found`` is what is at ``path`` now, None for a directory.
+    """
+
+    def __init__(self, path: str, listed: Identity, found: Identity | None) -> None:
+        self.path = path
+        self.listed = listed
+        self.found = found
+        now = "a directory" if found is None else _describe_file(found)
+        self.message = (
+            f"conflict: {path} changed since the sync listed it (then "
+            f"{_describe_file(listed)}, now {now}), so it was not deleted; "
+            "run the sync again to compare it anew"
+        )
+        super().__init__(self.message)
+
+
+def _describe_file(identity: Identity) -> str:
+    parts = [f"{identity.size} bytes"]
+    if identity.mtime_ns is not None:
+        moment = datetime.datetime.fromtimestamp(
+            identity.mtime_ns / 1e9, tz=datetime.UTC
+        )
+        parts.append(f"modified {moment.isoformat()}")
+    if identity.etag is not None:
+        parts.append(f"ETag {identity.etag}")
+    return ", ".join(parts)

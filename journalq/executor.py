@@ -45,9 +45,9 @@ import fsspec
 import msgspec
 from fsspec.implementations.memory import MemoryFileSystem
 
-from journalq import compare, copier, digest, inbox, parts, retry, transfer
+from journalq import compare, copier, digest, faults, inbox, parts, retry, transfer
 from journalq.backends import Filesystem
-from journalq.errors import PathInTheWayError
+from journalq.errors import DeleteConflictError, PathInTheWayError
 from journalq.events import Event, EventType, RunSummary
 from journalq.plan import (
     Entry,
@@ -98,6 +98,9 @@ COPY_PROCESS_BYTES: Final = 1024 * 1024
 #: Forking costs about a millisecond (estimate), and below a few hundred
 #: files the run is over before that pays off.
 COPY_PROCESS_FILES: Final = 256
+#: The ``reason`` of the failure of a delete whose file changed after the
+#: listing that planned it.
+CONFLICT: Final = "conflict"
 #: Largest batch of actions one worker takes at a time. Taking work in
 #: batches rather than one future per file saves about 50 us per file.
 MAX_BATCH: Final = 64
@@ -633,6 +636,7 @@ class Executor:
             type(exc).__name__,
             _describe(exc),
             retryable,
+            reason=CONFLICT if isinstance(exc, DeleteConflictError) else "",
             finished_ns=time.time_ns(),
         )
         self.store.append([record], durable=not retryable)
@@ -1030,7 +1034,7 @@ class Executor:
 
         A copy needs no directory at its destination path and a mkdir no
         file at its path, and both need directories, not files, above it.
-        Returns None when neither is the case, so the original error stands.
+        Returns None when neither is the case, and the caller re-raises.
         """
         if action.kind is Kind.COPY_FILE:
             _, destination = self.store.state.paths(action)
@@ -1058,6 +1062,11 @@ class Executor:
     def _delete(self, action: ActionState, attempt: int) -> list[Record] | None:
         fs, path = self._service_path(action)
         if self.options.dry_run:
+            return [self._done(action, attempt, "delete")]
+        faults.point("executor.before_delete")
+        listed = action.added.listed
+        if listed is not None and not _still_listed(fs, path, listed):
+            # Gone already: nothing is left to delete.
             return [self._done(action, attempt, "delete")]
         try:
             if action.added.parent is not None and action.added.recursive:
@@ -1247,6 +1256,40 @@ def _existing_ancestor(path: str) -> str:
     while not os.path.isdir(directory):
         directory = os.path.dirname(directory) or "/"
     return directory
+
+
+def _still_listed(fs: fsspec.AbstractFileSystem, path: str, listed: Identity) -> bool:
+    """Check that the file at ``path`` is still the one a listing found.
+
+    Returns False when nothing is there any more, and raises
+    :class:`DeleteConflictError` when something else is: another size,
+    another ETag, or, where either side has no ETag, another mtime.
+    NOTE: the file can still change between this check and the delete.
+    """
+    # gcsfs's info() returns the entry of the listing it cached, which is
+    # the state to check against.
+    fs.invalidate_cache(path)
+    try:
+        found = compare.stat(fs, path)
+    except IsADirectoryError:
+        raise DeleteConflictError(path, listed, None) from None
+    if found is None:
+        return False
+    if listed.etag is not None and found.etag is not None:
+        # A listing and a stat report the same ETag, but an object store's
+        # mtime may come from other fields in each (metadata, LastModified).
+        same = (found.size, found.etag) == (listed.size, listed.etag)
+    else:
+        same = found.size == listed.size and (
+            listed.mtime_ns is None
+            or found.mtime_ns is None
+            or found.mtime_ns == listed.mtime_ns
+        )
+    if not same:
+        raise DeleteConflictError(
+            path, listed, Identity(found.size, found.mtime_ns, etag=found.etag)
+        )
+    return True
 
 
 def _stat_free(filesystem: Filesystem) -> bool:

@@ -58,7 +58,14 @@ import msgspec
 from journalq import compare
 from journalq.backends import is_local
 from journalq.errors import ActionError
-from journalq.records import ActionAdded, Expanded, Failed, Kind, Service
+from journalq.records import (
+    ActionAdded,
+    Expanded,
+    Failed,
+    Identity,
+    Kind,
+    Service,
+)
 
 __all__ = [
     "REJECTED",
@@ -162,6 +169,8 @@ class Listing:
     #: Names the listing returned that are not under the root, as returned
     #: -> reason. They become failed children (see the module docstring).
     rejected: dict[str, str] = field(default_factory=dict)
+    #: The ETag of each file whose backend reports one, by relative path.
+    etags: dict[str, str] = field(default_factory=dict)
 
 
 def list_tree(fs: fsspec.AbstractFileSystem, root: str) -> Listing:
@@ -283,10 +292,25 @@ def _list_generic(fs: fsspec.AbstractFileSystem, root: str) -> Listing:
             continue
         if marker or info.get("type") == "directory":
             directories.add(relpath)
-        else:
-            listing.files[relpath] = (size, compare.mtime_from_info(info))
+            continue
+        listing.files[relpath] = (size, compare.mtime_from_info(info))
+        etag = _listed_etag(info)
+        if etag is not None:
+            listing.etags[relpath] = etag
     listing.directories = sorted(directories)
     return listing
+
+
+def _listed_etag(info: dict) -> str | None:
+    """Return the ETag in a listing entry, as the backend's stat reports it.
+
+    journalq's GCS stat reports the object's generation as its ETag (see
+    :mod:`journalq.backends.gcs`), and S3 the ``ETag``.
+    """
+    generation = info.get("generation")
+    if generation:
+        return str(generation)
+    return info.get("ETag") or info.get("etag")
 
 
 def unsafe_reason(relpath: str) -> str | None:
@@ -454,6 +478,11 @@ def _extraneous(
     parent: ActionAdded, source: Listing, destination: Listing
 ) -> Iterator[ActionAdded]:
     for relpath, is_directory, in_the_way in _extraneous_paths(source, destination):
+        listed = None
+        if not is_directory:
+            size, mtime_ns = destination.files[relpath]
+            etag = destination.etags.get(relpath)
+            listed = Identity(size, mtime_ns, etag=etag)
         yield _child(
             parent,
             Kind.DELETE,
@@ -461,6 +490,7 @@ def _extraneous(
             service=Service.DESTINATION,
             recursive=is_directory,
             in_the_way=in_the_way,
+            listed=listed,
         )
 
 
@@ -522,6 +552,7 @@ def _child(
     recursive: bool = False,
     in_the_way: bool = False,
     redecided: bool = False,
+    listed: Identity | None = None,
 ) -> ActionAdded:
     return ActionAdded(
         child_id(parent.action_id, kind, relpath),
@@ -535,6 +566,7 @@ def _child(
         compare=parent.compare,
         in_the_way=in_the_way,
         redecided=redecided,
+        listed=listed,
     )
 
 

@@ -122,6 +122,8 @@ class ActionAdded(_Record, tag=2):
     ``redecided`` marks a file that the tree's listing skipped as identical
     and that a run with a stricter compare policy added back, to compare it
     again; it takes one file from the tree's ``skipped`` count.
+    ``listed`` is what a sync's listing found of a file it deletes (size,
+    mtime, ETag), so the delete fails as a conflict once the file changed.
     """
 
     action_id: str
@@ -141,6 +143,7 @@ class ActionAdded(_Record, tag=2):
     added_ns: int = 0
     in_the_way: bool = False
     redecided: bool = False
+    listed: Identity | None = None
 
 
 class Expanded(_Record, tag=3):

@@ -58,6 +58,7 @@ from journalq.records import (
     Digested,
     Expanded,
     Failed,
+    Identity,
     Kind,
     Outcome,
     Part,
@@ -158,6 +159,7 @@ class _History(msgspec.Struct, array_like=True, gc=False):
     evidence: tuple[_Evidence, ...] = ()
     in_the_way: bool = False
     redecided: bool = False
+    listed: Identity | None = None
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -293,6 +295,7 @@ class CompactAction(msgspec.Struct, array_like=True, gc=False):
             added_ns=history.added_ns,
             in_the_way=history.in_the_way,
             redecided=history.redecided,
+            listed=history.listed,
         )
 
     @property
@@ -835,6 +838,7 @@ class _Compaction:
             added.added_ns,
             in_the_way=added.in_the_way,
             redecided=added.redecided,
+            listed=added.listed,
         )
         if completed is not None:
             history.outcome = completed.outcome

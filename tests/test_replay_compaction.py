@@ -58,6 +58,7 @@ def child(
     *,
     in_the_way: bool = False,
     redecided: bool = False,
+    listed: Identity | None = None,
 ) -> ActionAdded:
     return ActionAdded(
         f"{tree_id}:{relpath}",
@@ -69,6 +70,7 @@ def child(
         compare="size",
         in_the_way=in_the_way,
         redecided=redecided,
+        listed=listed,
     )
 
 
@@ -94,6 +96,7 @@ records = st.one_of(
         st.sampled_from([Kind.COPY_FILE, Kind.DELETE]),
         in_the_way=st.booleans(),
         redecided=st.booleans(),
+        listed=st.sampled_from([None, Identity(5, 7), Identity(5, None, etag='"e"')]),
     ),
     st.builds(
         Expanded,
