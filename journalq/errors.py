@@ -5,7 +5,10 @@ attributes and builds its message from them: what failed, where, and what to
 do next. Errors pickle, because they cross threads and processes. Plain
 ``OSError`` subclasses raised by fsspec backends (``FileNotFoundError``,
 ``PermissionError``...) are never wrapped: they reach the caller as they are,
-and the executor records them as the reason an action failed.
+and the executor records them as the reason an action failed. The one
+exception is an item of the other type in the way at the destination,
+which the executor reports as :class:`PathInTheWayError`, because the
+backend's error names a temporary file.
 
 The tree::
 
@@ -19,20 +22,29 @@ The tree::
     |   +-- CorruptionError         damage that is not a torn tail
     |   +-- JournalPoisonedError    an earlier write or fsync failed
     +-- ActionError                 an action request is invalid
+    +-- PathInTheWayError           a file or directory blocks a copy or mkdir
+    +-- DeleteConflictError         a file to delete changed since its listing
 """
 
 from __future__ import annotations
 
+import datetime
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from journalq.records import Identity
 
 __all__ = [
     "ActionError",
     "CorruptionError",
+    "DeleteConflictError",
     "FormatVersionError",
     "JournalError",
     "JournalPoisonedError",
     "JournalqError",
     "NotAQueueError",
+    "PathInTheWayError",
     "QueueClosedError",
     "QueueError",
     "QueueLockedError",
@@ -195,3 +207,58 @@ class ActionError(JournalqError):
         self.reason = reason
         self.message = f"{value!r}: {reason}"
         super().__init__(self.message)
+
+
+class PathInTheWayError(JournalqError):
+    """A file or directory at the destination blocks a copy or a mkdir.
+
+    ``blocker`` is the path in the way: ``path`` itself, or a path above
+    ``path`` that is a file where a directory is needed. ``operation`` is
+    what failed, as a verb phrase ("copy to", "make the directory").
+    """
+
+    def __init__(
+        self, path: str, blocker: str, *, is_directory: bool, operation: str
+    ) -> None:
+        self.path = path
+        self.blocker = blocker
+        self.is_directory = is_directory
+        self.operation = operation
+        what = "directory" if is_directory else "file"
+        self.message = (
+            f"cannot {operation} {path}: the {what} {blocker} is in the way at the "
+            f"destination; delete or rename it, or sync with --delete, which "
+            f"replaces it"
+        )
+        super().__init__(self.message)
+
+
+class DeleteConflictError(JournalqError):
+    """A file that a sync planned to delete changed after it was listed.
+
+    ``found`` is what is at ``path`` now, None for a directory.
+    """
+
+    def __init__(self, path: str, listed: Identity, found: Identity | None) -> None:
+        self.path = path
+        self.listed = listed
+        self.found = found
+        now = "a directory" if found is None else _describe_file(found)
+        self.message = (
+            f"conflict: {path} changed since the sync listed it (then "
+            f"{_describe_file(listed)}, now {now}), so it was not deleted; "
+            "run the sync again to compare it anew"
+        )
+        super().__init__(self.message)
+
+
+def _describe_file(identity: Identity) -> str:
+    parts = [f"{identity.size} bytes"]
+    if identity.mtime_ns is not None:
+        moment = datetime.datetime.fromtimestamp(
+            identity.mtime_ns / 1e9, tz=datetime.UTC
+        )
+        parts.append(f"modified {moment.isoformat()}")
+    if identity.etag is not None:
+        parts.append(f"ETag {identity.etag}")
+    return ", ".join(parts)

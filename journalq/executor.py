@@ -1,9 +1,11 @@
 """The executor: runs a queue's waiting actions on a pool of threads.
 
-A run goes stage by stage (see :func:`journalq.plan.stage`): directories,
-then files and top-level actions, then deletes of files, then deletes of
-directories deepest first. Within a stage, ``parallelism`` threads take
-batches of actions from a shared list.
+A run goes round by round, and within a round stage by stage (see
+:mod:`journalq.plan`): top-level actions whose paths overlap run in
+separate rounds, in the order they were added, and a round's stages are
+directories, then files and top-level actions, then deletes of files, then
+deletes of directories deepest first. Within a stage, ``parallelism``
+threads take batches of actions from a shared list.
 
 Per action the journal gets ``started``, then, once the effect is durable at
 the destination, ``completed``, or ``failed`` with the reason. Execution is
@@ -43,10 +45,17 @@ import fsspec
 import msgspec
 from fsspec.implementations.memory import MemoryFileSystem
 
-from journalq import compare, copier, digest, inbox, parts, retry, transfer
+from journalq import compare, copier, digest, faults, inbox, parts, retry, transfer
 from journalq.backends import Filesystem
+from journalq.errors import DeleteConflictError, PathInTheWayError
 from journalq.events import Event, EventType, RunSummary
-from journalq.plan import Entry, stage
+from journalq.plan import (
+    Entry,
+    parent_directories,
+    rounds,
+    same_filesystem,
+    stage,
+)
 from journalq.records import (
     Completed,
     Digested,
@@ -89,6 +98,9 @@ COPY_PROCESS_BYTES: Final = 1024 * 1024
 #: Forking costs about a millisecond (estimate), and below a few hundred
 #: files the run is over before that pays off.
 COPY_PROCESS_FILES: Final = 256
+#: The ``reason`` of the failure of a delete whose file changed after the
+#: listing that planned it.
+CONFLICT: Final = "conflict"
 #: Largest batch of actions one worker takes at a time. Taking work in
 #: batches rather than one future per file saves about 50 us per file.
 MAX_BATCH: Final = 64
@@ -203,16 +215,8 @@ class Executor:
     def run(self) -> RunSummary:
         """Execute every waiting action; return what the run did."""
         started = time.monotonic()
-        stages: dict[tuple[int, int], list[ActionState]] = defaultdict(list)
-        only = self.options.only
-        for action in self.store.state.actions.values():
-            if action.status is not Status.WAITING or action.kind in _PARENTS:
-                continue
-            if only is not None and not (
-                action.action_id in only or action.added.parent in only
-            ):
-                continue
-            stages[stage(action.added)].append(action)
+        # Only the stage lists refer to the actions from here on.
+        stages = self._schedule(self._waiting())
 
         logger.info(
             "running %d actions of queue %s",
@@ -248,6 +252,45 @@ class Executor:
             ", interrupted" if summary.interrupted else "",
         )
         return summary
+
+    def _waiting(self) -> list[ActionState]:
+        """Return the actions this run executes, in the order they were added."""
+        waiting: list[ActionState] = []
+        only = self.options.only
+        for action in self.store.state.actions.values():
+            if action.status is not Status.WAITING or action.kind in _PARENTS:
+                continue
+            if only is not None and not (
+                action.action_id in only or action.added.parent in only
+            ):
+                continue
+            waiting.append(action)
+        return waiting
+
+    def _schedule(
+        self, waiting: list[ActionState]
+    ) -> dict[tuple[int, int, int], list[ActionState]]:
+        """Group ``waiting`` by (round, stage); see :mod:`journalq.plan`.
+
+        A tree's items take the round of their tree, which is placed where
+        the tree was added among the top-level actions.
+        """
+        state = self.store.state
+        units = {action.added.parent or action.action_id for action in waiting}
+        # The actions dict keeps the order in which they were added.
+        in_order = [
+            state.actions[action_id].added
+            for action_id in state.actions
+            if action_id in units
+        ]
+        placed = rounds(
+            in_order, shared=same_filesystem(self.source.fs, self.destination.fs)
+        )
+        stages: dict[tuple[int, int, int], list[ActionState]] = defaultdict(list)
+        for action in waiting:
+            round_ = placed[action.added.parent or action.action_id]
+            stages[(round_, *stage(action.added))].append(action)
+        return stages
 
     def _stopping(self) -> bool:
         stop = self.options.stop
@@ -603,6 +646,7 @@ class Executor:
             type(exc).__name__,
             _describe(exc),
             retryable,
+            reason=CONFLICT if isinstance(exc, DeleteConflictError) else "",
             finished_ns=time.time_ns(),
         )
         self.store.append([record], durable=not retryable)
@@ -659,10 +703,16 @@ class Executor:
         self, action: ActionState, attempt: int, group: _DurableGroup
     ) -> list[Record] | None:
         kind = action.kind
-        if kind is Kind.COPY_FILE:
-            return self._copy(action, attempt, group)
-        if kind is Kind.MKDIR:
-            return self._mkdir(action, attempt)
+        try:
+            if kind is Kind.COPY_FILE:
+                return self._copy(action, attempt, group)
+            if kind is Kind.MKDIR:
+                return self._mkdir(action, attempt)
+        except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+            blocked = self._in_the_way(action)
+            if blocked is None:
+                raise
+            raise blocked from exc
         if kind is Kind.DELETE:
             return self._delete(action, attempt)
         if kind is Kind.LIST:
@@ -989,9 +1039,44 @@ class Executor:
             fs.makedirs(path, exist_ok=True)
         return [self._done(action, attempt, "mkdir")]
 
+    def _in_the_way(self, action: ActionState) -> PathInTheWayError | None:
+        """Return the error for an item of the other type at the target path.
+
+        A copy needs no directory at its destination path and a mkdir no
+        file at its path, and both need directories, not files, above it.
+        Returns None when neither is the case, and the caller re-raises.
+        """
+        if action.kind is Kind.COPY_FILE:
+            _, destination = self.store.state.paths(action)
+            assert destination is not None
+            fs, path = self.destination.fs, destination
+            operation = "copy to"
+            if fs.isdir(path):
+                return PathInTheWayError(
+                    path, path, is_directory=True, operation=operation
+                )
+        else:
+            fs, path = self._service_path(action)
+            operation = "make the directory"
+            if fs.isfile(path):
+                return PathInTheWayError(
+                    path, path, is_directory=False, operation=operation
+                )
+        for above in parent_directories(path):
+            if fs.isfile(above):
+                return PathInTheWayError(
+                    path, above, is_directory=False, operation=operation
+                )
+        return None
+
     def _delete(self, action: ActionState, attempt: int) -> list[Record] | None:
         fs, path = self._service_path(action)
         if self.options.dry_run:
+            return [self._done(action, attempt, "delete")]
+        faults.point("executor.before_delete")
+        listed = action.added.listed
+        if listed is not None and not _still_listed(fs, path, listed):
+            # Gone already: nothing is left to delete.
             return [self._done(action, attempt, "delete")]
         try:
             if action.added.parent is not None and action.added.recursive:
@@ -1181,6 +1266,40 @@ def _existing_ancestor(path: str) -> str:
     while not os.path.isdir(directory):
         directory = os.path.dirname(directory) or "/"
     return directory
+
+
+def _still_listed(fs: fsspec.AbstractFileSystem, path: str, listed: Identity) -> bool:
+    """Check that the file at ``path`` is still the one a listing found.
+
+    Returns False when nothing is there any more, and raises
+    :class:`DeleteConflictError` when something else is: another size,
+    another ETag, or, where either side has no ETag, another mtime.
+    NOTE: the file can still change between this check and the delete.
+    """
+    # gcsfs's info() returns the entry of the listing it cached, which is
+    # the state to check against.
+    fs.invalidate_cache(path)
+    try:
+        found = compare.stat(fs, path)
+    except IsADirectoryError:
+        raise DeleteConflictError(path, listed, None) from None
+    if found is None:
+        return False
+    if listed.etag is not None and found.etag is not None:
+        # A listing and a stat report the same ETag, but an object store's
+        # mtime may come from other fields in each (metadata, LastModified).
+        same = (found.size, found.etag) == (listed.size, listed.etag)
+    else:
+        same = found.size == listed.size and (
+            listed.mtime_ns is None
+            or found.mtime_ns is None
+            or found.mtime_ns == listed.mtime_ns
+        )
+    if not same:
+        raise DeleteConflictError(
+            path, listed, Identity(found.size, found.mtime_ns, etag=found.etag)
+        )
+    return True
 
 
 def _stat_free(filesystem: Filesystem) -> bool:

@@ -25,12 +25,19 @@ an absolute path, a NUL byte, a name outside the listed directory, or a
 local name that is not UTF-8. Such an item becomes a child that has failed
 already, with the reason in its error and :data:`REJECTED` as the
 failure's reason, so nothing is ever written under that name, the rest of
-the tree is copied, and the tree fails.
+the tree is copied, and the tree fails. A local directory that cannot be
+listed (permission denied) becomes a failed mkdir in the same way, with
+:data:`UNLISTED` as the reason, and a sync deletes nothing under it.
 
-Ordering: every action belongs to a stage, and a run finishes one stage
-before it starts the next: directories are made shallowest first, then
-files are copied (and top-level actions run) in parallel, then files are
-deleted, then directories, deepest first.
+Ordering: a run goes round by round, and within a round stage by stage,
+and it finishes each before it starts the next. Top-level actions whose
+paths overlap run in the order they were added, each in a later round
+than the one before it (:func:`rounds`); the items of a tree run in their
+tree's round. Within a round, the deletes of a sync that clear the way
+for a directory or a file run first, then directories are made
+shallowest first, then files are copied (and top-level actions run) in
+parallel, then the other files are deleted, then the other directories,
+deepest first (:func:`stage`).
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ import os
 import posixpath
 import stat as stat_module
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -51,18 +58,31 @@ import msgspec
 from journalq import compare
 from journalq.backends import is_local
 from journalq.errors import ActionError
-from journalq.records import ActionAdded, Expanded, Failed, Kind, Service
+from journalq.records import (
+    ActionAdded,
+    Expanded,
+    Failed,
+    Identity,
+    Kind,
+    Service,
+)
 
 __all__ = [
     "REJECTED",
+    "UNLISTED",
     "Listing",
+    "accesses",
     "action_id",
     "child_id",
     "expand",
     "glob_matches",
     "list_tree",
+    "parent_directories",
     "request_key",
     "resolve_target",
+    "rounds",
+    "same_filesystem",
+    "skipped_children",
     "stage",
     "unsafe_reason",
 ]
@@ -73,6 +93,12 @@ logger = logging.getLogger(__name__)
 #: safely. Retrying such a child cannot help, so :meth:`StorageQueue.retry`
 #: leaves it failed.
 REJECTED: Final = "rejected name"
+
+#: The ``reason`` of the failure of a tree's directory that could not be
+#: listed. Retrying it would make the directory without its contents, so
+#: :meth:`StorageQueue.retry` leaves it failed; adding the tree again
+#: lists it again.
+UNLISTED: Final = "directory not listed"
 
 #: Hex digits of an action id: 64 bits, so a queue of 10 million actions has
 #: a chance of about 3 in a million of any collision.
@@ -134,12 +160,17 @@ class Listing:
     files: dict[str, Entry] = field(default_factory=dict)
     directories: list[str] = field(default_factory=list)
     #: Items that are not copied, and spared by a sync's deletes (a link to
-    #: a directory, a loop, a directory that cannot be listed): relative
-    #: path -> reason.
+    #: a directory, a loop, a device): relative path -> reason.
     problems: dict[str, str] = field(default_factory=dict)
+    #: Directories that were found but could not be listed, also spared by
+    #: a sync's deletes: relative path -> the error. Each becomes a failed
+    #: child (see the module docstring).
+    unlisted: dict[str, str] = field(default_factory=dict)
     #: Names the listing returned that are not under the root, as returned
     #: -> reason. They become failed children (see the module docstring).
     rejected: dict[str, str] = field(default_factory=dict)
+    #: The ETag of each file whose backend reports one, by relative path.
+    etags: dict[str, str] = field(default_factory=dict)
 
 
 def list_tree(fs: fsspec.AbstractFileSystem, root: str) -> Listing:
@@ -213,7 +244,7 @@ def _walk_local(
             except PermissionError as exc:
                 # The rest of the tree is still copied; nothing under this
                 # directory is deleted at the destination (see _extraneous).
-                listing.problems[relpath] = f"cannot be listed: {exc.strerror}"
+                listing.unlisted[relpath] = exc.strerror or str(exc)
                 logger.warning("skipped %s: cannot be listed (%s)", entry.path, exc)
             ancestors.discard(identity)
 
@@ -240,6 +271,9 @@ def _list_generic(fs: fsspec.AbstractFileSystem, root: str) -> Listing:
         raise NotADirectoryError(f"not a directory: {root}")
     listing = Listing()
     directories: set[str] = set()
+    # NOTE: unlike the local walk, this does not fail a subdirectory that
+    # cannot be listed alone: what find() does then depends on the backend,
+    # and it may fail the whole listing.
     found = fs.find(root, withdirs=True, detail=True)
     top = fs._strip_protocol(root).rstrip("/")
     for path, info in found.items():
@@ -258,10 +292,25 @@ def _list_generic(fs: fsspec.AbstractFileSystem, root: str) -> Listing:
             continue
         if marker or info.get("type") == "directory":
             directories.add(relpath)
-        else:
-            listing.files[relpath] = (size, compare.mtime_from_info(info))
+            continue
+        listing.files[relpath] = (size, compare.mtime_from_info(info))
+        etag = _listed_etag(info)
+        if etag is not None:
+            listing.etags[relpath] = etag
     listing.directories = sorted(directories)
     return listing
+
+
+def _listed_etag(info: dict) -> str | None:
+    """Return the ETag in a listing entry, as the backend's stat reports it.
+
+    journalq's GCS stat reports the object's generation as its ETag (see
+    :mod:`journalq.backends.gcs`), and S3 the ``ETag``.
+    """
+    generation = info.get("generation")
+    if generation:
+        return str(generation)
+    return info.get("ETag") or info.get("etag")
 
 
 def unsafe_reason(relpath: str) -> str | None:
@@ -363,10 +412,14 @@ def expand(
             count += 1
             yield from _rejected(parent, Kind.MKDIR, relpath, reason)
             continue
-        if relpath in present:
+        error = source.unlisted.get(relpath)
+        if relpath in present and error is None:
             continue
         count += 1
-        yield _child(parent, Kind.MKDIR, relpath, service=Service.DESTINATION)
+        child = _child(parent, Kind.MKDIR, relpath, service=Service.DESTINATION)
+        yield child
+        if error is not None:
+            yield _unlisted(parent, child, error)
     for path, reason in source.rejected.items():
         count += 1
         yield from _rejected(parent, Kind.COPY_FILE, path, reason)
@@ -396,25 +449,90 @@ def expand(
     yield Expanded(parent.action_id, count, listing_hash.hexdigest(), skipped, method)
 
 
+def skipped_children(
+    parent: ActionAdded,
+    source: Listing,
+    destination: Listing,
+    known: Container[str],
+    limit: int,
+    hints: dict[str, tuple[Entry, Entry | None]] | None = None,
+) -> Iterator[ActionAdded]:
+    """Yield the files a tree skipped when it was listed, to compare them again.
+
+    Those are the files that both sides have now and that have no action
+    of the tree in ``known``, at most ``limit`` of them (the tree's
+    ``skipped`` count), by path. Each is marked ``redecided``. ``hints``
+    receives their entries, as in :func:`expand`.
+    """
+    for relpath in sorted(source.files):
+        if limit <= 0:
+            return
+        target = destination.files.get(relpath)
+        if target is None or unsafe_reason(relpath) is not None:
+            continue
+        entry = source.files[relpath]
+        child = _child(parent, Kind.COPY_FILE, relpath, size=entry[0], redecided=True)
+        if child.action_id in known:
+            continue
+        limit -= 1
+        if hints is not None:
+            hints[child.action_id] = (entry, target)
+        yield child
+
+
 def _extraneous(
     parent: ActionAdded, source: Listing, destination: Listing
 ) -> Iterator[ActionAdded]:
+    for relpath, is_directory, in_the_way in _extraneous_paths(source, destination):
+        listed = None
+        if not is_directory:
+            size, mtime_ns = destination.files[relpath]
+            etag = destination.etags.get(relpath)
+            listed = Identity(size, mtime_ns, etag=etag)
+        yield _child(
+            parent,
+            Kind.DELETE,
+            relpath,
+            service=Service.DESTINATION,
+            recursive=is_directory,
+            in_the_way=in_the_way,
+            listed=listed,
+        )
+
+
+def _extraneous_paths(
+    source: Listing, destination: Listing
+) -> Iterator[tuple[str, bool, bool]]:
+    """Yield what a sync deletes: relative path, is a directory, is in the way.
+
+    An item is in the way when the source has an item of the other type at
+    its path or above it: a file where a directory goes, or the reverse.
+    The mkdir or copy of that path needs it gone first.
+    """
     # What either side could not list, or skipped, is not known to be
     # missing from the source: nothing at or under those paths is deleted.
-    spared = (*source.problems, *destination.problems)
+    spared = (
+        *source.problems,
+        *source.unlisted,
+        *destination.problems,
+        *destination.unlisted,
+    )
+    # A directory the source needs: listed, or above a listed item.
+    needed = set(source.directories)
+    for relpath in (*source.files, *source.directories):
+        needed.update(parent_directories(relpath))
+
+    def below_source_file(relpath: str) -> bool:
+        return any(above in source.files for above in parent_directories(relpath))
+
     for relpath in destination.files:
         if relpath not in source.files and _deletable(relpath, spared):
-            yield _child(parent, Kind.DELETE, relpath, service=Service.DESTINATION)
-    kept = set(source.directories)
+            in_the_way = relpath in needed or below_source_file(relpath)
+            yield relpath, False, in_the_way
     for relpath in sorted(destination.directories, key=_depth_then_name, reverse=True):
-        if relpath not in kept and _deletable(relpath, spared):
-            yield _child(
-                parent,
-                Kind.DELETE,
-                relpath,
-                service=Service.DESTINATION,
-                recursive=True,
-            )
+        if relpath not in needed and _deletable(relpath, spared):
+            in_the_way = relpath in source.files or below_source_file(relpath)
+            yield relpath, True, in_the_way
 
 
 def _deletable(relpath: str, spared: tuple[str, ...]) -> bool:
@@ -427,18 +545,7 @@ def _deletable(relpath: str, spared: tuple[str, ...]) -> bool:
 
 def count_deletes(source: Listing, destination: Listing) -> int:
     """Return how many destination items a sync with delete would remove."""
-    spared = (*source.problems, *destination.problems)
-    files = sum(
-        1
-        for relpath in destination.files
-        if relpath not in source.files and _deletable(relpath, spared)
-    )
-    kept = set(source.directories)
-    return files + sum(
-        1
-        for relpath in destination.directories
-        if relpath not in kept and _deletable(relpath, spared)
-    )
+    return sum(1 for _ in _extraneous_paths(source, destination))
 
 
 def _child(
@@ -449,6 +556,9 @@ def _child(
     service: Service | None = None,
     size: int | None = None,
     recursive: bool = False,
+    in_the_way: bool = False,
+    redecided: bool = False,
+    listed: Identity | None = None,
 ) -> ActionAdded:
     return ActionAdded(
         child_id(parent.action_id, kind, relpath),
@@ -460,6 +570,9 @@ def _child(
         size=size,
         recursive=recursive,
         compare=parent.compare,
+        in_the_way=in_the_way,
+        redecided=redecided,
+        listed=listed,
     )
 
 
@@ -495,6 +608,27 @@ def _rejected(
     )
 
 
+def _unlisted(parent: ActionAdded, child: ActionAdded, error: str) -> Failed:
+    """Return the failure of the mkdir of a directory that could not be listed."""
+    assert child.relpath is not None
+    path = _join(parent.source, child.relpath)
+    return Failed(
+        child.action_id,
+        0,
+        "PermissionError",
+        f"cannot list the source directory {path}: {error}; nothing in it was "
+        "copied, and a sync deletes nothing in it. Make it readable, then run "
+        "the same copy or sync again (retry does not list it again)",
+        retryable=False,
+        reason=UNLISTED,
+        finished_ns=time.time_ns(),
+    )
+
+
+def _join(root: str | None, relpath: str) -> str:
+    return posixpath.join(root, relpath) if root else relpath
+
+
 def _depth_then_name(relpath: str) -> tuple[int, str]:
     return relpath.count("/"), relpath
 
@@ -502,20 +636,147 @@ def _depth_then_name(relpath: str) -> tuple[int, str]:
 def stage(added: ActionAdded) -> tuple[int, int]:
     """Return the stage of an action: lower stages run to the end first.
 
-    Only the items of a tree are ordered. Top-level actions all share the
-    middle stage, so a mkdir added after a delete of the same path does
-    not run before it.
+    Only the items of a tree are ordered here. The deletes of items in the
+    way come first (files, then directories deepest first), so that the
+    mkdirs and copies that need their paths find them free. Top-level
+    actions all share the stage of the copies; :func:`rounds` orders those
+    whose paths overlap.
     """
     if added.parent is None:
         return (1, 0)
     depth = added.relpath.count("/") if added.relpath else 0
+    if added.kind is Kind.DELETE:
+        first = -2 if added.in_the_way else 2
+        if added.recursive:
+            return (first + 1, -depth)
+        return (first, 0)
     if added.kind is Kind.MKDIR:
         return (0, depth)
-    if added.kind is Kind.DELETE and added.parent is not None:
-        if added.recursive:
-            return (3, -depth)
-        return (2, 0)
     return (1, 0)
+
+
+#: A path that a top-level action reads or writes: its namespace (a
+#: service, or ``"shared"`` when both services are one filesystem), the
+#: path, and whether the action writes there.
+Access = tuple[str, str, bool]
+
+
+def accesses(added: ActionAdded, *, shared: bool) -> list[Access]:
+    """Return the paths a top-level action reads and writes.
+
+    A tree reads its source root and writes its destination root, so every
+    item of the tree is covered. A list reads; every other kind writes.
+    ``shared`` puts both services in one namespace, for a queue whose
+    source and destination are the same filesystem.
+    """
+
+    def namespace(service: Service) -> str:
+        return "shared" if shared else str(service)
+
+    if added.kind in (Kind.COPY_FILE, Kind.COPY_TREE, Kind.SYNC):
+        assert added.source is not None
+        assert added.destination is not None
+        return [
+            (namespace(Service.SOURCE), added.source.rstrip("/") or "/", False),
+            (
+                namespace(Service.DESTINATION),
+                added.destination.rstrip("/") or "/",
+                True,
+            ),
+        ]
+    service = added.service or Service.SOURCE
+    path = added.destination if service is Service.DESTINATION else added.source
+    assert path is not None
+    return [(namespace(service), path.rstrip("/") or "/", added.kind is not Kind.LIST)]
+
+
+def rounds(actions: Iterable[ActionAdded], *, shared: bool) -> dict[str, int]:
+    """Return the round of each top-level action, by id.
+
+    ``actions`` come in the order they were added. Two actions conflict
+    when they use the same path, or one a path inside the other's, in one
+    namespace, and at least one of them writes there (see
+    :func:`accesses`). An action's round is one more than the latest round
+    of the earlier actions it conflicts with, and 0 when there are none. A
+    run ends one round before it starts the next, so conflicting actions
+    run in the order they were added and the others run in parallel.
+    """
+    order = _PathRounds()
+    return {
+        added.action_id: order.place(accesses(added, shared=shared))
+        for added in actions
+    }
+
+
+class _PathRounds:
+    """The rounds already given to the paths, and to the paths below them.
+
+    Each table maps (namespace, path) to the first round that is free of
+    the actions placed there: ``_at`` for actions at that exact path,
+    ``_within`` for actions at that path or anywhere below it. The
+    ``_writes`` tables count only the actions that write.
+    """
+
+    def __init__(self) -> None:
+        self._at: dict[tuple[str, str], int] = {}
+        self._within: dict[tuple[str, str], int] = {}
+        self._writes_at: dict[tuple[str, str], int] = {}
+        self._writes_within: dict[tuple[str, str], int] = {}
+
+    def place(self, used: list[Access]) -> int:
+        """Return the round of an action that uses ``used``, and record it."""
+        first = 0
+        for namespace, path, writes in used:
+            # A write conflicts with any earlier use, a read with writes only.
+            at, within = (
+                (self._at, self._within)
+                if writes
+                else (self._writes_at, self._writes_within)
+            )
+            first = max(first, within.get((namespace, path), 0))
+            for ancestor in parent_directories(path):
+                first = max(first, at.get((namespace, ancestor), 0))
+        for namespace, path, writes in used:
+            tables = [(self._at, self._within)]
+            if writes:
+                tables.append((self._writes_at, self._writes_within))
+            for at, within in tables:
+                _raise_to(at, (namespace, path), first + 1)
+                _raise_to(within, (namespace, path), first + 1)
+                for ancestor in parent_directories(path):
+                    _raise_to(within, (namespace, ancestor), first + 1)
+        return first
+
+
+def _raise_to(
+    table: dict[tuple[str, str], int], key: tuple[str, str], value: int
+) -> None:
+    if table.get(key, 0) < value:
+        table[key] = value
+
+
+def parent_directories(path: str) -> Iterator[str]:
+    """Yield the directories above ``path``, nearest first.
+
+    ``/`` is included for an absolute path; a relative path stops at its
+    first component.
+    """
+    path = path.rstrip("/") or "/"
+    while True:
+        parent = posixpath.dirname(path)
+        if not parent or parent == path:
+            return
+        yield parent
+        path = parent
+
+
+def same_filesystem(
+    first: fsspec.AbstractFileSystem, second: fsspec.AbstractFileSystem
+) -> bool:
+    """Return whether two filesystems reach the same files by the same paths."""
+    return (
+        type(first) is type(second) and first.storage_options == second.storage_options
+    )
 
 
 def check_overlap(
@@ -530,9 +791,7 @@ def check_overlap(
     so a destination that is a link into the source (or the reverse) is
     caught too.
     """
-    if type(source_fs) is not type(destination_fs):
-        return
-    if source_fs.storage_options != destination_fs.storage_options:
+    if not same_filesystem(source_fs, destination_fs):
         return
     if is_local(source_fs):
         source = os.path.realpath(source)

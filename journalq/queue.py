@@ -38,6 +38,7 @@ from journalq.executor import Executor, RunOptions
 from journalq.journal import SyncMode
 from journalq.plan import (
     REJECTED,
+    UNLISTED,
     Entry,
     Identical,
     Listing,
@@ -48,6 +49,7 @@ from journalq.plan import (
     glob_matches,
     list_tree,
     request_key,
+    skipped_children,
 )
 from journalq.records import (
     ActionAdded,
@@ -819,7 +821,8 @@ class StorageQueue:
         ``retry`` twice adds nothing twice. A tree that failed because of
         its files waits again with them, and a tree that could not be listed
         is listed again. An item whose name cannot be copied safely stays
-        failed (see :mod:`journalq.plan`).
+        failed, and so does a directory that could not be listed, whose
+        contents only a new listing finds (see :mod:`journalq.plan`).
         """
         self._refresh()
         failed = [
@@ -963,6 +966,10 @@ class StorageQueue:
             part_threshold=self.part_threshold,
             backoff=self.backoff,
         )
+        if not options.dry_run:
+            # NOTE: a dry run does not add the files back, so its counts
+            # leave out the skips that the real run would compare again.
+            self._redecide_skips(options.policy, only)
         open_trees = self._open_trees()
         total = RunSummary()
         store.drain_inbox()
@@ -985,6 +992,63 @@ class StorageQueue:
         total.failures = self.get_actions("failed")
         return total
 
+    def _redecide_skips(
+        self, policy: compare.Policy, only: frozenset[str] | None
+    ) -> None:
+        """Add back the files that open trees skipped and ``policy`` would not.
+
+        A tree's listing skips files found identical under the policy of
+        that moment, and a run with a stricter policy compares them again:
+        the tree is listed once more and each such file gets an action.
+        """
+        for action in list(self.state.actions.values()):
+            if action.kind not in _PARENTS or action.terminal or not action.skipped:
+                continue
+            if only is not None and action.action_id not in only:
+                continue
+            assert isinstance(action, ActionState)
+            own = action.added.compare
+            tree_policy = _parse_policy(own) if own else policy
+            if not _skips_hold(action.skip_method, tree_policy):
+                self._add_skips_back(action, tree_policy)
+
+    def _add_skips_back(self, tree: ActionState, policy: compare.Policy) -> None:
+        added = tree.added
+        assert added.source is not None
+        assert added.destination is not None
+        try:
+            source = self.with_retries(
+                lambda: list_tree(self.source.fs, added.source), added.source
+            )
+            destination = self._destination_listing(added.destination)
+        except (ActionError, OSError) as exc:
+            logger.warning(
+                "the %d files that tree %s skipped stay skipped: listing it "
+                "again, to compare them under the policy %s, failed: %s",
+                tree.skipped,
+                tree.action_id,
+                policy,
+                exc,
+            )
+            return
+        children = skipped_children(
+            added,
+            source,
+            destination,
+            self.state.actions,
+            tree.skipped,
+            self._hints,
+        )
+        records: list[Record] = list(children)
+        logger.info(
+            "comparing %d files that tree %s skipped again, under the policy %s",
+            len(records),
+            tree.action_id,
+            policy,
+        )
+        for start in range(0, len(records), EXPANSION_CHUNK):
+            self._journal(records[start : start + EXPANSION_CHUNK])
+
     def _open_trees(self) -> set[str]:
         return {
             action.action_id
@@ -993,9 +1057,10 @@ class StorageQueue:
         }
 
     def _rejected_items(self, trees: set[str]) -> int:
-        """Count the rejected names in those of ``trees`` that failed since.
+        """Count the listing failures of the ``trees`` that failed since.
 
-        Such an item failed when its tree was listed, so no run counts it
+        Such an item (a rejected name, a directory that could not be
+        listed) failed when its tree was listed, so no run counts it
         otherwise, and a run that reports success would hide it.
         """
         ended = {
@@ -1111,9 +1176,36 @@ def _same_size_and_mtime(relpath: str, source: Entry, destination: Entry) -> str
     return "size+mtime"
 
 
+def _skips_hold(method: str, policy: compare.Policy) -> bool:
+    """Tell whether files skipped at listing time by ``method`` pass ``policy``.
+
+    Every such skip needed equal sizes, so ``size`` accepts them all, and
+    ``always`` none. Otherwise the policy must be the one that decided:
+    ``size+mtime`` and ``checksum`` each accept files the other copies.
+    """
+    if policy is compare.Policy.SIZE:
+        return True
+    if policy is compare.Policy.ALWAYS:
+        return False
+    decided = _SKIP_POLICIES.get(method, compare.Policy.CHECKSUM if method else None)
+    return decided is policy
+
+
+#: The policy behind each ``method`` of a planned skip that is not a digest
+#: algorithm (which means ``checksum``).
+_SKIP_POLICIES: Final = {
+    "size": compare.Policy.SIZE,
+    "size+mtime": compare.Policy.SIZE_MTIME,
+}
+
+
 def _rejected(action: ActionState) -> bool:
-    """Tell whether ``action`` failed because its name cannot be copied."""
-    return action.error is not None and action.error.reason == REJECTED
+    """Tell whether ``action`` failed when its tree was listed.
+
+    Its name cannot be copied, or it is a directory that could not be
+    listed.
+    """
+    return action.error is not None and action.error.reason in (REJECTED, UNLISTED)
 
 
 def _cached(known: Digested | None, entry: Entry) -> bool:

@@ -116,6 +116,14 @@ class ActionAdded(_Record, tag=2):
     the parent's paths joined with it, which keeps a million-file queue small.
     ``key`` identifies the request: adding the same request again while an
     earlier one with the key is still pending adds nothing.
+    ``in_the_way`` marks a delete of a sync whose item is where the source
+    has an item of the other type (a file where a directory goes, or the
+    reverse), so the delete runs before the tree's mkdirs and copies.
+    ``redecided`` marks a file that the tree's listing skipped as identical
+    and that a run with a stricter compare policy added back, to compare it
+    again; it takes one file from the tree's ``skipped`` count.
+    ``listed`` is what a sync's listing found of a file it deletes (size,
+    mtime, ETag), so the delete fails as a conflict once the file changed.
     """
 
     action_id: str
@@ -133,6 +141,9 @@ class ActionAdded(_Record, tag=2):
     delete_extraneous: bool = False
     compare: str | None = None
     added_ns: int = 0
+    in_the_way: bool = False
+    redecided: bool = False
+    listed: Identity | None = None
 
 
 class Expanded(_Record, tag=3):

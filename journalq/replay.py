@@ -58,6 +58,7 @@ from journalq.records import (
     Digested,
     Expanded,
     Failed,
+    Identity,
     Kind,
     Outcome,
     Part,
@@ -139,7 +140,7 @@ class _History(msgspec.Struct, array_like=True, gc=False):
 
     The fields of its ``added`` record come first, then those of its
     ``completed`` record (``outcome`` None for a canceled child), then its
-    digest cache entries.
+    digest cache entries, then ``added`` fields that came later.
     """
 
     parent: str
@@ -156,6 +157,9 @@ class _History(msgspec.Struct, array_like=True, gc=False):
     result: str | None = None
     finished_ns: int = 0
     evidence: tuple[_Evidence, ...] = ()
+    in_the_way: bool = False
+    redecided: bool = False
+    listed: Identity | None = None
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -232,6 +236,9 @@ class ActionState(msgspec.Struct, array_like=True, gc=False):
     action_id: str = ""
     #: The parts of a large copy written so far, until it completes.
     parts: Parts | None = None
+    #: What decided the files of a tree found identical when it was listed:
+    #: the ``method`` of its ``expanded`` record.
+    skip_method: str = ""
 
     # Mutable, so unhashable like every Struct that is not frozen.
     __eq__ = _same_action
@@ -286,6 +293,9 @@ class CompactAction(msgspec.Struct, array_like=True, gc=False):
             recursive=history.recursive,
             compare=history.compare,
             added_ns=history.added_ns,
+            in_the_way=history.in_the_way,
+            redecided=history.redecided,
+            listed=history.listed,
         )
 
     @property
@@ -687,6 +697,15 @@ class QueueState:
             self.generations[key] = self.generations.get(key, 0) + 1
         if record.kind in _TREES:
             self.digests.add_tree(action)
+        if record.redecided:
+            self._take_back_skip(record)
+
+    def _take_back_skip(self, record: ActionAdded) -> None:
+        """Count a file added back to be compared again as no longer skipped."""
+        tree = self.actions.get(record.parent) if record.parent else None
+        if type(tree) is ActionState and tree.skipped > 0:
+            tree.skipped -= 1
+            self.skipped -= 1
 
     def _expanded(self, record: Expanded) -> None:
         action = self.actions.get(record.action_id)
@@ -696,6 +715,7 @@ class QueueState:
             return
         action.children = record.children
         action.skipped = record.skipped
+        action.skip_method = record.method
         self.skipped += record.skipped
 
     def _fail(self, record: Failed) -> None:
@@ -818,6 +838,9 @@ class _Compaction:
             added.recursive,
             added.compare,
             added.added_ns,
+            in_the_way=added.in_the_way,
+            redecided=added.redecided,
+            listed=added.listed,
         )
         if completed is not None:
             history.outcome = completed.outcome

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from tree_helpers import write_tree as write
 
 from journalq import ActionError, StorageQueue, faults
 from journalq.digest import CHUNK
@@ -38,14 +39,6 @@ HOUR_NS = 3600 * 1_000_000_000
 
 #: Seconds a run gets before a test calls it hung.
 HANG_SECONDS = 3.0
-
-
-def write(root: Path, files: dict[str, bytes]) -> Path:
-    for relpath, content in files.items():
-        path = root / relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-    return root
 
 
 def read_tree(root: Path) -> dict[str, bytes]:
@@ -212,11 +205,6 @@ def test_second_retry_adds_nothing(tmp_path, queue_dir):
 # Skipping what differs ----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run(compare='always') still skips the files that the add-time "
-    "listing found identical under the queue's own policy",
-)
 def test_run_always_copies_planned_skips(tmp_path, queue_dir):
     source = write(tmp_path / "src", {"a.txt": b"a" * 10, "b.txt": b"b" * 10})
     age(source)
@@ -226,7 +214,10 @@ def test_run_always_copies_planned_skips(tmp_path, queue_dir):
         queue.run()
         queue.sync(str(source), str(destination))
         summary = queue.run(compare="always")
+        status = queue.status()
     assert summary.copied == 2
+    assert summary.skipped == 0
+    assert status["skipped"] == 0
 
 
 @pytest.mark.xfail(
@@ -453,11 +444,6 @@ def test_unreadable_file_fails_alone(tmp_path):
     assert read_tree(destination) == {"a.txt": b"a", "b.txt": b"b"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="one unreadable subdirectory rejects the whole tree with a bare "
-    "PermissionError, so nothing else is copied",
-)
 def test_unreadable_directory_fails_alone(tmp_path):
     source = write(tmp_path / "src", {"open/a.txt": b"a", "locked/s.txt": b"s"})
     (source / "locked").chmod(0)
@@ -467,7 +453,36 @@ def test_unreadable_directory_fails_alone(tmp_path):
     finally:
         (source / "locked").chmod(0o755)
     assert result.returncode == 1, result.stderr
-    assert (destination / "open" / "a.txt").exists()
+    assert "failed 1" in result.stderr
+    assert f"cannot list the source directory {source / 'locked'}" in result.stderr
+    assert "Permission denied" in result.stderr
+    assert read_tree(destination) == {"open/a.txt": b"a"}
+    assert not (destination / "locked").exists()
+
+
+def test_unreadable_directory_spared_by_sync(tmp_path):
+    source = write(
+        tmp_path / "src", {"open/a.txt": b"a", "locked/s.txt": b"s", "gone.txt": b"g"}
+    )
+    destination = write(
+        tmp_path / "dst",
+        {"locked/s.txt": b"s", "locked/extra.txt": b"e", "stale.txt": b"x"},
+    )
+    (source / "gone.txt").unlink()
+    (source / "locked").chmod(0)
+    try:
+        result = journalq_unprivileged(
+            tmp_path, "sync", "--delete", str(source), str(destination)
+        )
+    finally:
+        (source / "locked").chmod(0o755)
+    assert result.returncode == 1, result.stderr
+    assert "Permission denied" in result.stderr
+    assert read_tree(destination) == {
+        "open/a.txt": b"a",
+        "locked/s.txt": b"s",
+        "locked/extra.txt": b"e",
+    }
 
 
 def test_awkward_names_copied(tmp_path, queue_dir):
@@ -508,19 +523,55 @@ def test_delete_then_mkdir_keeps_order(tmp_path, queue_dir):
     assert (destination / "work").is_dir()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sync --delete copies into x/ before deleting the file x that is in "
-    "the way, so the first run fails",
-)
 def test_sync_delete_file_becomes_directory(tmp_path, queue_dir):
-    source = write(tmp_path / "src", {"x/f": b"f"})
+    source = write(tmp_path / "src", {"x/f": b"f", "x/sub/g": b"g"})
     destination = write(tmp_path / "dst", {"x": b"a file in the way"})
     with StorageQueue(str(source), str(destination), name=str(queue_dir)) as queue:
         queue.sync(str(source), str(destination), delete=True)
         summary = queue.run()
     assert summary.failed == 0
-    assert read_tree(destination) == {"x/f": b"f"}
+    assert read_tree(destination) == {"x/f": b"f", "x/sub/g": b"g"}
+
+
+def test_sync_delete_directory_becomes_file(tmp_path, queue_dir):
+    source = write(tmp_path / "src", {"x": b"now a file", "y/z": b"z"})
+    destination = write(
+        tmp_path / "dst", {"x/old": b"o", "x/sub/deeper": b"d", "y/z/inner": b"i"}
+    )
+    with StorageQueue(str(source), str(destination), name=str(queue_dir)) as queue:
+        queue.sync(str(source), str(destination), delete=True)
+        summary = queue.run()
+    assert summary.failed == 0, summary.failures
+    assert read_tree(destination) == {"x": b"now a file", "y/z": b"z"}
+
+
+@pytest.mark.parametrize(
+    ("source_files", "destination_files", "failed", "blocker"),
+    [
+        # A file x where the source has a directory: its mkdir and copy fail.
+        ({"x/f": b"f"}, {"x": b"a file in the way"}, 2, "the file"),
+        # A directory x where the source has a file: its copy fails.
+        ({"x": b"a file"}, {"x/old": b"o"}, 1, "the directory"),
+    ],
+)
+def test_copy_reports_path_in_the_way(
+    tmp_path, queue_dir, source_files, destination_files, failed, blocker
+):
+    source = write(tmp_path / "src", {**source_files, "kept.txt": b"k"})
+    destination = write(tmp_path / "dst", destination_files)
+    with StorageQueue(str(source), str(destination), name=str(queue_dir)) as queue:
+        queue.copy_tree(str(source), str(destination))
+        summary = queue.run()
+    errors = [f.error or "" for f in summary.failures if f.kind != "copy_tree"]
+    assert summary.failed == failed
+    assert len(errors) == failed
+    for error in errors:
+        assert error.startswith("PathInTheWayError: ")
+        assert f"{blocker} {destination / 'x'} is in the way" in error
+        assert "sync with --delete" in error
+        assert ".jq-" not in error
+    assert read_tree(destination) == {**destination_files, "kept.txt": b"k"}
+    assert list(destination.rglob(".*.jq-*.tmp")) == []
 
 
 def test_destination_delete_has_no_source(tmp_path, queue_dir):

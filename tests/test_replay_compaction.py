@@ -14,6 +14,7 @@ from journalq.records import (
     Canceled,
     Completed,
     Digested,
+    Expanded,
     Failed,
     Identity,
     Kind,
@@ -50,7 +51,15 @@ def tree(tree_id: str) -> ActionAdded:
     )
 
 
-def child(tree_id: str, relpath: str, kind: Kind = Kind.COPY_FILE) -> ActionAdded:
+def child(
+    tree_id: str,
+    relpath: str,
+    kind: Kind = Kind.COPY_FILE,
+    *,
+    in_the_way: bool = False,
+    redecided: bool = False,
+    listed: Identity | None = None,
+) -> ActionAdded:
     return ActionAdded(
         f"{tree_id}:{relpath}",
         kind,
@@ -59,6 +68,9 @@ def child(tree_id: str, relpath: str, kind: Kind = Kind.COPY_FILE) -> ActionAdde
         relpath=relpath,
         size=len(relpath),
         compare="size",
+        in_the_way=in_the_way,
+        redecided=redecided,
+        listed=listed,
     )
 
 
@@ -77,7 +89,23 @@ child_ids = st.sampled_from([f"{t}:{r}" for t in TREES for r in RELPATHS])
 digest_keys = st.sampled_from(every_path())
 records = st.one_of(
     st.sampled_from(list(TREES)).map(tree),
-    st.builds(child, st.sampled_from(list(TREES)), st.sampled_from(RELPATHS)),
+    st.builds(
+        child,
+        st.sampled_from(list(TREES)),
+        st.sampled_from(RELPATHS),
+        st.sampled_from([Kind.COPY_FILE, Kind.DELETE]),
+        in_the_way=st.booleans(),
+        redecided=st.booleans(),
+        listed=st.sampled_from([None, Identity(5, 7), Identity(5, None, etag='"e"')]),
+    ),
+    st.builds(
+        Expanded,
+        st.sampled_from(list(TREES)),
+        st.integers(0, 3),
+        st.just(""),
+        st.integers(0, 3),
+        st.sampled_from(["", "size", "xxh128"]),
+    ),
     st.builds(Started, child_ids, st.integers(1, 3)),
     st.builds(
         Completed,
@@ -116,6 +144,10 @@ def assert_same_state(restored: QueueState, full: QueueState) -> None:
     assert restored.skipped == full.skipped
     assert restored.by_key == full.by_key
     assert restored.generations == full.generations
+    for tree_id in TREES:
+        if tree_id in full.actions:
+            method = full.actions[tree_id].skip_method
+            assert restored.actions[tree_id].skip_method == method
     for key in every_path():
         assert restored.digests.get(key) == full.digests.get(key), key
 

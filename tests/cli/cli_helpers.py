@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from click.testing import CliRunner, Result
+from tree_helpers import write_tree  # noqa: F401 (the CLI tests import it here)
 
 from journalq.cli import cli
 
@@ -21,15 +22,6 @@ def invoke(*arguments: str, input: str | None = None) -> Result:
 def json_lines(text: str) -> list[dict]:
     """Parse output of ``--json``: one JSON object per non-blank line."""
     return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    """Create ``files`` (relative path -> content) under ``root``."""
-    for relpath, content in files.items():
-        path = root / relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-    return root
 
 
 def read_tree(root: Path) -> dict[str, bytes]:
