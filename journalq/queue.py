@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 import msgspec
 
-from journalq import compare, faults, inbox, parts, retry
+from journalq import compare, faults, inbox, parts, retry, transfer
 from journalq.backends import Filesystem, endpoint, open_filesystem
 from journalq.backends.objects import MissingBucketError
 from journalq.backends.options import SECRET_PLACEHOLDER
@@ -289,11 +289,60 @@ class StorageQueue:
         failures = reset_interrupted(store.state, self.max_attempts)
         if failures:
             logger.info("resuming %d actions a stopped run left open", len(failures))
+            # Swept before the records that end those attempts are journaled:
+            # a crash in between leaves them in progress, so the next open
+            # sweeps again. After the records, a canceled or failed action
+            # would never be looked at again.
+            self._sweep_temporaries(failures)
             store.append(failures, durable=True)
         for action in list(store.state.actions.values()):
             unexpanded = action.kind in _PARENTS and action.children is None
             if unexpanded and not action.terminal:
                 self._expand_again(action)
+
+    def _sweep_temporaries(self, failures: list[Failed]) -> None:
+        """Remove the temporary files of the copies a stopped run left open.
+
+        A copy killed before its rename leaves a temporary file beside its
+        destination (:func:`journalq.transfer.temp_path`). The parts file of
+        a copy in parts stays, because the next attempt resumes it. A
+        destination that cannot be listed now keeps its temporary files,
+        and the next attempt at the action sweeps them again.
+        NOTE: a copy that a copy process made, or an attempt whose
+        ``started`` record was not yet written, left no trace in the
+        journal. Its temporary file is removed only when the file is copied
+        again to the same name, not when the action is canceled.
+        """
+        state = self._require_store().state
+        for failure in failures:
+            action = state.actions[failure.action_id]
+            if action.kind is not Kind.COPY_FILE:
+                continue
+            _, destination_path = state.paths(action)
+            assert destination_path is not None
+            try:
+                removed = transfer.sweep_temporaries(
+                    self.destination.fs, destination_path, action.action_id
+                )
+            # Each backend raises its own errors (asyncssh.Error, botocore's
+            # ClientError...), and none of them may keep the queue closed.
+            except Exception as exc:
+                logger.warning(
+                    "could not remove the temporary files of action %s beside "
+                    "%s: %s: %s",
+                    action.action_id,
+                    destination_path,
+                    type(exc).__name__,
+                    exc,
+                )
+                continue
+            if removed:
+                logger.info(
+                    "removed %d temporary files of action %s beside %s",
+                    removed,
+                    action.action_id,
+                    destination_path,
+                )
 
     def _expand_again(self, action: ActionState) -> None:
         """List a tree whose expansion a crash cut short, once more.
