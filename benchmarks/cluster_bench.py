@@ -183,6 +183,8 @@ class InstantHelper:
 
     broken = False
     max_bytes: int | None = None
+    # As a cluster's helpers do, so the coordinator's journaling is the same.
+    journals_start = True
 
     def __init__(self) -> None:
         self._batches: list[list[copier.Outcome]] = []

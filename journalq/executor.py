@@ -170,6 +170,20 @@ class _Interrupted(Exception):
     """The run was asked to stop during this action."""
 
 
+#: The attempt of a copy handed to a helper: helpers take first attempts only.
+_HANDED_ATTEMPT: Final = 1
+
+
+class _HandedCopyFailed(OSError):
+    """A helper returned no outcome for a copy (transient: it runs here)."""
+
+    def __init__(self, action_id: str) -> None:
+        super().__init__(
+            f"the helper that copied action {action_id} returned no outcome; "
+            "this process copies the file again"
+        )
+
+
 class Executor:
     """Runs the waiting actions of one queue."""
 
@@ -404,10 +418,8 @@ class Executor:
                 handed.append((action, task))
         if not handed:
             return None
-        # Reserved, a handed action cannot be canceled while its copy may be
-        # under way: its cancel would be the second terminal record.
-        reserved = self.store.reserve(action.action_id for action, _ in handed)
-        handed = [item for item in handed if item[0].action_id in reserved]
+        handed_ids = self._take_out([action for action, _ in handed], helper)
+        handed = [item for item in handed if item[0].action_id in handed_ids]
         if not handed:
             return None
         observed_ns = time.time_ns()
@@ -415,11 +427,38 @@ class Executor:
             helper.send([task for _, task in handed])
         except OSError as exc:
             logger.warning("copying without that process from now on: %s", exc)
-            self.store.release(action.action_id for action, _ in handed)
             for action, _ in handed:
+                self._take_back(action, helper, exc)
                 self._run_action(action, group)
             return None
         return _Handed(handed, observed_ns)
+
+    def _take_out(self, actions: list[ActionState], helper: copier.Helper) -> set[str]:
+        """Keep cancels away from ``actions`` while ``helper`` copies them.
+
+        A cancel would be a second terminal record. A helper whose copies may
+        outlive this process gets a ``started`` record per action, so that a
+        crash makes the next open sweep their temporary files. The others
+        are only reserved in memory, which costs no journal record. Returns
+        the ids taken out.
+        """
+        if helper.journals_start:
+            now = time.time_ns()
+            return self.store.start_all(
+                Started(action.action_id, _HANDED_ATTEMPT, now) for action in actions
+            )
+        return self.store.reserve(action.action_id for action in actions)
+
+    def _take_back(
+        self, action: ActionState, helper: copier.Helper, error: BaseException
+    ) -> None:
+        """End a hand-out whose copy came back undone, so it can run here."""
+        if not helper.journals_start:
+            self.store.release([action.action_id])
+            return
+        # The started attempt ends as a transient failure, and the next
+        # attempt, here, sweeps what the helper may have left behind.
+        self._record_failure(action, _HANDED_ATTEMPT, error, True)
 
     def _collect(
         self, handed: _Handed, group: _DurableGroup, helper: copier.Helper
@@ -434,7 +473,7 @@ class Executor:
             outcomes = [None] * len(handed.items)
         for (action, task), outcome in zip(handed.items, outcomes, strict=True):
             if outcome is None:
-                self.store.release([action.action_id])
+                self._take_back(action, helper, _HandedCopyFailed(action.action_id))
                 self._run_action(action, group)
             else:
                 self._finish_handed(action, task, outcome, handed.observed_ns, group)
@@ -481,12 +520,13 @@ class Executor:
         observed_ns: int,
         group: _DurableGroup,
     ) -> None:
-        # No ``started`` record: one would cost as much as the rest of the
-        # file's journaling, and a crash before ``completed`` leaves the
-        # action waiting, so the next run finds the copy there, identical.
-        # The reservation made when the batch went out keeps cancels away.
-        attempt = 1
-        if action.status is not Status.WAITING:
+        # A copy process's hand-out has no ``started`` record: one would
+        # cost as much as the rest of the file's journaling, and a crash
+        # before ``completed`` leaves the action waiting, so the next run
+        # finds the copy there, identical. The reservation made when the
+        # batch went out keeps cancels away.
+        attempt = _HANDED_ATTEMPT
+        if action.terminal:
             self.store.release([action.action_id])
             return
         bytes_copied, digest_string, mtime_ns, mtime_set = outcome
