@@ -67,6 +67,7 @@ from journalq.store import QueueStore, queue_directory, read_state
 
 if TYPE_CHECKING:
     from distributed import Client
+    from fsspec.callbacks import Callback
 
 __all__ = ["StorageQueue"]
 
@@ -965,6 +966,7 @@ class StorageQueue:
         parallelism: int | None = None,
         event_types: Iterable[str] | None = None,
         client: Client | None = None,
+        callback: Callback | None = None,
     ) -> RunSummary:
         """Execute every waiting action; return what the run did.
 
@@ -978,12 +980,21 @@ class StorageQueue:
         With ``client``, a ``distributed.Client``, the new files of each
         stage are copied on that Dask cluster's workers while this process
         keeps the journal (see :mod:`journalq.cluster`).
+
+        ``callback``, an ``fsspec.callbacks.Callback`` such as
+        ``TqdmCallback``, gets the run's total bytes with ``set_size`` and
+        the bytes copied with ``relative_update``, and a child from
+        ``branched(source, destination)`` per file copy (see
+        :class:`journalq.progress.CallbackProgress`). The run does not
+        close it.
         """
         helpers = None
         if client is not None:
             from journalq.cluster import ClusterHelpers
 
             helpers = ClusterHelpers(client)
+        if callback is not None:
+            on_event, event_types = self._feed_callback(callback, on_event, event_types)
         return self._run(
             on_event=on_event,
             stop=stop,
@@ -993,6 +1004,29 @@ class StorageQueue:
             event_types=event_types,
             helpers=helpers,
         )
+
+    def _feed_callback(
+        self,
+        callback: Callback,
+        on_event: Callable[[Event], None] | None,
+        event_types: Iterable[str] | None,
+    ) -> tuple[Callable[[Event], None], set[str] | None]:
+        """Return ``on_event`` and ``event_types`` with ``callback`` fed too."""
+        from journalq.progress import CallbackProgress
+
+        feeder = CallbackProgress.for_queue(callback, self)
+        if on_event is None:
+            return feeder, set(feeder.event_types)
+        wanted = None if event_types is None else {str(t) for t in event_types}
+
+        def both(event: Event) -> None:
+            feeder(event)
+            if wanted is None or event.type in wanted:
+                on_event(event)
+
+        if wanted is None:
+            return both, None
+        return both, wanted | set(feeder.event_types)
 
     def _run(self, only: frozenset[str] | None = None, **settings: Any) -> RunSummary:
         store = self._require_store()
