@@ -191,7 +191,7 @@ class InstantHelper:
 
     def send(self, tasks: Sequence[copier.Task]) -> None:
         self._batches.append(
-            [(task.size, FAKE_DIGEST, task.mtime_ns, True) for task in tasks]
+            [(task.size, FAKE_DIGEST, task.mtime_ns, True, None) for task in tasks]
         )
 
     def receive(self) -> list[copier.Outcome]:

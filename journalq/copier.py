@@ -45,7 +45,15 @@ from fsspec.implementations.local import LocalFileSystem
 from journalq import compare, digest, durable, faults, transfer
 from journalq.backends import is_local
 
-__all__ = ["CopyProcess", "Helper", "Outcome", "Task", "available", "copy_tasks"]
+__all__ = [
+    "CopyProcess",
+    "Helper",
+    "Outcome",
+    "Stamp",
+    "Task",
+    "available",
+    "copy_tasks",
+]
 
 #: Length prefix of a message on a helper's pipes.
 _LENGTH: Final = struct.Struct("<I")
@@ -70,10 +78,15 @@ class Task(msgspec.Struct, array_like=True, frozen=True):
     mtime_ns: int | None
 
 
-#: The result of one task: bytes, digest string, the source's mtime, and
-#: whether the destination got that mtime. ``None`` when the coordinator
-#: must handle the file.
-Outcome = tuple[int, str, int | None, bool] | None
+#: A local file's ctime in nanoseconds and its inode number, which the
+#: digest cache compares besides size and mtime.
+Stamp = tuple[int, int]
+
+#: The result of one task: bytes, digest string, the source's mtime,
+#: whether the destination got that mtime, and the source's :data:`Stamp`
+#: when it is a local file, read before its content. ``None`` when the
+#: coordinator must handle the file.
+Outcome = tuple[int, str, int | None, bool, Stamp | None] | None
 
 
 class Helper(Protocol):
@@ -260,7 +273,8 @@ def _copy_open(fd: int, task: Task, durable: bool, nonce: str | None) -> Outcome
         if task.size >= 0 and copied != task.size:
             return None
         sink.commit(info.st_mtime_ns)
-    return copied, hasher.digest_string(), info.st_mtime_ns, True
+    stamp = (info.st_ctime_ns, info.st_ino)
+    return copied, hasher.digest_string(), info.st_mtime_ns, True, stamp
 
 
 def _copy_any(
@@ -272,14 +286,19 @@ def _copy_any(
 ) -> Outcome:
     """Copy between any two filesystems, through their sinks."""
     try:
-        size, mtime_ns = task.size, task.mtime_ns
-        if size < 0:
-            if compare.stat(destination_fs, task.destination) is not None:
-                return None
+        size, mtime_ns, stamp = task.size, task.mtime_ns, None
+        if size < 0 and compare.stat(destination_fs, task.destination) is not None:
+            return None
+        if size < 0 or is_local(source_fs):
             info = compare.stat(source_fs, task.source)
             if info is None:
                 return None
+            if size >= 0 and (info.size, info.mtime_ns) != (size, mtime_ns):
+                # Changed since it was listed: the coordinator looks again.
+                return None
             size, mtime_ns = info.size, info.mtime_ns
+            if info.ctime_ns is not None and info.inode is not None:
+                stamp = (info.ctime_ns, info.inode)
         sink = transfer.open_sink(
             destination_fs,
             task.destination,
@@ -295,7 +314,7 @@ def _copy_any(
             sink.commit(mtime_ns)
     except Exception:
         return None
-    return result.bytes, result.digest, mtime_ns, transfer.keeps_mtime(sink)
+    return result.bytes, result.digest, mtime_ns, transfer.keeps_mtime(sink), stamp
 
 
 def _send(fd: int, payload: bytes) -> None:

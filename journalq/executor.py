@@ -126,11 +126,11 @@ class _Cache:
     def __init__(self, store: QueueStore) -> None:
         self._store = store
 
-    def get(
-        self, service: str, path: str, size: int, mtime_ns: int | None
-    ) -> str | None:
+    def get(self, service: str, path: str, info: compare.FileInfo) -> str | None:
         entry = self._store.state.digests.get((Service(service), path))
-        if not compare.entry_matches(entry, size, mtime_ns):
+        if not compare.entry_matches(
+            entry, info.size, info.mtime_ns, info.ctime_ns, info.inode
+        ):
             return None
         assert entry is not None
         return entry.digest
@@ -139,23 +139,38 @@ class _Cache:
         self,
         service: str,
         path: str,
-        size: int,
-        mtime_ns: int | None,
+        info: compare.FileInfo,
         digest: str,
         observed_ns: int,
     ) -> None:
-        if mtime_ns is None or not compare.is_trusted(mtime_ns, observed_ns):
+        if info.mtime_ns is None or not compare.is_trusted(info.mtime_ns, observed_ns):
             return
         key = (Service(service), path)
-        known = self._store.state.digests.get(key)
-        if known is not None and (known.size, known.mtime_ns, known.digest) == (
-            size,
-            mtime_ns,
+        record = Digested(
+            Service(service),
+            path,
+            info.size,
+            info.mtime_ns,
             digest,
-        ):
+            observed_ns,
+            info.ctime_ns,
+            info.inode,
+        )
+        known = self._store.state.digests.get(key)
+        if known is not None and _same_entry(known, record):
             return
-        record = Digested(Service(service), path, size, mtime_ns, digest, observed_ns)
         self._store.append([record], durable=False)
+
+
+def _same_entry(known: Digested, record: Digested) -> bool:
+    """Tell whether two cache entries are for the same file state and digest."""
+    return (
+        known.size,
+        known.mtime_ns,
+        known.ctime_ns,
+        known.inode,
+        known.digest,
+    ) == (record.size, record.mtime_ns, record.ctime_ns, record.inode, record.digest)
 
 
 @dataclass(slots=True)
@@ -497,7 +512,8 @@ class Executor:
         hints = self.options.hints
         hint = hints.get(action.action_id) if hints else None
         if hint is not None:
-            (size, mtime_ns), target = hint
+            entry, target = hint
+            size, mtime_ns = entry[0], entry[1]
             if target is not None or mtime_ns is None:
                 return None
             del hints[action.action_id]
@@ -516,7 +532,7 @@ class Executor:
         self,
         action: ActionState,
         task: copier.Task,
-        outcome: tuple[int, str, int | None, bool],
+        outcome: tuple[int, str, int | None, bool, copier.Stamp | None],
         observed_ns: int,
         group: _DurableGroup,
     ) -> None:
@@ -529,7 +545,8 @@ class Executor:
         if action.terminal:
             self.store.release([action.action_id])
             return
-        bytes_copied, digest_string, mtime_ns, mtime_set = outcome
+        bytes_copied, digest_string, mtime_ns, mtime_set, stamp = outcome
+        ctime_ns, inode = stamp if stamp is not None else (None, None)
         # The bytes are written already; the completion waits for the sync.
         self._emit(EventType.STARTED, action, attempt=attempt)
         self._emit(EventType.PROGRESS, action, attempt=attempt, bytes=bytes_copied)
@@ -540,7 +557,7 @@ class Executor:
             action,
             attempt,
             (source_path, destination_path),
-            compare.FileInfo(bytes_copied, mtime_ns),
+            compare.FileInfo(bytes_copied, mtime_ns, ctime_ns=ctime_ns, inode=inode),
             transfer.CopyResult(bytes_copied, digest_string),
             observed_ns,
             sets_mtime=mtime_set,
@@ -771,8 +788,10 @@ class Executor:
         hints = self.options.hints
         hint = hints.pop(action.action_id, None) if hints else None
         if hint is not None:
-            (size, mtime_ns), target = hint
-            # A listing entry has only size and mtime. A remote backend's
+            entry, target = hint
+            size, mtime_ns = entry[0], entry[1]
+            # A listing entry has only size and mtime (and a local file's
+            # ctime and inode). A remote backend's
             # stat also reports digests (ETag, md5Hash...) that spare a
             # download when two files are compared, so it is worth a request.
             comparable = target is None or (
@@ -782,10 +801,10 @@ class Executor:
             # needs the source's ETag or generation, which only a stat has.
             in_parts = not self.source.local and size >= self.options.part_threshold
             if mtime_ns is not None and comparable and not in_parts:
-                source = compare.FileInfo(size, mtime_ns)
+                source = compare.listed_info(entry)
                 if target is None:
                     return source, None
-                return source, compare.FileInfo(target[0], target[1])
+                return source, compare.listed_info(target)
         source_info = compare.stat(self.source.fs, source_path)
         if source_info is None:
             raise FileNotFoundError(f"source file not found: {source_path}")
@@ -975,9 +994,12 @@ class Executor:
                     mtime_ns,
                     result.digest,
                     observed_ns,
+                    source.ctime_ns,
+                    source.inode,
                 )
             )
-            if sets_mtime:
+            written = self._written_stamp(destination_path) if sets_mtime else None
+            if written is not None:
                 records.append(
                     Digested(
                         Service.DESTINATION,
@@ -986,6 +1008,7 @@ class Executor:
                         mtime_ns,
                         result.digest,
                         observed_ns,
+                        *written,
                     )
                 )
         # The digested records already carry both identities; repeating
@@ -1004,6 +1027,23 @@ class Executor:
             )
         )
         return records
+
+    def _written_stamp(self, path: str) -> tuple[int | None, int | None] | None:
+        """Return the ctime and inode a destination file has after its copy.
+
+        Both are ``None`` off the local disk, and the result is ``None`` when
+        the file is gone already. The rename gave the file a new ctime, so
+        it is read here, after the copy.
+        NOTE: a rewrite that keeps size and mtime between the rename and
+        this stat is taken for the copy.
+        """
+        if not self.destination.local:
+            return None, None
+        try:
+            result = os.stat(digest.local_path(path))
+        except FileNotFoundError:
+            return None
+        return result.st_ctime_ns, result.st_ino
 
     def _digest(
         self,

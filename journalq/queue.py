@@ -1197,8 +1197,11 @@ def _rejected(action: ActionState) -> bool:
 
 
 def _cached(known: Digested | None, entry: Entry) -> bool:
-    """Tell whether a cached digest is valid for the listed size and mtime."""
-    return compare.entry_matches(known, entry[0], entry[1])
+    """Tell whether a cached digest is valid for the file as it was listed."""
+    info = compare.listed_info(entry)
+    return compare.entry_matches(
+        known, info.size, info.mtime_ns, info.ctime_ns, info.inode
+    )
 
 
 def _parse_policy(text: str) -> compare.Policy:
