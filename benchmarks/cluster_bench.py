@@ -183,13 +183,15 @@ class InstantHelper:
 
     broken = False
     max_bytes: int | None = None
+    # As a cluster's helpers do, so the coordinator's journaling is the same.
+    journals_start = True
 
     def __init__(self) -> None:
         self._batches: list[list[copier.Outcome]] = []
 
     def send(self, tasks: Sequence[copier.Task]) -> None:
         self._batches.append(
-            [(task.size, FAKE_DIGEST, task.mtime_ns, True) for task in tasks]
+            [(task.size, FAKE_DIGEST, task.mtime_ns, True, None) for task in tasks]
         )
 
     def receive(self) -> list[copier.Outcome]:

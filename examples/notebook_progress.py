@@ -31,19 +31,27 @@ print(
     summary.copied, "files,", summary.bytes, "bytes in", round(summary.elapsed, 2), "s"
 )
 
-# %% [markdown]
-# For a single file without a queue, fsspec's own callback draws a tqdm bar
-# (`pip install tqdm`):
-#
-# ```python
-# import fsspec
-# from fsspec.callbacks import TqdmCallback
-#
-# fs = fsspec.filesystem("file")
-# fs.get(str(source / "part0" / "sample0000.bin"), str(scratch / "one.bin"),
-#        callback=TqdmCallback())
-# ```
-
 # %% A view of the totals, for a display of your own
 view = progress.view()
 print(view.files_done, "of", view.files_total, "files;", view.line())
+
+# %% [markdown]
+# An fsspec callback serves too: `run(callback=...)` takes any
+# `fsspec.callbacks.Callback`, here fsspec's tqdm bar (`pip install tqdm`).
+# It gets the run's total bytes with `set_size` and the bytes copied with
+# `relative_update`. A callback that overrides `branched` also gets one
+# child callback per file, as with `fs.get`.
+
+# %% The next run, drawn by fsspec's TqdmCallback
+from fsspec.callbacks import TqdmCallback
+
+for index in range(0, 500, 50):
+    (source / f"part{index % 5}" / f"sample{index:04d}.bin").write_bytes(
+        b"changed" * 2000
+    )
+with StorageQueue(str(source), str(destination), scratch / "queue") as queue:
+    queue.sync(str(source), str(destination))
+    bar = TqdmCallback(tqdm_kwargs={"unit": "B", "unit_scale": True})
+    summary = queue.run(callback=bar)
+    bar.close()
+print(summary.copied, "files changed and copied again")

@@ -27,9 +27,14 @@ The guarantees are those of a run on threads:
   would not open, the scheduler connection was lost) comes back as
   ``None`` outcomes, and the coordinator copies those files itself
   through its usual failure handling.
-* A handed copy gets no ``started`` record, only ``completed`` once it is
-  back. A coordinator killed meanwhile leaves those actions waiting, and
-  the next run finds their files identical: no action completes twice.
+* Each handed copy gets a ``started`` record when its batch goes out, and
+  a worker writes its temporary file under a name with a random nonce, so
+  two runs of one task never write into the same file. A coordinator
+  killed meanwhile leaves those actions in progress. The next open removes
+  their temporary files and makes them wait again, and the coordinator
+  then copies them itself, as a second attempt. After a worker died, the
+  coordinator removes the temporary files of the tasks that Dask ran
+  again.
 * The executor keeps two batches out per helper, so at most
   ``2 * helpers`` batches wait on the cluster and the queue is never
   submitted whole.
@@ -63,6 +68,7 @@ __all__ = [
     "FilesystemSpec",
     "connect",
     "split_tasks",
+    "worker_copies",
 ]
 
 logger = logging.getLogger(__name__)
@@ -210,9 +216,9 @@ class ClusterHelpers:
 
 @dataclass(slots=True)
 class _Submitted:
-    """One batch out on the cluster: its Dask tasks and their file counts."""
+    """One batch out on the cluster: its Dask tasks and the files of each."""
 
-    futures: list[tuple[Future, int]]
+    futures: list[tuple[Future, list[copier.Task]]]
 
 
 class ClusterHelper:
@@ -228,6 +234,9 @@ class ClusterHelper:
     ) -> None:
         self.broken = False
         self.max_bytes: int | None = None
+        # A worker may go on copying after the coordinator died, or run a
+        # task again while an earlier run of it still copies.
+        self.journals_start = True
         self._client = client
         self._specs = (source, destination)
         self._worker_wait = worker_wait
@@ -246,7 +255,7 @@ class ClusterHelper:
                 future = self._client.submit(
                     _copy_batch, _encode(chunk), *self._specs, pure=False
                 )
-                futures.append((future, len(chunk)))
+                futures.append((future, chunk))
         except ClosedClientError as exc:
             self.broken = True
             for future, _ in futures:
@@ -263,8 +272,9 @@ class ClusterHelper:
         """
         submitted = self._out.popleft()
         outcomes: list[copier.Outcome] = []
-        for future, count in submitted.futures:
-            outcomes += self._outcomes(future, count)
+        for future, chunk in submitted.futures:
+            outcomes += self._outcomes(future, len(chunk))
+        self._sweep_lost_runs(submitted)
         return outcomes
 
     def close(self) -> None:
@@ -272,6 +282,45 @@ class ClusterHelper:
         while self._out:
             for future, _ in self._out.popleft().futures:
                 future.release()
+
+    def _sweep_lost_runs(self, submitted: _Submitted) -> None:
+        """Remove the temporary files of task runs on workers that died.
+
+        Dask runs a task again when its worker dies, and the run that died
+        leaves its temporary files, whose names no other run shares. The
+        scheduler counts such deaths per task; only those tasks are swept.
+        """
+        keys = [future.key for future, _ in submitted.futures]
+        try:
+            losses = self._client.run_on_scheduler(_worker_losses(), keys)
+        except Exception as exc:
+            logger.warning(
+                "could not ask the Dask scheduler which tasks lost a worker, so "
+                "their temporary files may stay: %s: %s",
+                type(exc).__name__,
+                exc,
+            )
+            return
+        destination = _open(self._specs[1]).fs
+        for (_, chunk), lost in zip(submitted.futures, losses, strict=True):
+            if not lost:
+                continue
+            for task in chunk:
+                try:
+                    transfer.sweep_temporaries(
+                        destination, task.destination, task.action_id
+                    )
+                # Each backend raises its own errors; a failed sweep leaves
+                # files behind but must not fail the copies that succeeded.
+                except Exception as exc:
+                    logger.warning(
+                        "could not remove the temporary files of action %s "
+                        "beside %s: %s: %s",
+                        task.action_id,
+                        task.destination,
+                        type(exc).__name__,
+                        exc,
+                    )
 
     def _outcomes(self, future: Future, count: int) -> list[copier.Outcome]:
         try:
@@ -318,6 +367,22 @@ class ClusterHelper:
         return future.result()
 
 
+def _worker_losses() -> Callable[..., list[int]]:
+    """Return a function for ``run_on_scheduler``: worker deaths per task key.
+
+    It is made in here so that cloudpickle sends it by value, and the
+    scheduler needs no journalq. ``suspicious`` is the scheduler's count of
+    workers that died while the task was theirs (an attribute of
+    ``distributed.scheduler.TaskState`` in distributed 2026.8).
+    """
+
+    def losses(keys: list[Any], dask_scheduler: Any = None) -> list[int]:
+        tasks = dask_scheduler.tasks
+        return [getattr(tasks.get(key), "suspicious", 0) for key in keys]
+
+    return losses
+
+
 def split_tasks(tasks: Sequence[copier.Task]) -> list[list[copier.Task]]:
     """Split ``tasks`` in order into runs of at most :data:`TASK_BYTES`.
 
@@ -351,6 +416,34 @@ _opened: dict[str, Filesystem] = {}
 _opened_lock = threading.Lock()
 
 
+class _CopyCount:
+    """Files this worker process copied for Dask tasks, counted across threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def add(self, count: int) -> None:
+        with self._lock:
+            self._count += count
+
+    def get(self) -> int:
+        with self._lock:
+            return self._count
+
+
+_copies = _CopyCount()
+
+
+def worker_copies() -> int:
+    """Return how many files this process copied for Dask tasks so far.
+
+    ``client.run(worker_copies)`` returns the count of every worker, which
+    shows whether the workers, not the coordinator, made the copies.
+    """
+    return _copies.get()
+
+
 def _copy_batch(
     payload: bytes, source: FilesystemSpec, destination: FilesystemSpec
 ) -> bytes:
@@ -372,9 +465,13 @@ def _copy_batch(
         if released():
             outcomes.append(None)
             continue
-        outcomes += copier.copy_tasks([task], source_fs, target.fs, durable=not grouped)
-    if grouped and any(outcome is not None for outcome in outcomes):
+        outcomes += copier.copy_tasks(
+            [task], source_fs, target.fs, durable=not grouped, unique=True
+        )
+    copied = sum(1 for outcome in outcomes if outcome is not None)
+    if grouped and copied:
         transfer.sync_filesystem(_existing_directory(tasks[0].destination))
+    _copies.add(copied)
     return _encode(outcomes)
 
 

@@ -60,6 +60,7 @@ __all__ = [
     "choose_algorithm",
     "decide",
     "is_trusted",
+    "listed_info",
     "register_stat",
     "stat",
     "stat_generic",
@@ -122,7 +123,9 @@ class FileInfo:
     ``digests`` are digest strings the backend reported with the stat.
     ``computable`` names the algorithms the backend computes where the file
     is, without sending its content; ``None`` means reading the content is
-    cheap (a local disk, memory), so every algorithm is.
+    cheap (a local disk, memory), so every algorithm is. ``ctime_ns`` and
+    ``inode`` are set for local files only (see
+    :class:`~journalq.records.Digested`).
     """
 
     size: int
@@ -130,6 +133,8 @@ class FileInfo:
     etag: str | None = None
     digests: tuple[str, ...] = ()
     computable: tuple[str, ...] | None = None
+    ctime_ns: int | None = None
+    inode: int | None = None
 
     def reported(self, algorithm: str) -> str | None:
         """Return the reported digest of ``algorithm``, if there is one."""
@@ -146,6 +151,16 @@ class FileInfo:
         if self.computable is None or algorithm in self.computable:
             return _COMPUTED
         return _DOWNLOADED
+
+
+def listed_info(
+    entry: tuple[int, int | None] | tuple[int, int | None, int, int],
+) -> FileInfo:
+    """Return the :class:`FileInfo` of a listing entry (see ``plan.Entry``)."""
+    if len(entry) == 4:
+        size, mtime_ns, ctime_ns, inode = entry
+        return FileInfo(size, mtime_ns, ctime_ns=ctime_ns, inode=inode)
+    return FileInfo(entry[0], entry[1])
 
 
 # Stat ------------------------------------------------------------------------
@@ -188,7 +203,12 @@ def _stat_local(fs: fsspec.AbstractFileSystem, path: str) -> FileInfo | None:
         return None
     if stat_module.S_ISDIR(result.st_mode):
         raise IsADirectoryError(f"{path} is a directory, not a file")
-    return FileInfo(size=result.st_size, mtime_ns=result.st_mtime_ns)
+    return FileInfo(
+        size=result.st_size,
+        mtime_ns=result.st_mtime_ns,
+        ctime_ns=result.st_ctime_ns,
+        inode=result.st_ino,
+    )
 
 
 def _stat_memory(fs: fsspec.AbstractFileSystem, path: str) -> FileInfo | None:
@@ -252,14 +272,28 @@ register_stat(MemoryFileSystem, _stat_memory)
 # Digest cache ----------------------------------------------------------------
 
 
-def entry_matches(entry: Digested | None, size: int, mtime_ns: int | None) -> bool:
+def entry_matches(
+    entry: Digested | None,
+    size: int,
+    mtime_ns: int | None,
+    ctime_ns: int | None = None,
+    inode: int | None = None,
+) -> bool:
     """Tell whether a cached ``digested`` entry is valid for a file's stat.
 
-    It must be for the same size and mtime, and trusted by :func:`is_trusted`.
+    It must be for the same size, mtime, ctime and inode, and trusted by
+    :func:`is_trusted`. A local file has a ctime and an inode, so an entry
+    without them (journaled by an older journalq) does not match it.
+    NOTE: only the mtime must be older than the read by the guard, not the
+    ctime. Two same-size rewrites that keep the mtime, one just before the
+    read and one just after it, within one ctime tick (one timer tick of
+    the Linux kernel, 10 ms at most), go unseen.
     """
     if entry is None or mtime_ns is None:
         return False
     if entry.size != size or entry.mtime_ns != mtime_ns:
+        return False
+    if entry.ctime_ns != ctime_ns or entry.inode != inode:
         return False
     return is_trusted(entry.mtime_ns, entry.observed_ns)
 
@@ -275,22 +309,18 @@ def is_trusted(mtime_ns: int, observed_ns: int) -> bool:
 
 
 class DigestCache(Protocol):
-    """Digests of files keyed by service, path, size and mtime."""
+    """Digests of files keyed by service, path and the file's :class:`FileInfo`.
 
-    def get(
-        self, service: str, path: str, size: int, mtime_ns: int | None
-    ) -> str | None:
+    The key uses the size, the mtime and, for local files, the ctime and
+    the inode.
+    """
+
+    def get(self, service: str, path: str, info: FileInfo) -> str | None:
         """Return the cached digest string, or ``None`` when none is stored."""
         ...
 
     def put(
-        self,
-        service: str,
-        path: str,
-        size: int,
-        mtime_ns: int | None,
-        digest: str,
-        observed_ns: int,
+        self, service: str, path: str, info: FileInfo, digest: str, observed_ns: int
     ) -> None:
         """Store ``digest`` unless :func:`is_trusted` rejects the entry."""
         ...
@@ -300,30 +330,26 @@ class MemoryDigestCache:
     """A :class:`DigestCache` in a dict, for one process."""
 
     def __init__(self) -> None:
-        self._entries: dict[tuple[str, str, int, int], str] = {}
+        self._entries: dict[tuple[object, ...], str] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(
-        self, service: str, path: str, size: int, mtime_ns: int | None
-    ) -> str | None:
-        if mtime_ns is None:
+    def get(self, service: str, path: str, info: FileInfo) -> str | None:
+        if info.mtime_ns is None:
             return None
-        return self._entries.get((service, path, size, mtime_ns))
+        return self._entries.get(_cache_key(service, path, info))
 
     def put(
-        self,
-        service: str,
-        path: str,
-        size: int,
-        mtime_ns: int | None,
-        digest: str,
-        observed_ns: int,
+        self, service: str, path: str, info: FileInfo, digest: str, observed_ns: int
     ) -> None:
-        if mtime_ns is None or not is_trusted(mtime_ns, observed_ns):
+        if info.mtime_ns is None or not is_trusted(info.mtime_ns, observed_ns):
             return
-        self._entries[(service, path, size, mtime_ns)] = digest
+        self._entries[_cache_key(service, path, info)] = digest
+
+
+def _cache_key(service: str, path: str, info: FileInfo) -> tuple[object, ...]:
+    return (service, path, info.size, info.mtime_ns, info.ctime_ns, info.inode)
 
 
 def cached_digest(
@@ -347,7 +373,7 @@ def cached_digest(
     reported = info.reported(algorithm)
     if reported is not None:
         return reported
-    cached = cache.get(service, path, info.size, info.mtime_ns)
+    cached = cache.get(service, path, info)
     if cached is not None and cached.startswith(f"{algorithm}:"):
         return cached
 
@@ -355,7 +381,7 @@ def cached_digest(
     # covered by the guard too.
     observed_ns = clock()
     result = digest.hash_file(fs, path, algorithm)
-    cache.put(service, path, info.size, info.mtime_ns, result, observed_ns)
+    cache.put(service, path, info, result, observed_ns)
     return result
 
 

@@ -45,7 +45,15 @@ from fsspec.implementations.local import LocalFileSystem
 from journalq import compare, digest, durable, faults, transfer
 from journalq.backends import is_local
 
-__all__ = ["CopyProcess", "Helper", "Outcome", "Task", "available", "copy_tasks"]
+__all__ = [
+    "CopyProcess",
+    "Helper",
+    "Outcome",
+    "Stamp",
+    "Task",
+    "available",
+    "copy_tasks",
+]
 
 #: Length prefix of a message on a helper's pipes.
 _LENGTH: Final = struct.Struct("<I")
@@ -70,10 +78,15 @@ class Task(msgspec.Struct, array_like=True, frozen=True):
     mtime_ns: int | None
 
 
-#: The result of one task: bytes, digest string, the source's mtime, and
-#: whether the destination got that mtime. ``None`` when the coordinator
-#: must handle the file.
-Outcome = tuple[int, str, int | None, bool] | None
+#: A local file's ctime in nanoseconds and its inode number, which the
+#: digest cache compares besides size and mtime.
+Stamp = tuple[int, int]
+
+#: The result of one task: bytes, digest string, the source's mtime,
+#: whether the destination got that mtime, and the source's :data:`Stamp`
+#: when it is a local file, read before its content. ``None`` when the
+#: coordinator must handle the file.
+Outcome = tuple[int, str, int | None, bool, Stamp | None] | None
 
 
 class Helper(Protocol):
@@ -83,6 +96,10 @@ class Helper(Protocol):
     broken: bool
     #: The largest file the helper takes, in bytes; ``None`` for any size.
     max_bytes: int | None
+    #: Whether the coordinator journals a ``started`` record per hand-out.
+    #: True for helpers whose copies may go on after the coordinator dies
+    #: (Dask workers): the next open then sweeps their temporary files.
+    journals_start: bool
 
     def send(self, tasks: Sequence[Task]) -> None:
         """Hand ``tasks`` over; raises ``OSError`` when the helper is gone."""
@@ -122,15 +139,26 @@ def copy_tasks(
     destination_fs: fsspec.AbstractFileSystem,
     *,
     durable: bool,
+    unique: bool = False,
 ) -> list[Outcome]:
     """Copy each task's file and return the outcomes, in order.
 
     With ``durable`` false, local copies are not synced: the caller syncs
-    the filesystem before it records them.
+    the filesystem before it records them. With ``unique`` true, each
+    copy's temporary file gets a random nonce in its name
+    (:func:`journalq.transfer.new_nonce`), so copies of the same task that
+    run at the same time elsewhere never write into one file.
     """
+    nonce = transfer.new_nonce if unique else _no_nonce
     if is_local(source_fs) and is_local(destination_fs):
-        return [_copy_local(task, durable) for task in tasks]
-    return [_copy_any(task, source_fs, destination_fs, durable) for task in tasks]
+        return [_copy_local(task, durable, nonce()) for task in tasks]
+    return [
+        _copy_any(task, source_fs, destination_fs, durable, nonce()) for task in tasks
+    ]
+
+
+def _no_nonce() -> None:
+    return None
 
 
 class CopyProcess:
@@ -139,6 +167,11 @@ class CopyProcess:
     def __init__(self, max_bytes: int) -> None:
         self.broken = False
         self.max_bytes: int | None = max_bytes
+        # It dies with the coordinator (PR_SET_PDEATHSIG), so no copy of it
+        # outlives the lock. Its temporary names, those of attempt 1 without
+        # a nonce, are left over only by a copy that died, and the next copy
+        # of the file to the same name removes such a file.
+        self.journals_start = False
         task_read, self._task_write = os.pipe()
         self._outcome_read, outcome_write = os.pipe()
         self._pid = os.fork()
@@ -206,20 +239,20 @@ def _prepare_child(task_read: int, outcome_write: int) -> None:
     os.closerange(high + 1, os.sysconf("SC_OPEN_MAX"))
 
 
-def _copy_local(task: Task, durable: bool) -> Outcome:
+def _copy_local(task: Task, durable: bool, nonce: str | None) -> Outcome:
     try:
         if task.size < 0 and os.path.lexists(task.destination):
             return None
         fd = os.open(task.source, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            return _copy_open(fd, task, durable)
+            return _copy_open(fd, task, durable, nonce)
         finally:
             os.close(fd)
     except Exception:
         return None
 
 
-def _copy_open(fd: int, task: Task, durable: bool) -> Outcome:
+def _copy_open(fd: int, task: Task, durable: bool, nonce: str | None) -> Outcome:
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         return None
@@ -231,7 +264,7 @@ def _copy_open(fd: int, task: Task, durable: bool) -> Outcome:
         return None
     hasher = digest.new_hasher()
     copied = 0
-    temporary = transfer.temp_path(task.destination, task.action_id, 1)
+    temporary = transfer.temp_path(task.destination, task.action_id, 1, nonce)
     with transfer.LocalSink(task.destination, temporary, fsync=durable) as sink:
         while data := os.read(fd, digest.CHUNK):
             hasher.update(data)
@@ -240,7 +273,8 @@ def _copy_open(fd: int, task: Task, durable: bool) -> Outcome:
         if task.size >= 0 and copied != task.size:
             return None
         sink.commit(info.st_mtime_ns)
-    return copied, hasher.digest_string(), info.st_mtime_ns, True
+    stamp = (info.st_ctime_ns, info.st_ino)
+    return copied, hasher.digest_string(), info.st_mtime_ns, True, stamp
 
 
 def _copy_any(
@@ -248,23 +282,30 @@ def _copy_any(
     source_fs: fsspec.AbstractFileSystem,
     destination_fs: fsspec.AbstractFileSystem,
     durable: bool,
+    nonce: str | None,
 ) -> Outcome:
     """Copy between any two filesystems, through their sinks."""
     try:
-        size, mtime_ns = task.size, task.mtime_ns
-        if size < 0:
-            if compare.stat(destination_fs, task.destination) is not None:
-                return None
+        size, mtime_ns, stamp = task.size, task.mtime_ns, None
+        if size < 0 and compare.stat(destination_fs, task.destination) is not None:
+            return None
+        if size < 0 or is_local(source_fs):
             info = compare.stat(source_fs, task.source)
             if info is None:
                 return None
+            if size >= 0 and (info.size, info.mtime_ns) != (size, mtime_ns):
+                # Changed since it was listed: the coordinator looks again.
+                return None
             size, mtime_ns = info.size, info.mtime_ns
+            if info.ctime_ns is not None and info.inode is not None:
+                stamp = (info.ctime_ns, info.inode)
         sink = transfer.open_sink(
             destination_fs,
             task.destination,
             action_id=task.action_id,
             attempt=1,
             fsync=durable,
+            nonce=nonce,
         )
         with sink:
             result = transfer.copy_file(source_fs, task.source, sink)
@@ -273,7 +314,7 @@ def _copy_any(
             sink.commit(mtime_ns)
     except Exception:
         return None
-    return result.bytes, result.digest, mtime_ns, transfer.keeps_mtime(sink)
+    return result.bytes, result.digest, mtime_ns, transfer.keeps_mtime(sink), stamp
 
 
 def _send(fd: int, payload: bytes) -> None:

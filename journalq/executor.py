@@ -138,11 +138,11 @@ class _Cache:
     def __init__(self, store: QueueStore) -> None:
         self._store = store
 
-    def get(
-        self, service: str, path: str, size: int, mtime_ns: int | None
-    ) -> str | None:
+    def get(self, service: str, path: str, info: compare.FileInfo) -> str | None:
         entry = self._store.state.digests.get((Service(service), path))
-        if not compare.entry_matches(entry, size, mtime_ns):
+        if not compare.entry_matches(
+            entry, info.size, info.mtime_ns, info.ctime_ns, info.inode
+        ):
             return None
         assert entry is not None
         return entry.digest
@@ -151,23 +151,38 @@ class _Cache:
         self,
         service: str,
         path: str,
-        size: int,
-        mtime_ns: int | None,
+        info: compare.FileInfo,
         digest: str,
         observed_ns: int,
     ) -> None:
-        if mtime_ns is None or not compare.is_trusted(mtime_ns, observed_ns):
+        if info.mtime_ns is None or not compare.is_trusted(info.mtime_ns, observed_ns):
             return
         key = (Service(service), path)
-        known = self._store.state.digests.get(key)
-        if known is not None and (known.size, known.mtime_ns, known.digest) == (
-            size,
-            mtime_ns,
+        record = Digested(
+            Service(service),
+            path,
+            info.size,
+            info.mtime_ns,
             digest,
-        ):
+            observed_ns,
+            info.ctime_ns,
+            info.inode,
+        )
+        known = self._store.state.digests.get(key)
+        if known is not None and _same_entry(known, record):
             return
-        record = Digested(Service(service), path, size, mtime_ns, digest, observed_ns)
         self._store.append([record], durable=False)
+
+
+def _same_entry(known: Digested, record: Digested) -> bool:
+    """Tell whether two cache entries are for the same file state and digest."""
+    return (
+        known.size,
+        known.mtime_ns,
+        known.ctime_ns,
+        known.inode,
+        known.digest,
+    ) == (record.size, record.mtime_ns, record.ctime_ns, record.inode, record.digest)
 
 
 @dataclass(slots=True)
@@ -180,6 +195,20 @@ class _Handed:
 
 class _Interrupted(Exception):
     """The run was asked to stop during this action."""
+
+
+#: The attempt of a copy handed to a helper: helpers take first attempts only.
+_HANDED_ATTEMPT: Final = 1
+
+
+class _HandedCopyFailed(OSError):
+    """A helper returned no outcome for a copy (transient: it runs here)."""
+
+    def __init__(self, action_id: str) -> None:
+        super().__init__(
+            f"the helper that copied action {action_id} returned no outcome; "
+            "this process copies the file again"
+        )
 
 
 class Executor:
@@ -452,10 +481,8 @@ class Executor:
                 handed.append((action, task))
         if not handed:
             return None
-        # Reserved, a handed action cannot be canceled while its copy may be
-        # under way: its cancel would be the second terminal record.
-        reserved = self.store.reserve(action.action_id for action, _ in handed)
-        handed = [item for item in handed if item[0].action_id in reserved]
+        handed_ids = self._take_out([action for action, _ in handed], helper)
+        handed = [item for item in handed if item[0].action_id in handed_ids]
         if not handed:
             return None
         observed_ns = time.time_ns()
@@ -463,11 +490,38 @@ class Executor:
             helper.send([task for _, task in handed])
         except OSError as exc:
             logger.warning("copying without that process from now on: %s", exc)
-            self.store.release(action.action_id for action, _ in handed)
             for action, _ in handed:
+                self._take_back(action, helper, exc)
                 self._run_action(action, group)
             return None
         return _Handed(handed, observed_ns)
+
+    def _take_out(self, actions: list[ActionState], helper: copier.Helper) -> set[str]:
+        """Keep cancels away from ``actions`` while ``helper`` copies them.
+
+        A cancel would be a second terminal record. A helper whose copies may
+        outlive this process gets a ``started`` record per action, so that a
+        crash makes the next open sweep their temporary files. The others
+        are only reserved in memory, which costs no journal record. Returns
+        the ids taken out.
+        """
+        if helper.journals_start:
+            now = time.time_ns()
+            return self.store.start_all(
+                Started(action.action_id, _HANDED_ATTEMPT, now) for action in actions
+            )
+        return self.store.reserve(action.action_id for action in actions)
+
+    def _take_back(
+        self, action: ActionState, helper: copier.Helper, error: BaseException
+    ) -> None:
+        """End a hand-out whose copy came back undone, so it can run here."""
+        if not helper.journals_start:
+            self.store.release([action.action_id])
+            return
+        # The started attempt ends as a transient failure, and the next
+        # attempt, here, sweeps what the helper may have left behind.
+        self._record_failure(action, _HANDED_ATTEMPT, error, True)
 
     def _collect(
         self, handed: _Handed, group: _DurableGroup, helper: copier.Helper
@@ -482,7 +536,7 @@ class Executor:
             outcomes = [None] * len(handed.items)
         for (action, task), outcome in zip(handed.items, outcomes, strict=True):
             if outcome is None:
-                self.store.release([action.action_id])
+                self._take_back(action, helper, _HandedCopyFailed(action.action_id))
                 self._run_action(action, group)
             else:
                 self._finish_handed(action, task, outcome, handed.observed_ns, group)
@@ -506,7 +560,8 @@ class Executor:
         hints = self.options.hints
         hint = hints.get(action.action_id) if hints else None
         if hint is not None:
-            (size, mtime_ns), target = hint
+            entry, target = hint
+            size, mtime_ns = entry[0], entry[1]
             if target is not None or mtime_ns is None:
                 return None
             del hints[action.action_id]
@@ -525,19 +580,21 @@ class Executor:
         self,
         action: ActionState,
         task: copier.Task,
-        outcome: tuple[int, str, int | None, bool],
+        outcome: tuple[int, str, int | None, bool, copier.Stamp | None],
         observed_ns: int,
         group: _DurableGroup,
     ) -> None:
-        # No ``started`` record: one would cost as much as the rest of the
-        # file's journaling, and a crash before ``completed`` leaves the
-        # action waiting, so the next run finds the copy there, identical.
-        # The reservation made when the batch went out keeps cancels away.
-        attempt = 1
-        if action.status is not Status.WAITING:
+        # A copy process's hand-out has no ``started`` record: one would
+        # cost as much as the rest of the file's journaling, and a crash
+        # before ``completed`` leaves the action waiting, so the next run
+        # finds the copy there, identical. The reservation made when the
+        # batch went out keeps cancels away.
+        attempt = _HANDED_ATTEMPT
+        if action.terminal:
             self.store.release([action.action_id])
             return
-        bytes_copied, digest_string, mtime_ns, mtime_set = outcome
+        bytes_copied, digest_string, mtime_ns, mtime_set, stamp = outcome
+        ctime_ns, inode = stamp if stamp is not None else (None, None)
         # The bytes are written already; the completion waits for the sync.
         self._emit(EventType.STARTED, action, attempt=attempt)
         self._emit(EventType.PROGRESS, action, attempt=attempt, bytes=bytes_copied)
@@ -548,7 +605,7 @@ class Executor:
             action,
             attempt,
             (source_path, destination_path),
-            compare.FileInfo(bytes_copied, mtime_ns),
+            compare.FileInfo(bytes_copied, mtime_ns, ctime_ns=ctime_ns, inode=inode),
             transfer.CopyResult(bytes_copied, digest_string),
             observed_ns,
             sets_mtime=mtime_set,
@@ -786,8 +843,10 @@ class Executor:
         hints = self.options.hints
         hint = hints.pop(action.action_id, None) if hints else None
         if hint is not None:
-            (size, mtime_ns), target = hint
-            # A listing entry has only size and mtime. A remote backend's
+            entry, target = hint
+            size, mtime_ns = entry[0], entry[1]
+            # A listing entry has only size and mtime (and a local file's
+            # ctime and inode). A remote backend's
             # stat also reports digests (ETag, md5Hash...) that spare a
             # download when two files are compared, so it is worth a request.
             comparable = target is None or (
@@ -797,10 +856,10 @@ class Executor:
             # needs the source's ETag or generation, which only a stat has.
             in_parts = not self.source.local and size >= self.options.part_threshold
             if mtime_ns is not None and comparable and not in_parts:
-                source = compare.FileInfo(size, mtime_ns)
+                source = compare.listed_info(entry)
                 if target is None:
                     return source, None
-                return source, compare.FileInfo(target[0], target[1])
+                return source, compare.listed_info(target)
         source_info = compare.stat(self.source.fs, source_path)
         if source_info is None:
             raise FileNotFoundError(f"source file not found: {source_path}")
@@ -990,9 +1049,12 @@ class Executor:
                     mtime_ns,
                     result.digest,
                     observed_ns,
+                    source.ctime_ns,
+                    source.inode,
                 )
             )
-            if sets_mtime:
+            written = self._written_stamp(destination_path) if sets_mtime else None
+            if written is not None:
                 records.append(
                     Digested(
                         Service.DESTINATION,
@@ -1001,6 +1063,7 @@ class Executor:
                         mtime_ns,
                         result.digest,
                         observed_ns,
+                        *written,
                     )
                 )
         # The digested records already carry both identities; repeating
@@ -1019,6 +1082,23 @@ class Executor:
             )
         )
         return records
+
+    def _written_stamp(self, path: str) -> tuple[int | None, int | None] | None:
+        """Return the ctime and inode a destination file has after its copy.
+
+        Both are ``None`` off the local disk, and the result is ``None`` when
+        the file is gone already. The rename gave the file a new ctime, so
+        it is read here, after the copy.
+        NOTE: a rewrite that keeps size and mtime between the rename and
+        this stat is taken for the copy.
+        """
+        if not self.destination.local:
+            return None, None
+        try:
+            result = os.stat(digest.local_path(path))
+        except FileNotFoundError:
+            return None
+        return result.st_ctime_ns, result.st_ino
 
     def _digest(
         self,

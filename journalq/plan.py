@@ -144,8 +144,9 @@ def resolve_target(
     return destination
 
 
-#: Size in bytes and mtime in nanoseconds (None when the backend has none).
-Entry = tuple[int, int | None]
+#: Size in bytes and mtime in nanoseconds (None when the backend has none),
+#: then, for a local file, its ctime in nanoseconds and its inode number.
+Entry = tuple[int, int | None] | tuple[int, int | None, int, int]
 
 #: Decides at planning time that a file needs no copy: called with the
 #: relative path and the source and destination entries, it returns the
@@ -212,7 +213,12 @@ def _walk_local(
                 listing.files[relpath] = (0, None)  # a dangling link; its copy fails
                 continue
             if stat_module.S_ISREG(info.st_mode):
-                listing.files[relpath] = (info.st_size, info.st_mtime_ns)
+                listing.files[relpath] = (
+                    info.st_size,
+                    info.st_mtime_ns,
+                    info.st_ctime_ns,
+                    info.st_ino,
+                )
                 continue
             if not stat_module.S_ISDIR(info.st_mode):
                 # A FIFO would block the copy forever, and a device or a

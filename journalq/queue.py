@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 import msgspec
 
-from journalq import compare, faults, inbox, parts, retry
+from journalq import compare, faults, inbox, parts, retry, transfer
 from journalq.backends import Filesystem, endpoint, open_filesystem
 from journalq.backends.objects import MissingBucketError
 from journalq.backends.options import SECRET_PLACEHOLDER
@@ -69,6 +69,7 @@ from journalq.store import QueueStore, queue_directory, read_state
 
 if TYPE_CHECKING:
     from distributed import Client
+    from fsspec.callbacks import Callback
 
 __all__ = ["StorageQueue"]
 
@@ -291,11 +292,60 @@ class StorageQueue:
         failures = reset_interrupted(store.state, self.max_attempts)
         if failures:
             logger.info("resuming %d actions a stopped run left open", len(failures))
+            # Swept before the records that end those attempts are journaled:
+            # a crash in between leaves them in progress, so the next open
+            # sweeps again. After the records, a canceled or failed action
+            # would never be looked at again.
+            self._sweep_temporaries(failures)
             store.append(failures, durable=True)
         for action in list(store.state.actions.values()):
             unexpanded = action.kind in _PARENTS and action.children is None
             if unexpanded and not action.terminal:
                 self._expand_again(action)
+
+    def _sweep_temporaries(self, failures: list[Failed]) -> None:
+        """Remove the temporary files of the copies a stopped run left open.
+
+        A copy killed before its rename leaves a temporary file beside its
+        destination (:func:`journalq.transfer.temp_path`). The parts file of
+        a copy in parts stays, because the next attempt resumes it. A
+        destination that cannot be listed now keeps its temporary files,
+        and the next attempt at the action sweeps them again.
+        NOTE: a copy that a copy process made, or an attempt whose
+        ``started`` record was not yet written, left no trace in the
+        journal. Its temporary file is removed only when the file is copied
+        again to the same name, not when the action is canceled.
+        """
+        state = self._require_store().state
+        for failure in failures:
+            action = state.actions[failure.action_id]
+            if action.kind is not Kind.COPY_FILE:
+                continue
+            _, destination_path = state.paths(action)
+            assert destination_path is not None
+            try:
+                removed = transfer.sweep_temporaries(
+                    self.destination.fs, destination_path, action.action_id
+                )
+            # Each backend raises its own errors (asyncssh.Error, botocore's
+            # ClientError...), and none of them may keep the queue closed.
+            except Exception as exc:
+                logger.warning(
+                    "could not remove the temporary files of action %s beside "
+                    "%s: %s: %s",
+                    action.action_id,
+                    destination_path,
+                    type(exc).__name__,
+                    exc,
+                )
+                continue
+            if removed:
+                logger.info(
+                    "removed %d temporary files of action %s beside %s",
+                    removed,
+                    action.action_id,
+                    destination_path,
+                )
 
     def _expand_again(self, action: ActionState) -> None:
         """List a tree whose expansion a crash cut short, once more.
@@ -919,6 +969,7 @@ class StorageQueue:
         parallelism: int | None = None,
         event_types: Iterable[str] | None = None,
         client: Client | None = None,
+        callback: Callback | None = None,
     ) -> RunSummary:
         """Execute every waiting action; return what the run did.
 
@@ -932,12 +983,21 @@ class StorageQueue:
         With ``client``, a ``distributed.Client``, the new files of each
         stage are copied on that Dask cluster's workers while this process
         keeps the journal (see :mod:`journalq.cluster`).
+
+        ``callback``, an ``fsspec.callbacks.Callback`` such as
+        ``TqdmCallback``, gets the run's total bytes with ``set_size`` and
+        the bytes copied with ``relative_update``, and a child from
+        ``branched(source, destination)`` per file copy (see
+        :class:`journalq.progress.CallbackProgress`). The run does not
+        close it.
         """
         helpers = None
         if client is not None:
             from journalq.cluster import ClusterHelpers
 
             helpers = ClusterHelpers(client)
+        if callback is not None:
+            on_event, event_types = self._feed_callback(callback, on_event, event_types)
         return self._run(
             on_event=on_event,
             stop=stop,
@@ -947,6 +1007,29 @@ class StorageQueue:
             event_types=event_types,
             helpers=helpers,
         )
+
+    def _feed_callback(
+        self,
+        callback: Callback,
+        on_event: Callable[[Event], None] | None,
+        event_types: Iterable[str] | None,
+    ) -> tuple[Callable[[Event], None], set[str] | None]:
+        """Return ``on_event`` and ``event_types`` with ``callback`` fed too."""
+        from journalq.progress import CallbackProgress
+
+        feeder = CallbackProgress.for_queue(callback, self)
+        if on_event is None:
+            return feeder, set(feeder.event_types)
+        wanted = None if event_types is None else {str(t) for t in event_types}
+
+        def both(event: Event) -> None:
+            feeder(event)
+            if wanted is None or event.type in wanted:
+                on_event(event)
+
+        if wanted is None:
+            return both, None
+        return both, wanted | set(feeder.event_types)
 
     def _run(self, only: frozenset[str] | None = None, **settings: Any) -> RunSummary:
         store = self._require_store()
@@ -1209,8 +1292,11 @@ def _rejected(action: ActionState) -> bool:
 
 
 def _cached(known: Digested | None, entry: Entry) -> bool:
-    """Tell whether a cached digest is valid for the listed size and mtime."""
-    return compare.entry_matches(known, entry[0], entry[1])
+    """Tell whether a cached digest is valid for the file as it was listed."""
+    info = compare.listed_info(entry)
+    return compare.entry_matches(
+        known, info.size, info.mtime_ns, info.ctime_ns, info.inode
+    )
 
 
 def _parse_policy(text: str) -> compare.Policy:

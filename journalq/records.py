@@ -223,11 +223,16 @@ class SnapshotTaken(_Record, tag=9):
 
 
 class Digested(_Record, tag=10):
-    """A file's digest, cached by (service, path, size, mtime).
+    """A file's digest, cached by (service, path, size, mtime, ctime, inode).
 
     ``observed_ns`` is when the file was read. An entry whose ``mtime_ns`` is
     too close to ``observed_ns`` is not trusted later, because the file may
-    have changed again within the same timestamp tick.
+    have changed again within the same timestamp tick. ``ctime_ns`` and
+    ``inode`` are set for local files only: a rewrite that keeps the size
+    and sets the old mtime back (``cp -p``, ``touch -r``) still changes the
+    ctime, which no user can set, and a file replaced by another has
+    another inode. Entries journaled before these fields existed have
+    ``None`` there and match no local file.
     """
 
     service: Service
@@ -236,6 +241,8 @@ class Digested(_Record, tag=10):
     mtime_ns: int
     digest: str
     observed_ns: int
+    ctime_ns: int | None = None
+    inode: int | None = None
 
 
 class Retried(_Record, tag=11):

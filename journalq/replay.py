@@ -133,6 +133,8 @@ class _Evidence(msgspec.Struct, array_like=True, gc=False):
     mtime_ns: int
     digest: str
     observed_ns: int
+    ctime_ns: int | None = None
+    inode: int | None = None
 
 
 class _History(msgspec.Struct, array_like=True, gc=False):
@@ -333,7 +335,14 @@ def _flatten_child(
     for item in evidence:
         if item.services & bit:
             flat[path] = Digested(
-                service, path, item.size, item.mtime_ns, item.digest, item.observed_ns
+                service,
+                path,
+                item.size,
+                item.mtime_ns,
+                item.digest,
+                item.observed_ns,
+                item.ctime_ns,
+                item.inode,
             )
             return
 
@@ -936,15 +945,14 @@ def _evidence_of(entry: Digested) -> _Evidence:
         entry.mtime_ns,
         entry.digest,
         entry.observed_ns,
+        entry.ctime_ns,
+        entry.inode,
     )
 
 
 def _same_values(first: _Evidence, second: _Evidence) -> bool:
-    return (first.size, first.mtime_ns, first.digest, first.observed_ns) == (
-        second.size,
-        second.mtime_ns,
-        second.digest,
-        second.observed_ns,
+    return msgspec.structs.replace(first, services=0) == msgspec.structs.replace(
+        second, services=0
     )
 
 

@@ -53,6 +53,7 @@ from journalq.records import (
     Canceled,
     Record,
     SnapshotTaken,
+    Started,
     decode_batch,
     encode_batch,
 )
@@ -352,6 +353,23 @@ class QueueStore:
             self.state.apply(record)
             self.state.last_lsn = self._journal.append([record], durable=False)
         return True
+
+    def start_all(self, records: Iterable[Started]) -> set[str]:
+        """Journal the ``started`` records of actions that still wait, at once.
+
+        Like :meth:`start` for a batch, in one append, except that a
+        reserved action is not started either. Returns the ids started; the
+        others have ended, started or been reserved meanwhile.
+        """
+        with self._mutex:
+            started = [
+                record for record in records if self._cancelable(record.action_id)
+            ]
+            if not started:
+                return set()
+            self.state.apply_all(started)
+            self.state.last_lsn = self._journal.append(started, durable=False)
+        return {record.action_id for record in started}
 
     def reserve(self, action_ids: Iterable[str]) -> set[str]:
         """Keep the waiting actions among ``action_ids`` from being canceled.

@@ -15,7 +15,10 @@ Local destinations write a temporary file next to the destination, named
 by :func:`temp_path`, then fsync it, set its mtime, rename it over the
 destination and fsync the directory. A process killed before the rename
 leaves that temporary file behind, and :func:`sweep_temporaries` removes it
-before the action is attempted again. Other filesystems get a sink that
+when the queue is opened again and before the action is attempted again.
+A copy handed to a helper (a copy process, a Dask worker) adds a random
+nonce to the name (:func:`new_nonce`), so two executions of one hand-out
+never write the same temporary file. Other filesystems get a sink that
 buffers the content and makes the final object appear in one call.
 Backends register their own sinks with :func:`register_sink`.
 """
@@ -30,6 +33,7 @@ import io
 import logging
 import os
 import re
+import secrets
 import stat as stat_module
 import time
 from collections.abc import Callable
@@ -54,6 +58,7 @@ __all__ = [
     "Sink",
     "copy_file",
     "keeps_mtime",
+    "new_nonce",
     "open_sink",
     "register_sink",
     "sweep_temporaries",
@@ -104,23 +109,38 @@ class CopyResult:
 # Temporary names --------------------------------------------------------------
 
 
-def temp_path(destination_path: str, action_id: str, attempt: int) -> str:
+def temp_path(
+    destination_path: str, action_id: str, attempt: int, nonce: str | None = None
+) -> str:
     """Return the temporary path an attempt writes before renaming.
 
     The name is ``.<name>.jq-<first 8 of action_id>-<attempt>.tmp`` in the
-    destination's directory. When that would exceed :data:`NAME_MAX` bytes,
-    ``<name>`` is shortened from its end.
+    destination's directory, or ``...-<attempt>-<nonce>.tmp`` with a
+    ``nonce``. When that would exceed :data:`NAME_MAX` bytes, ``<name>``
+    is shortened from its end.
     """
     directory, _, name = destination_path.rpartition("/")
-    suffix = f".jq-{action_id[:8]}-{attempt}.tmp"
+    tag = f"{attempt}-{nonce}" if nonce else str(attempt)
+    suffix = f".jq-{action_id[:8]}-{tag}.tmp"
     while len(os.fsencode(f".{name}{suffix}")) > NAME_MAX:
         name = name[:-1]
     temporary = f".{name}{suffix}"
     return f"{directory}/{temporary}" if directory else temporary
 
 
+def new_nonce() -> str:
+    """Return a random tag for the temporary name of one copy's execution.
+
+    48 random bits: two executions of the same hand-out (a Dask task run
+    again, a worker that outlived its coordinator) pick the same tag with
+    a probability of about 1 in 2.8e14.
+    """
+    return secrets.token_hex(6)
+
+
 def _is_temporary_of(entry_name: str, destination_name: str, action_id: str) -> bool:
-    pattern = rf"\.(?P<stem>.+)\.jq-{re.escape(action_id[:8])}-\d+\.tmp"
+    tag = r"\d+(?:-[0-9a-f]+)?"
+    pattern = rf"\.(?P<stem>.+)\.jq-{re.escape(action_id[:8])}-{tag}\.tmp"
     match = re.fullmatch(pattern, entry_name, flags=re.DOTALL)
     return match is not None and destination_name.startswith(match["stem"])
 
@@ -128,8 +148,10 @@ def _is_temporary_of(entry_name: str, destination_name: str, action_id: str) -> 
 def sweep_temporaries(
     fs: fsspec.AbstractFileSystem, destination_path: str, action_id: str
 ) -> int:
-    """Remove temporary files of ``action_id`` (any attempt) beside a path.
+    """Remove temporary files of ``action_id`` beside a path.
 
+    Every attempt's and every nonce's name counts; the parts file of a copy
+    in parts (``-parts.tmp``) does not, because a later attempt resumes it.
     Returns how many were removed. A missing directory removes nothing.
     """
     if isinstance(fs, LocalFileSystem):
@@ -372,8 +394,9 @@ _sink_factories: dict[type, SinkFactory] = {}
 def register_sink(fs_type: type, factory: SinkFactory) -> None:
     """Open sinks on ``fs_type`` and its subclasses with ``factory``.
 
-    ``factory(fs, path, action_id=..., attempt=..., fsync=...)`` returns a
-    :class:`Sink`.
+    ``factory(fs, path, action_id=..., attempt=..., fsync=..., nonce=...)``
+    returns a :class:`Sink`. A factory whose sink writes a temporary file
+    names it with :func:`temp_path`, passing ``nonce`` on.
     """
     _sink_factories[fs_type] = factory
 
@@ -385,16 +408,26 @@ def open_sink(
     action_id: str,
     attempt: int,
     fsync: bool = True,
+    nonce: str | None = None,
 ) -> Sink:
     """Open a sink that writes the file at ``path`` on ``fs``.
 
     ``fsync`` applies to filesystems where journalq syncs data itself (local
     disks); see :class:`LocalSink` for what false requires of the caller.
+    ``nonce`` (from :func:`new_nonce`) goes into the temporary file's name,
+    for copies that run outside the process holding the queue's lock.
     """
     for fs_type in type(fs).__mro__:
         factory = _sink_factories.get(fs_type)
         if factory is not None:
-            return factory(fs, path, action_id=action_id, attempt=attempt, fsync=fsync)
+            return factory(
+                fs,
+                path,
+                action_id=action_id,
+                attempt=attempt,
+                fsync=fsync,
+                nonce=nonce,
+            )
     return BufferedSink(fs, path)
 
 
@@ -405,9 +438,10 @@ def _open_local_sink(
     action_id: str,
     attempt: int,
     fsync: bool,
+    nonce: str | None = None,
 ) -> Sink:
     path = digest.local_path(path)
-    return LocalSink(path, temp_path(path, action_id, attempt), fsync=fsync)
+    return LocalSink(path, temp_path(path, action_id, attempt, nonce), fsync=fsync)
 
 
 def _open_memory_sink(
@@ -417,6 +451,7 @@ def _open_memory_sink(
     action_id: str,
     attempt: int,
     fsync: bool,
+    nonce: str | None = None,
 ) -> Sink:
     return MemorySink(cast(MemoryFileSystem, fs), path)
 

@@ -13,7 +13,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 from journalq import compare
 from journalq.compare import Decision, FileInfo, Policy, decide
 from journalq.errors import ActionError
-from journalq.records import Identity
+from journalq.records import Digested, Identity, Service
 
 SECOND = 1_000_000_000
 
@@ -54,7 +54,13 @@ def test_stat_local_file(tmp_path, local_fs):
     os.utime(path, ns=(SECOND, 1_700_000_000_123_456_789))
 
     info = compare.stat(local_fs, str(path))
-    assert info == FileInfo(size=5, mtime_ns=1_700_000_000_123_456_789)
+    result = path.stat()
+    assert info == FileInfo(
+        size=5,
+        mtime_ns=1_700_000_000_123_456_789,
+        ctime_ns=result.st_ctime_ns,
+        inode=result.st_ino,
+    )
 
 
 def test_stat_local_file_url(tmp_path, local_fs):
@@ -326,25 +332,47 @@ def test_is_trusted_boundary():
 
 def test_memory_cache_stores_old_entry():
     cache = compare.MemoryDigestCache()
-    cache.put("source", "/a", 10, 5 * SECOND, "xxh128:aa", observed_ns=10 * SECOND)
-    assert cache.get("source", "/a", 10, 5 * SECOND) == "xxh128:aa"
-    assert cache.get("destination", "/a", 10, 5 * SECOND) is None
-    assert cache.get("source", "/a", 11, 5 * SECOND) is None
-    assert cache.get("source", "/a", 10, 5 * SECOND + 1) is None
+    info = FileInfo(10, 5 * SECOND)
+    cache.put("source", "/a", info, "xxh128:aa", observed_ns=10 * SECOND)
+    assert cache.get("source", "/a", info) == "xxh128:aa"
+    assert cache.get("destination", "/a", info) is None
+    assert cache.get("source", "/a", FileInfo(11, 5 * SECOND)) is None
+    assert cache.get("source", "/a", FileInfo(10, 5 * SECOND + 1)) is None
+
+
+def test_memory_cache_keys_on_ctime_and_inode():
+    cache = compare.MemoryDigestCache()
+    info = FileInfo(10, 5 * SECOND, ctime_ns=6 * SECOND, inode=7)
+    cache.put("source", "/a", info, "xxh128:aa", observed_ns=10 * SECOND)
+    assert cache.get("source", "/a", info) == "xxh128:aa"
+    changed = FileInfo(10, 5 * SECOND, ctime_ns=8 * SECOND, inode=7)
+    assert cache.get("source", "/a", changed) is None
+    replaced = FileInfo(10, 5 * SECOND, ctime_ns=6 * SECOND, inode=8)
+    assert cache.get("source", "/a", replaced) is None
 
 
 def test_memory_cache_skips_recent_entry():
     cache = compare.MemoryDigestCache()
-    cache.put("source", "/a", 10, 9 * SECOND, "xxh128:aa", observed_ns=10 * SECOND)
-    assert cache.get("source", "/a", 10, 9 * SECOND) is None
+    info = FileInfo(10, 9 * SECOND)
+    cache.put("source", "/a", info, "xxh128:aa", observed_ns=10 * SECOND)
+    assert cache.get("source", "/a", info) is None
     assert len(cache) == 0
 
 
 def test_memory_cache_ignores_missing_mtime():
     cache = compare.MemoryDigestCache()
-    cache.put("source", "/a", 10, None, "xxh128:aa", observed_ns=10 * SECOND)
+    info = FileInfo(10, None)
+    cache.put("source", "/a", info, "xxh128:aa", observed_ns=10 * SECOND)
     assert len(cache) == 0
-    assert cache.get("source", "/a", 10, None) is None
+    assert cache.get("source", "/a", info) is None
+
+
+def test_entry_without_ctime_misses_local_file():
+    """An entry journaled before ctime and inode were cached matches only a
+    file that has neither, so a local file is read once more."""
+    entry = Digested(Service.SOURCE, "/a", 10, 5 * SECOND, "xxh128:aa", 10 * SECOND)
+    assert compare.entry_matches(entry, 10, 5 * SECOND)
+    assert not compare.entry_matches(entry, 10, 5 * SECOND, 6 * SECOND, 7)
 
 
 def write_with_mtime(path, data: bytes, mtime_ns: int) -> None:

@@ -14,9 +14,10 @@ import fsspec
 import pytest
 from tree_helpers import read_tree
 
-from journalq import StorageQueue, copier, executor
+from journalq import StorageQueue, copier, executor, transfer
 from journalq.backends import Filesystem
 from journalq.events import EventType
+from journalq.records import Kind
 from journalq.store import read_state
 
 pytestmark = pytest.mark.skipif(
@@ -272,6 +273,7 @@ class InlineHelper:
     """
 
     max_bytes = None
+    journals_start = False
 
     def __init__(
         self,
@@ -315,6 +317,55 @@ def test_run_hands_copies_to_given_helpers(
         for path in memory_fs.find("/copy")
     }
     assert copied == contents
+
+
+class DyingHelper(InlineHelper):
+    """A helper whose copies stand for workers killed mid-copy.
+
+    Each task leaves a partial temporary file with a nonce in its name, as
+    a Dask worker killed during the write does, and comes back without an
+    outcome. A worker cannot be killed at that point on cue, hence this
+    stand-in.
+    """
+
+    journals_start = True
+
+    def receive(self) -> list[copier.Outcome]:
+        tasks = self.batches.pop(0)
+        for task in tasks:
+            temporary = transfer.temp_path(
+                task.destination, task.action_id, 1, transfer.new_nonce()
+            )
+            self.destination.pipe_file(temporary, b"partial")
+        return [None] * len(tasks)
+
+
+def test_failed_journaled_handout_runs_here(tmp_path: Path) -> None:
+    contents = make_files(tmp_path / "src", 20)
+    destination = tmp_path / "dst"
+    destination.mkdir()
+    made: list[DyingHelper] = []
+
+    def helpers(source: Filesystem, target: Filesystem) -> list[DyingHelper]:
+        made.append(DyingHelper(source.fs, target.fs))
+        return made
+
+    with StorageQueue(tmp_path / "src", destination, tmp_path / "q") as queue:
+        queue.copy_tree("", "")
+        summary = queue._run(helpers=helpers)
+        files = [
+            action
+            for action in queue.state.actions.values()
+            if action.kind is Kind.COPY_FILE
+        ]
+
+    assert summary.copied == len(contents)
+    assert summary.failed == 0
+    assert read_tree(destination) == contents
+    assert [path.name for path in destination.rglob(".*.jq-*")] == []
+    # Attempt 1 was the hand-out, journaled as started and then failed.
+    assert {action.attempts for action in files} == {2}
+    assert {action.completed.attempt for action in files} == {2}
 
 
 def test_helper_leaves_existing_destination(

@@ -116,6 +116,17 @@ def test_temp_path_relative_and_bare():
     assert transfer.temp_path("a/b", "short", 2) == "a/.b.jq-short-2.tmp"
 
 
+def test_temp_path_with_nonce():
+    path = transfer.temp_path("/dst/file.txt", ACTION_ID, 1, "a1b2c3d4e5f6")
+    assert path == "/dst/.file.txt.jq-01234567-1-a1b2c3d4e5f6.tmp"
+
+
+def test_new_nonces_differ():
+    nonces = {transfer.new_nonce() for _ in range(1000)}
+    assert len(nonces) == 1000
+    assert all(len(nonce) == 12 for nonce in nonces)
+
+
 def test_temp_path_long_name_fits_name_max():
     name = "é" * 127  # 254 bytes in UTF-8
     path = transfer.temp_path(f"/d/{name}", ACTION_ID, 12)
@@ -703,6 +714,21 @@ def test_sweep_removes_only_this_action(tmp_path, local_fs):
         Path(path).name for path in [other_action, other_file, *unrelated]
     )
     assert remaining == expected
+
+
+def test_sweep_finds_nonce_names_not_parts(tmp_path, local_fs):
+    destination = tmp_path / "file.txt"
+    handed = [
+        transfer.temp_path(str(destination), ACTION_ID, 1, transfer.new_nonce())
+        for _ in range(2)
+    ]
+    # The parts file of a copy in parts stays for the attempt that resumes it.
+    parts_file = tmp_path / ".file.txt.jq-01234567-parts.tmp"
+    for path in [*handed, parts_file]:
+        Path(path).write_bytes(b"")
+
+    assert transfer.sweep_temporaries(local_fs, str(destination), ACTION_ID) == 2
+    assert sorted(os.listdir(tmp_path)) == [parts_file.name]
 
 
 def test_sweep_missing_directory(tmp_path, local_fs):

@@ -285,7 +285,13 @@ class GCSSink(transfer.Sink):
 
 
 def _open_sink(
-    fs: GCSFilesystem, path: str, *, action_id: str, attempt: int, fsync: bool
+    fs: GCSFilesystem,
+    path: str,
+    *,
+    action_id: str,
+    attempt: int,
+    fsync: bool,
+    nonce: str | None = None,
 ) -> transfer.Sink:
     return GCSSink(fs, path)
 

@@ -346,7 +346,13 @@ def _exists_error(path: str) -> FileExistsError:
 
 
 def _open_sink(
-    fs: S3Filesystem, path: str, *, action_id: str, attempt: int, fsync: bool
+    fs: S3Filesystem,
+    path: str,
+    *,
+    action_id: str,
+    attempt: int,
+    fsync: bool,
+    nonce: str | None = None,
 ) -> transfer.Sink:
     return S3Sink(fs, path)
 

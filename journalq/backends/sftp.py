@@ -298,10 +298,16 @@ class SFTPSink(transfer.Sink):
 
 
 def _open_sink(
-    fs: SFTPFilesystem, path: str, *, action_id: str, attempt: int, fsync: bool
+    fs: SFTPFilesystem,
+    path: str,
+    *,
+    action_id: str,
+    attempt: int,
+    fsync: bool,
+    nonce: str | None = None,
 ) -> transfer.Sink:
     path = fs._strip_protocol(path)
-    return SFTPSink(fs, path, transfer.temp_path(path, action_id, attempt))
+    return SFTPSink(fs, path, transfer.temp_path(path, action_id, attempt, nonce))
 
 
 transfer.register_sink(SFTPFilesystem, _open_sink)

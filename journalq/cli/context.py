@@ -18,6 +18,7 @@ from typing import Any, Final, TypeVar
 import click
 
 from journalq.cli.completion import complete_queue
+from journalq.cli.interrupt import DEFAULT_STOP_TIMEOUT
 from journalq.cli.storage_options import StorageOption
 from journalq.compare import Policy
 
@@ -67,6 +68,8 @@ class Settings:
     executor: str = "threads"
     #: ``--scheduler``: the Dask scheduler's address for ``--executor dask``.
     scheduler: str | None = None
+    #: ``--stop-timeout``: seconds from the first Ctrl-C to the exit; 0: none.
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT
 
     @property
     def log_level(self) -> int:
@@ -243,6 +246,17 @@ def run_options(function: F) -> F:
                 "Without the progress display, log a one-line progress "
                 "summary every SECONDS at info level, shown with -v "
                 f"(default: {DEFAULT_STATS_SECONDS:g}; 0: never)."
+            ),
+        ),
+        _option(
+            "--stop-timeout",
+            name="stop_timeout",
+            type=click.FloatRange(min=0),
+            metavar="SECONDS",
+            help=(
+                "After the first Ctrl-C or SIGTERM, wait at most SECONDS for "
+                "the actions in flight to stop, then exit as on a second "
+                f"Ctrl-C (default: {DEFAULT_STOP_TIMEOUT:g}; 0: no limit)."
             ),
         ),
     ]

@@ -8,6 +8,11 @@ journal is flushed and the run returns, so the command prints its summary
 and exits with 130. A second SIGINT ends the process on the spot with ``os._exit``:
 journal records that were already synced stay, and the next run resumes from
 them (actions that were in progress are redone).
+
+A read that hangs (a stalled server, a FIFO with no writer) never reaches
+its next chunk. So the first press also starts a timer, and when the run
+has not returned after ``timeout`` seconds, the process exits as on the
+second press.
 """
 
 from __future__ import annotations
@@ -17,11 +22,18 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from typing import Final, NoReturn
 
 from journalq.cli.exits import ExitCode
 
-__all__ = ["stop_on_interrupt"]
+__all__ = ["DEFAULT_STOP_TIMEOUT", "stop_on_interrupt"]
 
+
+#: Seconds after the first Ctrl-C until the process exits as on the second.
+#: A copy stops at its next chunk of 1 MiB, and 30 s cover that chunk on a
+#: link of 35 KB/s or more. A run still busy after that is most likely
+#: stuck on a read or a write that does not return (an estimate).
+DEFAULT_STOP_TIMEOUT: Final = 30.0
 
 #: Makes the terminal's cursor visible again. A progress display hides it,
 #: and an exit on the spot leaves no time for the display to restore it.
@@ -34,6 +46,7 @@ def stop_on_interrupt(
     resume: str,
     *,
     on_stop: Callable[[], None] | None = None,
+    timeout: float = DEFAULT_STOP_TIMEOUT,
 ) -> Iterator[None]:
     """Route SIGINT to ``stop`` while the block runs; ``resume`` is printed.
 
@@ -41,6 +54,9 @@ def stop_on_interrupt(
     printing the stopping message: a progress display shows it instead,
     because a line written under the display would be drawn over. It runs
     inside the signal handler, so it must only set a flag.
+
+    ``timeout`` is the number of seconds after the first press until the
+    process exits as on the second, and 0 waits without a limit.
 
     Signal handlers can only be installed from the main thread; elsewhere
     (a library caller running the command in a thread) SIGINT keeps its
@@ -51,23 +67,32 @@ def stop_on_interrupt(
         return
 
     presses = 0
+    timer: threading.Timer | None = None
+
+    def expire() -> None:
+        _exit_now(
+            f"the actions in flight did not stop within {timeout:g} s "
+            f"(--stop-timeout); exiting. To resume: {resume}"
+        )
 
     def handle(signum: int, frame: object) -> None:
-        nonlocal presses
+        nonlocal presses, timer
         presses += 1
-        if presses == 1:
-            stop.set()
-            if on_stop is not None:
-                on_stop()
-                return
-            _write(
-                "\nstopping: no new actions start; waiting for the ones in "
-                f"flight (press Ctrl-C again to exit at once). To resume: {resume}\n"
-            )
+        if presses > 1:
+            _exit_now(f"exiting at once. To resume: {resume}")
+        stop.set()
+        if timeout > 0:
+            timer = threading.Timer(timeout, expire)
+            timer.daemon = True
+            timer.start()
+        if on_stop is not None:
+            on_stop()
             return
-        cursor = _SHOW_CURSOR if os.isatty(2) else ""
-        _write(f"{cursor}\nexiting at once. To resume: {resume}\n")
-        os._exit(ExitCode.INTERRUPTED)
+        _write(
+            "\nstopping: no new actions start; waiting for the ones in flight "
+            f"{_limit(timeout)}(press Ctrl-C again to exit at once). "
+            f"To resume: {resume}\n"
+        )
 
     previous = signal.signal(signal.SIGINT, handle)
     # SIGTERM (systemd, docker stop, kill) stops the run the same way.
@@ -75,8 +100,25 @@ def stop_on_interrupt(
     try:
         yield
     finally:
+        if timer is not None:
+            timer.cancel()
         signal.signal(signal.SIGINT, previous)
         signal.signal(signal.SIGTERM, previous_term)
+
+
+def _limit(timeout: float) -> str:
+    return f"for at most {timeout:g} s " if timeout > 0 else ""
+
+
+def _exit_now(message: str) -> NoReturn:
+    """Print ``message`` and end the process with 130, leaving the journal as is.
+
+    Records already written stay, and the next run redoes the actions that
+    were in progress.
+    """
+    cursor = _SHOW_CURSOR if os.isatty(2) else ""
+    _write(f"{cursor}\n{message}\n")
+    os._exit(ExitCode.INTERRUPTED)
 
 
 def _write(text: str) -> None:

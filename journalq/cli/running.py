@@ -255,7 +255,7 @@ def run_and_report(queue: StorageQueue, *, as_json: bool) -> ExitCode:
     on_stop = progress.mark_stopping if display and progress is not None else None
     with (
         _cluster_client(options) as client,
-        stop_on_interrupt(stop, resume, on_stop=on_stop),
+        stop_on_interrupt(stop, resume, on_stop=on_stop, timeout=options.stop_timeout),
         _progress_output(progress, display),
     ):
         summary = queue.run(

@@ -142,9 +142,14 @@ def test_ctrl_c_stops_and_resume_finishes(many: Path, tmp_path: Path) -> None:
     assert read_tree(tmp_path / "out") == read_tree(many)
 
 
-def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
-    """A FIFO with no writer stands for a read that hangs (a stalled server):
-    the first Ctrl-C cannot finish the copy in flight, the second exits."""
+def _start_stalled_run(
+    tmp_path: Path, *options: str
+) -> tuple[subprocess.Popen, Path, str]:
+    """Start `journalq run` on a copy of a FIFO; return once its copy started.
+
+    A FIFO with no writer stands for a read that hangs (a stalled server).
+    Returns the process, the FIFO and the queue directory.
+    """
     fifo = tmp_path / "stalled"
     os.mkfifo(fifo)
     queue = str(tmp_path / "q")
@@ -160,11 +165,19 @@ def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
         "--json",
         "-j",
         "1",
+        *options,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     _wait_for(process, "started", source=str(fifo))
+    return process, fifo, queue
+
+
+def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
+    """The first Ctrl-C cannot finish a copy whose read hangs, the second
+    exits."""
+    process, fifo, queue = _start_stalled_run(tmp_path)
 
     process.send_signal(signal.SIGINT)
     time.sleep(0.5)
@@ -182,5 +195,35 @@ def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
     assert "exiting at once" in stderr
     assert f"journalq run --queue {queue}" in stderr
     assert elapsed < 5
+    assert resumed.returncode == ExitCode.OK, resumed.stderr
+    assert read_tree(tmp_path / "out") == {"stalled": b"no longer stalled"}
+
+
+def test_stop_timeout_ends_stalled_run(tmp_path: Path) -> None:
+    """One SIGTERM, and a copy whose read hangs: the run exits after the
+    grace period of --stop-timeout as on a second signal, and resumes."""
+    process, fifo, queue = _start_stalled_run(tmp_path, "--stop-timeout", "2")
+
+    process.send_signal(signal.SIGTERM)
+    signaled = time.monotonic()
+    try:
+        _, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise AssertionError("the run still waited for the FIFO after 60 s") from None
+    waited = time.monotonic() - signaled
+    state = read_state(queue)
+    fifo.unlink()
+    fifo.write_bytes(b"no longer stalled")
+    resumed = run_journalq("run", "--queue", queue)
+
+    assert process.returncode == ExitCode.INTERRUPTED, stderr
+    assert "did not stop within 2 s" in stderr
+    assert f"To resume: journalq run --queue {queue}" in stderr
+    # The timer starts at the signal, so the exit cannot come earlier.
+    assert waited >= 2
+    statuses = [str(action.status) for action in state.actions.values()]
+    assert statuses == ["inprogress"]
     assert resumed.returncode == ExitCode.OK, resumed.stderr
     assert read_tree(tmp_path / "out") == {"stalled": b"no longer stalled"}

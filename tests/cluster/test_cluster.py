@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import distributed
+import msgspec
 import pytest
 import servers
 from click.testing import CliRunner
@@ -25,7 +26,7 @@ from cluster_helpers import (
 )
 from tree_helpers import read_tree
 
-from journalq import StorageQueue, copier
+from journalq import StorageQueue, copier, digest, durable
 from journalq.backends import open_filesystem
 from journalq.cli import cli
 from journalq.cluster import (
@@ -34,8 +35,10 @@ from journalq.cluster import (
     ClusterHelper,
     ClusterHelpers,
     FilesystemSpec,
+    _copy_batch,
     connect,
     split_tasks,
+    worker_copies,
 )
 from journalq.errors import ActionError
 from journalq.events import Event, EventType
@@ -83,6 +86,7 @@ def test_local_to_s3_matches_threads(
     source = tmp_path / "source"
     files = make_tree(source, 50, 20_000, seed=1)
     events: list[Event] = []
+    copied_before = sum(full_client.run(worker_copies).values())
 
     on_cluster = sync(
         source,
@@ -101,6 +105,10 @@ def test_local_to_s3_matches_threads(
 
     assert s3_tree(s3_options, f"{bucket}/cluster") == files
     assert s3_tree(s3_options, f"{bucket}/threads") == files
+    # The workers count the files they copied: all of them, none here.
+    copied_by_workers = sum(full_client.run(worker_copies).values()) - copied_before
+    assert copied_by_workers == len(files)
+    assert worker_copies() == 0
     cluster_outcomes = outcomes(on_cluster, f"{bucket}/cluster")
     assert len(cluster_outcomes) == len(files)
     assert cluster_outcomes == outcomes(on_threads, f"{bucket}/threads")
@@ -215,6 +223,77 @@ def test_failed_task_gives_none_outcomes(tmp_path: Path, full_client: Any) -> No
     assert result == [None, None]
     assert not helper.broken
     assert not (tmp_path / "b").exists()
+
+
+class GatedOps(durable.FileOps):
+    """File operations that hold a thread after it wrote its first chunk.
+
+    Each thread named in ``gates`` sets its ``wrote`` event after its first
+    write and then waits for its ``go`` event.
+    """
+
+    def __init__(self, gates: dict[str, tuple[threading.Event, threading.Event]]):
+        self.gates = gates
+        self.held: set[str] = set()
+
+    def write_all(self, fd: int, data: bytes | memoryview) -> None:
+        super().write_all(fd, data)
+        name = threading.current_thread().name
+        if name in self.gates and name not in self.held:
+            self.held.add(name)
+            wrote, go = self.gates[name]
+            wrote.set()
+            assert go.wait(60), f"{name} was never let go"
+
+
+def test_concurrent_runs_never_mix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs of one Dask task at once, as after a lost worker, never mix.
+
+    The runs are threads calling the task's function, held between chunks
+    by :class:`GatedOps`: a real cluster cannot be made to interleave two
+    runs of a task at a chosen write. The first run writes a chunk, the
+    second writes a chunk and stalls, the first finishes. With a temporary
+    name that both share, the second run had replaced the first's file
+    and the first renamed the second's partial file into place.
+    """
+    data = os.urandom(3 * digest.CHUNK + 5)
+    (tmp_path / "source.bin").write_bytes(data)
+    destination = tmp_path / "out" / "copy.bin"
+    task = copier.Task(
+        "0123456789abcdef", str(tmp_path / "source.bin"), str(destination), -1, None
+    )
+    spec = FilesystemSpec.of(open_filesystem(str(tmp_path)))
+    payload = msgspec.msgpack.encode([task])
+    gates = {name: (threading.Event(), threading.Event()) for name in ("one", "two")}
+    monkeypatch.setattr(durable, "ops", GatedOps(gates))
+    results: dict[str, Any] = {}
+
+    def run_task() -> None:
+        encoded = _copy_batch(payload, spec, spec)
+        results[threading.current_thread().name] = msgspec.msgpack.decode(encoded)
+
+    first = threading.Thread(target=run_task, name="one")
+    second = threading.Thread(target=run_task, name="two")
+    first.start()
+    assert gates["one"][0].wait(60)
+    second.start()
+    assert gates["two"][0].wait(60)
+    gates["one"][1].set()
+    first.join(60)
+    copied_while_second_stalls = destination.read_bytes()
+    gates["two"][1].set()
+    second.join(60)
+
+    hasher = digest.Hasher()
+    hasher.update(data)
+    expected = [len(data), hasher.digest_string()]
+    assert results["one"][0][:2] == expected
+    assert copied_while_second_stalls == data
+    assert destination.read_bytes() == data
+    assert results["two"][0] is None or results["two"][0][:2] == expected
+    assert sorted(os.listdir(destination.parent)) == ["copy.bin"]
 
 
 def test_memory_filesystem_stays_here(client: Any, tmp_path: Path) -> None:
