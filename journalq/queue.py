@@ -150,6 +150,9 @@ class StorageQueue:
         self._store: QueueStore | None = None
         self._handoff_state: QueueState | None = None
         self._unavailable: QueueError | None = None
+        # The URL and options of each filesystem, and the ones opened.
+        self._endpoints: dict[Service, tuple[str, dict[str, Any]]] = {}
+        self._opened: dict[Service, Filesystem] = {}
         # What listing a tree found about each of its files, for the run
         # that follows in this process (see Executor._file_infos).
         self._hints: dict[str, tuple[Entry, Entry | None]] = {}
@@ -196,14 +199,22 @@ class StorageQueue:
             )
         try:
             self._check_endpoints(created, source, destination)
-            self.source = open_filesystem(
-                created.source.url,
-                self._options("source", created.source, source_options),
-            )
-            self.destination = open_filesystem(
-                created.destination.url,
-                self._options("destination", created.destination, destination_options),
-            )
+            self._endpoints = {
+                Service.SOURCE: (
+                    created.source.url,
+                    self._options("source", created.source, source_options),
+                ),
+                Service.DESTINATION: (
+                    created.destination.url,
+                    self._options(
+                        "destination", created.destination, destination_options
+                    ),
+                ),
+            }
+            if not self.read_only:
+                # A wrong URL or option fails here, not at the first action.
+                self._filesystem(Service.SOURCE)
+                self._filesystem(Service.DESTINATION)
         except BaseException:
             if self._store is not None:
                 self._store.close()
@@ -672,8 +683,26 @@ class StorageQueue:
                 "--max-delete or check the source",
             )
 
+    @property
+    def source(self) -> Filesystem:
+        """The source filesystem, opened when the queue is.
+
+        A read-only queue opens it on first use, so reports that never
+        touch it need no credentials and no connection (SFTP connects when
+        a filesystem is opened).
+        """
+        return self._filesystem(Service.SOURCE)
+
+    @property
+    def destination(self) -> Filesystem:
+        """The destination filesystem, opened as :attr:`source` is."""
+        return self._filesystem(Service.DESTINATION)
+
     def _filesystem(self, role: Service) -> Filesystem:
-        return self.source if role is Service.SOURCE else self.destination
+        opened = self._opened.get(role)
+        if opened is None:
+            opened = self._opened[role] = open_filesystem(*self._endpoints[role])
+        return opened
 
     def mkdir(self, service: str, path: str) -> str:
         """Add the creation of directory ``path`` on ``service``."""

@@ -202,6 +202,21 @@ def test_sftp_key_path_not_journaled(tmp_path, local_store, sftp_store):
             assert key not in path.read_bytes(), path
 
 
+def test_sftp_report_needs_no_key(tmp_path, local_store, sftp_store):
+    """A read-only queue opens no filesystem, so it never connects."""
+    local_store.write("data/f.txt", b"f")
+    with open_queue(tmp_path, local_store, sftp_store) as queue:
+        queue.copy_tree("data", "out")
+
+    # client_keys is secret, so the journal lacks it and a connection
+    # would be rejected.
+    with StorageQueue(name=tmp_path / "queue", read_only=True) as report:
+        assert report.status()["waiting"] > 0
+        assert len(report.get_actions()) > 0
+        with pytest.raises(PermissionError, match="rejected the login"):
+            report.destination.fs.ls("/")
+
+
 def test_options_survive_journal_types():
     journaled = public_options({"port": 2222, "known_hosts": None, "secret": "x"})
     assert journaled == {
