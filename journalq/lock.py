@@ -89,7 +89,9 @@ _HOLDER_READ_INTERVAL = 0.002
 _SECRET_OPTION = re.compile(
     r"^--?[\w-]*(password|passwd|secret|token|key|credential)", re.IGNORECASE
 )
-_URL_PASSWORD = re.compile(r"(//[^/@:\s]*:)[^/@\s]*@")
+# The password of a URL ends at the last @ before the path, as
+# urllib.parse reads it, so it may contain an unencoded @.
+_URL_PASSWORD = re.compile(r"(//[^/@:\s]*:)[^/\s]*@")
 
 _registry_guard = threading.Lock()
 _registry: dict[str, QueueLock] = {}

@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 import msgspec
 
 from journalq import compare, faults, inbox, parts, retry
-from journalq.backends import Filesystem, endpoint, open_filesystem
+from journalq.backends import (
+    Filesystem,
+    endpoint,
+    hide_password,
+    open_filesystem,
+    split_url,
+)
 from journalq.backends.objects import MissingBucketError
 from journalq.backends.options import SECRET_PLACEHOLDER
 from journalq.backends.remotes import split_remote
@@ -177,6 +183,14 @@ class StorageQueue:
         destination_options: dict[str, Any] | None,
         sync: SyncMode,
     ) -> None:
+        # A password in a URL is a secret storage option from here on, so
+        # it is compared, journaled and reported like one.
+        if source is not None:
+            source, source_options = split_url(_url(source), source_options)
+        if destination is not None:
+            destination, destination_options = split_url(
+                _url(destination), destination_options
+            )
         create = None
         if source is not None and destination is not None:
             create = self._creator(
@@ -229,7 +243,8 @@ class StorageQueue:
 
         The journal keeps only the names of secret options. A queue that is
         to run needs them again, so a missing one is an error that names it;
-        read-only reports do without them.
+        read-only reports do without them. A password that was given in the
+        URL is journaled as such an option too (see :func:`split_url`).
         """
         given = given or {}
         missing = [
@@ -239,8 +254,10 @@ class StorageQueue:
         ]
         if missing and not self.read_only:
             flags = " ".join(f"--{role}-option {name}=..." for name in missing)
+            if "@" in journaled.url.partition("://")[2].partition("/")[0]:
+                flags += f", or the {role} URL again with user:PASSWORD@ in it"
             raise ActionError(
-                journaled.url,
+                hide_password(journaled.url),
                 f"the queue was created with the secret {role} option(s) "
                 f"{', '.join(missing)}, which are never journaled; give them "
                 f"again: {flags}",
@@ -282,10 +299,13 @@ class StorageQueue:
     def _check_endpoints(
         self, created: QueueCreated, source: str | None, destination: str | None
     ) -> None:
-        for given, stored, role in (
+        for given, journaled, role in (
             (source, created.source.url, "source"),
             (destination, created.destination.url, "destination"),
         ):
+            # A queue journaled before URL passwords were split off has its
+            # password in the URL.
+            stored, _ = split_url(journaled)
             if given is not None and _url(given) != stored:
                 raise ActionError(
                     given,

@@ -298,6 +298,7 @@ def test_argv_secrets_redacted() -> None:
         "--source-option=aws_secret_access_key=S3CR3T",
         "--source-option",
         "endpoint_url=http://127.0.0.1:9000",
+        "ssh://user:p@ss@host/path",
     ]
 
     assert _redact_argv(argv) == [
@@ -314,4 +315,5 @@ def test_argv_secrets_redacted() -> None:
         "--source-option=aws_secret_access_key=***",
         "--source-option",
         "endpoint_url=http://127.0.0.1:9000",
+        "ssh://user:***@host/path",
     ]

@@ -1,0 +1,260 @@
+"""Secrets in URLs, kept out of the journal, the lock and the output.
+
+Each test reaches a real server (sshd) and then reads every file
+under the queue directory, the lock's holder record included, for the
+secret. The command-line tests run ``python -m journalq`` in child
+processes, and some of those SIGKILL themselves at a crash point
+(``JOURNALQ_CRASH_AT``), so that the lock keeps the dead holder's argv.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import Store
+
+from journalq import ActionError, StorageQueue
+from journalq.backends.options import SECRET_PLACEHOLDER
+from journalq.cli.queues import default_queue_name, parse_location
+from journalq.lock import read_holder
+from journalq.store import read_state
+
+#: The password given in the SFTP URLs; sshd takes the client key, so the
+#: password only has to reach sshfs, never to be checked.
+URL_PASSWORD = "url-pass-HUNTER2"
+
+
+def with_password(url: str, password: str = URL_PASSWORD) -> str:
+    """Put ``password`` into the userinfo of an ``ssh://root@...`` URL."""
+    return url.replace("root@", f"root:{password}@", 1)
+
+
+def assert_nowhere(secret: str, *directories: Path) -> None:
+    """Check that no file under ``directories`` contains ``secret``."""
+    for directory in directories:
+        for path in directory.rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), path
+
+
+def journalq(
+    *arguments: str, home: Path, crash_at: str | None = None, **env: str
+) -> subprocess.CompletedProcess:
+    """Run ``python -m journalq ARGUMENTS`` with its own queue home."""
+    environment = {**os.environ, "JOURNALQ_HOME": str(home), **env}
+    environment.pop("JOURNALQ_CRASH_AT", None)
+    if crash_at is not None:
+        environment["JOURNALQ_CRASH_AT"] = crash_at
+    return subprocess.run(
+        [sys.executable, "-m", "journalq", *arguments],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        check=False,
+    )
+
+
+def only_queue(home: Path) -> Path:
+    """Return the one queue directory under ``home``."""
+    (queue,) = (home / "queues").iterdir()
+    return queue
+
+
+def sftp_queue(name: Path, source: Store, sftp: Store, url: str = "") -> StorageQueue:
+    """Open queue ``name`` to ``sftp`` through ``url``, by default with a password."""
+    return StorageQueue(
+        source.url,
+        url or with_password(sftp.url),
+        name,
+        destination_options=sftp.options,
+    )
+
+
+def added_queue(tmp_path: Path, source: Store, sftp: Store) -> Path:
+    """Create a queue with a URL password and add ``data/f.txt`` to it."""
+    source.write("data/f.txt", b"f")
+    name = tmp_path / "queue"
+    with sftp_queue(name, source, sftp) as queue:
+        queue.copy_tree("data", "out")
+    return name
+
+
+def sftp_flags(store: Store) -> list[str]:
+    """The ``--destination-option`` flags of the store's client key."""
+    keys = json.dumps(store.options["client_keys"])
+    return [
+        "--destination-option",
+        f"client_keys={keys}",
+        "--destination-option",
+        "known_hosts=null",
+    ]
+
+
+# Passwords in URLs ---------------------------------------------------------------
+
+
+def test_url_password_not_journaled(tmp_path, local_store, sftp_store, caplog):
+    local_store.write("data/f.txt", b"f")
+    name = tmp_path / "queue"
+    with caplog.at_level(logging.DEBUG):
+        with sftp_queue(name, local_store, sftp_store) as queue:
+            # sshfs gets the password as its option, as from the URL.
+            assert queue.destination.fs.storage_options["password"] == URL_PASSWORD
+            assert queue.destination.url == sftp_store.url
+            queue.copy_tree("data", "out")
+            assert queue.run().copied == 1
+            reports = f"{queue.status()} {queue.get_actions()} {queue.source}"
+
+    created = read_state(name).created
+    assert created is not None
+    assert created.destination.url == sftp_store.url
+    assert created.destination.options["password"] == SECRET_PLACEHOLDER
+    assert sftp_store.read("out/f.txt") == b"f"
+    assert URL_PASSWORD not in reports
+    assert URL_PASSWORD not in caplog.text
+    assert_nowhere(URL_PASSWORD, name)
+
+
+def test_url_password_needed_to_resume(tmp_path, local_store, sftp_store):
+    name = added_queue(tmp_path, local_store, sftp_store)
+
+    with pytest.raises(ActionError) as caught:
+        StorageQueue(name=name, destination_options=sftp_store.options)
+    message = str(caught.value)
+    assert "--destination-option password=..." in message
+    assert "the destination URL again with user:PASSWORD@" in message
+    assert URL_PASSWORD not in message
+    with StorageQueue(
+        name=name, read_only=True, destination_options=sftp_store.options
+    ) as report:
+        assert report.status()["waiting"] > 0
+    with sftp_queue(name, local_store, sftp_store) as queue:
+        summary = queue.run()
+
+    assert summary.failures == []
+    assert summary.copied == 1
+    assert sftp_store.read("out/f.txt") == b"f"
+    assert_nowhere(URL_PASSWORD, name)
+
+
+def test_url_password_as_option_resumes(tmp_path, local_store, sftp_store):
+    name = added_queue(tmp_path, local_store, sftp_store)
+    options = {**sftp_store.options, "password": URL_PASSWORD}
+
+    with StorageQueue(name=name, destination_options=options) as queue:
+        assert queue.destination.fs.storage_options["password"] == URL_PASSWORD
+        assert queue.run().copied == 1
+
+
+def test_other_url_named_without_password(tmp_path, local_store, sftp_store):
+    name = tmp_path / "queue"
+    with sftp_queue(name, local_store, sftp_store):
+        pass
+    other = with_password(sftp_store.url + "/elsewhere", "other-pass-XYZZY")
+
+    with pytest.raises(ActionError, match="was created with the destination") as caught:
+        sftp_queue(name, local_store, sftp_store, other)
+    assert "other-pass-XYZZY" not in str(caught.value)
+    assert URL_PASSWORD not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "memory://user:HUNTER2@/src",
+        "file://user:HUNTER2@/src",
+        "s3://user:HUNTER2@bucket/src",
+        "simplecache::ssh://user:HUNTER2@127.0.0.1/src",
+    ],
+)
+def test_password_kept_in_paths_rejected(tmp_path, local_store, url):
+    """A filesystem that takes no password would keep it in every path."""
+    name = tmp_path / "queue"
+    with pytest.raises(ActionError) as caught:
+        StorageQueue(url, local_store.url, name)
+
+    message = str(caught.value)
+    assert "HUNTER2" not in message
+    assert "user@" in message
+    assert "storage option" in message
+    assert not name.exists()
+    with pytest.raises(ActionError) as caught:
+        parse_location(url)
+    assert "HUNTER2" not in str(caught.value)
+
+
+def test_queue_name_ignores_url_password(sftp_store):
+    url = sftp_store.url + "/out"
+    plain = parse_location(url)
+    secret = parse_location(with_password(url))
+    source = parse_location("/srv/data")
+
+    assert secret.url == plain.url
+    assert default_queue_name("copy", source, secret) == default_queue_name(
+        "copy", source, plain
+    )
+
+
+def test_cli_url_password_killed_resumed(tmp_path, local_store, sftp_store):
+    for name in ("a.txt", "b.txt"):
+        local_store.write(f"data/{name}", name.encode())
+    home = tmp_path / "home"
+    destination = with_password(sftp_store.url) + "/out"
+    copy = [
+        "copy",
+        local_store.path("data") + "/",
+        destination,
+        *sftp_flags(sftp_store),
+    ]
+
+    killed = journalq(*copy, home=home, crash_at="transfer.before_rename")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    queue = only_queue(home)
+    holder = read_holder(queue)
+    assert holder is not None
+    assert with_password(sftp_store.url, "***") + "/out" in holder["argv"]
+    assert_nowhere(URL_PASSWORD, home)
+
+    bare = journalq("run", "--queue", str(queue), *sftp_flags(sftp_store), home=home)
+    assert bare.returncode == 2
+    assert "--destination-option password=..." in bare.stderr
+    assert URL_PASSWORD not in bare.stderr + bare.stdout
+
+    again = journalq(*copy, "--json", home=home)
+    assert again.returncode == 0, again.stderr
+    assert sftp_store.tree("out") == {"a.txt": b"a.txt", "b.txt": b"b.txt"}
+    assert URL_PASSWORD not in again.stdout + again.stderr
+    # Reports open no filesystem, so they need neither key nor password.
+    status = journalq("status", "--queue", str(queue), home=home)
+    assert status.returncode == 0, status.stderr
+    host = sftp_store.url.removesuffix(sftp_store.root)
+    assert host in status.stdout
+    assert URL_PASSWORD not in status.stdout + status.stderr
+    listed = journalq("actions", "--json", "--queue", str(queue), home=home)
+    first = json.loads(listed.stdout.splitlines()[0])["id"]
+    for command in (["actions"], ["status", "--json"], ["show", first]):
+        report = journalq(*command, "--queue", str(queue), home=home)
+        assert report.returncode == 0, report.stderr
+        assert URL_PASSWORD not in report.stdout + report.stderr
+    assert URL_PASSWORD not in listed.stdout + listed.stderr
+    assert_nowhere(URL_PASSWORD, home)
+
+
+def test_cli_memory_url_password_rejected(tmp_path, local_store):
+    home = tmp_path / "home"
+    result = journalq(
+        "copy", "memory://user:HUNTER2@/src", local_store.path("out"), home=home
+    )
+
+    assert result.returncode == 2
+    assert "memory://user@/src" in result.stderr
+    assert "HUNTER2" not in result.stdout + result.stderr
+    assert not (home / "queues").exists() or not any((home / "queues").iterdir())
