@@ -36,7 +36,7 @@ from journalq.backends import (
     split_url,
 )
 from journalq.backends.objects import MissingBucketError
-from journalq.backends.options import SECRET_PLACEHOLDER
+from journalq.backends.options import secret_names
 from journalq.backends.remotes import split_remote
 from journalq.errors import ActionError, QueueError, QueueLockedError
 from journalq.events import ActionInfo, Event, EventType, RunSummary
@@ -248,9 +248,7 @@ class StorageQueue:
         """
         given = given or {}
         missing = [
-            name
-            for name, value in journaled.options.items()
-            if value == SECRET_PLACEHOLDER and name not in given
+            name for name in secret_names(journaled.options) if name not in given
         ]
         if missing and not self.read_only:
             flags = " ".join(f"--{role}-option {name}=..." for name in missing)
@@ -258,7 +256,7 @@ class StorageQueue:
                 flags += f", or the {role} URL again with user:PASSWORD@ in it"
             raise ActionError(
                 hide_password(journaled.url),
-                f"the queue was created with the secret {role} option(s) "
+                f"the queue was created with secrets in the {role} option(s) "
                 f"{', '.join(missing)}, which are never journaled; give them "
                 f"again: {flags}",
             )

@@ -20,8 +20,8 @@ Schema evolution rules, which every change to this module must follow:
 Paths are stored as structured fields, never as command strings. An
 :class:`Endpoint` never contains a secret: a URL's password is moved into
 the options, and the value of each secret option (keys, secrets, tokens,
-passwords) is replaced by a placeholder before a record is built (see
-:mod:`journalq.backends.options`).
+passwords, at any depth of a value) is replaced by a placeholder before a
+record is built (see :mod:`journalq.backends.options`).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import fsspec
 
-from journalq.backends.options import SECRET_PLACEHOLDER
+from journalq.backends.options import secret_names
 from journalq.cli.base import command, fail
 from journalq.cli.completion import complete_location
 from journalq.cli.context import (
@@ -142,10 +142,10 @@ def resume_command(queue: StorageQueue) -> str:
 
 
 def _secret_note(queue: StorageQueue) -> str | None:
-    """Name the secret storage options a resume must be given again.
+    """Name the storage options with secrets that a resume needs again.
 
-    They are the options the queue journaled by name only, a password that
-    was given in a URL included.
+    They are the options the queue journaled without their secrets, a
+    password that was given in a URL included.
     """
     created = queue.state.created
     if created is None:
@@ -156,8 +156,7 @@ def _secret_note(queue: StorageQueue) -> str | None:
             ("source", created.source),
             ("destination", created.destination),
         )
-        for name, value in journaled.options.items()
-        if value == SECRET_PLACEHOLDER
+        for name in secret_names(journaled.options)
     ]
     if not again:
         return None

@@ -1,6 +1,6 @@
-"""Secrets in URLs, kept out of the journal, the lock and the output.
+"""Secrets in URLs and nested in storage options, kept out of the journal.
 
-Each test reaches a real server (sshd) and then reads every file
+Each test reaches a real server (sshd, moto) and then reads every file
 under the queue directory, the lock's holder record included, for the
 secret. The command-line tests run ``python -m journalq`` in child
 processes, and some of those SIGKILL themselves at a crash point
@@ -16,12 +16,18 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import Store
+from conftest import S3_KEY, Store
 
 from journalq import ActionError, StorageQueue
-from journalq.backends.options import SECRET_PLACEHOLDER
+from journalq.backends.options import (
+    SECRET_PLACEHOLDER,
+    decode_options,
+    public_options,
+    secret_names,
+)
 from journalq.cli.queues import default_queue_name, parse_location
 from journalq.lock import read_holder
 from journalq.store import read_state
@@ -29,6 +35,8 @@ from journalq.store import read_state
 #: The password given in the SFTP URLs; sshd takes the client key, so the
 #: password only has to reach sshfs, never to be checked.
 URL_PASSWORD = "url-pass-HUNTER2"
+#: A secret that reaches moto only inside ``client_kwargs``.
+NESTED_SECRET = "nested-secret-S3CR3T"
 
 
 def with_password(url: str, password: str = URL_PASSWORD) -> str:
@@ -258,3 +266,124 @@ def test_cli_memory_url_password_rejected(tmp_path, local_store):
     assert "memory://user@/src" in result.stderr
     assert "HUNTER2" not in result.stdout + result.stderr
     assert not (home / "queues").exists() or not any((home / "queues").iterdir())
+
+
+# Secrets nested in storage options -------------------------------------------
+
+
+def test_nested_secrets_journaled_as_placeholders():
+    options = {
+        "client_kwargs": {"aws_secret_access_key": "S", "region_name": "r"},
+        "config_kwargs": {"proxies": {"https": "http://user:S@proxy:3128"}},
+        "ssh": [{"host": "h", "password": "S"}, {"client_keys": ["S"]}],
+        "port": 2222,
+    }
+
+    journaled = public_options(options)
+
+    assert json.loads(journaled["client_kwargs"]) == {
+        "aws_secret_access_key": SECRET_PLACEHOLDER,
+        "region_name": "r",
+    }
+    assert json.loads(journaled["config_kwargs"]) == {
+        "proxies": {"https": SECRET_PLACEHOLDER}
+    }
+    assert json.loads(journaled["ssh"]) == [
+        {"host": "h", "password": SECRET_PLACEHOLDER},
+        {"client_keys": SECRET_PLACEHOLDER},
+    ]
+    assert secret_names(journaled) == ["client_kwargs", "config_kwargs", "ssh"]
+    assert decode_options(journaled) == {
+        "client_kwargs": {"region_name": "r"},
+        "config_kwargs": {"proxies": {}},
+        "ssh": [{"host": "h"}, {}],
+        "port": 2222,
+    }
+
+
+def nested_options(s3_store: Store) -> dict[str, Any]:
+    """moto's endpoint, with the key and secret only inside client_kwargs."""
+    return {
+        "endpoint_url": s3_store.options["endpoint_url"],
+        "client_kwargs": {
+            "aws_access_key_id": S3_KEY,
+            "aws_secret_access_key": NESTED_SECRET,
+        },
+    }
+
+
+@pytest.fixture
+def no_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Hide credentials of the environment, so only the options give them.
+
+    The instance metadata service is off too: botocore would otherwise ask
+    169.254.169.254 for credentials.
+    """
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def test_nested_s3_secret_copies(
+    tmp_path, local_store, s3_store, no_aws_credentials, caplog
+):
+    local_store.write("data/f.txt", b"f")
+    name = tmp_path / "queue"
+    options = nested_options(s3_store)
+    with caplog.at_level(logging.DEBUG):
+        with StorageQueue(
+            local_store.url, s3_store.url, name, destination_options=options
+        ) as queue:
+            queue.copy_tree("data", "out")
+            reports = f"{queue.status()} {queue.get_actions()}"
+
+        with pytest.raises(ActionError, match="--destination-option client_kwargs="):
+            StorageQueue(name=name, destination_options={"endpoint_url": "x"})
+        with StorageQueue(name=name, destination_options=options) as queue:
+            summary = queue.run()
+
+    assert summary.failures == []
+    assert summary.copied == 1
+    assert s3_store.read("out/f.txt") == b"f"
+    created = read_state(name).created
+    assert created is not None
+    journaled = json.loads(created.destination.options["client_kwargs"])
+    assert journaled["aws_secret_access_key"] == SECRET_PLACEHOLDER
+    assert NESTED_SECRET not in reports
+    assert NESTED_SECRET not in caplog.text
+    assert_nowhere(NESTED_SECRET, name)
+
+
+def test_cli_nested_secret_killed_resumed(
+    tmp_path, local_store, s3_store, no_aws_credentials
+):
+    for name in ("a.txt", "b.txt"):
+        local_store.write(f"data/{name}", name.encode())
+    home = tmp_path / "home"
+    options = nested_options(s3_store)
+    flags = [
+        "--destination-option",
+        f"endpoint_url={options['endpoint_url']}",
+        "--destination-option",
+        f"client_kwargs={json.dumps(options['client_kwargs'])}",
+    ]
+    copy = ["copy", local_store.path("data") + "/", s3_store.url + "/out", *flags]
+
+    killed = journalq(*copy, home=home, crash_at="transfer.before_rename")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    queue = only_queue(home)
+    holder = read_holder(queue)
+    assert holder is not None
+    assert '"aws_secret_access_key": "***"' in " ".join(holder["argv"])
+    assert_nowhere(NESTED_SECRET, home)
+
+    bare = journalq("run", "--queue", str(queue), *flags[:2], home=home)
+    assert bare.returncode == 2
+    assert "--destination-option client_kwargs=..." in bare.stderr
+    again = journalq(*copy, home=home)
+    assert again.returncode == 0, again.stderr
+    assert s3_store.tree("out") == {"a.txt": b"a.txt", "b.txt": b"b.txt"}
+    assert NESTED_SECRET not in again.stdout + again.stderr
+    assert_nowhere(NESTED_SECRET, home)
