@@ -1,4 +1,4 @@
-"""Secrets in URLs and nested in storage options, kept out of the journal.
+"""Secrets in URLs, nested in storage options, and in fsspec's environment.
 
 Each test reaches a real server (sshd, moto) and then reads every file
 under the queue directory, the lock's holder record included, for the
@@ -276,6 +276,7 @@ def test_nested_secrets_journaled_as_placeholders():
         "client_kwargs": {"aws_secret_access_key": "S", "region_name": "r"},
         "config_kwargs": {"proxies": {"https": "http://user:S@proxy:3128"}},
         "ssh": [{"host": "h", "password": "S"}, {"client_keys": ["S"]}],
+        "headers": {"X-Amz-Security-Token": "S", "Accept": "*/*"},
         "port": 2222,
     }
 
@@ -292,11 +293,21 @@ def test_nested_secrets_journaled_as_placeholders():
         {"host": "h", "password": SECRET_PLACEHOLDER},
         {"client_keys": SECRET_PLACEHOLDER},
     ]
-    assert secret_names(journaled) == ["client_kwargs", "config_kwargs", "ssh"]
+    assert json.loads(journaled["headers"]) == {
+        "X-Amz-Security-Token": SECRET_PLACEHOLDER,
+        "Accept": "*/*",
+    }
+    assert secret_names(journaled) == [
+        "client_kwargs",
+        "config_kwargs",
+        "ssh",
+        "headers",
+    ]
     assert decode_options(journaled) == {
         "client_kwargs": {"region_name": "r"},
         "config_kwargs": {"proxies": {}},
         "ssh": [{"host": "h"}, {}],
+        "headers": {"Accept": "*/*"},
         "port": 2222,
     }
 
@@ -387,3 +398,38 @@ def test_cli_nested_secret_killed_resumed(
     assert s3_store.tree("out") == {"a.txt": b"a.txt", "b.txt": b"b.txt"}
     assert NESTED_SECRET not in again.stdout + again.stderr
     assert_nowhere(NESTED_SECRET, home)
+
+
+# fsspec's configuration from the environment ----------------------------------
+
+
+def test_cli_fsspec_environment_credentials(
+    tmp_path, local_store, s3_store, no_aws_credentials
+):
+    """fsspec applies FSSPEC_S3_<OPTION> to every s3 filesystem it makes."""
+    secret = "env-secret-FSSPEC"
+    for name in ("a.txt", "b.txt"):
+        local_store.write(f"data/{name}", name.encode())
+    home = tmp_path / "home"
+    environment = {
+        "FSSPEC_S3_KEY": S3_KEY,
+        "FSSPEC_S3_SECRET": secret,
+        "FSSPEC_S3_ENDPOINT_URL": s3_store.options["endpoint_url"],
+    }
+    copy = ["copy", local_store.path("data") + "/", s3_store.url + "/out"]
+
+    killed = journalq(
+        *copy, home=home, crash_at="transfer.before_rename", **environment
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    queue = str(only_queue(home))
+    # No option was given, so the queue needs none again: the resumed run
+    # gets the credentials from the environment once more.
+    resumed = journalq("run", "--queue", queue, "--json", home=home, **environment)
+    assert resumed.returncode == 0, resumed.stderr
+    status = journalq("status", "--queue", queue, home=home)
+
+    assert s3_store.tree("out") == {"a.txt": b"a.txt", "b.txt": b"b.txt"}
+    assert status.returncode == 0, status.stderr
+    assert secret not in resumed.stdout + resumed.stderr + status.stdout
+    assert_nowhere(secret, home)
