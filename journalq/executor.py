@@ -44,7 +44,7 @@ import msgspec
 from fsspec.implementations.memory import MemoryFileSystem
 
 from journalq import compare, copier, digest, inbox, parts, retry, transfer
-from journalq.backends import Filesystem
+from journalq.backends import Filesystem, objects
 from journalq.events import Event, EventType, RunSummary
 from journalq.plan import Entry, stage
 from journalq.records import (
@@ -982,6 +982,9 @@ class Executor:
         fs, path = self._service_path(action)
         if not self.options.dry_run:
             fs.makedirs(path, exist_ok=True)
+        if objects.skips_directory(fs, path):
+            done = self._done(action, attempt, objects.NO_DIRECTORIES)
+            return [msgspec.structs.replace(done, outcome=Outcome.SKIPPED)]
         return [self._done(action, attempt, "mkdir")]
 
     def _delete(self, action: ActionState, attempt: int) -> list[Record] | None:

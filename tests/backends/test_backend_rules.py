@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import botocore.exceptions
 import pytest
 import servers
+from click.testing import CliRunner
 from conftest import S3_SECRET, Store, s3_options
 from relay import Relay
 from s3fs.errors import translate_boto_error
@@ -23,6 +25,7 @@ from journalq.backends.options import (
     decode_options,
     public_options,
 )
+from journalq.cli import cli
 from journalq.events import Event, EventType
 
 
@@ -231,6 +234,59 @@ def test_empty_directory_skipped_is_logged(tmp_path, local_store, store, caplog)
 
     assert "directory_markers=true" in caplog.text
     assert store.tree("out") == {}
+
+
+@pytest.mark.parametrize("store", ["s3", "gcs"], indirect=True)
+def test_skipped_mkdir_recorded_as_skipped(tmp_path, local_store, store):
+    (Path(local_store.path("data")) / "empty").mkdir(parents=True)
+    local_store.write("data/f.txt", b"f")
+    events: list[Event] = []
+    with open_queue(tmp_path, local_store, store) as queue:
+        queue.copy_tree("data", "out")
+        summary = queue.run(on_event=events.append)
+        actions = queue.get_actions()
+
+    (mkdir,) = [action for action in actions if action.kind == "mkdir"]
+    assert mkdir.outcome == "skipped"
+    assert mkdir.method == objects.NO_DIRECTORIES
+    assert summary.copied == 1
+    assert summary.skipped == 1
+    assert summary.done == 0
+    skips = [event for event in events if event.type is EventType.SKIPPED]
+    assert [(event.kind, event.method) for event in skips] == [
+        ("mkdir", objects.NO_DIRECTORIES)
+    ]
+
+
+def test_skipped_mkdir_reported_by_cli(tmp_path, local_store, s3_store, monkeypatch):
+    monkeypatch.setenv("JOURNALQ_HOME", str(tmp_path / "home"))
+    (Path(local_store.path("data")) / "empty").mkdir(parents=True)
+    flags = [
+        item
+        for name, value in s3_store.options.items()
+        for item in ("--destination-option", f"{name}={value}")
+    ]
+    queue = str(tmp_path / "queue")
+    runner = CliRunner()
+    source = local_store.path("data") + "/"
+    destination = s3_store.url + "/out"
+
+    copied = runner.invoke(
+        cli, ["copy", source, destination, "--queue", queue, "--json", *flags]
+    )
+    lines = [json.loads(line) for line in copied.stdout.splitlines()]
+    verbose = runner.invoke(
+        cli, ["copy", source, destination, "--queue", queue, "-v", *flags]
+    )
+    (skip,) = [line for line in lines if line.get("event") == "skipped"]
+    shown = runner.invoke(cli, ["show", skip["id"], "--queue", queue])
+
+    assert copied.exit_code == 0, copied.output
+    assert skip["kind"] == "mkdir"
+    assert skip["method"] == "no-directories"
+    assert lines[-1]["skipped"] == 1
+    assert "skipped mkdir" in verbose.output
+    assert "skipped, decided by no-directories" in shown.output
 
 
 # Secrets -----------------------------------------------------------------
