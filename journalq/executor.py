@@ -46,7 +46,7 @@ import msgspec
 from fsspec.implementations.memory import MemoryFileSystem
 
 from journalq import compare, copier, digest, faults, inbox, parts, retry, transfer
-from journalq.backends import Filesystem
+from journalq.backends import Filesystem, objects
 from journalq.errors import DeleteConflictError, PathInTheWayError
 from journalq.events import Event, EventType, RunSummary
 from journalq.plan import (
@@ -1117,6 +1117,9 @@ class Executor:
         fs, path = self._service_path(action)
         if not self.options.dry_run:
             fs.makedirs(path, exist_ok=True)
+        if objects.skips_directory(fs, path):
+            done = self._done(action, attempt, objects.NO_DIRECTORIES)
+            return [msgspec.structs.replace(done, outcome=Outcome.SKIPPED)]
         return [self._done(action, attempt, "mkdir")]
 
     def _in_the_way(self, action: ActionState) -> PathInTheWayError | None:

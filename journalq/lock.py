@@ -51,7 +51,7 @@ from typing import Any
 from filelock import BaseFileLock, FileLock, StrictSoftFileLock, Timeout
 
 from journalq import durable
-from journalq.backends.options import is_secret
+from journalq.backends.options import is_secret, parse_value, without_secrets
 from journalq.errors import QueueError, QueueLockedError
 
 __all__ = [
@@ -89,7 +89,9 @@ _HOLDER_READ_INTERVAL = 0.002
 _SECRET_OPTION = re.compile(
     r"^--?[\w-]*(password|passwd|secret|token|key|credential)", re.IGNORECASE
 )
-_URL_PASSWORD = re.compile(r"(//[^/@:\s]*:)[^/@\s]*@")
+# The password of a URL ends at the last @ before the path, as
+# urllib.parse reads it, so it may contain an unencoded @.
+_URL_PASSWORD = re.compile(r"(//[^/@:\s]*:)[^/\s]*@")
 
 _registry_guard = threading.Lock()
 _registry: dict[str, QueueLock] = {}
@@ -431,11 +433,21 @@ def _redact_argv(argv: list[str]) -> list[str]:
 
 
 def _redact_storage_option(text: str) -> str:
-    """Hide the value of ``KEY=VALUE`` when ``KEY`` names a credential."""
-    key, equals, _ = text.partition("=")
-    if equals and is_secret(key):
+    """Hide the value of ``KEY=VALUE`` when ``KEY`` names a credential.
+
+    A JSON value keeps its other entries and loses only the secrets nested
+    in it (see :func:`journalq.backends.options.without_secrets`).
+    """
+    key, equals, value = text.partition("=")
+    if not equals:
+        return text
+    if is_secret(key):
         return f"{key}=***"
-    return text
+    parsed = parse_value(value)
+    hidden = without_secrets(parsed, "***")
+    if hidden == parsed:
+        return text
+    return f"{key}={hidden if isinstance(hidden, str) else json.dumps(hidden)}"
 
 
 def _read_holder_of_contended(queue_path: str) -> dict[str, Any] | None:

@@ -28,9 +28,15 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 import msgspec
 
 from journalq import compare, faults, inbox, parts, retry, transfer
-from journalq.backends import Filesystem, endpoint, open_filesystem
+from journalq.backends import (
+    Filesystem,
+    endpoint,
+    hide_password,
+    open_filesystem,
+    split_url,
+)
 from journalq.backends.objects import MissingBucketError
-from journalq.backends.options import SECRET_PLACEHOLDER
+from journalq.backends.options import secret_names
 from journalq.backends.remotes import split_remote
 from journalq.errors import ActionError, QueueError, QueueLockedError
 from journalq.events import ActionInfo, Event, EventType, RunSummary
@@ -153,6 +159,9 @@ class StorageQueue:
         self._store: QueueStore | None = None
         self._handoff_state: QueueState | None = None
         self._unavailable: QueueError | None = None
+        # The URL and options of each filesystem, and the ones opened.
+        self._endpoints: dict[Service, tuple[str, dict[str, Any]]] = {}
+        self._opened: dict[Service, Filesystem] = {}
         # What listing a tree found about each of its files, for the run
         # that follows in this process (see Executor._file_infos).
         self._hints: dict[str, tuple[Entry, Entry | None]] = {}
@@ -177,6 +186,14 @@ class StorageQueue:
         destination_options: dict[str, Any] | None,
         sync: SyncMode,
     ) -> None:
+        # A password in a URL is a secret storage option from here on, so
+        # it is compared, journaled and reported like one.
+        if source is not None:
+            source, source_options = split_url(_url(source), source_options)
+        if destination is not None:
+            destination, destination_options = split_url(
+                _url(destination), destination_options
+            )
         create = None
         if source is not None and destination is not None:
             create = self._creator(
@@ -199,14 +216,22 @@ class StorageQueue:
             )
         try:
             self._check_endpoints(created, source, destination)
-            self.source = open_filesystem(
-                created.source.url,
-                self._options("source", created.source, source_options),
-            )
-            self.destination = open_filesystem(
-                created.destination.url,
-                self._options("destination", created.destination, destination_options),
-            )
+            self._endpoints = {
+                Service.SOURCE: (
+                    created.source.url,
+                    self._options("source", created.source, source_options),
+                ),
+                Service.DESTINATION: (
+                    created.destination.url,
+                    self._options(
+                        "destination", created.destination, destination_options
+                    ),
+                ),
+            }
+            if not self.read_only:
+                # A wrong URL or option fails here, not at the first action.
+                self._filesystem(Service.SOURCE)
+                self._filesystem(Service.DESTINATION)
         except BaseException:
             if self._store is not None:
                 self._store.close()
@@ -221,19 +246,20 @@ class StorageQueue:
 
         The journal keeps only the names of secret options. A queue that is
         to run needs them again, so a missing one is an error that names it;
-        read-only reports do without them.
+        read-only reports do without them. A password that was given in the
+        URL is journaled as such an option too (see :func:`split_url`).
         """
         given = given or {}
         missing = [
-            name
-            for name, value in journaled.options.items()
-            if value == SECRET_PLACEHOLDER and name not in given
+            name for name in secret_names(journaled.options) if name not in given
         ]
         if missing and not self.read_only:
             flags = " ".join(f"--{role}-option {name}=..." for name in missing)
+            if "@" in journaled.url.partition("://")[2].partition("/")[0]:
+                flags += f", or the {role} URL again with user:PASSWORD@ in it"
             raise ActionError(
-                journaled.url,
-                f"the queue was created with the secret {role} option(s) "
+                hide_password(journaled.url),
+                f"the queue was created with secrets in the {role} option(s) "
                 f"{', '.join(missing)}, which are never journaled; give them "
                 f"again: {flags}",
             )
@@ -274,10 +300,13 @@ class StorageQueue:
     def _check_endpoints(
         self, created: QueueCreated, source: str | None, destination: str | None
     ) -> None:
-        for given, stored, role in (
+        for given, journaled, role in (
             (source, created.source.url, "source"),
             (destination, created.destination.url, "destination"),
         ):
+            # A queue journaled before URL passwords were split off has its
+            # password in the URL.
+            stored, _ = split_url(journaled)
             if given is not None and _url(given) != stored:
                 raise ActionError(
                     given,
@@ -724,8 +753,26 @@ class StorageQueue:
                 "--max-delete or check the source",
             )
 
+    @property
+    def source(self) -> Filesystem:
+        """The source filesystem, opened when the queue is.
+
+        A read-only queue opens it on first use, so reports that never
+        touch it need no credentials and no connection (SFTP connects when
+        a filesystem is opened).
+        """
+        return self._filesystem(Service.SOURCE)
+
+    @property
+    def destination(self) -> Filesystem:
+        """The destination filesystem, opened as :attr:`source` is."""
+        return self._filesystem(Service.DESTINATION)
+
     def _filesystem(self, role: Service) -> Filesystem:
-        return self.source if role is Service.SOURCE else self.destination
+        opened = self._opened.get(role)
+        if opened is None:
+            opened = self._opened[role] = open_filesystem(*self._endpoints[role])
+        return opened
 
     def mkdir(self, service: str, path: str) -> str:
         """Add the creation of directory ``path`` on ``service``."""

@@ -17,9 +17,11 @@ Schema evolution rules, which every change to this module must follow:
   minor version is newer than its own.
 * Any other change raises :data:`FORMAT_MAJOR`; old formats keep a reader.
 
-Paths are stored as structured fields, never as command strings. Storage
-options in :class:`Endpoint` are the non-secret ones only: keys, secrets,
-tokens and passwords are stripped before a record is built.
+Paths are stored as structured fields, never as command strings. An
+:class:`Endpoint` never contains a secret: a URL's password is moved into
+the options, and the value of each secret option (keys, secrets, tokens,
+passwords, at any depth of a value) is replaced by a placeholder before a
+record is built (see :mod:`journalq.backends.options`).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class _Record(msgspec.Struct, frozen=True, array_like=True, tag_field="k", gc=Fa
 
 
 class Endpoint(msgspec.Struct, frozen=True, array_like=True):
-    """A filesystem of the queue: an fsspec URL plus its non-secret options."""
+    """A filesystem of the queue: an fsspec URL and options, secrets removed."""
 
     url: str
     options: dict[str, str] = {}

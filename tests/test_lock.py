@@ -298,6 +298,10 @@ def test_argv_secrets_redacted() -> None:
         "--source-option=aws_secret_access_key=S3CR3T",
         "--source-option",
         "endpoint_url=http://127.0.0.1:9000",
+        "ssh://user:p@ss@host/path",
+        "--source-option",
+        'client_kwargs={"aws_secret_access_key": "S3CR3T", "region_name": "x"}',
+        '--destination-option=config_kwargs={"proxies": [{"https": "http://u:S3CR3T@p"}]}',
     ]
 
     assert _redact_argv(argv) == [
@@ -314,4 +318,8 @@ def test_argv_secrets_redacted() -> None:
         "--source-option=aws_secret_access_key=***",
         "--source-option",
         "endpoint_url=http://127.0.0.1:9000",
+        "ssh://user:***@host/path",
+        "--source-option",
+        'client_kwargs={"aws_secret_access_key": "***", "region_name": "x"}',
+        '--destination-option=config_kwargs={"proxies": [{"https": "***"}]}',
     ]

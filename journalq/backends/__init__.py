@@ -8,7 +8,8 @@ options: ``/data``, ``file:///data``, ``memory://scratch``,
 :mod:`journalq.backends.remotes`). The URL's protocol picks the filesystem;
 its path, when it has one, is the base that relative action paths are
 joined to. Where options come from, and which are journaled, is in
-:mod:`journalq.backends.options`.
+:mod:`journalq.backends.options`. A password in a URL's userinfo becomes a
+secret storage option before the URL is used (:mod:`journalq.backends.urls`).
 
 S3 (s3fs), GCS (gcsfs) and SFTP (sshfs) are opened as journalq's own
 subclasses of those filesystems (:mod:`journalq.backends.s3`,
@@ -35,17 +36,25 @@ from journalq.backends.options import (
     parse_option,
     public_options,
 )
+from journalq.backends.urls import (
+    chained_password_error,
+    hide_password,
+    url_password,
+    without_password,
+)
 from journalq.errors import ActionError
 from journalq.records import Endpoint
 
 __all__ = [
     "Filesystem",
     "endpoint",
+    "hide_password",
     "is_local",
     "is_secret",
     "open_filesystem",
     "parse_option",
     "public_options",
+    "split_url",
 ]
 
 #: journalq's module for each protocol whose filesystem it extends.
@@ -63,20 +72,80 @@ _EXTRAS: Final = _BACKENDS
 
 
 def endpoint(url: str, options: dict[str, Any] | None = None) -> Endpoint:
-    """Build the journal's record of a filesystem, without its secrets."""
+    """Build the journal's record of a filesystem, without its secrets.
+
+    A password in the URL is kept out like a secret option: the record has
+    the URL without it and the option's name (see :func:`split_url`).
+    """
+    url, options = split_url(url, options)
     return Endpoint(url, public_options(options))
+
+
+def split_url(
+    url: str, options: dict[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """Move a password in ``url`` into the storage option that receives it.
+
+    Returns the URL without the password and ``options`` with it, under
+    the name the filesystem class reads it as (see
+    :mod:`journalq.backends.urls`). An option given explicitly wins over
+    the URL's password. Raises ``ActionError``, naming the URL without its
+    password, when the filesystem reads no password from URLs, its
+    protocol is unknown, or the URL is chained.
+    """
+    options = dict(options or {})
+    if hide_password(url) == url:
+        return url, options
+    if "::" in url:
+        raise chained_password_error(url)
+    protocol = _protocol(url)
+    try:
+        filesystem_class = fsspec.get_filesystem_class(protocol)
+    except ImportError as exc:
+        raise _missing_package(hide_password(url), protocol, exc) from exc
+    except ValueError as exc:
+        raise _unknown_protocol(hide_password(url)) from exc
+    public, from_url = _password_option(url, filesystem_class)
+    return public, {**from_url, **options}
+
+
+def _password_option(url: str, filesystem_class: Any) -> tuple[str, dict[str, str]]:
+    """Move the password of ``url`` into the option ``filesystem_class`` reads.
+
+    Returns ``url`` and ``{}`` unchanged when the class reads that part of
+    the URL into an option that is no secret.
+    """
+    password = url_password(url)
+    names = [
+        name
+        for name, value in filesystem_class._get_kwargs_from_urls(url).items()
+        if value == password
+    ]
+    secret = [name for name in names if is_secret(name)]
+    if secret:
+        return without_password(url), {secret[0]: password}
+    if names:
+        return url, {}
+    raise ActionError(
+        without_password(url),
+        f"the URL contains a password, but {filesystem_class.__name__} reads "
+        "none from URLs, so it would stay in every path, and paths are "
+        "journaled; remove it from the URL and give the credentials as "
+        "storage options (secret ones are never journaled)",
+    )
 
 
 class Filesystem:
     """An opened fsspec filesystem and the base path of the queue on it.
 
     ``url`` is what the caller gave (a remote stays ``NAME:path``);
-    ``target`` is the fsspec URL it resolved to.
+    ``target`` is the fsspec URL it resolved to. Neither contains a
+    password: one given in the URL is among :attr:`options`.
     """
 
     def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
-        self.url = url
-        self.target, merged = _resolve(url, dict(options or {}))
+        self.url, given = split_url(url, options)
+        self.target, merged = split_url(*_resolve(self.url, given))
         self.options = decode_options(merged)
         self._fs, base = _open(self.target, self.options)
         self.base: str = base if _has_path(self.target) else ""
@@ -179,12 +248,16 @@ def _open_generic(
     except ValueError as exc:
         if "Protocol not known" not in str(exc):
             raise
-        known = ", ".join(sorted(fsspec.available_protocols()))
-        raise ActionError(
-            url,
-            f"unknown protocol {_protocol(url)!r}; use one fsspec knows "
-            f"({known}), a local path, or NAME:path for a configured remote",
-        ) from exc
+        raise _unknown_protocol(url) from exc
+
+
+def _unknown_protocol(url: str) -> ActionError:
+    known = ", ".join(sorted(fsspec.available_protocols()))
+    return ActionError(
+        url,
+        f"unknown protocol {_protocol(url)!r}; use one fsspec knows "
+        f"({known}), a local path, or NAME:path for a configured remote",
+    )
 
 
 def _missing_package(url: str, protocol: str, exc: ImportError) -> ActionError:

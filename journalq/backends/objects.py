@@ -1,12 +1,17 @@
 """What S3 and GCS share: digest metadata, directory rules and error texts.
 
-journalq stores two user metadata entries on each object it uploads in one
-request: ``journalq-digest`` (its digest string, ``"xxh128:<hex>"``) and
+journalq stores two user metadata entries on each object it uploads:
+``journalq-digest`` (its digest string, ``"xxh128:<hex>"``) and
 ``journalq-mtime-ns`` (the source file's mtime in nanoseconds), so a later
 run can compare content and mtimes without downloading the object. An
-object uploaded in journaled parts also carries ``journalq-upload``, a
-random token of that upload, by which a later attempt recognizes an upload
-that completed just before a crash.
+upload in one request sends them with the data; an upload in parts adds
+them once it completes. An object uploaded in journaled parts also carries
+``journalq-upload``, a random token of that upload, by which a later
+attempt recognizes an upload that completed just before a crash.
+
+An object store has no directories. Without directory markers a mkdir
+creates nothing, and the executor records it as skipped with the method
+:data:`NO_DIRECTORIES`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from journalq import digest
 __all__ = [
     "DIGEST_KEY",
     "MTIME_KEY",
+    "NO_DIRECTORIES",
     "UPLOAD_KEY",
     "MissingBucketError",
     "check_empty",
@@ -30,6 +36,7 @@ __all__ = [
     "metadata_mtime",
     "missing_bucket",
     "note_skipped_directory",
+    "skips_directory",
     "without_markers",
 ]
 
@@ -38,6 +45,9 @@ logger = logging.getLogger(__name__)
 DIGEST_KEY: Final = "journalq-digest"
 MTIME_KEY: Final = "journalq-mtime-ns"
 UPLOAD_KEY: Final = "journalq-upload"
+#: The method of a completed mkdir that created nothing, because the object
+#: store has no directories and its filesystem writes no markers.
+NO_DIRECTORIES: Final = "no-directories"
 
 
 def metadata(digest_string: str | None, mtime_ns: int | None) -> dict[str, str]:
@@ -67,6 +77,19 @@ def metadata_mtime(entries: Mapping[str, Any]) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+def skips_directory(fs: Any, path: str) -> bool:
+    """Return whether a mkdir of ``path`` on ``fs`` creates nothing.
+
+    True on journalq's S3 and GCS filesystems without
+    ``directory_markers=true``, for a path below a bucket; a mkdir of a
+    bucket creates the bucket. False on every other filesystem.
+    """
+    if getattr(fs, "directory_markers", True):
+        return False
+    _, key, _ = fs.split_path(path)
+    return bool(key)
 
 
 def note_skipped_directory(fs: Any, path: str) -> None:

@@ -10,13 +10,14 @@
   ``FileExistsError`` instead.
 * Identity: a single-part object's ETag is the MD5 of its content and is
   reported as an ``md5`` digest; a multipart ETag (``"<hex>-<parts>"``) is
-  not an MD5 and is ignored. A single-part upload stores journalq's xxh128
-  digest and the source's mtime as user metadata
-  (``x-amz-meta-journalq-digest``, ``x-amz-meta-journalq-mtime-ns``), read
-  back by :func:`stat`.
-  NOTE: a multipart upload learns the digest only after its metadata was
-  sent, so such objects carry neither, and the checksum policy downloads
-  them unless the source reports an MD5 in the same way.
+  not an MD5 and is ignored. Every upload stores journalq's xxh128 digest
+  and the source's mtime as user metadata (``x-amz-meta-journalq-digest``,
+  ``x-amz-meta-journalq-mtime-ns``), read back by :func:`stat`, so the
+  checksum policy compares an object without downloading it. A PutObject
+  sends them with the data. A multipart upload learns the digest only at
+  its end, after its metadata was fixed, so the completed object is copied
+  onto itself with them (:func:`replace_metadata`), which gives it a
+  single-part ETag too.
 * Large copies: files from the queue's part threshold on go in journaled
   parts to one multipart upload that a later attempt resumes
   (:mod:`journalq.backends.s3_parts`).
@@ -48,7 +49,15 @@ from s3fs import S3FileSystem
 from journalq import compare, digest, faults, retry, transfer
 from journalq.backends import objects
 
-__all__ = ["FILESYSTEM", "PART_SIZE", "READ_BLOCK_SIZE", "S3Filesystem", "S3Sink"]
+__all__ = [
+    "COPY_LIMIT",
+    "FILESYSTEM",
+    "PART_SIZE",
+    "READ_BLOCK_SIZE",
+    "S3Filesystem",
+    "S3Sink",
+    "replace_metadata",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +72,9 @@ READ_BLOCK_SIZE: Final = 8 * 1024 * 1024
 
 #: S3 allows 10,000 parts per upload.
 MAX_PARTS: Final = 10_000
+#: Largest object S3's ``CopyObject`` copies in one request; larger ones
+#: need a multipart copy.
+COPY_LIMIT: Final = 5 * 1024 * 1024 * 1024
 
 
 class S3Filesystem(S3FileSystem):
@@ -213,6 +225,44 @@ def stat(fs: S3Filesystem, path: str) -> compare.FileInfo | None:
 compare.register_stat(S3Filesystem, stat)
 
 
+def replace_metadata(
+    fs: S3Filesystem,
+    path: str,
+    size: int,
+    metadata: dict[str, str],
+    etag: str | None = None,
+) -> bool:
+    """Give the object ``path`` the user ``metadata`` by a copy onto itself.
+
+    The copy sends no data from here. With ``etag`` it copies only the
+    object with that ETag, so the metadata never describes content that
+    another writer put there since. Returns False, after logging, for an
+    object larger than :data:`COPY_LIMIT`.
+    NOTE: moto 5.2 ignores ``CopySourceIfMatch``, so the tests do not reach
+    that condition. In a versioned bucket the copy adds a second version.
+    """
+    if size > COPY_LIMIT:
+        logger.info(
+            "s3://%s is larger than %d bytes, too large for CopyObject, so "
+            "it keeps no mtime or digest metadata",
+            path,
+            COPY_LIMIT,
+        )
+        return False
+    bucket, key, _ = fs.split_path(path)
+    condition = {"CopySourceIfMatch": etag} if etag else {}
+    fs.call_s3(
+        "copy_object",
+        Bucket=bucket,
+        Key=key,
+        CopySource={"Bucket": bucket, "Key": key},
+        MetadataDirective="REPLACE",
+        Metadata=metadata,
+        **condition,
+    )
+    return True
+
+
 # Sink ------------------------------------------------------------------------
 
 
@@ -227,10 +277,12 @@ class S3Sink(transfer.Sink):
         self._hasher = digest.Hasher()
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
+        self._size = 0
 
     def write(self, data: bytes | memoryview) -> None:
         buffer = self._require_open()
         self._hasher.update(data)
+        self._size += len(data)
         buffer += data
         while len(buffer) > PART_SIZE:
             # A byte at least stays behind, so the last part, sent on
@@ -241,17 +293,20 @@ class S3Sink(transfer.Sink):
     def commit(self, mtime_ns: int | None = None) -> None:
         buffer = self._require_open()
         faults.point("transfer.before_rename")
+        etag = None
         try:
             if self._upload_id is None and len(buffer) <= PART_SIZE:
                 self._put(bytes(buffer), mtime_ns)
             else:
                 self._send_part(bytes(buffer))
-                self._complete()
+                etag = self._complete()
         except BaseException:
             self.abort()
             raise
         self._buffer = None
         self.committed = True
+        if etag is not None:
+            self._store_metadata(mtime_ns, etag)
         self.fs.invalidate_cache(self.path)
         faults.point("transfer.after_rename")
         logger.debug("committed s3://%s", self.path)
@@ -316,9 +371,10 @@ class S3Sink(transfer.Sink):
         )
         self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
 
-    def _complete(self) -> None:
+    def _complete(self) -> str:
+        """Complete the multipart upload; return the object's ETag."""
         condition = {"IfNoneMatch": "*"} if self.fs.create_only else {}
-        self.fs.call_s3(
+        completed = self.fs.call_s3(
             "complete_multipart_upload",
             Bucket=self.bucket,
             Key=self.key,
@@ -327,6 +383,25 @@ class S3Sink(transfer.Sink):
             **condition,
         )
         self._upload_id = None
+        return completed["ETag"]
+
+    def _store_metadata(self, mtime_ns: int | None, etag: str) -> None:
+        """Give the completed multipart object the metadata a PutObject sends.
+
+        The object is committed by now, so a failed copy (credentials that
+        may put objects but not read them, as CopyObject needs) is logged:
+        the next checksum comparison then reads the object instead.
+        """
+        metadata = objects.metadata(self._hasher.digest_string(), mtime_ns)
+        try:
+            replace_metadata(self.fs, self.path, self._size, metadata, etag)
+        except (OSError, botocore.exceptions.BotoCoreError) as exc:
+            logger.warning(
+                "could not store the digest and mtime of s3://%s (%s); a "
+                "checksum comparison reads the object instead",
+                self.path,
+                exc,
+            )
 
     def _require_open(self) -> bytearray:
         if self._buffer is None:

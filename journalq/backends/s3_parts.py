@@ -27,13 +27,12 @@ instead, and the journal keeps the upload.
   learns the source's mtime and the digest only at the end. So a
   server-side ``CopyObject`` of the object onto itself then replaces its
   metadata with :data:`journalq.backends.objects.MTIME_KEY` and, when the
-  caller passes it, the digest. The copy sends no data from here. The
-  copy gets a single-part ETag, the MD5 of its content unless the bucket
-  encrypts with KMS (moto 5.2 does the same), which
+  caller passes it, the digest (:func:`journalq.backends.s3.replace_metadata`).
+  The copy gets a single-part ETag, the MD5 of its content unless the
+  bucket encrypts with KMS (moto 5.2 does the same), which
   :func:`journalq.backends.s3.stat` reports as an ``md5`` digest.
   NOTE: objects larger than :data:`COPY_LIMIT` keep no metadata, so a
-  ``size+mtime`` comparison copies them again; in a versioned bucket the
-  copy adds a second version of the object.
+  ``size+mtime`` comparison copies them again.
 * An upload that completed before the attempt died is recognized by its
   object's token and is not sent again. An upload that no longer exists
   otherwise (aborted, or removed by a lifecycle rule) makes the factory
@@ -52,7 +51,7 @@ import botocore.exceptions
 
 from journalq import faults, parts
 from journalq.backends import objects
-from journalq.backends.s3 import S3Filesystem
+from journalq.backends.s3 import COPY_LIMIT, S3Filesystem, replace_metadata
 from journalq.records import Part
 
 __all__ = ["COPY_LIMIT", "MIN_PART_SIZE", "S3PartTarget"]
@@ -63,9 +62,6 @@ logger = logging.getLogger(__name__)
 #: smaller part fails on completion. A plan with smaller parts is copied in
 #: one piece instead.
 MIN_PART_SIZE: Final = 5 * 1024 * 1024
-#: Largest object S3's ``CopyObject`` copies in one request; larger ones
-#: need a multipart copy.
-COPY_LIMIT: Final = 5 * 1024 * 1024 * 1024
 
 
 class S3PartTarget(parts.PartTarget):
@@ -244,28 +240,14 @@ class S3PartTarget(parts.PartTarget):
 
     def _replace_metadata(self, size: int, metadata: dict[str, str]) -> None:
         """Give the completed object ``metadata`` with a copy onto itself."""
-        if size > COPY_LIMIT:
-            logger.info(
-                "s3://%s is larger than %d bytes, too large for CopyObject, so "
-                "it keeps no mtime or digest metadata",
-                self.path,
-                COPY_LIMIT,
-            )
-            return
         head = self._head() or {}
         if all(head.get("Metadata", {}).get(k) == v for k, v in metadata.items()):
             # An earlier attempt copied it before it died.
             self.keeps_mtime = objects.MTIME_KEY in metadata
             return
-        self.fs.call_s3(
-            "copy_object",
-            Bucket=self.bucket,
-            Key=self.key,
-            CopySource={"Bucket": self.bucket, "Key": self.key},
-            MetadataDirective="REPLACE",
-            Metadata={objects.UPLOAD_KEY: self.token, **metadata},
-        )
-        self.keeps_mtime = objects.MTIME_KEY in metadata
+        metadata = {objects.UPLOAD_KEY: self.token, **metadata}
+        if replace_metadata(self.fs, self.path, size, metadata, head.get("ETag")):
+            self.keeps_mtime = objects.MTIME_KEY in metadata
 
 
 def _abort_unjournaled(fs: S3Filesystem, bucket: str, key: str) -> None:

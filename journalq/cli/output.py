@@ -148,6 +148,8 @@ class EventPrinter:
                         f"would {event.kind}" if self.dry_run else f"{event.kind} done:"
                     )
                 return f"{verb} {target} ({format_bytes(event.bytes)})"
+            case EventType.SKIPPED if self.verbosity >= 1 and event.kind != "copy_file":
+                return f"skipped {event.kind} {target} ({event.method})"
             case EventType.SKIPPED if self.verbosity >= 1:
                 return f"skipped {target} (identical by {event.method})"
             case EventType.RETRIED if self.verbosity >= 1:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import fsspec
 
-from journalq.backends import remotes
+from journalq.backends import remotes, split_url
 from journalq.cli.base import fail
 from journalq.cli.completion import queue_names
 from journalq.cli.context import DEFAULT_QUEUE, settings
@@ -55,7 +55,9 @@ class Location:
 
     @property
     def url(self) -> str:
-        return self.filesystem + self.path
+        """The URL of the location, without a password given in it."""
+        url, _ = split_url(self.filesystem + self.path)
+        return url
 
 
 def parse_location(text: str) -> Location:
@@ -67,6 +69,8 @@ def parse_location(text: str) -> Location:
     reference = remotes.split_remote(text)
     if reference is not None:
         return _remote_location(*reference)
+    # Rejects a password that the filesystem would keep in every path.
+    split_url(text)
     protocol, path = fsspec.core.split_protocol(text)
     if protocol in (None, "file", "local"):
         absolute = os.path.abspath(os.path.expanduser(path))

@@ -66,7 +66,8 @@ def status_command(as_json: bool) -> None:
 
     The counts are of actions: a tree, each of its files and each mkdir or
     delete is one. 'skipped' counts the completed files that were already
-    identical at the destination.
+    identical at the destination, and the mkdirs of an object store that
+    keeps no directories.
     """
     with open_existing_queue(read_only=True) as queue:
         counts = queue.status()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import fsspec
 
-from journalq.backends import is_secret
+from journalq.backends.options import secret_names
 from journalq.cli.base import command, fail
 from journalq.cli.completion import complete_location
 from journalq.cli.context import (
@@ -141,17 +141,22 @@ def resume_command(queue: StorageQueue) -> str:
     return shlex.join(words)
 
 
-def _secret_note() -> str | None:
-    """Name the secret storage options a resume must be given again."""
-    options = settings()
+def _secret_note(queue: StorageQueue) -> str | None:
+    """Name the storage options with secrets that a resume needs again.
+
+    They are the options the queue journaled without their secrets, a
+    password that was given in a URL included.
+    """
+    created = queue.state.created
+    if created is None:
+        return None
     again = [
-        f"--{role}-option {key}=..."
-        for role, role_options in (
-            ("source", options.source_options),
-            ("destination", options.destination_options),
+        f"--{role}-option {name}=..."
+        for role, journaled in (
+            ("source", created.source),
+            ("destination", created.destination),
         )
-        for key in role_options
-        if is_secret(key)
+        for name in secret_names(journaled.options)
     ]
     if not again:
         return None
@@ -311,7 +316,7 @@ def _report(
         _report_failures(queue, summary)
     if left:
         click.echo(f"to resume: {resume}", err=True)
-        note = _secret_note()
+        note = _secret_note(queue)
         if note:
             click.echo(note, err=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import sys
@@ -12,16 +13,20 @@ from pathlib import Path
 import botocore.exceptions
 import pytest
 import servers
+from click.testing import CliRunner
 from conftest import S3_SECRET, Store, s3_options
+from relay import Relay
 from s3fs.errors import translate_boto_error
 
 from journalq import ActionError, StorageQueue, compare, retry
-from journalq.backends import open_filesystem, parse_option, s3
+from journalq.backends import objects, open_filesystem, parse_option, s3
 from journalq.backends.options import (
     SECRET_PLACEHOLDER,
     decode_options,
     public_options,
 )
+from journalq.cli import cli
+from journalq.events import Event, EventType
 
 
 def journalq_fs(store: Store):
@@ -43,30 +48,93 @@ def open_queue(tmp_path: Path, source: Store, destination: Store, **settings):
 # Identity ---------------------------------------------------------------------
 
 
-def test_multipart_etag_is_no_md5(tmp_path, local_store, s3_store, monkeypatch):
-    monkeypatch.setattr(s3, "PART_SIZE", 5 * 1024 * 1024)
+def test_multipart_etag_is_no_md5(tmp_path, local_store, s3_store):
     content = os.urandom(5 * 1024 * 1024 + 1000)
     local_store.write("data/big.bin", content)
-    with open_queue(tmp_path, local_store, s3_store) as queue:
-        queue.copy_tree("data", "out")
-        assert queue.run().copied == 1
+    # Uploaded by another tool, in two parts, without journalq's metadata.
+    fs = s3_store.fs
+    bucket, key, _ = fs.split_path(s3_store.path("out/big.bin"))
+    upload = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key)
+    sent = [
+        fs.call_s3(
+            "upload_part",
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload["UploadId"],
+            PartNumber=number,
+            Body=body,
+        )
+        for number, body in (
+            (1, content[: 5 * 1024 * 1024]),
+            (2, content[5 * 1024 * 1024 :]),
+        )
+    ]
+    parts = [{"PartNumber": n + 1, "ETag": part["ETag"]} for n, part in enumerate(sent)]
+    fs.call_s3(
+        "complete_multipart_upload",
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": parts},
+    )
 
     info = compare.stat(journalq_fs(s3_store), s3_store.path("out/big.bin"))
     assert info is not None
     assert info.etag is not None
     assert info.etag.strip('"').endswith("-2")
     assert info.reported("md5") is None
-    assert s3_store.read("out/big.bin") == content
+    assert info.reported("xxh128") is None
 
-    # The second run can only download the object to compare it, and
-    # must neither crash nor copy it again.
+    # The run can only download the object to compare it, and must
+    # neither crash nor copy it again.
     with open_queue(tmp_path, local_store, s3_store) as queue:
         queue.copy_tree("data", "out")
-    with open_queue(tmp_path, local_store, s3_store) as queue:
-        second = queue.run()
-    assert second.failures == []
+        summary = queue.run()
+    assert summary.failures == []
+    assert summary.copied == 0
+    assert summary.skipped == 1
+
+
+def test_multipart_upload_stores_digest(tmp_path, local_store, s3_store, s3_server):
+    """A file above S3Sink's part size, below the part threshold, goes in parts.
+
+    Its object gets the digest and mtime metadata of a PutObject, so the
+    next checksum sync skips it without reading it: the relay to moto
+    counts what the server sent back.
+    """
+    content = os.urandom(s3.PART_SIZE + 100 * 1024)
+    local_store.write("data/mid.bin", content)
+    with Relay(s3_server.port) as relay:
+        endpoint = f"http://{servers.HOST}:{relay.port}"
+        relayed = Store(
+            "s3",
+            s3_store.fs,
+            s3_store.root,
+            s3_store.url,
+            {**s3_store.options, "endpoint_url": endpoint},
+        )
+        with open_queue(tmp_path, local_store, relayed) as queue:
+            queue.sync("data", "out")
+            assert queue.run().copied == 1
+        relay.reset()
+        events: list[Event] = []
+        with open_queue(tmp_path, local_store, relayed) as queue:
+            queue.sync("data", "out")
+            second = queue.run(on_event=events.append)
+        received = relay.received
+
+    bucket, key, _ = s3_store.fs.split_path(s3_store.path("out/mid.bin"))
+    head = s3_store.fs.call_s3("head_object", Bucket=bucket, Key=key)
+    mtime_ns = os.stat(local_store.path("data/mid.bin")).st_mtime_ns
+    assert head["Metadata"][objects.DIGEST_KEY].startswith("xxh128:")
+    assert head["Metadata"][objects.MTIME_KEY] == str(mtime_ns)
+    assert s3_store.read("out/mid.bin") == content
     assert second.copied == 0
     assert second.skipped == 1
+    skips = [event for event in events if event.type is EventType.SKIPPED]
+    assert [event.method for event in skips] == ["xxh128"]
+    # Listings and HEAD responses only, no object content.
+    assert received < 64 * 1024
 
 
 def test_etag_md5_only_single_part():
@@ -168,6 +236,59 @@ def test_empty_directory_skipped_is_logged(tmp_path, local_store, store, caplog)
     assert store.tree("out") == {}
 
 
+@pytest.mark.parametrize("store", ["s3", "gcs"], indirect=True)
+def test_skipped_mkdir_recorded_as_skipped(tmp_path, local_store, store):
+    (Path(local_store.path("data")) / "empty").mkdir(parents=True)
+    local_store.write("data/f.txt", b"f")
+    events: list[Event] = []
+    with open_queue(tmp_path, local_store, store) as queue:
+        queue.copy_tree("data", "out")
+        summary = queue.run(on_event=events.append)
+        actions = queue.get_actions()
+
+    (mkdir,) = [action for action in actions if action.kind == "mkdir"]
+    assert mkdir.outcome == "skipped"
+    assert mkdir.method == objects.NO_DIRECTORIES
+    assert summary.copied == 1
+    assert summary.skipped == 1
+    assert summary.done == 0
+    skips = [event for event in events if event.type is EventType.SKIPPED]
+    assert [(event.kind, event.method) for event in skips] == [
+        ("mkdir", objects.NO_DIRECTORIES)
+    ]
+
+
+def test_skipped_mkdir_reported_by_cli(tmp_path, local_store, s3_store, monkeypatch):
+    monkeypatch.setenv("JOURNALQ_HOME", str(tmp_path / "home"))
+    (Path(local_store.path("data")) / "empty").mkdir(parents=True)
+    flags = [
+        item
+        for name, value in s3_store.options.items()
+        for item in ("--destination-option", f"{name}={value}")
+    ]
+    queue = str(tmp_path / "queue")
+    runner = CliRunner()
+    source = local_store.path("data") + "/"
+    destination = s3_store.url + "/out"
+
+    copied = runner.invoke(
+        cli, ["copy", source, destination, "--queue", queue, "--json", *flags]
+    )
+    lines = [json.loads(line) for line in copied.stdout.splitlines()]
+    verbose = runner.invoke(
+        cli, ["copy", source, destination, "--queue", queue, "-v", *flags]
+    )
+    (skip,) = [line for line in lines if line.get("event") == "skipped"]
+    shown = runner.invoke(cli, ["show", skip["id"], "--queue", queue])
+
+    assert copied.exit_code == 0, copied.output
+    assert skip["kind"] == "mkdir"
+    assert skip["method"] == "no-directories"
+    assert lines[-1]["skipped"] == 1
+    assert "skipped mkdir" in verbose.output
+    assert "skipped, decided by no-directories" in shown.output
+
+
 # Secrets -----------------------------------------------------------------
 
 
@@ -200,6 +321,21 @@ def test_sftp_key_path_not_journaled(tmp_path, local_store, sftp_store):
     for path in (tmp_path / "queue").rglob("*"):
         if path.is_file():
             assert key not in path.read_bytes(), path
+
+
+def test_sftp_report_needs_no_key(tmp_path, local_store, sftp_store):
+    """A read-only queue opens no filesystem, so it never connects."""
+    local_store.write("data/f.txt", b"f")
+    with open_queue(tmp_path, local_store, sftp_store) as queue:
+        queue.copy_tree("data", "out")
+
+    # client_keys is secret, so the journal lacks it and a connection
+    # would be rejected.
+    with StorageQueue(name=tmp_path / "queue", read_only=True) as report:
+        assert report.status()["waiting"] > 0
+        assert len(report.get_actions()) > 0
+        with pytest.raises(PermissionError, match="rejected the login"):
+            report.destination.fs.ls("/")
 
 
 def test_options_survive_journal_types():

@@ -41,7 +41,7 @@ from fsspec.asyn import sync
 from gcs_sessions import SessionRelay
 from relay import Relay
 
-from journalq import StorageQueue, compare, faults, parts
+from journalq import StorageQueue, compare, digest, faults, parts
 from journalq.backends import objects, open_filesystem
 from journalq.journal.reader import scan
 from journalq.records import Completed, PartsPlanned, PartWritten, decode_batch
@@ -297,6 +297,21 @@ def uploaded(remote: Remote) -> bytes:
     return remote.fs.cat_file(remote.store.path("big.bin"))
 
 
+def assert_digest_stored(remote: Remote, data: bytes) -> None:
+    """Check that an object store reports journalq's digest of ``data``.
+
+    S3 and GCS objects carry it as metadata; SFTP files have none, and
+    their server hashes them instead.
+    """
+    if remote.name == "sftp":
+        return
+    hasher = digest.Hasher()
+    hasher.update(data)
+    info = compare.stat(remote.fs, remote.store.path("big.bin"))
+    assert info is not None
+    assert info.reported("xxh128") == hasher.digest_string()
+
+
 def leftovers(remote: Remote) -> list[Any]:
     """Return what an upload left beside its object: uploads, temporary files."""
     if remote.name == "s3":
@@ -348,6 +363,7 @@ def test_upload_resumes_after_kills(tmp_path, remote):
     # SFTP version 3 carries whole seconds.
     tolerance = 10**9 if remote.name == "sftp" else 0
     assert abs(info.mtime_ns - source_ns) <= tolerance
+    assert_digest_stored(remote, data)
 
 
 @remotes("s3", "gcs", "sftp")
@@ -375,6 +391,7 @@ def test_completed_upload_is_not_sent_again(tmp_path, remote):
     source_ns = (tmp_path / "source" / "big.bin").stat().st_mtime_ns
     assert info is not None
     assert abs(info.mtime_ns - source_ns) < 10**9
+    assert_digest_stored(remote, data)
 
 
 @remotes("s3", "gcs", "sftp")
