@@ -9,14 +9,17 @@ With one worker the actions run in the order they were added.
 
 from __future__ import annotations
 
+import errno
 import os
+import pty
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_helpers import invoke, journalq_process, read_tree, write_tree
+from cli_helpers import SAMPLE, invoke, journalq_process, read_tree, write_tree
 from terminal_helpers import Terminal, release_fifo
 
 from journalq.cli.exits import ExitCode
@@ -135,3 +138,79 @@ def test_no_progress_display_without_terminal(
     assert "copied" in stderr
     assert "copied " in stdout
     assert process.returncode == ExitCode.FAILED, stderr
+
+
+def run_with_pty(
+    *arguments: str, stdout_on_pty: bool, stderr_on_pty: bool, stderr_file: Path
+) -> tuple[int, str, str]:
+    """Run ``python -m journalq ARGUMENTS`` with a pseudo-terminal on some streams.
+
+    A stream not on the pseudo-terminal goes to a pipe (stdout) or to
+    ``stderr_file`` (stderr), as ``> log`` and ``2> log`` do in a shell.
+    Returns the exit status, what the terminal showed and what the
+    redirected stream received.
+    """
+    controller, terminal = pty.openpty()
+    with stderr_file.open("wb") as stderr_sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "journalq", *arguments],
+            stdin=subprocess.DEVNULL,
+            stdout=terminal if stdout_on_pty else subprocess.PIPE,
+            stderr=terminal if stderr_on_pty else stderr_sink,
+            env={**os.environ, "TERM": "xterm-256color"},
+        )
+    os.close(terminal)
+    screen = bytearray()
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError as error:
+            # Linux reports EIO once every process has closed the terminal.
+            if error.errno != errno.EIO:
+                raise
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(controller)
+    piped = process.stdout.read() if process.stdout is not None else b""
+    status = process.wait(timeout=60)
+    redirected = piped if stderr_on_pty else stderr_file.read_bytes()
+    return status, screen.decode(errors="replace"), redirected.decode()
+
+
+@pytest.mark.parametrize(
+    ("stdout_on_pty", "stderr_on_pty", "drawn"),
+    [
+        pytest.param(True, True, True, id="both-terminal"),
+        pytest.param(False, True, False, id="stdout-redirected"),
+        pytest.param(True, False, False, id="stderr-redirected"),
+    ],
+)
+def test_display_needs_both_terminals(
+    sample: Path,
+    tmp_path: Path,
+    stdout_on_pty: bool,
+    stderr_on_pty: bool,
+    drawn: bool,
+) -> None:
+    """``sync > log`` and ``sync 2> log`` draw nothing; a terminal run does."""
+    status, screen, redirected = run_with_pty(
+        "sync",
+        str(sample),
+        str(tmp_path / "copy"),
+        "-v",
+        stdout_on_pty=stdout_on_pty,
+        stderr_on_pty=stderr_on_pty,
+        stderr_file=tmp_path / "stderr.log",
+    )
+    output = screen + redirected
+
+    assert status == ExitCode.OK, output
+    assert read_tree(tmp_path / "copy") == SAMPLE
+    assert ("Files" in output) is drawn, output
+    assert ("ETA" in output) is drawn, output
+    assert "\x1b[" not in redirected
+    assert "copied 5, skipped 0, failed 0" in output
+    # -v lists each file on stdout, the terminal or the pipe.
+    assert "a.txt" in (screen if stdout_on_pty else redirected)
