@@ -52,13 +52,17 @@ bench-deps:
 		echo "bench-deps: rclone and rsync are installed"; \
 	fi
 
-# The SFTP backend tests run OpenSSH's sshd on 127.0.0.1, from Debian's
-# package. Installs it only when it is missing, like bench-deps.
+# The SFTP backend tests run OpenSSH's sshd on 127.0.0.1, and the terminal
+# tests run journalq in tmux, both from Debian's packages. Installs only
+# what is missing, like bench-deps.
 test-deps:
-	@if [ -x /usr/sbin/sshd ]; then \
-		echo "test-deps: openssh-server is installed"; \
+	@missing=""; \
+	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	command -v tmux >/dev/null || missing="$$missing tmux"; \
+	if [ -n "$$missing" ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
 	else \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y openssh-server; \
+		echo "test-deps: openssh-server and tmux are installed"; \
 	fi
 
 # The long crash tests: thousands of kills, crash points and power cuts

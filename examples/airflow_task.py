@@ -7,7 +7,9 @@ as a Prefect task (``prefect.task(nightly_sync)``).
 It is safe to retry. The queue is named, so a retried task opens the same
 queue and runs only what the failed attempt left, and adding the same sync
 again while it is pending adds nothing. A second task started while one
-runs fails at once with ``QueueLockedError`` instead of copying twice.
+runs opens the queue in hand-off mode: its sync goes to the running
+process, ``run()`` raises ``QueueLockedError``, and the task fails with a
+``RuntimeError`` instead of copying twice.
 """
 
 from __future__ import annotations
@@ -33,18 +35,19 @@ def nightly_sync(
     Raises RuntimeError when files failed, so the scheduler marks the task
     failed and retries it; the retry copies only what is left.
     """
-    try:
-        queue = StorageQueue(
-            source,
-            destination,
-            name="nightly-reports",
-            destination_options=destination_options,
-        )
-    except QueueLockedError as error:
-        raise RuntimeError(f"another run holds the queue: {error}") from error
-    with queue:
+    with StorageQueue(
+        source,
+        destination,
+        name="nightly-reports",
+        destination_options=destination_options,
+    ) as queue:
         queue.sync(source, destination, delete=True, max_delete=1000)
-        summary = queue.run()
+        try:
+            summary = queue.run()
+        except QueueLockedError as error:
+            # The sync above went to the inbox of the process holding the queue,
+            # which runs it.
+            raise RuntimeError(f"another run holds the queue: {error}") from error
     result = summary.to_dict()
     logger.info("nightly sync: %s", result)
     if not summary.ok:

@@ -1,13 +1,9 @@
-"""The documentation agrees with the code: generated pages, schemas, links
-and the example that runs."""
+"""The documentation agrees with the code: generated pages, schemas and
+links. tests/test_examples.py runs the demo and the examples."""
 
 from __future__ import annotations
 
-import os
-import py_compile
 import re
-import subprocess
-import sys
 import typing
 from pathlib import Path
 
@@ -74,32 +70,3 @@ def test_relative_links_resolve(page: Path) -> None:
             continue
         path = (page.parent / target.partition("#")[0]).resolve()
         assert path.exists(), f"{page.name} links to {target}, which is missing"
-
-
-def test_plain_example_runs(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "sync_and_resume.py")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "JOURNALQ_HOME": str(tmp_path / "home")},
-    )
-
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0].startswith("first run: copied ")
-    assert lines[0].endswith("interrupted True")
-    # The resumed run copied what the first left, so something was left.
-    resumed = next(line for line in lines if line.startswith("resumed run: copied "))
-    assert int(resumed.split()[3].rstrip(",")) > 0
-    assert lines[-1] == "done"
-    assert not (tmp_path / "home").exists()
-
-
-@pytest.mark.parametrize("name", ["airflow_task.py", "notebook_progress.py"])
-def test_other_examples_compile(name: str, tmp_path: Path) -> None:
-    """These examples are read, not run: one needs Airflow, one a notebook."""
-    py_compile.compile(
-        str(ROOT / "examples" / name), cfile=str(tmp_path / "x.pyc"), doraise=True
-    )

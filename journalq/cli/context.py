@@ -57,7 +57,7 @@ class Settings:
     compare: str | None = None
     dry_run: bool = False
     #: ``--progress`` (True), ``--no-progress`` (False) or neither (None:
-    #: draw progress when stderr is a terminal).
+    #: draw progress when stdout and stderr are both terminals).
     progress: bool | None = None
     stats: float = DEFAULT_STATS_SECONDS
     source_options: dict[str, Any] = field(default_factory=dict)
@@ -206,7 +206,8 @@ def run_options(function: F) -> F:
             name="progress",
             default=None,
             help=(
-                "Draw the progress display (default: only when stderr is a terminal)."
+                "Draw the progress display on stderr (default: only when stdout "
+                "and stderr are both terminals)."
             ),
         ),
         _option(

@@ -168,13 +168,20 @@ def _secret_note(queue: StorageQueue) -> str | None:
 
 
 def _wants_display(as_json: bool) -> bool:
-    """Decide whether to draw the progress display on stderr."""
+    """Decide whether to draw the progress display on stderr.
+
+    Without ``--progress`` it is drawn only when stdout and stderr are both
+    terminals. The display goes to stderr, so ``2> log`` would fill the log
+    with escape codes. ``> log`` turns it off too, as it does for rsync,
+    which prints its ``--progress`` lines on stdout.
+    """
     options = settings()
     if options.quiet or as_json or options.progress is False:
         return False
     if options.progress:
         return True
-    return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+    on_terminal = sys.stdout.isatty() and sys.stderr.isatty()
+    return on_terminal and os.environ.get("TERM") != "dumb"
 
 
 def _fan_out(

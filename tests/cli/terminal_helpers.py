@@ -54,7 +54,11 @@ class Terminal:
         return completed.stdout
 
     def run(self, *arguments: str) -> str:
-        """Start ``python -m journalq ARGUMENTS`` in a new window; return its id.
+        """Start ``python -m journalq ARGUMENTS`` in a new window; return its id."""
+        return self.run_python("-m", "journalq", *arguments)
+
+    def run_python(self, *arguments: str) -> str:
+        """Start ``python ARGUMENTS`` in a new window; return its id.
 
         A bash around the command prints its exit status when it ends: tmux
         3.3 sometimes marks a pane dead before it has the status. The
@@ -64,9 +68,7 @@ class Terminal:
         for name, value in self.env.items():
             environment += ["-e", f"{name}={value}"]
         script = 'trap : INT; "$@"; echo "[exit status $?]"'
-        command = shlex.join(
-            ["bash", "-c", script, "bash", sys.executable, "-m", "journalq", *arguments]
-        )
+        command = shlex.join(["bash", "-c", script, "bash", sys.executable, *arguments])
         window = self._tmux(
             "new-window",
             "-d",

@@ -16,6 +16,7 @@ the botocore client, memory calls fail in fsspec's memory filesystem.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -393,3 +394,72 @@ def test_s3_cut_body_is_retried(tmp_path, moto_options, bucket):
 
     assert summary.failures == []
     assert summary.retried == 1
+
+
+# A sync with delete whose source listing fails -------------------------------
+
+#: The destination of the delete tests before any sync. The source has
+#: none of these files, so a sync with delete that ran would remove them.
+DESTINATION_FILES = {
+    "extra.txt": b"only at the destination\n",
+    "d0/extra.bin": b"\x00" * 64,
+    "d9/extra.bin": b"\xff" * 128,
+}
+
+
+def _listing_fails(fault: str) -> dict[str, Any]:
+    """Source options under which every listing of the source fails."""
+    return _faults(fault, fault_rate=0.0, fault_first=99, fault_operations="find")
+
+
+@pytest.mark.parametrize("fault", ["reset", "timeout", "denied", "missing"])
+def test_sync_delete_listing_fails_deletes_nothing(tmp_path, memory, fault):
+    for relpath, data in _contents().items():
+        memory.pipe_file(f"/src/{relpath}", data)
+    destination = write_tree(tmp_path / "out", DESTINATION_FILES)
+    source = f"{MEMORY_PROTOCOL}:///src"
+    options = _listing_fails(fault)
+
+    with _open(tmp_path, source, str(destination), source_options=options) as queue:
+        with pytest.raises(ActionError) as failure:
+            queue.sync(source, str(destination), delete=True, force=True)
+        summary = queue.run()
+        status = queue.status()
+        plan: FaultPlan = queue.source.fs.plan
+
+    assert "nothing" in str(failure.value)
+    assert "deleted" in str(failure.value)
+    assert {item.operation for item in plan.injected} == {"find"}
+    assert status["length"] == 0
+    assert summary.done == 0
+    assert summary.copied == 0
+    assert read_tree(destination) == DESTINATION_FILES
+
+
+@pytest.mark.parametrize("fault", ["reset", "denied"])
+def test_cli_resync_listing_fails_deletes_nothing(tmp_path, memory, fault):
+    """A sync that completed, run again with --delete while listing fails."""
+    files = _contents()
+    for relpath, data in files.items():
+        memory.pipe_file(f"/src/{relpath}", data)
+    destination = write_tree(tmp_path / "out", DESTINATION_FILES)
+    arguments = (
+        *("sync", f"{MEMORY_PROTOCOL}:///src", str(destination)),
+        *("--delete", "--force", "--queue", str(tmp_path / "queue")),
+    )
+
+    first = _journalq(*arguments, *_source_options(_faults("reset", fault_rate=0.0)))
+    synced = read_tree(destination)
+    (destination / "new-extra.txt").write_bytes(b"added after the first sync\n")
+    before = read_tree(destination)
+    second = _journalq(*arguments, *_source_options(_listing_fails(fault)))
+    status = _journalq("status", "--queue", str(tmp_path / "queue"), "--json")
+
+    assert first.exit_code == 0, first.output
+    assert synced == files
+    assert second.exit_code != 0, second.output
+    assert "injected" in second.stderr
+    assert "nothing" in second.stderr
+    assert "Traceback" not in second.output
+    assert read_tree(destination) == before
+    assert json.loads(status.stdout)["waiting"] == 0

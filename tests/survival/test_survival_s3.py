@@ -16,12 +16,15 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from kill_helpers import KillTiming, run_and_kill
 from survival_helpers import SOAK
 
-#: Kills per run: 6 in CI (about 20 s with the server's start), 60 in the
-#: soak run.
+#: Kills per run that must end a live run: 6 in CI (about 20 s with the
+#: server's start), 60 in the soak run.
 CI_KILLS = 6
 SOAK_KILLS = 60
+#: Runs allowed per kill that must land; the rest may finish first.
+MAX_RUNS_PER_KILL = 3
 FILES = 80
 SEED = 4_242
 #: Range of the delay before a kill, in seconds: start-up with s3fs
@@ -64,17 +67,20 @@ def _command(source: Path, prefix: str, queue: Path, s3: dict[str, str]) -> list
 def _kill_and_finish(source: Path, tmp_path: Path, s3: dict[str, str], kills: int):
     prefix = tmp_path.name
     command = _command(source, prefix, tmp_path / "queue", s3)
-    rng = random.Random(SEED + kills)
-    for _ in range(kills):
-        process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    timing = KillTiming(*KILL_DELAY, random.Random(SEED + kills))
+    landed = 0
+    runs = 0
+    # A run that finished before its kill does not count, and the next kill
+    # comes sooner, until ``kills`` runs were killed while running.
+    while landed < kills:
+        assert runs < MAX_RUNS_PER_KILL * kills, (
+            f"only {landed} of {runs} runs were killed while running"
         )
-        try:
-            _, stderr = process.communicate(timeout=rng.uniform(*KILL_DELAY))
-            assert process.returncode == 0, stderr
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
+        result = run_and_kill(command, timing.next_delay())
+        timing.record(result)
+        runs += 1
+        landed += result.landed
+        assert result.landed or result.returncode == 0, result.stderr
 
     final = subprocess.run(command, capture_output=True, text=True, check=False)
     rerun = subprocess.run(command, capture_output=True, text=True, check=False)
