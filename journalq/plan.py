@@ -492,7 +492,7 @@ def _extraneous(
     for relpath, is_directory, in_the_way in _extraneous_paths(source, destination):
         listed = None
         if not is_directory:
-            size, mtime_ns = destination.files[relpath]
+            size, mtime_ns = destination.files[relpath][:2]
             etag = destination.etags.get(relpath)
             listed = Identity(size, mtime_ns, etag=etag)
         yield _child(
