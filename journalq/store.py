@@ -45,7 +45,7 @@ from journalq.errors import (
     QueueClosedError,
     QueueError,
 )
-from journalq.journal import SEGMENT_BYTES, Journal, ScanResult, SyncMode, scan
+from journalq.journal import SEGMENT_BYTES, Frame, Journal, ScanResult, SyncMode, scan
 from journalq.lock import QueueLock
 from journalq.records import (
     FORMAT_MAJOR,
@@ -59,7 +59,13 @@ from journalq.records import (
 )
 from journalq.replay import QueueState, Status, decode_state, encode_state
 
-__all__ = ["QueueStore", "queue_directory", "read_format", "read_state"]
+__all__ = [
+    "QueueStore",
+    "decode_frame",
+    "queue_directory",
+    "read_format",
+    "read_state",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +142,26 @@ def read_format(directory: Path) -> _FormatFile | None:
     return header
 
 
+def decode_frame(frame: Frame, queue_dir: str | os.PathLike[str]) -> list[Record]:
+    """Decode the records of one journal frame.
+
+    A frame whose checksum holds but whose records do not decode was written
+    by a journalq that broke the format rules, or damaged before the
+    checksum was computed. Raises :class:`CorruptionError` naming the frame,
+    because replaying around it could lose a ``canceled`` or ``completed``.
+    """
+    try:
+        return decode_batch(frame.payload)
+    except msgspec.DecodeError as exc:
+        raise CorruptionError(
+            frame.path,
+            frame.offset,
+            f"the records of the frame at sequence {frame.first_lsn} do not "
+            f"decode ({exc})",
+            queue_dir=queue_dir,
+        ) from exc
+
+
 def _create_directory(directory: Path) -> None:
     if directory.exists():
         if not directory.is_dir():
@@ -180,9 +206,9 @@ def _load(
     # segment) are freed before the decoded state exists.
     result, tail = _scan_tail(directory, queue_id, after_lsn)
     state = decode_state(payload) if payload is not None else QueueState()
-    for first_lsn, frame in tail:
-        records = decode_batch(frame)
-        skip = max(0, after_lsn + 1 - first_lsn)
+    for frame in tail:
+        records = decode_frame(frame, directory)
+        skip = max(0, after_lsn + 1 - frame.first_lsn)
         state.apply_all(records[skip:] if skip else records)
     state.last_lsn = max(after_lsn, result.next_lsn - 1)
     return state, result
@@ -190,10 +216,10 @@ def _load(
 
 def _scan_tail(
     directory: Path, queue_id: bytes, after_lsn: int
-) -> tuple[ScanResult, list[tuple[int, bytes]]]:
+) -> tuple[ScanResult, list[Frame]]:
     """Scan the journal and return the result without its frames.
 
-    The frames come second, as first LSN and a copy of the payload.
+    The frames come second, each with a copy of its payload.
     """
     journal_dir = directory / JOURNAL_DIR
     result = scan(journal_dir, queue_id, after_lsn=after_lsn, queue_dir=str(directory))
@@ -205,7 +231,10 @@ def _scan_tail(
             f"snapshot's {after_lsn}",
             queue_dir=directory,
         )
-    tail = [(frame.first_lsn, bytes(frame.payload)) for frame in result.frames]
+    tail = [
+        dataclasses.replace(frame, payload=bytes(frame.payload))
+        for frame in result.frames
+    ]
     return dataclasses.replace(result, frames=[]), tail
 
 

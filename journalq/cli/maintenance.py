@@ -21,7 +21,7 @@ from journalq.cli.queues import open_existing_queue, queue_exists
 from journalq.errors import QueueError
 from journalq.journal import RepairReport, ScanResult, repair, scan
 from journalq.lock import QueueLock
-from journalq.store import JOURNAL_DIR, queue_directory, read_format
+from journalq.store import JOURNAL_DIR, decode_frame, queue_directory, read_format
 
 __all__ = ["cancel_command", "compact_command", "fsck_command", "retry_command"]
 
@@ -101,14 +101,26 @@ def fsck_command(truncate: bool, backup_dir: Path | None) -> None:
         raise QueueError(directory, "no queue here (no FORMAT file)")
     queue_id = _queue_id(directory)
     after_lsn = _snapshot_lsn(directory, queue_id)
+
+    def check_records(result: ScanResult) -> None:
+        for frame in result.frames:
+            decode_frame(frame, directory)
+
     if not truncate:
         journal = directory / JOURNAL_DIR
         result = scan(journal, queue_id, after_lsn=after_lsn, queue_dir=str(directory))
+        check_records(result)
         _print_scan(result, after_lsn)
         return
     backups = backup_dir or directory / BACKUP_DIR / _utc_stamp()
     with QueueLock(directory):
-        report = repair(directory / JOURNAL_DIR, queue_id, backups, after_lsn=after_lsn)
+        report = repair(
+            directory / JOURNAL_DIR,
+            queue_id,
+            backups,
+            after_lsn=after_lsn,
+            check=check_records,
+        )
     _print_repair(report)
 
 

@@ -58,6 +58,9 @@ class Frame:
     first_lsn: int
     count: int
     payload: bytes | memoryview
+    #: The segment file and the byte offset of the frame's header in it.
+    path: str = ""
+    offset: int = 0
 
     @property
     def last_lsn(self) -> int:
@@ -443,7 +446,9 @@ class _SegmentReader:
         start = offset + fmt.FRAME_HEADER_SIZE
         payload = memoryview(self.data)[start : start + frame.length]
         if frame.frame_type == fmt.FRAME_BATCH:
-            frames.append(Frame(frame.first_lsn, frame.count, payload))
+            frames.append(
+                Frame(frame.first_lsn, frame.count, payload, self.path, offset)
+            )
             return False
         if frame.frame_type == fmt.FRAME_SEAL:
             self._check_seal(frame, offset, expected, payload)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,12 +62,16 @@ def repair(
     backup_dir: str | os.PathLike[str],
     *,
     after_lsn: int = 0,
+    check: Callable[[ScanResult], None] | None = None,
 ) -> RepairReport:
     """Cut the journal in ``directory`` at its first corruption point.
 
     ``after_lsn`` must be the last LSN of the queue's newest snapshot: with a
     lower value, segments legitimately deleted behind the snapshot look like
     missing records, and the repair would cut away the whole journal.
+    ``check`` looks at the frames of a journal that scanned clean and raises
+    :class:`~journalq.errors.CorruptionError` at a frame it finds damaged,
+    for example one whose records do not decode; the journal is cut there too.
 
     Raises FormatVersionError, without changing anything, for a journal
     written by a newer format version.
@@ -83,6 +88,8 @@ def repair(
     while True:
         try:
             result = scan(path, queue_id, after_lsn=after_lsn)
+            if check is not None:
+                check(result)
         except errors.CorruptionError as error:
             if report is None:
                 report = error

@@ -53,7 +53,7 @@ from golden_queue import (
 from journalq import inbox, snapshot
 from journalq.cli import cli
 from journalq.cli.exits import ExitCode
-from journalq.errors import FormatVersionError
+from journalq.errors import CorruptionError, FormatVersionError
 from journalq.journal import Journal, scan
 from journalq.journal import format as fmt
 from journalq.records import (
@@ -523,33 +523,37 @@ def test_unknown_tag_newer_minor_rejected(queue: Path) -> None:
 def test_unknown_tag_current_minor_stops_open(queue: Path) -> None:
     """An unknown tag in a segment of this version stops the open, changing nothing.
 
-    No journalq writes this: a new record type raises the minor version.
-    msgspec's ``ValidationError`` for the tag reaches the caller, as the
-    schema rules in journalq/records.py say.
+    No journalq writes this: a new record type raises the minor version. So
+    the frame counts as corruption, named by its segment and offset.
     """
     append_unknown_record(queue, minor=FORMAT_MINOR)
     before = tree_digest(queue)
 
-    with pytest.raises(msgspec.ValidationError, match=f"Invalid value {NEW_TAG}"):
+    with pytest.raises(CorruptionError, match=f"Invalid value {NEW_TAG}") as raised:
         QueueStore.open(queue)
-    with pytest.raises(msgspec.ValidationError):
+    with pytest.raises(CorruptionError):
         read_state(queue)
+
+    assert raised.value.path.endswith(".jq")
+    assert raised.value.offset > 0
 
     assert tree_digest(queue) == before
     assert not (queue / "quarantine").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="records are decoded outside the journal scan: the error escapes "
-    "as ValidationError with exit 1, and fsck reports the journal ok",
-)
 def test_unknown_tag_current_minor_is_corruption(queue: Path) -> None:
-    """The command line should report an undecodable frame as corruption."""
+    """The command line reports an undecodable frame as corruption and cuts it."""
     append_unknown_record(queue, minor=FORMAT_MINOR)
 
     status = CliRunner().invoke(cli, ["status", "--queue", str(queue)])
     fsck = CliRunner().invoke(cli, ["fsck", "--queue", str(queue)])
+    repaired = CliRunner().invoke(
+        cli, ["fsck", "--queue", str(queue), "--truncate-at-corruption"]
+    )
+    after = CliRunner().invoke(cli, ["status", "--queue", str(queue)])
 
     assert status.exit_code == ExitCode.UNUSABLE, status.output
+    assert "--truncate-at-corruption" in status.output
     assert fsck.exit_code == ExitCode.UNUSABLE, fsck.output
+    assert repaired.exit_code == ExitCode.OK, repaired.output
+    assert after.exit_code == ExitCode.OK, after.output
