@@ -11,13 +11,10 @@ itself at a crash point.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runs import KILLED, journalq_command, run_journalq, summary_of
 from conftest import Store
 
 from journalq import StorageQueue
@@ -332,50 +329,6 @@ KILL_TREE = {
 KILL_AT = "transfer.after_rename:3"
 
 
-def url_with_slash(store: Store, relpath: str) -> str:
-    return f"{store.url.rstrip('/')}/{relpath}/"
-
-
-def journalq_command(tmp_path: Path, source: Store, destination: Store) -> list[str]:
-    """Return ``journalq copy SRC/ DST --json`` with both stores' options."""
-    options = []
-    for flag, store in (
-        ("--source-option", source),
-        ("--destination-option", destination),
-    ):
-        for name, value in store.options.items():
-            options += [flag, f"{name}={json.dumps(value)}"]
-    return [
-        *(sys.executable, "-m", "journalq", "copy"),
-        url_with_slash(source, "data"),
-        f"{destination.url.rstrip('/')}/out",
-        *("--queue", str(tmp_path / "queue"), "--json", *options),
-    ]
-
-
-def run_journalq(
-    command: list[str], crash_at: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    environment = dict(os.environ)
-    if crash_at is not None:
-        environment["JOURNALQ_CRASH_AT"] = crash_at
-    return subprocess.run(
-        command,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def summary_of(completed: subprocess.CompletedProcess[str]) -> dict:
-    assert completed.returncode == 0, completed.stderr
-    summary = json.loads(completed.stdout.splitlines()[-1])
-    assert summary["event"] == "summary"
-    return summary
-
-
 @core_pairs
 def test_killed_copy_resumes(tmp_path, source, destination):
     """``journalq copy`` SIGKILLed mid-tree, then the same command resumes it."""
@@ -383,7 +336,7 @@ def test_killed_copy_resumes(tmp_path, source, destination):
     command = journalq_command(tmp_path, source, destination)
 
     killed = run_journalq(command, KILL_AT)
-    assert killed.returncode == -9, f"{KILL_AT} not reached\n{killed.stderr}"
+    assert killed.returncode == KILLED, f"{KILL_AT} not reached\n{killed.stderr}"
     arrived = destination.tree("out")
     resumed = summary_of(run_journalq(command))
     rerun = summary_of(run_journalq(command))
