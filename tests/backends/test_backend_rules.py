@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -485,3 +487,53 @@ def test_create_only_keeps_existing_object(
     bucket = s3_store.root.split("/", 1)[0]
     uploads = s3_store.fs.call_s3("list_multipart_uploads", Bucket=bucket)
     assert uploads.get("Uploads", []) == []
+
+
+#: The child process that copies to SFTP and kills the sshd sessions.
+SSH_DROP_CHILD = Path(__file__).with_name("ssh_drop_child.py")
+
+
+def test_ssh_drop_mid_copy_reconnects(tmp_path, local_store):
+    """The sshd processes serving a copy are SIGKILLed between two writes.
+
+    A queue in a child process (``ssh_drop_child.py``) does it from its
+    event callback, so the copy's next write finds the connection closed.
+    The server is one of its own, so that other tests keep their
+    connections.
+    """
+    server, key = servers.sshd_server(tmp_path / "ssh")
+    server.start()
+    try:
+        files = {f"f{index}.txt": b"small %d" % index for index in range(4)}
+        files["large.bin"] = os.urandom(4 * 1024 * 1024)
+        local_store.write_tree("data", files)
+        root = tmp_path / "sftp"
+        root.mkdir()
+        url = f"ssh://root@{servers.HOST}:{server.port}{root}"
+        assert server.process is not None
+        arguments = [local_store.path("data"), url, tmp_path / "queue", key]
+        child = subprocess.run(
+            [
+                sys.executable,
+                str(SSH_DROP_CHILD),
+                *map(str, arguments),
+                str(server.process.pid),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        server.stop()
+
+    assert child.returncode == 0, child.stderr
+    result = json.loads(child.stdout)
+    assert result["killed"] != []
+    assert result["errors"] == []
+    assert result["failed"] == 0
+    assert result["retried"] >= 1
+    assert result["copied"] == len(files)
+    copied = {path.name: path.read_bytes() for path in (root / "out").iterdir()}
+    # Exactly the files: no temporary file of the cut copy is left.
+    assert copied == files
