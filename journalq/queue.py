@@ -1253,6 +1253,17 @@ class StorageQueue:
 
     # Lifetime -----------------------------------------------------------------
 
+    def flush(self) -> None:
+        """Wait until every record journaled so far is on disk.
+
+        A run journals completions without waiting for the disk, so a crash
+        can lose the last few. An ``on_event`` callback that reports
+        completions as done calls this first. A hand-off queue has no
+        journal open and returns at once.
+        """
+        if self._store is not None:
+            self._store.flush()
+
     def close(self) -> None:
         """Flush the journal and release the queue's lock."""
         if self._store is not None:

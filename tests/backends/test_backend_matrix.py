@@ -3,7 +3,9 @@
 Each test runs a real :class:`journalq.StorageQueue` whose source and
 destination are stores of ``conftest.py``: a local directory, fsspec's
 memory filesystem, a bucket on moto (S3), a bucket on fake-gcs-server
-(GCS), or a directory reached through sshd (SFTP).
+(GCS), or a directory reached through sshd (SFTP). The kill-and-resume
+test runs the ``journalq`` command instead, in a process that SIGKILLs
+itself at a crash point.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 from pathlib import Path, PurePosixPath
 
 import pytest
+from cli_runs import KILLED, journalq_command, run_journalq, summary_of
 from conftest import Store
 
 from journalq import StorageQueue
@@ -28,6 +31,12 @@ PAIRS = [
     ("memory", "s3"),
     ("sftp", "gcs"),
 ]
+#: The pairings of the operation tests below: local to each remote, each
+#: remote to local, and two remote-to-remote pairs.
+CORE_PAIRS = [
+    pair for pair in PAIRS if "memory" not in pair and pair != ("sftp", "gcs")
+]
+REMOTE_PAIRS = [("s3", "sftp"), ("gcs", "s3")]
 
 TREE = {
     "a.txt": b"alpha",
@@ -51,9 +60,18 @@ def pair_id(pair: tuple[str, str]) -> str:
     return f"{pair[0]}->{pair[1]}"
 
 
-pairs = pytest.mark.parametrize(
-    ("source", "destination"), PAIRS, indirect=True, ids=[pair_id(p) for p in PAIRS]
-)
+def pairings(chosen: list[tuple[str, str]]) -> pytest.MarkDecorator:
+    return pytest.mark.parametrize(
+        ("source", "destination"),
+        chosen,
+        indirect=True,
+        ids=[pair_id(pair) for pair in chosen],
+    )
+
+
+pairs = pairings(PAIRS)
+core_pairs = pairings(CORE_PAIRS)
+remote_pairs = pairings(REMOTE_PAIRS)
 
 
 def open_queue(tmp_path: Path, source: Store, destination: Store) -> StorageQueue:
@@ -201,3 +219,144 @@ def test_skip_records_backend_identity(tmp_path, source, destination, method):
         ]
 
     assert [action.method for action in skipped] == [method]
+
+
+# Operations on the core pairings ------------------------------------------------
+
+
+@core_pairs
+def test_sync_keeps_extras_without_delete(tmp_path, source, destination):
+    source.write_tree("data", {"keep.txt": b"keep", "sub/new.txt": b"new"})
+    destination.write_tree(
+        "out", {"keep.txt": b"old!", "extra.txt": b"x", "old/deep/y.txt": b"y"}
+    )
+    with open_queue(tmp_path, source, destination) as queue:
+        queue.sync("data", "out")
+        summary = queue.run()
+
+    assert summary.failures == []
+    assert summary.copied == 2
+    assert destination.tree("out") == {
+        "keep.txt": b"keep",
+        "sub/new.txt": b"new",
+        "extra.txt": b"x",
+        "old/deep/y.txt": b"y",
+    }
+
+
+def children_of(queue: StorageQueue, tree: str) -> dict[str, str]:
+    """Return the ids of a tree's files, by destination path."""
+    return {
+        action.destination: action.id
+        for action in queue.get_actions()
+        if action.parent == tree and action.destination is not None
+    }
+
+
+@pairings([pair for pair in CORE_PAIRS if pair[1] != "local"])
+def test_canceled_actions_never_run(tmp_path, source, destination):
+    """Actions canceled before the run: a file, a tree's file, a whole tree."""
+    source.write_tree("data", {"a.txt": b"a", "b.txt": b"b", "c.txt": b"c"})
+    source.write_tree("other", {"d.txt": b"d", "e.txt": b"e"})
+    with open_queue(tmp_path, source, destination) as queue:
+        single = queue.copy_file("data/a.txt", "single/a.txt")
+        tree = queue.copy_tree("data", "out")
+        whole = queue.copy_tree("other", "other")
+        child = children_of(queue, tree)[destination.path("out/b.txt")]
+        canceled = [*queue.cancel(single), *queue.cancel(child), *queue.cancel(whole)]
+        summary = queue.run()
+        again = queue.run()
+        status = queue.status()
+
+    assert summary.failures == []
+    assert summary.copied == 2
+    assert again.copied == 0
+    assert len(canceled) == 5
+    assert status["canceled"] == 5
+    assert destination.tree("out") == {"a.txt": b"a", "c.txt": b"c"}
+    assert destination.tree("single") == {}
+    assert destination.tree("other") == {}
+
+
+@remote_pairs
+def test_single_actions_between_remotes(tmp_path, source, destination):
+    """mkdir, delete and list on both sides of a remote-to-remote queue."""
+    if destination.name in ("s3", "gcs"):
+        destination.options = {**destination.options, "directory_markers": True}
+    source.write_tree("data", {"one.txt": b"one", "gone.txt": b"g", "sub/t.txt": b"t"})
+    destination.write_tree("doomed", {"x.txt": b"x", "deep/y.txt": b"y"})
+    destination.write("stale.txt", b"stale")
+    with open_queue(tmp_path, source, destination) as queue:
+        queue.copy_file("data/one.txt", "copied/one.txt")
+        queue.mkdir("destination", "made")
+        queue.delete("destination", "doomed", recursive=True)
+        queue.delete("destination", "stale.txt")
+        queue.delete("source", "data/gone.txt")
+        summary = queue.run()
+        # Top-level actions run in parallel, so the listings wait for a
+        # run of their own.
+        source_listing = queue.list("data", service="source")
+        destination_listing = queue.list("", recursive=True, service="destination")
+        listed = queue.run()
+        source_entries = queue.list_result(source_listing)
+        destination_entries = queue.list_result(destination_listing)
+
+    assert summary.failures == []
+    assert summary.copied == 1
+    assert summary.done == 4
+    assert listed.failures == []
+    assert destination.read("copied/one.txt") == b"one"
+    assert destination.tree("doomed") == {}
+    assert not destination.fs.exists(destination.path("stale.txt"))
+    assert source.tree("data") == {"one.txt": b"one", "sub/t.txt": b"t"}
+    destination.fs.invalidate_cache()
+    assert destination.fs.isdir(destination.path("made"))
+
+    def names(entries: list[dict]) -> dict[str, str]:
+        return {entry["name"].rsplit("/", 1)[-1]: entry["type"] for entry in entries}
+
+    assert names(source_entries) == {"one.txt": "file", "sub": "directory"}
+    found = names(destination_entries)
+    assert found["one.txt"] == "file"
+    assert found["made"] == "directory"
+    assert "x.txt" not in found
+    assert "stale.txt" not in found
+
+
+# Kill and resume --------------------------------------------------------------
+
+#: A handful of files, because moto spends CPU time on every request.
+KILL_TREE = {
+    "a.txt": b"alpha" * 50,
+    "b.txt": b"bravo",
+    "empty.bin": b"",
+    "sub/c.txt": b"charlie" * 300,
+    "sub/deeper/d.bin": hashlib.sha256(b"d").digest() * 64,
+    "with space.txt": b"spaced",
+}
+#: The crash point and its count: the process dies just after the third
+#: file reached the destination, before its completion was journaled.
+KILL_AT = "transfer.after_rename:3"
+
+
+@core_pairs
+def test_killed_copy_resumes(tmp_path, source, destination):
+    """``journalq copy`` SIGKILLed mid-tree, then the same command resumes it."""
+    source.write_tree("data", KILL_TREE)
+    command = journalq_command(tmp_path, source, destination)
+
+    killed = run_journalq(command, KILL_AT)
+    assert killed.returncode == KILLED, f"{KILL_AT} not reached\n{killed.stderr}"
+    arrived = destination.tree("out")
+    resumed = summary_of(run_journalq(command))
+    rerun = summary_of(run_journalq(command))
+
+    assert len(arrived) >= 3
+    assert resumed["failed"] == 0
+    assert resumed["copied"] + resumed["skipped"] <= len(KILL_TREE)
+    assert resumed["copied"] < len(KILL_TREE)
+    # Exactly the tree: no temporary file of the killed copy is left.
+    assert destination.tree("out") == KILL_TREE
+    assert rerun["copied"] == 0
+    assert rerun["bytes"] == 0
+    assert rerun["skipped"] == len(KILL_TREE)

@@ -6,6 +6,7 @@ import errno
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from conftest import S3_SECRET, Store, s3_options
 from relay import Relay
 from s3fs.errors import translate_boto_error
 
-from journalq import ActionError, StorageQueue, compare, retry
+from journalq import ActionError, StorageQueue, compare, parts, retry
 from journalq.backends import objects, open_filesystem, parse_option, s3
 from journalq.backends.options import (
     SECRET_PLACEHOLDER,
@@ -571,3 +572,103 @@ def test_lost_ssh_connection_reconnects(tmp_path, local_store, sftp_store):
     assert summary.failures == []
     assert queue.destination.fs is not lost
     assert sftp_store.tree("out") == {"a.txt": b"a", "b.txt": b"b"}
+
+
+# Create only ------------------------------------------------------------------
+
+#: The three ways a file reaches S3: one PutObject, a multipart upload of
+#: the streaming sink, and a copy in journaled parts. Sizes with the
+#: part sizes below.
+UPLOAD_SIZES = {
+    "put": 1000,
+    "multipart": 5 * 1024 * 1024 + 1000,
+    "parts": 10 * 1024 * 1024 + 1000,
+}
+
+
+@pytest.mark.parametrize("upload", list(UPLOAD_SIZES))
+def test_create_only_keeps_existing_object(
+    tmp_path, local_store, s3_store, monkeypatch, upload
+):
+    """With ``create_only=true`` an existing object fails its copy alone.
+
+    moto answers the conditional write (``If-None-Match: *``) of an
+    existing key with 412 Precondition Failed, as S3 does.
+    """
+    monkeypatch.setattr(s3, "PART_SIZE", 5 * 1024 * 1024)
+    monkeypatch.setattr(parts, "PART_SIZE", 5 * 1024 * 1024)
+    content = os.urandom(UPLOAD_SIZES[upload])
+    local_store.write("data/taken.bin", content)
+    local_store.write("data/free.txt", b"new object")
+    local_store.write("data/same.txt", b"identical")
+    s3_store.write("out/taken.bin", b"the object that was there")
+    s3_store.write("out/same.txt", b"identical")
+    s3_store.options = {**s3_store.options, "create_only": True}
+    threshold = 8 * 1024 * 1024 if upload == "parts" else 64 * 1024 * 1024
+    with open_queue(tmp_path, local_store, s3_store, part_threshold=threshold) as queue:
+        queue.copy_tree("data", "out")
+        summary = queue.run()
+        failed = queue.get_actions("failed")
+
+    assert summary.copied == 1
+    assert summary.skipped == 1
+    assert summary.failed == 1
+    (failure,) = [action for action in failed if action.kind == "copy_file"]
+    assert failure.destination == s3_store.path("out/taken.bin")
+    assert "FileExistsError" in (failure.error or "")
+    assert "create_only=true" in (failure.error or "")
+    assert s3_store.read("out/taken.bin") == b"the object that was there"
+    assert s3_store.read("out/free.txt") == b"new object"
+    bucket = s3_store.root.split("/", 1)[0]
+    uploads = s3_store.fs.call_s3("list_multipart_uploads", Bucket=bucket)
+    assert uploads.get("Uploads", []) == []
+
+
+#: The child process that copies to SFTP and kills the sshd sessions.
+SSH_DROP_CHILD = Path(__file__).with_name("ssh_drop_child.py")
+
+
+def test_ssh_drop_mid_copy_reconnects(tmp_path, local_store):
+    """The sshd processes serving a copy are SIGKILLed between two writes.
+
+    A queue in a child process (``ssh_drop_child.py``) does it from its
+    event callback, so the copy's next write finds the connection closed.
+    The server is one of its own, so that other tests keep their
+    connections.
+    """
+    server, key = servers.sshd_server(tmp_path / "ssh")
+    server.start()
+    try:
+        files = {f"f{index}.txt": b"small %d" % index for index in range(4)}
+        files["large.bin"] = os.urandom(4 * 1024 * 1024)
+        local_store.write_tree("data", files)
+        root = tmp_path / "sftp"
+        root.mkdir()
+        url = f"ssh://root@{servers.HOST}:{server.port}{root}"
+        assert server.process is not None
+        arguments = [local_store.path("data"), url, tmp_path / "queue", key]
+        child = subprocess.run(
+            [
+                sys.executable,
+                str(SSH_DROP_CHILD),
+                *map(str, arguments),
+                str(server.process.pid),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        server.stop()
+
+    assert child.returncode == 0, child.stderr
+    result = json.loads(child.stdout)
+    assert result["killed"] != []
+    assert result["errors"] == []
+    assert result["failed"] == 0
+    assert result["retried"] >= 1
+    assert result["copied"] == len(files)
+    copied = {path.name: path.read_bytes() for path in (root / "out").iterdir()}
+    # Exactly the files: no temporary file of the cut copy is left.
+    assert copied == files

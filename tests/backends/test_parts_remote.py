@@ -1,9 +1,11 @@
 """Large copies in journaled parts to and from S3, GCS and SFTP, killed and resumed.
 
 Each test copies one file over its part threshold with a real
-:class:`journalq.StorageQueue`. A copy that is to die runs in a forked
-child process that SIGKILLs itself at a crash point, counted as in
-``JOURNALQ_CRASH_AT``: after a part is durable but before its record
+:class:`journalq.StorageQueue`, between a local directory and a remote, or
+from one remote to another (S3 to SFTP, GCS to S3). A copy that is to die
+runs in a forked child process that SIGKILLs itself at a crash point,
+counted as in ``JOURNALQ_CRASH_AT``: after a part is durable but before
+its record
 (``parts.before_record:N``), just before the object is completed
 (``parts.before_rename``), just after it (``parts.after_complete``), or
 after an S3 upload is created but before its plan is journaled
@@ -66,6 +68,9 @@ MTIME_NS = 1_600_000_000 * 10**9
 #: there (by its ETag on S3, its bytes on SFTP, the persisted offset on
 #: GCS), and GCS sends one part at a time.
 IN_FLIGHT = {"s3": parts.PARTS_IN_FLIGHT, "gcs": 1, "sftp": parts.PARTS_IN_FLIGHT}
+#: Bytes of the requests a resumed run to S3 sends besides parts: listing
+#: the parts, completing the upload and replacing its metadata.
+REQUESTS = 64 * 1024
 #: What the relays count beyond the file's bytes in a run: HTTP headers of
 #: each request to moto, SSH framing and MACs (about 1.5% measured for
 #: sshd), and the SFTP read-back of parts, which counts requests only.
@@ -200,7 +205,13 @@ def sftp_relay(sftp_server: tuple[servers.Server, Path]) -> Iterator[Relay]:
 @pytest.fixture
 def remote(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Remote:
     """The store named by the ``remote`` parameter, through its relay."""
-    name = request.param
+    return relayed(request, monkeypatch, request.param)
+
+
+def relayed(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, name: str
+) -> Remote:
+    """Return a new store of backend ``name``, reached through its relay."""
     store: Store = request.getfixturevalue(f"{name}_store")
     counter = request.getfixturevalue(f"{name}_relay")
     counter.reset()
@@ -327,6 +338,95 @@ def leftovers(remote: Remote) -> list[Any]:
 # Uploads ---------------------------------------------------------------------
 
 
+@dataclass
+class Phase:
+    """One run of a copy: what the server received and what it journaled."""
+
+    sent: int
+    #: The parts this run journaled, by number, with their sizes.
+    journaled: dict[int, int]
+    #: On S3, the numbers of the parts the upload had when the run ended.
+    listed: set[int] = field(default_factory=set)
+
+    @property
+    def journaled_bytes(self) -> int:
+        return sum(self.journaled.values())
+
+
+class Phases:
+    """The runs of one copy, each measured when it ends."""
+
+    def __init__(self, copy: Copy, remote: Remote) -> None:
+        self.copy = copy
+        self.remote = remote
+        self.runs: list[Phase] = []
+        self._sent = remote.sent
+        self._records = 0
+
+    def end(self, may_repeat: frozenset[int] = frozenset()) -> Phase:
+        """Measure the run that just ended (killed or finished).
+
+        A resumed run never journals a part again, except those of
+        ``may_repeat``.
+        """
+        records = self.copy.records(PartWritten)
+        new = {
+            record.part.number: record.part.size for record in records[self._records :]
+        }
+        earlier = {number for run in self.runs for number in run.journaled}
+        repeated = (set(new) & earlier) - may_repeat
+        assert repeated == set(), f"parts journaled again: {sorted(repeated)}"
+        phase = Phase(self.remote.sent - self._sent, new, self._listed())
+        self.runs.append(phase)
+        self._sent = self.remote.sent
+        self._records = len(records)
+        return phase
+
+    def _listed(self) -> set[int]:
+        if self.remote.name != "s3" or not self.copy.records(PartsPlanned):
+            return set()
+        (plan,) = self.copy.records(PartsPlanned)[-1:]
+        bucket, key = self.remote.store.path("big.bin").split("/", 1)
+        try:
+            listing = self.remote.fs.call_s3(
+                "list_parts",
+                Bucket=bucket,
+                Key=key,
+                UploadId=plan.upload.partition(".")[2],
+            )
+        except FileNotFoundError:
+            return set()
+        return {entry["PartNumber"] - 1 for entry in listing.get("Parts", [])}
+
+    def check_s3_resumes(self, budget: int) -> None:
+        """Check that no resumed run sent a part S3 had when it started.
+
+        A resumed run sends the parts it journals that the upload lacked,
+        and parts cut off by its own kill (at most ``budget`` bytes).
+        """
+        for index in range(1, len(self.runs)):
+            run, before = self.runs[index], self.runs[index - 1]
+            missing = sum(
+                size
+                for number, size in run.journaled.items()
+                if number not in before.listed
+            )
+            cut_off = budget if index < len(self.runs) - 1 else 0
+            allowed = missing * (1 + OVERHEAD) + cut_off + REQUESTS
+            assert run.sent <= allowed, (index, self.runs)
+
+    def check_interrupted(self, budget: int) -> None:
+        """Check each run that a kill ended: at most ``budget`` bytes unjournaled.
+
+        What a run sent beyond the parts it journaled was in flight at its
+        kill: cut off, or complete at the server but not journaled, which
+        the next run then finds there.
+        """
+        for index, run in enumerate(self.runs[:-1]):
+            beyond = run.sent - run.journaled_bytes * (1 + OVERHEAD)
+            assert beyond <= budget, (index, self.runs)
+
+
 @remotes("s3", "gcs", "sftp")
 def test_upload_resumes_after_kills(tmp_path, remote):
     rng = random.Random(f"{SEED}-{remote.name}")
@@ -335,28 +435,35 @@ def test_upload_resumes_after_kills(tmp_path, remote):
     part_size = PART_SIZES[remote.name]
     count = -(-size // part_size)
     copy = upload(tmp_path, remote, data)
-    sent = []
+    phases = Phases(copy, remote)
+    # GCS keeps the unaligned end of the last part in memory until the
+    # upload completes, so a resumed run sends and journals it again.
+    tail = frozenset({count - 1}) if remote.name == "gcs" else frozenset()
 
     # Two kills between parts, a third before the object is completed.
     copy.killed(f"parts.before_record:{rng.randint(2, count // 2)}")
-    sent.append(remote.sent)
+    phases.end()
     journaled = len(copy.written())
     copy.killed(f"parts.before_record:{rng.randint(1, (count - journaled) // 2)}")
-    sent.append(remote.sent - sum(sent))
+    phases.end()
     copy.killed("parts.before_rename")
-    sent.append(remote.sent - sum(sent))
+    phases.end()
     copy.finish()
-    sent.append(remote.sent - sum(sent))
+    last = phases.end(may_repeat=tail)
 
     assert uploaded(remote) == data
     assert len(copy.records(PartsPlanned)) == 1
     assert len(copy.records(Completed)) == 1
+    assert set(copy.written()) == set(range(count))
     assert leftovers(remote) == []
-    # Each interruption between parts sends the parts in flight again at
-    # most. GCS gets the unaligned end of the last part on completion.
-    budget = IN_FLIGHT[remote.name] * part_size
-    assert sum(sent) <= size * (1 + OVERHEAD) + 2 * budget, sent
-    assert sent[3] <= size - (count - 1) * part_size + part_size * OVERHEAD, sent
+    # Each interruption costs at most the parts in flight at the kill.
+    phases.check_interrupted(IN_FLIGHT[remote.name] * part_size)
+    if remote.name == "s3":
+        phases.check_s3_resumes(IN_FLIGHT[remote.name] * part_size)
+    # Every part was journaled before the last kill, so the last run sends
+    # requests only, and on GCS the end of the last part.
+    assert set(last.journaled) == tail
+    assert last.sent <= size - (count - 1) * part_size + part_size * OVERHEAD
     info = compare.stat(remote.fs, remote.store.path("big.bin"))
     source_ns = (tmp_path / "source" / "big.bin").stat().st_mtime_ns
     assert info is not None
@@ -364,6 +471,55 @@ def test_upload_resumes_after_kills(tmp_path, remote):
     tolerance = 10**9 if remote.name == "sftp" else 0
     assert abs(info.mtime_ns - source_ns) <= tolerance
     assert_digest_stored(remote, data)
+
+
+@pytest.mark.parametrize(
+    ("source_name", "destination_name"),
+    [("s3", "sftp"), ("gcs", "s3")],
+    ids=["s3->sftp", "gcs->s3"],
+)
+def test_remote_copy_resumes_after_kill(
+    tmp_path, request, monkeypatch, source_name, destination_name
+):
+    """A large file between two remotes, killed once between parts."""
+    source = relayed(request, monkeypatch, source_name)
+    destination = relayed(request, monkeypatch, destination_name)
+    part_size = PART_SIZES[destination_name]
+    monkeypatch.setattr(parts, "PART_SIZE", part_size)
+    data = random.Random(f"{SEED}-{source_name}").randbytes(SIZE)
+    count = -(-SIZE // part_size)
+    put_remote(source, data, MTIME_NS)
+    copy = Copy(
+        tmp_path / "queue",
+        source.url,
+        destination.url,
+        source.options,
+        destination.options,
+        part_size,
+    )
+    copy.add()
+    phases = Phases(copy, destination)
+
+    copy.killed("parts.before_record:3")
+    killed = phases.end()
+    downloaded = source.received
+    copy.finish()
+    last = phases.end()
+
+    assert uploaded(destination) == data
+    assert len(copy.records(PartsPlanned)) == 1
+    assert set(copy.written()) == set(range(count))
+    assert leftovers(destination) == []
+    assert len(killed.journaled) == 2
+    phases.check_interrupted(IN_FLIGHT[destination_name] * part_size)
+    if destination_name == "s3":
+        phases.check_s3_resumes(IN_FLIGHT[destination_name] * part_size)
+    # The resumed run sends the parts it journals, the ones cut off by the
+    # kill included, and no other.
+    assert last.sent <= last.journaled_bytes * (1 + OVERHEAD), phases.runs
+    # It reads each part from the source at most once: the journaled ones
+    # for the file's digest, unless the destination reads them back.
+    assert source.received - downloaded <= SIZE * (1 + OVERHEAD)
 
 
 @remotes("s3", "gcs", "sftp")

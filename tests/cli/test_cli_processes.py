@@ -227,3 +227,38 @@ def test_stop_timeout_ends_stalled_run(tmp_path: Path) -> None:
     assert statuses == ["inprogress"]
     assert resumed.returncode == ExitCode.OK, resumed.stderr
     assert read_tree(tmp_path / "out") == {"stalled": b"no longer stalled"}
+
+
+def test_printed_completion_survives_kill(many: Path, tmp_path: Path) -> None:
+    """A run SIGKILLed at once after its first ``completed`` line printed.
+
+    Completions are journaled without waiting for the disk, so the line is
+    printed only after a journal flush. Without that wait the kill lands
+    while the record is still in the journal writer's queue.
+    """
+    queue = str(tmp_path / "q")
+    process = _start_sync(many, tmp_path / "out", queue)
+    assert process.stdout is not None
+    completed = []
+    for line in process.stdout:
+        event = json.loads(line)
+        if event["event"] == "completed":
+            process.kill()
+            completed.append(event["id"])
+            break
+    # The rest of the output, from the pipe object: communicate() would read
+    # past the lines that the loop above buffered.
+    stdout = process.stdout.read()
+    process.communicate(timeout=60)
+    # A line the kill cut short has no newline yet, so it is left out.
+    for line in stdout.split("\n")[:-1]:
+        event = json.loads(line)
+        if event["event"] == "completed":
+            completed.append(event["id"])
+
+    assert process.returncode == -signal.SIGKILL
+    state = read_state(queue)
+    statuses = {
+        action_id: str(state.actions[action_id].status) for action_id in completed
+    }
+    assert statuses == dict.fromkeys(completed, "completed")

@@ -1,6 +1,7 @@
 """Servers of the survival tests, started once per session on 127.0.0.1.
 
-moto's S3 server and an OpenSSH sshd (see ``tests/servers.py``). A test
+moto's S3 server, fake-gcs-server and an OpenSSH sshd (see
+``tests/servers.py``). A test
 that names one of these fixtures gets what reaches the server, and the
 ``bucket`` fixture gives each test a bucket of its own. The ``memory``
 fixture empties fsspec's memory filesystem around a test.
@@ -9,9 +10,15 @@ fixture empties fsspec's memory filesystem around a test.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+# gcsfs otherwise asks a gRPC endpoint whether each bucket has a
+# hierarchical namespace, which the emulator does not serve, and every
+# bucket operation waits 60 s for the answer.
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
 import fsspec
 import pytest
@@ -59,6 +66,30 @@ def bucket(moto_options: dict[str, Any]) -> str:
     """A new, empty bucket on the moto server."""
     name = f"survival-{next(_buckets)}"
     fsspec.filesystem("s3", **moto_options).mkdir(name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def gcs_options(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Storage options of a running fake-gcs-server."""
+    pytest.importorskip("gcsfs")
+    server = servers.gcs_server(tmp_path_factory.mktemp("gcs"))
+    server.start()
+    try:
+        yield {
+            "endpoint_url": f"http://{servers.HOST}:{server.port}",
+            "token": "anon",
+            "project": "journalq-survival",
+        }
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def gcs_bucket(gcs_options: dict[str, Any]) -> str:
+    """A new, empty bucket on fake-gcs-server."""
+    name = f"survival-{next(_buckets)}"
+    fsspec.filesystem("gcs", **gcs_options).mkdir(name)
     return name
 
 

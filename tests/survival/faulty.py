@@ -11,6 +11,11 @@ that component raises for that fault.
   inside the client call, so it passes through s3fs's error translation
   and journalq's S3 error rules exactly as a response of the server
   (moto on 127.0.0.1) would.
+* :class:`FaultyGCSFilesystem` is journalq's GCS filesystem whose HTTP
+  requests fail before they leave gcsfs, with the error gcsfs raises once
+  its own retries are used up: ``HttpError`` 503, or aiohttp's error for a
+  dropped connection or a read timeout. The requests that go through reach
+  fake-gcs-server on 127.0.0.1.
 * :class:`FaultyMemoryFileSystem` is fsspec's memory filesystem with
   faulty methods. It is the base for plain errors (``ConnectionResetError``,
   ``TimeoutError``, ENOSPC) because every call journalq makes to it is an
@@ -18,8 +23,8 @@ that component raises for that fault.
   detects a local disk and copies with ``os`` calls that no fsspec method
   sees.
 
-Both are registered with fsspec under their own protocols
-(``faults3://``, ``faultymemory://``), so queues and the ``journalq``
+They are registered with fsspec under their own protocols
+(``faults3://``, ``faultgcs://``, ``faultymemory://``), so queues and the ``journalq``
 command open them from a URL. The plan comes from storage options:
 ``fault_rate`` (share of calls that fail), ``faults`` (comma-separated
 names of :data:`TRANSIENT` and :data:`PERMANENT`), ``fault_seed``,
@@ -32,8 +37,11 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import random
+import re
 import threading
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -42,8 +50,11 @@ import aiohttp
 import botocore.exceptions
 import fsspec
 from fsspec.implementations.memory import MemoryFileSystem
+from gcsfs import GCSFileSystem
+from gcsfs.retry import HttpError
 
 from journalq import transfer
+from journalq.backends.gcs import GCSFilesystem
 from journalq.backends.s3 import S3Filesystem
 
 #: Faults that a later attempt can outlive.
@@ -53,6 +64,7 @@ PERMANENT: Final = ("denied", "missing", "full")
 
 MEMORY_PROTOCOL: Final = "faultymemory"
 S3_PROTOCOL: Final = "faults3"
+GCS_PROTOCOL: Final = "faultgcs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,3 +366,83 @@ class FaultyS3Filesystem(S3Filesystem):
 
 
 _register(S3_PROTOCOL, FaultyS3Filesystem)
+
+
+# GCS -------------------------------------------------------------------------
+
+
+def gcs_error(fault: str, method: str, path: str) -> Exception:
+    """Return the exception gcsfs raises for ``fault`` after its own retries."""
+    message = describe(fault, method, path)
+    if fault == "slowdown":
+        return HttpError({"code": 503, "message": f"Service Unavailable ({message})"})
+    if fault == "reset":
+        return aiohttp.ServerDisconnectedError(message)
+    if fault == "timeout":
+        return aiohttp.ServerTimeoutError(message)
+    raise ValueError(f"GCS has no fault {fault!r}")
+
+
+_BUCKET_IN_PATH: Final = re.compile(r"\bb/[^/]+")
+#: The object name in the JSON part of a one-request upload's body.
+_UPLOADED_NAME: Final = re.compile(rb'^\{"name": ("(?:[^"\\]|\\.)*")', re.MULTILINE)
+
+
+def _request_target(path: str, args: tuple[Any, ...], data: Any) -> str:
+    """Return what a gcsfs request names, the same in every test session.
+
+    gcsfs passes a template (``b/{}/o/{}`` with the bucket and the object
+    as ``args``) or a whole URL. The server's port and the bucket's name
+    change between sessions, so both are left out. A one-request upload
+    names its object in its body, so that name is appended.
+    """
+    if args:
+        path = path.format(*(str(arg) for arg in args))
+    if "://" in path:
+        path = urllib.parse.urlsplit(path).path
+    target = _BUCKET_IN_PATH.sub("b/*", urllib.parse.unquote(path))
+    if isinstance(data, bytes | bytearray | memoryview):
+        found = _UPLOADED_NAME.search(bytes(data[:4096]))
+        if found is not None:
+            target = f"{target}/{json.loads(found[1])}"
+    return target
+
+
+class _FaultyRequests(GCSFileSystem):
+    """gcsfs's requests, failing as the instance's ``plan`` decides.
+
+    It comes after journalq's class in the order of
+    :class:`FaultyGCSFilesystem`, so journalq's error rules see each fault
+    as they see a response of the server.
+    """
+
+    plan: FaultPlan
+
+    async def _request(self, method: str, path: str, *args: Any, **kwargs: Any):
+        target = _request_target(path, args, kwargs.get("data"))
+        operation = method.lower()
+        fault = self.plan.draw(operation, target)
+        if fault is not None:
+            raise gcs_error(fault, operation, target)
+        return await super()._request(method, path, *args, **kwargs)
+
+
+class FaultyGCSFilesystem(GCSFilesystem, _FaultyRequests):
+    """journalq's GCS filesystem whose requests fail as :attr:`plan` decides.
+
+    Every HTTP request draws, by its lower-case method (``get``, ``post``,
+    ``put``...) and the path and object it names, bucket left out.
+    """
+
+    protocol = (GCS_PROTOCOL,)
+    cachable = False
+
+    def __init__(self, *args: Any, **options: Any) -> None:
+        self.plan = FaultPlan.from_options(options)
+        super().__init__(*args, **options)
+        unknown = set(self.plan.faults) - set(TRANSIENT)
+        if unknown:
+            raise ValueError(f"GCS has no faults {unknown}")
+
+
+_register(GCS_PROTOCOL, FaultyGCSFilesystem)

@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,10 +175,18 @@ def check_acknowledged(state: QueueState, acknowledged: Acknowledged) -> None:
     assert both == [], f"actions both canceled and completed: {both}"
 
 
-def check_completed_copies(state: QueueState) -> int:
+def read_local(path: str) -> bytes | None:
+    """Return the bytes of the local file ``path``, or None when it is missing."""
+    return Path(path).read_bytes() if os.path.exists(path) else None
+
+
+def check_completed_copies(
+    state: QueueState, read: Callable[[str], bytes | None] = read_local
+) -> int:
     """Check that every completed copy's destination has the source's bytes.
 
-    Returns how many completed copies were checked.
+    ``read`` returns the bytes of a destination path, or None when nothing
+    is there. Returns how many completed copies were checked.
     """
     checked = 0
     for action in state.actions.values():
@@ -186,7 +195,7 @@ def check_completed_copies(state: QueueState) -> int:
         source, destination = state.paths(action)
         assert source is not None
         assert destination is not None
-        copied = Path(destination).read_bytes() if os.path.exists(destination) else None
+        copied = read(destination)
         assert copied == Path(source).read_bytes(), f"{destination} differs"
         checked += 1
     return checked
@@ -217,6 +226,30 @@ def check_no_temporaries(destination: Path, queue: Path) -> None:
     assert leftovers == [], f"temporary files left: {leftovers}"
 
 
+def check_finished_journal(
+    queue: Path,
+    acknowledged: Acknowledged,
+    read: Callable[[str], bytes | None] = read_local,
+) -> QueueState:
+    """Check the journal of a queue whose last run finished; return its state.
+
+    Every acknowledged record is there, no action waits, runs or failed,
+    every completed copy has its bytes at the destination (read with
+    ``read``) and no action has two terminal records.
+    """
+    state = read_state(queue)
+    check_acknowledged(state, acknowledged)
+    counts = state.status_counts()
+    assert counts["waiting"] == 0
+    assert counts["inprogress"] == 0
+    assert counts["failed"] == 0
+    assert check_completed_copies(state, read) > 0
+    check_completed_results(state, queue)
+    repeated = {key: n for key, n in terminal_records(queue).items() if n > 1}
+    assert repeated == {}
+    return state
+
+
 def check_finished_queue(
     destination: Path,
     queue: Path,
@@ -228,19 +261,10 @@ def check_finished_queue(
 
     ``directories=False`` leaves out the check that completed mkdirs exist.
     """
-    state = read_state(queue)
-    check_acknowledged(state, acknowledged)
-    counts = state.status_counts()
-    assert counts["waiting"] == 0
-    assert counts["inprogress"] == 0
-    assert counts["failed"] == 0
-    assert check_completed_copies(state) > 0
-    check_completed_results(state, queue)
+    state = check_finished_journal(queue, acknowledged)
     if directories:
         check_completed_directories(state)
 
-    repeated = {key: n for key, n in terminal_records(queue).items() if n > 1}
-    assert repeated == {}
     children = Counter(
         (action.added.parent, action.added.relpath)
         for action in state.actions.values()

@@ -3,11 +3,13 @@
 The filesystems of ``faulty.py`` fail a seeded share of their calls. That
 module is the mock of these tests, because no real server fails a chosen
 request on demand: S3 requests go to moto on 127.0.0.1 and fail inside
-the botocore client, memory calls fail in fsspec's memory filesystem.
+the botocore client, GCS requests go to fake-gcs-server and fail inside
+gcsfs, memory calls fail in fsspec's memory filesystem.
 
 * With 10% transient faults (S3 503 SlowDown, a reset connection, a read
-  timeout) on every call, from the listing at add time to the last copy,
-  every action completes, and a second run copies nothing.
+  timeout; GCS 503 responses, dropped connections and timeouts) on every
+  call, from the listing at add time to the last copy, every action
+  completes, and a second run copies nothing.
 * Permanent faults (403 denied, 404 missing, ENOSPC) fail exactly the
   actions whose calls they hit, each with the cause in its error. Every
   other file is copied, and ``journalq`` exits with status 1.
@@ -26,7 +28,7 @@ from typing import Any
 import fsspec
 import pytest
 from click.testing import CliRunner
-from faulty import MEMORY_PROTOCOL, PERMANENT, S3_PROTOCOL, FaultPlan
+from faulty import GCS_PROTOCOL, MEMORY_PROTOCOL, PERMANENT, S3_PROTOCOL, FaultPlan
 from fsspec.implementations.memory import MemoryFileSystem
 from survival_helpers import write_tree
 from tree_helpers import read_tree
@@ -118,21 +120,27 @@ def _memory_pair(
     )
 
 
-def _s3_pair(
+def _bucket_pair(
     tmp_path: Path,
-    moto_options: dict[str, Any],
+    protocol: str,
+    server_options: dict[str, Any],
     bucket: str,
     side: str,
     options: dict[str, Any],
 ) -> Pair:
-    """Write the files of :func:`_contents` at the source; return the pair."""
-    files = _contents()
-    plain = fsspec.filesystem("s3", **moto_options)
-    remote = f"{S3_PROTOCOL}://{bucket}/tree"
-    local = tmp_path / "local"
-    settings = {f"{side}_options": {**moto_options, **options}}
+    """Return a pair between the local disk and a faulty ``protocol`` bucket.
 
-    def copied_to_s3() -> dict[str, bytes]:
+    ``protocol`` is ``s3`` or ``gcs``. The files of :func:`_contents` are
+    written at the source first, past the faulty filesystem.
+    """
+    files = _contents()
+    plain = fsspec.filesystem(protocol, **server_options)
+    faulty = {"s3": S3_PROTOCOL, "gcs": GCS_PROTOCOL}[protocol]
+    remote = f"{faulty}://{bucket}/tree"
+    local = tmp_path / "local"
+    settings = {f"{side}_options": {**server_options, **options}}
+
+    def copied_to_bucket() -> dict[str, bytes]:
         plain.invalidate_cache()
         return {
             path.removeprefix(f"{bucket}/tree/"): plain.cat_file(path)
@@ -143,7 +151,7 @@ def _s3_pair(
         for relpath, data in files.items():
             plain.pipe_file(f"{bucket}/tree/{relpath}", data)
         return Pair(remote, str(local), settings, lambda: read_tree(local))
-    return Pair(str(write_tree(local, files)), remote, settings, copied_to_s3)
+    return Pair(str(write_tree(local, files)), remote, settings, copied_to_bucket)
 
 
 def _run_pair(tmp_path: Path, pair: Pair) -> tuple[RunSummary, StorageQueue]:
@@ -186,9 +194,22 @@ def test_memory_transient_faults_complete(tmp_path, memory, side):
 
 
 @pytest.mark.parametrize("side", ["source", "destination"])
-def test_s3_transient_faults_complete(tmp_path, moto_options, bucket, side):
+@pytest.mark.parametrize("protocol", ["s3", "gcs"])
+def test_bucket_transient_faults_complete(tmp_path, request, protocol, side):
+    """503 responses, dropped connections and timeouts, retried.
+
+    S3 requests fail inside the botocore client, GCS requests inside
+    gcsfs, each with the error its client raises; the others reach moto
+    or fake-gcs-server.
+    """
+    if protocol == "s3":
+        server_options = request.getfixturevalue("moto_options")
+        bucket = request.getfixturevalue("bucket")
+    else:
+        server_options = request.getfixturevalue("gcs_options")
+        bucket = request.getfixturevalue("gcs_bucket")
     options = _faults("slowdown,reset,timeout")
-    pair = _s3_pair(tmp_path, moto_options, bucket, side, options)
+    pair = _bucket_pair(tmp_path, protocol, server_options, bucket, side, options)
 
     first, queue = _run_pair(tmp_path, pair)
     plan: FaultPlan = getattr(queue, side).fs.plan
@@ -199,8 +220,36 @@ def test_s3_transient_faults_complete(tmp_path, moto_options, bucket, side):
     assert pair.copied() == _contents()
     assert first.retried > 0
     assert len(plan.injected) > 0
+    assert {item.fault for item in plan.injected} <= {"slowdown", "reset", "timeout"}
     assert second.failures == []
     assert second.copied == 0
+
+
+@pytest.mark.parametrize("side", ["source", "destination"])
+def test_gcs_first_request_503_retried(tmp_path, gcs_options, gcs_bucket, side):
+    """The first GET or POST of every GCS object gets 503; all complete.
+
+    gcsfs gives up on a 503 only after its own retries, so ``faultgcs://``
+    raises its ``HttpError`` in its place; fake-gcs-server answers the rest.
+    """
+    options = _faults("slowdown", fault_rate=0.0, fault_first=1)
+    options["fault_operations"] = "get,post"
+    pair = _bucket_pair(tmp_path, "gcs", gcs_options, gcs_bucket, side, options)
+
+    summary, queue = _run_pair(tmp_path, pair)
+    plan: FaultPlan = getattr(queue, side).fs.plan
+    # Downloads and uploads of the files; info and listings fail too.
+    transfers = "/download/" if side == "source" else "/upload/"
+    failed_objects = {
+        item.path for item in plan.injected if item.path.startswith(transfers)
+    }
+
+    assert summary.failures == []
+    assert summary.copied == FILES
+    assert pair.copied() == _contents()
+    assert len(failed_objects) == FILES
+    assert summary.retried >= FILES
+    assert {item.fault for item in plan.injected} == {"slowdown"}
 
 
 def test_listing_retried_at_add(tmp_path, memory):
@@ -279,7 +328,7 @@ def test_s3_permanent_faults_fail_alone(
     tmp_path, moto_options, bucket, side, faults, operation
 ):
     options = _faults(faults, fault_rate=0.2, fault_operations=operation)
-    pair = _s3_pair(tmp_path, moto_options, bucket, side, options)
+    pair = _bucket_pair(tmp_path, "s3", moto_options, bucket, side, options)
 
     summary, queue = _run_pair(tmp_path, pair)
 
