@@ -619,19 +619,22 @@ class Executor:
         changes the directory's mtime, so one stat per action shows whether
         there is anything to read. A cancel handed off during the run then
         takes effect for every action not yet started; added actions run
-        once this pass ends.
+        once this pass ends. A thread that sees a change while another one
+        drains waits for that drain, so it starts nothing the cancel names.
         """
         try:
             stamp = os.stat(self._inbox_dir).st_mtime_ns
         except FileNotFoundError:
             return
-        if stamp == self._inbox_stamp or not self._inbox_lock.acquire(blocking=False):
+        if stamp == self._inbox_stamp:
             return
-        try:
-            self._inbox_stamp = stamp
+        with self._inbox_lock:
+            if stamp == self._inbox_stamp:
+                return
             self.store.drain_inbox()
-        finally:
-            self._inbox_lock.release()
+            # A request posted during the drain changed the mtime again, so
+            # the next look drains once more.
+            self._inbox_stamp = stamp
 
     # One action ---------------------------------------------------------------
 
