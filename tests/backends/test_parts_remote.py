@@ -66,8 +66,10 @@ MTIME_NS = 1_600_000_000 * 10**9
 #: Parts a resumed upload may send again per interruption: those cut off
 #: in flight. A part that reached the server but not the journal is found
 #: there (by its ETag on S3, its bytes on SFTP, the persisted offset on
-#: GCS), and GCS sends one part at a time.
-IN_FLIGHT = {"s3": parts.PARTS_IN_FLIGHT, "gcs": 1, "sftp": parts.PARTS_IN_FLIGHT}
+#: GCS). GCS sends one part at a time, but the next part starts as soon as
+#: one is sent, while the run journals that one, so a kill before the
+#: record can find two parts unjournaled.
+IN_FLIGHT = {"s3": parts.PARTS_IN_FLIGHT, "gcs": 2, "sftp": parts.PARTS_IN_FLIGHT}
 #: Bytes of the requests a resumed run to S3 sends besides parts: listing
 #: the parts, completing the upload and replacing its metadata.
 REQUESTS = 64 * 1024
