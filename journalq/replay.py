@@ -79,6 +79,7 @@ __all__ = [
     "CompactAction",
     "DigestCache",
     "QueueState",
+    "StateImage",
     "Status",
     "decode_state",
     "encode_state",
@@ -1059,36 +1060,96 @@ _compacted_decoder = msgspec.msgpack.Decoder(list[CompactAction])
 _digests_decoder = msgspec.msgpack.Decoder(list[Digested])
 
 
+#: Compacted actions encoded at a time when a snapshot is written in pieces.
+_PIECE_ACTIONS: Final = 16_384
+
+
+class StateImage:
+    """A snapshot payload of a state, encoded piece by piece as it is written.
+
+    Made under the lock that serializes folding, it encodes what may still
+    change (the actions not compacted, the digests, the totals) at once and
+    keeps the compacted actions, which never change, to encode later in
+    pieces of :data:`_PIECE_ACTIONS`. So writing a snapshot of a million
+    compacted actions needs a few MiB at a time rather than the whole
+    payload, which was 250 MiB. :meth:`pieces` joined are what encoding the whole
+    :class:`_StateImage` at once returns.
+    """
+
+    def __init__(self, state: QueueState) -> None:
+        full: list[ActionState] = []
+        compacted: list[CompactAction] = []
+        layout: list[int] = []
+        for action in state.actions.values():
+            if type(action) is ActionState:
+                full.append(action)
+                run = 0
+            else:
+                compacted.append(action)
+                run = 1
+            # Even runs are full actions, odd runs compacted ones.
+            while not layout or (len(layout) - 1) % 2 != run:
+                layout.append(0)
+            layout[-1] += 1
+        encode = _encoder.encode
+        # An array-like struct is an array of its fields, in order. The
+        # actions not compacted are encoded in pieces too, because encoding
+        # a million at once grew the encoder's buffer to 150 MiB.
+        self._before = [
+            _array_header(len(_StateImage.__struct_fields__)),
+            encode(state.created),
+            encode(state.last_lsn),
+            *_encode_list(full),
+            encode(state.digests.entries()),
+            encode(state.snapshot),
+        ]
+        self._compacted = compacted
+        self._after = b"".join(
+            encode(value)
+            for value in (
+                layout,
+                state.bytes,
+                state.skipped,
+                state.digests.compacted,
+                state.counts,
+            )
+        )
+        self._size: int | None = None
+
+    @property
+    def size(self) -> int:
+        """Return the payload's length; the first call encodes every piece."""
+        if self._size is None:
+            self._size = sum(len(piece) for piece in self.pieces())
+        return self._size
+
+    def pieces(self) -> Iterator[bytes]:
+        """Yield the payload's bytes in order, a piece at a time."""
+        yield from self._before
+        yield from _encode_list(self._compacted)
+        yield self._after
+
+
+def _encode_list(items: list[Any]) -> Iterator[bytes]:
+    """Yield the MessagePack array of ``items``, :data:`_PIECE_ACTIONS` at a time."""
+    yield _array_header(len(items))
+    for start in range(0, len(items), _PIECE_ACTIONS):
+        chunk = items[start : start + _PIECE_ACTIONS]
+        yield _encoder.encode(chunk)[len(_array_header(len(chunk))) :]
+
+
+def _array_header(length: int) -> bytes:
+    """Return the MessagePack header of an array of ``length`` items."""
+    if length < 16:
+        return bytes((0x90 | length,))
+    if length < 1 << 16:
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")
+
+
 def encode_state(state: QueueState) -> bytes:
     """Encode ``state`` as a snapshot payload."""
-    full: list[ActionState] = []
-    compacted: list[CompactAction] = []
-    layout: list[int] = []
-    for action in state.actions.values():
-        if type(action) is ActionState:
-            full.append(action)
-            run = 0
-        else:
-            compacted.append(action)
-            run = 1
-        # Even runs are full actions, odd runs compacted ones.
-        while not layout or (len(layout) - 1) % 2 != run:
-            layout.append(0)
-        layout[-1] += 1
-    image = _StateImage(
-        state.created,
-        state.last_lsn,
-        full,
-        state.digests.entries(),
-        state.snapshot,
-        compacted,
-        layout,
-        state.bytes,
-        state.skipped,
-        state.digests.compacted,
-        state.counts,
-    )
-    return _encoder.encode(image)
+    return b"".join(StateImage(state).pieces())
 
 
 def decode_state(payload: bytes | memoryview) -> QueueState:

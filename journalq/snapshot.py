@@ -41,7 +41,9 @@ import logging
 import os
 import re
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import crc32c
 
@@ -53,6 +55,7 @@ __all__ = [
     "MAGIC",
     "QUEUE_ID_SIZE",
     "SNAPSHOT_DIR",
+    "Payload",
     "SnapshotInfo",
     "load_latest",
     "prune",
@@ -99,11 +102,22 @@ def snapshot_name(last_lsn: int) -> str:
     return f"snap-{last_lsn:016x}.jqs"
 
 
+class Payload(Protocol):
+    """A payload written piece by piece, such as :class:`journalq.replay.StateImage`."""
+
+    @property
+    def size(self) -> int:
+        """Return the payload's length in bytes."""
+
+    def pieces(self) -> Iterable[bytes]:
+        """Yield the payload's bytes in order."""
+
+
 def write_snapshot(
     directory: str | os.PathLike[str],
     queue_id: bytes,
     last_lsn: int,
-    payload: bytes,
+    payload: bytes | Payload,
 ) -> SnapshotInfo:
     """Write the snapshot at ``last_lsn`` durably and atomically.
 
@@ -119,16 +133,19 @@ def write_snapshot(
 
     name = snapshot_name(last_lsn)
     path = os.path.join(root, name)
-    header, footer = _frame(queue_id, last_lsn, payload)
-    _write_synced(f"{path}.tmp", (header, payload, footer))
+    if isinstance(payload, bytes):
+        size, pieces = len(payload), (payload,)
+    else:
+        size, pieces = payload.size, payload.pieces()
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, queue_id, last_lsn, size)
+    crc = _write_synced(f"{path}.tmp", header, pieces)
 
     faults.point("snapshot.before_replace")
     durable.ops.replace(f"{path}.tmp", path)
     faults.point("snapshot.after_replace")
     durable.ops.fsync_dir(root)
 
-    crc = _FOOTER.unpack(footer)[0]
-    logger.info("wrote snapshot %s (%d payload bytes)", path, len(payload))
+    logger.info("wrote snapshot %s (%d payload bytes)", path, size)
     return SnapshotInfo(path=path, name=name, last_lsn=last_lsn, crc=crc)
 
 
@@ -185,17 +202,6 @@ def prune(directory: str | os.PathLike[str], keep: int = 2) -> list[str]:
     if doomed:
         durable.ops.fsync_dir(root)
     return doomed
-
-
-def _frame(queue_id: bytes, last_lsn: int, payload: bytes) -> tuple[bytes, bytes]:
-    """Return the header and footer that go around ``payload`` in the file.
-
-    The pieces are written one after the other rather than joined, because
-    joining copies the payload, which is over 100 MiB for a million actions.
-    """
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, queue_id, last_lsn, len(payload))
-    crc = crc32c.crc32c(payload, crc32c.crc32c(header))
-    return header, _FOOTER.pack(_mask(crc))
 
 
 def _load(
@@ -271,14 +277,30 @@ def _snapshots(root: str) -> list[tuple[str, int]]:
     return sorted(found, key=lambda entry: entry[1])
 
 
-def _write_synced(path: str, pieces: tuple[bytes, ...]) -> None:
+def _write_synced(path: str, header: bytes, pieces: Iterable[bytes]) -> int:
+    """Write the header, the payload's pieces and the footer; return its CRC.
+
+    The pieces are written as they come rather than joined first, so a
+    payload of hundreds of MiB never needs to be in memory whole.
+    """
     fd = durable.ops.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
+        durable.ops.write_all(fd, header)
+        crc = crc32c.crc32c(header)
+        written = 0
         for piece in pieces:
             durable.ops.write_all(fd, piece)
+            crc = crc32c.crc32c(piece, crc)
+            written += len(piece)
+        stored = _mask(crc)
+        durable.ops.write_all(fd, _FOOTER.pack(stored))
         durable.ops.fsync(fd)
     finally:
         durable.ops.close(fd)
+    expected = _HEADER.unpack(header)[-1]
+    if written != expected:
+        raise ValueError(f"snapshot payload is {written} bytes, expected {expected}")
+    return stored
 
 
 def _ensure_directory(root: str) -> None:

@@ -57,7 +57,7 @@ from journalq.records import (
     decode_batch,
     encode_batch,
 )
-from journalq.replay import QueueState, Status, decode_state, encode_state
+from journalq.replay import QueueState, StateImage, Status, decode_state
 
 __all__ = [
     "QueueStore",
@@ -465,12 +465,13 @@ class QueueStore:
             self._snapshot_mutex.release()
 
     def _take_snapshot(self) -> snapshot.SnapshotInfo:
-        # Compact and encode under the mutex so the payload is exactly the
-        # fold of the records up to last_lsn, then make those records
-        # durable before the snapshot that stands for them.
+        # Compact and take the image under the mutex so the payload is exactly
+        # the fold of the records up to last_lsn (what the image encodes later
+        # is compacted and never changes), then make those records durable
+        # before the snapshot that stands for them.
         with self._mutex:
             compacted = self.state.compact()
-            payload = encode_state(self.state)
+            payload = StateImage(self.state)
             last_lsn = self.state.last_lsn
             self._snapshot_mark = self._compact_mark = self._journal.bytes_written
         self._journal.flush()

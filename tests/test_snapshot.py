@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -14,8 +15,9 @@ from pathlib import Path
 import pytest
 from durable_helpers import RecordingOps
 
-from journalq import durable, snapshot
+from journalq import StorageQueue, durable, replay, snapshot
 from journalq.errors import CorruptionError, FormatVersionError
+from journalq.replay import StateImage, decode_state
 from journalq.snapshot import (
     FORMAT_VERSION,
     SnapshotInfo,
@@ -291,3 +293,51 @@ def test_write_syncs_before_and_after_replace(
         f"replace {info.name}.tmp {info.name}",
         "fsync_dir snapshots",
     ]
+
+
+def test_state_image_pieces_match_whole_encoding(tmp_path, monkeypatch):
+    """Writing a snapshot in pieces gives the bytes one encoding would."""
+    monkeypatch.setattr("journalq.replay._PIECE_ACTIONS", 5)
+    source, destination = tmp_path / "src", tmp_path / "dst"
+    for index in range(40):
+        (source / f"d{index % 3}").mkdir(parents=True, exist_ok=True)
+        (source / f"d{index % 3}" / f"f{index}").write_bytes(b"x" * index)
+    with StorageQueue(str(source), str(destination), name=str(tmp_path / "q")) as queue:
+        queue.copy_tree(str(source), str(destination))
+        queue.run()
+        queue.state.compact()
+        state = queue.state
+        image = StateImage(state)
+        pieces = list(image.pieces())
+
+    kinds = [type(action) is replay.CompactAction for action in state.actions.values()]
+    layout = [len(list(run)) for _, run in itertools.groupby(kinds)]
+    if kinds and kinds[0]:
+        layout.insert(0, 0)
+    whole = replay._encoder.encode(
+        replay._StateImage(
+            state.created,
+            state.last_lsn,
+            [a for a in state.actions.values() if type(a) is replay.ActionState],
+            state.digests.entries(),
+            state.snapshot,
+            [a for a in state.actions.values() if type(a) is replay.CompactAction],
+            layout,
+            state.bytes,
+            state.skipped,
+            state.digests.compacted,
+            state.counts,
+        )
+    )
+    assert len(pieces) > 4
+    assert b"".join(pieces) == whole
+    assert image.size == len(whole)
+    restored = decode_state(b"".join(pieces))
+    assert restored.status_counts() == state.status_counts()
+
+
+@pytest.mark.parametrize("length", [0, 15, 16, 65_535, 65_536, 70_000])
+def test_array_header_matches_msgpack(length):
+    items = [None] * length
+    encoded = replay._encoder.encode(items)
+    assert replay._array_header(length) == encoded[: len(encoded) - length]
