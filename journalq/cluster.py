@@ -11,11 +11,12 @@ journals the outcomes as they come back, oldest batch first.
 
 On a worker, :func:`_copy_batch` opens the source and destination
 filesystems once per worker process, from their fsspec URL and storage
-options, and copies each file with :func:`journalq.copier.copy_tasks`
-(``durable=True``, because the coordinator's filesystem sync cannot reach
-another machine's disk). Storage options, secrets included, travel in the
-arguments of the Dask tasks. They sit in the scheduler's memory while a
-task waits and never reach the journal.
+options, and copies each file with :func:`journalq.copier.copy_tasks`.
+The coordinator's filesystem sync cannot reach another machine's disk, so
+the worker makes its copies durable itself: with one filesystem sync after
+a batch to a local disk, and file by file elsewhere. Storage options,
+secrets included, travel in the arguments of the Dask tasks. They sit in
+the scheduler's memory while a task waits and never reach the journal.
 
 The guarantees are those of a run on threads:
 
@@ -76,11 +77,12 @@ logger = logging.getLogger(__name__)
 #: Helpers per worker thread. The executor keeps two batches out per
 #: helper, so each thread has one batch running and three queued while
 #: the coordinator journals the last. On the 2-core test VM 2 per thread
-#: copied small local files 8-18% faster than 1 (benchmarks/cluster_bench.py).
+#: copied small local files 7-18% faster than 1 in separate runs of
+#: benchmarks/cluster_bench.py.
 HELPERS_PER_THREAD: Final = 2
 #: Most helpers, whatever the cluster's size. Each one is a coordinator
-#: thread. On the 2-core test VM the coordinator journaled 9,800
-#: completions/s with 4 helpers and 7,600 with 64, a ceiling that more
+#: thread. On the idle 2-core test VM the coordinator journaled 36,500
+#: completions/s with 4 helpers and 22,200 with 64, a ceiling that more
 #: workers cannot raise (see docs/cluster.md).
 MAX_HELPERS: Final = 64
 #: Bytes of files in one Dask task. A batch of large files is split, so
