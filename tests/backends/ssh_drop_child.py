@@ -6,9 +6,9 @@ progress event of ``large.bin`` its callback SIGKILLs every process below
 SSHD_PID, which serve the queue's connection, and waits until the client
 has seen the connection close. The callback runs in the worker thread
 between two writes, so the copy's next write is a request on a closed
-connection. It prints
-a JSON object: the run's ``copied``, ``failed`` and ``retried`` counts,
-the errors of failed actions and the pids it killed.
+connection. It prints a JSON object: the run's ``copied``, ``skipped``,
+``remaining``, ``failed`` and ``retried`` counts, the errors of failed
+actions and the pids it killed.
 
 It runs as a child process because the interpreter that lost the
 connection is left in a state where CPython 3.11.7 later raised
@@ -91,6 +91,8 @@ def main(arguments: list[str]) -> None:
         errors = [action.error for action in queue.get_actions("failed")]
     result = {
         "copied": summary.copied,
+        "skipped": summary.skipped,
+        "remaining": summary.remaining,
         "failed": summary.failed,
         "retried": summary.retried,
         "errors": errors,
