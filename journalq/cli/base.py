@@ -49,11 +49,13 @@ def _invoke_guarded(ctx: click.Context, invoke: Any) -> Any:
     except (click.exceptions.Exit, click.ClickException, click.Abort):
         raise
     except BrokenPipeError:
-        # The reader of stdout went away (``journalq actions | head``):
-        # stop quietly, and keep Python from complaining again at exit.
+        # The reader of stdout went away (``journalq sync ... | head``). Like
+        # a process that SIGPIPE ended, exit quietly with 141, so a script
+        # knows a run stopped where it was. Python is kept from complaining
+        # about stdout again at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        raise click.exceptions.Exit(ExitCode.OK) from None
+        raise click.exceptions.Exit(ExitCode.PIPE_CLOSED) from None
     except KeyboardInterrupt:
         fail(
             "interrupted; what was already journaled is kept, so running the "

@@ -30,6 +30,9 @@ class ExitCode(enum.IntEnum):
     UNUSABLE = 4
     #: The run was stopped by Ctrl-C (128 + SIGINT, as shells report it).
     INTERRUPTED = 130
+    #: The reader of stdout went away before the command ended (128 +
+    #: SIGPIPE, as shells report a process that a closed pipe killed).
+    PIPE_CLOSED = 141
 
 
 def exit_code_for(error: BaseException) -> ExitCode:

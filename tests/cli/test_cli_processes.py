@@ -262,3 +262,21 @@ def test_printed_completion_survives_kill(many: Path, tmp_path: Path) -> None:
         action_id: str(state.actions[action_id].status) for action_id in completed
     }
     assert statuses == dict.fromkeys(completed, "completed")
+
+
+def test_closed_output_stops_run_with_141(many: Path, tmp_path: Path) -> None:
+    """`journalq sync --json | head -1`: the run stops and says it did not end."""
+    queue = str(tmp_path / "q")
+    process = _start_sync(many, tmp_path / "out", queue)
+    assert process.stdout is not None
+    process.stdout.readline()
+    process.stdout.close()
+    process.wait(timeout=60)
+    assert process.stderr is not None
+    stderr = process.stderr.read()
+    resumed = run_journalq("run", "--queue", queue)
+
+    assert process.returncode == ExitCode.PIPE_CLOSED, stderr
+    assert "Traceback" not in stderr
+    assert resumed.returncode == ExitCode.OK, resumed.stderr
+    assert read_tree(tmp_path / "out") == read_tree(many)
