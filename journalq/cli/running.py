@@ -297,20 +297,29 @@ def run_and_report(queue: StorageQueue, *, as_json: bool) -> ExitCode:
     return run_exit_code(summary, dry_run=options.dry_run)
 
 
-@contextlib.contextmanager
-def _cluster_client(options: Settings) -> Iterator[Any]:
-    """Connect to the Dask scheduler of ``--executor dask``; else yield None."""
-    if options.executor != "dask":
-        if options.scheduler:
-            fail("--scheduler needs --executor dask", ExitCode.USAGE)
-        yield None
-        return
-    if not options.scheduler:
+def check_executor(options: Settings) -> None:
+    """Reject ``--executor`` and ``--scheduler`` that do not go together.
+
+    Called before a command adds anything, so a rejected command leaves no
+    listed tree waiting in its queue.
+    """
+    if options.executor != "dask" and options.scheduler:
+        fail("--scheduler needs --executor dask", ExitCode.USAGE)
+    if options.executor == "dask" and not options.scheduler:
         fail(
             "--executor dask needs --scheduler tcp://HOST:PORT, the address "
             "of a running Dask scheduler",
             ExitCode.USAGE,
         )
+
+
+@contextlib.contextmanager
+def _cluster_client(options: Settings) -> Iterator[Any]:
+    """Connect to the Dask scheduler of ``--executor dask``; else yield None."""
+    check_executor(options)
+    if options.executor != "dask":
+        yield None
+        return
     from journalq import cluster
 
     with cluster.connect(options.scheduler) as client:
@@ -414,6 +423,7 @@ def copy_command(source: str, destination: str, as_json: bool) -> None:
     Running the same command again resumes it: the queue's name is derived
     from SRC and DST unless --queue names one.
     """
+    check_executor(settings())
     src, dst = parse_location(source), parse_location(destination)
     name = settings().queue or default_queue_name("copy", src, dst)
     with _queue_for(name, src, dst) as queue:
@@ -461,6 +471,7 @@ def sync_command(
     the same command again resumes it, or checks the trees again once the
     earlier sync has completed.
     """
+    check_executor(settings())
     src, dst = parse_location(source), parse_location(destination)
     plain_src = Location(src.filesystem, src.path.rstrip("/") or "/")
     plain_dst = Location(dst.filesystem, dst.path.rstrip("/") or "/")

@@ -407,12 +407,19 @@ def test_cli_copies_on_cluster(dask_cluster: Any, tmp_path: Path) -> None:
     ],
 )
 def test_cli_executor_options_checked(
-    tmp_path: Path, arguments: list[str], message: str
+    tmp_path: Path,
+    arguments: list[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """A rejected combination adds nothing: no queue gets a listed tree."""
+    monkeypatch.setenv("JOURNALQ_HOME", str(tmp_path / "home"))
     (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "file.txt").write_bytes(b"data")
     result = CliRunner().invoke(
         cli, ["copy", f"{tmp_path / 'src'}/", str(tmp_path / "dst"), *arguments]
     )
 
     assert result.exit_code == 2
     assert message in result.output
+    assert not (tmp_path / "home").exists()
