@@ -9,6 +9,17 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 
+@pytest.fixture(autouse=True)
+def queue_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """Keep the queues a test names (or derives) out of the user's state dir.
+
+    ``JOURNALQ_HOME`` reaches the ``journalq`` subprocesses too. A test that
+    sets it itself overrides this one.
+    """
+    home = tmp_path_factory.mktemp("journalq-home")
+    monkeypatch.setenv("JOURNALQ_HOME", str(home))
+
+
 @pytest.fixture
 def memory_fs() -> Iterator[MemoryFileSystem]:
     """The memory filesystem, emptied before and after the test.
