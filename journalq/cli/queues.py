@@ -167,7 +167,8 @@ def open_existing_queue(*, read_only: bool = False) -> StorageQueue:
     """
     name = settings().queue or DEFAULT_QUEUE
     if not queue_exists(name):
-        fail(_not_found(name), ExitCode.UNUSABLE)
+        # A name that matches no queue is a usage error, not damage.
+        fail(_not_found(name), ExitCode.USAGE)
     return open_queue(name, None, None, read_only=read_only)
 
 

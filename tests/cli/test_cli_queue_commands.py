@@ -247,7 +247,7 @@ def test_status_counts(sample: Path, tmp_path: Path, queue: str) -> None:
 def test_status_of_missing_queue(tmp_path: Path) -> None:
     result = invoke("status", "--queue", str(tmp_path / "none"))
 
-    assert result.exit_code == ExitCode.UNUSABLE
+    assert result.exit_code == ExitCode.USAGE
     assert "not found" in result.stderr
 
 

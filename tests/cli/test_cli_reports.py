@@ -71,7 +71,7 @@ def test_status_without_queue_lists_queues(sample: Path, tmp_path: Path) -> None
 
     result = invoke("status")
 
-    assert result.exit_code == ExitCode.UNUSABLE
+    assert result.exit_code == ExitCode.USAGE
     assert "Existing queues: sync-" in result.stderr
     assert "journalq queues" in result.stderr
 

@@ -322,10 +322,10 @@ def test_other_filesystem_for_existing_queue(
     assert "--queue" in result.stderr
 
 
-def test_run_without_queue_is_unusable(tmp_path: Path) -> None:
+def test_run_without_queue_is_usage_error(tmp_path: Path) -> None:
     result = invoke("run", "--queue", str(tmp_path / "none"))
 
-    assert result.exit_code == ExitCode.UNUSABLE
+    assert result.exit_code == ExitCode.USAGE
     assert "not found" in result.stderr
     assert str(tmp_path / "none") in result.stderr
 
