@@ -742,12 +742,12 @@ class StorageQueue:
             raise ActionError(
                 parent.source,
                 f"the source tree is empty, so a sync with delete would remove "
-                f"all {deletes} items under {parent.destination}; pass "
-                "force=True (--force) if that is intended",
+                f"all {deletes} items under {parent.destination}; add --force "
+                "(force=True in Python) if that is intended",
             )
         if max_delete is not None and deletes > max_delete:
             raise ActionError(
-                max_delete,
+                parent.destination,
                 f"the sync would delete {deletes} items, more than the maximum "
                 f"of {max_delete}; nothing was added or deleted. Raise "
                 "--max-delete or check the source",

@@ -51,7 +51,7 @@ _COUNT_LABELS = {
     "waiting": "waiting",
     "inprogress": "in progress",
     "completed": "completed",
-    "skipped": "  of them skipped",
+    "skipped": "skipped as identical",
     "failed": "failed",
     "canceled": "canceled",
     "length": "total",
@@ -65,9 +65,10 @@ def status_command(as_json: bool) -> None:
     """Print the queue's counts, its last run and how to go on.
 
     The counts are of actions: a tree, each of its files and each mkdir or
-    delete is one. 'skipped' counts the completed files that were already
-    identical at the destination, and the mkdirs of an object store that
-    keeps no directories.
+    delete is one. 'skipped' counts files found identical at the
+    destination over every run: those a listing skipped, which get no
+    action, and completed copies that found the file there. It also counts
+    the mkdirs of an object store that keeps no directories.
     """
     with open_existing_queue(read_only=True) as queue:
         counts = queue.status()

@@ -495,7 +495,10 @@ def sync_command(
 @storage_options
 @common_options
 def run_command(as_json: bool) -> None:
-    """Run every waiting action of the queue (resume an interrupted run)."""
+    """Run every waiting action of the queue (resume an interrupted run).
+
+    `journalq run` and `journalq resume` are the same command.
+    """
     with open_existing_queue() as queue:
         code = run_and_report(queue, as_json=as_json)
     _finish(code)
