@@ -47,7 +47,8 @@ def nightly_sync(
         except QueueLockedError as error:
             # The sync above went to the inbox of the process holding the queue,
             # which runs it.
-            raise RuntimeError(f"another run holds the queue: {error}") from error
+            message = f"the queue is locked by another run: {error}"
+            raise RuntimeError(message) from error
     result = summary.to_dict()
     logger.info("nightly sync: %s", result)
     if not summary.ok:

@@ -619,7 +619,7 @@ class Executor:
         changes the directory's mtime, so one stat per action shows whether
         there is anything to read. A cancel handed off during the run then
         takes effect for every action not yet started; added actions run
-        once this pass ends. A thread that sees a change while another one
+        once this pass ends. A thread that finds a change while another one
         drains waits for that drain, so it starts nothing the cancel names.
         """
         try:

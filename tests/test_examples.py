@@ -175,7 +175,7 @@ def test_airflow_task_fails_on_failed_files(
 
 #: The name of the example's queue.
 QUEUE = "nightly-reports"
-#: Code that holds a queue open until its stdin closes.
+#: Code that keeps a queue open, and locked, until its stdin closes.
 HOLD_QUEUE = """
 import sys
 from journalq import StorageQueue
@@ -190,7 +190,7 @@ with StorageQueue(sys.argv[1], sys.argv[2], name=sys.argv[3]):
 
 
 def test_airflow_task_with_queue_held(airflow_task: ModuleType, tmp_path: Path) -> None:
-    """While another process holds the queue, the task hands off and fails.
+    """While another process has the queue locked, the task hands off and fails.
 
     Opening the queue does not raise in that case: ``run()`` raises
     ``QueueLockedError``, which the task turns into its own error. Once
@@ -208,7 +208,8 @@ def test_airflow_task_with_queue_held(airflow_task: ModuleType, tmp_path: Path) 
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline() == "holding\n"
-        with pytest.raises(RuntimeError, match=r"^another run holds the queue: "):
+        locked = r"^the queue is locked by another run: "
+        with pytest.raises(RuntimeError, match=locked):
             airflow_task.nightly_sync(source, destination)
         state = read_state(tmp_path / "home" / "queues" / QUEUE)
         handed_off = Counter(

@@ -87,7 +87,7 @@ def parse_option(text: str) -> tuple[str, Any]:
 
 
 #: What the journal keeps of a secret option: its name only, so a resumed
-#: run can say which options it must be given again.
+#: run can name the options it must be given again.
 SECRET_PLACEHOLDER: Final = "<secret, not journaled>"
 
 

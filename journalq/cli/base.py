@@ -51,7 +51,7 @@ def _invoke_guarded(ctx: click.Context, invoke: Any) -> Any:
     except BrokenPipeError:
         # The reader of stdout went away (``journalq sync ... | head``). Like
         # a process that SIGPIPE ended, exit quietly with 141, so a script
-        # knows a run stopped where it was. Python is kept from complaining
+        # can tell that a run stopped where it was. Python is kept from complaining
         # about stdout again at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

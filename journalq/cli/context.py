@@ -293,7 +293,7 @@ class _FailureLimit(logging.Filter):
 
     The executor logs one warning per failed action, so a destination that
     is gone would otherwise print a line for every file of the tree. When
-    the first warning is held back, one line tells the reader so. At ``-v``
+    the first warning is held back, one line reports that. At ``-v``
     and above every warning passes.
     """
 

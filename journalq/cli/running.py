@@ -119,7 +119,7 @@ def _kind(queue: StorageQueue, fs: fsspec.AbstractFileSystem, path: str) -> str 
     """Return ``"file"``, ``"directory"`` or None (nothing there) for ``path``.
 
     One ``info`` call, tried again after transient failures: fsspec's
-    ``exists`` and ``isdir`` answer False on any error, which would turn a
+    ``exists`` and ``isdir`` return False on any error, which would turn a
     reset connection into a missing source.
     """
 

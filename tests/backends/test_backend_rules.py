@@ -592,7 +592,7 @@ def test_create_only_keeps_existing_object(
 ):
     """With ``create_only=true`` an existing object fails its copy alone.
 
-    moto answers the conditional write (``If-None-Match: *``) of an
+    moto rejects the conditional write (``If-None-Match: *``) of an
     existing key with 412 Precondition Failed, as S3 does.
     """
     monkeypatch.setattr(s3, "PART_SIZE", 5 * 1024 * 1024)

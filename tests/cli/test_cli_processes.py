@@ -265,7 +265,7 @@ def test_printed_completion_survives_kill(many: Path, tmp_path: Path) -> None:
 
 
 def test_closed_output_stops_run_with_141(many: Path, tmp_path: Path) -> None:
-    """`journalq sync --json | head -1`: the run stops and says it did not end."""
+    """`journalq sync --json | head -1`: the run stops and exits with 141."""
     queue = str(tmp_path / "q")
     process = _start_sync(many, tmp_path / "out", queue)
     assert process.stdout is not None

@@ -156,7 +156,7 @@ def test_s3_to_local_then_nothing(
 def test_cancel_stops_batches_not_handed(tmp_path: Path, full_client: Any) -> None:
     """A cancel handed off at the first copy ends the files still waiting.
 
-    The run's event callback holds each feeder thread at its first copy
+    The run's event callback stops each feeder thread at its first copy
     while another process posts the cancel, so it lands while most batches
     are still to be handed out.
     """

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-# gcsfs otherwise asks a gRPC endpoint whether each bucket has a
+# gcsfs otherwise queries a gRPC endpoint whether each bucket has a
 # hierarchical namespace, which the emulator does not serve, and every
 # bucket operation waits 60 s for the answer.
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"

@@ -20,8 +20,8 @@ that component raises for that fault.
   faulty methods. It is the base for plain errors (``ConnectionResetError``,
   ``TimeoutError``, ENOSPC) because every call journalq makes to it is an
   fsspec method. The local filesystem cannot take that role: journalq
-  detects a local disk and copies with ``os`` calls that no fsspec method
-  sees.
+  detects a local disk and copies with ``os`` calls that bypass every fsspec
+  method.
 
 They are registered with fsspec under their own protocols
 (``faults3://``, ``faultgcs://``, ``faultymemory://``), so queues and the ``journalq``

@@ -8,7 +8,7 @@ round, runs the queue and closes it. Opening the queue again in the next round s
 journal segment, so that round's snapshot deletes segments.
 
 Every acknowledged record is printed on stdout, one line each, flushed at
-once, so a parent that kills this process knows what must survive:
+once, so a parent that kills this process can tell what must survive:
 
 * ``add ID`` once the add returned (the ``added`` record is durable);
 * ``cancel ID`` once the cancel returned;

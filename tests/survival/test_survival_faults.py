@@ -230,7 +230,7 @@ def test_gcs_first_request_503_retried(tmp_path, gcs_options, gcs_bucket, side):
     """The first GET or POST of every GCS object gets 503; all complete.
 
     gcsfs gives up on a 503 only after its own retries, so ``faultgcs://``
-    raises its ``HttpError`` in its place; fake-gcs-server answers the rest.
+    raises its ``HttpError`` in its place; fake-gcs-server serves the rest.
     """
     options = _faults("slowdown", fault_rate=0.0, fault_first=1)
     options["fault_operations"] = "get,post"
