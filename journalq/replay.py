@@ -24,7 +24,9 @@ Rules of the fold:
 
 :func:`reset_interrupted` runs once when a queue is opened for a run: it
 returns the records that make actions a crashed run left in progress wait
-again, or fail when crashes alone have used up their attempts.
+again, or fail when crashes alone have used up their attempts. A crash
+counts against every action in progress at the time; a part of a large
+copy made durable since the last crash starts the count again.
 
 Compaction. A finished copy of a million-file tree leaves a million
 terminal children, each with its ``added`` and ``completed`` records and two
@@ -762,6 +764,9 @@ class QueueState:
             return
         if action.parts is not None:
             action.parts.written[record.part.number] = record.part
+        # A part made durable is progress, so the crashes before it were no
+        # loop: a large copy killed again and again still gets to finish.
+        action.crashes = 0
 
     def _cancel(self, record: Canceled) -> None:
         action = self.actions.get(record.action_id)

@@ -12,8 +12,12 @@ from journalq.records import (
     Endpoint,
     Expanded,
     Failed,
+    Identity,
     Kind,
     Outcome,
+    Part,
+    PartsPlanned,
+    PartWritten,
     Progress,
     QueueCreated,
     Started,
@@ -144,6 +148,21 @@ def test_reset_interrupted_fails_crash_loop():
     assert action.error is not None
     assert action.error.reason == CRASH_LOOP
     assert recount(state) == state.counts
+
+
+def test_durable_part_starts_the_crash_count_again():
+    """A large copy killed more often than max_attempts, but making progress
+    each time, is no crash loop: it waits again, and it can finish."""
+    identity = Identity(64, 1_000, None)
+    state = fold([added("a"), PartsPlanned("a", 1, 8, "upload", identity)])
+    for attempt in range(1, 9):
+        state.apply(Started("a", attempt))
+        state.apply(PartWritten("a", attempt, Part(attempt, 8 * attempt, 8, "c:0")))
+        state.apply_all(reset_interrupted(state, max_attempts=5))
+    action = state.actions["a"]
+    assert action.status is Status.WAITING
+    assert action.crashes == 1
+    assert len(action.parts.written) == 8
 
 
 def test_stopped_attempt_is_not_a_crash():
