@@ -45,7 +45,17 @@ import fsspec
 import msgspec
 from fsspec.implementations.memory import MemoryFileSystem
 
-from journalq import compare, copier, digest, faults, inbox, parts, retry, transfer
+from journalq import (
+    compare,
+    copier,
+    digest,
+    durable,
+    faults,
+    inbox,
+    parts,
+    retry,
+    transfer,
+)
 from journalq.backends import Filesystem, objects
 from journalq.errors import DeleteConflictError, PathInTheWayError
 from journalq.events import Event, EventType, RunSummary
@@ -718,8 +728,25 @@ class Executor:
         assert isinstance(completed, Completed)
         if group.wants(action, completed):
             group.add(action, records)
-        else:
-            self._commit(action, records)
+            return
+        if group.enabled and action.crashes and group.changes_entries(action):
+            self._sync_entries(action)
+        self._commit(action, records)
+
+    def _sync_entries(self, action: ActionState) -> None:
+        """Sync the directories above the path of a local mkdir or delete.
+
+        That makes its directory entry durable, and those of any parents a
+        mkdir created, without waiting for a group's filesystem sync.
+        """
+        _, path = self._service_path(action)
+        directory = os.path.dirname(digest.local_path(path).rstrip("/"))
+        while directory:
+            durable.ops.fsync_dir(directory)
+            parent = os.path.dirname(directory)
+            if parent == directory:
+                break
+            directory = parent
 
     def _commit(self, action: ActionState, records: list[Record]) -> None:
         self._commit_all([(action, records)])
@@ -894,8 +921,9 @@ class Executor:
                     sets_mtime=keeps_mtime,
                 )
         # A new local file may wait for its group's filesystem sync; a file
-        # that replaces an existing one is synced alone before its rename.
-        batched = group.enabled and destination is None
+        # that replaces an existing one is synced alone before its rename,
+        # and so is one that was in progress at a crash (see wants()).
+        batched = group.enabled and destination is None and not action.crashes
         sink = transfer.open_sink(
             self.destination.fs,
             destination_path,
@@ -1429,11 +1457,22 @@ class _DurableGroup:
 
         Copies do, and so do a mkdir or a delete at the destination: their
         directory entries are durable only once the filesystem is synced.
+        An action that was in progress at a crash does not: its copy is
+        synced alone by its sink, its directory entry by
+        :meth:`Executor._sync_entries`, and it is journaled as soon as it
+        is done. So the next crash counts against it only when it lands
+        during its own work, not during the wait for a group (see
+        :func:`journalq.replay.reset_interrupted`).
         """
-        if not self.enabled:
+        if not self.enabled or action.crashes:
             return False
         if completed.outcome is Outcome.COPIED:
             return True
+        return self.changes_entries(action)
+
+    @staticmethod
+    def changes_entries(action: ActionState) -> bool:
+        """Return whether ``action`` adds or removes a destination entry."""
         return (
             action.kind in _ENTRY_KINDS and action.added.service is not Service.SOURCE
         )

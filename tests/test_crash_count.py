@@ -1,0 +1,90 @@
+"""Which crashes count against an action on its way to ``CrashLoop``.
+
+A crash counts against every action in progress at the time. An action
+that was in progress at a crash runs again on its own footing: its copy is
+synced alone and journaled at once, rather than waiting for the sync of a
+group of copies. So a later crash counts against it only when it lands
+during the copy itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from journalq import StorageQueue, durable
+from journalq.records import Started
+from journalq.replay import Status
+
+
+class _RecordingOps(durable.FileOps):
+    """The real file operations, noting which directories were synced."""
+
+    def __init__(self) -> None:
+        self.synced_directories: list[str] = []
+
+    def fsync_dir(self, path: str) -> None:
+        self.synced_directories.append(str(Path(path)))
+        super().fsync_dir(path)
+
+
+def _left_in_progress(
+    tmp_path: Path, add: Callable[[StorageQueue], str]
+) -> tuple[Path, Path, str]:
+    """Add an action and journal its start without an end, as a kill leaves it."""
+    source = tmp_path / "source"
+    destination = tmp_path / "destination"
+    source.mkdir()
+    destination.mkdir()
+    (source / "a.txt").write_bytes(b"payload " * 100)
+    queue_dir = tmp_path / "queue"
+    with StorageQueue(str(source), str(destination), name=str(queue_dir)) as queue:
+        action_id = add(queue)
+        store = queue._store
+        assert store is not None
+        assert store.start(action_id, Started(action_id, 1, time.time_ns()))
+        store.flush()
+    return destination, queue_dir, action_id
+
+
+def _run_again(
+    queue_dir: Path, action_id: str, monkeypatch: pytest.MonkeyPatch
+) -> _RecordingOps:
+    ops = _RecordingOps()
+    monkeypatch.setattr(durable, "ops", ops)
+    with StorageQueue(name=str(queue_dir)) as queue:
+        assert queue.state.actions[action_id].crashes == 1
+        summary = queue.run()
+        assert queue.state.actions[action_id].status is Status.COMPLETED
+    assert summary.failed == 0
+    return ops
+
+
+def test_copy_after_a_crash_is_synced_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    destination, queue_dir, action_id = _left_in_progress(
+        tmp_path, lambda queue: queue.copy_file("a.txt", "a.txt")
+    )
+    ops = _run_again(queue_dir, action_id, monkeypatch)
+
+    # Synced alone: its directory entry, not the whole filesystem.
+    assert str(destination) in ops.synced_directories
+    assert (destination / "a.txt").read_bytes() == b"payload " * 100
+
+
+def test_mkdir_after_a_crash_syncs_its_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    destination, queue_dir, action_id = _left_in_progress(
+        tmp_path, lambda queue: queue.mkdir("destination", "made/deeper")
+    )
+    ops = _run_again(queue_dir, action_id, monkeypatch)
+
+    assert (destination / "made" / "deeper").is_dir()
+    # The new directory's entry, and that of the parent the mkdir created.
+    assert str(destination / "made") in ops.synced_directories
+    assert str(destination) in ops.synced_directories
