@@ -242,7 +242,12 @@ def check_finished_journal(
     counts = state.status_counts()
     assert counts["waiting"] == 0
     assert counts["inprogress"] == 0
-    assert counts["failed"] == 0
+    failed = [
+        (action.added.kind, action.added.relpath, action.error)
+        for action in state.actions.values()
+        if action.status is Status.FAILED
+    ]
+    assert failed == [], f"failed actions: {failed[:5]}"
     assert check_completed_copies(state, read) > 0
     check_completed_results(state, queue)
     repeated = {key: n for key, n in terminal_records(queue).items() if n > 1}
