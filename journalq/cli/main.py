@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import click
 
 from journalq.cli.add import add_group
@@ -83,4 +85,12 @@ cli.add_command(run_command, "resume")
 
 def main() -> None:
     """Run the ``journalq`` command line (the console script)."""
-    cli(prog_name="journalq")
+    try:
+        cli(prog_name="journalq")
+    finally:
+        # The process ends next. Freezing every object keeps the collector
+        # from walking them all once more while the interpreter shuts down,
+        # which took about 30 ms of a 0.37 s no-op sync on the 2-core
+        # development VM. Nothing is freed later, so only the console
+        # script does this, never a library caller.
+        gc.freeze()
