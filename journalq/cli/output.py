@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
+import posixpath
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Self
@@ -32,9 +35,11 @@ __all__ = [
     "format_bytes",
     "format_duration",
     "format_summary",
+    "location_url",
     "print_json",
     "print_table",
     "rate_of",
+    "shorten_path",
 ]
 
 #: The error the executor records for a tree whose files failed. The files'
@@ -283,3 +288,59 @@ def print_table(
         if header and number == 0:
             line = click.style(line, bold=True)
         click.echo(line)
+
+
+def location_url(filesystem: str, path: str) -> str:
+    """Return the URL of ``path`` on the filesystem with URL ``filesystem``.
+
+    A path on the local disk stays a plain path. A relative path joins the
+    filesystem's own path, as :meth:`journalq.backends.Filesystem.path`
+    joins it.
+    """
+    if "://" in path:
+        return path
+    if "://" not in filesystem:
+        # A remote, NAME: or NAME:root.
+        if filesystem.endswith(":") or path.startswith("/"):
+            return filesystem + path
+        return posixpath.join(filesystem, path)
+    parts = urllib.parse.urlsplit(filesystem)
+    if parts.path and not path.startswith("/"):
+        path = posixpath.join(parts.path, path)
+    if parts.scheme in ("file", "local"):
+        return path
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def shorten_path(text: str, width: int) -> str:
+    """Return ``text`` shortened to ``width`` characters for a table.
+
+    A local path under the home directory starts with ``~``. A longer path
+    keeps its start (``/``, ``~`` or ``scheme://host``) and as many of its
+    last components as fit, with ``...`` for the ones left out:
+    ``~/.../photos/2024``.
+    """
+    home = os.path.expanduser("~")
+    if home != "/" and (text == home or text.startswith(home + "/")):
+        text = "~" + text[len(home) :]
+    if len(text) <= width:
+        return text
+    scheme, separator, rest = text.partition("://")
+    if separator:
+        host, _, rest = rest.partition("/")
+        head = f"{scheme}://{host}"
+    elif text.startswith("~/"):
+        head, rest = "~", text[2:]
+    else:
+        head, rest = "", text.lstrip("/")
+    names = rest.split("/")
+    tail = names[-1]
+    marker = "/.../"
+    if len(head) + len(marker) + len(tail) > width:
+        return "..." + text[len(text) - width + 3 :]
+    for name in reversed(names[:-1]):
+        longer = f"{name}/{tail}"
+        if len(head) + len(marker) + len(longer) > width:
+            break
+        tail = longer
+    return head + marker + tail
