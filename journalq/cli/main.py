@@ -11,6 +11,7 @@ from journalq.cli.context import common_options
 from journalq.cli.maintenance import (
     cancel_command,
     compact_command,
+    drop_command,
     fsck_command,
     retry_command,
 )
@@ -74,6 +75,7 @@ for _command in (
     retry_command,
     compact_command,
     fsck_command,
+    drop_command,
     completion_command,
 ):
     cli.add_command(_command)

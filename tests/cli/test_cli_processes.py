@@ -98,6 +98,19 @@ def test_status_while_locked_names_holder(
     assert status["length"] > HELD_FILES
 
 
+def test_drop_while_locked_exits_three(
+    held_run: tuple[subprocess.Popen, str],
+) -> None:
+    holder, queue = held_run
+
+    result = run_journalq("drop", queue, "--force")
+
+    assert result.returncode == ExitCode.LOCKED, result.stderr
+    assert f"pid {holder.pid}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (Path(queue) / "FORMAT").exists()
+
+
 def test_add_during_run_is_not_lost(
     held_run: tuple[subprocess.Popen, str], tmp_path: Path
 ) -> None:
