@@ -826,7 +826,13 @@ class Executor:
                 )
             ]
         if self.options.dry_run:
-            return [Completed(action.action_id, attempt, Outcome.COPIED, "dry-run")]
+            # The bytes are those the copy would move, so the summary adds up
+            # what a real run would copy.
+            return [
+                Completed(
+                    action.action_id, attempt, Outcome.COPIED, "dry-run", source.size
+                )
+            ]
         return self._transfer(
             action, attempt, source_path, destination_path, source, destination, group
         )

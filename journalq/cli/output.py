@@ -47,6 +47,8 @@ __all__ = [
 CHILDREN_FAILED: Final = "ChildrenFailed"
 #: Distinct errors a summary names; the rest are counted.
 SHOWN_ERRORS: Final = 3
+#: Kinds of action whose dry run is printed without ``-v``, one line each.
+_LISTED_BY_DRY_RUN: Final = frozenset({"copy_file", "delete"})
 #: Events that report an action as ended, held by :class:`AcknowledgedEvents`
 #: until the journal has the record. A failure for good is journaled on
 #: disk before its event, so ``failed`` needs no wait.
@@ -80,8 +82,13 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
         noun = "action" if summary.done == 1 else "actions"
         parts.append(f"{summary.done} other {noun} (mkdir, delete, list)")
     text = ", ".join(parts)
-    text += f"; {format_bytes(summary.bytes)} in {summary.elapsed:.1f} s"
-    text += f" ({format_bytes(rate_of(summary))}/s)"
+    if dry_run:
+        # A dry run moves no bytes, so it has no rate.
+        text += f"; {format_bytes(summary.bytes)} to copy (dry run, "
+        text += f"{summary.elapsed:.1f} s)"
+    else:
+        text += f"; {format_bytes(summary.bytes)} in {summary.elapsed:.1f} s"
+        text += f" ({format_bytes(rate_of(summary))}/s)"
     if summary.interrupted:
         text += "; interrupted"
     if summary.remaining:
@@ -121,14 +128,20 @@ class EventPrinter:
     """Print the events of a run as they arrive (from any worker thread).
 
     ``verbosity`` 0 prints nothing, 1 prints finished files and retries, 2
-    adds starts. Failures are never printed here: the library logs each as
-    a warning. ``as_json`` prints every event, progress included.
+    adds starts. A dry run prints each file it would copy or delete at
+    verbosity 0 too, as ``rclone --dry-run`` does, unless ``quiet``. Failures are
+    never printed here: the library logs each as a warning. ``as_json``
+    prints every event, progress included.
     """
 
-    def __init__(self, *, as_json: bool, verbosity: int, dry_run: bool) -> None:
+    def __init__(
+        self, *, as_json: bool, verbosity: int, dry_run: bool, quiet: bool = False
+    ) -> None:
         self.as_json = as_json
         self.verbosity = verbosity
         self.dry_run = dry_run
+        #: Whether a dry run lists the files it would copy or delete.
+        self.lists_dry_run = dry_run and not quiet
         self._lock = threading.Lock()
 
     @property
@@ -137,6 +150,8 @@ class EventPrinter:
         if self.as_json:
             return frozenset(EventType)
         wanted: set[EventType] = set()
+        if self.lists_dry_run:
+            wanted.add(EventType.COMPLETED)
         if self.verbosity >= 1:
             wanted |= {EventType.COMPLETED, EventType.SKIPPED, EventType.RETRIED}
         if self.verbosity >= 2:
@@ -156,12 +171,10 @@ class EventPrinter:
     def _describe(self, event: Event) -> str | None:
         target = arrow(event.source, event.destination)
         match event.type:
+            case EventType.COMPLETED if self.dry_run:
+                return self._describe_dry_run(event, target)
             case EventType.COMPLETED if self.verbosity >= 1:
-                verb = "would copy" if self.dry_run else "copied"
-                if event.kind != "copy_file":
-                    verb = (
-                        f"would {event.kind}" if self.dry_run else f"{event.kind} done:"
-                    )
+                verb = "copied" if event.kind == "copy_file" else f"{event.kind} done:"
                 return f"{verb} {target} ({format_bytes(event.bytes)})"
             case EventType.SKIPPED if self.verbosity >= 1 and event.kind != "copy_file":
                 return f"skipped {event.kind} {target} ({event.method})"
@@ -172,6 +185,15 @@ class EventPrinter:
             case EventType.STARTED if self.verbosity >= 2:
                 return f"started {event.kind} {target} (attempt {event.attempt})"
         return None
+
+    def _describe_dry_run(self, event: Event, target: str) -> str | None:
+        """Describe what a dry run would do: ``would copy SRC -> DST (SIZE)``."""
+        listed = event.kind in _LISTED_BY_DRY_RUN and self.lists_dry_run
+        if not (listed or self.verbosity >= 1):
+            return None
+        if event.kind == "copy_file":
+            return f"would copy {target} ({format_bytes(event.bytes)})"
+        return f"would {event.kind} {target}"
 
 
 class AcknowledgedEvents:
