@@ -90,7 +90,12 @@ class ActionInfo:
 
 @dataclass(slots=True)
 class RunSummary:
-    """What one run did."""
+    """The counts and totals of one run.
+
+    ``done`` counts the mkdir, delete and list actions that completed, and
+    ``deleted`` the deletes among them: a sync's deletions and ``delete``
+    actions.
+    """
 
     copied: int = 0
     skipped: int = 0
@@ -102,6 +107,7 @@ class RunSummary:
     interrupted: bool = False
     remaining: int = 0
     failures: list[ActionInfo] = field(default_factory=list)
+    deleted: int = 0
 
     @property
     def ok(self) -> bool:
@@ -115,6 +121,7 @@ class RunSummary:
             "skipped": self.skipped,
             "failed": self.failed,
             "done": self.done,
+            "deleted": self.deleted,
             "retried": self.retried,
             "bytes": self.bytes,
             "elapsed": round(self.elapsed, 3),

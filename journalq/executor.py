@@ -746,6 +746,8 @@ class Executor:
                 self.summary.skipped += 1
             else:
                 self.summary.done += 1
+                if action.kind is Kind.DELETE:
+                    self.summary.deleted += 1
         event = (
             EventType.SKIPPED
             if completed.outcome is Outcome.SKIPPED

@@ -47,6 +47,8 @@ class LastRun(msgspec.Struct, frozen=True):
     interrupted: bool
     #: Actions still waiting when it ended.
     remaining: int
+    #: Deletes among ``done``; 0 in a summary written before it was kept.
+    deleted: int = 0
 
     @property
     def rate(self) -> float:
@@ -95,6 +97,7 @@ def save_last_run(directory: Path, summary: RunSummary) -> None:
         elapsed=round(summary.elapsed, 3),
         interrupted=summary.interrupted,
         remaining=summary.remaining,
+        deleted=summary.deleted,
     )
     try:
         path = _path(directory)

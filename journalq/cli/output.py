@@ -78,9 +78,12 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
         f"failed {summary.failed}",
         f"retried {summary.retried}",
     ]
-    if summary.done:
-        noun = "action" if summary.done == 1 else "actions"
-        parts.append(f"{summary.done} other {noun} (mkdir, delete, list)")
+    if summary.deleted:
+        parts.append(f"{'would delete' if dry_run else 'deleted'} {summary.deleted}")
+    others = summary.done - summary.deleted
+    if others:
+        noun = "action" if others == 1 else "actions"
+        parts.append(f"{others} other {noun} (mkdir, list)")
     text = ", ".join(parts)
     if dry_run:
         # A dry run moves no bytes, so it has no rate.

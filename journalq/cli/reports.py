@@ -131,9 +131,11 @@ def describe_last_run(last: LastRun) -> str:
     text = (
         f"{how} {ended.isoformat(sep=' ', timespec='seconds')} after "
         f"{format_duration(last.elapsed)}: copied {last.copied}, skipped "
-        f"{last.skipped}, failed {last.failed}, retried {last.retried}; "
-        f"{format_bytes(last.bytes)} at {format_bytes(last.rate)}/s"
+        f"{last.skipped}, failed {last.failed}, retried {last.retried}"
     )
+    if last.deleted:
+        text += f", deleted {last.deleted}"
+    text += f"; {format_bytes(last.bytes)} at {format_bytes(last.rate)}/s"
     if last.remaining:
         text += f"; {last.remaining} left"
     return text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -57,6 +58,23 @@ def test_status_json_has_last_run(failed_copy: str) -> None:
     assert status["last_run"]["interrupted"] is False
     assert status["last_run"]["rate"] >= 0
     assert "to retry them" in status["next"]
+
+
+def test_status_reads_older_last_run(
+    sample: Path, tmp_path: Path, queue: str, queue_home: Path
+) -> None:
+    """A last-run file written before `deleted` was kept still loads."""
+    invoke("copy", f"{sample}/", str(tmp_path / "out"), "--queue", queue)
+    (summary_file,) = (queue_home / "runs").iterdir()
+    older = json.loads(summary_file.read_bytes())
+    del older["deleted"]
+    summary_file.write_text(json.dumps(older))
+
+    result = invoke("status", "--queue", queue, "--json")
+
+    last_run = json_lines(result.stdout)[0]["last_run"]
+    assert last_run["deleted"] == 0
+    assert last_run["copied"] == len(SAMPLE)
 
 
 def test_status_suggests_resume(sample: Path, tmp_path: Path, queue: str) -> None:

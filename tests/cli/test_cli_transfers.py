@@ -298,6 +298,29 @@ def test_dry_run_json_stays_json(sample: Path, stale_mirror: Path) -> None:
     assert "would copy 2," in result.stderr
 
 
+def test_sync_summary_counts_deletions(
+    sample: Path, stale_mirror: Path, tmp_path: Path
+) -> None:
+    queue = str(tmp_path / "q")
+
+    text = invoke("sync", str(sample), str(stale_mirror), "--delete", "--queue", queue)
+    (stale_mirror / "old.txt").write_bytes(b"stale again")
+    again = invoke(
+        "sync", str(sample), str(stale_mirror), "--delete", "--queue", queue, "--json"
+    )
+    status = json_lines(invoke("status", "--queue", queue, "--json").stdout)[0]
+
+    assert text.exit_code == ExitCode.OK, text.output
+    # Two files to delete, and the mkdirs of docs/deep and docs/deep/er.
+    assert "copied 2, skipped 3, failed 0, retried 0, deleted 2, " in text.stderr
+    assert "2 other actions (mkdir, list)" in text.stderr
+    summary = json_lines(again.stdout)[-1]
+    assert summary["deleted"] == 1
+    assert summary["done"] == 1
+    assert status["last_run"]["deleted"] == 1
+    assert read_tree(stale_mirror) == SAMPLE
+
+
 def test_failed_action_exits_one(sample: Path, tmp_path: Path) -> None:
     os.symlink(tmp_path / "nowhere", sample / "dangling.txt")
     queue = tmp_path / "q"
