@@ -24,7 +24,9 @@ class Event:
     """One step of one action during a run.
 
     ``bytes`` is what the action moved so far (``progress``) or in all
-    (``completed``); ``total`` is the file's size when known.
+    (``completed``) in this run: a large copy resumed from the parts an
+    earlier run journaled leaves those parts out. ``total`` is the file's
+    size when known.
     """
 
     type: EventType

@@ -6,18 +6,23 @@ The drop of a queue that another process holds is in test_cli_processes.py.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import SAMPLE, invoke, json_lines, read_tree, write_tree
+from cli_helpers import (
+    SAMPLE,
+    invoke,
+    json_lines,
+    read_tree,
+    run_journalq_killed_at,
+    write_large_file,
+    write_tree,
+)
 
 from journalq.cli.exits import ExitCode
 
-MIB = 1024 * 1024
-#: A file of three 16 MiB parts, the last one short, above --part-threshold.
-LARGE_SIZE = 40 * MIB
+#: MiB of a file of three 16 MiB parts, the last one short.
+LARGE_MIB = 40
 KILLED = -9
 
 
@@ -133,13 +138,7 @@ def test_drop_killed_midway_leaves_no_queue(
     synced: str, sample: Path, tmp_path: Path, queue_home: Path
 ) -> None:
     """A drop killed after hiding the queue leaves no queue under its name."""
-    killed = subprocess.run(
-        [sys.executable, "-m", "journalq", "drop", synced],
-        env={**os.environ, "JOURNALQ_CRASH_AT": "drop.hidden"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    killed = run_journalq_killed_at("drop.hidden", "drop", synced)
     listed = json_lines(invoke("queues", "--json").stdout)
     (hidden,) = os.listdir(queue_home / "queues")
     again = invoke("sync", str(sample), str(tmp_path / "mirror"), "--json")
@@ -158,21 +157,14 @@ def _killed_large_copy(tmp_path: Path) -> tuple[Path, str]:
 
     Returns the destination directory and the queue directory.
     """
-    source = tmp_path / "src"
-    source.mkdir()
-    (source / "big.bin").write_bytes(os.urandom(MIB) * (LARGE_SIZE // MIB))
+    source = tmp_path / "src" / "big.bin"
+    write_large_file(source, LARGE_MIB)
     destination = tmp_path / "dst"
     queue = str(tmp_path / "q")
-    killed = subprocess.run(
-        [
-            *(sys.executable, "-m", "journalq", "copy"),
-            *(str(source / "big.bin"), f"{destination}/"),
-            *("--queue", queue, "--part-threshold", "1M"),
-        ],
-        env={**os.environ, "JOURNALQ_CRASH_AT": "parts.before_record:3"},
-        capture_output=True,
-        text=True,
-        check=False,
+    killed = run_journalq_killed_at(
+        "parts.before_record:3",
+        *("copy", str(source), f"{destination}/"),
+        *("--queue", queue, "--part-threshold", "1M"),
     )
     assert killed.returncode == KILLED, killed.stderr
     return destination, queue
