@@ -18,6 +18,7 @@ The tree::
     |   +-- FormatVersionError      written by a newer journalq
     |   +-- QueueLockedError        another process holds the queue
     |   +-- QueueClosedError        the queue was closed in this process
+    |   +-- PendingActionsError     a queue to drop has actions left to run
     +-- JournalError                the journal cannot be read or written
     |   +-- CorruptionError         damage that is not a torn tail
     |   +-- JournalPoisonedError    an earlier write or fsync failed
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import shlex
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ __all__ = [
     "JournalqError",
     "NotAQueueError",
     "PathInTheWayError",
+    "PendingActionsError",
     "QueueClosedError",
     "QueueError",
     "QueueLockedError",
@@ -78,14 +81,20 @@ class QueueError(JournalqError):
 
 
 class NotAQueueError(QueueError):
-    """A directory exists and is not empty, but contains no journalq queue."""
+    """A directory exists and is not empty, but contains no journalq queue.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    ``reason`` replaces the default message, which is for opening a queue.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str | None = None):
         super().__init__(
             path,
-            "the directory is not empty and is not a journalq queue (no FORMAT "
-            "file); pass an empty or new directory, or the directory of an "
-            "existing queue",
+            reason
+            or (
+                "the directory is not empty and is not a journalq queue (no "
+                "FORMAT file); pass an empty or new directory, or the directory "
+                "of an existing queue"
+            ),
         )
 
 
@@ -141,6 +150,40 @@ class QueueClosedError(QueueError):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__(path, "the queue is closed; open it again to use it")
+
+
+class PendingActionsError(QueueError):
+    """A queue to drop still has actions waiting or in progress."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], waiting: int, in_progress: int
+    ) -> None:
+        self.waiting = waiting
+        self.in_progress = in_progress
+        where = shlex.quote(os.fspath(path))
+        super().__init__(
+            path,
+            f"{_count_actions(waiting, in_progress)}, so the queue was not "
+            f"dropped; run them (`journalq run --queue {where}`), cancel them "
+            f"(`journalq cancel --all --queue {where}`), or drop the queue "
+            f"anyway (`journalq drop --force {where}`)",
+        )
+
+
+def _count_actions(waiting: int, in_progress: int) -> str:
+    """Return ``"2 actions wait and 1 is in progress"``, leaving out a zero."""
+    parts = []
+    if waiting:
+        parts.append(f"{waiting} action{'s wait' if waiting > 1 else ' waits'}")
+    if in_progress:
+        verb = "are" if in_progress > 1 else "is"
+        noun = "actions" if in_progress > 1 else "action"
+        if parts:
+            # "2 actions wait and 1 is in progress": the noun is not repeated.
+            parts.append(f"{in_progress} {verb} in progress")
+        else:
+            parts.append(f"{in_progress} {noun} {verb} in progress")
+    return " and ".join(parts) or "no action waits"
 
 
 class JournalError(JournalqError):

@@ -24,7 +24,9 @@ class Event:
     """One step of one action during a run.
 
     ``bytes`` is what the action moved so far (``progress``) or in all
-    (``completed``); ``total`` is the file's size when known.
+    (``completed``) in this run: a large copy resumed from the parts an
+    earlier run journaled leaves those parts out. ``total`` is the file's
+    size when known.
     """
 
     type: EventType
@@ -90,7 +92,12 @@ class ActionInfo:
 
 @dataclass(slots=True)
 class RunSummary:
-    """What one run did."""
+    """The counts and totals of one run.
+
+    ``done`` counts the mkdir, delete and list actions that completed, and
+    ``deleted`` the deletes among them: a sync's deletions and ``delete``
+    actions.
+    """
 
     copied: int = 0
     skipped: int = 0
@@ -102,6 +109,7 @@ class RunSummary:
     interrupted: bool = False
     remaining: int = 0
     failures: list[ActionInfo] = field(default_factory=list)
+    deleted: int = 0
 
     @property
     def ok(self) -> bool:
@@ -115,6 +123,7 @@ class RunSummary:
             "skipped": self.skipped,
             "failed": self.failed,
             "done": self.done,
+            "deleted": self.deleted,
             "retried": self.retried,
             "bytes": self.bytes,
             "elapsed": round(self.elapsed, 3),

@@ -73,6 +73,7 @@ from journalq.records import (
     Identity,
     Kind,
     Outcome,
+    Part,
     PartsPlanned,
     PartWritten,
     Record,
@@ -248,6 +249,12 @@ class Executor:
         self._inbox_dir = os.path.join(store.directory, inbox.INBOX_DIR)
         self._inbox_stamp: int | None = None
         self._listing_suffices = _stat_free(source) and _stat_free(destination)
+        # Per large copy in parts: the parts journaled before this run first
+        # tried it, and the bytes of those that its last attempt found at the
+        # destination. This run did not send those bytes, so its summary and
+        # events leave them out.
+        self._earlier_parts: dict[str, frozenset[int]] = {}
+        self._resumed_bytes: dict[str, int] = {}
 
     # Scheduling ---------------------------------------------------------------
 
@@ -763,16 +770,26 @@ class Executor:
             self._count(action, records[-1])
 
     def _count(self, action: ActionState, completed: Record) -> None:
-        """Add one finished action to the summary and emit its event."""
+        """Add one finished action to the summary and emit its event.
+
+        A copy counts the bytes this run sent: a large copy resumed from
+        parts that an earlier run journaled leaves those parts out.
+        """
         assert isinstance(completed, Completed)
+        sent = completed.bytes
+        if action.action_id in self._earlier_parts:
+            del self._earlier_parts[action.action_id]
+            sent -= self._resumed_bytes.pop(action.action_id, 0)
         with self._summary_lock:
             if completed.outcome is Outcome.COPIED:
                 self.summary.copied += 1
-                self.summary.bytes += completed.bytes
+                self.summary.bytes += sent
             elif completed.outcome is Outcome.SKIPPED:
                 self.summary.skipped += 1
             else:
                 self.summary.done += 1
+                if action.kind is Kind.DELETE:
+                    self.summary.deleted += 1
         event = (
             EventType.SKIPPED
             if completed.outcome is Outcome.SKIPPED
@@ -782,7 +799,7 @@ class Executor:
             event,
             action,
             attempt=completed.attempt,
-            bytes=completed.bytes,
+            bytes=sent,
             method=completed.method,
         )
 
@@ -853,7 +870,13 @@ class Executor:
                 )
             ]
         if self.options.dry_run:
-            return [Completed(action.action_id, attempt, Outcome.COPIED, "dry-run")]
+            # The bytes are those the copy would move, so the summary adds up
+            # what a real run would copy.
+            return [
+                Completed(
+                    action.action_id, attempt, Outcome.COPIED, "dry-run", source.size
+                )
+            ]
         return self._transfer(
             action, attempt, source_path, destination_path, source, destination, group
         )
@@ -1018,6 +1041,14 @@ class Executor:
         if target is None:
             return None
 
+        earlier = self._earlier_parts_of(action.action_id, written, resumable)
+        resumed = 0
+
+        def recovered(part: Part) -> None:
+            nonlocal resumed
+            if part.number in earlier:
+                resumed += part.size
+
         callback = self._callback(action, attempt, source.size)
         observed_ns = time.time_ns()
         try:
@@ -1035,6 +1066,7 @@ class Executor:
                 ),
                 on_bytes=callback.relative_update if callback is not None else None,
                 should_stop=self._stopping if self.options.stop else None,
+                on_recovered=recovered,
             )
             target.complete(every_part, source.mtime_ns, digest_string)
         except InterruptedError:
@@ -1046,8 +1078,22 @@ class Executor:
         except BaseException:
             target.release()
             raise
+        self._resumed_bytes[action.action_id] = resumed
         result = transfer.CopyResult(source.size, digest_string)
         return result, observed_ns, target.keeps_mtime
+
+    def _earlier_parts_of(
+        self, action_id: str, written: dict[int, Part], resumable: bool
+    ) -> frozenset[int]:
+        """Return the numbers of the parts that runs before this one journaled.
+
+        They are the parts of a resumable plan at this run's first attempt.
+        A later attempt that resumes keeps them, because the parts added
+        since were sent by this run. A new plan sends every part again.
+        """
+        if not resumable:
+            self._earlier_parts[action_id] = frozenset()
+        return self._earlier_parts.setdefault(action_id, frozenset(written))
 
     def _copy_records(
         self,

@@ -10,9 +10,10 @@ the journal, so every open takes this lock first. The rules it follows:
   ``{pid, host, since, version, argv}`` into ``LOCK``. Other processes read it
   with :func:`read_holder`. A clean release empties the file again. After a
   crash the dead holder's record stays until the next holder overwrites it.
-* ``LOCK`` is never deleted. A process that deleted it and created a new one
-  would lock another inode while an old holder still locks the first, and
-  both would run.
+* ``LOCK`` is never deleted on its own. A process that deleted it and
+  created a new one would lock another inode while an old holder still
+  locks the first, and both would run. Only :func:`journalq.drop.drop_queue`
+  deletes it, with the whole queue directory, while it holds the lock.
 * No stale-lock breaking: the kernel drops a ``flock`` when its holder dies,
   so a crash leaves at most a stale file, never a stale lock.
 * One :class:`QueueLock` per queue per process. A registry keyed by the
@@ -263,7 +264,9 @@ class QueueLock:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(self.path, HOLDER_NAME))
             else:
-                os.truncate(self.lock_path, 0)
+                # The file is gone when the queue was dropped under the lock.
+                with contextlib.suppress(FileNotFoundError):
+                    os.truncate(self.lock_path, 0)
         except OSError as error:
             logger.warning(
                 "could not clear the holder record of queue %s: %s", self.path, error

@@ -195,11 +195,14 @@ def copy_in_parts(
     on_part: Callable[[Part], None],
     on_bytes: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_recovered: Callable[[Part], None] | None = None,
 ) -> tuple[list[Part], str]:
     """Send the parts of ``source_path`` that ``target`` lacks.
 
     ``written`` are the parts the journal has for this plan. ``on_part`` is
-    called, in order, with each part newly durable at the destination.
+    called, in order, with each part newly durable at the destination, and
+    ``on_bytes`` with its size once it is. ``on_recovered`` is called with
+    each part of ``written`` that the target still has, which is not sent.
     Returns every part in order and the whole file's digest string; the
     caller completes the target. Raises ``InterruptedError`` when
     ``should_stop`` returns true between parts, and :class:`SourceChangedError`
@@ -237,8 +240,10 @@ def copy_in_parts(
             if new:
                 faults.point("parts.before_record")
                 on_part(part)
-            if on_bytes is not None:
-                on_bytes(len(data))
+                if on_bytes is not None:
+                    on_bytes(len(data))
+            elif on_recovered is not None:
+                on_recovered(part)
             if should_stop is not None and should_stop() and pending:
                 for future in pending:
                     future.cancel()

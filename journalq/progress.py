@@ -196,6 +196,15 @@ class ProgressView:
         return ", ".join(parts) + "; " + counts
 
 
+def _journaled_part_bytes(action: object) -> int:
+    """Return the bytes of the parts journaled for a large copy that waits."""
+    # Only an ActionState has parts; a compacted action has ended.
+    parts = getattr(action, "parts", None)
+    if parts is None:
+        return 0
+    return sum(part.size for part in parts.written.values())
+
+
 def _percent(done: int, total: int) -> float:
     return 100.0 * done / total if total else 100.0
 
@@ -214,6 +223,10 @@ class RunProgress:
         Bytes those actions are expected to copy.
     done_earlier, earlier_total:
         See :class:`ProgressView`.
+    resumed:
+        Per action id, the bytes of a large copy that an earlier run sent
+        as journaled parts. ``bytes`` leaves them out, and so does the
+        ``completed`` event of that copy.
     clock:
         Source of monotonic seconds; tests pass their own.
     """
@@ -238,9 +251,11 @@ class RunProgress:
         *,
         done_earlier: int = 0,
         earlier_total: int = 0,
+        resumed: dict[str, int] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._lock = threading.Lock()
+        self._resumed = dict(resumed or {})
         self._clock = clock
         self._started = clock()
         self._files_total = files
@@ -260,10 +275,12 @@ class RunProgress:
         """Return a RunProgress with the totals of what waits in ``queue``.
 
         Reads every action once. Packed (compacted) actions have ended, so
-        they are passed over without being unpacked.
+        they are passed over without being unpacked. The parts of a large
+        copy that an earlier run journaled are not counted in the bytes.
         """
         files = 0
         size = 0
+        resumed: dict[str, int] = {}
         pending_children: collections.Counter[str] = collections.Counter()
         trees = []
         for action in queue.state.actions.values():
@@ -276,6 +293,12 @@ class RunProgress:
             if added.kind is Kind.COPY_FILE:
                 files += 1
                 size += added.size or 0
+                sent = _journaled_part_bytes(action)
+                # A copy of unknown size is not in the total, so neither
+                # are its parts.
+                if sent and added.size is not None:
+                    resumed[action.action_id] = sent
+                    size -= sent
             if added.parent is not None:
                 pending_children[added.parent] += 1
         earlier_total = 0
@@ -285,7 +308,13 @@ class RunProgress:
                 continue
             earlier_total += tree.children
             done_earlier += tree.children - pending_children[tree.action_id]
-        return cls(files, size, done_earlier=done_earlier, earlier_total=earlier_total)
+        return cls(
+            files,
+            size,
+            done_earlier=done_earlier,
+            earlier_total=earlier_total,
+            resumed=resumed,
+        )
 
     def mark_stopping(self) -> None:
         """Note that the run was asked to stop (safe in a signal handler)."""
@@ -330,7 +359,8 @@ class RunProgress:
         is_file = event.kind == Kind.COPY_FILE
         if not self._leave(event) and is_file:
             self._grow_totals(event)
-        total = event.total or 0
+        # What the totals expected this file to move.
+        total = (event.total or 0) - self._resumed.pop(event.action_id, 0)
         counts = self._counts
         if is_file:
             counts["files_done"] += 1

@@ -1298,6 +1298,7 @@ def _accumulate(total: RunSummary, part: RunSummary) -> None:
     total.skipped += part.skipped
     total.failed += part.failed
     total.done += part.done
+    total.deleted += part.deleted
     total.retried += part.retried
     total.bytes += part.bytes
     total.elapsed += part.elapsed

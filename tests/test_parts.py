@@ -12,7 +12,7 @@ import msgspec
 import pytest
 import xxhash
 
-from journalq import StorageQueue, parts
+from journalq import RunSummary, StorageQueue, faults, parts
 from journalq.journal.reader import scan
 from journalq.records import Completed, PartsPlanned, PartWritten, decode_batch
 from journalq.replay import decode_state, encode_state
@@ -41,13 +41,14 @@ def journal_records(queue_dir: Path, kind: type) -> list:
     ]
 
 
-def run_copy(tmp_path: Path, **extra: object) -> None:
+def run_copy(tmp_path: Path, **extra: object) -> RunSummary:
     with StorageQueue(
         tmp_path / "src", tmp_path / "dst", tmp_path / "q", part_threshold=MIB
     ) as queue:
         queue.copy_file("big.bin", "big.bin")
         summary = queue.run(**extra)
     assert summary.failed == 0
+    return summary
 
 
 def killed_copy(tmp_path: Path, crash_at: str) -> int:
@@ -111,9 +112,11 @@ def test_killed_copy_resends_one_part(tmp_path: Path, source: bytes) -> None:
     before = len(journal_records(tmp_path / "q", PartWritten))
     assert before == 3
 
-    run_copy(tmp_path)
+    summary = run_copy(tmp_path)
 
     assert (tmp_path / "dst" / "big.bin").read_bytes() == source
+    # The three journaled parts were not sent again, so they are not counted.
+    assert summary.bytes == SIZE - 3 * MIB
     written = journal_records(tmp_path / "q", PartWritten)
     resent = [record.part.number for record in written[before:]]
     assert resent == [3, 4, 5, 6]
@@ -126,9 +129,10 @@ def test_changed_source_restarts_copy(tmp_path: Path, source: bytes) -> None:
     changed = os.urandom(SIZE)
     (tmp_path / "src" / "big.bin").write_bytes(changed)
 
-    run_copy(tmp_path)
+    summary = run_copy(tmp_path)
 
     assert (tmp_path / "dst" / "big.bin").read_bytes() == changed
+    assert summary.bytes == SIZE
     plans = journal_records(tmp_path / "q", PartsPlanned)
     assert len(plans) == 2
     assert plans[1].source.size == SIZE
@@ -142,11 +146,39 @@ def test_damaged_part_is_sent_again(tmp_path: Path, source: bytes) -> None:
         temporary.write(b"damage")
     before = len(journal_records(tmp_path / "q", PartWritten))
 
-    run_copy(tmp_path)
+    summary = run_copy(tmp_path)
 
     assert (tmp_path / "dst" / "big.bin").read_bytes() == source
     resent = [r.part.number for r in journal_records(tmp_path / "q", PartWritten)]
     assert resent[before:] == [1, 4, 5, 6]
+    # Parts 0, 2 and 3 were found intact; the damaged part 1 was sent.
+    assert summary.bytes == SIZE - 3 * MIB
+
+
+def test_retry_in_same_run_counts_whole_file(tmp_path: Path, source: bytes) -> None:
+    """Parts sent by an earlier attempt of the same run count as sent.
+
+    A hook at the crash point raises ConnectionError, the transient error
+    of a dropped connection, which a local disk cannot be made to raise.
+    """
+    records = 0
+
+    def drop_connection(name: str) -> None:
+        nonlocal records
+        if name == "parts.before_record":
+            records += 1
+            if records == 3:
+                raise ConnectionError("connection reset while sending part 3")
+
+    faults.install(drop_connection)
+    try:
+        summary = run_copy(tmp_path, parallelism=1)
+    finally:
+        faults.clear()
+
+    assert (tmp_path / "dst" / "big.bin").read_bytes() == source
+    assert summary.retried == 1
+    assert summary.bytes == SIZE
 
 
 def test_killed_before_rename_completes(tmp_path: Path, source: bytes) -> None:

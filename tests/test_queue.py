@@ -141,10 +141,30 @@ def test_sync_delete_removes_extraneous(src, dst, queue_dir):
     with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
         queue.sync(str(src), str(dst), delete=True)
         summary = queue.run()
+        actions = queue.get_actions("completed")
     assert summary.failed == 0
     assert not (dst / "stale.txt").exists()
     assert not (dst / "stale-dir").exists()
     assert read_tree(dst) == read_tree(src)
+    deletes = [action for action in actions if action.kind == "delete"]
+    mkdirs = [action for action in actions if action.kind == "mkdir"]
+    assert len(deletes) == 4
+    assert summary.deleted == len(deletes)
+    assert summary.done == len(deletes) + len(mkdirs)
+    assert summary.to_dict()["deleted"] == len(deletes)
+
+
+def test_summary_counts_delete_actions(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.mkdir("destination", str(dst / "made"))
+        mkdir_run = queue.run()
+        queue.delete("destination", str(dst / "made"), recursive=True)
+        queue.delete("destination", str(dst / "never-existed"))
+        deleted = queue.run()
+    assert mkdir_run.deleted == 0
+    assert mkdir_run.done == 1
+    assert deleted.deleted == 2
+    assert deleted.done == 2
 
 
 def test_sync_delete_from_empty_source_is_refused(tmp_path, dst, queue_dir):

@@ -54,14 +54,22 @@ def queues_root() -> str:
 
 
 def queue_names() -> list[str]:
-    """Return the names of the queues under the queue home, sorted."""
+    """Return the names of the queues under the queue home, sorted.
+
+    A hidden directory is left out: a name starting with ``.`` means a path
+    to ``--queue``, and a queue that ``journalq drop`` was deleting when it
+    was killed is renamed to one.
+    """
     root = queues_root()
     try:
         names = os.listdir(root)
     except OSError:
         return []
     return sorted(
-        name for name in names if os.path.exists(os.path.join(root, name, FORMAT_NAME))
+        name
+        for name in names
+        if not name.startswith(".")
+        and os.path.exists(os.path.join(root, name, FORMAT_NAME))
     )
 
 

@@ -197,8 +197,8 @@ def run_options(function: F) -> F:
             is_flag=True,
             default=None,
             help=(
-                "Report what would be copied, skipped or deleted, and write "
-                "nothing at the destination."
+                "Print each file that would be copied or deleted, then the "
+                "summary, and write nothing at the destination."
             ),
         ),
         _option(

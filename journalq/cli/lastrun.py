@@ -11,6 +11,7 @@ line leave it unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -25,7 +26,7 @@ from journalq.errors import JournalqError
 from journalq.events import RunSummary
 from journalq.store import read_format
 
-__all__ = ["LastRun", "load_last_run", "save_last_run"]
+__all__ = ["LastRun", "forget_last_run", "load_last_run", "save_last_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class LastRun(msgspec.Struct, frozen=True):
     interrupted: bool
     #: Actions still waiting when it ended.
     remaining: int
+    #: Deletes among ``done``; 0 in a summary written before it was kept.
+    deleted: int = 0
 
     @property
     def rate(self) -> float:
@@ -64,7 +67,17 @@ def _path(directory: Path) -> Path | None:
     header = read_format(directory)
     if header is None:
         return None
-    return Path(queues_root()).parent / "runs" / f"{header.queue_id}.json"
+    return _path_of(header.queue_id)
+
+
+def _path_of(queue_id: str) -> Path:
+    return Path(queues_root()).parent / "runs" / f"{queue_id}.json"
+
+
+def forget_last_run(queue_id: str) -> None:
+    """Delete the last run of the queue with id ``queue_id``, if it has one."""
+    with contextlib.suppress(FileNotFoundError):
+        _path_of(queue_id).unlink()
 
 
 def save_last_run(directory: Path, summary: RunSummary) -> None:
@@ -84,6 +97,7 @@ def save_last_run(directory: Path, summary: RunSummary) -> None:
         elapsed=round(summary.elapsed, 3),
         interrupted=summary.interrupted,
         remaining=summary.remaining,
+        deleted=summary.deleted,
     )
     try:
         path = _path(directory)

@@ -13,6 +13,7 @@ from journalq.cli.context import common_options
 from journalq.cli.maintenance import (
     cancel_command,
     compact_command,
+    drop_command,
     fsck_command,
     retry_command,
 )
@@ -76,6 +77,7 @@ for _command in (
     retry_command,
     compact_command,
     fsck_command,
+    drop_command,
     completion_command,
 ):
     cli.add_command(_command)

@@ -4,6 +4,7 @@
 snapshot so the journal behind it can go. ``fsck`` checks the journal and,
 with ``--truncate-at-corruption``, cuts it back to the records before the
 first damage, after copying every file it changes to a backup directory.
+``drop`` deletes a queue (see :mod:`journalq.drop`).
 """
 
 from __future__ import annotations
@@ -15,15 +16,25 @@ from pathlib import Path
 import click
 
 from journalq import snapshot
-from journalq.cli.base import command
+from journalq.cli.base import command, fail
+from journalq.cli.completion import complete_queue
 from journalq.cli.context import DEFAULT_QUEUE, common_options, settings
+from journalq.cli.exits import ExitCode
+from journalq.cli.lastrun import forget_last_run
 from journalq.cli.queues import open_existing_queue, queue_exists
-from journalq.errors import QueueError
+from journalq.drop import DroppedQueue, drop_queue
+from journalq.errors import NotAQueueError, PendingActionsError, QueueError
 from journalq.journal import RepairReport, ScanResult, repair, scan
 from journalq.lock import QueueLock
 from journalq.store import JOURNAL_DIR, decode_frame, queue_directory, read_format
 
-__all__ = ["cancel_command", "compact_command", "fsck_command", "retry_command"]
+__all__ = [
+    "cancel_command",
+    "compact_command",
+    "drop_command",
+    "fsck_command",
+    "retry_command",
+]
 
 #: Folder of a queue that ``fsck --truncate-at-corruption`` copies into,
 #: one subfolder per repair, named by its UTC time.
@@ -75,6 +86,74 @@ def compact_command() -> None:
     with open_existing_queue() as queue:
         queue.compact()
         click.echo(f"compacted queue {queue.directory}")
+
+
+@command("drop")
+@click.argument(
+    "name", metavar="[NAME_OR_DIR]", required=False, shell_complete=complete_queue
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help=(
+        "Drop the queue even when actions wait or are in progress, or when "
+        "its journal cannot be read."
+    ),
+)
+@common_options
+def drop_command(name: str | None, force: bool) -> None:
+    """Delete the queue NAME_OR_DIR: its journal, state and last-run summary.
+
+    NAME_OR_DIR is a queue name or directory, as for --queue. The files at
+    the source and the destination are not touched. A queue that another
+    process runs is not dropped (exit 3), nor, without --force, one whose
+    actions wait or are in progress (exit 1). Only a directory with
+    journalq's FORMAT file and no other files than journalq writes is
+    deleted (exit 2 otherwise).
+    """
+    chosen = settings().queue
+    if name is not None and chosen is not None and name != chosen:
+        raise click.UsageError(
+            f"NAME_OR_DIR {name!r} and --queue {chosen!r} differ; give one of them"
+        )
+    name = name or chosen
+    if name is None:
+        raise click.UsageError(
+            "name the queue to drop: `journalq drop NAME_OR_DIR` "
+            "(`journalq queues` lists the named queues)"
+        )
+    directory = queue_directory(name)
+    if not directory.exists():
+        fail(
+            f"queue {directory}: not found; nothing was deleted (`journalq "
+            "queues` lists the named queues)",
+            ExitCode.USAGE,
+        )
+    try:
+        dropped = drop_queue(directory, force=force)
+    except NotAQueueError as error:
+        fail(str(error), ExitCode.USAGE)
+        return
+    except PendingActionsError as error:
+        fail(str(error), ExitCode.FAILED)
+        return
+    forget_last_run(dropped.queue_id)
+    _print_dropped(dropped)
+
+
+def _print_dropped(dropped: DroppedQueue) -> None:
+    click.echo(f"dropped queue {dropped.directory}")
+    if dropped.waiting or dropped.in_progress:
+        click.echo(
+            f"not run: {dropped.waiting} waiting and {dropped.in_progress} "
+            "in-progress actions; a copy in progress may have left a temporary "
+            "file .NAME.jq-*.tmp beside its destination"
+        )
+    for upload in dropped.uploads:
+        click.echo(
+            f"left at the destination: {upload}, the unfinished upload of a "
+            "large copy; delete it (on an object store: abort the upload) by hand"
+        )
 
 
 @command("fsck")

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
+import posixpath
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Self
@@ -32,9 +35,11 @@ __all__ = [
     "format_bytes",
     "format_duration",
     "format_summary",
+    "location_url",
     "print_json",
     "print_table",
     "rate_of",
+    "shorten_path",
 ]
 
 #: The error the executor records for a tree whose files failed. The files'
@@ -42,6 +47,8 @@ __all__ = [
 CHILDREN_FAILED: Final = "ChildrenFailed"
 #: Distinct errors a summary names; the rest are counted.
 SHOWN_ERRORS: Final = 3
+#: Kinds of action whose dry run is printed without ``-v``, one line each.
+_LISTED_BY_DRY_RUN: Final = frozenset({"copy_file", "delete"})
 #: Events that report an action as ended, held by :class:`AcknowledgedEvents`
 #: until the journal has the record. A failure for good is journaled on
 #: disk before its event, so ``failed`` needs no wait.
@@ -71,12 +78,20 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
         f"failed {summary.failed}",
         f"retried {summary.retried}",
     ]
-    if summary.done:
-        noun = "action" if summary.done == 1 else "actions"
-        parts.append(f"{summary.done} other {noun} (mkdir, delete, list)")
+    if summary.deleted:
+        parts.append(f"{'would delete' if dry_run else 'deleted'} {summary.deleted}")
+    others = summary.done - summary.deleted
+    if others:
+        noun = "action" if others == 1 else "actions"
+        parts.append(f"{others} other {noun} (mkdir, list)")
     text = ", ".join(parts)
-    text += f"; {format_bytes(summary.bytes)} in {summary.elapsed:.1f} s"
-    text += f" ({format_bytes(rate_of(summary))}/s)"
+    if dry_run:
+        # A dry run moves no bytes, so it has no rate.
+        text += f"; {format_bytes(summary.bytes)} to copy (dry run, "
+        text += f"{summary.elapsed:.1f} s)"
+    else:
+        text += f"; {format_bytes(summary.bytes)} in {summary.elapsed:.1f} s"
+        text += f" ({format_bytes(rate_of(summary))}/s)"
     if summary.interrupted:
         text += "; interrupted"
     if summary.remaining:
@@ -116,14 +131,20 @@ class EventPrinter:
     """Print the events of a run as they arrive (from any worker thread).
 
     ``verbosity`` 0 prints nothing, 1 prints finished files and retries, 2
-    adds starts. Failures are never printed here: the library logs each as
-    a warning. ``as_json`` prints every event, progress included.
+    adds starts. A dry run prints each file it would copy or delete at
+    verbosity 0 too, as ``rclone --dry-run`` does, unless ``quiet``. Failures are
+    never printed here: the library logs each as a warning. ``as_json``
+    prints every event, progress included.
     """
 
-    def __init__(self, *, as_json: bool, verbosity: int, dry_run: bool) -> None:
+    def __init__(
+        self, *, as_json: bool, verbosity: int, dry_run: bool, quiet: bool = False
+    ) -> None:
         self.as_json = as_json
         self.verbosity = verbosity
         self.dry_run = dry_run
+        #: Whether a dry run lists the files it would copy or delete.
+        self.lists_dry_run = dry_run and not quiet
         self._lock = threading.Lock()
 
     @property
@@ -132,6 +153,8 @@ class EventPrinter:
         if self.as_json:
             return frozenset(EventType)
         wanted: set[EventType] = set()
+        if self.lists_dry_run:
+            wanted.add(EventType.COMPLETED)
         if self.verbosity >= 1:
             wanted |= {EventType.COMPLETED, EventType.SKIPPED, EventType.RETRIED}
         if self.verbosity >= 2:
@@ -151,12 +174,10 @@ class EventPrinter:
     def _describe(self, event: Event) -> str | None:
         target = arrow(event.source, event.destination)
         match event.type:
+            case EventType.COMPLETED if self.dry_run:
+                return self._describe_dry_run(event, target)
             case EventType.COMPLETED if self.verbosity >= 1:
-                verb = "would copy" if self.dry_run else "copied"
-                if event.kind != "copy_file":
-                    verb = (
-                        f"would {event.kind}" if self.dry_run else f"{event.kind} done:"
-                    )
+                verb = "copied" if event.kind == "copy_file" else f"{event.kind} done:"
                 return f"{verb} {target} ({format_bytes(event.bytes)})"
             case EventType.SKIPPED if self.verbosity >= 1 and event.kind != "copy_file":
                 return f"skipped {event.kind} {target} ({event.method})"
@@ -167,6 +188,15 @@ class EventPrinter:
             case EventType.STARTED if self.verbosity >= 2:
                 return f"started {event.kind} {target} (attempt {event.attempt})"
         return None
+
+    def _describe_dry_run(self, event: Event, target: str) -> str | None:
+        """Describe what a dry run would do: ``would copy SRC -> DST (SIZE)``."""
+        listed = event.kind in _LISTED_BY_DRY_RUN and self.lists_dry_run
+        if not (listed or self.verbosity >= 1):
+            return None
+        if event.kind == "copy_file":
+            return f"would copy {target} ({format_bytes(event.bytes)})"
+        return f"would {event.kind} {target}"
 
 
 class AcknowledgedEvents:
@@ -283,3 +313,59 @@ def print_table(
         if header and number == 0:
             line = click.style(line, bold=True)
         click.echo(line)
+
+
+def location_url(filesystem: str, path: str) -> str:
+    """Return the URL of ``path`` on the filesystem with URL ``filesystem``.
+
+    A path on the local disk stays a plain path. A relative path joins the
+    filesystem's own path, as :meth:`journalq.backends.Filesystem.path`
+    joins it.
+    """
+    if "://" in path:
+        return path
+    if "://" not in filesystem:
+        # A remote, NAME: or NAME:root.
+        if filesystem.endswith(":") or path.startswith("/"):
+            return filesystem + path
+        return posixpath.join(filesystem, path)
+    parts = urllib.parse.urlsplit(filesystem)
+    if parts.path and not path.startswith("/"):
+        path = posixpath.join(parts.path, path)
+    if parts.scheme in ("file", "local"):
+        return path
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def shorten_path(text: str, width: int) -> str:
+    """Return ``text`` shortened to ``width`` characters for a table.
+
+    A local path under the home directory starts with ``~``. A longer path
+    keeps its start (``/``, ``~`` or ``scheme://host``) and as many of its
+    last components as fit, with ``...`` for the ones left out:
+    ``~/.../photos/2024``.
+    """
+    home = os.path.expanduser("~")
+    if home != "/" and (text == home or text.startswith(home + "/")):
+        text = "~" + text[len(home) :]
+    if len(text) <= width:
+        return text
+    scheme, separator, rest = text.partition("://")
+    if separator:
+        host, _, rest = rest.partition("/")
+        head = f"{scheme}://{host}"
+    elif text.startswith("~/"):
+        head, rest = "~", text[2:]
+    else:
+        head, rest = "", text.lstrip("/")
+    names = rest.split("/")
+    tail = names[-1]
+    marker = "/.../"
+    if len(head) + len(marker) + len(tail) > width:
+        return "..." + text[len(text) - width + 3 :]
+    for name in reversed(names[:-1]):
+        longer = f"{name}/{tail}"
+        if len(head) + len(marker) + len(longer) > width:
+            break
+        tail = longer
+    return head + marker + tail

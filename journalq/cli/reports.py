@@ -14,7 +14,7 @@ import shlex
 import socket
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import click
 
@@ -27,15 +27,17 @@ from journalq.cli.output import (
     arrow,
     format_bytes,
     format_duration,
+    location_url,
     print_json,
     print_table,
+    shorten_path,
 )
 from journalq.cli.queues import open_existing_queue
 from journalq.cli.running import json_option
 from journalq.events import ActionInfo
 from journalq.lock import read_holder
-from journalq.records import Kind
-from journalq.replay import Status
+from journalq.records import ActionAdded, Kind
+from journalq.replay import ActionState, QueueState, Status
 from journalq.store import read_state
 
 __all__ = [
@@ -56,6 +58,11 @@ _COUNT_LABELS = {
     "canceled": "canceled",
     "length": "total",
 }
+
+#: Characters of a source or of a destination in the ``queues`` table.
+SHOWN_PATH_CHARS: Final = 30
+#: The kinds of action whose paths ``queues`` shows for a queue.
+_COPY_KINDS: Final = frozenset({Kind.COPY_FILE, Kind.COPY_TREE, Kind.SYNC})
 
 
 @command("status")
@@ -124,9 +131,11 @@ def describe_last_run(last: LastRun) -> str:
     text = (
         f"{how} {ended.isoformat(sep=' ', timespec='seconds')} after "
         f"{format_duration(last.elapsed)}: copied {last.copied}, skipped "
-        f"{last.skipped}, failed {last.failed}, retried {last.retried}; "
-        f"{format_bytes(last.bytes)} at {format_bytes(last.rate)}/s"
+        f"{last.skipped}, failed {last.failed}, retried {last.retried}"
     )
+    if last.deleted:
+        text += f", deleted {last.deleted}"
+    text += f"; {format_bytes(last.bytes)} at {format_bytes(last.rate)}/s"
     if last.remaining:
         text += f"; {last.remaining} left"
     return text
@@ -307,7 +316,11 @@ def result_command(action_id: str, as_json: bool) -> None:
 @json_option
 @common_options
 def queues_command(as_json: bool) -> None:
-    """List the named queues: counts, and whether a process runs each."""
+    """List the named queues: counts, whether a process runs each, and paths.
+
+    PATH is the source and the destination of the queue's newest copy or
+    sync (`journalq copy` and `journalq sync` name a queue after them).
+    """
     rows = []
     for name in queue_names():
         directory = Path(queues_root()) / name
@@ -327,20 +340,24 @@ def queues_command(as_json: bool) -> None:
             _or_dash(row, "failed"),
             "yes" if row["running"] else "no",
             str(row["last_run"] or "-"),
+            _shown_paths(row),
         ]
         for row in rows
     ]
     print_table(
         table,
-        ["NAME", "WAITING", "COMPLETED", "FAILED", "RUNNING", "LAST RUN"],
+        ["NAME", "WAITING", "COMPLETED", "FAILED", "RUNNING", "LAST RUN", "PATH"],
         right=frozenset({1, 2, 3}),
     )
 
 
 def _queue_row(name: str, directory: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"name": name, "queue": str(directory)}
+    row["source"] = row["destination"] = None
     try:
-        counts = read_state(directory).status_counts()
+        state = read_state(directory)
+        counts = state.status_counts()
+        row.update(_newest_copy_urls(state))
     except Exception as error:  # one unreadable queue must not hide the rest
         row["error"] = str(error)
         counts = {}
@@ -355,6 +372,46 @@ def _queue_row(name: str, directory: Path) -> dict[str, Any]:
         else None
     )
     return row
+
+
+def _newest_copy(state: QueueState) -> ActionAdded | None:
+    """Return the ``added`` record of the queue's newest top-level copy or sync.
+
+    NOTE: this decodes every action of a snapshot, which reading the counts
+    alone leaves encoded, so it takes longer on a queue of millions of files.
+    """
+    for action in reversed(state.actions.values()):
+        # A compacted action is always a tree's item, never top-level.
+        if type(action) is not ActionState:
+            continue
+        added = action.added
+        if added.parent is None and added.kind in _COPY_KINDS:
+            return added
+    return None
+
+
+def _newest_copy_urls(state: QueueState) -> dict[str, str]:
+    """Return the ``source`` and ``destination`` URLs of the newest copy."""
+    added = _newest_copy(state)
+    created = state.created
+    if added is None or created is None:
+        return {}
+    assert added.source is not None
+    assert added.destination is not None
+    return {
+        "source": location_url(created.source.url, added.source),
+        "destination": location_url(created.destination.url, added.destination),
+    }
+
+
+def _shown_paths(row: Mapping[str, Any]) -> str:
+    source, destination = row.get("source"), row.get("destination")
+    if source is None or destination is None:
+        return "-"
+    return arrow(
+        shorten_path(source, SHOWN_PATH_CHARS),
+        shorten_path(destination, SHOWN_PATH_CHARS),
+    )
 
 
 def _or_dash(row: Mapping[str, Any], name: str) -> str:

@@ -260,7 +260,10 @@ def run_and_report(queue: StorageQueue, *, as_json: bool) -> ExitCode:
             err=True,
         )
     printer = EventPrinter(
-        as_json=as_json, verbosity=options.verbosity, dry_run=options.dry_run
+        as_json=as_json,
+        verbosity=options.verbosity,
+        dry_run=options.dry_run,
+        quiet=options.quiet,
     )
     display = _wants_display(as_json)
     progress = None

@@ -43,7 +43,7 @@ from fsspec.asyn import sync
 from gcs_sessions import SessionRelay
 from relay import Relay
 
-from journalq import StorageQueue, compare, digest, faults, parts
+from journalq import RunSummary, StorageQueue, compare, digest, faults, parts
 from journalq.backends import objects, open_filesystem
 from journalq.journal.reader import scan
 from journalq.records import Completed, PartsPlanned, PartWritten, decode_batch
@@ -151,11 +151,12 @@ class Copy:
         assert os.WIFSIGNALED(status), f"{crash_at} not reached"
         assert os.WTERMSIG(status) == signal.SIGKILL
 
-    def finish(self) -> None:
+    def finish(self) -> RunSummary:
         with self._open() as queue:
             summary = queue.run()
         assert summary.failures == []
         assert summary.copied == 1
+        return summary
 
     def records(self, kind: type) -> list[Any]:
         header = msgspec.msgpack.decode((self.queue / "FORMAT").read_bytes())
@@ -505,7 +506,7 @@ def test_remote_copy_resumes_after_kill(
     copy.killed("parts.before_record:3")
     killed = phases.end()
     downloaded = source.received
-    copy.finish()
+    summary = copy.finish()
     last = phases.end()
 
     assert uploaded(destination) == data
@@ -522,6 +523,8 @@ def test_remote_copy_resumes_after_kill(
     # It reads each part from the source at most once: the journaled ones
     # for the file's digest, unless the destination reads them back.
     assert source.received - downloaded <= SIZE * (1 + OVERHEAD)
+    # Its summary counts the parts it sent, not those the killed run sent.
+    assert summary.bytes == SIZE - killed.journaled_bytes
 
 
 @remotes("s3", "gcs", "sftp")

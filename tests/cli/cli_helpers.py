@@ -62,3 +62,27 @@ def run_journalq(*arguments: str, timeout: float = 60) -> subprocess.CompletedPr
         timeout=timeout,
         check=False,
     )
+
+
+MIB = 1024 * 1024
+
+
+def run_journalq_killed_at(point: str, *arguments: str) -> subprocess.CompletedProcess:
+    """Run ``python -m journalq ARGUMENTS``, SIGKILLed at the crash point ``point``.
+
+    ``point`` is ``NAME`` or ``NAME:N``, as ``JOURNALQ_CRASH_AT`` takes it.
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "journalq", *arguments],
+        env={**os.environ, "JOURNALQ_CRASH_AT": point},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def write_large_file(path: Path, mebibytes: int) -> None:
+    """Write ``mebibytes`` MiB: one random MiB repeated, which is quick to make."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(MIB) * mebibytes)

@@ -11,14 +11,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_helpers import journalq_process, read_tree, run_journalq, write_tree
+from cli_helpers import (
+    MIB,
+    journalq_process,
+    json_lines,
+    read_tree,
+    run_journalq,
+    run_journalq_killed_at,
+    write_large_file,
+    write_tree,
+)
 
+from journalq import parts
 from journalq.cli.exits import ExitCode
 from journalq.store import read_state
 
 #: Files in the tree a held run copies: enough that it is still working
 #: when the test has read its first event and stopped it.
 HELD_FILES = 600
+#: MiB of the large file of the resume test: five 16 MiB parts, the last
+#: one short.
+LARGE_MIB = 72
 
 
 @pytest.fixture
@@ -96,6 +109,19 @@ def test_status_while_locked_names_holder(
     status = json.loads(result.stdout)
     assert status["running"]["pid"] == holder.pid
     assert status["length"] > HELD_FILES
+
+
+def test_drop_while_locked_exits_three(
+    held_run: tuple[subprocess.Popen, str],
+) -> None:
+    holder, queue = held_run
+
+    result = run_journalq("drop", queue, "--force")
+
+    assert result.returncode == ExitCode.LOCKED, result.stderr
+    assert f"pid {holder.pid}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (Path(queue) / "FORMAT").exists()
 
 
 def test_add_during_run_is_not_lost(
@@ -280,3 +306,44 @@ def test_closed_output_stops_run_with_141(many: Path, tmp_path: Path) -> None:
     assert "Traceback" not in stderr
     assert resumed.returncode == ExitCode.OK, resumed.stderr
     assert read_tree(tmp_path / "out") == read_tree(many)
+
+
+def test_resumed_large_copy_counts_sent_bytes(tmp_path: Path) -> None:
+    """A large copy killed after two parts reports only what its resume sent.
+
+    The run is killed before it journals its third part, so the parts it
+    had in flight are on disk but not journaled and are sent again.
+    """
+    source = tmp_path / "src"
+    write_large_file(source / "big.bin", LARGE_MIB)
+    size = LARGE_MIB * MIB
+    queue = str(tmp_path / "q")
+    command = ("copy", f"{source}/", f"{tmp_path / 'dst'}/", "--queue", queue)
+    threshold = ("--part-threshold", "1M")
+
+    killed = run_journalq_killed_at("parts.before_record:3", *command, *threshold)
+    (action,) = [a for a in read_state(queue).actions.values() if a.parts]
+    journaled = sum(part.size for part in action.parts.written.values())
+    resumed = run_journalq(*command, *threshold, "--json")
+    status = json.loads(run_journalq("status", "--queue", queue, "--json").stdout)
+
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert journaled == 2 * parts.PART_SIZE
+    assert resumed.returncode == ExitCode.OK, resumed.stderr
+    events = json_lines(resumed.stdout)
+    remaining = size - journaled
+    assert events[0]["event"] == "run"
+    assert events[0]["bytes"] == remaining
+    (completed,) = [event for event in events if event["event"] == "completed"]
+    assert completed["bytes"] == remaining
+    progress = [event["bytes"] for event in events if event["event"] == "progress"]
+    assert max(progress) == remaining
+    summary = events[-1]
+    assert summary["bytes"] == remaining
+    assert summary["bytes"] < size
+    assert status["last_run"]["bytes"] == remaining
+    # The queue's own total counts the whole file, whichever run sent it.
+    assert status["bytes"] == size
+    assert (tmp_path / "dst" / "big.bin").read_bytes() == (
+        source / "big.bin"
+    ).read_bytes()

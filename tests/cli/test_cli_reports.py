@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -11,6 +12,8 @@ import pytest
 from cli_helpers import SAMPLE, invoke, json_lines
 
 from journalq.cli.exits import ExitCode
+from journalq.cli.output import location_url, shorten_path
+from journalq.cli.reports import SHOWN_PATH_CHARS
 
 
 @pytest.fixture
@@ -57,6 +60,23 @@ def test_status_json_has_last_run(failed_copy: str) -> None:
     assert "to retry them" in status["next"]
 
 
+def test_status_reads_older_last_run(
+    sample: Path, tmp_path: Path, queue: str, queue_home: Path
+) -> None:
+    """A last-run file written before `deleted` was kept still loads."""
+    invoke("copy", f"{sample}/", str(tmp_path / "out"), "--queue", queue)
+    (summary_file,) = (queue_home / "runs").iterdir()
+    older = json.loads(summary_file.read_bytes())
+    del older["deleted"]
+    summary_file.write_text(json.dumps(older))
+
+    result = invoke("status", "--queue", queue, "--json")
+
+    last_run = json_lines(result.stdout)[0]["last_run"]
+    assert last_run["deleted"] == 0
+    assert last_run["copied"] == len(SAMPLE)
+
+
 def test_status_suggests_resume(sample: Path, tmp_path: Path, queue: str) -> None:
     invoke("add", "copy", f"{sample}/", str(tmp_path / "out"), "--queue", queue)
 
@@ -85,7 +105,7 @@ def test_queues_lists_named_queues(sample: Path, tmp_path: Path) -> None:
 
     assert plain.exit_code == ExitCode.OK, plain.output
     assert plain.stdout.splitlines()[0].split() == [
-        *("NAME", "WAITING", "COMPLETED", "FAILED", "RUNNING", "LAST", "RUN")
+        *("NAME", "WAITING", "COMPLETED", "FAILED", "RUNNING", "LAST", "RUN", "PATH")
     ]
     names = [row["name"] for row in rows]
     assert names[0] == "nightly"
@@ -93,6 +113,76 @@ def test_queues_lists_named_queues(sample: Path, tmp_path: Path) -> None:
     assert rows[0]["waiting"] == 1
     assert rows[0]["last_run"] is None
     assert rows[1]["last_run"] is not None
+
+
+def test_queues_show_what_each_copies(
+    sample: Path, tmp_path: Path, memory: object
+) -> None:
+    deep = tmp_path / "backups" / "of" / "the" / "photos" / "taken" / "in" / "2024"
+    invoke("sync", str(sample), str(tmp_path / "mirror"))
+    invoke("copy", f"{sample}/", "memory://scratch")
+    invoke("copy", str(sample), str(deep))
+    invoke("add", "mkdir", str(tmp_path / "new"), "--queue", "nightly")
+
+    plain = invoke("queues")
+    rows = {row["name"]: row for row in json_lines(invoke("queues", "--json").stdout)}
+
+    assert plain.exit_code == ExitCode.OK, plain.output
+    sync = next(row for name, row in rows.items() if name.startswith("sync-"))
+    assert sync["source"] == str(sample)
+    assert sync["destination"] == str(tmp_path / "mirror")
+    copies = [row for name, row in rows.items() if name.startswith("copy-")]
+    destinations = {row["destination"] for row in copies}
+    assert destinations == {"memory:///scratch", str(deep / "data")}
+    assert rows["nightly"]["source"] is None
+    assert rows["nightly"]["destination"] is None
+    lines = {line.split()[0]: line for line in plain.stdout.splitlines()[1:]}
+    assert lines["nightly"].endswith(" -")
+    deep_name = next(
+        row["name"] for row in copies if row["destination"] != "memory:///scratch"
+    )
+    shown = lines[deep_name].rpartition(" -> ")[2]
+    assert shown.startswith("/.../")
+    assert shown.endswith("/in/2024/data")
+    assert len(shown) <= SHOWN_PATH_CHARS
+    assert lines[sync["name"]].endswith(
+        f" -> {shorten_path(sync['destination'], SHOWN_PATH_CHARS)}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [
+        ("/srv/data", "/srv/data"),
+        ("/home/me/photos", "~/photos"),
+        ("/home/me/a/b/c/d/e/photos/2024", "~/.../e/photos/2024"),
+        ("/srv/long/way/down/to/photos/2024", "/.../to/photos/2024"),
+        ("s3://bucket/one/two/three/four/x.csv", "s3://bucket/.../four/x.csv"),
+        ("/srv/" + "x" * 40, "..." + "x" * 17),
+    ],
+)
+def test_shorten_path(path: str, shown: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/me")
+
+    assert shorten_path(path, 20 if "s3" not in path else 26) == shown
+
+
+@pytest.mark.parametrize(
+    ("filesystem", "path", "url"),
+    [
+        ("file://", "/data/a", "/data/a"),
+        ("file:///data", "a/b", "/data/a/b"),
+        ("s3://", "bucket/key", "s3://bucket/key"),
+        ("s3://bucket/base", "key", "s3://bucket/base/key"),
+        ("sftp://me@host:2222", "/srv/x", "sftp://me@host:2222/srv/x"),
+        ("sftp://host/srv", "/abs", "sftp://host/abs"),
+        ("backup:", "photos", "backup:photos"),
+        ("backup:root", "photos", "backup:root/photos"),
+        ("file://", "memory://elsewhere", "memory://elsewhere"),
+    ],
+)
+def test_location_url(filesystem: str, path: str, url: str) -> None:
+    assert location_url(filesystem, path) == url
 
 
 def test_actions_table_and_filters(failed_copy: str) -> None:

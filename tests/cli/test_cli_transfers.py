@@ -228,6 +228,99 @@ def test_dry_run_leaves_queue_untouched(sample: Path, tmp_path: Path) -> None:
     assert read_tree(out) == {**SAMPLE, "extra.txt": b"keep me"}
 
 
+@pytest.fixture
+def stale_mirror(sample: Path, tmp_path: Path) -> Path:
+    """A mirror of the sample tree that lacks two files and has two extra."""
+    return write_tree(
+        tmp_path / "mirror",
+        {
+            **{name: SAMPLE[name] for name in ("a.txt", "empty.bin", "docs/b.txt")},
+            "old.txt": b"stale",
+            "docs/old.bin": b"stale too",
+        },
+    )
+
+
+def test_dry_run_lists_each_file(sample: Path, stale_mirror: Path) -> None:
+    before = read_tree(stale_mirror)
+
+    result = invoke("sync", str(sample), str(stale_mirror), "--delete", "-n")
+
+    assert result.exit_code == ExitCode.OK, result.output
+    assert sorted(result.stdout.splitlines()) == [
+        f"would copy {sample}/docs/deep/c.txt -> {stale_mirror}/docs/deep/c.txt (8 B)",
+        f"would copy {sample}/docs/deep/er/d.bin -> {stale_mirror}/docs/deep/er/d.bin "
+        "(10.0 KiB)",
+        f"would delete {stale_mirror}/docs/old.bin",
+        f"would delete {stale_mirror}/old.txt",
+    ]
+    assert "would copy 2, skipped 3," in result.stderr
+    assert read_tree(stale_mirror) == before
+
+
+def test_dry_run_quiet_lists_nothing(sample: Path, stale_mirror: Path) -> None:
+    result = invoke("sync", str(sample), str(stale_mirror), "--delete", "-n", "-q")
+
+    assert result.exit_code == ExitCode.OK, result.output
+    assert result.stdout == ""
+    assert result.stderr == ""
+
+
+def test_dry_run_json_stays_json(sample: Path, stale_mirror: Path) -> None:
+    result = invoke("sync", str(sample), str(stale_mirror), "--delete", "-n", "--json")
+
+    assert result.exit_code == ExitCode.OK, result.output
+    events = json_lines(result.stdout)
+    assert events[0]["event"] == "run"
+    assert events[0]["dry_run"] is True
+    copies = {
+        event["destination"]: event["bytes"]
+        for event in events
+        if event["event"] == "completed" and event["kind"] == "copy_file"
+    }
+    assert copies == {
+        f"{stale_mirror}/docs/deep/c.txt": 8,
+        f"{stale_mirror}/docs/deep/er/d.bin": 10240,
+    }
+    deletes = [
+        event["destination"]
+        for event in events
+        if event["event"] == "completed" and event["kind"] == "delete"
+    ]
+    assert sorted(deletes) == [
+        f"{stale_mirror}/docs/old.bin",
+        f"{stale_mirror}/old.txt",
+    ]
+    summary = events[-1]
+    assert summary["event"] == "summary"
+    assert summary["copied"] == 2
+    assert summary["bytes"] == 8 + 10240
+    assert "would copy 2," in result.stderr
+
+
+def test_sync_summary_counts_deletions(
+    sample: Path, stale_mirror: Path, tmp_path: Path
+) -> None:
+    queue = str(tmp_path / "q")
+
+    text = invoke("sync", str(sample), str(stale_mirror), "--delete", "--queue", queue)
+    (stale_mirror / "old.txt").write_bytes(b"stale again")
+    again = invoke(
+        "sync", str(sample), str(stale_mirror), "--delete", "--queue", queue, "--json"
+    )
+    status = json_lines(invoke("status", "--queue", queue, "--json").stdout)[0]
+
+    assert text.exit_code == ExitCode.OK, text.output
+    # Two files to delete, and the mkdirs of docs/deep and docs/deep/er.
+    assert "copied 2, skipped 3, failed 0, retried 0, deleted 2, " in text.stderr
+    assert "2 other actions (mkdir, list)" in text.stderr
+    summary = json_lines(again.stdout)[-1]
+    assert summary["deleted"] == 1
+    assert summary["done"] == 1
+    assert status["last_run"]["deleted"] == 1
+    assert read_tree(stale_mirror) == SAMPLE
+
+
 def test_failed_action_exits_one(sample: Path, tmp_path: Path) -> None:
     os.symlink(tmp_path / "nowhere", sample / "dangling.txt")
     queue = tmp_path / "q"

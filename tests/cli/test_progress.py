@@ -119,6 +119,23 @@ def test_other_actions_not_counted_as_files() -> None:
     assert view.files_total == 1
 
 
+def test_resumed_parts_leave_the_totals() -> None:
+    """A large copy whose first 32 bytes an earlier run sent as parts."""
+    progress = RunProgress(2, 40 + 500, resumed={"big": 32}, clock=Clock())
+
+    progress(_event(EventType.STARTED, "big", total=72))
+    progress(_event(EventType.PROGRESS, "big", bytes=16, total=72))
+    during = progress.view()
+    progress(_event(EventType.COMPLETED, "big", bytes=40, total=72))
+    progress(_event(EventType.SKIPPED, "small", total=500, method="size"))
+    after = progress.view()
+
+    assert during.bytes_done == 16
+    assert during.bytes_total == 540
+    assert after.bytes_done == 40
+    assert after.bytes_total == 40
+
+
 def test_rate_uses_recent_window() -> None:
     clock = Clock()
     progress = RunProgress(2, 2_000_000, clock=clock)

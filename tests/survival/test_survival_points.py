@@ -88,6 +88,9 @@ BACKEND_POINTS = {
 #: Points of a sync's deletes, which this workload never reaches:
 #: tests/test_delete_conflict.py kills a run there and resumes it.
 DELETE_POINTS = ["executor.before_delete"]
+#: Points of `journalq drop`, which this workload never reaches:
+#: tests/cli/test_cli_drop.py kills a drop there.
+DROP_POINTS = ["drop.hidden"]
 
 #: A process that holds the queue's lock until its stdin closes.
 HOLDER = """
@@ -282,6 +285,7 @@ def test_every_point_has_a_test() -> None:
         *INBOX_POINTS,
         *PARTS_POINTS,
         *DELETE_POINTS,
+        *DROP_POINTS,
     }
     tested_in_backends = {
         (file, name) for file, names in BACKEND_POINTS.items() for name in names
