@@ -10,8 +10,8 @@ The directory is first renamed to a hidden name beside it
 (``.NAME.dropped-RANDOM``) and its ``FORMAT`` file deleted, and only then
 is the rest deleted. A crash during the deletion therefore leaves either
 the whole queue or a hidden directory that no queue name reaches, never a
-queue with part of its journal gone.
-NOTE: nothing deletes such a leftover hidden directory later.
+queue with part of its journal gone. The next drop of the same name
+deletes such leftovers (:func:`finish_interrupted`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from journalq.store import (
     read_state,
 )
 
-__all__ = ["DroppedQueue", "drop_queue"]
+__all__ = ["DroppedQueue", "drop_queue", "finish_interrupted"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,8 @@ QUEUE_ENTRIES: Final = frozenset(
 #: The temporary files that :func:`journalq.durable.atomic_write` leaves
 #: when it is killed.
 _TEMPORARY_NAME: Final = re.compile(r".+\.\d+\.tmp")
+#: The random part of a dropped queue's hidden name.
+_DROP_SUFFIX: Final = re.compile(r"[0-9a-f]{8}")
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,33 @@ def drop_queue(
         lock.release()
     faults.point("drop.hidden")
     shutil.rmtree(hidden)
+    finish_interrupted(directory)
     logger.info("dropped queue %s", directory)
     return dropped
+
+
+def finish_interrupted(directory: Path) -> list[Path]:
+    """Delete what drops of ``directory`` that were killed left; return it.
+
+    Those are the hidden directories ``.NAME.dropped-RANDOM`` beside it
+    whose ``FORMAT`` file is gone, so no queue name reaches them.
+    """
+    prefix = f".{directory.name}.dropped-"
+    try:
+        names = os.listdir(directory.parent)
+    except FileNotFoundError:
+        return []
+    leftovers = [
+        directory.parent / name
+        for name in names
+        if name.startswith(prefix)
+        and _DROP_SUFFIX.fullmatch(name[len(prefix) :])
+        and not (directory.parent / name / FORMAT_NAME).exists()
+    ]
+    for leftover in leftovers:
+        shutil.rmtree(leftover)
+        logger.info("deleted %s, left by an interrupted drop", leftover)
+    return leftovers
 
 
 def _check_queue(directory: Path) -> str:

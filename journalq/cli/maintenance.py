@@ -22,7 +22,7 @@ from journalq.cli.context import DEFAULT_QUEUE, common_options, settings
 from journalq.cli.exits import ExitCode
 from journalq.cli.lastrun import forget_last_run
 from journalq.cli.queues import open_existing_queue, queue_exists
-from journalq.drop import DroppedQueue, drop_queue
+from journalq.drop import DroppedQueue, drop_queue, finish_interrupted
 from journalq.errors import NotAQueueError, PendingActionsError, QueueError
 from journalq.journal import RepairReport, ScanResult, repair, scan
 from journalq.lock import QueueLock
@@ -124,6 +124,9 @@ def drop_command(name: str | None, force: bool) -> None:
         )
     directory = queue_directory(name)
     if not directory.exists():
+        if finish_interrupted(directory):
+            click.echo(f"finished an interrupted drop of queue {directory}")
+            return
         fail(
             f"queue {directory}: not found; nothing was deleted (`journalq "
             "queues` lists the named queues)",

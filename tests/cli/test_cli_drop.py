@@ -152,6 +152,16 @@ def test_drop_killed_midway_leaves_no_queue(
     assert (queue_home / "queues" / synced / "FORMAT").exists()
 
 
+def test_drop_again_finishes_killed_drop(synced: str, queue_home: Path) -> None:
+    killed = run_journalq_killed_at("drop.hidden", "drop", synced)
+    again = invoke("drop", synced)
+
+    assert killed.returncode == KILLED, killed.stderr
+    assert again.exit_code == ExitCode.OK, again.output
+    assert "finished an interrupted drop" in again.stdout
+    assert os.listdir(queue_home / "queues") == []
+
+
 def _killed_large_copy(tmp_path: Path) -> tuple[Path, str]:
     """Kill a `journalq copy` of a large file after two of its three parts.
 
