@@ -741,17 +741,20 @@ class Executor:
         self._commit(action, records)
 
     def _sync_entries(self, action: ActionState) -> None:
-        """Sync the directories above the path of a local mkdir or delete.
+        """Sync the directory above the path of a local mkdir or delete.
 
-        That makes its directory entry durable, and those of any parents a
-        mkdir created, without waiting for a group's filesystem sync.
+        That makes its directory entry durable without waiting for a
+        group's filesystem sync. A top-level mkdir may have created parents
+        too, so every directory above it is synced; a tree's mkdir only
+        needs its parent, because each directory of a tree has a mkdir of
+        its own.
         """
         _, path = self._service_path(action)
         directory = os.path.dirname(digest.local_path(path).rstrip("/"))
         while directory:
             durable.ops.fsync_dir(directory)
             parent = os.path.dirname(directory)
-            if parent == directory:
+            if action.added.parent is not None or parent == directory:
                 break
             directory = parent
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from journalq import StorageQueue, durable
-from journalq.records import Started
+from journalq.records import Kind, Started
 from journalq.replay import Status
 
 
@@ -88,3 +88,26 @@ def test_mkdir_after_a_crash_syncs_its_entries(
     # The new directory's entry, and that of the parent the mkdir created.
     assert str(destination / "made") in ops.synced_directories
     assert str(destination) in ops.synced_directories
+
+
+def test_tree_mkdir_after_a_crash_syncs_its_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def add_tree_and_pick_its_mkdir(queue: StorageQueue) -> str:
+        (tmp_path / "source" / "sub").mkdir()
+        (tmp_path / "source" / "sub" / "b.txt").write_bytes(b"b")
+        tree = queue.copy_tree("", "copied")
+        (mkdir,) = (
+            action.action_id
+            for action in queue.state.actions.values()
+            if action.added.parent == tree and action.kind is Kind.MKDIR
+        )
+        return mkdir
+
+    destination, queue_dir, action_id = _left_in_progress(
+        tmp_path, add_tree_and_pick_its_mkdir
+    )
+    ops = _run_again(queue_dir, action_id, monkeypatch)
+
+    assert (destination / "copied" / "sub").is_dir()
+    assert str(destination / "copied") in ops.synced_directories
