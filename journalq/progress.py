@@ -180,6 +180,31 @@ class ProgressView:
         """True when earlier runs already ended part of this transfer."""
         return self.done_earlier > 0
 
+    @property
+    def syncing(self) -> int:
+        """Copies in flight whose bytes are all written, waiting for a sync.
+
+        A local copy waits for its group's filesystem sync before it ends,
+        so hundreds of small files can be in this state at once.
+        """
+        return sum(1 for transfer in self.in_flight if transfer.written)
+
+    @property
+    def moving(self) -> int:
+        """Actions in flight that are still working: all but :attr:`syncing`."""
+        return len(self.in_flight) - self.syncing
+
+    def counts(self) -> str:
+        """Return the counts of the run, as the display and the log show them."""
+        text = (
+            f"copied {self.copied}  skipped {self.skipped}  failed {self.failed}  "
+            f"retried {self.retried}  in flight {self.moving}"
+        )
+        syncing = self.syncing
+        if syncing:
+            text += f"  syncing {syncing}"
+        return text
+
     def line(self) -> str:
         """Return the view as one line of text, for logs."""
         percent = _percent(self.files_done, self.files_total)
@@ -189,11 +214,7 @@ class ProgressView:
             f"{format_bytes(self.rate)}/s",
             f"ETA {format_duration(self.eta) if self.eta is not None else '-'}",
         ]
-        counts = (
-            f"copied {self.copied}, skipped {self.skipped}, failed "
-            f"{self.failed}, retried {self.retried}, in flight {len(self.in_flight)}"
-        )
-        return ", ".join(parts) + "; " + counts
+        return ", ".join(parts) + "; " + self.counts().replace("  ", ", ")
 
 
 def _journaled_part_bytes(action: object) -> int:
@@ -696,13 +717,7 @@ def render_view(view: ProgressView, width: int = 80) -> RenderableType:
         )
     parts.append(grid)
     parts.append(Text.assemble(("Rate  ", "bold"), rate))
-    parts.append(
-        Text(
-            f"copied {view.copied}  skipped {view.skipped}  failed {view.failed}  "
-            f"retried {view.retried}  in flight {len(view.in_flight)}",
-            style="red" if view.failed else "",
-        )
-    )
+    parts.append(Text(view.counts(), style="red" if view.failed else ""))
     parts.extend(_in_flight_lines(view, width))
     if view.stopping:
         parts.append(
@@ -720,9 +735,13 @@ def _in_flight_lines(view: ProgressView, width: int) -> list[RenderableType]:
 
     lines: list[RenderableType] = []
     for transfer in view.in_flight[:SHOWN_IN_FLIGHT]:
-        amount = format_bytes(transfer.bytes)
-        if transfer.total:
-            amount += f"/{format_bytes(transfer.total)}"
+        if transfer.kind != Kind.COPY_FILE:
+            # A mkdir, delete or list moves no bytes of its own.
+            amount = str(transfer.kind)
+        else:
+            amount = format_bytes(transfer.bytes)
+            if transfer.total:
+                amount += f"/{format_bytes(transfer.total)}"
         if transfer.written:
             amount += ", syncing"
         room = max(10, width - len(amount) - 6)

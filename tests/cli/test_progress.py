@@ -164,6 +164,26 @@ def test_in_flight_order_puts_moving_first() -> None:
     assert order == ["/moving", "/new", "/written"]
 
 
+def test_written_copies_count_as_syncing_not_in_flight() -> None:
+    """Copies whose bytes are written wait for a group sync; the counts and
+    the display say so instead of showing hundreds of files in flight."""
+    progress = RunProgress(4, 400, clock=Clock())
+    for name in ("a", "b", "c"):
+        progress(_event(EventType.STARTED, name, source=f"/{name}", total=100))
+        progress(_event(EventType.PROGRESS, name, bytes=100, total=100))
+    progress(_event(EventType.STARTED, "d", source="/d", total=100))
+    progress(_event(EventType.STARTED, "m", destination="/dir", action_kind="mkdir"))
+
+    view = progress.view()
+    screen = io.StringIO()
+    Console(file=screen, width=80).print(render_view(view, 80))
+
+    assert (view.moving, view.syncing) == (2, 3)
+    assert "in flight 2, syncing 3" in view.line()
+    assert "in flight 2  syncing 3" in screen.getvalue()
+    assert "/dir  mkdir" in screen.getvalue()
+
+
 def test_for_queue_counts_waiting_files(tmp_path: Path) -> None:
     source = write_tree(tmp_path / "data", SAMPLE)
     with StorageQueue(str(source), str(tmp_path / "out"), tmp_path / "q") as queue:
