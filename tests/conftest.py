@@ -1,4 +1,8 @@
-"""Fixtures shared by the test modules at this level."""
+"""Fixtures shared by the test modules at this level.
+
+The test servers' fixtures, which every test directory shares, are in
+``server_fixtures.py``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from collections.abc import Iterator
 import fsspec
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
+
+pytest_plugins = ["server_fixtures"]
 
 
 @pytest.fixture(autouse=True)

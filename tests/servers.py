@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 #: Seconds a server may take to respond to its first request. moto imports its
 #: whole service catalogue before it listens, which took about 2 s on the
@@ -37,6 +37,14 @@ STOP_TIMEOUT: Final = 5.0
 
 HOST: Final = "127.0.0.1"
 SSHD: Final = "/usr/sbin/sshd"
+
+#: Credentials of the tests' S3 requests. moto accepts any pair unless
+#: ``moto_server`` gets ``check_credentials``. The secret is a string that no
+#: queue file or log may contain, so a test can search for it.
+S3_KEY: Final = "journalq-test-key"
+S3_SECRET: Final = "journalq-test-secret-4f9a1c"
+#: The GCS project of the tests' requests. fake-gcs-server accepts any.
+GCS_PROJECT: Final = "journalq-test"
 
 
 class ServerError(RuntimeError):
@@ -51,7 +59,10 @@ def free_port() -> int:
 
 
 class Server:
-    """One server process, its port and its log file."""
+    """One server process, its port and its log file.
+
+    As a context manager it starts the server on entry and stops it on exit.
+    """
 
     def __init__(
         self,
@@ -104,6 +115,13 @@ class Server:
         except subprocess.TimeoutExpired:
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
+
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def _fail(self, reason: str) -> None:
         output = self.log.read_text(errors="replace")[-4000:]
@@ -163,6 +181,15 @@ def moto_server(directory: Path, *, check_credentials: bool = False) -> Server:
         _answers(f"http://{HOST}:{port}/moto-api/"),
         {"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if check_credentials else None,
     )
+
+
+def s3_options(server: Server) -> dict[str, Any]:
+    """Return storage options that reach the moto ``server``, secret included."""
+    return {
+        "key": S3_KEY,
+        "secret": S3_SECRET,
+        "endpoint_url": f"http://{HOST}:{server.port}",
+    }
 
 
 def reset_s3(server: Server) -> None:
@@ -239,6 +266,15 @@ def gcs_server(directory: Path) -> Server:
     )
 
 
+def gcs_options(server: Server) -> dict[str, Any]:
+    """Return storage options that reach the fake-gcs-server ``server``."""
+    return {
+        "endpoint_url": f"http://{HOST}:{server.port}",
+        "token": "anon",
+        "project": GCS_PROJECT,
+    }
+
+
 # SFTP ------------------------------------------------------------------------
 
 
@@ -283,6 +319,11 @@ def sshd_server(directory: Path) -> tuple[Server, Path]:
         _accepts(port),
     )
     return server, client_key
+
+
+def sftp_options(key: Path) -> dict[str, Any]:
+    """Return storage options that log in to ``sshd_server`` with ``key``."""
+    return {"client_keys": [str(key)], "known_hosts": None}
 
 
 def _sshd_config(directory: Path, port: int) -> str:

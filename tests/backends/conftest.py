@@ -1,7 +1,7 @@
-"""Fixtures of the backend tests: real servers and one area per test on each.
+"""Fixtures of the backend tests: one area per test on each backend.
 
-The servers (moto for S3, fake-gcs-server for GCS, sshd for SFTP) start
-once per session on free ports of 127.0.0.1. Each test gets a
+The servers (moto for S3, fake-gcs-server for GCS, sshd for SFTP) are the
+session's, from ``tests/server_fixtures.py``. Each test gets a
 :class:`Store` per backend it names: a fresh bucket or directory, the URL
 and storage options a queue uses to reach it, and helpers to write and read
 trees there.
@@ -9,8 +9,6 @@ trees there.
 
 from __future__ import annotations
 
-import itertools
-import os
 import posixpath
 import uuid
 from collections.abc import Iterator
@@ -18,21 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# gcsfs otherwise asks a gRPC endpoint whether each bucket has a
-# hierarchical namespace, which the emulator does not serve, and every
-# bucket operation waits 60 s for the answer.
-os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
-
 import fsspec
 import pytest
 import servers
 from fsspec.implementations.memory import MemoryFileSystem
-
-#: Credentials moto accepts; any pair works, but both must be given.
-S3_KEY = "testing"
-S3_SECRET = "testing-secret-value"
-
-_names = itertools.count()
+from server_fixtures import new_bucket
 
 
 @dataclass
@@ -79,63 +67,6 @@ class Store:
         }
 
 
-# Servers ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def server_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("servers")
-
-
-@pytest.fixture(scope="session")
-def s3_server(server_dir: Path) -> Iterator[servers.Server]:
-    server = servers.moto_server(server_dir)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def gcs_server(server_dir: Path) -> Iterator[servers.Server]:
-    server = servers.gcs_server(server_dir)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def sftp_server(server_dir: Path) -> Iterator[tuple[servers.Server, Path]]:
-    server, key = servers.sshd_server(server_dir / "ssh")
-    server.start()
-    yield server, key
-    server.stop()
-
-
-def s3_options(server: servers.Server) -> dict[str, Any]:
-    """Storage options that reach moto, secret included."""
-    return {
-        "key": S3_KEY,
-        "secret": S3_SECRET,
-        "endpoint_url": f"http://{servers.HOST}:{server.port}",
-    }
-
-
-def gcs_options(server: servers.Server) -> dict[str, Any]:
-    return {
-        "endpoint_url": f"http://{servers.HOST}:{server.port}",
-        "token": "anon",
-        "project": "journalq-test",
-    }
-
-
-def sftp_options(key: Path) -> dict[str, Any]:
-    return {"client_keys": [str(key)], "known_hosts": None}
-
-
-def _bucket() -> str:
-    return f"jq-{next(_names)}-{uuid.uuid4().hex[:8]}"
-
-
 # Stores ----------------------------------------------------------------------
 
 
@@ -159,34 +90,33 @@ def memory_store() -> Iterator[Store]:
 
 
 @pytest.fixture
-def s3_store(s3_server: servers.Server) -> Store:
-    options = s3_options(s3_server)
-    fs = fsspec.filesystem("s3", **options)
-    bucket = _bucket()
-    fs.mkdir(bucket)
-    return Store("s3", fs, f"{bucket}/root", f"s3://{bucket}/root", options)
+def s3_store(s3_options: dict[str, Any]) -> Store:
+    fs = fsspec.filesystem("s3", **s3_options)
+    bucket = new_bucket(fs)
+    return Store("s3", fs, f"{bucket}/root", f"s3://{bucket}/root", s3_options)
 
 
 @pytest.fixture
-def gcs_store(gcs_server: servers.Server) -> Store:
-    options = gcs_options(gcs_server)
-    fs = fsspec.filesystem("gcs", **options)
-    bucket = _bucket()
-    fs.mkdir(bucket)
-    return Store("gcs", fs, f"{bucket}/root", f"gcs://{bucket}/root", options)
+def gcs_store(gcs_options: dict[str, Any]) -> Store:
+    fs = fsspec.filesystem("gcs", **gcs_options)
+    bucket = new_bucket(fs)
+    return Store("gcs", fs, f"{bucket}/root", f"gcs://{bucket}/root", gcs_options)
 
 
 @pytest.fixture
-def sftp_store(sftp_server: tuple[servers.Server, Path], tmp_path: Path) -> Store:
-    server, key = sftp_server
-    options = sftp_options(key)
+def sftp_store(
+    sftp_server: tuple[servers.Server, Path],
+    sftp_options: dict[str, Any],
+    tmp_path: Path,
+) -> Store:
+    server, _ = sftp_server
     root = tmp_path / "sftp"
     root.mkdir()
     fs = fsspec.filesystem(
-        "ssh", host=servers.HOST, port=server.port, username="root", **options
+        "ssh", host=servers.HOST, port=server.port, username="root", **sftp_options
     )
     url = f"ssh://root@{servers.HOST}:{server.port}{root}"
-    return Store("sftp", fs, str(root), url, options)
+    return Store("sftp", fs, str(root), url, sftp_options)
 
 
 @pytest.fixture

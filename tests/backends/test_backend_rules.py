@@ -15,7 +15,7 @@ import botocore.exceptions
 import pytest
 import servers
 from click.testing import CliRunner
-from conftest import S3_SECRET, Store, s3_options
+from conftest import Store
 from relay import Relay
 from s3fs.errors import translate_boto_error
 
@@ -305,12 +305,12 @@ def test_secrets_never_reach_queue_files(tmp_path, local_store, s3_store, caplog
             queue.copy_file("data/f.txt", "again.txt")
             assert queue.run().failures == []
 
-    secret = S3_SECRET.encode()
+    secret = servers.S3_SECRET.encode()
     for path in (tmp_path / "queue").rglob("*"):
         if path.is_file():
             assert secret not in path.read_bytes(), path
-    assert S3_SECRET not in caplog.text
-    assert S3_SECRET not in status
+    assert servers.S3_SECRET not in caplog.text
+    assert servers.S3_SECRET not in status
 
 
 def test_sftp_key_path_not_journaled(tmp_path, local_store, sftp_store):
@@ -362,14 +362,14 @@ def test_parse_option_types():
         parse_option("no-equals-sign")
 
 
-def test_fsspec_env_config_applies(tmp_path, s3_server, monkeypatch):
+def test_fsspec_env_config_applies(tmp_path, s3_options, monkeypatch):
     """fsspec reads FSSPEC_S3_* when journalq opens the filesystem."""
     import fsspec.config
 
-    options = s3_options(s3_server)
-    monkeypatch.setitem(fsspec.config.conf, "s3", {"secret": options["secret"]})
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"secret": s3_options["secret"]})
     filesystem = open_filesystem(
-        "s3://bucket", {"key": options["key"], "endpoint_url": options["endpoint_url"]}
+        "s3://bucket",
+        {"key": s3_options["key"], "endpoint_url": s3_options["endpoint_url"]},
     )
     filesystem.fs.mkdir("jq-env-config")
     assert filesystem.fs.exists("jq-env-config")

@@ -38,7 +38,7 @@ import fsspec
 import msgspec
 import pytest
 import servers
-from conftest import Store, gcs_options, s3_options
+from conftest import Store
 from fsspec.asyn import sync
 from gcs_sessions import SessionRelay
 from relay import Relay
@@ -219,13 +219,9 @@ def relayed(
     counter = request.getfixturevalue(f"{name}_relay")
     counter.reset()
     address = f"http://{servers.HOST}:{counter.port}"
-    if name == "s3":
-        options = {**s3_options(request.getfixturevalue("s3_server"))}
-        options["endpoint_url"] = address
-        return Remote(name, store, store.url, options, counter, monkeypatch)
-    if name == "gcs":
-        options = {**gcs_options(request.getfixturevalue("gcs_server"))}
-        options["endpoint_url"] = address
+    if name in ("s3", "gcs"):
+        server_options = request.getfixturevalue(f"{name}_options")
+        options = {**server_options, "endpoint_url": address}
         return Remote(name, store, store.url, options, counter, monkeypatch)
     url = f"ssh://root@{servers.HOST}:{counter.port}{store.root}"
     return Remote(name, store, url, store.options, counter, monkeypatch)

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import S3_KEY, Store
+from conftest import Store
+from servers import S3_KEY
 
 from journalq import ActionError, StorageQueue
 from journalq.backends.options import (

@@ -43,8 +43,10 @@ FAULTY_JOURNALQ = (
 
 @pytest.fixture
 def terminal(queue_home: Path) -> Iterator[Terminal]:
+    # `make test` installs tmux, so a missing tmux fails the test instead of
+    # skipping it, like a missing sshd.
     if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed; `make test-deps` installs it")
+        pytest.fail("tmux is not installed; `make test-deps` installs it")
     terminal = Terminal({"JOURNALQ_HOME": str(queue_home), "TERM": "xterm-256color"})
     try:
         yield terminal

@@ -10,10 +10,6 @@ from pathlib import Path
 import fsspec
 from servers import HOST
 
-#: Credentials moto accepts. The secret is a value no file of a queue may
-#: contain.
-S3_KEY = "cluster-key"
-S3_SECRET = "cluster-secret-4f9a1c"
 #: Scheduler options of the test clusters. A scheduler serves HTTP (health
 #: and metrics) even without a dashboard, by default on port 8787; port 0
 #: on 127.0.0.1 lets two clusters run at once and keeps it off the network.

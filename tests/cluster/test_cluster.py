@@ -17,13 +17,13 @@ import pytest
 import servers
 from click.testing import CliRunner
 from cluster_helpers import (
-    S3_SECRET,
     SCHEDULER_OPTIONS,
     files_containing,
     make_tree,
     s3,
     s3_tree,
 )
+from servers import S3_SECRET
 from tree_helpers import read_tree
 
 from journalq import StorageQueue, copier, digest, durable

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster_helpers import S3_SECRET, files_containing, make_tree, s3, s3_tree
+from cluster_helpers import files_containing, make_tree, s3, s3_tree
+from servers import S3_SECRET
 from tree_helpers import read_tree
 
 from journalq import StorageQueue

@@ -203,7 +203,7 @@ def test_bucket_transient_faults_complete(tmp_path, request, protocol, side):
     or fake-gcs-server.
     """
     if protocol == "s3":
-        server_options = request.getfixturevalue("moto_options")
+        server_options = request.getfixturevalue("s3_options")
         bucket = request.getfixturevalue("bucket")
     else:
         server_options = request.getfixturevalue("gcs_options")
@@ -325,10 +325,10 @@ def test_memory_permanent_faults_fail_alone(tmp_path, memory, side, faults, oper
     ],
 )
 def test_s3_permanent_faults_fail_alone(
-    tmp_path, moto_options, bucket, side, faults, operation
+    tmp_path, s3_options, bucket, side, faults, operation
 ):
     options = _faults(faults, fault_rate=0.2, fault_operations=operation)
-    pair = _bucket_pair(tmp_path, "s3", moto_options, bucket, side, options)
+    pair = _bucket_pair(tmp_path, "s3", s3_options, bucket, side, options)
 
     summary, queue = _run_pair(tmp_path, pair)
 
@@ -428,11 +428,11 @@ def test_cli_copy_outlives_fault_at_add(tmp_path, memory):
     assert (tmp_path / "out" / "a.txt").read_bytes() == b"a"
 
 
-def test_s3_cut_body_is_retried(tmp_path, moto_options, bucket):
-    plain = fsspec.filesystem("s3", **moto_options)
+def test_s3_cut_body_is_retried(tmp_path, s3_options, bucket):
+    plain = fsspec.filesystem("s3", **s3_options)
     plain.pipe_file(f"{bucket}/tree/a.bin", b"a" * 1_000)
     options = {
-        **moto_options,
+        **s3_options,
         **_faults("reset", fault_rate=0.0, fault_first=1),
         "fault_operations": "read_body",
     }

@@ -140,15 +140,15 @@ def test_hostile_listing_stays_inside(tmp_path, hostile):
     assert status["failed"] == len(extra) + len(DERIVED) + 1
 
 
-def _s3_keys(moto_options: dict[str, Any], bucket: str) -> None:
+def _s3_keys(s3_options: dict[str, Any], bucket: str) -> None:
     """Store keys with '..', '.' and '//' through boto3, which sends them as is."""
     import boto3
 
     client = boto3.client(
         "s3",
-        endpoint_url=moto_options["endpoint_url"],
-        aws_access_key_id=moto_options["key"],
-        aws_secret_access_key=moto_options["secret"],
+        endpoint_url=s3_options["endpoint_url"],
+        aws_access_key_id=s3_options["key"],
+        aws_secret_access_key=s3_options["secret"],
         region_name="us-east-1",
     )
     for name, data in GOOD.items():
@@ -168,14 +168,14 @@ S3_REJECTED = {
 }
 
 
-def test_s3_dot_keys_stay_inside(tmp_path, moto_options, bucket):
-    _s3_keys(moto_options, bucket)
+def test_s3_dot_keys_stay_inside(tmp_path, s3_options, bucket):
+    _s3_keys(s3_options, bucket)
     destination = tmp_path / "box" / "dst"
     before = _files_under(tmp_path)
     url = f"s3://{bucket}/data"
 
     with StorageQueue(
-        url, str(destination), name=tmp_path / "queue", source_options=moto_options
+        url, str(destination), name=tmp_path / "queue", source_options=s3_options
     ) as queue:
         queue.copy_tree(url, str(destination))
         summary = queue.run()
@@ -188,12 +188,12 @@ def test_s3_dot_keys_stay_inside(tmp_path, moto_options, bucket):
     assert summary.failed == len(S3_REJECTED)
 
 
-def test_cli_exits_one_on_dot_keys(tmp_path, moto_options, bucket):
-    _s3_keys(moto_options, bucket)
+def test_cli_exits_one_on_dot_keys(tmp_path, s3_options, bucket):
+    _s3_keys(s3_options, bucket)
     destination = tmp_path / "dst"
     options = [
         word
-        for key, value in moto_options.items()
+        for key, value in s3_options.items()
         for word in ("--source-option", f"{key}={value}")
     ]
 

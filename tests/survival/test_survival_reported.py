@@ -34,7 +34,6 @@ from typing import Any
 
 import fsspec
 import pytest
-from conftest import sftp_options
 from survival_helpers import write_tree
 from tree_helpers import read_tree
 
@@ -105,8 +104,8 @@ def test_copy_after_crash_never_nests(tmp_path, slash, inside):
 GLOBBED = {"a.txt": b"a", ".hidden": b"h", "sub/x.txt": b"x", "sub/y/z.txt": b"z"}
 
 
-def _s3_source(moto_options: dict[str, Any], bucket: str) -> str:
-    fs = fsspec.filesystem("s3", **moto_options)
+def _s3_source(s3_options: dict[str, Any], bucket: str) -> str:
+    fs = fsspec.filesystem("s3", **s3_options)
     for relpath, data in GLOBBED.items():
         fs.pipe_file(f"{bucket}/dir/{relpath}", data)
     return f"s3://{bucket}"
@@ -119,9 +118,8 @@ def test_glob_source_lands_in_destination(tmp_path, request, backend):
         root = str(tmp_path / "top")
         options: dict[str, Any] = {}
     else:
-        moto_options = request.getfixturevalue("moto_options")
-        root = _s3_source(moto_options, request.getfixturevalue("bucket"))
-        options = moto_options
+        options = request.getfixturevalue("s3_options")
+        root = _s3_source(options, request.getfixturevalue("bucket"))
     destination = tmp_path / "dst"
 
     with StorageQueue(
@@ -163,12 +161,12 @@ def test_cli_glob_source(tmp_path):
 # Zero-byte files and directory markers on S3 -------------------------------------
 
 
-def test_zero_byte_files_not_markers(tmp_path, moto_options, bucket):
+def test_zero_byte_files_not_markers(tmp_path, s3_options, bucket):
     files = {"empty.bin": b"", "sub/zero": b"", "sub/one": b"1"}
     source = write_tree(tmp_path / "src", files)
     (source / "hollow").mkdir()
     back = tmp_path / "back"
-    options = {**moto_options, "directory_markers": True}
+    options = {**s3_options, "directory_markers": True}
     remote = f"s3://{bucket}/out"
 
     def copy(origin: str, target: str, name: str) -> Any:
@@ -187,7 +185,7 @@ def test_zero_byte_files_not_markers(tmp_path, moto_options, bucket):
     up_again = copy(str(source), remote, "up")
     down_again = copy(remote, str(back), "down")
 
-    fs = fsspec.filesystem("s3", **moto_options)
+    fs = fsspec.filesystem("s3", **s3_options)
     fs.invalidate_cache()
     keys = {
         info["Key"].removeprefix(f"{bucket}/out/"): info["size"]
@@ -209,16 +207,18 @@ def test_zero_byte_files_not_markers(tmp_path, moto_options, bucket):
 
 
 @pytest.mark.parametrize("compare", ["size+mtime", "checksum"])
-def test_whole_second_mtimes_not_copied_again(tmp_path, sshd, compare):
+def test_whole_second_mtimes_not_copied_again(
+    tmp_path, sftp_server, sftp_options, compare
+):
     """SFTP version 3, which OpenSSH serves, keeps mtimes in whole seconds."""
-    port, key = sshd
+    server, _ = sftp_server
     files = {relpath: TREE[relpath] for relpath in ("a.txt", "empty.bin", "d/b.txt")}
     source = write_tree(tmp_path / "src", files)
     for path in source.rglob("*"):
         os.utime(path, ns=(FRACTIONAL_MTIME_NS, FRACTIONAL_MTIME_NS))
     remote = tmp_path / "sftp"
     remote.mkdir()
-    url = f"ssh://root@127.0.0.1:{port}{remote}"
+    url = f"ssh://root@127.0.0.1:{server.port}{remote}"
 
     summaries = []
     for _ in range(2):
@@ -227,7 +227,7 @@ def test_whole_second_mtimes_not_copied_again(tmp_path, sshd, compare):
             url,
             name=tmp_path / "queue",
             compare=compare,
-            destination_options=sftp_options(key),
+            destination_options=sftp_options,
         ) as queue:
             queue.sync(str(source), url)
             summaries.append(queue.run())
@@ -275,7 +275,7 @@ def test_failed_verification_keeps_old_file(tmp_path, request, backend):
         write_tree(target.parent, {"big.bin": old})
         url = str(target)
     else:
-        options = request.getfixturevalue("moto_options")
+        options = request.getfixturevalue("s3_options")
         bucket = request.getfixturevalue("bucket")
         fs = fsspec.filesystem("s3", **options)
         fs.pipe_file(f"{bucket}/big.bin", old)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
+import servers
 from survival_helpers import (
     QUEUE_TEMPORARY,
     SOAK,
@@ -65,10 +66,11 @@ KILLED = -9
 
 
 @pytest.fixture(scope="module")
-def s3(moto_options: dict[str, str]) -> dict[str, str]:
+def s3(s3_server: servers.Server) -> dict[str, str]:
     """Storage options of the moto server, which has an empty bucket now."""
-    fsspec.filesystem("s3", **moto_options).mkdir(BUCKET)
-    return moto_options
+    options = servers.s3_options(s3_server)
+    fsspec.filesystem("s3", **options).mkdir(BUCKET)
+    return options
 
 
 @pytest.fixture
