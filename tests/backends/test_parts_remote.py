@@ -411,7 +411,7 @@ class Phases:
                 if number not in before.listed
             )
             cut_off = budget if index < len(self.runs) - 1 else 0
-            allowed = missing * (1 + OVERHEAD) + cut_off + REQUESTS
+            allowed = (missing + cut_off) * (1 + OVERHEAD) + REQUESTS
             assert run.sent <= allowed, (index, self.runs)
 
     def check_interrupted(self, budget: int) -> None:
@@ -419,11 +419,13 @@ class Phases:
 
         What a run sent beyond the parts it journaled was in flight at its
         kill: cut off, or complete at the server but not journaled, which
-        the next run then finds there.
+        the next run then finds there. Those bytes carry the protocol's
+        overhead too: four whole SFTP parts in flight at a kill came to
+        8,440,585 counted bytes for 8 MiB of parts.
         """
         for index, run in enumerate(self.runs[:-1]):
             beyond = run.sent - run.journaled_bytes * (1 + OVERHEAD)
-            assert beyond <= budget, (index, self.runs)
+            assert beyond <= budget * (1 + OVERHEAD), (index, self.runs)
 
 
 @remotes("s3", "gcs", "sftp")
