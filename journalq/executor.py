@@ -14,12 +14,12 @@ name and is renamed, a mkdir tolerates an existing directory, and a delete
 of a missing path succeeds. So a redo after a crash finds the destination
 identical and records a skip.
 
-Copies of new files to a local disk are made durable in groups. The workers
-write up to :data:`DURABLE_GROUP` files (or :data:`DURABLE_BYTES`) without
-syncing them, a committer thread syncs the destination filesystem once
-(``syncfs``), and only then are their ``completed`` records journaled. A
-file that replaces an existing one is synced on its own before the rename,
-so a power cut cannot leave the old name pointing at unwritten data.
+Copies of new files to a local disk are made durable in groups
+(:mod:`journalq.groups`): a committer thread syncs the destination
+filesystem once for many files, and only then are their ``completed``
+records journaled. A file that replaces an existing one is synced on its
+own before the rename, so a power cut cannot leave the old name pointing
+at unwritten data.
 
 A stage with many small new files between local disks also forks copy
 processes (:mod:`journalq.copier`): they copy batches of those files while
@@ -33,7 +33,6 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import queue
 import threading
 import time
 from collections import defaultdict
@@ -59,6 +58,7 @@ from journalq import (
 from journalq.backends import Filesystem, objects
 from journalq.errors import DeleteConflictError, PathInTheWayError
 from journalq.events import Event, EventType, RunSummary
+from journalq.groups import DurableGroup
 from journalq.plan import (
     Entry,
     parent_directories,
@@ -87,18 +87,6 @@ __all__ = ["Executor", "RunOptions"]
 
 logger = logging.getLogger(__name__)
 
-#: Files copied before one filesystem sync makes them all durable. On the
-#: 2-core test machine 2,000 files of 4 KiB took 0.26-0.37 s with one
-#: syncfs against 2.4-5.5 s with an fsync each. A group of 512 keeps the
-#: sync cost per small file low, and a crash redoes at most one group.
-DURABLE_GROUP: Final = 512
-#: Maximum time a finished copy waits for its group's sync, in seconds.
-DURABLE_WAIT: Final = 0.25
-#: Bytes of copies after which a group is synced even when it has fewer
-#: files, so a crash during large copies redoes at most about this much.
-DURABLE_BYTES: Final = 64 * 1024 * 1024
-#: Groups that may wait for the committer thread before workers wait too.
-GROUPS_IN_FLIGHT: Final = 2
 #: Average file size from which copies between local disks use two threads.
 LOCAL_THREAD_BYTES: Final = 1024 * 1024
 #: Files below this size are copied by copy processes. A batch of them
@@ -272,7 +260,11 @@ class Executor:
         # One durable group spans the stages: the files of a stage need the
         # directories of the one before to exist, not to be durable, so the
         # mkdir records wait for the first sync of the copies behind them.
-        group = _DurableGroup(self)
+        group = DurableGroup(
+            self.store,
+            enabled=self.destination.local and not self.options.dry_run,
+            journal=self._commit_all,
+        )
         try:
             for key in sorted(stages):
                 if self._stopping():
@@ -393,7 +385,7 @@ class Executor:
             for _ in range(self._copy_processes(actions))
         ]
 
-    def _run_stage(self, actions: list[ActionState], group: _DurableGroup) -> None:
+    def _run_stage(self, actions: list[ActionState], group: DurableGroup) -> None:
         helpers = self._make_helpers(actions)
         processes = len(helpers)
         workers = processes or self._workers(actions)
@@ -445,7 +437,7 @@ class Executor:
             raise errors[0]
 
     def _work(
-        self, take: Callable[[], list[ActionState] | None], group: _DurableGroup
+        self, take: Callable[[], list[ActionState] | None], group: DurableGroup
     ) -> None:
         while (batch := take()) is not None:
             for action in batch:
@@ -457,7 +449,7 @@ class Executor:
     def _feed(
         self,
         take: Callable[[], list[ActionState] | None],
-        group: _DurableGroup,
+        group: DurableGroup,
         helper: copier.Helper,
     ) -> None:
         """Like :meth:`_work`, with the new small files copied by ``helper``.
@@ -485,7 +477,7 @@ class Executor:
     def _hand(
         self,
         batch: list[ActionState],
-        group: _DurableGroup,
+        group: DurableGroup,
         helper: copier.Helper,
     ) -> _Handed | None:
         """Send ``helper`` what it can copy of ``batch``; run the rest here."""
@@ -541,7 +533,7 @@ class Executor:
         self._record_failure(action, _HANDED_ATTEMPT, error, True)
 
     def _collect(
-        self, handed: _Handed, group: _DurableGroup, helper: copier.Helper
+        self, handed: _Handed, group: DurableGroup, helper: copier.Helper
     ) -> None:
         """Journal what ``helper`` copied of a batch; copy its failures here."""
         already_broken = helper.broken
@@ -599,7 +591,7 @@ class Executor:
         task: copier.Task,
         outcome: tuple[int, str, int | None, bool, copier.Stamp | None],
         observed_ns: int,
-        group: _DurableGroup,
+        group: DurableGroup,
     ) -> None:
         # A copy process's hand-out has no ``started`` record: one would
         # cost as much as the rest of the file's journaling, and a crash
@@ -655,7 +647,7 @@ class Executor:
 
     # One action ---------------------------------------------------------------
 
-    def _run_action(self, action: ActionState, group: _DurableGroup) -> None:
+    def _run_action(self, action: ActionState, group: DurableGroup) -> None:
         tries = 0
         while True:
             tries += 1
@@ -729,7 +721,7 @@ class Executor:
         self.store.append([record], durable=not retryable)
 
     def _finish(
-        self, action: ActionState, records: list[Record], group: _DurableGroup
+        self, action: ActionState, records: list[Record], group: DurableGroup
     ) -> None:
         completed = records[-1]
         assert isinstance(completed, Completed)
@@ -804,7 +796,7 @@ class Executor:
         )
 
     def _execute(
-        self, action: ActionState, attempt: int, group: _DurableGroup
+        self, action: ActionState, attempt: int, group: DurableGroup
     ) -> list[Record] | None:
         kind = action.kind
         try:
@@ -826,7 +818,7 @@ class Executor:
     # Effects ------------------------------------------------------------------
 
     def _copy(
-        self, action: ActionState, attempt: int, group: _DurableGroup
+        self, action: ActionState, attempt: int, group: DurableGroup
     ) -> list[Record]:
         source_path, destination_path = self.store.state.paths(action)
         assert source_path is not None
@@ -926,7 +918,7 @@ class Executor:
         destination_path: str,
         source: compare.FileInfo,
         destination: compare.FileInfo | None,
-        group: _DurableGroup,
+        group: DurableGroup,
     ) -> list[Record]:
         if source.size >= self.options.part_threshold:
             in_parts = self._transfer_parts(
@@ -945,7 +937,7 @@ class Executor:
                 )
         # A new local file may wait for its group's filesystem sync; a file
         # that replaces an existing one is synced alone before its rename,
-        # and so is one that was in progress at a crash (see wants()).
+        # and so is one that was in progress at a crash (see DurableGroup.wants()).
         batched = group.enabled and destination is None and not action.crashes
         sink = transfer.open_sink(
             self.destination.fs,
@@ -1403,8 +1395,6 @@ class _ProgressCallback(fsspec.callbacks.Callback):
 
 
 _PARENTS: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})
-#: Kinds whose effect is a directory entry and nothing else.
-_ENTRY_KINDS: Final = frozenset({Kind.MKDIR, Kind.DELETE})
 
 
 class _SourceChanged(OSError):
@@ -1415,17 +1405,6 @@ class _SourceChanged(OSError):
             f"source file changed during the copy: {path} (expected {expected} "
             f"bytes, read {copied}); it will be copied again"
         )
-
-
-def _existing_ancestor(path: str) -> str:
-    """Return the nearest directory above ``path`` that exists.
-
-    A group of deletes may have removed the directories of its first path.
-    """
-    directory = os.path.dirname(digest.local_path(path)) or "/"
-    while not os.path.isdir(directory):
-        directory = os.path.dirname(directory) or "/"
-    return directory
 
 
 def _still_listed(fs: fsspec.AbstractFileSystem, path: str, listed: Identity) -> bool:
@@ -1474,111 +1453,3 @@ def _interrupted_error() -> Exception:
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return text if text else type(exc).__name__
-
-
-class _DurableGroup:
-    """Finished local copies of all workers, waiting for one filesystem sync.
-
-    A full or old group goes to a committer thread, which syncs the
-    filesystem and then journals the group's records, so the workers keep
-    copying while the disk flushes. At most :data:`GROUPS_IN_FLIGHT` groups
-    wait for the committer; a worker that would exceed that waits too.
-    """
-
-    def __init__(self, executor: Executor) -> None:
-        self._executor = executor
-        self.enabled = executor.destination.local and not executor.options.dry_run
-        self._lock = threading.Lock()
-        self._pending: list[tuple[ActionState, list[Record]]] = []
-        self._since = 0.0
-        self._bytes = 0
-        self._groups: queue.Queue[list[tuple[ActionState, list[Record]]] | None] = (
-            queue.Queue(maxsize=GROUPS_IN_FLIGHT)
-        )
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-
-    def wants(self, action: ActionState, completed: Completed) -> bool:
-        """Return whether the effect of ``action`` waits for the group's sync.
-
-        Copies do, and so do a mkdir or a delete at the destination: their
-        directory entries are durable only once the filesystem is synced.
-        An action that was in progress at a crash does not: its copy is
-        synced alone by its sink, its directory entry by
-        :meth:`Executor._sync_entries`, and it is journaled as soon as it
-        is done. So the next crash counts against it only when it lands
-        during its own work, not during the wait for a group (see
-        :func:`journalq.replay.reset_interrupted`).
-        """
-        if not self.enabled or action.crashes:
-            return False
-        if completed.outcome is Outcome.COPIED:
-            return True
-        return self.changes_entries(action)
-
-    @staticmethod
-    def changes_entries(action: ActionState) -> bool:
-        """Return whether ``action`` adds or removes a destination entry."""
-        return (
-            action.kind in _ENTRY_KINDS and action.added.service is not Service.SOURCE
-        )
-
-    def add(self, action: ActionState, records: list[Record]) -> None:
-        now = time.monotonic()
-        completed = records[-1]
-        assert isinstance(completed, Completed)
-        with self._lock:
-            if not self._pending:
-                self._since = now
-                self._bytes = 0
-            self._pending.append((action, records))
-            self._bytes += completed.bytes
-            if (
-                len(self._pending) < DURABLE_GROUP
-                and self._bytes < DURABLE_BYTES
-                and now - self._since < DURABLE_WAIT
-            ):
-                return
-            pending, self._pending = self._pending, []
-        self._hand_over(pending)
-
-    def commit(self) -> None:
-        """Sync and journal everything added so far; return when done."""
-        with self._lock:
-            pending, self._pending = self._pending, []
-        if pending:
-            self._hand_over(pending)
-        if self._thread is not None:
-            self._groups.put(None)
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            raise self._error
-
-    def _hand_over(self, pending: list[tuple[ActionState, list[Record]]]) -> None:
-        if self._error is not None:
-            raise self._error
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="journalq-committer", daemon=True
-                )
-                self._thread.start()
-        self._groups.put(pending)
-
-    def _run(self) -> None:
-        while (pending := self._groups.get()) is not None:
-            if self._error is not None:
-                continue
-            try:
-                self._sync(pending)
-            except BaseException as exc:
-                # The records of this group are not journaled, so the next
-                # run copies those files again; this run stops with the error.
-                self._error = exc
-
-    def _sync(self, pending: list[tuple[ActionState, list[Record]]]) -> None:
-        _, destination = self._executor.store.state.paths(pending[0][0])
-        assert destination is not None
-        transfer.sync_filesystem(_existing_ancestor(destination))
-        self._executor._commit_all(pending)
