@@ -12,7 +12,10 @@ the destination, ``completed``, or ``failed`` with the reason. Execution is
 at least once, and every effect is idempotent: a copy goes to a temporary
 name and is renamed, a mkdir tolerates an existing directory, and a delete
 of a missing path succeeds. So a redo after a crash finds the destination
-identical and records a skip.
+identical and records a skip. The effects themselves are in
+:mod:`journalq.effects` and, for copies, :mod:`journalq.copy_effect`: this
+module starts each attempt, retries or records the failure, and journals
+the records an effect returns.
 
 Copies of new files to a local disk are made durable in groups
 (:mod:`journalq.groups`): a committer thread syncs the destination
@@ -41,41 +44,34 @@ from dataclasses import dataclass
 from typing import Final
 
 import fsspec
-import msgspec
-from fsspec.implementations.memory import MemoryFileSystem
 
 from journalq import (
     compare,
     copier,
     digest,
     durable,
-    faults,
     inbox,
     parts,
     retry,
     transfer,
 )
-from journalq.backends import Filesystem, objects
-from journalq.errors import DeleteConflictError, PathInTheWayError
+from journalq.backends import Filesystem
+from journalq.copy_effect import CopyEffect, Interrupted
+from journalq.effects import Effects, done_record
+from journalq.errors import DeleteConflictError
 from journalq.events import Event, EventType, RunSummary
 from journalq.groups import DurableGroup
 from journalq.plan import (
     Entry,
-    parent_directories,
     rounds,
     same_filesystem,
     stage,
 )
 from journalq.records import (
     Completed,
-    Digested,
     Failed,
-    Identity,
     Kind,
     Outcome,
-    Part,
-    PartsPlanned,
-    PartWritten,
     Record,
     Service,
     Started,
@@ -131,69 +127,12 @@ class RunOptions:
     part_threshold: int = parts.PART_THRESHOLD
 
 
-class _Cache:
-    """The digest cache kept in the journal as ``digested`` records."""
-
-    def __init__(self, store: QueueStore) -> None:
-        self._store = store
-
-    def get(self, service: str, path: str, info: compare.FileInfo) -> str | None:
-        entry = self._store.state.digests.get((Service(service), path))
-        if not compare.entry_matches(
-            entry, info.size, info.mtime_ns, info.ctime_ns, info.inode
-        ):
-            return None
-        assert entry is not None
-        return entry.digest
-
-    def put(
-        self,
-        service: str,
-        path: str,
-        info: compare.FileInfo,
-        digest: str,
-        observed_ns: int,
-    ) -> None:
-        if info.mtime_ns is None or not compare.is_trusted(info.mtime_ns, observed_ns):
-            return
-        key = (Service(service), path)
-        record = Digested(
-            Service(service),
-            path,
-            info.size,
-            info.mtime_ns,
-            digest,
-            observed_ns,
-            info.ctime_ns,
-            info.inode,
-        )
-        known = self._store.state.digests.get(key)
-        if known is not None and _same_entry(known, record):
-            return
-        self._store.append([record], durable=False)
-
-
-def _same_entry(known: Digested, record: Digested) -> bool:
-    """Tell whether two cache entries are for the same file state and digest."""
-    return (
-        known.size,
-        known.mtime_ns,
-        known.ctime_ns,
-        known.inode,
-        known.digest,
-    ) == (record.size, record.mtime_ns, record.ctime_ns, record.inode, record.digest)
-
-
 @dataclass(slots=True)
 class _Handed:
     """A batch out at a copy process, and the clock read before it went."""
 
     items: list[tuple[ActionState, copier.Task]]
     observed_ns: int
-
-
-class _Interrupted(Exception):
-    """The run was asked to stop during this action."""
 
 
 #: The attempt of a copy handed to a helper: helpers take first attempts only.
@@ -225,7 +164,6 @@ class Executor:
         self.destination = destination
         self.options = options
         self.summary = RunSummary()
-        self._cache = _Cache(store)
         self._summary_lock = threading.Lock()
         self._backoff = options.backoff or retry.Backoff()
         self._event_types = (
@@ -236,13 +174,15 @@ class Executor:
         self._inbox_lock = threading.Lock()
         self._inbox_dir = os.path.join(store.directory, inbox.INBOX_DIR)
         self._inbox_stamp: int | None = None
-        self._listing_suffices = _stat_free(source) and _stat_free(destination)
-        # Per large copy in parts: the parts journaled before this run first
-        # tried it, and the bytes of those that its last attempt found at the
-        # destination. This run did not send those bytes, so its summary and
-        # events leave them out.
-        self._earlier_parts: dict[str, frozenset[int]] = {}
-        self._resumed_bytes: dict[str, int] = {}
+        self._copy = CopyEffect(
+            store,
+            source,
+            destination,
+            options,
+            stopping=self._stopping,
+            progress=self._callback,
+        )
+        self._effects = Effects(store, source, destination, options, self._copy)
 
     # Scheduling ---------------------------------------------------------------
 
@@ -610,7 +550,7 @@ class Executor:
         source_path, destination_path = self.store.state.paths(action)
         assert source_path is not None
         assert destination_path is not None
-        records = self._copy_records(
+        records = self._copy.copy_records(
             action,
             attempt,
             (source_path, destination_path),
@@ -655,8 +595,8 @@ class Executor:
             if not self.options.dry_run and not self._start(action, attempt):
                 return
             try:
-                records = self._execute(action, attempt, group)
-            except _Interrupted:
+                records = self._effects.execute(action, attempt, group)
+            except Interrupted:
                 self._record_failure(action, attempt, _interrupted_error(), True)
                 return
             except Exception as exc:  # every failure is recorded
@@ -738,7 +678,7 @@ class Executor:
         That makes its directory entry durable, and those of any parents a
         mkdir created, without waiting for a group's filesystem sync.
         """
-        _, path = self._service_path(action)
+        _, path = self._effects.service_path(action)
         directory = os.path.dirname(digest.local_path(path).rstrip("/"))
         while directory:
             durable.ops.fsync_dir(directory)
@@ -768,10 +708,7 @@ class Executor:
         parts that an earlier run journaled leaves those parts out.
         """
         assert isinstance(completed, Completed)
-        sent = completed.bytes
-        if action.action_id in self._earlier_parts:
-            del self._earlier_parts[action.action_id]
-            sent -= self._resumed_bytes.pop(action.action_id, 0)
+        sent = self._copy.sent_bytes(action.action_id, completed.bytes)
         with self._summary_lock:
             if completed.outcome is Outcome.COPIED:
                 self.summary.copied += 1
@@ -794,507 +731,6 @@ class Executor:
             bytes=sent,
             method=completed.method,
         )
-
-    def _execute(
-        self, action: ActionState, attempt: int, group: DurableGroup
-    ) -> list[Record] | None:
-        kind = action.kind
-        try:
-            if kind is Kind.COPY_FILE:
-                return self._copy(action, attempt, group)
-            if kind is Kind.MKDIR:
-                return self._mkdir(action, attempt)
-        except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
-            blocked = self._in_the_way(action)
-            if blocked is None:
-                raise
-            raise blocked from exc
-        if kind is Kind.DELETE:
-            return self._delete(action, attempt)
-        if kind is Kind.LIST:
-            return self._list(action, attempt)
-        raise ValueError(f"cannot execute an action of kind {kind}")
-
-    # Effects ------------------------------------------------------------------
-
-    def _copy(
-        self, action: ActionState, attempt: int, group: DurableGroup
-    ) -> list[Record]:
-        source_path, destination_path = self.store.state.paths(action)
-        assert source_path is not None
-        assert destination_path is not None
-        source_fs = self.source.fs
-        destination_fs = self.destination.fs
-        policy = self._policy(action)
-
-        source, destination = self._file_infos(action, source_path, destination_path)
-        if attempt > 1 and not self.options.dry_run:
-            transfer.sweep_temporaries(
-                destination_fs, destination_path, action.action_id
-            )
-
-        decision = compare.decide(
-            policy,
-            source,
-            destination,
-            source_digest=lambda *algorithm: self._digest(
-                source_fs, source_path, source, Service.SOURCE, *algorithm
-            ),
-            destination_digest=lambda *algorithm: self._digest(
-                destination_fs,
-                destination_path,
-                destination,
-                Service.DESTINATION,
-                *algorithm,
-            ),
-        )
-        if decision.identical:
-            return [
-                Completed(
-                    action.action_id,
-                    attempt,
-                    Outcome.SKIPPED,
-                    decision.method,
-                    0,
-                    decision.source,
-                    decision.destination,
-                    finished_ns=time.time_ns(),
-                )
-            ]
-        if self.options.dry_run:
-            # The bytes are those the copy would move, so the summary adds up
-            # what a real run would copy.
-            return [
-                Completed(
-                    action.action_id, attempt, Outcome.COPIED, "dry-run", source.size
-                )
-            ]
-        return self._transfer(
-            action, attempt, source_path, destination_path, source, destination, group
-        )
-
-    def _file_infos(
-        self, action: ActionState, source_path: str, destination_path: str
-    ) -> tuple[compare.FileInfo, compare.FileInfo | None]:
-        """Return what is known of both files: listed moments ago, or stat'ed.
-
-        Like rclone, a run that follows the listing of its tree trusts the
-        listing instead of asking again per file. A source that changed since
-        is caught by its byte count and copied again.
-        NOTE: a destination file created between the listing and the copy
-        is overwritten as if it were absent, without the fsync before the
-        rename that protects a replaced file against power loss.
-        """
-        hints = self.options.hints
-        hint = hints.pop(action.action_id, None) if hints else None
-        if hint is not None:
-            entry, target = hint
-            size, mtime_ns = entry[0], entry[1]
-            # A listing entry has only size and mtime (and a local file's
-            # ctime and inode). A remote backend's
-            # stat also reports digests (ETag, md5Hash...) that spare a
-            # download when two files are compared, so it is worth a request.
-            comparable = target is None or (
-                target[1] is not None and self._listing_suffices
-            )
-            # A large file from a remote source goes in parts, whose plan
-            # needs the source's ETag or generation, which only a stat has.
-            in_parts = not self.source.local and size >= self.options.part_threshold
-            if mtime_ns is not None and comparable and not in_parts:
-                source = compare.listed_info(entry)
-                if target is None:
-                    return source, None
-                return source, compare.listed_info(target)
-        source_info = compare.stat(self.source.fs, source_path)
-        if source_info is None:
-            raise FileNotFoundError(f"source file not found: {source_path}")
-        return source_info, compare.stat(self.destination.fs, destination_path)
-
-    def _transfer(
-        self,
-        action: ActionState,
-        attempt: int,
-        source_path: str,
-        destination_path: str,
-        source: compare.FileInfo,
-        destination: compare.FileInfo | None,
-        group: DurableGroup,
-    ) -> list[Record]:
-        if source.size >= self.options.part_threshold:
-            in_parts = self._transfer_parts(
-                action, attempt, source_path, destination_path, source
-            )
-            if in_parts is not None:
-                result, observed_ns, keeps_mtime = in_parts
-                return self._copy_records(
-                    action,
-                    attempt,
-                    (source_path, destination_path),
-                    source,
-                    result,
-                    observed_ns,
-                    sets_mtime=keeps_mtime,
-                )
-        # A new local file may wait for its group's filesystem sync; a file
-        # that replaces an existing one is synced alone before its rename,
-        # and so is one that was in progress at a crash (see DurableGroup.wants()).
-        batched = group.enabled and destination is None and not action.crashes
-        sink = transfer.open_sink(
-            self.destination.fs,
-            destination_path,
-            action_id=action.action_id,
-            attempt=attempt,
-            fsync=not batched,
-        )
-        callback = self._callback(action, attempt, source.size)
-        # Read the clock before the source, so a change during the read is
-        # inside the same-second guard of the digest cache.
-        observed_ns = time.time_ns()
-        try:
-            result = transfer.copy_file(
-                self.source.fs,
-                source_path,
-                sink,
-                callback=callback,
-                should_stop=self._stopping if self.options.stop else None,
-            )
-        except transfer.CopyInterrupted:
-            raise _Interrupted from None
-        if result.bytes != source.size:
-            sink.abort()
-            raise _SourceChanged(source_path, source.size, result.bytes)
-        sink.commit(source.mtime_ns)
-        return self._copy_records(
-            action,
-            attempt,
-            (source_path, destination_path),
-            source,
-            result,
-            observed_ns,
-            sets_mtime=transfer.keeps_mtime(sink),
-        )
-
-    def _transfer_parts(
-        self,
-        action: ActionState,
-        attempt: int,
-        source_path: str,
-        destination_path: str,
-        source: compare.FileInfo,
-    ) -> tuple[transfer.CopyResult, int, bool] | None:
-        """Copy a large file in journaled parts, resuming a plan that fits.
-
-        Returns ``None`` when the destination takes no parts. A plan fits
-        when the source still matches it; otherwise the old parts are
-        discarded and a new plan is journaled, durably, before any part.
-        """
-        fs = self.destination.fs
-        part_size = parts.part_size_for(source.size)
-        identity = parts.source_identity(source)
-        known = action.parts
-        target = None
-        resumable = (
-            known is not None
-            and known.plan.source == identity
-            and known.plan.part_size == part_size
-        )
-        if resumable:
-            assert known is not None
-            try:
-                target = parts.open_target(
-                    fs, destination_path, action.action_id, known.plan.upload, part_size
-                )
-                written = known.written
-            except parts.UploadGoneError as exc:
-                logger.info("%s", exc)
-                # Nothing is left to abort; a new plan follows.
-                known, resumable = None, False
-        if not resumable:
-            if known is not None:
-                stale = parts.open_target(
-                    fs, destination_path, action.action_id, known.plan.upload, 0
-                )
-                if stale is not None:
-                    stale.abort()
-            target = parts.open_target(
-                fs, destination_path, action.action_id, None, part_size
-            )
-            written = {}
-            if target is not None:
-                plan = PartsPlanned(
-                    action.action_id,
-                    attempt,
-                    part_size,
-                    target.upload,
-                    identity,
-                    time.time_ns(),
-                )
-                self.store.append([plan], durable=True)
-        if target is None:
-            return None
-
-        earlier = self._earlier_parts_of(action.action_id, written, resumable)
-        resumed = 0
-
-        def recovered(part: Part) -> None:
-            nonlocal resumed
-            if part.number in earlier:
-                resumed += part.size
-
-        callback = self._callback(action, attempt, source.size)
-        observed_ns = time.time_ns()
-        try:
-            every_part, digest_string = parts.copy_in_parts(
-                self.source.fs,
-                source_path,
-                source,
-                target,
-                part_size,
-                dict(written),
-                # Durable at once: one sync per part is cheap next to the
-                # part, and a lost record would send that part again.
-                on_part=lambda part: self.store.append(
-                    [PartWritten(action.action_id, attempt, part)], durable=True
-                ),
-                on_bytes=callback.relative_update if callback is not None else None,
-                should_stop=self._stopping if self.options.stop else None,
-                on_recovered=recovered,
-            )
-            target.complete(every_part, source.mtime_ns, digest_string)
-        except InterruptedError:
-            target.release()
-            raise _Interrupted from None
-        except parts.SourceChangedError:
-            target.abort()
-            raise
-        except BaseException:
-            target.release()
-            raise
-        self._resumed_bytes[action.action_id] = resumed
-        result = transfer.CopyResult(source.size, digest_string)
-        return result, observed_ns, target.keeps_mtime
-
-    def _earlier_parts_of(
-        self, action_id: str, written: dict[int, Part], resumable: bool
-    ) -> frozenset[int]:
-        """Return the numbers of the parts that runs before this one journaled.
-
-        They are the parts of a resumable plan at this run's first attempt.
-        A later attempt that resumes keeps them, because the parts added
-        since were sent by this run. A new plan sends every part again.
-        """
-        if not resumable:
-            self._earlier_parts[action_id] = frozenset()
-        return self._earlier_parts.setdefault(action_id, frozenset(written))
-
-    def _copy_records(
-        self,
-        action: ActionState,
-        attempt: int,
-        paths: tuple[str, str],
-        source: compare.FileInfo,
-        result: transfer.CopyResult,
-        observed_ns: int,
-        *,
-        sets_mtime: bool,
-    ) -> list[Record]:
-        """Return the records of a finished copy: digests, then completed.
-
-        ``sets_mtime`` says whether the destination got the source's mtime,
-        which makes a cached destination digest match its next stat.
-        """
-        source_path, destination_path = paths
-        source_identity = Identity(source.size, source.mtime_ns, result.digest)
-        destination_identity = Identity(result.bytes, source.mtime_ns, result.digest)
-        records: list[Record] = []
-        now = time.time_ns()
-        mtime_ns = source.mtime_ns
-        if mtime_ns is not None and compare.is_trusted(mtime_ns, observed_ns):
-            records.append(
-                Digested(
-                    Service.SOURCE,
-                    source_path,
-                    source.size,
-                    mtime_ns,
-                    result.digest,
-                    observed_ns,
-                    source.ctime_ns,
-                    source.inode,
-                )
-            )
-            written = self._written_stamp(destination_path) if sets_mtime else None
-            if written is not None:
-                records.append(
-                    Digested(
-                        Service.DESTINATION,
-                        destination_path,
-                        result.bytes,
-                        mtime_ns,
-                        result.digest,
-                        observed_ns,
-                        *written,
-                    )
-                )
-        # The digested records already carry both identities; repeating
-        # them in the completed record would only grow the journal.
-        carried = {record.service for record in records if isinstance(record, Digested)}
-        records.append(
-            Completed(
-                action.action_id,
-                attempt,
-                Outcome.COPIED,
-                result.digest.partition(":")[0],
-                result.bytes,
-                None if Service.SOURCE in carried else source_identity,
-                None if Service.DESTINATION in carried else destination_identity,
-                finished_ns=now,
-            )
-        )
-        return records
-
-    def _written_stamp(self, path: str) -> tuple[int | None, int | None] | None:
-        """Return the ctime and inode a destination file has after its copy.
-
-        Both are ``None`` off the local disk, and the result is ``None`` when
-        the file is gone already. The rename gave the file a new ctime, so
-        it is read here, after the copy.
-        NOTE: a rewrite that keeps size and mtime between the rename and
-        this stat is taken for the copy.
-        """
-        if not self.destination.local:
-            return None, None
-        try:
-            result = os.stat(digest.local_path(path))
-        except FileNotFoundError:
-            return None
-        return result.st_ctime_ns, result.st_ino
-
-    def _digest(
-        self,
-        fs: fsspec.AbstractFileSystem,
-        path: str,
-        info: compare.FileInfo | None,
-        service: Service,
-        algorithm: str = digest.DEFAULT_ALGORITHM,
-    ) -> str:
-        assert info is not None
-        return compare.cached_digest(
-            fs, path, info, cache=self._cache, service=str(service), algorithm=algorithm
-        )
-
-    def _mkdir(self, action: ActionState, attempt: int) -> list[Record] | None:
-        fs, path = self._service_path(action)
-        if not self.options.dry_run:
-            fs.makedirs(path, exist_ok=True)
-        if objects.skips_directory(fs, path):
-            done = self._done(action, attempt, objects.NO_DIRECTORIES)
-            return [msgspec.structs.replace(done, outcome=Outcome.SKIPPED)]
-        return [self._done(action, attempt, "mkdir")]
-
-    def _in_the_way(self, action: ActionState) -> PathInTheWayError | None:
-        """Return the error for an item of the other type at the target path.
-
-        A copy needs no directory at its destination path and a mkdir no
-        file at its path, and both need directories, not files, above it.
-        Returns None when neither is the case, and the caller re-raises.
-        """
-        if action.kind is Kind.COPY_FILE:
-            _, destination = self.store.state.paths(action)
-            assert destination is not None
-            fs, path = self.destination.fs, destination
-            operation = "copy to"
-            if fs.isdir(path):
-                return PathInTheWayError(
-                    path, path, is_directory=True, operation=operation
-                )
-        else:
-            fs, path = self._service_path(action)
-            operation = "make the directory"
-            if fs.isfile(path):
-                return PathInTheWayError(
-                    path, path, is_directory=False, operation=operation
-                )
-        for above in parent_directories(path):
-            if fs.isfile(above):
-                return PathInTheWayError(
-                    path, above, is_directory=False, operation=operation
-                )
-        return None
-
-    def _delete(self, action: ActionState, attempt: int) -> list[Record] | None:
-        fs, path = self._service_path(action)
-        if self.options.dry_run:
-            return [self._done(action, attempt, "delete")]
-        faults.point("executor.before_delete")
-        listed = action.added.listed
-        if listed is not None and not _still_listed(fs, path, listed):
-            # Gone already: nothing is left to delete.
-            return [self._done(action, attempt, "delete")]
-        try:
-            if action.added.parent is not None and action.added.recursive:
-                # A directory a sync removes: the deletes of everything in it
-                # ran in an earlier stage, so it must be empty by now.
-                fs.rmdir(path)
-            else:
-                fs.rm(path, recursive=action.added.recursive)
-        except FileNotFoundError:
-            pass
-        return [self._done(action, attempt, "delete")]
-
-    def _list(self, action: ActionState, attempt: int) -> list[Record] | None:
-        fs, path = self._service_path(action)
-        added = action.added
-        if added.recursive:
-            found = fs.find(path, withdirs=True, detail=True)
-            entries = list(found.values())
-        else:
-            entries = fs.ls(path, detail=True)
-        if added.dir_only:
-            entries = [e for e in entries if e.get("type") == "directory"]
-        listing = [
-            {
-                "name": entry["name"],
-                "type": entry.get("type", "file"),
-                "size": int(entry.get("size") or 0),
-            }
-            for entry in entries
-        ]
-        if self.options.dry_run:
-            return [self._done(action, attempt, "list")]
-        name = self.store.write_result(msgspec.msgpack.encode(listing))
-        done = self._done(action, attempt, "list")
-        return [msgspec.structs.replace(done, result=name)]
-
-    def _done(self, action: ActionState, attempt: int, method: str) -> Completed:
-        return Completed(
-            action.action_id,
-            attempt,
-            Outcome.DONE,
-            method,
-            finished_ns=time.time_ns(),
-        )
-
-    def _service_path(
-        self, action: ActionState
-    ) -> tuple[fsspec.AbstractFileSystem, str]:
-        added = action.added
-        filesystem = (
-            self.source if added.service is Service.SOURCE else self.destination
-        )
-        if added.parent is not None and added.relpath is not None:
-            source_path, destination_path = self.store.state.paths(action)
-            path = source_path if added.service is Service.SOURCE else destination_path
-            assert path is not None
-            return filesystem.fs, path
-        path = added.destination if added.service is Service.DESTINATION else None
-        path = path or added.source
-        assert path is not None
-        return filesystem.fs, path
-
-    def _policy(self, action: ActionState) -> compare.Policy:
-        if action.added.compare:
-            return compare.Policy.parse(action.added.compare)
-        return self.options.policy
 
     # Parents, events ----------------------------------------------------------
 
@@ -1334,7 +770,7 @@ class Executor:
                     )
                 )
             else:
-                records.append(self._done(action, attempt, "tree"))
+                records.append(done_record(action, attempt, "tree"))
             # Files found identical when the tree was listed have no action
             # of their own; they count as skipped in the run that ends it.
             with self._summary_lock:
@@ -1395,55 +831,6 @@ class _ProgressCallback(fsspec.callbacks.Callback):
 
 
 _PARENTS: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})
-
-
-class _SourceChanged(OSError):
-    """The source file changed size while it was being copied (transient)."""
-
-    def __init__(self, path: str, expected: int, copied: int) -> None:
-        super().__init__(
-            f"source file changed during the copy: {path} (expected {expected} "
-            f"bytes, read {copied}); it will be copied again"
-        )
-
-
-def _still_listed(fs: fsspec.AbstractFileSystem, path: str, listed: Identity) -> bool:
-    """Check that the file at ``path`` is still the one a listing found.
-
-    Returns False when nothing is there any more, and raises
-    :class:`DeleteConflictError` when something else is: another size,
-    another ETag, or, where either side has no ETag, another mtime.
-    NOTE: the file can still change between this check and the delete.
-    """
-    # gcsfs's info() returns the entry of the listing it cached, which is
-    # the state to check against.
-    fs.invalidate_cache(path)
-    try:
-        found = compare.stat(fs, path)
-    except IsADirectoryError:
-        raise DeleteConflictError(path, listed, None) from None
-    if found is None:
-        return False
-    if listed.etag is not None and found.etag is not None:
-        # A listing and a stat report the same ETag, but an object store's
-        # mtime may come from other fields in each (metadata, LastModified).
-        same = (found.size, found.etag) == (listed.size, listed.etag)
-    else:
-        same = found.size == listed.size and (
-            listed.mtime_ns is None
-            or found.mtime_ns is None
-            or found.mtime_ns == listed.mtime_ns
-        )
-    if not same:
-        raise DeleteConflictError(
-            path, listed, Identity(found.size, found.mtime_ns, etag=found.etag)
-        )
-    return True
-
-
-def _stat_free(filesystem: Filesystem) -> bool:
-    """Return whether a listing of ``filesystem`` says all its stat would."""
-    return filesystem.local or isinstance(filesystem.fs, MemoryFileSystem)
 
 
 def _interrupted_error() -> Exception:
