@@ -26,14 +26,14 @@ at unwritten data.
 
 A stage with many small new files between local disks also forks copy
 processes (:mod:`journalq.copier`): they copy batches of those files while
-the worker threads journal what comes back. Such a copy gets no ``started``
-record, only ``completed`` once its group is synced. A crash before that
-leaves it waiting, so the next run finds the file identical.
+the worker threads journal what comes back (:mod:`journalq.handout`). Such
+a copy gets no ``started`` record, only ``completed`` once its group is
+synced. A crash before that leaves it waiting, so the next run finds the
+file identical.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import threading
@@ -53,7 +53,6 @@ from journalq import (
     inbox,
     parts,
     retry,
-    transfer,
 )
 from journalq.backends import Filesystem
 from journalq.copy_effect import CopyEffect, Interrupted
@@ -61,6 +60,7 @@ from journalq.effects import Effects, done_record
 from journalq.errors import DeleteConflictError
 from journalq.events import Event, EventType, RunSummary
 from journalq.groups import DurableGroup
+from journalq.handout import Handout
 from journalq.plan import (
     Entry,
     rounds,
@@ -127,30 +127,13 @@ class RunOptions:
     part_threshold: int = parts.PART_THRESHOLD
 
 
-@dataclass(slots=True)
-class _Handed:
-    """A batch out at a copy process, and the clock read before it went."""
-
-    items: list[tuple[ActionState, copier.Task]]
-    observed_ns: int
-
-
-#: The attempt of a copy handed to a helper: helpers take first attempts only.
-_HANDED_ATTEMPT: Final = 1
-
-
-class _HandedCopyFailed(OSError):
-    """A helper returned no outcome for a copy (transient: it runs here)."""
-
-    def __init__(self, action_id: str) -> None:
-        super().__init__(
-            f"the helper that copied action {action_id} returned no outcome; "
-            "this process copies the file again"
-        )
-
-
 class Executor:
-    """Runs the waiting actions of one queue."""
+    """Runs the waiting actions of one queue.
+
+    Besides :meth:`run`, its public methods are what
+    :class:`journalq.handout.Handout` calls for the copies it hands out:
+    the steps in the life of one action, and whether the run should stop.
+    """
 
     def __init__(
         self,
@@ -179,10 +162,11 @@ class Executor:
             source,
             destination,
             options,
-            stopping=self._stopping,
+            stopping=self.stopping,
             progress=self._callback,
         )
         self._effects = Effects(store, source, destination, options, self._copy)
+        self._handout = Handout(self, self._copy)
 
     # Scheduling ---------------------------------------------------------------
 
@@ -207,7 +191,7 @@ class Executor:
         )
         try:
             for key in sorted(stages):
-                if self._stopping():
+                if self.stopping():
                     break
                 self._run_stage(stages.pop(key), group)
         finally:
@@ -217,7 +201,7 @@ class Executor:
             self._finish_parents()
             self.store.flush()
         self.summary.elapsed = time.monotonic() - started
-        self.summary.interrupted = self._stopping()
+        self.summary.interrupted = self.stopping()
         self.summary.remaining = self.store.state.counts[Status.WAITING]
         summary = self.summary
         logger.info(
@@ -270,7 +254,8 @@ class Executor:
             stages[(round_, *stage(action.added))].append(action)
         return stages
 
-    def _stopping(self) -> bool:
+    def stopping(self) -> bool:
+        """Return whether the run was asked to stop."""
         stop = self.options.stop
         return stop is not None and stop.is_set()
 
@@ -351,7 +336,7 @@ class Executor:
                 if helper is None:
                     self._work(take, group)
                 else:
-                    self._feed(take, group, helper)
+                    self._handout.feed(take, group, helper)
             except BaseException as exc:
                 # A journal failure (disk full, fsync error) ends the run;
                 # the other workers stop taking batches.
@@ -381,187 +366,12 @@ class Executor:
     ) -> None:
         while (batch := take()) is not None:
             for action in batch:
-                if self._stopping():
+                if self.stopping():
                     return
-                self._poll_inbox()
-                self._run_action(action, group)
+                self.poll_inbox()
+                self.run_action(action, group)
 
-    def _feed(
-        self,
-        take: Callable[[], list[ActionState] | None],
-        group: DurableGroup,
-        helper: copier.Helper,
-    ) -> None:
-        """Like :meth:`_work`, with the new small files copied by ``helper``.
-
-        The helper does the copies of a batch; this thread journals them
-        as they come back. An action the helper cannot take (an existing
-        destination, a retry, a large file) or whose copy failed there runs
-        here, so its failure is handled as any other.
-        """
-        # Two batches are out at a time, so the helper copies the next one
-        # while this thread journals the last.
-        out: collections.deque[_Handed] = collections.deque()
-        while True:
-            batch = None if self._stopping() else take()
-            if batch is not None:
-                self._poll_inbox()
-                handed = self._hand(batch, group, helper)
-                if handed is not None:
-                    out.append(handed)
-            if out and (batch is None or len(out) > 1):
-                self._collect(out.popleft(), group, helper)
-            elif batch is None:
-                return
-
-    def _hand(
-        self,
-        batch: list[ActionState],
-        group: DurableGroup,
-        helper: copier.Helper,
-    ) -> _Handed | None:
-        """Send ``helper`` what it can copy of ``batch``; run the rest here."""
-        handed: list[tuple[ActionState, copier.Task]] = []
-        for action in batch:
-            task = None if helper.broken else self._task(action, helper)
-            if task is None:
-                self._run_action(action, group)
-            else:
-                handed.append((action, task))
-        if not handed:
-            return None
-        handed_ids = self._take_out([action for action, _ in handed], helper)
-        handed = [item for item in handed if item[0].action_id in handed_ids]
-        if not handed:
-            return None
-        observed_ns = time.time_ns()
-        try:
-            helper.send([task for _, task in handed])
-        except OSError as exc:
-            logger.warning("copying without that process from now on: %s", exc)
-            for action, _ in handed:
-                self._take_back(action, helper, exc)
-                self._run_action(action, group)
-            return None
-        return _Handed(handed, observed_ns)
-
-    def _take_out(self, actions: list[ActionState], helper: copier.Helper) -> set[str]:
-        """Keep cancels away from ``actions`` while ``helper`` copies them.
-
-        A cancel would be a second terminal record. A helper whose copies may
-        outlive this process gets a ``started`` record per action, so that a
-        crash makes the next open sweep their temporary files. The others
-        are only reserved in memory, which costs no journal record. Returns
-        the ids taken out.
-        """
-        if helper.journals_start:
-            now = time.time_ns()
-            return self.store.start_all(
-                Started(action.action_id, _HANDED_ATTEMPT, now) for action in actions
-            )
-        return self.store.reserve(action.action_id for action in actions)
-
-    def _take_back(
-        self, action: ActionState, helper: copier.Helper, error: BaseException
-    ) -> None:
-        """End a hand-out whose copy came back undone, so it can run here."""
-        if not helper.journals_start:
-            self.store.release([action.action_id])
-            return
-        # The started attempt ends as a transient failure, and the next
-        # attempt, here, sweeps what the helper may have left behind.
-        self._record_failure(action, _HANDED_ATTEMPT, error, True)
-
-    def _collect(
-        self, handed: _Handed, group: DurableGroup, helper: copier.Helper
-    ) -> None:
-        """Journal what ``helper`` copied of a batch; copy its failures here."""
-        already_broken = helper.broken
-        try:
-            outcomes: list[copier.Outcome] = helper.receive()
-        except OSError as exc:
-            if not already_broken:
-                logger.warning("copying without that process from now on: %s", exc)
-            outcomes = [None] * len(handed.items)
-        for (action, task), outcome in zip(handed.items, outcomes, strict=True):
-            if outcome is None:
-                self._take_back(action, helper, _HandedCopyFailed(action.action_id))
-                self._run_action(action, group)
-            else:
-                self._finish_handed(action, task, outcome, handed.observed_ns, group)
-
-    def _task(self, action: ActionState, helper: copier.Helper) -> copier.Task | None:
-        """Return the helper's task for ``action``, if it can take it.
-
-        It takes first attempts of files up to its size limit: with the
-        sizes just listed when their destination was missing, or, in a
-        resumed run, with the size the journal knows and no listing.
-        """
-        limit = helper.max_bytes
-        if (
-            action.kind is not Kind.COPY_FILE
-            or action.attempts
-            or action.status is not Status.WAITING
-            or (limit is not None and (action.added.size or 0) >= limit)
-        ):
-            return None
-        size, mtime_ns = -1, None
-        hints = self.options.hints
-        hint = hints.get(action.action_id) if hints else None
-        if hint is not None:
-            entry, target = hint
-            size, mtime_ns = entry[0], entry[1]
-            if target is not None or mtime_ns is None:
-                return None
-            del hints[action.action_id]
-        source_path, destination_path = self.store.state.paths(action)
-        assert source_path is not None
-        assert destination_path is not None
-        return copier.Task(
-            action.action_id,
-            digest.local_path(source_path),
-            digest.local_path(destination_path),
-            size,
-            mtime_ns,
-        )
-
-    def _finish_handed(
-        self,
-        action: ActionState,
-        task: copier.Task,
-        outcome: tuple[int, str, int | None, bool, copier.Stamp | None],
-        observed_ns: int,
-        group: DurableGroup,
-    ) -> None:
-        # A copy process's hand-out has no ``started`` record: one would
-        # cost as much as the rest of the file's journaling, and a crash
-        # before ``completed`` leaves the action waiting, so the next run
-        # finds the copy there, identical. The reservation made when the
-        # batch went out keeps cancels away.
-        attempt = _HANDED_ATTEMPT
-        if action.terminal:
-            self.store.release([action.action_id])
-            return
-        bytes_copied, digest_string, mtime_ns, mtime_set, stamp = outcome
-        ctime_ns, inode = stamp if stamp is not None else (None, None)
-        # The bytes are written already; the completion waits for the sync.
-        self._emit(EventType.STARTED, action, attempt=attempt)
-        self._emit(EventType.PROGRESS, action, attempt=attempt, bytes=bytes_copied)
-        source_path, destination_path = self.store.state.paths(action)
-        assert source_path is not None
-        assert destination_path is not None
-        records = self._copy.copy_records(
-            action,
-            attempt,
-            (source_path, destination_path),
-            compare.FileInfo(bytes_copied, mtime_ns, ctime_ns=ctime_ns, inode=inode),
-            transfer.CopyResult(bytes_copied, digest_string),
-            observed_ns,
-            sets_mtime=mtime_set,
-        )
-        self._finish(action, records, group)
-
-    def _poll_inbox(self) -> None:
+    def poll_inbox(self) -> None:
         """Journal what other processes handed off since the last look.
 
         Posting a request renames a file into the inbox directory, which
@@ -587,7 +397,8 @@ class Executor:
 
     # One action ---------------------------------------------------------------
 
-    def _run_action(self, action: ActionState, group: DurableGroup) -> None:
+    def run_action(self, action: ActionState, group: DurableGroup) -> None:
+        """Run ``action`` here, with retries, and journal how it ended."""
         tries = 0
         while True:
             tries += 1
@@ -597,14 +408,14 @@ class Executor:
             try:
                 records = self._effects.execute(action, attempt, group)
             except Interrupted:
-                self._record_failure(action, attempt, _interrupted_error(), True)
+                self.record_failure(action, attempt, _interrupted_error(), True)
                 return
             except Exception as exc:  # every failure is recorded
                 if not self._handle_failure(action, attempt, tries, exc):
                     return
                 continue
             if records is not None:
-                self._finish(action, records, group)
+                self.finish(action, records, group)
             return
 
     def _start(self, action: ActionState, attempt: int) -> bool:
@@ -612,7 +423,7 @@ class Executor:
             action.action_id, Started(action.action_id, attempt, time.time_ns())
         )
         if started:
-            self._emit(EventType.STARTED, action, attempt=attempt)
+            self.emit(EventType.STARTED, action, attempt=attempt)
         return started
 
     def _handle_failure(
@@ -620,33 +431,34 @@ class Executor:
     ) -> bool:
         """Record a failed attempt; return whether to try again now."""
         transient = retry.classify(exc) == "transient"
-        if transient and self._stopping():
+        if transient and self.stopping():
             # The action waits for the next run, as if it had not started.
-            self._record_failure(action, attempt, exc, True)
+            self.record_failure(action, attempt, exc, True)
             return False
         if transient and tries < self.options.max_attempts:
-            self._record_failure(action, attempt, exc, True)
+            self.record_failure(action, attempt, exc, True)
             with self._summary_lock:
                 self.summary.retried += 1
-            self._emit(EventType.RETRIED, action, attempt=attempt, error=_describe(exc))
+            self.emit(EventType.RETRIED, action, attempt=attempt, error=_describe(exc))
             delay = self._backoff.delay(tries)
             logger.info("retrying %s in %.2fs after %s", action.action_id, delay, exc)
             if self.options.stop is not None:
                 self.options.stop.wait(delay)
             else:
                 time.sleep(delay)
-            return not self._stopping()
+            return not self.stopping()
 
-        self._record_failure(action, attempt, exc, False)
+        self.record_failure(action, attempt, exc, False)
         with self._summary_lock:
             self.summary.failed += 1
-        self._emit(EventType.FAILED, action, attempt=attempt, error=_describe(exc))
+        self.emit(EventType.FAILED, action, attempt=attempt, error=_describe(exc))
         logger.warning("failed %s: %s", self._label(action), _describe(exc))
         return False
 
-    def _record_failure(
+    def record_failure(
         self, action: ActionState, attempt: int, exc: BaseException, retryable: bool
     ) -> None:
+        """Journal a ``failed`` record for ``attempt``, unless this is a dry run."""
         if self.options.dry_run:
             return
         record = Failed(
@@ -660,9 +472,10 @@ class Executor:
         )
         self.store.append([record], durable=not retryable)
 
-    def _finish(
+    def finish(
         self, action: ActionState, records: list[Record], group: DurableGroup
     ) -> None:
+        """Journal the records of a finished effect, or add them to ``group``."""
         completed = records[-1]
         assert isinstance(completed, Completed)
         if group.wants(action, completed):
@@ -724,7 +537,7 @@ class Executor:
             if completed.outcome is Outcome.SKIPPED
             else EventType.COMPLETED
         )
-        self._emit(
+        self.emit(
             event,
             action,
             attempt=completed.attempt,
@@ -778,7 +591,8 @@ class Executor:
         if records:
             self.store.append(records, durable=True)
 
-    def _emit(self, type_: EventType, action: ActionState, **fields: object) -> None:
+    def emit(self, type_: EventType, action: ActionState, **fields: object) -> None:
+        """Pass an event about ``action`` to ``on_event``, if it takes that type."""
         on_event = self.options.on_event
         if on_event is None or type_ not in self._event_types:
             return
@@ -825,7 +639,7 @@ class _ProgressCallback(fsspec.callbacks.Callback):
         self._attempt = attempt
 
     def call(self, *args: object, **kwargs: object) -> None:
-        self._executor._emit(
+        self._executor.emit(
             EventType.PROGRESS, self._action, attempt=self._attempt, bytes=self.value
         )
 
