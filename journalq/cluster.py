@@ -7,7 +7,8 @@ journal, the decisions, the retries and the events. With
 to Dask instead of copying them itself. Each :class:`ClusterHelper` turns
 a batch of :class:`~journalq.copier.Task` into a few Dask tasks
 (``client.submit(..., pure=False)``), and the executor's feeder thread
-journals the outcomes as they come back, oldest batch first.
+(:mod:`journalq.handout`) journals the outcomes as they come back, oldest
+batch first.
 
 On a worker, :func:`_copy_batch` opens the source and destination
 filesystems once per worker process, from their fsspec URL and storage

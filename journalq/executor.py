@@ -12,28 +12,30 @@ the destination, ``completed``, or ``failed`` with the reason. Execution is
 at least once, and every effect is idempotent: a copy goes to a temporary
 name and is renamed, a mkdir tolerates an existing directory, and a delete
 of a missing path succeeds. So a redo after a crash finds the destination
-identical and records a skip.
+identical and records a skip. The effects themselves are in
+:mod:`journalq.effects` and, for copies, :mod:`journalq.copy_effect`: this
+module starts each attempt, retries or records the failure, and journals
+the records an effect returns.
 
-Copies of new files to a local disk are made durable in groups. The workers
-write up to :data:`DURABLE_GROUP` files (or :data:`DURABLE_BYTES`) without
-syncing them, a committer thread syncs the destination filesystem once
-(``syncfs``), and only then are their ``completed`` records journaled. A
-file that replaces an existing one is synced on its own before the rename,
-so a power cut cannot leave the old name pointing at unwritten data.
+Copies of new files to a local disk are made durable in groups
+(:mod:`journalq.groups`): a committer thread syncs the destination
+filesystem once for many files, and only then are their ``completed``
+records journaled. A file that replaces an existing one is synced on its
+own before the rename, so a power cut cannot leave the old name pointing
+at unwritten data.
 
 A stage with many small new files between local disks also forks copy
 processes (:mod:`journalq.copier`): they copy batches of those files while
-the worker threads journal what comes back. Such a copy gets no ``started``
-record, only ``completed`` once its group is synced. A crash before that
-leaves it waiting, so the next run finds the file identical.
+the worker threads journal what comes back (:mod:`journalq.handout`). Such
+a copy gets no ``started`` record, only ``completed`` once its group is
+synced. A crash before that leaves it waiting, so the next run finds the
+file identical.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
-import queue
 import threading
 import time
 from collections import defaultdict
@@ -42,40 +44,34 @@ from dataclasses import dataclass
 from typing import Final
 
 import fsspec
-import msgspec
-from fsspec.implementations.memory import MemoryFileSystem
 
 from journalq import (
     compare,
     copier,
     digest,
     durable,
-    faults,
     inbox,
     parts,
     retry,
-    transfer,
 )
-from journalq.backends import Filesystem, objects
-from journalq.errors import DeleteConflictError, PathInTheWayError
+from journalq.backends import Filesystem
+from journalq.copy_effect import CopyEffect, Interrupted
+from journalq.effects import Effects, done_record
+from journalq.errors import DeleteConflictError
 from journalq.events import Event, EventType, RunSummary
+from journalq.groups import DurableGroup
+from journalq.handout import Handout
 from journalq.plan import (
     Entry,
-    parent_directories,
     rounds,
     same_filesystem,
     stage,
 )
 from journalq.records import (
     Completed,
-    Digested,
     Failed,
-    Identity,
     Kind,
     Outcome,
-    Part,
-    PartsPlanned,
-    PartWritten,
     Record,
     Service,
     Started,
@@ -87,18 +83,6 @@ __all__ = ["Executor", "RunOptions"]
 
 logger = logging.getLogger(__name__)
 
-#: Files copied before one filesystem sync makes them all durable. On the
-#: 2-core test machine 2,000 files of 4 KiB took 0.26-0.37 s with one
-#: syncfs against 2.4-5.5 s with an fsync each. A group of 512 keeps the
-#: sync cost per small file low, and a crash redoes at most one group.
-DURABLE_GROUP: Final = 512
-#: Maximum time a finished copy waits for its group's sync, in seconds.
-DURABLE_WAIT: Final = 0.25
-#: Bytes of copies after which a group is synced even when it has fewer
-#: files, so a crash during large copies redoes at most about this much.
-DURABLE_BYTES: Final = 64 * 1024 * 1024
-#: Groups that may wait for the committer thread before workers wait too.
-GROUPS_IN_FLIGHT: Final = 2
 #: Average file size from which copies between local disks use two threads.
 LOCAL_THREAD_BYTES: Final = 1024 * 1024
 #: Files below this size are copied by copy processes. A batch of them
@@ -143,87 +127,13 @@ class RunOptions:
     part_threshold: int = parts.PART_THRESHOLD
 
 
-class _Cache:
-    """The digest cache kept in the journal as ``digested`` records."""
-
-    def __init__(self, store: QueueStore) -> None:
-        self._store = store
-
-    def get(self, service: str, path: str, info: compare.FileInfo) -> str | None:
-        entry = self._store.state.digests.get((Service(service), path))
-        if not compare.entry_matches(
-            entry, info.size, info.mtime_ns, info.ctime_ns, info.inode
-        ):
-            return None
-        assert entry is not None
-        return entry.digest
-
-    def put(
-        self,
-        service: str,
-        path: str,
-        info: compare.FileInfo,
-        digest: str,
-        observed_ns: int,
-    ) -> None:
-        if info.mtime_ns is None or not compare.is_trusted(info.mtime_ns, observed_ns):
-            return
-        key = (Service(service), path)
-        record = Digested(
-            Service(service),
-            path,
-            info.size,
-            info.mtime_ns,
-            digest,
-            observed_ns,
-            info.ctime_ns,
-            info.inode,
-        )
-        known = self._store.state.digests.get(key)
-        if known is not None and _same_entry(known, record):
-            return
-        self._store.append([record], durable=False)
-
-
-def _same_entry(known: Digested, record: Digested) -> bool:
-    """Tell whether two cache entries are for the same file state and digest."""
-    return (
-        known.size,
-        known.mtime_ns,
-        known.ctime_ns,
-        known.inode,
-        known.digest,
-    ) == (record.size, record.mtime_ns, record.ctime_ns, record.inode, record.digest)
-
-
-@dataclass(slots=True)
-class _Handed:
-    """A batch out at a copy process, and the clock read before it went."""
-
-    items: list[tuple[ActionState, copier.Task]]
-    observed_ns: int
-
-
-class _Interrupted(Exception):
-    """The run was asked to stop during this action."""
-
-
-#: The attempt of a copy handed to a helper: helpers take first attempts only.
-_HANDED_ATTEMPT: Final = 1
-
-
-class _HandedCopyFailed(OSError):
-    """A helper returned no outcome for a copy (transient: it runs here)."""
-
-    def __init__(self, action_id: str) -> None:
-        super().__init__(
-            f"the helper that copied action {action_id} returned no outcome; "
-            "this process copies the file again"
-        )
-
-
 class Executor:
-    """Runs the waiting actions of one queue."""
+    """Runs the waiting actions of one queue.
+
+    Besides :meth:`run`, its public methods are what
+    :class:`journalq.handout.Handout` calls for the copies it hands out:
+    the steps in the life of one action, and whether the run should stop.
+    """
 
     def __init__(
         self,
@@ -237,7 +147,6 @@ class Executor:
         self.destination = destination
         self.options = options
         self.summary = RunSummary()
-        self._cache = _Cache(store)
         self._summary_lock = threading.Lock()
         self._backoff = options.backoff or retry.Backoff()
         self._event_types = (
@@ -248,13 +157,16 @@ class Executor:
         self._inbox_lock = threading.Lock()
         self._inbox_dir = os.path.join(store.directory, inbox.INBOX_DIR)
         self._inbox_stamp: int | None = None
-        self._listing_suffices = _stat_free(source) and _stat_free(destination)
-        # Per large copy in parts: the parts journaled before this run first
-        # tried it, and the bytes of those that its last attempt found at the
-        # destination. This run did not send those bytes, so its summary and
-        # events leave them out.
-        self._earlier_parts: dict[str, frozenset[int]] = {}
-        self._resumed_bytes: dict[str, int] = {}
+        self._copy = CopyEffect(
+            store,
+            source,
+            destination,
+            options,
+            stopping=self.stopping,
+            progress=self._callback,
+        )
+        self._effects = Effects(store, source, destination, options, self._copy)
+        self._handout = Handout(self, self._copy)
 
     # Scheduling ---------------------------------------------------------------
 
@@ -272,10 +184,14 @@ class Executor:
         # One durable group spans the stages: the files of a stage need the
         # directories of the one before to exist, not to be durable, so the
         # mkdir records wait for the first sync of the copies behind them.
-        group = _DurableGroup(self)
+        group = DurableGroup(
+            self.store,
+            enabled=self.destination.local and not self.options.dry_run,
+            journal=self._commit_all,
+        )
         try:
             for key in sorted(stages):
-                if self._stopping():
+                if self.stopping():
                     break
                 self._run_stage(stages.pop(key), group)
         finally:
@@ -285,7 +201,7 @@ class Executor:
             self._finish_parents()
             self.store.flush()
         self.summary.elapsed = time.monotonic() - started
-        self.summary.interrupted = self._stopping()
+        self.summary.interrupted = self.stopping()
         self.summary.remaining = self.store.state.counts[Status.WAITING]
         summary = self.summary
         logger.info(
@@ -338,7 +254,8 @@ class Executor:
             stages[(round_, *stage(action.added))].append(action)
         return stages
 
-    def _stopping(self) -> bool:
+    def stopping(self) -> bool:
+        """Return whether the run was asked to stop."""
         stop = self.options.stop
         return stop is not None and stop.is_set()
 
@@ -393,7 +310,7 @@ class Executor:
             for _ in range(self._copy_processes(actions))
         ]
 
-    def _run_stage(self, actions: list[ActionState], group: _DurableGroup) -> None:
+    def _run_stage(self, actions: list[ActionState], group: DurableGroup) -> None:
         helpers = self._make_helpers(actions)
         processes = len(helpers)
         workers = processes or self._workers(actions)
@@ -419,7 +336,7 @@ class Executor:
                 if helper is None:
                     self._work(take, group)
                 else:
-                    self._feed(take, group, helper)
+                    self._handout.feed(take, group, helper)
             except BaseException as exc:
                 # A journal failure (disk full, fsync error) ends the run;
                 # the other workers stop taking batches.
@@ -445,191 +362,16 @@ class Executor:
             raise errors[0]
 
     def _work(
-        self, take: Callable[[], list[ActionState] | None], group: _DurableGroup
+        self, take: Callable[[], list[ActionState] | None], group: DurableGroup
     ) -> None:
         while (batch := take()) is not None:
             for action in batch:
-                if self._stopping():
+                if self.stopping():
                     return
-                self._poll_inbox()
-                self._run_action(action, group)
+                self.poll_inbox()
+                self.run_action(action, group)
 
-    def _feed(
-        self,
-        take: Callable[[], list[ActionState] | None],
-        group: _DurableGroup,
-        helper: copier.Helper,
-    ) -> None:
-        """Like :meth:`_work`, with the new small files copied by ``helper``.
-
-        The helper does the copies of a batch; this thread journals them
-        as they come back. An action the helper cannot take (an existing
-        destination, a retry, a large file) or whose copy failed there runs
-        here, so its failure is handled as any other.
-        """
-        # Two batches are out at a time, so the helper copies the next one
-        # while this thread journals the last.
-        out: collections.deque[_Handed] = collections.deque()
-        while True:
-            batch = None if self._stopping() else take()
-            if batch is not None:
-                self._poll_inbox()
-                handed = self._hand(batch, group, helper)
-                if handed is not None:
-                    out.append(handed)
-            if out and (batch is None or len(out) > 1):
-                self._collect(out.popleft(), group, helper)
-            elif batch is None:
-                return
-
-    def _hand(
-        self,
-        batch: list[ActionState],
-        group: _DurableGroup,
-        helper: copier.Helper,
-    ) -> _Handed | None:
-        """Send ``helper`` what it can copy of ``batch``; run the rest here."""
-        handed: list[tuple[ActionState, copier.Task]] = []
-        for action in batch:
-            task = None if helper.broken else self._task(action, helper)
-            if task is None:
-                self._run_action(action, group)
-            else:
-                handed.append((action, task))
-        if not handed:
-            return None
-        handed_ids = self._take_out([action for action, _ in handed], helper)
-        handed = [item for item in handed if item[0].action_id in handed_ids]
-        if not handed:
-            return None
-        observed_ns = time.time_ns()
-        try:
-            helper.send([task for _, task in handed])
-        except OSError as exc:
-            logger.warning("copying without that process from now on: %s", exc)
-            for action, _ in handed:
-                self._take_back(action, helper, exc)
-                self._run_action(action, group)
-            return None
-        return _Handed(handed, observed_ns)
-
-    def _take_out(self, actions: list[ActionState], helper: copier.Helper) -> set[str]:
-        """Keep cancels away from ``actions`` while ``helper`` copies them.
-
-        A cancel would be a second terminal record. A helper whose copies may
-        outlive this process gets a ``started`` record per action, so that a
-        crash makes the next open sweep their temporary files. The others
-        are only reserved in memory, which costs no journal record. Returns
-        the ids taken out.
-        """
-        if helper.journals_start:
-            now = time.time_ns()
-            return self.store.start_all(
-                Started(action.action_id, _HANDED_ATTEMPT, now) for action in actions
-            )
-        return self.store.reserve(action.action_id for action in actions)
-
-    def _take_back(
-        self, action: ActionState, helper: copier.Helper, error: BaseException
-    ) -> None:
-        """End a hand-out whose copy came back undone, so it can run here."""
-        if not helper.journals_start:
-            self.store.release([action.action_id])
-            return
-        # The started attempt ends as a transient failure, and the next
-        # attempt, here, sweeps what the helper may have left behind.
-        self._record_failure(action, _HANDED_ATTEMPT, error, True)
-
-    def _collect(
-        self, handed: _Handed, group: _DurableGroup, helper: copier.Helper
-    ) -> None:
-        """Journal what ``helper`` copied of a batch; copy its failures here."""
-        already_broken = helper.broken
-        try:
-            outcomes: list[copier.Outcome] = helper.receive()
-        except OSError as exc:
-            if not already_broken:
-                logger.warning("copying without that process from now on: %s", exc)
-            outcomes = [None] * len(handed.items)
-        for (action, task), outcome in zip(handed.items, outcomes, strict=True):
-            if outcome is None:
-                self._take_back(action, helper, _HandedCopyFailed(action.action_id))
-                self._run_action(action, group)
-            else:
-                self._finish_handed(action, task, outcome, handed.observed_ns, group)
-
-    def _task(self, action: ActionState, helper: copier.Helper) -> copier.Task | None:
-        """Return the helper's task for ``action``, if it can take it.
-
-        It takes first attempts of files up to its size limit: with the
-        sizes just listed when their destination was missing, or, in a
-        resumed run, with the size the journal knows and no listing.
-        """
-        limit = helper.max_bytes
-        if (
-            action.kind is not Kind.COPY_FILE
-            or action.attempts
-            or action.status is not Status.WAITING
-            or (limit is not None and (action.added.size or 0) >= limit)
-        ):
-            return None
-        size, mtime_ns = -1, None
-        hints = self.options.hints
-        hint = hints.get(action.action_id) if hints else None
-        if hint is not None:
-            entry, target = hint
-            size, mtime_ns = entry[0], entry[1]
-            if target is not None or mtime_ns is None:
-                return None
-            del hints[action.action_id]
-        source_path, destination_path = self.store.state.paths(action)
-        assert source_path is not None
-        assert destination_path is not None
-        return copier.Task(
-            action.action_id,
-            digest.local_path(source_path),
-            digest.local_path(destination_path),
-            size,
-            mtime_ns,
-        )
-
-    def _finish_handed(
-        self,
-        action: ActionState,
-        task: copier.Task,
-        outcome: tuple[int, str, int | None, bool, copier.Stamp | None],
-        observed_ns: int,
-        group: _DurableGroup,
-    ) -> None:
-        # A copy process's hand-out has no ``started`` record: one would
-        # cost as much as the rest of the file's journaling, and a crash
-        # before ``completed`` leaves the action waiting, so the next run
-        # finds the copy there, identical. The reservation made when the
-        # batch went out keeps cancels away.
-        attempt = _HANDED_ATTEMPT
-        if action.terminal:
-            self.store.release([action.action_id])
-            return
-        bytes_copied, digest_string, mtime_ns, mtime_set, stamp = outcome
-        ctime_ns, inode = stamp if stamp is not None else (None, None)
-        # The bytes are written already; the completion waits for the sync.
-        self._emit(EventType.STARTED, action, attempt=attempt)
-        self._emit(EventType.PROGRESS, action, attempt=attempt, bytes=bytes_copied)
-        source_path, destination_path = self.store.state.paths(action)
-        assert source_path is not None
-        assert destination_path is not None
-        records = self._copy_records(
-            action,
-            attempt,
-            (source_path, destination_path),
-            compare.FileInfo(bytes_copied, mtime_ns, ctime_ns=ctime_ns, inode=inode),
-            transfer.CopyResult(bytes_copied, digest_string),
-            observed_ns,
-            sets_mtime=mtime_set,
-        )
-        self._finish(action, records, group)
-
-    def _poll_inbox(self) -> None:
+    def poll_inbox(self) -> None:
         """Journal what other processes handed off since the last look.
 
         Posting a request renames a file into the inbox directory, which
@@ -655,7 +397,8 @@ class Executor:
 
     # One action ---------------------------------------------------------------
 
-    def _run_action(self, action: ActionState, group: _DurableGroup) -> None:
+    def run_action(self, action: ActionState, group: DurableGroup) -> None:
+        """Run ``action`` here, with retries, and journal how it ended."""
         tries = 0
         while True:
             tries += 1
@@ -663,16 +406,16 @@ class Executor:
             if not self.options.dry_run and not self._start(action, attempt):
                 return
             try:
-                records = self._execute(action, attempt, group)
-            except _Interrupted:
-                self._record_failure(action, attempt, _interrupted_error(), True)
+                records = self._effects.execute(action, attempt, group)
+            except Interrupted:
+                self.record_failure(action, attempt, _interrupted_error(), True)
                 return
             except Exception as exc:  # every failure is recorded
                 if not self._handle_failure(action, attempt, tries, exc):
                     return
                 continue
             if records is not None:
-                self._finish(action, records, group)
+                self.finish(action, records, group)
             return
 
     def _start(self, action: ActionState, attempt: int) -> bool:
@@ -680,7 +423,7 @@ class Executor:
             action.action_id, Started(action.action_id, attempt, time.time_ns())
         )
         if started:
-            self._emit(EventType.STARTED, action, attempt=attempt)
+            self.emit(EventType.STARTED, action, attempt=attempt)
         return started
 
     def _handle_failure(
@@ -688,33 +431,34 @@ class Executor:
     ) -> bool:
         """Record a failed attempt; return whether to try again now."""
         transient = retry.classify(exc) == "transient"
-        if transient and self._stopping():
+        if transient and self.stopping():
             # The action waits for the next run, as if it had not started.
-            self._record_failure(action, attempt, exc, True)
+            self.record_failure(action, attempt, exc, True)
             return False
         if transient and tries < self.options.max_attempts:
-            self._record_failure(action, attempt, exc, True)
+            self.record_failure(action, attempt, exc, True)
             with self._summary_lock:
                 self.summary.retried += 1
-            self._emit(EventType.RETRIED, action, attempt=attempt, error=_describe(exc))
+            self.emit(EventType.RETRIED, action, attempt=attempt, error=_describe(exc))
             delay = self._backoff.delay(tries)
             logger.info("retrying %s in %.2fs after %s", action.action_id, delay, exc)
             if self.options.stop is not None:
                 self.options.stop.wait(delay)
             else:
                 time.sleep(delay)
-            return not self._stopping()
+            return not self.stopping()
 
-        self._record_failure(action, attempt, exc, False)
+        self.record_failure(action, attempt, exc, False)
         with self._summary_lock:
             self.summary.failed += 1
-        self._emit(EventType.FAILED, action, attempt=attempt, error=_describe(exc))
+        self.emit(EventType.FAILED, action, attempt=attempt, error=_describe(exc))
         logger.warning("failed %s: %s", self._label(action), _describe(exc))
         return False
 
-    def _record_failure(
+    def record_failure(
         self, action: ActionState, attempt: int, exc: BaseException, retryable: bool
     ) -> None:
+        """Journal a ``failed`` record for ``attempt``, unless this is a dry run."""
         if self.options.dry_run:
             return
         record = Failed(
@@ -728,9 +472,10 @@ class Executor:
         )
         self.store.append([record], durable=not retryable)
 
-    def _finish(
-        self, action: ActionState, records: list[Record], group: _DurableGroup
+    def finish(
+        self, action: ActionState, records: list[Record], group: DurableGroup
     ) -> None:
+        """Journal the records of a finished effect, or add them to ``group``."""
         completed = records[-1]
         assert isinstance(completed, Completed)
         if group.wants(action, completed):
@@ -749,7 +494,7 @@ class Executor:
         needs its parent, because each directory of a tree has a mkdir of
         its own.
         """
-        _, path = self._service_path(action)
+        _, path = self._effects.service_path(action)
         directory = os.path.dirname(digest.local_path(path).rstrip("/"))
         while directory:
             durable.ops.fsync_dir(directory)
@@ -779,10 +524,7 @@ class Executor:
         parts that an earlier run journaled leaves those parts out.
         """
         assert isinstance(completed, Completed)
-        sent = completed.bytes
-        if action.action_id in self._earlier_parts:
-            del self._earlier_parts[action.action_id]
-            sent -= self._resumed_bytes.pop(action.action_id, 0)
+        sent = self._copy.sent_bytes(action.action_id, completed.bytes)
         with self._summary_lock:
             if completed.outcome is Outcome.COPIED:
                 self.summary.copied += 1
@@ -798,514 +540,13 @@ class Executor:
             if completed.outcome is Outcome.SKIPPED
             else EventType.COMPLETED
         )
-        self._emit(
+        self.emit(
             event,
             action,
             attempt=completed.attempt,
             bytes=sent,
             method=completed.method,
         )
-
-    def _execute(
-        self, action: ActionState, attempt: int, group: _DurableGroup
-    ) -> list[Record] | None:
-        kind = action.kind
-        try:
-            if kind is Kind.COPY_FILE:
-                return self._copy(action, attempt, group)
-            if kind is Kind.MKDIR:
-                return self._mkdir(action, attempt)
-        except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
-            blocked = self._in_the_way(action)
-            if blocked is None:
-                raise
-            raise blocked from exc
-        if kind is Kind.DELETE:
-            return self._delete(action, attempt)
-        if kind is Kind.LIST:
-            return self._list(action, attempt)
-        raise ValueError(f"cannot execute an action of kind {kind}")
-
-    # Effects ------------------------------------------------------------------
-
-    def _copy(
-        self, action: ActionState, attempt: int, group: _DurableGroup
-    ) -> list[Record]:
-        source_path, destination_path = self.store.state.paths(action)
-        assert source_path is not None
-        assert destination_path is not None
-        source_fs = self.source.fs
-        destination_fs = self.destination.fs
-        policy = self._policy(action)
-
-        source, destination = self._file_infos(action, source_path, destination_path)
-        if attempt > 1 and not self.options.dry_run:
-            transfer.sweep_temporaries(
-                destination_fs, destination_path, action.action_id
-            )
-
-        decision = compare.decide(
-            policy,
-            source,
-            destination,
-            source_digest=lambda *algorithm: self._digest(
-                source_fs, source_path, source, Service.SOURCE, *algorithm
-            ),
-            destination_digest=lambda *algorithm: self._digest(
-                destination_fs,
-                destination_path,
-                destination,
-                Service.DESTINATION,
-                *algorithm,
-            ),
-        )
-        if decision.identical:
-            return [
-                Completed(
-                    action.action_id,
-                    attempt,
-                    Outcome.SKIPPED,
-                    decision.method,
-                    0,
-                    decision.source,
-                    decision.destination,
-                    finished_ns=time.time_ns(),
-                )
-            ]
-        if self.options.dry_run:
-            # The bytes are those the copy would move, so the summary adds up
-            # what a real run would copy.
-            return [
-                Completed(
-                    action.action_id, attempt, Outcome.COPIED, "dry-run", source.size
-                )
-            ]
-        return self._transfer(
-            action, attempt, source_path, destination_path, source, destination, group
-        )
-
-    def _file_infos(
-        self, action: ActionState, source_path: str, destination_path: str
-    ) -> tuple[compare.FileInfo, compare.FileInfo | None]:
-        """Return what is known of both files: listed moments ago, or stat'ed.
-
-        Like rclone, a run that follows the listing of its tree trusts the
-        listing instead of asking again per file. A source that changed since
-        is caught by its byte count and copied again.
-        NOTE: a destination file created between the listing and the copy
-        is overwritten as if it were absent, without the fsync before the
-        rename that protects a replaced file against power loss.
-        """
-        hints = self.options.hints
-        hint = hints.pop(action.action_id, None) if hints else None
-        if hint is not None:
-            entry, target = hint
-            size, mtime_ns = entry[0], entry[1]
-            # A listing entry has only size and mtime (and a local file's
-            # ctime and inode). A remote backend's
-            # stat also reports digests (ETag, md5Hash...) that spare a
-            # download when two files are compared, so it is worth a request.
-            comparable = target is None or (
-                target[1] is not None and self._listing_suffices
-            )
-            # A large file from a remote source goes in parts, whose plan
-            # needs the source's ETag or generation, which only a stat has.
-            in_parts = not self.source.local and size >= self.options.part_threshold
-            if mtime_ns is not None and comparable and not in_parts:
-                source = compare.listed_info(entry)
-                if target is None:
-                    return source, None
-                return source, compare.listed_info(target)
-        source_info = compare.stat(self.source.fs, source_path)
-        if source_info is None:
-            raise FileNotFoundError(f"source file not found: {source_path}")
-        return source_info, compare.stat(self.destination.fs, destination_path)
-
-    def _transfer(
-        self,
-        action: ActionState,
-        attempt: int,
-        source_path: str,
-        destination_path: str,
-        source: compare.FileInfo,
-        destination: compare.FileInfo | None,
-        group: _DurableGroup,
-    ) -> list[Record]:
-        if source.size >= self.options.part_threshold:
-            in_parts = self._transfer_parts(
-                action, attempt, source_path, destination_path, source
-            )
-            if in_parts is not None:
-                result, observed_ns, keeps_mtime = in_parts
-                return self._copy_records(
-                    action,
-                    attempt,
-                    (source_path, destination_path),
-                    source,
-                    result,
-                    observed_ns,
-                    sets_mtime=keeps_mtime,
-                )
-        # A new local file may wait for its group's filesystem sync; a file
-        # that replaces an existing one is synced alone before its rename,
-        # and so is one that was in progress at a crash (see wants()).
-        batched = group.enabled and destination is None and not action.crashes
-        sink = transfer.open_sink(
-            self.destination.fs,
-            destination_path,
-            action_id=action.action_id,
-            attempt=attempt,
-            fsync=not batched,
-        )
-        callback = self._callback(action, attempt, source.size)
-        # Read the clock before the source, so a change during the read is
-        # inside the same-second guard of the digest cache.
-        observed_ns = time.time_ns()
-        try:
-            result = transfer.copy_file(
-                self.source.fs,
-                source_path,
-                sink,
-                callback=callback,
-                should_stop=self._stopping if self.options.stop else None,
-            )
-        except transfer.CopyInterrupted:
-            raise _Interrupted from None
-        if result.bytes != source.size:
-            sink.abort()
-            raise _SourceChanged(source_path, source.size, result.bytes)
-        sink.commit(source.mtime_ns)
-        return self._copy_records(
-            action,
-            attempt,
-            (source_path, destination_path),
-            source,
-            result,
-            observed_ns,
-            sets_mtime=transfer.keeps_mtime(sink),
-        )
-
-    def _transfer_parts(
-        self,
-        action: ActionState,
-        attempt: int,
-        source_path: str,
-        destination_path: str,
-        source: compare.FileInfo,
-    ) -> tuple[transfer.CopyResult, int, bool] | None:
-        """Copy a large file in journaled parts, resuming a plan that fits.
-
-        Returns ``None`` when the destination takes no parts. A plan fits
-        when the source still matches it; otherwise the old parts are
-        discarded and a new plan is journaled, durably, before any part.
-        """
-        fs = self.destination.fs
-        part_size = parts.part_size_for(source.size)
-        identity = parts.source_identity(source)
-        known = action.parts
-        target = None
-        resumable = (
-            known is not None
-            and known.plan.source == identity
-            and known.plan.part_size == part_size
-        )
-        if resumable:
-            assert known is not None
-            try:
-                target = parts.open_target(
-                    fs, destination_path, action.action_id, known.plan.upload, part_size
-                )
-                written = known.written
-            except parts.UploadGoneError as exc:
-                logger.info("%s", exc)
-                # Nothing is left to abort; a new plan follows.
-                known, resumable = None, False
-        if not resumable:
-            if known is not None:
-                stale = parts.open_target(
-                    fs, destination_path, action.action_id, known.plan.upload, 0
-                )
-                if stale is not None:
-                    stale.abort()
-            target = parts.open_target(
-                fs, destination_path, action.action_id, None, part_size
-            )
-            written = {}
-            if target is not None:
-                plan = PartsPlanned(
-                    action.action_id,
-                    attempt,
-                    part_size,
-                    target.upload,
-                    identity,
-                    time.time_ns(),
-                )
-                self.store.append([plan], durable=True)
-        if target is None:
-            return None
-
-        earlier = self._earlier_parts_of(action.action_id, written, resumable)
-        resumed = 0
-
-        def recovered(part: Part) -> None:
-            nonlocal resumed
-            if part.number in earlier:
-                resumed += part.size
-
-        callback = self._callback(action, attempt, source.size)
-        observed_ns = time.time_ns()
-        try:
-            every_part, digest_string = parts.copy_in_parts(
-                self.source.fs,
-                source_path,
-                source,
-                target,
-                part_size,
-                dict(written),
-                # Durable at once: one sync per part is cheap next to the
-                # part, and a lost record would send that part again.
-                on_part=lambda part: self.store.append(
-                    [PartWritten(action.action_id, attempt, part)], durable=True
-                ),
-                on_bytes=callback.relative_update if callback is not None else None,
-                should_stop=self._stopping if self.options.stop else None,
-                on_recovered=recovered,
-            )
-            target.complete(every_part, source.mtime_ns, digest_string)
-        except InterruptedError:
-            target.release()
-            raise _Interrupted from None
-        except parts.SourceChangedError:
-            target.abort()
-            raise
-        except BaseException:
-            target.release()
-            raise
-        self._resumed_bytes[action.action_id] = resumed
-        result = transfer.CopyResult(source.size, digest_string)
-        return result, observed_ns, target.keeps_mtime
-
-    def _earlier_parts_of(
-        self, action_id: str, written: dict[int, Part], resumable: bool
-    ) -> frozenset[int]:
-        """Return the numbers of the parts that runs before this one journaled.
-
-        They are the parts of a resumable plan at this run's first attempt.
-        A later attempt that resumes keeps them, because the parts added
-        since were sent by this run. A new plan sends every part again.
-        """
-        if not resumable:
-            self._earlier_parts[action_id] = frozenset()
-        return self._earlier_parts.setdefault(action_id, frozenset(written))
-
-    def _copy_records(
-        self,
-        action: ActionState,
-        attempt: int,
-        paths: tuple[str, str],
-        source: compare.FileInfo,
-        result: transfer.CopyResult,
-        observed_ns: int,
-        *,
-        sets_mtime: bool,
-    ) -> list[Record]:
-        """Return the records of a finished copy: digests, then completed.
-
-        ``sets_mtime`` says whether the destination got the source's mtime,
-        which makes a cached destination digest match its next stat.
-        """
-        source_path, destination_path = paths
-        source_identity = Identity(source.size, source.mtime_ns, result.digest)
-        destination_identity = Identity(result.bytes, source.mtime_ns, result.digest)
-        records: list[Record] = []
-        now = time.time_ns()
-        mtime_ns = source.mtime_ns
-        if mtime_ns is not None and compare.is_trusted(mtime_ns, observed_ns):
-            records.append(
-                Digested(
-                    Service.SOURCE,
-                    source_path,
-                    source.size,
-                    mtime_ns,
-                    result.digest,
-                    observed_ns,
-                    source.ctime_ns,
-                    source.inode,
-                )
-            )
-            written = self._written_stamp(destination_path) if sets_mtime else None
-            if written is not None:
-                records.append(
-                    Digested(
-                        Service.DESTINATION,
-                        destination_path,
-                        result.bytes,
-                        mtime_ns,
-                        result.digest,
-                        observed_ns,
-                        *written,
-                    )
-                )
-        # The digested records already carry both identities; repeating
-        # them in the completed record would only grow the journal.
-        carried = {record.service for record in records if isinstance(record, Digested)}
-        records.append(
-            Completed(
-                action.action_id,
-                attempt,
-                Outcome.COPIED,
-                result.digest.partition(":")[0],
-                result.bytes,
-                None if Service.SOURCE in carried else source_identity,
-                None if Service.DESTINATION in carried else destination_identity,
-                finished_ns=now,
-            )
-        )
-        return records
-
-    def _written_stamp(self, path: str) -> tuple[int | None, int | None] | None:
-        """Return the ctime and inode a destination file has after its copy.
-
-        Both are ``None`` off the local disk, and the result is ``None`` when
-        the file is gone already. The rename gave the file a new ctime, so
-        it is read here, after the copy.
-        NOTE: a rewrite that keeps size and mtime between the rename and
-        this stat is taken for the copy.
-        """
-        if not self.destination.local:
-            return None, None
-        try:
-            result = os.stat(digest.local_path(path))
-        except FileNotFoundError:
-            return None
-        return result.st_ctime_ns, result.st_ino
-
-    def _digest(
-        self,
-        fs: fsspec.AbstractFileSystem,
-        path: str,
-        info: compare.FileInfo | None,
-        service: Service,
-        algorithm: str = digest.DEFAULT_ALGORITHM,
-    ) -> str:
-        assert info is not None
-        return compare.cached_digest(
-            fs, path, info, cache=self._cache, service=str(service), algorithm=algorithm
-        )
-
-    def _mkdir(self, action: ActionState, attempt: int) -> list[Record] | None:
-        fs, path = self._service_path(action)
-        if not self.options.dry_run:
-            fs.makedirs(path, exist_ok=True)
-        if objects.skips_directory(fs, path):
-            done = self._done(action, attempt, objects.NO_DIRECTORIES)
-            return [msgspec.structs.replace(done, outcome=Outcome.SKIPPED)]
-        return [self._done(action, attempt, "mkdir")]
-
-    def _in_the_way(self, action: ActionState) -> PathInTheWayError | None:
-        """Return the error for an item of the other type at the target path.
-
-        A copy needs no directory at its destination path and a mkdir no
-        file at its path, and both need directories, not files, above it.
-        Returns None when neither is the case, and the caller re-raises.
-        """
-        if action.kind is Kind.COPY_FILE:
-            _, destination = self.store.state.paths(action)
-            assert destination is not None
-            fs, path = self.destination.fs, destination
-            operation = "copy to"
-            if fs.isdir(path):
-                return PathInTheWayError(
-                    path, path, is_directory=True, operation=operation
-                )
-        else:
-            fs, path = self._service_path(action)
-            operation = "make the directory"
-            if fs.isfile(path):
-                return PathInTheWayError(
-                    path, path, is_directory=False, operation=operation
-                )
-        for above in parent_directories(path):
-            if fs.isfile(above):
-                return PathInTheWayError(
-                    path, above, is_directory=False, operation=operation
-                )
-        return None
-
-    def _delete(self, action: ActionState, attempt: int) -> list[Record] | None:
-        fs, path = self._service_path(action)
-        if self.options.dry_run:
-            return [self._done(action, attempt, "delete")]
-        faults.point("executor.before_delete")
-        listed = action.added.listed
-        if listed is not None and not _still_listed(fs, path, listed):
-            # Gone already: nothing is left to delete.
-            return [self._done(action, attempt, "delete")]
-        try:
-            if action.added.parent is not None and action.added.recursive:
-                # A directory a sync removes: the deletes of everything in it
-                # ran in an earlier stage, so it must be empty by now.
-                fs.rmdir(path)
-            else:
-                fs.rm(path, recursive=action.added.recursive)
-        except FileNotFoundError:
-            pass
-        return [self._done(action, attempt, "delete")]
-
-    def _list(self, action: ActionState, attempt: int) -> list[Record] | None:
-        fs, path = self._service_path(action)
-        added = action.added
-        if added.recursive:
-            found = fs.find(path, withdirs=True, detail=True)
-            entries = list(found.values())
-        else:
-            entries = fs.ls(path, detail=True)
-        if added.dir_only:
-            entries = [e for e in entries if e.get("type") == "directory"]
-        listing = [
-            {
-                "name": entry["name"],
-                "type": entry.get("type", "file"),
-                "size": int(entry.get("size") or 0),
-            }
-            for entry in entries
-        ]
-        if self.options.dry_run:
-            return [self._done(action, attempt, "list")]
-        name = self.store.write_result(msgspec.msgpack.encode(listing))
-        done = self._done(action, attempt, "list")
-        return [msgspec.structs.replace(done, result=name)]
-
-    def _done(self, action: ActionState, attempt: int, method: str) -> Completed:
-        return Completed(
-            action.action_id,
-            attempt,
-            Outcome.DONE,
-            method,
-            finished_ns=time.time_ns(),
-        )
-
-    def _service_path(
-        self, action: ActionState
-    ) -> tuple[fsspec.AbstractFileSystem, str]:
-        added = action.added
-        filesystem = (
-            self.source if added.service is Service.SOURCE else self.destination
-        )
-        if added.parent is not None and added.relpath is not None:
-            source_path, destination_path = self.store.state.paths(action)
-            path = source_path if added.service is Service.SOURCE else destination_path
-            assert path is not None
-            return filesystem.fs, path
-        path = added.destination if added.service is Service.DESTINATION else None
-        path = path or added.source
-        assert path is not None
-        return filesystem.fs, path
-
-    def _policy(self, action: ActionState) -> compare.Policy:
-        if action.added.compare:
-            return compare.Policy.parse(action.added.compare)
-        return self.options.policy
 
     # Parents, events ----------------------------------------------------------
 
@@ -1345,7 +586,7 @@ class Executor:
                     )
                 )
             else:
-                records.append(self._done(action, attempt, "tree"))
+                records.append(done_record(action, attempt, "tree"))
             # Files found identical when the tree was listed have no action
             # of their own; they count as skipped in the run that ends it.
             with self._summary_lock:
@@ -1353,7 +594,8 @@ class Executor:
         if records:
             self.store.append(records, durable=True)
 
-    def _emit(self, type_: EventType, action: ActionState, **fields: object) -> None:
+    def emit(self, type_: EventType, action: ActionState, **fields: object) -> None:
+        """Pass an event about ``action`` to ``on_event``, if it takes that type."""
         on_event = self.options.on_event
         if on_event is None or type_ not in self._event_types:
             return
@@ -1400,74 +642,12 @@ class _ProgressCallback(fsspec.callbacks.Callback):
         self._attempt = attempt
 
     def call(self, *args: object, **kwargs: object) -> None:
-        self._executor._emit(
+        self._executor.emit(
             EventType.PROGRESS, self._action, attempt=self._attempt, bytes=self.value
         )
 
 
 _PARENTS: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})
-#: Kinds whose effect is a directory entry and nothing else.
-_ENTRY_KINDS: Final = frozenset({Kind.MKDIR, Kind.DELETE})
-
-
-class _SourceChanged(OSError):
-    """The source file changed size while it was being copied (transient)."""
-
-    def __init__(self, path: str, expected: int, copied: int) -> None:
-        super().__init__(
-            f"source file changed during the copy: {path} (expected {expected} "
-            f"bytes, read {copied}); it will be copied again"
-        )
-
-
-def _existing_ancestor(path: str) -> str:
-    """Return the nearest directory above ``path`` that exists.
-
-    A group of deletes may have removed the directories of its first path.
-    """
-    directory = os.path.dirname(digest.local_path(path)) or "/"
-    while not os.path.isdir(directory):
-        directory = os.path.dirname(directory) or "/"
-    return directory
-
-
-def _still_listed(fs: fsspec.AbstractFileSystem, path: str, listed: Identity) -> bool:
-    """Check that the file at ``path`` is still the one a listing found.
-
-    Returns False when nothing is there any more, and raises
-    :class:`DeleteConflictError` when something else is: another size,
-    another ETag, or, where either side has no ETag, another mtime.
-    NOTE: the file can still change between this check and the delete.
-    """
-    # gcsfs's info() returns the entry of the listing it cached, which is
-    # the state to check against.
-    fs.invalidate_cache(path)
-    try:
-        found = compare.stat(fs, path)
-    except IsADirectoryError:
-        raise DeleteConflictError(path, listed, None) from None
-    if found is None:
-        return False
-    if listed.etag is not None and found.etag is not None:
-        # A listing and a stat report the same ETag, but an object store's
-        # mtime may come from other fields in each (metadata, LastModified).
-        same = (found.size, found.etag) == (listed.size, listed.etag)
-    else:
-        same = found.size == listed.size and (
-            listed.mtime_ns is None
-            or found.mtime_ns is None
-            or found.mtime_ns == listed.mtime_ns
-        )
-    if not same:
-        raise DeleteConflictError(
-            path, listed, Identity(found.size, found.mtime_ns, etag=found.etag)
-        )
-    return True
-
-
-def _stat_free(filesystem: Filesystem) -> bool:
-    """Return whether a listing of ``filesystem`` says all its stat would."""
-    return filesystem.local or isinstance(filesystem.fs, MemoryFileSystem)
 
 
 def _interrupted_error() -> Exception:
@@ -1477,111 +657,3 @@ def _interrupted_error() -> Exception:
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return text if text else type(exc).__name__
-
-
-class _DurableGroup:
-    """Finished local copies of all workers, waiting for one filesystem sync.
-
-    A full or old group goes to a committer thread, which syncs the
-    filesystem and then journals the group's records, so the workers keep
-    copying while the disk flushes. At most :data:`GROUPS_IN_FLIGHT` groups
-    wait for the committer; a worker that would exceed that waits too.
-    """
-
-    def __init__(self, executor: Executor) -> None:
-        self._executor = executor
-        self.enabled = executor.destination.local and not executor.options.dry_run
-        self._lock = threading.Lock()
-        self._pending: list[tuple[ActionState, list[Record]]] = []
-        self._since = 0.0
-        self._bytes = 0
-        self._groups: queue.Queue[list[tuple[ActionState, list[Record]]] | None] = (
-            queue.Queue(maxsize=GROUPS_IN_FLIGHT)
-        )
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-
-    def wants(self, action: ActionState, completed: Completed) -> bool:
-        """Return whether the effect of ``action`` waits for the group's sync.
-
-        Copies do, and so do a mkdir or a delete at the destination: their
-        directory entries are durable only once the filesystem is synced.
-        An action that was in progress at a crash does not: its copy is
-        synced alone by its sink, its directory entry by
-        :meth:`Executor._sync_entries`, and it is journaled as soon as it
-        is done. So the next crash counts against it only when it lands
-        during its own work, not during the wait for a group (see
-        :func:`journalq.replay.reset_interrupted`).
-        """
-        if not self.enabled or action.crashes:
-            return False
-        if completed.outcome is Outcome.COPIED:
-            return True
-        return self.changes_entries(action)
-
-    @staticmethod
-    def changes_entries(action: ActionState) -> bool:
-        """Return whether ``action`` adds or removes a destination entry."""
-        return (
-            action.kind in _ENTRY_KINDS and action.added.service is not Service.SOURCE
-        )
-
-    def add(self, action: ActionState, records: list[Record]) -> None:
-        now = time.monotonic()
-        completed = records[-1]
-        assert isinstance(completed, Completed)
-        with self._lock:
-            if not self._pending:
-                self._since = now
-                self._bytes = 0
-            self._pending.append((action, records))
-            self._bytes += completed.bytes
-            if (
-                len(self._pending) < DURABLE_GROUP
-                and self._bytes < DURABLE_BYTES
-                and now - self._since < DURABLE_WAIT
-            ):
-                return
-            pending, self._pending = self._pending, []
-        self._hand_over(pending)
-
-    def commit(self) -> None:
-        """Sync and journal everything added so far; return when done."""
-        with self._lock:
-            pending, self._pending = self._pending, []
-        if pending:
-            self._hand_over(pending)
-        if self._thread is not None:
-            self._groups.put(None)
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            raise self._error
-
-    def _hand_over(self, pending: list[tuple[ActionState, list[Record]]]) -> None:
-        if self._error is not None:
-            raise self._error
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="journalq-committer", daemon=True
-                )
-                self._thread.start()
-        self._groups.put(pending)
-
-    def _run(self) -> None:
-        while (pending := self._groups.get()) is not None:
-            if self._error is not None:
-                continue
-            try:
-                self._sync(pending)
-            except BaseException as exc:
-                # The records of this group are not journaled, so the next
-                # run copies those files again; this run stops with the error.
-                self._error = exc
-
-    def _sync(self, pending: list[tuple[ActionState, list[Record]]]) -> None:
-        _, destination = self._executor.store.state.paths(pending[0][0])
-        assert destination is not None
-        transfer.sync_filesystem(_existing_ancestor(destination))
-        self._executor._commit_all(pending)

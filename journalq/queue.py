@@ -163,7 +163,7 @@ class StorageQueue:
         self._endpoints: dict[Service, tuple[str, dict[str, Any]]] = {}
         self._opened: dict[Service, Filesystem] = {}
         # What listing a tree found about each of its files, for the run
-        # that follows in this process (see Executor._file_infos).
+        # that follows in this process (see CopyEffect._file_infos).
         self._hints: dict[str, tuple[Entry, Entry | None]] = {}
         self._open(
             None if source is None else os.fspath(source),

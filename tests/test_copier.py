@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -180,7 +181,7 @@ def test_failures_in_process_fall_back(tmp_path: Path) -> None:
 
 
 def test_killed_helper_leaves_copies_to_coordinator(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A copy process killed mid-run: the run copies its batches itself.
 
@@ -199,7 +200,10 @@ def test_killed_helper_leaves_copies_to_coordinator(
         return receive(self)
 
     monkeypatch.setattr(copier.CopyProcess, "receive", kill_then_receive)
-    with StorageQueue(tmp_path / "src", tmp_path / "dst", tmp_path / "q") as queue:
+    with (
+        caplog.at_level(logging.WARNING, logger="journalq"),
+        StorageQueue(tmp_path / "src", tmp_path / "dst", tmp_path / "q") as queue,
+    ):
         queue.copy_tree("", "")
         summary = queue.run()
 
@@ -208,6 +212,14 @@ def test_killed_helper_leaves_copies_to_coordinator(
     assert summary.copied + summary.skipped == count
     assert summary.failed == 0
     assert read_tree(tmp_path / "dst") == contents
+    # The CLI prints the logger's name and limits the executor's warnings.
+    warnings = [
+        record
+        for record in caplog.records
+        if "copying without that process" in record.getMessage()
+    ]
+    assert warnings
+    assert {record.name for record in warnings} == {"journalq.executor"}
 
 
 def test_unlisted_file_takes_found_size(tmp_path: Path) -> None:

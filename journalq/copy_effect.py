@@ -1,0 +1,548 @@
+"""The effect of a copy-file action: compare, copy, and record the digests.
+
+:class:`CopyEffect` performs one attempt of a copy. It compares the source
+with the destination under the action's policy (:mod:`journalq.compare`),
+using the digest cache kept in the journal, and skips a destination that
+is already identical. Otherwise it copies the file to a temporary name and
+renames it (:mod:`journalq.transfer`), or, for a large file, copies it in
+parts that it journals one by one and resumes on the next attempt
+(:mod:`journalq.parts`). It returns the ``digested`` and ``completed``
+records that finish the attempt, and the executor journals them.
+
+The copy is its own module because it is most of what the executor's
+effects do. It is also the one effect with state across attempts: it
+remembers which parts of a large copy earlier runs sent, so the summary
+counts only this run's bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import fsspec
+from fsspec.implementations.memory import MemoryFileSystem
+
+from journalq import compare, digest, parts, transfer
+from journalq.backends import Filesystem
+from journalq.groups import DurableGroup
+from journalq.records import (
+    Completed,
+    Digested,
+    Identity,
+    Outcome,
+    Part,
+    PartsPlanned,
+    PartWritten,
+    Record,
+    Service,
+)
+from journalq.replay import ActionState
+from journalq.store import QueueStore
+
+if TYPE_CHECKING:
+    from journalq.executor import RunOptions
+
+__all__ = ["CopyEffect", "Interrupted"]
+
+# The logger of the executor, which these lines came from: the CLI prints
+# the logger's name, and a user may have set its level.
+logger = logging.getLogger("journalq.executor")
+
+
+class Interrupted(Exception):
+    """The run was asked to stop during this action."""
+
+
+class CopyEffect:
+    """Performs the copies of a run's copy-file actions."""
+
+    def __init__(
+        self,
+        store: QueueStore,
+        source: Filesystem,
+        destination: Filesystem,
+        options: RunOptions,
+        *,
+        stopping: Callable[[], bool],
+        progress: Callable[[ActionState, int, int], fsspec.callbacks.Callback | None],
+    ) -> None:
+        """Make the copy effect of one run.
+
+        ``stopping`` returns whether the run was asked to stop. ``progress``
+        returns the callback that turns the byte counts of one copy
+        (action, attempt, size) into events, or None when the run passes
+        on no progress events.
+        """
+        self.store = store
+        self.source = source
+        self.destination = destination
+        self.options = options
+        self._stopping = stopping
+        self._callback = progress
+        self._cache = _Cache(store)
+        self._listing_suffices = _stat_free(source) and _stat_free(destination)
+        # Per large copy in parts: the parts journaled before this run first
+        # tried it, and the bytes of those that its last attempt found at the
+        # destination. This run did not send those bytes, so its summary and
+        # events leave them out.
+        self._earlier_parts: dict[str, frozenset[int]] = {}
+        self._resumed_bytes: dict[str, int] = {}
+
+    def sent_bytes(self, action_id: str, copied: int) -> int:
+        """Return how many of the ``copied`` bytes of a finished copy this run sent.
+
+        A large copy resumed from parts that an earlier run journaled
+        leaves those parts out. Call it once per copy, when it is counted.
+        """
+        sent = copied
+        if action_id in self._earlier_parts:
+            del self._earlier_parts[action_id]
+            sent -= self._resumed_bytes.pop(action_id, 0)
+        return sent
+
+    def copy(
+        self, action: ActionState, attempt: int, group: DurableGroup
+    ) -> list[Record]:
+        """Copy the file of ``action``, or skip it when the destination is identical.
+
+        Returns the records that finish the attempt, and raises
+        :class:`Interrupted` when the run is asked to stop during the copy.
+        """
+        source_path, destination_path = self.store.state.paths(action)
+        assert source_path is not None
+        assert destination_path is not None
+        source_fs = self.source.fs
+        destination_fs = self.destination.fs
+        policy = self._policy(action)
+
+        source, destination = self._file_infos(action, source_path, destination_path)
+        if attempt > 1 and not self.options.dry_run:
+            transfer.sweep_temporaries(
+                destination_fs, destination_path, action.action_id
+            )
+
+        decision = compare.decide(
+            policy,
+            source,
+            destination,
+            source_digest=lambda *algorithm: self._digest(
+                source_fs, source_path, source, Service.SOURCE, *algorithm
+            ),
+            destination_digest=lambda *algorithm: self._digest(
+                destination_fs,
+                destination_path,
+                destination,
+                Service.DESTINATION,
+                *algorithm,
+            ),
+        )
+        if decision.identical:
+            return [
+                Completed(
+                    action.action_id,
+                    attempt,
+                    Outcome.SKIPPED,
+                    decision.method,
+                    0,
+                    decision.source,
+                    decision.destination,
+                    finished_ns=time.time_ns(),
+                )
+            ]
+        if self.options.dry_run:
+            # The bytes are those the copy would move, so the summary adds up
+            # what a real run would copy.
+            return [
+                Completed(
+                    action.action_id, attempt, Outcome.COPIED, "dry-run", source.size
+                )
+            ]
+        return self._transfer(
+            action, attempt, source_path, destination_path, source, destination, group
+        )
+
+    def _file_infos(
+        self, action: ActionState, source_path: str, destination_path: str
+    ) -> tuple[compare.FileInfo, compare.FileInfo | None]:
+        """Return what is known of both files: listed moments ago, or stat'ed.
+
+        Like rclone, a run that follows the listing of its tree trusts the
+        listing instead of asking again per file. A source that changed since
+        is caught by its byte count and copied again.
+        NOTE: a destination file created between the listing and the copy
+        is overwritten as if it were absent, without the fsync before the
+        rename that protects a replaced file against power loss.
+        """
+        hints = self.options.hints
+        hint = hints.pop(action.action_id, None) if hints else None
+        if hint is not None:
+            entry, target = hint
+            size, mtime_ns = entry[0], entry[1]
+            # A listing entry has only size and mtime (and a local file's
+            # ctime and inode). A remote backend's
+            # stat also reports digests (ETag, md5Hash...) that spare a
+            # download when two files are compared, so it is worth a request.
+            comparable = target is None or (
+                target[1] is not None and self._listing_suffices
+            )
+            # A large file from a remote source goes in parts, whose plan
+            # needs the source's ETag or generation, which only a stat has.
+            in_parts = not self.source.local and size >= self.options.part_threshold
+            if mtime_ns is not None and comparable and not in_parts:
+                source = compare.listed_info(entry)
+                if target is None:
+                    return source, None
+                return source, compare.listed_info(target)
+        source_info = compare.stat(self.source.fs, source_path)
+        if source_info is None:
+            raise FileNotFoundError(f"source file not found: {source_path}")
+        return source_info, compare.stat(self.destination.fs, destination_path)
+
+    def _transfer(
+        self,
+        action: ActionState,
+        attempt: int,
+        source_path: str,
+        destination_path: str,
+        source: compare.FileInfo,
+        destination: compare.FileInfo | None,
+        group: DurableGroup,
+    ) -> list[Record]:
+        if source.size >= self.options.part_threshold:
+            in_parts = self._transfer_parts(
+                action, attempt, source_path, destination_path, source
+            )
+            if in_parts is not None:
+                result, observed_ns, keeps_mtime = in_parts
+                return self.copy_records(
+                    action,
+                    attempt,
+                    (source_path, destination_path),
+                    source,
+                    result,
+                    observed_ns,
+                    sets_mtime=keeps_mtime,
+                )
+        # A new local file may wait for its group's filesystem sync; a file
+        # that replaces an existing one is synced alone before its rename,
+        # and so is one that was in progress at a crash (see DurableGroup.wants()).
+        batched = group.enabled and destination is None and not action.crashes
+        sink = transfer.open_sink(
+            self.destination.fs,
+            destination_path,
+            action_id=action.action_id,
+            attempt=attempt,
+            fsync=not batched,
+        )
+        callback = self._callback(action, attempt, source.size)
+        # Read the clock before the source, so a change during the read is
+        # inside the same-second guard of the digest cache.
+        observed_ns = time.time_ns()
+        try:
+            result = transfer.copy_file(
+                self.source.fs,
+                source_path,
+                sink,
+                callback=callback,
+                should_stop=self._stopping if self.options.stop else None,
+            )
+        except transfer.CopyInterrupted:
+            raise Interrupted from None
+        if result.bytes != source.size:
+            sink.abort()
+            raise _SourceChanged(source_path, source.size, result.bytes)
+        sink.commit(source.mtime_ns)
+        return self.copy_records(
+            action,
+            attempt,
+            (source_path, destination_path),
+            source,
+            result,
+            observed_ns,
+            sets_mtime=transfer.keeps_mtime(sink),
+        )
+
+    def _transfer_parts(
+        self,
+        action: ActionState,
+        attempt: int,
+        source_path: str,
+        destination_path: str,
+        source: compare.FileInfo,
+    ) -> tuple[transfer.CopyResult, int, bool] | None:
+        """Copy a large file in journaled parts, resuming a plan that fits.
+
+        Returns ``None`` when the destination takes no parts. A plan fits
+        when the source still matches it; otherwise the old parts are
+        discarded and a new plan is journaled, durably, before any part.
+        """
+        fs = self.destination.fs
+        part_size = parts.part_size_for(source.size)
+        identity = parts.source_identity(source)
+        known = action.parts
+        target = None
+        resumable = (
+            known is not None
+            and known.plan.source == identity
+            and known.plan.part_size == part_size
+        )
+        if resumable:
+            assert known is not None
+            try:
+                target = parts.open_target(
+                    fs, destination_path, action.action_id, known.plan.upload, part_size
+                )
+                written = known.written
+            except parts.UploadGoneError as exc:
+                logger.info("%s", exc)
+                # Nothing is left to abort; a new plan follows.
+                known, resumable = None, False
+        if not resumable:
+            if known is not None:
+                stale = parts.open_target(
+                    fs, destination_path, action.action_id, known.plan.upload, 0
+                )
+                if stale is not None:
+                    stale.abort()
+            target = parts.open_target(
+                fs, destination_path, action.action_id, None, part_size
+            )
+            written = {}
+            if target is not None:
+                plan = PartsPlanned(
+                    action.action_id,
+                    attempt,
+                    part_size,
+                    target.upload,
+                    identity,
+                    time.time_ns(),
+                )
+                self.store.append([plan], durable=True)
+        if target is None:
+            return None
+
+        earlier = self._earlier_parts_of(action.action_id, written, resumable)
+        resumed = 0
+
+        def recovered(part: Part) -> None:
+            nonlocal resumed
+            if part.number in earlier:
+                resumed += part.size
+
+        callback = self._callback(action, attempt, source.size)
+        observed_ns = time.time_ns()
+        try:
+            every_part, digest_string = parts.copy_in_parts(
+                self.source.fs,
+                source_path,
+                source,
+                target,
+                part_size,
+                dict(written),
+                # Durable at once: one sync per part is cheap next to the
+                # part, and a lost record would send that part again.
+                on_part=lambda part: self.store.append(
+                    [PartWritten(action.action_id, attempt, part)], durable=True
+                ),
+                on_bytes=callback.relative_update if callback is not None else None,
+                should_stop=self._stopping if self.options.stop else None,
+                on_recovered=recovered,
+            )
+            target.complete(every_part, source.mtime_ns, digest_string)
+        except InterruptedError:
+            target.release()
+            raise Interrupted from None
+        except parts.SourceChangedError:
+            target.abort()
+            raise
+        except BaseException:
+            target.release()
+            raise
+        self._resumed_bytes[action.action_id] = resumed
+        result = transfer.CopyResult(source.size, digest_string)
+        return result, observed_ns, target.keeps_mtime
+
+    def _earlier_parts_of(
+        self, action_id: str, written: dict[int, Part], resumable: bool
+    ) -> frozenset[int]:
+        """Return the numbers of the parts that runs before this one journaled.
+
+        They are the parts of a resumable plan at this run's first attempt.
+        A later attempt that resumes keeps them, because the parts added
+        since were sent by this run. A new plan sends every part again.
+        """
+        if not resumable:
+            self._earlier_parts[action_id] = frozenset()
+        return self._earlier_parts.setdefault(action_id, frozenset(written))
+
+    def copy_records(
+        self,
+        action: ActionState,
+        attempt: int,
+        paths: tuple[str, str],
+        source: compare.FileInfo,
+        result: transfer.CopyResult,
+        observed_ns: int,
+        *,
+        sets_mtime: bool,
+    ) -> list[Record]:
+        """Return the records of a finished copy: digests, then completed.
+
+        ``sets_mtime`` says whether the destination got the source's mtime,
+        which makes a cached destination digest match its next stat.
+        """
+        source_path, destination_path = paths
+        source_identity = Identity(source.size, source.mtime_ns, result.digest)
+        destination_identity = Identity(result.bytes, source.mtime_ns, result.digest)
+        records: list[Record] = []
+        now = time.time_ns()
+        mtime_ns = source.mtime_ns
+        if mtime_ns is not None and compare.is_trusted(mtime_ns, observed_ns):
+            records.append(
+                Digested(
+                    Service.SOURCE,
+                    source_path,
+                    source.size,
+                    mtime_ns,
+                    result.digest,
+                    observed_ns,
+                    source.ctime_ns,
+                    source.inode,
+                )
+            )
+            written = self._written_stamp(destination_path) if sets_mtime else None
+            if written is not None:
+                records.append(
+                    Digested(
+                        Service.DESTINATION,
+                        destination_path,
+                        result.bytes,
+                        mtime_ns,
+                        result.digest,
+                        observed_ns,
+                        *written,
+                    )
+                )
+        # The digested records already carry both identities; repeating
+        # them in the completed record would only grow the journal.
+        carried = {record.service for record in records if isinstance(record, Digested)}
+        records.append(
+            Completed(
+                action.action_id,
+                attempt,
+                Outcome.COPIED,
+                result.digest.partition(":")[0],
+                result.bytes,
+                None if Service.SOURCE in carried else source_identity,
+                None if Service.DESTINATION in carried else destination_identity,
+                finished_ns=now,
+            )
+        )
+        return records
+
+    def _written_stamp(self, path: str) -> tuple[int | None, int | None] | None:
+        """Return the ctime and inode a destination file has after its copy.
+
+        Both are ``None`` off the local disk, and the result is ``None`` when
+        the file is gone already. The rename gave the file a new ctime, so
+        it is read here, after the copy.
+        NOTE: a rewrite that keeps size and mtime between the rename and
+        this stat is taken for the copy.
+        """
+        if not self.destination.local:
+            return None, None
+        try:
+            result = os.stat(digest.local_path(path))
+        except FileNotFoundError:
+            return None
+        return result.st_ctime_ns, result.st_ino
+
+    def _digest(
+        self,
+        fs: fsspec.AbstractFileSystem,
+        path: str,
+        info: compare.FileInfo | None,
+        service: Service,
+        algorithm: str = digest.DEFAULT_ALGORITHM,
+    ) -> str:
+        assert info is not None
+        return compare.cached_digest(
+            fs, path, info, cache=self._cache, service=str(service), algorithm=algorithm
+        )
+
+    def _policy(self, action: ActionState) -> compare.Policy:
+        if action.added.compare:
+            return compare.Policy.parse(action.added.compare)
+        return self.options.policy
+
+
+class _Cache:
+    """The digest cache kept in the journal as ``digested`` records."""
+
+    def __init__(self, store: QueueStore) -> None:
+        self._store = store
+
+    def get(self, service: str, path: str, info: compare.FileInfo) -> str | None:
+        entry = self._store.state.digests.get((Service(service), path))
+        if not compare.entry_matches(
+            entry, info.size, info.mtime_ns, info.ctime_ns, info.inode
+        ):
+            return None
+        assert entry is not None
+        return entry.digest
+
+    def put(
+        self,
+        service: str,
+        path: str,
+        info: compare.FileInfo,
+        digest: str,
+        observed_ns: int,
+    ) -> None:
+        if info.mtime_ns is None or not compare.is_trusted(info.mtime_ns, observed_ns):
+            return
+        key = (Service(service), path)
+        record = Digested(
+            Service(service),
+            path,
+            info.size,
+            info.mtime_ns,
+            digest,
+            observed_ns,
+            info.ctime_ns,
+            info.inode,
+        )
+        known = self._store.state.digests.get(key)
+        if known is not None and _same_entry(known, record):
+            return
+        self._store.append([record], durable=False)
+
+
+def _same_entry(known: Digested, record: Digested) -> bool:
+    """Tell whether two cache entries are for the same file state and digest."""
+    return (
+        known.size,
+        known.mtime_ns,
+        known.ctime_ns,
+        known.inode,
+        known.digest,
+    ) == (record.size, record.mtime_ns, record.ctime_ns, record.inode, record.digest)
+
+
+class _SourceChanged(OSError):
+    """The source file changed size while it was being copied (transient)."""
+
+    def __init__(self, path: str, expected: int, copied: int) -> None:
+        super().__init__(
+            f"source file changed during the copy: {path} (expected {expected} "
+            f"bytes, read {copied}); it will be copied again"
+        )
+
+
+def _stat_free(filesystem: Filesystem) -> bool:
+    """Return whether a listing of ``filesystem`` says all its stat would."""
+    return filesystem.local or isinstance(filesystem.fs, MemoryFileSystem)

@@ -1,0 +1,260 @@
+"""Hand-out: batches of new small files copied by helpers, journaled here.
+
+A stage with many small new files between local disks forks copy
+processes (:mod:`journalq.copier`), and a run on a cluster
+(:mod:`journalq.cluster`) gets helpers of its own. Each worker thread of
+such a stage owns one helper. :meth:`Handout.feed` takes the thread's
+batches, sends the helper the copies it can take, and journals the
+outcomes as they come back, with the helper copying the next batch
+meanwhile. Every other action, and every copy the helper failed, runs
+here through :meth:`journalq.executor.Executor.run_action`, so its
+failures are classified, retried and worded as any other.
+
+A copy process's hand-out gets no ``started`` record, only ``completed``
+once its durable group (:mod:`journalq.groups`) is synced: a crash before
+that leaves the action waiting, and the next run finds the file
+identical. A helper whose copies may outlive this process gets a
+``started`` record per action instead.
+
+The executor owns one :class:`Handout`, which calls back into the executor
+for the life of each action: running it, recording a failure, emitting
+events and finishing it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from journalq import compare, copier, digest, transfer
+from journalq.copy_effect import CopyEffect
+from journalq.events import EventType
+from journalq.groups import DurableGroup
+from journalq.records import Kind, Started
+from journalq.replay import ActionState, Status
+
+if TYPE_CHECKING:
+    from journalq.executor import Executor
+
+__all__ = ["Handout"]
+
+# The executor's logger, which these lines used before they moved here:
+# the CLI prints the logger's name, and counts the executor's warnings
+# against its limit on failure warnings.
+logger = logging.getLogger("journalq.executor")
+
+
+@dataclass(slots=True)
+class _Handed:
+    """A batch out at a copy process, and the clock read before it went."""
+
+    items: list[tuple[ActionState, copier.Task]]
+    observed_ns: int
+
+
+#: The attempt of a copy handed to a helper: helpers take first attempts only.
+_HANDED_ATTEMPT: Final = 1
+
+
+class _HandedCopyFailed(OSError):
+    """A helper returned no outcome for a copy (transient: it runs here)."""
+
+    def __init__(self, action_id: str) -> None:
+        super().__init__(
+            f"the helper that copied action {action_id} returned no outcome; "
+            "this process copies the file again"
+        )
+
+
+class Handout:
+    """Hands batches of copies to helpers and journals what they copied."""
+
+    def __init__(self, executor: Executor, copy: CopyEffect) -> None:
+        self._executor = executor
+        self._copy = copy
+        self.store = executor.store
+        self.options = executor.options
+
+    def feed(
+        self,
+        take: Callable[[], list[ActionState] | None],
+        group: DurableGroup,
+        helper: copier.Helper,
+    ) -> None:
+        """Run batches from ``take``, with the new small files copied by ``helper``.
+
+        It replaces :meth:`journalq.executor.Executor._work` in a worker
+        thread that has a helper.
+
+        The helper does the copies of a batch; this thread journals them
+        as they come back. An action the helper cannot take (an existing
+        destination, a retry, a large file) or whose copy failed there runs
+        here, so its failure is handled as any other.
+        """
+        # Two batches are out at a time, so the helper copies the next one
+        # while this thread journals the last.
+        out: collections.deque[_Handed] = collections.deque()
+        while True:
+            batch = None if self._executor.stopping() else take()
+            if batch is not None:
+                self._executor.poll_inbox()
+                handed = self._hand(batch, group, helper)
+                if handed is not None:
+                    out.append(handed)
+            if out and (batch is None or len(out) > 1):
+                self._collect(out.popleft(), group, helper)
+            elif batch is None:
+                return
+
+    def _hand(
+        self,
+        batch: list[ActionState],
+        group: DurableGroup,
+        helper: copier.Helper,
+    ) -> _Handed | None:
+        """Send ``helper`` what it can copy of ``batch``; run the rest here."""
+        handed: list[tuple[ActionState, copier.Task]] = []
+        for action in batch:
+            task = None if helper.broken else self._task(action, helper)
+            if task is None:
+                self._executor.run_action(action, group)
+            else:
+                handed.append((action, task))
+        if not handed:
+            return None
+        handed_ids = self._take_out([action for action, _ in handed], helper)
+        handed = [item for item in handed if item[0].action_id in handed_ids]
+        if not handed:
+            return None
+        observed_ns = time.time_ns()
+        try:
+            helper.send([task for _, task in handed])
+        except OSError as exc:
+            logger.warning("copying without that process from now on: %s", exc)
+            for action, _ in handed:
+                self._take_back(action, helper, exc)
+                self._executor.run_action(action, group)
+            return None
+        return _Handed(handed, observed_ns)
+
+    def _take_out(self, actions: list[ActionState], helper: copier.Helper) -> set[str]:
+        """Keep cancels away from ``actions`` while ``helper`` copies them.
+
+        A cancel would be a second terminal record. A helper whose copies may
+        outlive this process gets a ``started`` record per action, so that a
+        crash makes the next open sweep their temporary files. The others
+        are only reserved in memory, which costs no journal record. Returns
+        the ids taken out.
+        """
+        if helper.journals_start:
+            now = time.time_ns()
+            return self.store.start_all(
+                Started(action.action_id, _HANDED_ATTEMPT, now) for action in actions
+            )
+        return self.store.reserve(action.action_id for action in actions)
+
+    def _take_back(
+        self, action: ActionState, helper: copier.Helper, error: BaseException
+    ) -> None:
+        """End a hand-out whose copy came back undone, so it can run here."""
+        if not helper.journals_start:
+            self.store.release([action.action_id])
+            return
+        # The started attempt ends as a transient failure, and the next
+        # attempt, here, sweeps what the helper may have left behind.
+        self._executor.record_failure(action, _HANDED_ATTEMPT, error, True)
+
+    def _collect(
+        self, handed: _Handed, group: DurableGroup, helper: copier.Helper
+    ) -> None:
+        """Journal what ``helper`` copied of a batch; copy its failures here."""
+        already_broken = helper.broken
+        try:
+            outcomes: list[copier.Outcome] = helper.receive()
+        except OSError as exc:
+            if not already_broken:
+                logger.warning("copying without that process from now on: %s", exc)
+            outcomes = [None] * len(handed.items)
+        for (action, task), outcome in zip(handed.items, outcomes, strict=True):
+            if outcome is None:
+                self._take_back(action, helper, _HandedCopyFailed(action.action_id))
+                self._executor.run_action(action, group)
+            else:
+                self._finish_handed(action, task, outcome, handed.observed_ns, group)
+
+    def _task(self, action: ActionState, helper: copier.Helper) -> copier.Task | None:
+        """Return the helper's task for ``action``, if it can take it.
+
+        It takes first attempts of files up to its size limit: with the
+        sizes just listed when their destination was missing, or, in a
+        resumed run, with the size the journal knows and no listing.
+        """
+        limit = helper.max_bytes
+        if (
+            action.kind is not Kind.COPY_FILE
+            or action.attempts
+            or action.status is not Status.WAITING
+            or (limit is not None and (action.added.size or 0) >= limit)
+        ):
+            return None
+        size, mtime_ns = -1, None
+        hints = self.options.hints
+        hint = hints.get(action.action_id) if hints else None
+        if hint is not None:
+            entry, target = hint
+            size, mtime_ns = entry[0], entry[1]
+            if target is not None or mtime_ns is None:
+                return None
+            del hints[action.action_id]
+        source_path, destination_path = self.store.state.paths(action)
+        assert source_path is not None
+        assert destination_path is not None
+        return copier.Task(
+            action.action_id,
+            digest.local_path(source_path),
+            digest.local_path(destination_path),
+            size,
+            mtime_ns,
+        )
+
+    def _finish_handed(
+        self,
+        action: ActionState,
+        task: copier.Task,
+        outcome: tuple[int, str, int | None, bool, copier.Stamp | None],
+        observed_ns: int,
+        group: DurableGroup,
+    ) -> None:
+        # A copy process's hand-out has no ``started`` record: one would
+        # cost as much as the rest of the file's journaling, and a crash
+        # before ``completed`` leaves the action waiting, so the next run
+        # finds the copy there, identical. The reservation made when the
+        # batch went out keeps cancels away.
+        attempt = _HANDED_ATTEMPT
+        if action.terminal:
+            self.store.release([action.action_id])
+            return
+        bytes_copied, digest_string, mtime_ns, mtime_set, stamp = outcome
+        ctime_ns, inode = stamp if stamp is not None else (None, None)
+        # The bytes are written already; the completion waits for the sync.
+        self._executor.emit(EventType.STARTED, action, attempt=attempt)
+        self._executor.emit(
+            EventType.PROGRESS, action, attempt=attempt, bytes=bytes_copied
+        )
+        source_path, destination_path = self.store.state.paths(action)
+        assert source_path is not None
+        assert destination_path is not None
+        records = self._copy.copy_records(
+            action,
+            attempt,
+            (source_path, destination_path),
+            compare.FileInfo(bytes_copied, mtime_ns, ctime_ns=ctime_ns, inode=inode),
+            transfer.CopyResult(bytes_copied, digest_string),
+            observed_ns,
+            sets_mtime=mtime_set,
+        )
+        self._executor.finish(action, records, group)
