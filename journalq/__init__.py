@@ -19,6 +19,7 @@ from journalq.errors import (
     QueueClosedError,
     QueueError,
     QueueLockedError,
+    StorageOptionError,
 )
 from journalq.events import ActionInfo, Event, EventType, RunSummary
 from journalq.replay import Status
@@ -43,6 +44,7 @@ __all__ = [
     "QueueLockedError",
     "RunSummary",
     "Status",
+    "StorageOptionError",
     "StorageQueue",
 ]
 

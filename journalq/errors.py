@@ -23,6 +23,7 @@ The tree::
     |   +-- CorruptionError         damage that is not a torn tail
     |   +-- JournalPoisonedError    an earlier write or fsync failed
     +-- ActionError                 an action request is invalid
+    |   +-- StorageOptionError      a storage option the filesystem does not take
     +-- PathInTheWayError           a file or directory blocks a copy or mkdir
     +-- DeleteConflictError         a file to delete changed since its listing
 """
@@ -51,6 +52,7 @@ __all__ = [
     "QueueClosedError",
     "QueueError",
     "QueueLockedError",
+    "StorageOptionError",
 ]
 
 
@@ -250,6 +252,60 @@ class ActionError(JournalqError):
         self.reason = reason
         self.message = f"{value!r}: {reason}"
         super().__init__(self.message)
+
+
+class StorageOptionError(ActionError):
+    """A storage option that the filesystem class does not take.
+
+    ``value`` is the filesystem's URL and ``filesystem`` its class name.
+    ``names`` are the rejected option names, and ``suggestions`` maps some
+    of them to the closest name the class takes. ``role`` (``"source"`` or
+    ``"destination"``) and ``queue`` are set for the options of a queue.
+    ``journaled`` lists the rejected names that the queue was created with
+    and that the caller did not give again.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        filesystem: str,
+        names: list[str],
+        suggestions: dict[str, str] | None = None,
+        *,
+        role: str | None = None,
+        queue: str | None = None,
+        journaled: list[str] | None = None,
+    ) -> None:
+        self.filesystem = filesystem
+        self.names = list(names)
+        self.suggestions = dict(suggestions or {})
+        self.role = role
+        self.queue = queue
+        self.journaled = list(journaled or [])
+        super().__init__(url, self._reason())
+
+    def rejected(self) -> str:
+        """Return the rejected names, each with the name suggested for it."""
+        return ", ".join(
+            f"{name!r} (did you mean {self.suggestions[name]!r}?)"
+            if name in self.suggestions
+            else repr(name)
+            for name in self.names
+        )
+
+    def _reason(self) -> str:
+        noun = "option" if len(self.names) == 1 else "options"
+        what = f"{self.filesystem} takes no storage {noun} {self.rejected()}"
+        if self.journaled:
+            return (
+                f"queue {self.queue} keeps the {self.role} options it was "
+                f"created with, and {what}. Options given again replace "
+                "journaled ones of the same name but cannot remove one: delete "
+                "the queue with journalq.drop.drop_queue() (its files stay) and "
+                "create it again, or use another queue name"
+            )
+        keyword = f"{self.role}_options" if self.role else "the storage options"
+        return f"{what}; correct {keyword} (nothing was created or added)"
 
 
 class PathInTheWayError(JournalqError):

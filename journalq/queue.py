@@ -36,9 +36,14 @@ from journalq.backends import (
     split_url,
 )
 from journalq.backends.objects import MissingBucketError
-from journalq.backends.options import secret_names
+from journalq.backends.options import public_options, secret_names
 from journalq.backends.remotes import split_remote
-from journalq.errors import ActionError, QueueError, QueueLockedError
+from journalq.errors import (
+    ActionError,
+    QueueError,
+    QueueLockedError,
+    StorageOptionError,
+)
 from journalq.events import ActionInfo, Event, EventType, RunSummary
 from journalq.executor import Executor, RunOptions
 from journalq.journal import SyncMode
@@ -71,7 +76,7 @@ from journalq.records import (
     encode_batch,
 )
 from journalq.replay import ActionState, QueueState, Status, reset_interrupted
-from journalq.store import QueueStore, queue_directory, read_state
+from journalq.store import QueueStore, queue_directory, read_format, read_state
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -162,6 +167,8 @@ class StorageQueue:
         # The URL and options of each filesystem, and the ones opened.
         self._endpoints: dict[Service, tuple[str, dict[str, Any]]] = {}
         self._opened: dict[Service, Filesystem] = {}
+        # Whether this object created the queue, with the options it was given.
+        self._created_here = False
         # What listing a tree found about each of its files, for the run
         # that follows in this process (see Executor._file_infos).
         self._hints: dict[str, tuple[Entry, Entry | None]] = {}
@@ -199,6 +206,15 @@ class StorageQueue:
             create = self._creator(
                 source, destination, source_options or {}, destination_options or {}
             )
+            if not self.read_only and read_format(self.directory) is None:
+                # A wrong option or URL fails before the queue exists, so
+                # nothing is created and no option is journaled.
+                self._opened = self._open_filesystems(
+                    {
+                        Service.SOURCE: (source, source_options or {}),
+                        Service.DESTINATION: (destination, destination_options or {}),
+                    }
+                )
         if self.read_only:
             self._unavailable = QueueError(
                 self.directory,
@@ -214,6 +230,10 @@ class StorageQueue:
                 "the queue has no creation record (its creation was cut "
                 "short); open it again with a source and a destination",
             )
+        given_options = {
+            Service.SOURCE: source_options or {},
+            Service.DESTINATION: destination_options or {},
+        }
         try:
             self._check_endpoints(created, source, destination)
             self._endpoints = {
@@ -228,10 +248,15 @@ class StorageQueue:
                     ),
                 ),
             }
+            if self._opened and not self._created_here:
+                # Another process created the queue since it was checked,
+                # maybe with other options: open the ones it keeps.
+                self._opened = {}
             if not self.read_only:
                 # A wrong URL or option fails here, not at the first action.
-                self._filesystem(Service.SOURCE)
-                self._filesystem(Service.DESTINATION)
+                self._opened = self._open_filesystems(
+                    self._endpoints, created=created, given=given_options
+                )
         except BaseException:
             if self._store is not None:
                 self._store.close()
@@ -263,7 +288,49 @@ class StorageQueue:
                 f"{', '.join(missing)}, which are never journaled; give them "
                 f"again: {flags}",
             )
+        for name in sorted(given.keys() & journaled.options.keys()):
+            if public_options({name: given[name]})[name] != journaled.options[name]:
+                logger.info(
+                    "using the %s option %s given now instead of the value "
+                    "queue %s was created with",
+                    role,
+                    name,
+                    self.directory,
+                )
         return {**journaled.options, **given}
+
+    def _open_filesystems(
+        self,
+        endpoints: dict[Service, tuple[str, dict[str, Any]]],
+        *,
+        created: QueueCreated | None = None,
+        given: dict[Service, dict[str, Any]] | None = None,
+    ) -> dict[Service, Filesystem]:
+        """Open the filesystems not opened yet; name the role of a bad option.
+
+        With ``created``, the options are those of that existing queue, and
+        a rejected option it keeps that is not in ``given`` is reported as
+        journaled, because giving the right one does not remove it.
+        """
+        opened = dict(self._opened)
+        for role, (url, options) in endpoints.items():
+            if role in opened:
+                continue
+            try:
+                opened[role] = open_filesystem(url, options)
+            except StorageOptionError as exc:
+                kept = {} if created is None else _endpoint_of(created, role).options
+                again = (given or {}).get(role, {})
+                raise StorageOptionError(
+                    hide_password(url),
+                    exc.filesystem,
+                    exc.names,
+                    exc.suggestions,
+                    role=str(role),
+                    queue=str(self.directory),
+                    journaled=[n for n in exc.names if n in kept and n not in again],
+                ) from exc
+        return opened
 
     def _open_store(self, create: Any, sync: SyncMode) -> None:
         try:
@@ -284,6 +351,7 @@ class StorageQueue:
         name = os.fspath(self.directory.name)
 
         def create(queue_id: str) -> QueueCreated:
+            self._created_here = True
             return QueueCreated(
                 queue_id,
                 name,
@@ -1385,3 +1453,7 @@ def _url(value: str) -> str:
     if "://" in value or split_remote(value) is not None:
         return value
     return "file://" + os.path.abspath(os.path.expanduser(value))
+
+
+def _endpoint_of(created: QueueCreated, role: Service) -> Endpoint:
+    return created.source if role is Service.SOURCE else created.destination
