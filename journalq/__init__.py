@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from journalq.errors import (
     ActionError,
     CorruptionError,
+    EndpointMismatchError,
     FormatVersionError,
     JournalError,
     JournalPoisonedError,
@@ -31,6 +32,7 @@ __all__ = [
     "ActionError",
     "ActionInfo",
     "CorruptionError",
+    "EndpointMismatchError",
     "Event",
     "EventType",
     "FormatVersionError",

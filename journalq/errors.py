@@ -24,6 +24,7 @@ The tree::
     |   +-- JournalPoisonedError    an earlier write or fsync failed
     +-- ActionError                 an action request is invalid
     |   +-- StorageOptionError      a storage option the filesystem does not take
+    |   +-- EndpointMismatchError   a queue opened with another source or destination
     +-- PathInTheWayError           a file or directory blocks a copy or mkdir
     +-- DeleteConflictError         a file to delete changed since its listing
 """
@@ -42,6 +43,7 @@ __all__ = [
     "ActionError",
     "CorruptionError",
     "DeleteConflictError",
+    "EndpointMismatchError",
     "FormatVersionError",
     "JournalError",
     "JournalPoisonedError",
@@ -306,6 +308,27 @@ class StorageOptionError(ActionError):
             )
         keyword = f"{self.role}_options" if self.role else "the storage options"
         return f"{what}; correct {keyword} (nothing was created or added)"
+
+
+class EndpointMismatchError(ActionError):
+    """A queue was opened with a source or destination it was not created with.
+
+    ``value`` is the URL given, ``created`` the one the queue keeps,
+    ``role`` ``"source"`` or ``"destination"`` and ``queue`` its directory.
+    """
+
+    def __init__(self, given: str, created: str, role: str, queue: str) -> None:
+        self.created = created
+        self.role = role
+        self.queue = queue
+        super().__init__(
+            given,
+            f"queue {queue} was created with the {role} {created!r}; open it "
+            "without a source and a destination, as StorageQueue(name=...), "
+            "to use the filesystems it keeps (its methods then take absolute "
+            f"paths or URLs), or pass another name for a queue with a different "
+            f"{role}",
+        )
 
 
 class PathInTheWayError(JournalqError):

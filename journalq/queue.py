@@ -40,6 +40,7 @@ from journalq.backends.options import public_options, secret_names
 from journalq.backends.remotes import split_remote
 from journalq.errors import (
     ActionError,
+    EndpointMismatchError,
     QueueError,
     QueueLockedError,
     StorageOptionError,
@@ -286,7 +287,8 @@ class StorageQueue:
                 hide_password(journaled.url),
                 f"the queue was created with secrets in the {role} option(s) "
                 f"{', '.join(missing)}, which are never journaled; give them "
-                f"again: {flags}",
+                f"again, in {role}_options from Python or on the command line: "
+                f"{flags}",
             )
         for name in sorted(given.keys() & journaled.options.keys()):
             if public_options({name: given[name]})[name] != journaled.options[name]:
@@ -376,12 +378,7 @@ class StorageQueue:
             # password in the URL.
             stored, _ = split_url(journaled)
             if given is not None and _url(given) != stored:
-                raise ActionError(
-                    given,
-                    f"queue {self.directory} was created with the {role} "
-                    f"{stored!r}; use another queue (--queue) for a different "
-                    f"{role}",
-                )
+                raise EndpointMismatchError(given, stored, role, str(self.directory))
 
     def _recover(self) -> None:
         """Finish what a crashed run left: open attempts and expansions."""
