@@ -1009,8 +1009,12 @@ class StorageQueue:
     def status(self) -> dict[str, int]:
         """Return counts of the queue's actions by status, plus bytes copied.
 
-        Keys: length, waiting, inprogress, completed, failed, canceled,
-        skipped (completed without copying) and bytes.
+        Keys: length (the actions, which the five statuses add up to),
+        waiting, inprogress, completed, failed, canceled, skipped, bytes and
+        identical_when_listed. ``skipped`` counts the files not copied
+        because they were identical: ``identical_when_listed``, the files a
+        tree's listing found identical, which have no action, plus the
+        completed actions that were skipped when they ran.
         """
         return self.state.status_counts()
 

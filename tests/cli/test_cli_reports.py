@@ -48,6 +48,35 @@ def test_status_table_after_failed_run(failed_copy: str) -> None:
     assert "to resume" not in result.stdout
 
 
+def test_status_counts_add_up(sample: Path, tmp_path: Path, queue: str) -> None:
+    """Files a listing found identical are in ``skipped`` but have no action."""
+    out = tmp_path / "out"
+    # The second sync compares sizes, so its listing skips every file.
+    for compare in ("checksum", "size"):
+        synced = invoke(
+            "sync", str(sample), str(out), "--queue", queue, "--compare", compare
+        )
+        assert synced.exit_code == ExitCode.OK, synced.output
+    single = invoke("copy", str(sample / "a.txt"), str(out / "a.txt"), "--queue", queue)
+    assert single.exit_code == ExitCode.OK, single.output
+
+    status = json_lines(invoke("status", "--queue", queue, "--json").stdout)[0]
+    text = invoke("status", "--queue", queue).stdout
+
+    statuses = ("waiting", "inprogress", "completed", "failed", "canceled")
+    # Two trees, the first sync's 3 mkdirs and files, and the single copy.
+    assert status["length"] == 2 + 3 + len(SAMPLE) + 1
+    assert sum(status[name] for name in statuses) == status["length"]
+    assert status["identical_when_listed"] == len(SAMPLE)
+    assert status["skipped"] == len(SAMPLE) + 1
+    assert _row(text, "total") == str(status["length"])
+    assert "skipped as identical" not in text
+    assert (
+        f"skipped: {len(SAMPLE) + 1} = {len(SAMPLE)} files identical when listed "
+        "(no action of their own) + 1 completed action skipped when run"
+    ) in text
+
+
 def test_status_json_has_last_run(failed_copy: str) -> None:
     result = invoke("status", "--queue", failed_copy, "--json")
 
