@@ -94,7 +94,9 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
         text += f" ({format_bytes(rate_of(summary))}/s)"
     if summary.interrupted:
         text += "; interrupted"
-    if summary.remaining:
+    # A dry run leaves every action it planned waiting, which is not what
+    # a real run would leave.
+    if summary.remaining and not dry_run:
         noun = "action" if summary.remaining == 1 else "actions"
         text += f"; {summary.remaining} {noun} left"
     return text
