@@ -92,6 +92,11 @@ logger = logging.getLogger(__name__)
 EXPANSION_CHUNK: Final = 50_000
 
 _PARENTS: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})
+#: The statuses whose action's last error is its current one: failed, or
+#: waiting or running again after a failed attempt.
+_RETRIED_OR_FAILED: Final = frozenset(
+    {Status.FAILED, Status.WAITING, Status.INPROGRESS}
+)
 
 T = TypeVar("T")
 
@@ -1046,6 +1051,7 @@ class StorageQueue:
             source = None
         completed = action.completed
         error = action.error
+        last_error = f"{error.error}: {error.message}" if error else None
         return ActionInfo(
             id=action.action_id,
             kind=str(added.kind),
@@ -1057,8 +1063,9 @@ class StorageQueue:
             bytes=action.bytes,
             outcome=str(completed.outcome) if completed else None,
             method=completed.method if completed else None,
-            error=f"{error.error}: {error.message}" if error else None,
+            error=last_error if action.status in _RETRIED_OR_FAILED else None,
             parent=added.parent,
+            last_error=last_error,
         )
 
     def list_result(self, id: str) -> list[dict[str, Any]]:

@@ -187,6 +187,8 @@ def _outcome_rows(details: dict[str, Any]) -> list[list[str]]:
         rows.append(["copied", format_bytes(details["bytes"])])
     if details["error"]:
         rows.append(["last error", details["error"]])
+    elif details["last_error"]:
+        rows.append(["earlier attempt failed", details["last_error"]])
     for side, digest in details["digests"].items():
         rows.append([f"{side} digest", digest])
     return rows

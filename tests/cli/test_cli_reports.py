@@ -77,6 +77,30 @@ def test_status_counts_add_up(sample: Path, tmp_path: Path, queue: str) -> None:
     ) in text
 
 
+def test_recovered_action_shows_no_error(failed_copy: str, tmp_path: Path) -> None:
+    """A completed action keeps its earlier failure as last_error only."""
+    (tmp_path / "nowhere").write_bytes(b"here now")
+    retried = invoke("retry", "--queue", failed_copy)
+    resumed = invoke("run", "--queue", failed_copy)
+
+    actions = json_lines(invoke("actions", "--queue", failed_copy, "--json").stdout)
+    table = invoke("actions", "--queue", failed_copy).stdout
+    recovered = [action for action in actions if action["last_error"]]
+    (file,) = [action for action in recovered if action["kind"] == "copy_file"]
+    shown = invoke("show", file["id"], "--queue", failed_copy).stdout
+
+    assert retried.exit_code == ExitCode.OK, retried.output
+    assert resumed.exit_code == ExitCode.OK, resumed.output
+    # The file and the tree that failed with it.
+    assert len(recovered) == 2
+    assert all(action["status"] == "completed" for action in recovered)
+    assert all(action["error"] is None for action in actions)
+    assert "FileNotFoundError" in file["last_error"]
+    assert "ERROR" not in table
+    assert file["last_error"] in _row(shown, "earlier attempt failed")
+    assert "last error" not in shown
+
+
 def test_status_json_has_last_run(failed_copy: str) -> None:
     result = invoke("status", "--queue", failed_copy, "--json")
 
