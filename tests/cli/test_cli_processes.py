@@ -94,6 +94,8 @@ def test_run_while_locked_exits_three(held_run: tuple[subprocess.Popen, str]) ->
     assert result.returncode == ExitCode.LOCKED, result.stderr
     assert f"pid {holder.pid}" in result.stderr
     assert "Traceback" not in result.stderr
+    # `run` adds nothing, so nothing was handed to the holder.
+    assert "handed" not in result.stderr
     # Process start-up is most of this; the lock itself is never waited for.
     assert elapsed < 15
 
@@ -122,6 +124,24 @@ def test_drop_while_locked_exits_three(
     assert f"pid {holder.pid}" in result.stderr
     assert "Traceback" not in result.stderr
     assert (Path(queue) / "FORMAT").exists()
+
+
+def test_sync_during_run_is_handed_over(
+    held_run: tuple[subprocess.Popen, str], many: Path, tmp_path: Path
+) -> None:
+    holder, queue = held_run
+    other = tmp_path / "other"
+
+    handed = run_journalq("sync", str(many), str(other), "--queue", queue)
+    holder.send_signal(signal.SIGCONT)
+    _, holder_stderr = holder.communicate(timeout=120)
+
+    assert handed.returncode == ExitCode.LOCKED, handed.stderr
+    assert f"is being run by pid {holder.pid}" in handed.stderr
+    assert "the sync was handed to that run" in handed.stderr
+    assert "try again" not in handed.stderr
+    assert holder.returncode == ExitCode.OK, holder_stderr
+    assert read_tree(other) == read_tree(many)
 
 
 def test_add_during_run_is_not_lost(
