@@ -116,7 +116,11 @@ class FormatVersionError(QueueError):
 
 
 class QueueLockedError(QueueError):
-    """Another process (or another object in this process) holds the queue."""
+    """Another process (or another object in this process) holds the queue.
+
+    ``next_step`` replaces the advice that ends the message, for an
+    operation that adding actions does not help, such as dropping.
+    """
 
     def __init__(
         self,
@@ -125,11 +129,13 @@ class QueueLockedError(QueueError):
         host: str | None = None,
         since: str | None = None,
         same_process: bool = False,
+        next_step: str | None = None,
     ) -> None:
         self.pid = pid
         self.host = host
         self.since = since
         self.same_process = same_process
+        self.next_step = next_step
         if same_process:
             reason = (
                 "the queue is already open in this process; close the other "
@@ -141,10 +147,10 @@ class QueueLockedError(QueueError):
                 holder += f" on {host}"
             if since:
                 holder += f" since {since}"
-            reason = (
-                f"the queue is locked by {holder}; wait for that run to finish "
-                "or stop it, then try again (actions can still be added while "
-                "it runs)"
+            reason = f"the queue is locked by {holder}; " + (
+                next_step
+                or "wait for that run to finish or stop it, then try again "
+                "(actions can still be added while it runs)"
             )
         super().__init__(path, reason)
 

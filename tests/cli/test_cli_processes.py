@@ -123,6 +123,8 @@ def test_drop_while_locked_exits_three(
     assert result.returncode == ExitCode.LOCKED, result.stderr
     assert f"pid {holder.pid}" in result.stderr
     assert "Traceback" not in result.stderr
+    assert "can still be added" not in result.stderr
+    assert "then drop the queue again" in result.stderr
     assert (Path(queue) / "FORMAT").exists()
 
 
