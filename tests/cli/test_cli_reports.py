@@ -309,6 +309,10 @@ def test_show_failed_file_history(failed_copy: str) -> None:
     texts = [step["text"] for step in details["history"]]
     assert texts[0] == "added (copy_file)"
     assert texts[-1].startswith("attempt 1 failed")
+    # A tree's child is journaled without the time it was added.
+    assert details["added_ns"] is None
+    assert details["history"][0]["time_ns"] is None
+    assert all(step["time_ns"] for step in details["history"][1:])
 
 
 def test_show_skip_names_method(sample: Path, tmp_path: Path, queue: str) -> None:
