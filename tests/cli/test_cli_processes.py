@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -358,6 +359,63 @@ def test_head_closing_pipe_prints_nothing(many: Path, tmp_path: Path) -> None:
 
         assert process.returncode == ExitCode.PIPE_CLOSED, (run, stderr)
         assert stderr == b"", (run, stderr.decode())
+
+
+#: Runs the console script's main() in a child process and sends itself
+#: SIGINT when the commands' imports reach fsspec, the way a Ctrl-C 0.1 s
+#: after start lands. An import hook makes that moment exact.
+CTRL_C_DURING_IMPORTS = """
+import os, signal, sys
+
+class CtrlCAtFsspec:
+    def find_spec(self, name, path, target=None):
+        if name == "fsspec":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlCAtFsspec())
+sys.argv = ["journalq", *sys.argv[1:]]
+from journalq.cli import main
+main()
+"""
+
+
+def test_ctrl_c_during_imports_exits_130(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CTRL_C_DURING_IMPORTS,
+            "status",
+            "--queue",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == ExitCode.INTERRUPTED, result.stderr
+    assert result.stderr.startswith("journalq: error: interrupted;")
+    assert result.stderr.count("\n") == 1
+
+
+def test_console_script_imports_no_commands() -> None:
+    """The package that the console script imports first loads nothing heavy.
+
+    So a Ctrl-C right after start lands in main(), which reports it.
+    """
+    code = (
+        "import sys; import journalq.cli; "
+        "print(sorted(m for m in ('fsspec', 'typing', 'journalq.cli.main', "
+        "'journalq.replay') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+
+    assert result.stdout.strip() == "[]"
 
 
 def test_resumed_large_copy_counts_sent_bytes(tmp_path: Path) -> None:
