@@ -10,6 +10,10 @@ as a child process, stops it with Ctrl-C (SIGINT) once it has copied some
 files, shows ``journalq status``, runs the same command again to resume,
 shows the status again and checks that the destination is identical to the
 source.
+
+The children run with ``JOURNALQ_HOME=demo/home``, so the summaries of
+their runs, which journalq keeps beside the named queues, stay in
+``./demo`` too, and the demo writes nothing elsewhere.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ DEMO_DIR: Final = Path("demo")
 SOURCE: Final = DEMO_DIR / "source"
 DESTINATION: Final = DEMO_DIR / "destination"
 QUEUE: Final = DEMO_DIR / "queue"
+#: ``$JOURNALQ_HOME`` of the children: where their run summaries go.
+HOME: Final = DEMO_DIR / "home"
 
 #: The sample tree: 3,000 small files of up to 8 KiB in 30 folders, and
 #: three files of 4 to 12 MiB, about 36 MiB in all. The first sync takes
@@ -78,6 +84,10 @@ def _command(arguments: tuple[str, ...]) -> list[str]:
     return [sys.executable, "-m", "journalq", *arguments]
 
 
+def _environment() -> dict[str, str]:
+    return {**os.environ, "JOURNALQ_HOME": str(HOME.resolve())}
+
+
 def _show(arguments: tuple[str, ...]) -> None:
     print(f"\n$ {shlex.join(['journalq', *arguments])}", flush=True)
 
@@ -92,7 +102,7 @@ def _files(root: Path) -> Iterator[Path]:
 def run_interrupted() -> int:
     """Start the sync, press Ctrl-C once it copied some files; return its exit code."""
     _show(SYNC_ARGUMENTS)
-    process = subprocess.Popen(_command(SYNC_ARGUMENTS))
+    process = subprocess.Popen(_command(SYNC_ARGUMENTS), env=_environment())
     while process.poll() is None:
         if sum(1 for _ in _files(DESTINATION)) >= INTERRUPT_AFTER:
             print(f"[demo] pressing Ctrl-C after {INTERRUPT_AFTER}+ files", flush=True)
@@ -107,7 +117,9 @@ def run_interrupted() -> int:
 def run(arguments: tuple[str, ...]) -> int:
     """Run ``journalq ARGUMENTS`` in a child process; return its exit code."""
     _show(arguments)
-    return subprocess.run(_command(arguments), check=False).returncode
+    return subprocess.run(
+        _command(arguments), check=False, env=_environment()
+    ).returncode
 
 
 def differences(source: Path, destination: Path) -> list[str]:
@@ -149,6 +161,7 @@ def main() -> int:
         return 1
     print(f"\n[demo] {DESTINATION} and {SOURCE}: identical ({count} files)")
     print(f"[demo] done in {time.monotonic() - started:.1f} s")
+    print(f"[demo] it wrote only in {DEMO_DIR}: run summaries are in {HOME}")
     return 0
 
 

@@ -33,6 +33,7 @@ from journalq.errors import (
     NotAQueueError,
     PendingActionsError,
     QueueError,
+    QueueLockedError,
 )
 from journalq.lock import HOLDER_NAME, LOCK_NAME, QueueLock
 from journalq.replay import ActionState, QueueState, Status
@@ -106,7 +107,19 @@ def drop_queue(
     directory = queue_directory(name_or_path)
     queue_id = _check_queue(directory)
     lock = QueueLock(directory)
-    lock.acquire()
+    try:
+        lock.acquire()
+    except QueueLockedError as exc:
+        if exc.same_process:
+            raise
+        raise QueueLockedError(
+            directory,
+            exc.pid,
+            exc.host,
+            exc.since,
+            next_step="the queue was not dropped. Wait for that run to finish "
+            "or stop it, then drop the queue again",
+        ) from exc
     try:
         dropped = _pending(directory, queue_id, force=force)
         hidden = _hide(directory)

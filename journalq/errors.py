@@ -23,6 +23,8 @@ The tree::
     |   +-- CorruptionError         damage that is not a torn tail
     |   +-- JournalPoisonedError    an earlier write or fsync failed
     +-- ActionError                 an action request is invalid
+    |   +-- StorageOptionError      a storage option the filesystem does not take
+    |   +-- EndpointMismatchError   a queue opened with another source or destination
     +-- PathInTheWayError           a file or directory blocks a copy or mkdir
     +-- DeleteConflictError         a file to delete changed since its listing
 """
@@ -41,6 +43,7 @@ __all__ = [
     "ActionError",
     "CorruptionError",
     "DeleteConflictError",
+    "EndpointMismatchError",
     "FormatVersionError",
     "JournalError",
     "JournalPoisonedError",
@@ -51,6 +54,7 @@ __all__ = [
     "QueueClosedError",
     "QueueError",
     "QueueLockedError",
+    "StorageOptionError",
 ]
 
 
@@ -112,7 +116,11 @@ class FormatVersionError(QueueError):
 
 
 class QueueLockedError(QueueError):
-    """Another process (or another object in this process) holds the queue."""
+    """Another process (or another object in this process) holds the queue.
+
+    ``next_step`` replaces the advice that ends the message, for an
+    operation that adding actions does not help, such as dropping.
+    """
 
     def __init__(
         self,
@@ -121,11 +129,13 @@ class QueueLockedError(QueueError):
         host: str | None = None,
         since: str | None = None,
         same_process: bool = False,
+        next_step: str | None = None,
     ) -> None:
         self.pid = pid
         self.host = host
         self.since = since
         self.same_process = same_process
+        self.next_step = next_step
         if same_process:
             reason = (
                 "the queue is already open in this process; close the other "
@@ -137,10 +147,10 @@ class QueueLockedError(QueueError):
                 holder += f" on {host}"
             if since:
                 holder += f" since {since}"
-            reason = (
-                f"the queue is locked by {holder}; wait for that run to finish "
-                "or stop it, then try again (actions can still be added while "
-                "it runs)"
+            reason = f"the queue is locked by {holder}; " + (
+                next_step
+                or "wait for that run to finish or stop it, then try again "
+                "(actions can still be added while it runs)"
             )
         super().__init__(path, reason)
 
@@ -250,6 +260,81 @@ class ActionError(JournalqError):
         self.reason = reason
         self.message = f"{value!r}: {reason}"
         super().__init__(self.message)
+
+
+class StorageOptionError(ActionError):
+    """A storage option that the filesystem class does not take.
+
+    ``value`` is the filesystem's URL and ``filesystem`` its class name.
+    ``names`` are the rejected option names, and ``suggestions`` maps some
+    of them to the closest name the class takes. ``role`` (``"source"`` or
+    ``"destination"``) and ``queue`` are set for the options of a queue.
+    ``journaled`` lists the rejected names that the queue was created with
+    and that the caller did not give again.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        filesystem: str,
+        names: list[str],
+        suggestions: dict[str, str] | None = None,
+        *,
+        role: str | None = None,
+        queue: str | None = None,
+        journaled: list[str] | None = None,
+    ) -> None:
+        self.filesystem = filesystem
+        self.names = list(names)
+        self.suggestions = dict(suggestions or {})
+        self.role = role
+        self.queue = queue
+        self.journaled = list(journaled or [])
+        super().__init__(url, self._reason())
+
+    def rejected(self) -> str:
+        """Return the rejected names, each with the name suggested for it."""
+        return ", ".join(
+            f"{name!r} (did you mean {self.suggestions[name]!r}?)"
+            if name in self.suggestions
+            else repr(name)
+            for name in self.names
+        )
+
+    def _reason(self) -> str:
+        noun = "option" if len(self.names) == 1 else "options"
+        what = f"{self.filesystem} takes no storage {noun} {self.rejected()}"
+        if self.journaled:
+            return (
+                f"queue {self.queue} keeps the {self.role} options it was "
+                f"created with, and {what}. Options given again replace "
+                "journaled ones of the same name but cannot remove one: delete "
+                "the queue with journalq.drop.drop_queue() (its files stay) and "
+                "create it again, or use another queue name"
+            )
+        keyword = f"{self.role}_options" if self.role else "the storage options"
+        return f"{what}; correct {keyword} (nothing was created or added)"
+
+
+class EndpointMismatchError(ActionError):
+    """A queue was opened with a source or destination it was not created with.
+
+    ``value`` is the URL given, ``created`` the one the queue keeps,
+    ``role`` ``"source"`` or ``"destination"`` and ``queue`` its directory.
+    """
+
+    def __init__(self, given: str, created: str, role: str, queue: str) -> None:
+        self.created = created
+        self.role = role
+        self.queue = queue
+        super().__init__(
+            given,
+            f"queue {queue} was created with the {role} {created!r}; open it "
+            "without a source and a destination, as StorageQueue(name=...), "
+            "to use the filesystems it keeps (its methods then take absolute "
+            f"paths or URLs), or pass another name for a queue with a different "
+            f"{role}",
+        )
 
 
 class PathInTheWayError(JournalqError):

@@ -70,8 +70,14 @@ class ActionInfo:
     bytes: int
     outcome: str | None
     method: str | None
+    #: The error of a failed action, or the last failed attempt's error of
+    #: an action that waits or runs again. None once it completed or was
+    #: canceled.
     error: str | None
     parent: str | None
+    #: The error of the action's last failed attempt, whatever its status:
+    #: a completed action keeps the one it recovered from.
+    last_error: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -87,6 +93,7 @@ class ActionInfo:
             "method": self.method,
             "error": self.error,
             "parent": self.parent,
+            "last_error": self.last_error,
         }
 
 

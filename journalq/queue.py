@@ -36,9 +36,15 @@ from journalq.backends import (
     split_url,
 )
 from journalq.backends.objects import MissingBucketError
-from journalq.backends.options import secret_names
+from journalq.backends.options import public_options, secret_names
 from journalq.backends.remotes import split_remote
-from journalq.errors import ActionError, QueueError, QueueLockedError
+from journalq.errors import (
+    ActionError,
+    EndpointMismatchError,
+    QueueError,
+    QueueLockedError,
+    StorageOptionError,
+)
 from journalq.events import ActionInfo, Event, EventType, RunSummary
 from journalq.executor import Executor, RunOptions
 from journalq.journal import SyncMode
@@ -71,7 +77,7 @@ from journalq.records import (
     encode_batch,
 )
 from journalq.replay import ActionState, QueueState, Status, reset_interrupted
-from journalq.store import QueueStore, queue_directory, read_state
+from journalq.store import QueueStore, queue_directory, read_format, read_state
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -86,6 +92,11 @@ logger = logging.getLogger(__name__)
 EXPANSION_CHUNK: Final = 50_000
 
 _PARENTS: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})
+#: The statuses whose action's last error is its current one: failed, or
+#: waiting or running again after a failed attempt.
+_RETRIED_OR_FAILED: Final = frozenset(
+    {Status.FAILED, Status.WAITING, Status.INPROGRESS}
+)
 
 T = TypeVar("T")
 
@@ -162,6 +173,8 @@ class StorageQueue:
         # The URL and options of each filesystem, and the ones opened.
         self._endpoints: dict[Service, tuple[str, dict[str, Any]]] = {}
         self._opened: dict[Service, Filesystem] = {}
+        # Whether this object created the queue, with the options it was given.
+        self._created_here = False
         # What listing a tree found about each of its files, for the run
         # that follows in this process (see CopyEffect._file_infos).
         self._hints: dict[str, tuple[Entry, Entry | None]] = {}
@@ -199,6 +212,15 @@ class StorageQueue:
             create = self._creator(
                 source, destination, source_options or {}, destination_options or {}
             )
+            if not self.read_only and read_format(self.directory) is None:
+                # A wrong option or URL fails before the queue exists, so
+                # nothing is created and no option is journaled.
+                self._opened = self._open_filesystems(
+                    {
+                        Service.SOURCE: (source, source_options or {}),
+                        Service.DESTINATION: (destination, destination_options or {}),
+                    }
+                )
         if self.read_only:
             self._unavailable = QueueError(
                 self.directory,
@@ -214,6 +236,10 @@ class StorageQueue:
                 "the queue has no creation record (its creation was cut "
                 "short); open it again with a source and a destination",
             )
+        given_options = {
+            Service.SOURCE: source_options or {},
+            Service.DESTINATION: destination_options or {},
+        }
         try:
             self._check_endpoints(created, source, destination)
             self._endpoints = {
@@ -228,10 +254,15 @@ class StorageQueue:
                     ),
                 ),
             }
+            if self._opened and not self._created_here:
+                # Another process created the queue since it was checked,
+                # maybe with other options: open the ones it keeps.
+                self._opened = {}
             if not self.read_only:
                 # A wrong URL or option fails here, not at the first action.
-                self._filesystem(Service.SOURCE)
-                self._filesystem(Service.DESTINATION)
+                self._opened = self._open_filesystems(
+                    self._endpoints, created=created, given=given_options
+                )
         except BaseException:
             if self._store is not None:
                 self._store.close()
@@ -261,9 +292,52 @@ class StorageQueue:
                 hide_password(journaled.url),
                 f"the queue was created with secrets in the {role} option(s) "
                 f"{', '.join(missing)}, which are never journaled; give them "
-                f"again: {flags}",
+                f"again, in {role}_options from Python or on the command line: "
+                f"{flags}",
             )
+        for name in sorted(given.keys() & journaled.options.keys()):
+            if public_options({name: given[name]})[name] != journaled.options[name]:
+                logger.info(
+                    "using the %s option %s given now instead of the value "
+                    "queue %s was created with",
+                    role,
+                    name,
+                    self.directory,
+                )
         return {**journaled.options, **given}
+
+    def _open_filesystems(
+        self,
+        endpoints: dict[Service, tuple[str, dict[str, Any]]],
+        *,
+        created: QueueCreated | None = None,
+        given: dict[Service, dict[str, Any]] | None = None,
+    ) -> dict[Service, Filesystem]:
+        """Open the filesystems not opened yet; name the role of a bad option.
+
+        With ``created``, the options are those of that existing queue, and
+        a rejected option it keeps that is not in ``given`` is reported as
+        journaled, because giving the right one does not remove it.
+        """
+        opened = dict(self._opened)
+        for role, (url, options) in endpoints.items():
+            if role in opened:
+                continue
+            try:
+                opened[role] = open_filesystem(url, options)
+            except StorageOptionError as exc:
+                kept = {} if created is None else _endpoint_of(created, role).options
+                again = (given or {}).get(role, {})
+                raise StorageOptionError(
+                    hide_password(url),
+                    exc.filesystem,
+                    exc.names,
+                    exc.suggestions,
+                    role=str(role),
+                    queue=str(self.directory),
+                    journaled=[n for n in exc.names if n in kept and n not in again],
+                ) from exc
+        return opened
 
     def _open_store(self, create: Any, sync: SyncMode) -> None:
         try:
@@ -284,6 +358,7 @@ class StorageQueue:
         name = os.fspath(self.directory.name)
 
         def create(queue_id: str) -> QueueCreated:
+            self._created_here = True
             return QueueCreated(
                 queue_id,
                 name,
@@ -308,12 +383,7 @@ class StorageQueue:
             # password in the URL.
             stored, _ = split_url(journaled)
             if given is not None and _url(given) != stored:
-                raise ActionError(
-                    given,
-                    f"queue {self.directory} was created with the {role} "
-                    f"{stored!r}; use another queue (--queue) for a different "
-                    f"{role}",
-                )
+                raise EndpointMismatchError(given, stored, role, str(self.directory))
 
     def _recover(self) -> None:
         """Finish what a crashed run left: open attempts and expansions."""
@@ -944,8 +1014,12 @@ class StorageQueue:
     def status(self) -> dict[str, int]:
         """Return counts of the queue's actions by status, plus bytes copied.
 
-        Keys: length, waiting, inprogress, completed, failed, canceled,
-        skipped (completed without copying) and bytes.
+        Keys: length (the actions, which the five statuses add up to),
+        waiting, inprogress, completed, failed, canceled, skipped, bytes and
+        identical_when_listed. ``skipped`` counts the files not copied
+        because they were identical: ``identical_when_listed``, the files a
+        tree's listing found identical, which have no action, plus the
+        completed actions that were skipped when they ran.
         """
         return self.state.status_counts()
 
@@ -977,6 +1051,7 @@ class StorageQueue:
             source = None
         completed = action.completed
         error = action.error
+        last_error = f"{error.error}: {error.message}" if error else None
         return ActionInfo(
             id=action.action_id,
             kind=str(added.kind),
@@ -988,8 +1063,9 @@ class StorageQueue:
             bytes=action.bytes,
             outcome=str(completed.outcome) if completed else None,
             method=completed.method if completed else None,
-            error=f"{error.error}: {error.message}" if error else None,
+            error=last_error if action.status in _RETRIED_OR_FAILED else None,
             parent=added.parent,
+            last_error=last_error,
         )
 
     def list_result(self, id: str) -> list[dict[str, Any]]:
@@ -1385,3 +1461,7 @@ def _url(value: str) -> str:
     if "://" in value or split_remote(value) is not None:
         return value
     return "file://" + os.path.abspath(os.path.expanduser(value))
+
+
+def _endpoint_of(created: QueueCreated, role: Service) -> Endpoint:
+    return created.source if role is Service.SOURCE else created.destination

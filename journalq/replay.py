@@ -565,7 +565,11 @@ class QueueState:
         #: Request key -> how many actions were added for it.
         self.generations: dict[str, int] = {}
         self.counts: dict[Status, int] = dict.fromkeys(Status, 0)
+        #: Files skipped as identical: those a tree's listing found
+        #: identical, which have no action, and completed skipped actions.
         self.skipped = 0
+        #: The files among :attr:`skipped` that a tree's listing found.
+        self.identical_when_listed = 0
         self.bytes = 0
         self.digests = DigestCache(self.actions)
         self.last_lsn = 0
@@ -718,6 +722,7 @@ class QueueState:
         if type(tree) is ActionState and tree.skipped > 0:
             tree.skipped -= 1
             self.skipped -= 1
+            self.identical_when_listed -= 1
 
     def _expanded(self, record: Expanded) -> None:
         action = self.actions.get(record.action_id)
@@ -729,6 +734,7 @@ class QueueState:
         action.skipped = record.skipped
         action.skip_method = record.method
         self.skipped += record.skipped
+        self.identical_when_listed += record.skipped
 
     def _fail(self, record: Failed) -> None:
         action = self.actions.get(record.action_id)
@@ -796,6 +802,7 @@ class QueueState:
         counts.update((str(status), count) for status, count in self.counts.items())
         counts["skipped"] = self.skipped
         counts["bytes"] = self.bytes
+        counts["identical_when_listed"] = self.identical_when_listed
         return counts
 
     def compact(self, *, recent: bool = False) -> int:
@@ -1024,10 +1031,11 @@ class _StateImage(msgspec.Struct, array_like=True):
 
     ``actions`` and ``compacted`` hold the two kinds of action, and
     ``layout`` the lengths of the runs of each, alternating and starting
-    with ``actions``, that restore their order. ``bytes``, ``skipped`` and
-    ``counts`` are the state's totals, stored so that they are known
-    before the actions are decoded. Snapshots written before compaction
-    existed have only the first five fields.
+    with ``actions``, that restore their order. ``bytes``, ``skipped``,
+    ``counts`` and ``identical_when_listed`` are the state's totals, stored
+    so that they are known before the actions are decoded. Snapshots
+    written before compaction existed have only the first five fields. A
+    snapshot without one of the totals has its actions decoded to count it.
     """
 
     created: QueueCreated | None
@@ -1041,6 +1049,7 @@ class _StateImage(msgspec.Struct, array_like=True):
     skipped: int | None = None
     evidence: int = 0
     counts: dict[Status, int] | None = None
+    identical_when_listed: int | None = None
 
 
 class _StateHead(msgspec.Struct, array_like=True):
@@ -1057,6 +1066,7 @@ class _StateHead(msgspec.Struct, array_like=True):
     skipped: int | None = None
     evidence: int = 0
     counts: dict[Status, int] | None = None
+    identical_when_listed: int | None = None
 
 
 _head_decoder = msgspec.msgpack.Decoder(_StateHead)
@@ -1118,6 +1128,7 @@ class StateImage:
                 state.skipped,
                 state.digests.compacted,
                 state.counts,
+                state.identical_when_listed,
             )
         )
 
@@ -1176,12 +1187,14 @@ def decode_state(payload: bytes | memoryview) -> QueueState:
     def load() -> None:
         _load_actions(state, head)
 
-    if head.bytes is None or head.skipped is None or head.counts is None:
+    totals = (head.bytes, head.skipped, head.counts, head.identical_when_listed)
+    if any(total is None for total in totals):
         load()
         _recount_totals(state)
         return state
     state.bytes = head.bytes
     state.skipped = head.skipped
+    state.identical_when_listed = head.identical_when_listed
     state.counts.update(head.counts)
     state.defer(load, sum(head.layout))
     return state
@@ -1243,6 +1256,7 @@ def _recount_totals(state: QueueState) -> None:
     state.counts.update(Counter(map(_status_of, state.actions.values())))
     for action in state.actions.values():
         state.skipped += action.skipped
+        state.identical_when_listed += action.skipped
         completed = action.completed
         if completed is not None:
             state.bytes += completed.bytes

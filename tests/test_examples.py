@@ -66,6 +66,9 @@ def test_demo_ends_identical(tmp_path: Path) -> None:
     assert "[demo] resuming with the same command" in result.stdout
     assert "identical (3003 files)" in result.stdout
     assert read_tree(destination) == read_tree(source)
+    # The run summaries stay in ./demo; the user's JOURNALQ_HOME is untouched.
+    assert not (tmp_path / "home").exists()
+    assert len(list((tmp_path / "demo" / "home" / "runs").iterdir())) == 1
 
 
 def test_sync_and_resume_without_arguments(tmp_path: Path) -> None:

@@ -10,9 +10,11 @@ import threading
 import time
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import pytest
+from fsspec.implementations.memory import MemoryFileSystem
 from tree_helpers import read_tree
 
 from journalq import ActionError, QueueError, QueueLockedError, StorageQueue
@@ -42,6 +44,35 @@ def make_tree(root: Path) -> dict[str, bytes]:
         contents[name] = data
     (root / "empty-dir").mkdir()
     return contents
+
+
+class CredentialMemoryFileSystem(MemoryFileSystem):
+    """The memory filesystem with the credential options of s3fs.
+
+    Secret storage options are rejected by a filesystem that does not take
+    them, so the tests of secrets need one that does.
+    """
+
+    protocol = ("credmem",)
+
+    def __init__(
+        self,
+        *args: Any,
+        key: str | None = None,
+        secret: str | None = None,
+        token: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+
+    @classmethod
+    def _strip_protocol(cls, path: str) -> str:
+        if path.startswith("credmem://"):
+            path = "memory://" + path.removeprefix("credmem://")
+        return super()._strip_protocol(path)
+
+
+fsspec.register_implementation("credmem", CredentialMemoryFileSystem, clobber=True)
 
 
 @pytest.fixture
@@ -447,10 +478,10 @@ def test_local_to_memory_twice(src, queue_dir):
 
 
 def test_secret_options_never_written(tmp_path, queue_dir):
-    options = {"key": "AKIA-SECRET-1", "secret": "s3cr3t-value", "auto_mkdir": True}
+    options = {"key": "AKIA-SECRET-1", "secret": "s3cr3t-value", "global_store": True}
     with StorageQueue(
-        str(tmp_path),
-        "memory://",
+        "credmem://",
+        "credmem://",
         name=str(queue_dir),
         destination_options={"token": "tok-SECRET-2"},
         source_options=options,
@@ -685,7 +716,7 @@ def test_reopen_needs_secret_options_again(
     memory_fs.pipe_file("/src/a.txt", b"a")
     options = {"token": "not-for-the-journal"}
     with StorageQueue(
-        "memory://src", "memory://dst", tmp_path / "q", source_options=options
+        "credmem://src", "credmem://dst", tmp_path / "q", source_options=options
     ) as queue:
         queue.copy_file("a.txt", "a.txt")
 

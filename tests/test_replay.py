@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -115,6 +116,66 @@ def test_skipped_counts_as_completed():
     assert counts["completed"] == 1
     assert counts["skipped"] == 1
     assert counts["bytes"] == 0
+
+
+def skipping_tree() -> list:
+    """Return a tree whose listing skipped 3 files; its 1 child is skipped too."""
+    parent = ActionAdded(
+        "t", Kind.SYNC, "kt", source="/src/tree", destination="/dst/tree"
+    )
+    child = ActionAdded("c", Kind.COPY_FILE, "kc", parent="t", relpath="c")
+    return [
+        parent,
+        child,
+        Expanded("t", 1, "digest", skipped=3, method="size"),
+        Started("t", 1),
+        Completed("t", 1, Outcome.DONE),
+        Started("c", 1),
+        Completed("c", 1, Outcome.SKIPPED, "xxh128"),
+    ]
+
+
+def test_listing_skips_counted_apart():
+    counts = fold(skipping_tree()).status_counts()
+
+    assert counts["length"] == 2
+    statuses = ("waiting", "inprogress", "completed", "failed", "canceled")
+    assert sum(counts[status] for status in statuses) == counts["length"]
+    assert counts["skipped"] == 4
+    assert counts["identical_when_listed"] == 3
+
+
+def test_redecided_file_leaves_listing_skips():
+    redecided = ActionAdded(
+        "r", Kind.COPY_FILE, "kr", parent="t", relpath="r", redecided=True
+    )
+
+    counts = fold([*skipping_tree(), redecided]).status_counts()
+
+    assert counts["skipped"] == 3
+    assert counts["identical_when_listed"] == 2
+
+
+def test_listing_skips_survive_snapshot():
+    state = fold(skipping_tree())
+
+    restored = decode_state(encode_state(state))
+
+    assert "actions" not in restored.__dict__  # the totals came from the head
+    assert restored.status_counts() == state.status_counts()
+
+
+def test_old_snapshot_listing_skips_recounted():
+    """A snapshot written before identical_when_listed was kept lacks it."""
+    state = fold(skipping_tree())
+    payload = encode_state(state)
+    old = msgspec.msgpack.decode(payload)
+    assert old[-1] == 3
+    old_payload = msgspec.msgpack.encode(old[:-1])
+
+    restored = decode_state(old_payload)
+
+    assert restored.status_counts() == state.status_counts()
 
 
 def test_cancel_waiting_action():

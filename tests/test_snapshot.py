@@ -327,6 +327,7 @@ def test_state_image_pieces_match_whole_encoding(tmp_path, monkeypatch):
             state.skipped,
             state.digests.compacted,
             state.counts,
+            state.identical_when_listed,
         )
     )
     assert len(pieces) > 4

@@ -30,6 +30,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from journalq.backends import remotes
+from journalq.backends.option_names import check_options
 from journalq.backends.options import (
     decode_options,
     is_secret,
@@ -222,6 +223,7 @@ def _open(
     except ImportError as exc:
         raise _missing_package(url, protocol, exc) from exc
     cls = backend.FILESYSTEM
+    check_options(cls, url, options)
     arguments = {**cls._get_kwargs_from_urls(url), **options}
     if fresh:
         arguments["skip_instance_cache"] = True
@@ -242,6 +244,10 @@ def _open_generic(
     url: str, options: dict[str, Any]
 ) -> tuple[fsspec.AbstractFileSystem, str]:
     try:
+        if "::" not in url:
+            # NOTE: the options of a chained URL are split among its
+            # filesystems by fsspec, so they are not checked here.
+            check_options(fsspec.get_filesystem_class(_protocol(url)), url, options)
         return fsspec.core.url_to_fs(url, **options)
     except ImportError as exc:
         raise _missing_package(url, _protocol(url), exc) from exc

@@ -1,5 +1,47 @@
-"""The ``journalq`` command line; ``main`` is the console script."""
+"""The ``journalq`` command line; ``main`` is the console script.
 
-from journalq.cli.main import cli, main
+The commands are imported by :func:`main` and on first use of ``cli``, not
+with this package. Importing them took 0.24 s on the 2-core development VM
+(``python -X importtime``), and a Ctrl-C in that time must end the command
+as one during a run does, not with a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+# The idiom that type checkers read as True, without importing typing.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from journalq.cli.main import cli
 
 __all__ = ["cli", "main"]
+
+#: The exit status of a command stopped by Ctrl-C (128 + SIGINT); the same
+#: as ``journalq.cli.exits.ExitCode.INTERRUPTED``, which imports more.
+_INTERRUPTED = 130
+
+
+def main() -> None:
+    """Run the ``journalq`` command line (the console script)."""
+    try:
+        from journalq.cli.main import main as run_command_line
+
+        run_command_line()
+    except KeyboardInterrupt:
+        # Before a command starts (while importing or parsing) or after it
+        # ended. A command reports a Ctrl-C during its work itself, with the
+        # same words.
+        sys.stderr.write(
+            "journalq: error: interrupted; what was already journaled is "
+            "kept, so running the same command again resumes\n"
+        )
+        sys.exit(_INTERRUPTED)
+
+
+def __getattr__(name: str) -> object:
+    if name == "cli":
+        from journalq.cli.main import cli
+
+        return cli
+    raise AttributeError(f"module 'journalq.cli' has no attribute {name!r}")

@@ -94,7 +94,7 @@ def _details(queue: StorageQueue, action_id: str) -> dict[str, Any]:
     details["size"] = added.size
     details["added_ns"] = added.added_ns or None
     completed = action.completed
-    details["finished_ns"] = completed.finished_ns if completed else None
+    details["finished_ns"] = (completed.finished_ns or None) if completed else None
     details["digests"] = _digests(queue, info)
     if info.parent is not None:
         parent = queue.get_action(info.parent)
@@ -187,6 +187,8 @@ def _outcome_rows(details: dict[str, Any]) -> list[list[str]]:
         rows.append(["copied", format_bytes(details["bytes"])])
     if details["error"]:
         rows.append(["last error", details["error"]])
+    elif details["last_error"]:
+        rows.append(["earlier attempt failed", details["last_error"]])
     for side, digest in details["digests"].items():
         rows.append([f"{side} digest", digest])
     return rows

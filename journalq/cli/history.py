@@ -44,7 +44,8 @@ __all__ = ["Step", "action_history", "format_time"]
 class Step:
     """One journaled step of an action."""
 
-    #: Nanoseconds since the epoch, or None for a record without a time.
+    #: Nanoseconds since the epoch, or None for a record journaled without
+    #: a time, such as the ``added`` record of a tree's child.
     time_ns: int | None
     #: The step as one line, such as ``"started attempt 2"``.
     text: str
@@ -94,6 +95,15 @@ def _records(frames: list[Frame]) -> Iterator[Record]:
 def _describe(record: Record, action_id: str) -> Step | None:
     if getattr(record, "action_id", None) != action_id:
         return None
+    step = _step(record)
+    if step is not None and not step.time_ns:
+        # A record journaled without its time has 0 there (the children of
+        # a tree are added without one), which is no time at all.
+        return Step(None, step.text)
+    return step
+
+
+def _step(record: Record) -> Step | None:
     match record:
         case ActionAdded():
             return Step(record.added_ns, f"added ({record.kind})")

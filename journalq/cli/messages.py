@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import shlex
 from collections.abc import Iterator
 from typing import Final
 
 from journalq.cli.exits import ExitCode, exit_code_for
-from journalq.errors import JournalqError
+from journalq.errors import EndpointMismatchError, JournalqError, StorageOptionError
 
 __all__ = ["CommandError", "code_for", "describe", "install_hint", "step"]
 
@@ -61,6 +62,10 @@ def install_hint(protocol: str) -> str:
 
 def describe(error: BaseException) -> str:
     """Return ``error`` as the sentence a user reads."""
+    if isinstance(error, StorageOptionError):
+        return _describe_storage_option(error)
+    if isinstance(error, EndpointMismatchError):
+        return _describe_endpoint_mismatch(error)
     if isinstance(error, CommandError | JournalqError):
         return str(error)
     if isinstance(error, OSError):
@@ -69,6 +74,64 @@ def describe(error: BaseException) -> str:
         return f"a package is missing: {error}"
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _describe_storage_option(error: StorageOptionError) -> str:
+    """Describe a rejected option with the command line's own flags.
+
+    The library's message names ``destination_options``, the keyword of
+    ``StorageQueue``.
+    """
+    flag = "--source-option or --destination-option"
+    if error.role:
+        flag = f"--{error.role}-option"
+    what = f"{error.filesystem} ({error.value}) takes no storage option"
+    what = f"{what}{'s' if len(error.names) > 1 else ''} {error.rejected()}"
+    if not error.journaled:
+        return f"{what}; correct the {flag} value (nothing was created or added)"
+    queue = shlex.quote(str(error.queue))
+    return (
+        f"queue {error.queue} keeps the {error.role} options it was created "
+        f"with, and {what}. A {flag} given again replaces the kept option of "
+        "the same name but cannot remove one: delete the queue with "
+        f"`journalq drop {queue}` (the files stay) and run the command again, "
+        "or name another queue with --queue"
+    )
+
+
+def _describe_endpoint_mismatch(error: EndpointMismatchError) -> str:
+    """Describe what the command line can do with a queue of another filesystem.
+
+    The command line gives a queue the roots of its filesystems
+    (``file://``, ``s3://``), so a queue that a program created with a
+    path (``/data``) is not one it can add to, but one it can run.
+    """
+    queue = shlex.quote(error.queue)
+    if _filesystem_of(error.created) == error.value:
+        return (
+            f"queue {error.queue} was created with the {error.role} "
+            f"{error.created!r}, a directory on {error.value}, as StorageQueue "
+            "does from Python. `journalq copy`, `sync` and `add` add only to "
+            "queues created with the whole filesystem. Run the actions it "
+            f"has with `journalq run --queue {queue}`, add to it from Python "
+            "with StorageQueue(name=...), or name another queue with --queue"
+        )
+    return (
+        f"queue {error.queue} was created with the {error.role} "
+        f"{error.created!r}, not {error.value!r}; name another queue with "
+        f"--queue for this {error.role} (`journalq queues` lists them)"
+    )
+
+
+def _filesystem_of(url: str) -> str | None:
+    """Return the filesystem part of ``url`` as the command line writes it."""
+    # Imported here: the module of locations imports this one.
+    from journalq.cli.queues import parse_location
+
+    try:
+        return parse_location(url).filesystem
+    except (JournalqError, ValueError, ImportError):
+        return None
 
 
 def _describe_os_error(error: OSError) -> str:

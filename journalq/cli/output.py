@@ -94,7 +94,9 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
         text += f" ({format_bytes(rate_of(summary))}/s)"
     if summary.interrupted:
         text += "; interrupted"
-    if summary.remaining:
+    # A dry run leaves every action it planned waiting, which is not what
+    # a real run would leave.
+    if summary.remaining and not dry_run:
         noun = "action" if summary.remaining == 1 else "actions"
         text += f"; {summary.remaining} {noun} left"
     return text
@@ -208,6 +210,10 @@ class AcknowledgedEvents:
     to ``printer``, so that a printed completion is an acknowledgement: no
     later run does that action again. Other events pass at once. Use it as
     a context manager around the run; leaving it passes on what is held.
+
+    When stdout is closed (``journalq sync --json | head``), the thread
+    ends quietly, and the ``BrokenPipeError`` is raised again to the run's
+    next event and when the context is left, so the command stops with 141.
     """
 
     def __init__(
@@ -217,6 +223,8 @@ class AcknowledgedEvents:
         self._flush = flush
         self._pending: list[Event] = []
         self._closed = False
+        #: The error that closed stdout, raised again to the caller.
+        self._broken_pipe: BrokenPipeError | None = None
         self._condition = threading.Condition()
         self._thread = threading.Thread(
             target=self._loop, name="journalq-acknowledge", daemon=True
@@ -236,6 +244,10 @@ class AcknowledgedEvents:
             self._closed = True
             self._condition.notify()
         self._thread.join()
+        if self._broken_pipe is not None:
+            if exc is None:
+                raise self._broken_pipe
+            return
         try:
             self._acknowledge()
         except JournalError as error:
@@ -245,6 +257,8 @@ class AcknowledgedEvents:
             logger.debug("completions not acknowledged: %s", error)
 
     def __call__(self, event: Event) -> None:
+        if self._broken_pipe is not None:
+            raise self._broken_pipe
         if event.type not in ACKNOWLEDGED_TYPES:
             self._printer(event)
             return
@@ -264,6 +278,11 @@ class AcknowledgedEvents:
             except JournalError as error:
                 # The run gets the same error from the journal and stops.
                 logger.debug("completions not acknowledged: %s", error)
+                return
+            except BrokenPipeError as error:
+                # The reader of stdout went away. The run stops at its next
+                # event, and the command exits with 141.
+                self._broken_pipe = error
                 return
 
     def _acknowledge(self) -> None:

@@ -48,12 +48,12 @@ __all__ = [
     "status_command",
 ]
 
-#: Labels of the status counts, in the order ``status`` prints them.
+#: Labels of the status counts, in the order ``status`` prints them. The
+#: counts above ``total`` add up to it.
 _COUNT_LABELS = {
     "waiting": "waiting",
     "inprogress": "in progress",
     "completed": "completed",
-    "skipped": "skipped as identical",
     "failed": "failed",
     "canceled": "canceled",
     "length": "total",
@@ -71,11 +71,12 @@ _COPY_KINDS: Final = frozenset({Kind.COPY_FILE, Kind.COPY_TREE, Kind.SYNC})
 def status_command(as_json: bool) -> None:
     """Print the queue's counts, its last run and how to go on.
 
-    The counts are of actions: a tree, each of its files and each mkdir or
-    delete is one. 'skipped' counts files found identical at the
-    destination over every run: those a listing skipped, which get no
-    action, and completed copies that found the file there. It also counts
-    the mkdirs of an object store that keeps no directories.
+    The table counts actions by status: a tree, each file it copies and
+    each mkdir or delete is one, and the statuses add up to the total.
+    'skipped' counts files not copied because they were identical, over
+    every run. It is the files a tree's listing found identical, which get
+    no action, plus the completed actions that were skipped when they ran
+    (an identical file, or a mkdir on an object store without directories).
     """
     with open_existing_queue(read_only=True) as queue:
         counts = queue.status()
@@ -104,6 +105,7 @@ def status_command(as_json: bool) -> None:
     print_table(rows)
     click.echo()
     print_table(_count_rows(counts), ["STATUS", "ACTIONS"], right=frozenset({1}))
+    click.echo(describe_skipped(counts))
     click.echo(f"copied in all: {format_bytes(counts['bytes'])}")
     if last is not None:
         click.echo(f"last run: {describe_last_run(last)}")
@@ -113,6 +115,19 @@ def status_command(as_json: bool) -> None:
 
 def _count_rows(counts: Mapping[str, int]) -> list[list[str]]:
     return [[label, str(counts[name])] for name, label in _COUNT_LABELS.items()]
+
+
+def describe_skipped(counts: Mapping[str, int]) -> str:
+    """Return the ``skipped`` line of ``status``, split into what it adds up."""
+    listed = counts["identical_when_listed"]
+    run = counts["skipped"] - listed
+    files = "file" if listed == 1 else "files"
+    actions = "action" if run == 1 else "actions"
+    return (
+        f"skipped: {counts['skipped']} = {listed} {files} identical when "
+        f"listed (no action of their own) + {run} completed {actions} skipped "
+        "when run"
+    )
 
 
 def _describe_holder(holder: dict | None) -> str:

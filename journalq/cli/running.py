@@ -45,6 +45,7 @@ from journalq.cli.queues import (
 )
 from journalq.errors import ActionError
 from journalq.events import Event, EventType, RunSummary
+from journalq.lock import read_holder
 from journalq.plan import resolve_target
 from journalq.progress import ProgressDisplay, RunProgress, log_progress
 from journalq.queue import StorageQueue
@@ -251,14 +252,19 @@ def _run_event(queue: StorageQueue, progress: RunProgress) -> dict[str, object]:
     }
 
 
-def run_and_report(queue: StorageQueue, *, as_json: bool) -> ExitCode:
-    """Run ``queue`` until it is done or stopped; print events and a summary."""
+def run_and_report(
+    queue: StorageQueue, *, as_json: bool, added: str | None = None
+) -> ExitCode:
+    """Run ``queue`` until it is done or stopped; print events and a summary.
+
+    ``added`` names what the command added before (``"the sync"``). When
+    another process runs the queue, that was handed to it, and the command
+    prints where it went and ends with exit status 3. Without ``added`` the run raises
+    ``QueueLockedError``, which names the holder.
+    """
     options = settings()
-    if queue.handoff:
-        click.echo(
-            "the queue is being run by another process; what was added is handed to it",
-            err=True,
-        )
+    if queue.handoff and added is not None:
+        return _report_handoff(queue, added)
     printer = EventPrinter(
         as_json=as_json,
         verbosity=options.verbosity,
@@ -298,6 +304,22 @@ def run_and_report(queue: StorageQueue, *, as_json: bool) -> ExitCode:
     if not options.dry_run:
         save_last_run(queue.directory, summary)
     return run_exit_code(summary, dry_run=options.dry_run)
+
+
+def _report_handoff(queue: StorageQueue, added: str) -> ExitCode:
+    """Print that ``added`` went to the process that runs ``queue``."""
+    holder = read_holder(queue.directory) or {}
+    who = f"pid {holder.get('pid', 'unknown')}"
+    if holder.get("host"):
+        who += f" on {holder['host']}"
+    where = shlex.quote(str(queue.directory))
+    click.echo(
+        f"queue {queue.directory} is being run by {who}; {added} was handed "
+        "to that run, which runs it before it ends. Follow it with "
+        f"`journalq status --queue {where}`",
+        err=True,
+    )
+    return ExitCode.LOCKED
 
 
 def check_executor(options: Settings) -> None:
@@ -432,7 +454,7 @@ def copy_command(source: str, destination: str, as_json: bool) -> None:
     with _queue_for(name, src, dst) as queue:
         with _listing(src, as_json=as_json):
             add_copy(queue, src, dst)
-        code = run_and_report(queue, as_json=as_json)
+        code = run_and_report(queue, as_json=as_json, added="the copy")
     _finish(code)
 
 
@@ -488,7 +510,7 @@ def sync_command(
                 max_delete=max_delete,
                 force=force,
             )
-        code = run_and_report(queue, as_json=as_json)
+        code = run_and_report(queue, as_json=as_json, added="the sync")
     _finish(code)
 
 

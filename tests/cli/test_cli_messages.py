@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from cli_helpers import SAMPLE, invoke, json_lines
 
-from journalq.backends.options import SECRET_PLACEHOLDER
 from journalq.cli.context import MAX_FAILURE_WARNINGS
 from journalq.cli.exits import ExitCode
 from journalq.cli.messages import describe
@@ -153,16 +152,41 @@ def test_destination_option_reaches_queue(sample: Path, tmp_path: Path) -> None:
         queue,
         "--destination-option",
         "auto_mkdir=true",
-        "--source-option",
-        "password=hunter2",
     )
 
     assert result.exit_code == ExitCode.OK, result.output
     created = read_state(queue).created
     assert created is not None
     assert created.destination.options == {"auto_mkdir": "true"}
-    # A secret is used but never journaled: only its name is.
-    assert created.source.options == {"password": SECRET_PLACEHOLDER}
+    assert created.source.options == {}
+
+
+@pytest.mark.parametrize("option", ["foo=bar", "password=hunter2"])
+def test_local_unknown_option_rejected(
+    sample: Path, tmp_path: Path, option: str
+) -> None:
+    """The local filesystem takes **kwargs and ignores names it does not know."""
+    queue = tmp_path / "q"
+
+    result = invoke(
+        "copy",
+        f"{sample}/",
+        str(tmp_path / "out"),
+        "--queue",
+        str(queue),
+        "--source-option",
+        option,
+    )
+
+    name, _, value = option.partition("=")
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert (
+        f"LocalFileSystem (file://) takes no storage option {name!r}" in result.stderr
+    )
+    assert "correct the --source-option value" in result.stderr
+    assert value not in result.stderr
+    assert not queue.exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_storage_option_hides_value(tmp_path: Path) -> None:

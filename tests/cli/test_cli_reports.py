@@ -48,6 +48,59 @@ def test_status_table_after_failed_run(failed_copy: str) -> None:
     assert "to resume" not in result.stdout
 
 
+def test_status_counts_add_up(sample: Path, tmp_path: Path, queue: str) -> None:
+    """Files a listing found identical are in ``skipped`` but have no action."""
+    out = tmp_path / "out"
+    # The second sync compares sizes, so its listing skips every file.
+    for compare in ("checksum", "size"):
+        synced = invoke(
+            "sync", str(sample), str(out), "--queue", queue, "--compare", compare
+        )
+        assert synced.exit_code == ExitCode.OK, synced.output
+    single = invoke("copy", str(sample / "a.txt"), str(out / "a.txt"), "--queue", queue)
+    assert single.exit_code == ExitCode.OK, single.output
+
+    status = json_lines(invoke("status", "--queue", queue, "--json").stdout)[0]
+    text = invoke("status", "--queue", queue).stdout
+
+    statuses = ("waiting", "inprogress", "completed", "failed", "canceled")
+    # Two trees, the first sync's 3 mkdirs and files, and the single copy.
+    assert status["length"] == 2 + 3 + len(SAMPLE) + 1
+    assert sum(status[name] for name in statuses) == status["length"]
+    assert status["identical_when_listed"] == len(SAMPLE)
+    assert status["skipped"] == len(SAMPLE) + 1
+    assert _row(text, "total") == str(status["length"])
+    assert "skipped as identical" not in text
+    assert (
+        f"skipped: {len(SAMPLE) + 1} = {len(SAMPLE)} files identical when listed "
+        "(no action of their own) + 1 completed action skipped when run"
+    ) in text
+
+
+def test_recovered_action_shows_no_error(failed_copy: str, tmp_path: Path) -> None:
+    """A completed action keeps its earlier failure as last_error only."""
+    (tmp_path / "nowhere").write_bytes(b"here now")
+    retried = invoke("retry", "--queue", failed_copy)
+    resumed = invoke("run", "--queue", failed_copy)
+
+    actions = json_lines(invoke("actions", "--queue", failed_copy, "--json").stdout)
+    table = invoke("actions", "--queue", failed_copy).stdout
+    recovered = [action for action in actions if action["last_error"]]
+    (file,) = [action for action in recovered if action["kind"] == "copy_file"]
+    shown = invoke("show", file["id"], "--queue", failed_copy).stdout
+
+    assert retried.exit_code == ExitCode.OK, retried.output
+    assert resumed.exit_code == ExitCode.OK, resumed.output
+    # The file and the tree that failed with it.
+    assert len(recovered) == 2
+    assert all(action["status"] == "completed" for action in recovered)
+    assert all(action["error"] is None for action in actions)
+    assert "FileNotFoundError" in file["last_error"]
+    assert "ERROR" not in table
+    assert file["last_error"] in _row(shown, "earlier attempt failed")
+    assert "last error" not in shown
+
+
 def test_status_json_has_last_run(failed_copy: str) -> None:
     result = invoke("status", "--queue", failed_copy, "--json")
 
@@ -256,6 +309,10 @@ def test_show_failed_file_history(failed_copy: str) -> None:
     texts = [step["text"] for step in details["history"]]
     assert texts[0] == "added (copy_file)"
     assert texts[-1].startswith("attempt 1 failed")
+    # A tree's child is journaled without the time it was added.
+    assert details["added_ns"] is None
+    assert details["history"][0]["time_ns"] is None
+    assert all(step["time_ns"] for step in details["history"][1:])
 
 
 def test_show_skip_names_method(sample: Path, tmp_path: Path, queue: str) -> None:

@@ -258,6 +258,27 @@ def test_dry_run_lists_each_file(sample: Path, stale_mirror: Path) -> None:
     assert read_tree(stale_mirror) == before
 
 
+def test_dry_run_summary_omits_left(sample: Path, tmp_path: Path) -> None:
+    """A dry run runs no action, so the count of those left tells nothing."""
+    out = tmp_path / "out"
+    queue = str(tmp_path / "q")
+    synced = invoke("sync", str(sample), str(out), "--queue", queue)
+    added = invoke(
+        "add", "copy", str(sample / "a.txt"), str(tmp_path / "a"), "--queue", queue
+    )
+
+    nothing = invoke("sync", str(sample), str(out), "-n", "--queue", queue)
+    waiting = invoke("run", "-n", "--queue", queue)
+
+    assert synced.exit_code == ExitCode.OK, synced.output
+    assert added.exit_code == ExitCode.OK, added.output
+    assert nothing.exit_code == ExitCode.OK, nothing.output
+    assert nothing.stderr.startswith("would copy 0, skipped 5,")
+    assert "left" not in nothing.stderr
+    assert waiting.stderr.startswith("would copy 1, skipped 0,")
+    assert "left" not in waiting.stderr
+
+
 def test_dry_run_quiet_lists_nothing(sample: Path, stale_mirror: Path) -> None:
     result = invoke("sync", str(sample), str(stale_mirror), "--delete", "-n", "-q")
 

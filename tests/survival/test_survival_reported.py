@@ -170,12 +170,13 @@ def test_zero_byte_files_not_markers(tmp_path, s3_options, bucket):
     remote = f"s3://{bucket}/out"
 
     def copy(origin: str, target: str, name: str) -> Any:
+        # The local side takes none of the S3 options.
         with StorageQueue(
             origin,
             target,
             name=tmp_path / name,
-            source_options=options,
-            destination_options=options,
+            source_options=options if origin.startswith("s3://") else None,
+            destination_options=options if target.startswith("s3://") else None,
         ) as queue:
             queue.copy_tree(origin, target)
             return queue.run()
