@@ -202,12 +202,12 @@ def test_bucket_transient_faults_complete(tmp_path, request, protocol, side):
     gcsfs, each with the error its client raises; the others reach moto
     or fake-gcs-server.
     """
-    if protocol == "s3":
-        server_options = request.getfixturevalue("s3_options")
-        bucket = request.getfixturevalue("bucket")
-    else:
-        server_options = request.getfixturevalue("gcs_options")
-        bucket = request.getfixturevalue("gcs_bucket")
+    server_options = request.getfixturevalue(f"{protocol}_options")
+    # The faults drawn depend on the paths, bucket included, so the bucket
+    # has a fixed name rather than the next of the session's buckets: the
+    # same faults then hit whichever tests ran before.
+    bucket = f"faults-{side}"
+    fsspec.filesystem(protocol, **server_options).mkdir(bucket)
     options = _faults("slowdown,reset,timeout")
     pair = _bucket_pair(tmp_path, protocol, server_options, bucket, side, options)
 
