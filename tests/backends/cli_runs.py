@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import Store
+from store_helpers import Store
 
 #: Exit status of a process that SIGKILLed itself at its crash point.
 KILLED = -9

@@ -17,7 +17,7 @@ import re
 
 import pytest
 from cli_runs import KILLED, journalq_command, run_journalq, summary_of
-from conftest import Store
+from store_helpers import Store
 
 FILES = {
     "a.txt": b"alpha" * 40,

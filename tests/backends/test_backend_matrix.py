@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 from cli_runs import KILLED, journalq_command, run_journalq, summary_of
-from conftest import Store
+from store_helpers import Store
 
 from journalq import StorageQueue
 

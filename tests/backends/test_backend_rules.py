@@ -15,9 +15,9 @@ import botocore.exceptions
 import pytest
 import servers
 from click.testing import CliRunner
-from conftest import Store
 from relay import Relay
 from s3fs.errors import translate_boto_error
+from store_helpers import Store
 
 from journalq import ActionError, StorageQueue, compare, parts, retry
 from journalq.backends import objects, open_filesystem, parse_option, s3

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import servers
-from conftest import Store
+from store_helpers import Store
 
 from journalq import StorageOptionError, StorageQueue
 from journalq.backends.option_names import accepted_options, check_options

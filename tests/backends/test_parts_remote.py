@@ -38,10 +38,10 @@ import fsspec
 import msgspec
 import pytest
 import servers
-from conftest import Store
 from fsspec.asyn import sync
 from gcs_sessions import SessionRelay
 from relay import Relay
+from store_helpers import Store
 
 from journalq import RunSummary, StorageQueue, compare, digest, faults, parts
 from journalq.backends import objects, open_filesystem

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Store
 from servers import S3_KEY
+from store_helpers import Store
 
 from journalq import ActionError, StorageQueue
 from journalq.backends.options import (

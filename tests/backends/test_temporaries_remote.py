@@ -11,8 +11,8 @@ import os
 import textwrap
 from pathlib import Path
 
-from conftest import Store
 from stalled_helpers import kill, start_script, wait_for_temporary
+from store_helpers import Store
 
 from journalq import StorageQueue
 
