@@ -154,6 +154,17 @@ def _bucket_pair(
     return Pair(str(write_tree(local, files)), remote, settings, copied_to_bucket)
 
 
+def _fixed_bucket(protocol: str, server_options: dict[str, Any], name: str) -> str:
+    """Make the bucket ``name`` for a test whose faults are drawn at random.
+
+    The draws depend on the paths, bucket included. The session's bucket
+    fixtures number their buckets in the order tests ask for them, so a
+    fixed name keeps the same faults whichever tests ran before.
+    """
+    fsspec.filesystem(protocol, **server_options).mkdir(name)
+    return name
+
+
 def _run_pair(tmp_path: Path, pair: Pair) -> tuple[RunSummary, StorageQueue]:
     """Copy the pair's tree; return the summary and the closed queue."""
     with _open(tmp_path, pair.source, pair.destination, **pair.settings) as queue:
@@ -203,11 +214,7 @@ def test_bucket_transient_faults_complete(tmp_path, request, protocol, side):
     or fake-gcs-server.
     """
     server_options = request.getfixturevalue(f"{protocol}_options")
-    # The faults drawn depend on the paths, bucket included, so the bucket
-    # has a fixed name rather than the next of the session's buckets: the
-    # same faults then hit whichever tests ran before.
-    bucket = f"faults-{side}"
-    fsspec.filesystem(protocol, **server_options).mkdir(bucket)
+    bucket = _fixed_bucket(protocol, server_options, f"transient-{side}")
     options = _faults("slowdown,reset,timeout")
     pair = _bucket_pair(tmp_path, protocol, server_options, bucket, side, options)
 
@@ -324,9 +331,8 @@ def test_memory_permanent_faults_fail_alone(tmp_path, memory, side, faults, oper
         ("destination", "denied", "put_object"),
     ],
 )
-def test_s3_permanent_faults_fail_alone(
-    tmp_path, s3_options, bucket, side, faults, operation
-):
+def test_s3_permanent_faults_fail_alone(tmp_path, s3_options, side, faults, operation):
+    bucket = _fixed_bucket("s3", s3_options, f"permanent-{side}")
     options = _faults(faults, fault_rate=0.2, fault_operations=operation)
     pair = _bucket_pair(tmp_path, "s3", s3_options, bucket, side, options)
 
