@@ -135,8 +135,10 @@ def drop_queue(
 def finish_interrupted(directory: Path) -> list[Path]:
     """Delete what drops of ``directory`` that were killed left; return it.
 
-    Those are the hidden directories ``.NAME.dropped-RANDOM`` beside it
-    whose ``FORMAT`` file is gone, so no queue name reaches them.
+    Those are the hidden directories ``.NAME.dropped-RANDOM`` beside it.
+    Only a drop renames a queue to such a name, under the queue's lock, so
+    no queue name reaches one. A drop killed between the rename and the
+    removal of ``FORMAT`` leaves a whole queue there, which goes too.
     """
     prefix = f".{directory.name}.dropped-"
     try:
@@ -146,9 +148,7 @@ def finish_interrupted(directory: Path) -> list[Path]:
     leftovers = [
         directory.parent / name
         for name in names
-        if name.startswith(prefix)
-        and _DROP_SUFFIX.fullmatch(name[len(prefix) :])
-        and not (directory.parent / name / FORMAT_NAME).exists()
+        if name.startswith(prefix) and _DROP_SUFFIX.fullmatch(name[len(prefix) :])
     ]
     for leftover in leftovers:
         shutil.rmtree(leftover)
@@ -242,6 +242,7 @@ def _hide(directory: Path) -> Path:
     hidden = directory.with_name(f".{directory.name}.dropped-{uuid.uuid4().hex[:8]}")
     os.rename(directory, hidden)
     durable.fsync_dir(directory.parent)
+    faults.point("drop.renamed")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(hidden / FORMAT_NAME)
     durable.fsync_dir(hidden)

@@ -145,8 +145,12 @@ def drop_command(name: str | None, force: bool) -> None:
 
 
 def _print_dropped(dropped: DroppedQueue) -> None:
-    click.echo(f"dropped queue {dropped.directory}")
-    if dropped.waiting or dropped.in_progress:
+    # With -q only what the user must still act on is printed: the uploads
+    # left at the destination.
+    quiet = settings().quiet
+    if not quiet:
+        click.echo(f"dropped queue {dropped.directory}")
+    if (dropped.waiting or dropped.in_progress) and not quiet:
         click.echo(
             f"not run: {dropped.waiting} waiting and {dropped.in_progress} "
             "in-progress actions; a copy in progress may have left a temporary "

@@ -56,6 +56,14 @@ def test_drop_deletes_finished_queue(
     assert read_tree(tmp_path / "mirror") == SAMPLE
 
 
+def test_drop_quiet_prints_nothing(synced: str, queue_home: Path) -> None:
+    result = invoke("-q", "drop", synced)
+
+    assert result.exit_code == ExitCode.OK, result.output
+    assert result.stdout == ""
+    assert not (queue_home / "queues" / synced).exists()
+
+
 def test_drop_takes_queue_option(synced: str, queue_home: Path) -> None:
     result = invoke("drop", "--queue", synced)
 
@@ -152,8 +160,12 @@ def test_drop_killed_midway_leaves_no_queue(
     assert (queue_home / "queues" / synced / "FORMAT").exists()
 
 
-def test_drop_again_finishes_killed_drop(synced: str, queue_home: Path) -> None:
-    killed = run_journalq_killed_at("drop.hidden", "drop", synced)
+@pytest.mark.parametrize("point", ["drop.renamed", "drop.hidden"])
+def test_drop_again_finishes_killed_drop(
+    synced: str, queue_home: Path, point: str
+) -> None:
+    """Killed after the rename, with FORMAT still there or gone."""
+    killed = run_journalq_killed_at(point, "drop", synced)
     again = invoke("drop", synced)
 
     assert killed.returncode == KILLED, killed.stderr

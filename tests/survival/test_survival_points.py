@@ -90,7 +90,7 @@ BACKEND_POINTS = {
 DELETE_POINTS = ["executor.before_delete"]
 #: Points of `journalq drop`, which this workload never reaches:
 #: tests/cli/test_cli_drop.py kills a drop there.
-DROP_POINTS = ["drop.hidden"]
+DROP_POINTS = ["drop.renamed", "drop.hidden"]
 
 #: A process that holds the queue's lock until its stdin closes.
 HOLDER = """
