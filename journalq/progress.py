@@ -75,6 +75,8 @@ SHOWN_IN_FLIGHT: Final = 5
 
 _UNITS: Final = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 _TREES: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})
+#: Actions whose one call adds or removes a directory entry.
+_ENTRY_KINDS: Final = frozenset({Kind.MKDIR, Kind.DELETE})
 
 
 def format_bytes(count: float) -> str:
@@ -118,7 +120,14 @@ class Transfer:
 
     @property
     def written(self) -> bool:
-        """True when all the bytes are written and only the commit remains."""
+        """True when the work is done and only the commit remains.
+
+        A copy is written once all its bytes are. A mkdir or delete takes
+        one call, after which a local one waits for its group's filesystem
+        sync, so it counts as written from its start.
+        """
+        if self.kind in _ENTRY_KINDS:
+            return True
         return self.total is not None and self.bytes >= self.total > 0
 
 
@@ -182,7 +191,7 @@ class ProgressView:
 
     @property
     def syncing(self) -> int:
-        """Copies in flight whose bytes are all written, waiting for a sync.
+        """Actions in flight whose work is done, waiting for a sync.
 
         A local copy waits for its group's filesystem sync before it ends,
         so hundreds of small files can be in this state at once.
@@ -751,5 +760,6 @@ def _in_flight_lines(view: ProgressView, width: int) -> list[RenderableType]:
         lines.append(Text(f"  > {path}  {amount}", style="dim"))
     hidden = len(view.in_flight) - SHOWN_IN_FLIGHT
     if hidden > 0:
-        lines.append(Text(f"  and {hidden} more in flight", style="dim"))
+        # "more", not "more in flight": most of them are often syncing.
+        lines.append(Text(f"  and {hidden} more", style="dim"))
     return lines

@@ -178,10 +178,10 @@ def test_written_copies_count_as_syncing_not_in_flight() -> None:
     screen = io.StringIO()
     Console(file=screen, width=80).print(render_view(view, 80))
 
-    assert (view.moving, view.syncing) == (2, 3)
-    assert "in flight 2, syncing 3" in view.line()
-    assert "in flight 2  syncing 3" in screen.getvalue()
-    assert "/dir  mkdir" in screen.getvalue()
+    assert (view.moving, view.syncing) == (1, 4)
+    assert "in flight 1, syncing 4" in view.line()
+    assert "in flight 1  syncing 4" in screen.getvalue()
+    assert "/dir  mkdir, syncing" in screen.getvalue()
 
 
 def test_for_queue_counts_waiting_files(tmp_path: Path) -> None:
