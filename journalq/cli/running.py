@@ -187,7 +187,7 @@ def _wants_display(as_json: bool) -> bool:
 
 
 def _fan_out(
-    printer: EventPrinter,
+    printer: EventPrinter | _ClosedPipeStop,
     output: Callable[[Event], None],
     progress: RunProgress | None,
 ) -> tuple[Callable[[Event], None], frozenset[EventType]]:
@@ -280,9 +280,10 @@ def run_and_report(
     # A JSON line of a completion is an acknowledgement for scripts, so it
     # waits for the journal; a dry run journals nothing.
     acknowledged = as_json and not options.dry_run
-    printed = AcknowledgedEvents(printer, queue.flush) if acknowledged else None
-    on_event, event_types = _fan_out(printer, printed or printer, progress)
     stop = threading.Event()
+    guarded = _ClosedPipeStop(printer, stop)
+    printed = AcknowledgedEvents(guarded, queue.flush) if acknowledged else None
+    on_event, event_types = _fan_out(guarded, printed or guarded, progress)
     resume = resume_command(queue)
     on_stop = progress.mark_stopping if display and progress is not None else None
     with (
@@ -300,10 +301,43 @@ def run_and_report(
             event_types=event_types,
             client=client,
         )
+    if guarded.error is not None:
+        if not options.dry_run:
+            save_last_run(queue.directory, summary)
+        click.echo(
+            f"stdout was closed, so the run stopped. To resume: {resume}", err=True
+        )
+        raise guarded.error
     _report(queue, summary, resume, as_json=as_json)
     if not options.dry_run:
         save_last_run(queue.directory, summary)
     return run_exit_code(summary, dry_run=options.dry_run)
+
+
+class _ClosedPipeStop:
+    """Pass events to a printer; when stdout is closed, stop the run instead.
+
+    Once a reader such as ``head`` goes away, every later write fails.
+    Raising from an event would end the action it came from without its
+    record, so the run stops the way a Ctrl-C stops it, and the command
+    exits with 141 once the actions in flight ended.
+    """
+
+    def __init__(self, printer: EventPrinter, stop: threading.Event) -> None:
+        self._printer = printer
+        self._stop = stop
+        self.event_types = printer.event_types
+        #: The error that closed stdout, raised again when the run ended.
+        self.error: BrokenPipeError | None = None
+
+    def __call__(self, event: Event) -> None:
+        if self.error is not None:
+            return
+        try:
+            self._printer(event)
+        except BrokenPipeError as error:
+            self.error = error
+            self._stop.set()
 
 
 def _report_handoff(queue: StorageQueue, added: str) -> ExitCode:

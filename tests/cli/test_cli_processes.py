@@ -337,8 +337,12 @@ def test_closed_output_stops_run_with_141(many: Path, tmp_path: Path) -> None:
 PIPED_RUNS = 10
 
 
-def test_head_closing_pipe_prints_nothing(many: Path, tmp_path: Path) -> None:
-    """`journalq sync --json | head -3`: exit 141, and stderr stays empty."""
+def test_head_closing_pipe_stops_cleanly(many: Path, tmp_path: Path) -> None:
+    """`journalq sync --json | head -3`: exit 141 and one line on stderr.
+
+    The run stops the way a Ctrl-C stops it, so no action is left in
+    progress, and stderr says how to resume instead of a traceback.
+    """
     for run in range(PIPED_RUNS):
         process = journalq_process(
             "sync",
@@ -357,8 +361,14 @@ def test_head_closing_pipe_prints_nothing(many: Path, tmp_path: Path) -> None:
         head.wait(timeout=60)
         _, stderr = process.communicate(timeout=60)
 
+        status = read_state(tmp_path / f"q{run}").status_counts()
+
         assert process.returncode == ExitCode.PIPE_CLOSED, (run, stderr)
-        assert stderr == b"", (run, stderr.decode())
+        assert stderr.decode() == (
+            "stdout was closed, so the run stopped. To resume: journalq run "
+            f"--queue {tmp_path / f'q{run}'}\n"
+        ), run
+        assert status["inprogress"] == 0, run
 
 
 #: Runs the console script's main() in a child process and sends itself
