@@ -91,6 +91,10 @@ class CopyEffect:
         # events leave them out.
         self._earlier_parts: dict[str, frozenset[int]] = {}
         self._resumed_bytes: dict[str, int] = {}
+        # Per large copy stopped part way: the bytes of the parts this run
+        # journaled, which its summary counts although the copy goes on in
+        # a later run.
+        self._stopped_bytes: dict[str, int] = {}
 
     def sent_bytes(self, action_id: str, copied: int) -> int:
         """Return how many of the ``copied`` bytes of a finished copy this run sent.
@@ -103,6 +107,13 @@ class CopyEffect:
             del self._earlier_parts[action_id]
             sent -= self._resumed_bytes.pop(action_id, 0)
         return sent
+
+    def stopped_bytes(self, action_id: str) -> int:
+        """Return the bytes of parts that a stopped copy journaled in this run.
+
+        Call it once, when the stopped attempt is recorded.
+        """
+        return self._stopped_bytes.pop(action_id, 0)
 
     def copy(
         self, action: ActionState, attempt: int, group: DurableGroup
@@ -280,9 +291,75 @@ class CopyEffect:
         when the source still matches it; otherwise the old parts are
         discarded and a new plan is journaled, durably, before any part.
         """
-        fs = self.destination.fs
         part_size = parts.part_size_for(source.size)
-        identity = parts.source_identity(source)
+        target, written, resumable = self._open_parts_target(
+            action, attempt, destination_path, part_size, parts.source_identity(source)
+        )
+        if target is None:
+            return None
+
+        earlier = self._earlier_parts_of(action.action_id, written, resumable)
+        resumed = 0
+        sent = 0
+
+        def journal_part(part: Part) -> None:
+            nonlocal sent
+            # Durable at once: one sync per part is cheap next to the part,
+            # and a lost record would send that part again.
+            self.store.append(
+                [PartWritten(action.action_id, attempt, part)], durable=True
+            )
+            sent += part.size
+
+        def recovered(part: Part) -> None:
+            nonlocal resumed
+            if part.number in earlier:
+                resumed += part.size
+
+        callback = self._callback(action, attempt, source.size)
+        observed_ns = time.time_ns()
+        try:
+            every_part, digest_string = parts.copy_in_parts(
+                self.source.fs,
+                source_path,
+                source,
+                target,
+                part_size,
+                dict(written),
+                on_part=journal_part,
+                on_bytes=callback.relative_update if callback is not None else None,
+                should_stop=self._stopping if self.options.stop else None,
+                on_recovered=recovered,
+            )
+            target.complete(every_part, source.mtime_ns, digest_string)
+        except InterruptedError:
+            target.release()
+            self._stopped_bytes[action.action_id] = sent
+            raise Interrupted from None
+        except parts.SourceChangedError:
+            target.abort()
+            raise
+        except BaseException:
+            target.release()
+            raise
+        self._resumed_bytes[action.action_id] = resumed
+        result = transfer.CopyResult(source.size, digest_string)
+        return result, observed_ns, target.keeps_mtime
+
+    def _open_parts_target(
+        self,
+        action: ActionState,
+        attempt: int,
+        destination_path: str,
+        part_size: int,
+        identity: Identity,
+    ) -> tuple[parts.PartTarget | None, dict[int, Part], bool]:
+        """Open the target of a large copy: the journaled plan's, or a new one.
+
+        Returns the target (``None`` when the destination takes no parts),
+        the parts journaled for it, and whether the journaled plan resumes.
+        """
+        fs = self.destination.fs
         known = action.parts
         target = None
         resumable = (
@@ -322,49 +399,7 @@ class CopyEffect:
                     time.time_ns(),
                 )
                 self.store.append([plan], durable=True)
-        if target is None:
-            return None
-
-        earlier = self._earlier_parts_of(action.action_id, written, resumable)
-        resumed = 0
-
-        def recovered(part: Part) -> None:
-            nonlocal resumed
-            if part.number in earlier:
-                resumed += part.size
-
-        callback = self._callback(action, attempt, source.size)
-        observed_ns = time.time_ns()
-        try:
-            every_part, digest_string = parts.copy_in_parts(
-                self.source.fs,
-                source_path,
-                source,
-                target,
-                part_size,
-                dict(written),
-                # Durable at once: one sync per part is cheap next to the
-                # part, and a lost record would send that part again.
-                on_part=lambda part: self.store.append(
-                    [PartWritten(action.action_id, attempt, part)], durable=True
-                ),
-                on_bytes=callback.relative_update if callback is not None else None,
-                should_stop=self._stopping if self.options.stop else None,
-                on_recovered=recovered,
-            )
-            target.complete(every_part, source.mtime_ns, digest_string)
-        except InterruptedError:
-            target.release()
-            raise Interrupted from None
-        except parts.SourceChangedError:
-            target.abort()
-            raise
-        except BaseException:
-            target.release()
-            raise
-        self._resumed_bytes[action.action_id] = resumed
-        result = transfer.CopyResult(source.size, digest_string)
-        return result, observed_ns, target.keeps_mtime
+        return target, written, resumable
 
     def _earlier_parts_of(
         self, action_id: str, written: dict[int, Part], resumable: bool

@@ -409,6 +409,11 @@ class Executor:
                 records = self._effects.execute(action, attempt, group)
             except Interrupted:
                 self.record_failure(action, attempt, _interrupted_error(), True)
+                # The parts a stopped large copy journaled were sent by this
+                # run, so its summary counts them.
+                stopped = self._copy.stopped_bytes(action.action_id)
+                with self._summary_lock:
+                    self.summary.bytes += stopped
                 return
             except Exception as exc:  # every failure is recorded
                 if not self._handle_failure(action, attempt, tries, exc):

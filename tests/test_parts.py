@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import msgspec
@@ -179,6 +180,34 @@ def test_retry_in_same_run_counts_whole_file(tmp_path: Path, source: bytes) -> N
     assert (tmp_path / "dst" / "big.bin").read_bytes() == source
     assert summary.retried == 1
     assert summary.bytes == SIZE
+
+
+def test_stopped_copy_counts_its_journaled_parts(tmp_path: Path, source: bytes) -> None:
+    """A run stopped part way counts the parts it journaled, and the run
+    that resumes counts the rest, so the two summaries add up to the file."""
+    stop = threading.Event()
+    records = 0
+
+    def stop_at_third_part(name: str) -> None:
+        nonlocal records
+        if name == "parts.before_record":
+            records += 1
+            if records == 3:
+                stop.set()
+
+    faults.install(stop_at_third_part)
+    try:
+        stopped = run_copy(tmp_path, stop=stop)
+    finally:
+        faults.clear()
+    journaled = sum(r.part.size for r in journal_records(tmp_path / "q", PartWritten))
+    resumed = run_copy(tmp_path)
+
+    assert stopped.interrupted
+    assert 0 < journaled < SIZE
+    assert stopped.bytes == journaled
+    assert stopped.bytes + resumed.bytes == SIZE
+    assert (tmp_path / "dst" / "big.bin").read_bytes() == source
 
 
 def test_killed_before_rename_completes(tmp_path: Path, source: bytes) -> None:
