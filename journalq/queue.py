@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 import msgspec
 
-from journalq import compare, faults, inbox, parts, retry, transfer
+from journalq import compare, expansion, inbox, parts, retry, transfer
 from journalq.backends import (
     Filesystem,
     endpoint,
@@ -35,7 +35,6 @@ from journalq.backends import (
     open_filesystem,
     split_url,
 )
-from journalq.backends.objects import MissingBucketError
 from journalq.backends.options import public_options, secret_names
 from journalq.backends.remotes import split_remote
 from journalq.errors import (
@@ -47,26 +46,20 @@ from journalq.errors import (
 )
 from journalq.events import ActionInfo, Event, EventType, RunSummary
 from journalq.executor import Executor, RunOptions
+from journalq.expansion import skips_hold as _skips_hold
 from journalq.journal import SyncMode
 from journalq.plan import (
     REJECTED,
     UNLISTED,
     Entry,
-    Identical,
-    Listing,
     action_id,
     check_overlap,
-    count_deletes,
-    expand,
     glob_matches,
-    list_tree,
     request_key,
-    skipped_children,
 )
 from journalq.records import (
     ActionAdded,
     Canceled,
-    Digested,
     Endpoint,
     Failed,
     Kind,
@@ -400,7 +393,7 @@ class StorageQueue:
         for action in list(store.state.actions.values()):
             unexpanded = action.kind in _PARENTS and action.children is None
             if unexpanded and not action.terminal:
-                self._expand_again(action)
+                expansion.expand_again(self, action, chunk=EXPANSION_CHUNK)
 
     def _sweep_temporaries(self, failures: list[Failed]) -> None:
         """Remove the temporary files of the copies a stopped run left open.
@@ -445,28 +438,6 @@ class StorageQueue:
                     action.action_id,
                     destination_path,
                 )
-
-    def _expand_again(self, action: ActionState) -> None:
-        """List a tree whose expansion a crash cut short, once more.
-
-        The guards of the first expansion apply again: an empty source is
-        never taken as a reason to delete everything. A tree that cannot be
-        listed now fails, so the queue still opens and the rest runs.
-        """
-        logger.info("expanding %s again", action.action_id)
-        try:
-            self._expand(action.added, force=False)
-        except ActionError as exc:
-            logger.warning("tree %s failed: %s", action.action_id, exc)
-            failure = Failed(
-                action.action_id,
-                action.attempts + 1,
-                "ActionError",
-                str(exc),
-                retryable=False,
-                finished_ns=time.time_ns(),
-            )
-            self._require_store().append([failure], durable=True)
 
     # State --------------------------------------------------------------------
 
@@ -659,7 +630,9 @@ class StorageQueue:
             destination=destination,
             delete_extraneous=delete,
         )
-        self._expand(parent, max_delete=max_delete, force=force)
+        expansion.expand_tree(
+            self, parent, max_delete=max_delete, force=force, chunk=EXPANSION_CHUNK
+        )
         return parent.action_id
 
     def _check_outside_queue(
@@ -679,99 +652,6 @@ class StorageQueue:
                 f"the {role} tree contains the queue directory {self.directory}; "
                 "keep the queue outside both trees (--queue elsewhere)",
             )
-
-    def _expand(
-        self, parent: ActionAdded, *, max_delete: int | None = None, force: bool
-    ) -> None:
-        """List the tree, check the deletes, then journal parent and children."""
-        assert parent.source is not None
-        assert parent.destination is not None
-        try:
-            source = self.with_retries(
-                lambda: list_tree(self.source.fs, parent.source), parent.source
-            )
-        except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
-            raise ActionError(
-                parent.source,
-                f"{exc}; check the path (nothing was added, nothing deleted)",
-            ) from exc
-        destination = self._destination_listing(parent.destination)
-        if parent.delete_extraneous:
-            self._check_deletes(parent, source, destination, max_delete, force)
-
-        # The parent is durable before its children, so a crash in the middle
-        # leaves a tree that the next open expands again.
-        if parent.action_id not in self.state.actions:
-            self._journal([parent])
-        records: list[Record] = []
-        identical = self._planned_skip(parent)
-        hints = self._hints if self._store is not None else None
-        for record in expand(parent, source, destination, identical, hints):
-            records.append(record)
-            if len(records) >= EXPANSION_CHUNK:
-                self._append_chunk(records)
-                records = []
-        self._journal(records)
-
-    def _planned_skip(self, parent: ActionAdded) -> Identical | None:
-        """Return the test that skips files already identical at listing time.
-
-        Under the checksum policy a file is skipped only when the digest
-        cache has trusted digests of both sides for exactly the sizes and
-        mtimes just listed, and they are equal. Every other file becomes an
-        action and is compared when it runs.
-        """
-        policy = _parse_policy(parent.compare) if parent.compare else self.policy
-        if policy is compare.Policy.ALWAYS:
-            return None
-        if policy is compare.Policy.SIZE:
-            return _same_size
-        if policy is compare.Policy.SIZE_MTIME:
-            return _same_size_and_mtime
-        digests = self.state.digests
-        source_root = parent.source or ""
-        destination_root = parent.destination or ""
-
-        def identical(relpath: str, source: Entry, destination: Entry) -> str | None:
-            if source[0] != destination[0]:
-                return None
-            known_source = digests.get(
-                (Service.SOURCE, posixpath.join(source_root, relpath))
-            )
-            known_destination = digests.get(
-                (Service.DESTINATION, posixpath.join(destination_root, relpath))
-            )
-            if not _cached(known_source, source) or not _cached(
-                known_destination, destination
-            ):
-                return None
-            assert known_source is not None
-            assert known_destination is not None
-            if known_source.digest != known_destination.digest:
-                return None
-            return known_source.digest.partition(":")[0]
-
-        return identical
-
-    def _append_chunk(self, records: list[Record]) -> None:
-        if self._store is not None:
-            self._store.append(records, durable=False)
-        else:
-            self._journal(records)
-        faults.point("queue.expansion_chunk")
-
-    def _destination_listing(self, path: str) -> Listing:
-        """List the destination tree; a missing one is empty, a missing bucket not.
-
-        Nothing could be copied into a bucket that does not exist, so the
-        add fails now rather than every file of the tree at run time.
-        """
-        try:
-            return self.with_retries(lambda: list_tree(self.destination.fs, path), path)
-        except MissingBucketError as exc:
-            raise ActionError(path, f"{exc}; nothing was added") from exc
-        except FileNotFoundError:
-            return Listing()
 
     def with_retries(self, call: Callable[[], T], path: str) -> T:
         """Return what ``call`` returns, trying again after transient failures.
@@ -798,30 +678,6 @@ class StorageQueue:
                 logger.info("listing %s again in %.2fs after %s", path, delay, exc)
                 time.sleep(delay)
         raise AssertionError("the loop returns or raises")
-
-    def _check_deletes(
-        self,
-        parent: ActionAdded,
-        source: Listing,
-        destination: Listing,
-        max_delete: int | None,
-        force: bool,
-    ) -> None:
-        deletes = count_deletes(source, destination)
-        if not source.files and not source.directories and deletes and not force:
-            raise ActionError(
-                parent.source,
-                f"the source tree is empty, so a sync with delete would remove "
-                f"all {deletes} items under {parent.destination}; add --force "
-                "(force=True in Python) if that is intended",
-            )
-        if max_delete is not None and deletes > max_delete:
-            raise ActionError(
-                parent.destination,
-                f"the sync would delete {deletes} items, more than the maximum "
-                f"of {max_delete}; nothing was added or deleted. Raise "
-                "--max-delete or check the source",
-            )
 
     @property
     def source(self) -> Filesystem:
@@ -1006,7 +862,7 @@ class StorageQueue:
         if self._store is not None:
             for action in failed:
                 if action.kind in _PARENTS:
-                    self._expand_again(action)
+                    expansion.expand_again(self, action, chunk=EXPANSION_CHUNK)
         return [action.action_id for action in failed]
 
     # Reading ------------------------------------------------------------------
@@ -1216,44 +1072,9 @@ class StorageQueue:
             own = action.added.compare
             tree_policy = _parse_policy(own) if own else policy
             if not _skips_hold(action.skip_method, tree_policy):
-                self._add_skips_back(action, tree_policy)
-
-    def _add_skips_back(self, tree: ActionState, policy: compare.Policy) -> None:
-        added = tree.added
-        assert added.source is not None
-        assert added.destination is not None
-        try:
-            source = self.with_retries(
-                lambda: list_tree(self.source.fs, added.source), added.source
-            )
-            destination = self._destination_listing(added.destination)
-        except (ActionError, OSError) as exc:
-            logger.warning(
-                "the %d files that tree %s skipped stay skipped: listing it "
-                "again, to compare them under the policy %s, failed: %s",
-                tree.skipped,
-                tree.action_id,
-                policy,
-                exc,
-            )
-            return
-        children = skipped_children(
-            added,
-            source,
-            destination,
-            self.state.actions,
-            tree.skipped,
-            self._hints,
-        )
-        records: list[Record] = list(children)
-        logger.info(
-            "comparing %d files that tree %s skipped again, under the policy %s",
-            len(records),
-            tree.action_id,
-            policy,
-        )
-        for start in range(0, len(records), EXPANSION_CHUNK):
-            self._journal(records[start : start + EXPANSION_CHUNK])
+                expansion.add_skips_back(
+                    self, action, tree_policy, chunk=EXPANSION_CHUNK
+                )
 
     def _open_trees(self) -> set[str]:
         return {
@@ -1382,34 +1203,6 @@ def _accumulate(total: RunSummary, part: RunSummary) -> None:
     total.remaining = part.remaining
 
 
-def _same_size(relpath: str, source: Entry, destination: Entry) -> str | None:
-    return "size" if source[0] == destination[0] else None
-
-
-def _same_size_and_mtime(relpath: str, source: Entry, destination: Entry) -> str | None:
-    if source[0] != destination[0] or source[1] is None or destination[1] is None:
-        return None
-    if abs(source[1] - destination[1]) > compare.MODIFY_WINDOW_NS:
-        return None
-    return "size+mtime"
-
-
-def _skips_hold(method: str, policy: compare.Policy) -> bool:
-    """Tell whether files skipped at listing time by ``method`` pass ``policy``.
-
-    Every such skip needed equal sizes, so ``size`` accepts them all, and
-    ``always`` none. Otherwise the policy must be the one that decided:
-    ``size+mtime`` and ``checksum`` each accept files the other copies.
-    """
-    if policy is compare.Policy.SIZE:
-        return True
-    if policy is compare.Policy.ALWAYS:
-        return False
-    decided = _SKIP_POLICIES.get(method, compare.Policy.CHECKSUM if method else None)
-    return decided is policy
-
-
-#: The policy behind each ``method`` of a planned skip that is not a digest
 #: algorithm (which means ``checksum``).
 _SKIP_POLICIES: Final = {
     "size": compare.Policy.SIZE,
@@ -1424,17 +1217,6 @@ def _rejected(action: ActionState) -> bool:
     listed.
     """
     return action.error is not None and action.error.reason in (REJECTED, UNLISTED)
-
-
-def _cached(known: Digested | None, entry: Entry) -> bool:
-    """Tell whether a cached digest is valid for the file as it was listed.
-
-    It reads the entry's fields in place: a re-sync calls this twice per
-    file, and a :class:`compare.FileInfo` per call cost more than the check.
-    """
-    if len(entry) == 4:
-        return compare.entry_matches(known, *entry)
-    return compare.entry_matches(known, entry[0], entry[1])
 
 
 def _parse_policy(text: str) -> compare.Policy:
