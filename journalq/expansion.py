@@ -33,13 +33,16 @@ from journalq.plan import (
     list_tree,
     skipped_children,
 )
-from journalq.records import ActionAdded, Digested, Failed, Record, Service
+from journalq.records import ActionAdded, Digested, Failed, Kind, Record, Service
 from journalq.replay import ActionState, DigestCache
 
 if TYPE_CHECKING:
     from journalq.queue import StorageQueue
 
 logger = logging.getLogger(__name__)
+
+#: The kinds of action that list a tree and have a child action per file.
+PARENTS: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})
 
 
 def expand_tree(

@@ -12,6 +12,10 @@ When another process holds the queue, :class:`StorageQueue` opens it in
 hand-off mode: adds and cancels are written to the queue's inbox, durable
 when the call returns, and the running process journals and runs them.
 :meth:`StorageQueue.run` then raises :class:`QueueLockedError`.
+
+This module keeps the public methods. Opening, creating and recovering a
+queue are in :mod:`journalq.opening`, and listing trees and planning
+their skips in :mod:`journalq.expansion`.
 """
 
 from __future__ import annotations
@@ -27,25 +31,12 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 import msgspec
 
-from journalq import compare, expansion, inbox, parts, retry, transfer
-from journalq.backends import (
-    Filesystem,
-    endpoint,
-    hide_password,
-    open_filesystem,
-    split_url,
-)
-from journalq.backends.options import public_options, secret_names
-from journalq.backends.remotes import split_remote
-from journalq.errors import (
-    ActionError,
-    EndpointMismatchError,
-    QueueError,
-    QueueLockedError,
-    StorageOptionError,
-)
+from journalq import compare, expansion, inbox, opening, parts, retry
+from journalq.backends import Filesystem, open_filesystem
+from journalq.errors import ActionError, QueueError
 from journalq.events import ActionInfo, Event, EventType, RunSummary
 from journalq.executor import Executor, RunOptions
+from journalq.expansion import PARENTS
 from journalq.expansion import skips_hold as _skips_hold
 from journalq.journal import SyncMode
 from journalq.plan import (
@@ -60,17 +51,14 @@ from journalq.plan import (
 from journalq.records import (
     ActionAdded,
     Canceled,
-    Endpoint,
-    Failed,
     Kind,
-    QueueCreated,
     Record,
     Retried,
     Service,
     encode_batch,
 )
-from journalq.replay import ActionState, QueueState, Status, reset_interrupted
-from journalq.store import QueueStore, queue_directory, read_format, read_state
+from journalq.replay import ActionState, QueueState, Status
+from journalq.store import QueueStore, queue_directory, read_state
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -84,7 +72,6 @@ logger = logging.getLogger(__name__)
 #: never puts all its records in one frame.
 EXPANSION_CHUNK: Final = 50_000
 
-_PARENTS: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})
 #: The statuses whose action's last error is its current one: failed, or
 #: waiting or running again after a failed attempt.
 _RETRIED_OR_FAILED: Final = frozenset(
@@ -171,273 +158,19 @@ class StorageQueue:
         # What listing a tree found about each of its files, for the run
         # that follows in this process (see CopyEffect._file_infos).
         self._hints: dict[str, tuple[Entry, Entry | None]] = {}
-        self._open(
+        opening.open_queue(
+            self,
             None if source is None else os.fspath(source),
             None if destination is None else os.fspath(destination),
             source_options,
             destination_options,
             sync,
         )
+        if self._store is not None:
+            opening.recover(self, chunk=EXPANSION_CHUNK)
         if compare is None:
             assert self.state.created is not None
             self.policy = _parse_policy(self.state.created.compare)
-
-    # Opening ------------------------------------------------------------------
-
-    def _open(
-        self,
-        source: str | None,
-        destination: str | None,
-        source_options: dict[str, Any] | None,
-        destination_options: dict[str, Any] | None,
-        sync: SyncMode,
-    ) -> None:
-        # A password in a URL is a secret storage option from here on, so
-        # it is compared, journaled and reported like one.
-        if source is not None:
-            source, source_options = split_url(_url(source), source_options)
-        if destination is not None:
-            destination, destination_options = split_url(
-                _url(destination), destination_options
-            )
-        create = None
-        if source is not None and destination is not None:
-            create = self._creator(
-                source, destination, source_options or {}, destination_options or {}
-            )
-            if not self.read_only and read_format(self.directory) is None:
-                # A wrong option or URL fails before the queue exists, so
-                # nothing is created and no option is journaled.
-                self._opened = self._open_filesystems(
-                    {
-                        Service.SOURCE: (source, source_options or {}),
-                        Service.DESTINATION: (destination, destination_options or {}),
-                    }
-                )
-        if self.read_only:
-            self._unavailable = QueueError(
-                self.directory,
-                "the queue was opened read-only; open it again to change it",
-            )
-            self._handoff_state = read_state(self.directory)
-        else:
-            self._open_store(create, sync)
-        created = self.state.created
-        if created is None:
-            raise QueueError(
-                self.directory,
-                "the queue has no creation record (its creation was cut "
-                "short); open it again with a source and a destination",
-            )
-        given_options = {
-            Service.SOURCE: source_options or {},
-            Service.DESTINATION: destination_options or {},
-        }
-        try:
-            self._check_endpoints(created, source, destination)
-            self._endpoints = {
-                Service.SOURCE: (
-                    created.source.url,
-                    self._options("source", created.source, source_options),
-                ),
-                Service.DESTINATION: (
-                    created.destination.url,
-                    self._options(
-                        "destination", created.destination, destination_options
-                    ),
-                ),
-            }
-            if self._opened and not self._created_here:
-                # Another process created the queue since it was checked,
-                # maybe with other options: open the ones it keeps.
-                self._opened = {}
-            if not self.read_only:
-                # A wrong URL or option fails here, not at the first action.
-                self._opened = self._open_filesystems(
-                    self._endpoints, created=created, given=given_options
-                )
-        except BaseException:
-            if self._store is not None:
-                self._store.close()
-            raise
-        if self._store is not None:
-            self._recover()
-
-    def _options(
-        self, role: str, journaled: Endpoint, given: dict[str, Any] | None
-    ) -> dict[str, Any]:
-        """Merge the journaled options of a filesystem with the caller's.
-
-        The journal keeps only the names of secret options. A queue that is
-        to run needs them again, so a missing one is an error that names it;
-        read-only reports do without them. A password that was given in the
-        URL is journaled as such an option too (see :func:`split_url`).
-        """
-        given = given or {}
-        missing = [
-            name for name in secret_names(journaled.options) if name not in given
-        ]
-        if missing and not self.read_only:
-            flags = " ".join(f"--{role}-option {name}=..." for name in missing)
-            if "@" in journaled.url.partition("://")[2].partition("/")[0]:
-                flags += f", or the {role} URL again with user:PASSWORD@ in it"
-            raise ActionError(
-                hide_password(journaled.url),
-                f"the queue was created with secrets in the {role} option(s) "
-                f"{', '.join(missing)}, which are never journaled; give them "
-                f"again, in {role}_options from Python or on the command line: "
-                f"{flags}",
-            )
-        for name in sorted(given.keys() & journaled.options.keys()):
-            if public_options({name: given[name]})[name] != journaled.options[name]:
-                logger.info(
-                    "using the %s option %s given now instead of the value "
-                    "queue %s was created with",
-                    role,
-                    name,
-                    self.directory,
-                )
-        return {**journaled.options, **given}
-
-    def _open_filesystems(
-        self,
-        endpoints: dict[Service, tuple[str, dict[str, Any]]],
-        *,
-        created: QueueCreated | None = None,
-        given: dict[Service, dict[str, Any]] | None = None,
-    ) -> dict[Service, Filesystem]:
-        """Open the filesystems not opened yet; name the role of a bad option.
-
-        With ``created``, the options are those of that existing queue, and
-        a rejected option it keeps that is not in ``given`` is reported as
-        journaled, because giving the right one does not remove it.
-        """
-        opened = dict(self._opened)
-        for role, (url, options) in endpoints.items():
-            if role in opened:
-                continue
-            try:
-                opened[role] = open_filesystem(url, options)
-            except StorageOptionError as exc:
-                kept = {} if created is None else _endpoint_of(created, role).options
-                again = (given or {}).get(role, {})
-                raise StorageOptionError(
-                    hide_password(url),
-                    exc.filesystem,
-                    exc.names,
-                    exc.suggestions,
-                    role=str(role),
-                    queue=str(self.directory),
-                    journaled=[n for n in exc.names if n in kept and n not in again],
-                ) from exc
-        return opened
-
-    def _open_store(self, create: Any, sync: SyncMode) -> None:
-        try:
-            self._store = QueueStore.open(self.directory, create=create, sync=sync)
-        except QueueLockedError as exc:
-            if exc.same_process:
-                raise
-            self._unavailable = exc
-            self._handoff_state = read_state(self.directory)
-
-    def _creator(
-        self,
-        source: str,
-        destination: str,
-        source_options: dict[str, Any],
-        destination_options: dict[str, Any],
-    ):
-        name = os.fspath(self.directory.name)
-
-        def create(queue_id: str) -> QueueCreated:
-            self._created_here = True
-            return QueueCreated(
-                queue_id,
-                name,
-                endpoint(_url(source), source_options),
-                endpoint(_url(destination), destination_options),
-                self.parallelism,
-                time.time_ns(),
-                compare=str(self.policy),
-                max_attempts=self.max_attempts,
-            )
-
-        return create
-
-    def _check_endpoints(
-        self, created: QueueCreated, source: str | None, destination: str | None
-    ) -> None:
-        for given, journaled, role in (
-            (source, created.source.url, "source"),
-            (destination, created.destination.url, "destination"),
-        ):
-            # A queue journaled before URL passwords were split off has its
-            # password in the URL.
-            stored, _ = split_url(journaled)
-            if given is not None and _url(given) != stored:
-                raise EndpointMismatchError(given, stored, role, str(self.directory))
-
-    def _recover(self) -> None:
-        """Finish what a crashed run left: open attempts and expansions."""
-        store = self._require_store()
-        failures = reset_interrupted(store.state, self.max_attempts)
-        if failures:
-            logger.info("resuming %d actions a stopped run left open", len(failures))
-            # Swept before the records that end those attempts are journaled:
-            # a crash in between leaves them in progress, so the next open
-            # sweeps again. After the records, a canceled or failed action
-            # would never be looked at again.
-            self._sweep_temporaries(failures)
-            store.append(failures, durable=True)
-        for action in list(store.state.actions.values()):
-            unexpanded = action.kind in _PARENTS and action.children is None
-            if unexpanded and not action.terminal:
-                expansion.expand_again(self, action, chunk=EXPANSION_CHUNK)
-
-    def _sweep_temporaries(self, failures: list[Failed]) -> None:
-        """Remove the temporary files of the copies a stopped run left open.
-
-        A copy killed before its rename leaves a temporary file beside its
-        destination (:func:`journalq.transfer.temp_path`). The parts file of
-        a copy in parts stays, because the next attempt resumes it. A
-        destination that cannot be listed now keeps its temporary files,
-        and the next attempt at the action sweeps them again.
-        NOTE: a copy that a copy process made, or an attempt whose
-        ``started`` record was not yet written, left no trace in the
-        journal. Its temporary file is removed only when the file is copied
-        again to the same name, not when the action is canceled.
-        """
-        state = self._require_store().state
-        for failure in failures:
-            action = state.actions[failure.action_id]
-            if action.kind is not Kind.COPY_FILE:
-                continue
-            _, destination_path = state.paths(action)
-            assert destination_path is not None
-            try:
-                removed = transfer.sweep_temporaries(
-                    self.destination.fs, destination_path, action.action_id
-                )
-            # Each backend raises its own errors (asyncssh.Error, botocore's
-            # ClientError...), and none of them may keep the queue closed.
-            except Exception as exc:
-                logger.warning(
-                    "could not remove the temporary files of action %s beside "
-                    "%s: %s: %s",
-                    action.action_id,
-                    destination_path,
-                    type(exc).__name__,
-                    exc,
-                )
-                continue
-            if removed:
-                logger.info(
-                    "removed %d temporary files of action %s beside %s",
-                    removed,
-                    action.action_id,
-                    destination_path,
-                )
 
     # State --------------------------------------------------------------------
 
@@ -852,7 +585,7 @@ class StorageQueue:
             action
             for action in self.state.actions.values()
             if action.status is Status.FAILED
-            and (action.kind not in _PARENTS or action.children is None)
+            and (action.kind not in PARENTS or action.children is None)
             and not _rejected(action)
         ]
         if not failed:
@@ -861,7 +594,7 @@ class StorageQueue:
         self._journal([Retried(action.action_id, now) for action in failed])
         if self._store is not None:
             for action in failed:
-                if action.kind in _PARENTS:
+                if action.kind in PARENTS:
                     expansion.expand_again(self, action, chunk=EXPANSION_CHUNK)
         return [action.action_id for action in failed]
 
@@ -1064,7 +797,7 @@ class StorageQueue:
         the tree is listed once more and each such file gets an action.
         """
         for action in list(self.state.actions.values()):
-            if action.kind not in _PARENTS or action.terminal or not action.skipped:
+            if action.kind not in PARENTS or action.terminal or not action.skipped:
                 continue
             if only is not None and action.action_id not in only:
                 continue
@@ -1080,7 +813,7 @@ class StorageQueue:
         return {
             action.action_id
             for action in self.state.actions.values()
-            if action.kind in _PARENTS and not action.terminal
+            if action.kind in PARENTS and not action.terminal
         }
 
     def _rejected_items(self, trees: set[str]) -> int:
@@ -1105,7 +838,7 @@ class StorageQueue:
 
     def _has_runnable(self) -> bool:
         return any(
-            action.status is Status.WAITING and action.kind not in _PARENTS
+            action.status is Status.WAITING and action.kind not in PARENTS
             for action in self.state.actions.values()
         )
 
@@ -1236,14 +969,3 @@ def _service_fields(role: Service, path: str) -> dict[str, Any]:
     if role is Service.SOURCE:
         return {"service": role, "source": path}
     return {"service": role, "destination": path}
-
-
-def _url(value: str) -> str:
-    """Return the URL of a filesystem given as a URL, a remote or a local path."""
-    if "://" in value or split_remote(value) is not None:
-        return value
-    return "file://" + os.path.abspath(os.path.expanduser(value))
-
-
-def _endpoint_of(created: QueueCreated, role: Service) -> Endpoint:
-    return created.source if role is Service.SOURCE else created.destination
