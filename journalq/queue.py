@@ -12,6 +12,10 @@ When another process holds the queue, :class:`StorageQueue` opens it in
 hand-off mode: adds and cancels are written to the queue's inbox, durable
 when the call returns, and the running process journals and runs them.
 :meth:`StorageQueue.run` then raises :class:`QueueLockedError`.
+
+This module keeps the public methods. Opening, creating and recovering a
+queue are in :mod:`journalq.opening`, and listing trees and planning
+their skips in :mod:`journalq.expansion`.
 """
 
 from __future__ import annotations
@@ -27,57 +31,34 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 import msgspec
 
-from journalq import compare, faults, inbox, parts, retry, transfer
-from journalq.backends import (
-    Filesystem,
-    endpoint,
-    hide_password,
-    open_filesystem,
-    split_url,
-)
-from journalq.backends.objects import MissingBucketError
-from journalq.backends.options import public_options, secret_names
-from journalq.backends.remotes import split_remote
-from journalq.errors import (
-    ActionError,
-    EndpointMismatchError,
-    QueueError,
-    QueueLockedError,
-    StorageOptionError,
-)
+from journalq import compare, expansion, inbox, opening, parts, retry
+from journalq.backends import Filesystem, open_filesystem
+from journalq.errors import ActionError, QueueError
 from journalq.events import ActionInfo, Event, EventType, RunSummary
 from journalq.executor import Executor, RunOptions
+from journalq.expansion import PARENTS
+from journalq.expansion import skips_hold as _skips_hold
 from journalq.journal import SyncMode
 from journalq.plan import (
     REJECTED,
     UNLISTED,
     Entry,
-    Identical,
-    Listing,
     action_id,
     check_overlap,
-    count_deletes,
-    expand,
     glob_matches,
-    list_tree,
     request_key,
-    skipped_children,
 )
 from journalq.records import (
     ActionAdded,
     Canceled,
-    Digested,
-    Endpoint,
-    Failed,
     Kind,
-    QueueCreated,
     Record,
     Retried,
     Service,
     encode_batch,
 )
-from journalq.replay import ActionState, QueueState, Status, reset_interrupted
-from journalq.store import QueueStore, queue_directory, read_format, read_state
+from journalq.replay import ActionState, QueueState, Status
+from journalq.store import QueueStore, queue_directory, read_state
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -91,7 +72,6 @@ logger = logging.getLogger(__name__)
 #: never puts all its records in one frame.
 EXPANSION_CHUNK: Final = 50_000
 
-_PARENTS: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})
 #: The statuses whose action's last error is its current one: failed, or
 #: waiting or running again after a failed attempt.
 _RETRIED_OR_FAILED: Final = frozenset(
@@ -178,295 +158,19 @@ class StorageQueue:
         # What listing a tree found about each of its files, for the run
         # that follows in this process (see CopyEffect._file_infos).
         self._hints: dict[str, tuple[Entry, Entry | None]] = {}
-        self._open(
+        opening.open_queue(
+            self,
             None if source is None else os.fspath(source),
             None if destination is None else os.fspath(destination),
             source_options,
             destination_options,
             sync,
         )
+        if self._store is not None:
+            opening.recover(self, chunk=EXPANSION_CHUNK)
         if compare is None:
             assert self.state.created is not None
             self.policy = _parse_policy(self.state.created.compare)
-
-    # Opening ------------------------------------------------------------------
-
-    def _open(
-        self,
-        source: str | None,
-        destination: str | None,
-        source_options: dict[str, Any] | None,
-        destination_options: dict[str, Any] | None,
-        sync: SyncMode,
-    ) -> None:
-        # A password in a URL is a secret storage option from here on, so
-        # it is compared, journaled and reported like one.
-        if source is not None:
-            source, source_options = split_url(_url(source), source_options)
-        if destination is not None:
-            destination, destination_options = split_url(
-                _url(destination), destination_options
-            )
-        create = None
-        if source is not None and destination is not None:
-            create = self._creator(
-                source, destination, source_options or {}, destination_options or {}
-            )
-            if not self.read_only and read_format(self.directory) is None:
-                # A wrong option or URL fails before the queue exists, so
-                # nothing is created and no option is journaled.
-                self._opened = self._open_filesystems(
-                    {
-                        Service.SOURCE: (source, source_options or {}),
-                        Service.DESTINATION: (destination, destination_options or {}),
-                    }
-                )
-        if self.read_only:
-            self._unavailable = QueueError(
-                self.directory,
-                "the queue was opened read-only; open it again to change it",
-            )
-            self._handoff_state = read_state(self.directory)
-        else:
-            self._open_store(create, sync)
-        created = self.state.created
-        if created is None:
-            raise QueueError(
-                self.directory,
-                "the queue has no creation record (its creation was cut "
-                "short); open it again with a source and a destination",
-            )
-        given_options = {
-            Service.SOURCE: source_options or {},
-            Service.DESTINATION: destination_options or {},
-        }
-        try:
-            self._check_endpoints(created, source, destination)
-            self._endpoints = {
-                Service.SOURCE: (
-                    created.source.url,
-                    self._options("source", created.source, source_options),
-                ),
-                Service.DESTINATION: (
-                    created.destination.url,
-                    self._options(
-                        "destination", created.destination, destination_options
-                    ),
-                ),
-            }
-            if self._opened and not self._created_here:
-                # Another process created the queue since it was checked,
-                # maybe with other options: open the ones it keeps.
-                self._opened = {}
-            if not self.read_only:
-                # A wrong URL or option fails here, not at the first action.
-                self._opened = self._open_filesystems(
-                    self._endpoints, created=created, given=given_options
-                )
-        except BaseException:
-            if self._store is not None:
-                self._store.close()
-            raise
-        if self._store is not None:
-            self._recover()
-
-    def _options(
-        self, role: str, journaled: Endpoint, given: dict[str, Any] | None
-    ) -> dict[str, Any]:
-        """Merge the journaled options of a filesystem with the caller's.
-
-        The journal keeps only the names of secret options. A queue that is
-        to run needs them again, so a missing one is an error that names it;
-        read-only reports do without them. A password that was given in the
-        URL is journaled as such an option too (see :func:`split_url`).
-        """
-        given = given or {}
-        missing = [
-            name for name in secret_names(journaled.options) if name not in given
-        ]
-        if missing and not self.read_only:
-            flags = " ".join(f"--{role}-option {name}=..." for name in missing)
-            if "@" in journaled.url.partition("://")[2].partition("/")[0]:
-                flags += f", or the {role} URL again with user:PASSWORD@ in it"
-            raise ActionError(
-                hide_password(journaled.url),
-                f"the queue was created with secrets in the {role} option(s) "
-                f"{', '.join(missing)}, which are never journaled; give them "
-                f"again, in {role}_options from Python or on the command line: "
-                f"{flags}",
-            )
-        for name in sorted(given.keys() & journaled.options.keys()):
-            if public_options({name: given[name]})[name] != journaled.options[name]:
-                logger.info(
-                    "using the %s option %s given now instead of the value "
-                    "queue %s was created with",
-                    role,
-                    name,
-                    self.directory,
-                )
-        return {**journaled.options, **given}
-
-    def _open_filesystems(
-        self,
-        endpoints: dict[Service, tuple[str, dict[str, Any]]],
-        *,
-        created: QueueCreated | None = None,
-        given: dict[Service, dict[str, Any]] | None = None,
-    ) -> dict[Service, Filesystem]:
-        """Open the filesystems not opened yet; name the role of a bad option.
-
-        With ``created``, the options are those of that existing queue, and
-        a rejected option it keeps that is not in ``given`` is reported as
-        journaled, because giving the right one does not remove it.
-        """
-        opened = dict(self._opened)
-        for role, (url, options) in endpoints.items():
-            if role in opened:
-                continue
-            try:
-                opened[role] = open_filesystem(url, options)
-            except StorageOptionError as exc:
-                kept = {} if created is None else _endpoint_of(created, role).options
-                again = (given or {}).get(role, {})
-                raise StorageOptionError(
-                    hide_password(url),
-                    exc.filesystem,
-                    exc.names,
-                    exc.suggestions,
-                    role=str(role),
-                    queue=str(self.directory),
-                    journaled=[n for n in exc.names if n in kept and n not in again],
-                ) from exc
-        return opened
-
-    def _open_store(self, create: Any, sync: SyncMode) -> None:
-        try:
-            self._store = QueueStore.open(self.directory, create=create, sync=sync)
-        except QueueLockedError as exc:
-            if exc.same_process:
-                raise
-            self._unavailable = exc
-            self._handoff_state = read_state(self.directory)
-
-    def _creator(
-        self,
-        source: str,
-        destination: str,
-        source_options: dict[str, Any],
-        destination_options: dict[str, Any],
-    ):
-        name = os.fspath(self.directory.name)
-
-        def create(queue_id: str) -> QueueCreated:
-            self._created_here = True
-            return QueueCreated(
-                queue_id,
-                name,
-                endpoint(_url(source), source_options),
-                endpoint(_url(destination), destination_options),
-                self.parallelism,
-                time.time_ns(),
-                compare=str(self.policy),
-                max_attempts=self.max_attempts,
-            )
-
-        return create
-
-    def _check_endpoints(
-        self, created: QueueCreated, source: str | None, destination: str | None
-    ) -> None:
-        for given, journaled, role in (
-            (source, created.source.url, "source"),
-            (destination, created.destination.url, "destination"),
-        ):
-            # A queue journaled before URL passwords were split off has its
-            # password in the URL.
-            stored, _ = split_url(journaled)
-            if given is not None and _url(given) != stored:
-                raise EndpointMismatchError(given, stored, role, str(self.directory))
-
-    def _recover(self) -> None:
-        """Finish what a crashed run left: open attempts and expansions."""
-        store = self._require_store()
-        failures = reset_interrupted(store.state, self.max_attempts)
-        if failures:
-            logger.info("resuming %d actions a stopped run left open", len(failures))
-            # Swept before the records that end those attempts are journaled:
-            # a crash in between leaves them in progress, so the next open
-            # sweeps again. After the records, a canceled or failed action
-            # would never be looked at again.
-            self._sweep_temporaries(failures)
-            store.append(failures, durable=True)
-        for action in list(store.state.actions.values()):
-            unexpanded = action.kind in _PARENTS and action.children is None
-            if unexpanded and not action.terminal:
-                self._expand_again(action)
-
-    def _sweep_temporaries(self, failures: list[Failed]) -> None:
-        """Remove the temporary files of the copies a stopped run left open.
-
-        A copy killed before its rename leaves a temporary file beside its
-        destination (:func:`journalq.transfer.temp_path`). The parts file of
-        a copy in parts stays, because the next attempt resumes it. A
-        destination that cannot be listed now keeps its temporary files,
-        and the next attempt at the action sweeps them again.
-        NOTE: a copy that a copy process made, or an attempt whose
-        ``started`` record was not yet written, left no trace in the
-        journal. Its temporary file is removed only when the file is copied
-        again to the same name, not when the action is canceled.
-        """
-        state = self._require_store().state
-        for failure in failures:
-            action = state.actions[failure.action_id]
-            if action.kind is not Kind.COPY_FILE:
-                continue
-            _, destination_path = state.paths(action)
-            assert destination_path is not None
-            try:
-                removed = transfer.sweep_temporaries(
-                    self.destination.fs, destination_path, action.action_id
-                )
-            # Each backend raises its own errors (asyncssh.Error, botocore's
-            # ClientError...), and none of them may keep the queue closed.
-            except Exception as exc:
-                logger.warning(
-                    "could not remove the temporary files of action %s beside "
-                    "%s: %s: %s",
-                    action.action_id,
-                    destination_path,
-                    type(exc).__name__,
-                    exc,
-                )
-                continue
-            if removed:
-                logger.info(
-                    "removed %d temporary files of action %s beside %s",
-                    removed,
-                    action.action_id,
-                    destination_path,
-                )
-
-    def _expand_again(self, action: ActionState) -> None:
-        """List a tree whose expansion a crash cut short, once more.
-
-        The guards of the first expansion apply again: an empty source is
-        never taken as a reason to delete everything. A tree that cannot be
-        listed now fails, so the queue still opens and the rest runs.
-        """
-        logger.info("expanding %s again", action.action_id)
-        try:
-            self._expand(action.added, force=False)
-        except ActionError as exc:
-            logger.warning("tree %s failed: %s", action.action_id, exc)
-            failure = Failed(
-                action.action_id,
-                action.attempts + 1,
-                "ActionError",
-                str(exc),
-                retryable=False,
-                finished_ns=time.time_ns(),
-            )
-            self._require_store().append([failure], durable=True)
 
     # State --------------------------------------------------------------------
 
@@ -659,7 +363,9 @@ class StorageQueue:
             destination=destination,
             delete_extraneous=delete,
         )
-        self._expand(parent, max_delete=max_delete, force=force)
+        expansion.expand_tree(
+            self, parent, max_delete=max_delete, force=force, chunk=EXPANSION_CHUNK
+        )
         return parent.action_id
 
     def _check_outside_queue(
@@ -679,99 +385,6 @@ class StorageQueue:
                 f"the {role} tree contains the queue directory {self.directory}; "
                 "keep the queue outside both trees (--queue elsewhere)",
             )
-
-    def _expand(
-        self, parent: ActionAdded, *, max_delete: int | None = None, force: bool
-    ) -> None:
-        """List the tree, check the deletes, then journal parent and children."""
-        assert parent.source is not None
-        assert parent.destination is not None
-        try:
-            source = self.with_retries(
-                lambda: list_tree(self.source.fs, parent.source), parent.source
-            )
-        except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
-            raise ActionError(
-                parent.source,
-                f"{exc}; check the path (nothing was added, nothing deleted)",
-            ) from exc
-        destination = self._destination_listing(parent.destination)
-        if parent.delete_extraneous:
-            self._check_deletes(parent, source, destination, max_delete, force)
-
-        # The parent is durable before its children, so a crash in the middle
-        # leaves a tree that the next open expands again.
-        if parent.action_id not in self.state.actions:
-            self._journal([parent])
-        records: list[Record] = []
-        identical = self._planned_skip(parent)
-        hints = self._hints if self._store is not None else None
-        for record in expand(parent, source, destination, identical, hints):
-            records.append(record)
-            if len(records) >= EXPANSION_CHUNK:
-                self._append_chunk(records)
-                records = []
-        self._journal(records)
-
-    def _planned_skip(self, parent: ActionAdded) -> Identical | None:
-        """Return the test that skips files already identical at listing time.
-
-        Under the checksum policy a file is skipped only when the digest
-        cache has trusted digests of both sides for exactly the sizes and
-        mtimes just listed, and they are equal. Every other file becomes an
-        action and is compared when it runs.
-        """
-        policy = _parse_policy(parent.compare) if parent.compare else self.policy
-        if policy is compare.Policy.ALWAYS:
-            return None
-        if policy is compare.Policy.SIZE:
-            return _same_size
-        if policy is compare.Policy.SIZE_MTIME:
-            return _same_size_and_mtime
-        digests = self.state.digests
-        source_root = parent.source or ""
-        destination_root = parent.destination or ""
-
-        def identical(relpath: str, source: Entry, destination: Entry) -> str | None:
-            if source[0] != destination[0]:
-                return None
-            known_source = digests.get(
-                (Service.SOURCE, posixpath.join(source_root, relpath))
-            )
-            known_destination = digests.get(
-                (Service.DESTINATION, posixpath.join(destination_root, relpath))
-            )
-            if not _cached(known_source, source) or not _cached(
-                known_destination, destination
-            ):
-                return None
-            assert known_source is not None
-            assert known_destination is not None
-            if known_source.digest != known_destination.digest:
-                return None
-            return known_source.digest.partition(":")[0]
-
-        return identical
-
-    def _append_chunk(self, records: list[Record]) -> None:
-        if self._store is not None:
-            self._store.append(records, durable=False)
-        else:
-            self._journal(records)
-        faults.point("queue.expansion_chunk")
-
-    def _destination_listing(self, path: str) -> Listing:
-        """List the destination tree; a missing one is empty, a missing bucket not.
-
-        Nothing could be copied into a bucket that does not exist, so the
-        add fails now rather than every file of the tree at run time.
-        """
-        try:
-            return self.with_retries(lambda: list_tree(self.destination.fs, path), path)
-        except MissingBucketError as exc:
-            raise ActionError(path, f"{exc}; nothing was added") from exc
-        except FileNotFoundError:
-            return Listing()
 
     def with_retries(self, call: Callable[[], T], path: str) -> T:
         """Return what ``call`` returns, trying again after transient failures.
@@ -798,30 +411,6 @@ class StorageQueue:
                 logger.info("listing %s again in %.2fs after %s", path, delay, exc)
                 time.sleep(delay)
         raise AssertionError("the loop returns or raises")
-
-    def _check_deletes(
-        self,
-        parent: ActionAdded,
-        source: Listing,
-        destination: Listing,
-        max_delete: int | None,
-        force: bool,
-    ) -> None:
-        deletes = count_deletes(source, destination)
-        if not source.files and not source.directories and deletes and not force:
-            raise ActionError(
-                parent.source,
-                f"the source tree is empty, so a sync with delete would remove "
-                f"all {deletes} items under {parent.destination}; add --force "
-                "(force=True in Python) if that is intended",
-            )
-        if max_delete is not None and deletes > max_delete:
-            raise ActionError(
-                parent.destination,
-                f"the sync would delete {deletes} items, more than the maximum "
-                f"of {max_delete}; nothing was added or deleted. Raise "
-                "--max-delete or check the source",
-            )
 
     @property
     def source(self) -> Filesystem:
@@ -996,7 +585,7 @@ class StorageQueue:
             action
             for action in self.state.actions.values()
             if action.status is Status.FAILED
-            and (action.kind not in _PARENTS or action.children is None)
+            and (action.kind not in PARENTS or action.children is None)
             and not _rejected(action)
         ]
         if not failed:
@@ -1005,8 +594,8 @@ class StorageQueue:
         self._journal([Retried(action.action_id, now) for action in failed])
         if self._store is not None:
             for action in failed:
-                if action.kind in _PARENTS:
-                    self._expand_again(action)
+                if action.kind in PARENTS:
+                    expansion.expand_again(self, action, chunk=EXPANSION_CHUNK)
         return [action.action_id for action in failed]
 
     # Reading ------------------------------------------------------------------
@@ -1208,7 +797,7 @@ class StorageQueue:
         the tree is listed once more and each such file gets an action.
         """
         for action in list(self.state.actions.values()):
-            if action.kind not in _PARENTS or action.terminal or not action.skipped:
+            if action.kind not in PARENTS or action.terminal or not action.skipped:
                 continue
             if only is not None and action.action_id not in only:
                 continue
@@ -1216,50 +805,15 @@ class StorageQueue:
             own = action.added.compare
             tree_policy = _parse_policy(own) if own else policy
             if not _skips_hold(action.skip_method, tree_policy):
-                self._add_skips_back(action, tree_policy)
-
-    def _add_skips_back(self, tree: ActionState, policy: compare.Policy) -> None:
-        added = tree.added
-        assert added.source is not None
-        assert added.destination is not None
-        try:
-            source = self.with_retries(
-                lambda: list_tree(self.source.fs, added.source), added.source
-            )
-            destination = self._destination_listing(added.destination)
-        except (ActionError, OSError) as exc:
-            logger.warning(
-                "the %d files that tree %s skipped stay skipped: listing it "
-                "again, to compare them under the policy %s, failed: %s",
-                tree.skipped,
-                tree.action_id,
-                policy,
-                exc,
-            )
-            return
-        children = skipped_children(
-            added,
-            source,
-            destination,
-            self.state.actions,
-            tree.skipped,
-            self._hints,
-        )
-        records: list[Record] = list(children)
-        logger.info(
-            "comparing %d files that tree %s skipped again, under the policy %s",
-            len(records),
-            tree.action_id,
-            policy,
-        )
-        for start in range(0, len(records), EXPANSION_CHUNK):
-            self._journal(records[start : start + EXPANSION_CHUNK])
+                expansion.add_skips_back(
+                    self, action, tree_policy, chunk=EXPANSION_CHUNK
+                )
 
     def _open_trees(self) -> set[str]:
         return {
             action.action_id
             for action in self.state.actions.values()
-            if action.kind in _PARENTS and not action.terminal
+            if action.kind in PARENTS and not action.terminal
         }
 
     def _rejected_items(self, trees: set[str]) -> int:
@@ -1284,7 +838,7 @@ class StorageQueue:
 
     def _has_runnable(self) -> bool:
         return any(
-            action.status is Status.WAITING and action.kind not in _PARENTS
+            action.status is Status.WAITING and action.kind not in PARENTS
             for action in self.state.actions.values()
         )
 
@@ -1382,34 +936,6 @@ def _accumulate(total: RunSummary, part: RunSummary) -> None:
     total.remaining = part.remaining
 
 
-def _same_size(relpath: str, source: Entry, destination: Entry) -> str | None:
-    return "size" if source[0] == destination[0] else None
-
-
-def _same_size_and_mtime(relpath: str, source: Entry, destination: Entry) -> str | None:
-    if source[0] != destination[0] or source[1] is None or destination[1] is None:
-        return None
-    if abs(source[1] - destination[1]) > compare.MODIFY_WINDOW_NS:
-        return None
-    return "size+mtime"
-
-
-def _skips_hold(method: str, policy: compare.Policy) -> bool:
-    """Tell whether files skipped at listing time by ``method`` pass ``policy``.
-
-    Every such skip needed equal sizes, so ``size`` accepts them all, and
-    ``always`` none. Otherwise the policy must be the one that decided:
-    ``size+mtime`` and ``checksum`` each accept files the other copies.
-    """
-    if policy is compare.Policy.SIZE:
-        return True
-    if policy is compare.Policy.ALWAYS:
-        return False
-    decided = _SKIP_POLICIES.get(method, compare.Policy.CHECKSUM if method else None)
-    return decided is policy
-
-
-#: The policy behind each ``method`` of a planned skip that is not a digest
 #: algorithm (which means ``checksum``).
 _SKIP_POLICIES: Final = {
     "size": compare.Policy.SIZE,
@@ -1424,17 +950,6 @@ def _rejected(action: ActionState) -> bool:
     listed.
     """
     return action.error is not None and action.error.reason in (REJECTED, UNLISTED)
-
-
-def _cached(known: Digested | None, entry: Entry) -> bool:
-    """Tell whether a cached digest is valid for the file as it was listed.
-
-    It reads the entry's fields in place: a re-sync calls this twice per
-    file, and a :class:`compare.FileInfo` per call cost more than the check.
-    """
-    if len(entry) == 4:
-        return compare.entry_matches(known, *entry)
-    return compare.entry_matches(known, entry[0], entry[1])
 
 
 def _parse_policy(text: str) -> compare.Policy:
@@ -1454,14 +969,3 @@ def _service_fields(role: Service, path: str) -> dict[str, Any]:
     if role is Service.SOURCE:
         return {"service": role, "source": path}
     return {"service": role, "destination": path}
-
-
-def _url(value: str) -> str:
-    """Return the URL of a filesystem given as a URL, a remote or a local path."""
-    if "://" in value or split_remote(value) is not None:
-        return value
-    return "file://" + os.path.abspath(os.path.expanduser(value))
-
-
-def _endpoint_of(created: QueueCreated, role: Service) -> Endpoint:
-    return created.source if role is Service.SOURCE else created.destination

@@ -1,0 +1,331 @@
+"""Opening a queue: creating it, checking its endpoints, and recovery.
+
+:func:`open_queue` creates the queue's directory and journal or opens the
+existing ones, and falls back to hand-off mode when another process holds
+the lock, or to a read-only view. It checks that the URLs given match the
+journaled ones, merges the journaled storage options with the secrets the
+caller gives again, and opens both filesystems, so a wrong URL or option
+fails when the queue is opened, not at its first action.
+
+:func:`recover` then finishes what a crashed run left open: attempts
+that were in progress count as failed or wait again, their temporary
+files are removed, and trees whose expansion was cut short are listed
+again.
+
+These functions are internals of :class:`journalq.queue.StorageQueue`,
+kept apart from its public methods. They take the queue and set its
+store, state and filesystems.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from journalq import expansion, transfer
+from journalq.backends import (
+    Filesystem,
+    endpoint,
+    hide_password,
+    open_filesystem,
+    split_url,
+)
+from journalq.backends.options import public_options, secret_names
+from journalq.backends.remotes import split_remote
+from journalq.errors import (
+    ActionError,
+    EndpointMismatchError,
+    QueueError,
+    QueueLockedError,
+    StorageOptionError,
+)
+from journalq.journal import SyncMode
+from journalq.records import Endpoint, Failed, Kind, QueueCreated, Service
+from journalq.replay import reset_interrupted
+from journalq.store import QueueStore, read_format, read_state
+
+if TYPE_CHECKING:
+    from journalq.queue import StorageQueue
+
+logger = logging.getLogger(__name__)
+
+
+def open_queue(
+    queue: StorageQueue,
+    source: str | None,
+    destination: str | None,
+    source_options: dict[str, Any] | None,
+    destination_options: dict[str, Any] | None,
+    sync: SyncMode,
+) -> None:
+    """Open or create the queue's store, check it, and open its filesystems.
+
+    Sets the queue's store, or its hand-off state and the error that
+    explains why it has no store, then its endpoints and filesystems. The
+    store is closed again when a check fails. Call :func:`recover` next.
+    """
+    # A password in a URL is a secret storage option from here on, so
+    # it is compared, journaled and reported like one.
+    if source is not None:
+        source, source_options = split_url(_url(source), source_options)
+    if destination is not None:
+        destination, destination_options = split_url(
+            _url(destination), destination_options
+        )
+    create = None
+    if source is not None and destination is not None:
+        create = _creator(
+            queue, source, destination, source_options or {}, destination_options or {}
+        )
+        if not queue.read_only and read_format(queue.directory) is None:
+            # A wrong option or URL fails before the queue exists, so
+            # nothing is created and no option is journaled.
+            queue._opened = _open_filesystems(
+                queue,
+                {
+                    Service.SOURCE: (source, source_options or {}),
+                    Service.DESTINATION: (destination, destination_options or {}),
+                },
+            )
+    if queue.read_only:
+        queue._unavailable = QueueError(
+            queue.directory,
+            "the queue was opened read-only; open it again to change it",
+        )
+        queue._handoff_state = read_state(queue.directory)
+    else:
+        _open_store(queue, create, sync)
+    created = queue.state.created
+    if created is None:
+        raise QueueError(
+            queue.directory,
+            "the queue has no creation record (its creation was cut "
+            "short); open it again with a source and a destination",
+        )
+    given_options = {
+        Service.SOURCE: source_options or {},
+        Service.DESTINATION: destination_options or {},
+    }
+    try:
+        _check_endpoints(queue, created, source, destination)
+        queue._endpoints = {
+            Service.SOURCE: (
+                created.source.url,
+                _options(queue, "source", created.source, source_options),
+            ),
+            Service.DESTINATION: (
+                created.destination.url,
+                _options(
+                    queue, "destination", created.destination, destination_options
+                ),
+            ),
+        }
+        if queue._opened and not queue._created_here:
+            # Another process created the queue since it was checked,
+            # maybe with other options: open the ones it keeps.
+            queue._opened = {}
+        if not queue.read_only:
+            # A wrong URL or option fails here, not at the first action.
+            queue._opened = _open_filesystems(
+                queue, queue._endpoints, created=created, given=given_options
+            )
+    except BaseException:
+        if queue._store is not None:
+            queue._store.close()
+        raise
+
+
+def _options(
+    queue: StorageQueue, role: str, journaled: Endpoint, given: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Merge the journaled options of a filesystem with the caller's.
+
+    The journal keeps only the names of secret options. A queue that is
+    to run needs them again, so a missing one is an error that names it;
+    read-only reports do without them. A password that was given in the
+    URL is journaled as such an option too (see :func:`split_url`).
+    """
+    given = given or {}
+    missing = [name for name in secret_names(journaled.options) if name not in given]
+    if missing and not queue.read_only:
+        flags = " ".join(f"--{role}-option {name}=..." for name in missing)
+        if "@" in journaled.url.partition("://")[2].partition("/")[0]:
+            flags += f", or the {role} URL again with user:PASSWORD@ in it"
+        raise ActionError(
+            hide_password(journaled.url),
+            f"the queue was created with secrets in the {role} option(s) "
+            f"{', '.join(missing)}, which are never journaled; give them "
+            f"again, in {role}_options from Python or on the command line: "
+            f"{flags}",
+        )
+    for name in sorted(given.keys() & journaled.options.keys()):
+        if public_options({name: given[name]})[name] != journaled.options[name]:
+            logger.info(
+                "using the %s option %s given now instead of the value "
+                "queue %s was created with",
+                role,
+                name,
+                queue.directory,
+            )
+    return {**journaled.options, **given}
+
+
+def _open_filesystems(
+    queue: StorageQueue,
+    endpoints: dict[Service, tuple[str, dict[str, Any]]],
+    *,
+    created: QueueCreated | None = None,
+    given: dict[Service, dict[str, Any]] | None = None,
+) -> dict[Service, Filesystem]:
+    """Open the filesystems not opened yet; name the role of a bad option.
+
+    With ``created``, the options are those of that existing queue, and
+    a rejected option it keeps that is not in ``given`` is reported as
+    journaled, because giving the right one does not remove it.
+    """
+    opened = dict(queue._opened)
+    for role, (url, options) in endpoints.items():
+        if role in opened:
+            continue
+        try:
+            opened[role] = open_filesystem(url, options)
+        except StorageOptionError as exc:
+            kept = {} if created is None else _endpoint_of(created, role).options
+            again = (given or {}).get(role, {})
+            raise StorageOptionError(
+                hide_password(url),
+                exc.filesystem,
+                exc.names,
+                exc.suggestions,
+                role=str(role),
+                queue=str(queue.directory),
+                journaled=[n for n in exc.names if n in kept and n not in again],
+            ) from exc
+    return opened
+
+
+def _open_store(queue: StorageQueue, create: Any, sync: SyncMode) -> None:
+    try:
+        queue._store = QueueStore.open(queue.directory, create=create, sync=sync)
+    except QueueLockedError as exc:
+        if exc.same_process:
+            raise
+        queue._unavailable = exc
+        queue._handoff_state = read_state(queue.directory)
+
+
+def _creator(
+    queue: StorageQueue,
+    source: str,
+    destination: str,
+    source_options: dict[str, Any],
+    destination_options: dict[str, Any],
+):
+    name = os.fspath(queue.directory.name)
+
+    def create(queue_id: str) -> QueueCreated:
+        queue._created_here = True
+        return QueueCreated(
+            queue_id,
+            name,
+            endpoint(_url(source), source_options),
+            endpoint(_url(destination), destination_options),
+            queue.parallelism,
+            time.time_ns(),
+            compare=str(queue.policy),
+            max_attempts=queue.max_attempts,
+        )
+
+    return create
+
+
+def _check_endpoints(
+    queue: StorageQueue,
+    created: QueueCreated,
+    source: str | None,
+    destination: str | None,
+) -> None:
+    for given, journaled, role in (
+        (source, created.source.url, "source"),
+        (destination, created.destination.url, "destination"),
+    ):
+        # A queue journaled before URL passwords were split off has its
+        # password in the URL.
+        stored, _ = split_url(journaled)
+        if given is not None and _url(given) != stored:
+            raise EndpointMismatchError(given, stored, role, str(queue.directory))
+
+
+def recover(queue: StorageQueue, *, chunk: int) -> None:
+    """Finish what a crashed run left: open attempts and expansions."""
+    store = queue._require_store()
+    failures = reset_interrupted(store.state, queue.max_attempts)
+    if failures:
+        logger.info("resuming %d actions a stopped run left open", len(failures))
+        # Swept before the records that end those attempts are journaled:
+        # a crash in between leaves them in progress, so the next open
+        # sweeps again. After the records, a canceled or failed action
+        # would never be looked at again.
+        _sweep_temporaries(queue, failures)
+        store.append(failures, durable=True)
+    for action in list(store.state.actions.values()):
+        unexpanded = action.kind in expansion.PARENTS and action.children is None
+        if unexpanded and not action.terminal:
+            expansion.expand_again(queue, action, chunk=chunk)
+
+
+def _sweep_temporaries(queue: StorageQueue, failures: list[Failed]) -> None:
+    """Remove the temporary files of the copies a stopped run left open.
+
+    A copy killed before its rename leaves a temporary file beside its
+    destination (:func:`journalq.transfer.temp_path`). The parts file of
+    a copy in parts stays, because the next attempt resumes it. A
+    destination that cannot be listed now keeps its temporary files,
+    and the next attempt at the action sweeps them again.
+    NOTE: a copy that a copy process made, or an attempt whose
+    ``started`` record was not yet written, left no trace in the
+    journal. Its temporary file is removed only when the file is copied
+    again to the same name, not when the action is canceled.
+    """
+    state = queue._require_store().state
+    for failure in failures:
+        action = state.actions[failure.action_id]
+        if action.kind is not Kind.COPY_FILE:
+            continue
+        _, destination_path = state.paths(action)
+        assert destination_path is not None
+        try:
+            removed = transfer.sweep_temporaries(
+                queue.destination.fs, destination_path, action.action_id
+            )
+        # Each backend raises its own errors (asyncssh.Error, botocore's
+        # ClientError...), and none of them may keep the queue closed.
+        except Exception as exc:
+            logger.warning(
+                "could not remove the temporary files of action %s beside %s: %s: %s",
+                action.action_id,
+                destination_path,
+                type(exc).__name__,
+                exc,
+            )
+            continue
+        if removed:
+            logger.info(
+                "removed %d temporary files of action %s beside %s",
+                removed,
+                action.action_id,
+                destination_path,
+            )
+
+
+def _url(value: str) -> str:
+    """Return the URL of a filesystem given as a URL, a remote or a local path."""
+    if "://" in value or split_remote(value) is not None:
+        return value
+    return "file://" + os.path.abspath(os.path.expanduser(value))
+
+
+def _endpoint_of(created: QueueCreated, role: Service) -> Endpoint:
+    return created.source if role is Service.SOURCE else created.destination
