@@ -60,6 +60,7 @@ __all__ = [
     "json_option",
     "location_argument",
     "run_command",
+    "secret_note",
     "sync_command",
 ]
 
@@ -143,8 +144,8 @@ def resume_command(queue: StorageQueue) -> str:
     return shlex.join(words)
 
 
-def _secret_note(queue: StorageQueue) -> str | None:
-    """Name the storage options with secrets that a resume needs again.
+def secret_note(queue: StorageQueue) -> str | None:
+    """Name the storage options with secrets that the printed commands need again.
 
     They are the options the queue journaled without their secrets, a
     password that was given in a URL included.
@@ -165,7 +166,7 @@ def _secret_note(queue: StorageQueue) -> str | None:
     return (
         "secret storage options are not stored in the queue; add "
         + ", ".join(again)
-        + " to that command"
+        + " to each journalq command above"
     )
 
 
@@ -369,9 +370,9 @@ def _report(
         _report_failures(queue, summary)
     if left:
         click.echo(f"to resume: {resume}", err=True)
-        note = _secret_note(queue)
-        if note:
-            click.echo(note, err=True)
+    note = secret_note(queue)
+    if note and (left or summary.failed):
+        click.echo(note, err=True)
 
 
 def _report_failures(queue: StorageQueue, summary: RunSummary) -> None:
