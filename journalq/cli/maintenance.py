@@ -18,10 +18,16 @@ import click
 from journalq import snapshot
 from journalq.cli.base import command, fail
 from journalq.cli.completion import complete_queue
-from journalq.cli.context import DEFAULT_QUEUE, common_options, settings
+from journalq.cli.context import (
+    DEFAULT_QUEUE,
+    common_options,
+    settings,
+    storage_options,
+)
 from journalq.cli.exits import ExitCode
 from journalq.cli.lastrun import forget_last_run
 from journalq.cli.queues import open_existing_queue, queue_exists
+from journalq.cli.running import secret_note
 from journalq.drop import DroppedQueue, drop_queue, finish_interrupted
 from journalq.errors import NotAQueueError, PendingActionsError, QueueError
 from journalq.journal import RepairReport, ScanResult, repair, scan
@@ -44,6 +50,7 @@ BACKUP_DIR = "fsck-backups"
 @command("cancel")
 @click.argument("action_ids", nargs=-1, metavar="[ID]...")
 @click.option("--all", "everything", is_flag=True, help="Cancel every waiting action.")
+@storage_options
 @common_options
 def cancel_command(action_ids: tuple[str, ...], everything: bool) -> None:
     """Cancel waiting actions: the given IDs (a tree's files too) or --all.
@@ -67,19 +74,24 @@ def cancel_command(action_ids: tuple[str, ...], everything: bool) -> None:
     default=True,
     help="Make the failed actions wait again (the default; canceled ones stay).",
 )
+@storage_options
 @common_options
 def retry_command(failed: bool) -> None:
     """Make the failed actions wait again, so the next `journalq run` retries them."""
     with open_existing_queue() as queue:
         new_ids = queue.retry()
         where = shlex.quote(str(queue.directory))
+        note = secret_note(queue)
     noun = "action waits" if len(new_ids) == 1 else "actions wait"
     click.echo(f"{len(new_ids)} failed {noun} again")
     if new_ids:
         click.echo(f"run them with: journalq run --queue {where}")
+        if note:
+            click.echo(note)
 
 
 @command("compact")
+@storage_options
 @common_options
 def compact_command() -> None:
     """Snapshot the queue's state and delete the journal segments behind it."""

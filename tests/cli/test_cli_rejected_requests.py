@@ -1,0 +1,106 @@
+"""A ``copy`` or ``sync`` whose request is rejected leaves no new queue.
+
+Without ``--queue`` each command opens a queue named after SRC and DST,
+and creates it when it is new. A rejected request (a missing source, trees
+that overlap) adds nothing, so the queue it created is deleted again. A
+queue that existed before the command is kept.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from cli_helpers import SAMPLE, invoke, json_lines
+
+from journalq.cli.exits import ExitCode
+
+#: The command, with SRC and DST relative to the test's sample tree
+#: ``data``, and the error message that the rejection prints.
+REJECTED = {
+    "copy missing source": (
+        ["copy", "missing/", "out/"],
+        "source not found; check the path (nothing was added)",
+    ),
+    "copy destination inside source": (
+        ["copy", "data/", "data/docs/copy"],
+        "the destination overlaps the source",
+    ),
+    "copy source inside destination": (
+        ["copy", "data/docs/", "data/"],
+        "the destination overlaps the source",
+    ),
+    "copy same tree": (
+        ["copy", "data/", "data/"],
+        "the destination overlaps the source",
+    ),
+    "sync missing source": (
+        ["sync", "missing", "out"],
+        "source directory not found",
+    ),
+    "sync destination inside source": (
+        ["sync", "data", "data/docs"],
+        "the destination overlaps the source",
+    ),
+}
+
+
+def _status(queue: str) -> dict:
+    result = invoke("status", "--queue", queue, "--json")
+    assert result.exit_code == ExitCode.OK, result.output
+    return json_lines(result.stdout)[0]
+
+
+def _in(root: Path, command: list[str]) -> list[str]:
+    return [command[0], *(str(root / argument) for argument in command[1:])]
+
+
+@pytest.mark.parametrize("case", REJECTED)
+def test_rejected_request_leaves_no_queue(
+    sample: Path, tmp_path: Path, queue_home: Path, case: str
+) -> None:
+    command, message = REJECTED[case]
+
+    result = invoke(*_in(tmp_path, command))
+    queues = invoke("queues")
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+    assert not os.listdir(queue_home / "queues")
+    assert queues.exit_code == ExitCode.OK, queues.output
+    assert "no queues" in queues.output
+
+
+@pytest.mark.parametrize("case", REJECTED)
+def test_rejected_request_keeps_existing_queue(
+    sample: Path, tmp_path: Path, case: str
+) -> None:
+    queue = str(tmp_path / "q")
+    first = invoke("copy", f"{sample}/", str(tmp_path / "first"), "--queue", queue)
+    assert first.exit_code == ExitCode.OK, first.output
+    before = _status(queue)
+    command, message = REJECTED[case]
+
+    result = invoke(*_in(tmp_path, command), "--queue", queue)
+    after = _status(queue)
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert message in result.stderr
+    assert before["completed"] >= len(SAMPLE)
+    assert after["completed"] == before["completed"]
+    assert after["length"] == before["length"]
+
+
+def test_rejected_request_keeps_existing_directory(
+    sample: Path, tmp_path: Path
+) -> None:
+    """A --queue directory that existed before, even empty, is not deleted."""
+    queue = tmp_path / "empty"
+    queue.mkdir()
+
+    result = invoke("copy", str(tmp_path / "missing"), "out", "--queue", str(queue))
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert queue.is_dir()
