@@ -163,11 +163,16 @@ def _print_dropped(dropped: DroppedQueue) -> None:
     if not quiet:
         click.echo(f"dropped queue {dropped.directory}")
     if (dropped.waiting or dropped.in_progress) and not quiet:
-        click.echo(
+        line = (
             f"not run: {dropped.waiting} waiting and {dropped.in_progress} "
-            "in-progress actions; a copy in progress may have left a temporary "
-            "file .NAME.jq-*.tmp beside its destination"
+            "in-progress actions"
         )
+        if dropped.in_progress:
+            line += (
+                "; a copy in progress may have left a temporary file "
+                ".NAME.jq-*.tmp beside its destination"
+            )
+        click.echo(line)
     for upload in dropped.uploads:
         click.echo(
             f"left at the destination: {upload}, the unfinished upload of a "

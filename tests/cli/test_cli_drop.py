@@ -85,7 +85,8 @@ def test_drop_waiting_actions_need_force(sample: Path, tmp_path: Path) -> None:
     assert f"journalq drop --force {queue}" in refused.stderr
     assert kept_after_refusal
     assert forced.exit_code == ExitCode.OK, forced.output
-    assert "not run: 1 waiting and 0 in-progress actions" in forced.stdout
+    assert "not run: 1 waiting and 0 in-progress actions\n" in forced.stdout
+    assert "temporary file" not in forced.stdout
     assert not queue.exists()
     assert not out.exists()
 
