@@ -223,25 +223,49 @@ class CopyEffect:
         destination: compare.FileInfo | None,
         group: DurableGroup,
     ) -> list[Record]:
+        """Copy the file of ``action``, in parts when large, and return its records."""
+        copied = None
         if source.size >= self.options.part_threshold:
-            in_parts = self._transfer_parts(
+            copied = self._transfer_parts(
                 action, attempt, source_path, destination_path, source
             )
-            if in_parts is not None:
-                result, observed_ns, keeps_mtime = in_parts
-                return self.copy_records(
-                    action,
-                    attempt,
-                    (source_path, destination_path),
-                    source,
-                    result,
-                    observed_ns,
-                    sets_mtime=keeps_mtime,
-                )
-        # A new local file may wait for its group's filesystem sync; a file
-        # that replaces an existing one is synced alone before its rename,
-        # and so is one that was in progress at a crash (see DurableGroup.wants()).
-        batched = group.enabled and destination is None and not action.crashes
+        if copied is None:
+            copied = self._transfer_whole(
+                action,
+                attempt,
+                source_path,
+                destination_path,
+                source,
+                group,
+                replaces=destination is not None,
+            )
+        result, observed_ns, keeps_mtime = copied
+        return self.copy_records(
+            action,
+            attempt,
+            (source_path, destination_path),
+            source,
+            result,
+            observed_ns,
+            sets_mtime=keeps_mtime,
+        )
+
+    def _transfer_whole(
+        self,
+        action: ActionState,
+        attempt: int,
+        source_path: str,
+        destination_path: str,
+        source: compare.FileInfo,
+        group: DurableGroup,
+        *,
+        replaces: bool,
+    ) -> tuple[transfer.CopyResult, int, bool]:
+        """Copy a file in one piece through a sink; return what the records need."""
+        # A new local file may wait for its group's filesystem sync. A file
+        # that replaces an existing one is synced alone before its rename, and
+        # so is one that was in progress at a crash (see DurableGroup.wants()).
+        batched = group.enabled and not replaces and not action.crashes
         sink = transfer.open_sink(
             self.destination.fs,
             destination_path,
@@ -253,6 +277,7 @@ class CopyEffect:
         # Read the clock before the source, so a change during the read is
         # inside the same-second guard of the digest cache.
         observed_ns = time.time_ns()
+
         try:
             result = transfer.copy_file(
                 self.source.fs,
@@ -267,15 +292,7 @@ class CopyEffect:
             sink.abort()
             raise _SourceChanged(source_path, source.size, result.bytes)
         sink.commit(source.mtime_ns)
-        return self.copy_records(
-            action,
-            attempt,
-            (source_path, destination_path),
-            source,
-            result,
-            observed_ns,
-            sets_mtime=transfer.keeps_mtime(sink),
-        )
+        return result, observed_ns, transfer.keeps_mtime(sink)
 
     def _transfer_parts(
         self,
@@ -427,7 +444,7 @@ class CopyEffect:
     ) -> list[Record]:
         """Return the records of a finished copy: digests, then completed.
 
-        ``sets_mtime`` says whether the destination got the source's mtime,
+        ``sets_mtime`` is true when the destination got the source's mtime,
         which makes a cached destination digest match its next stat.
         """
         source_path, destination_path = paths
@@ -579,5 +596,5 @@ class _SourceChanged(OSError):
 
 
 def _stat_free(filesystem: Filesystem) -> bool:
-    """Return whether a listing of ``filesystem`` says all its stat would."""
+    """Return whether a listing of ``filesystem`` reports all that its stat does."""
     return filesystem.local or isinstance(filesystem.fs, MemoryFileSystem)

@@ -99,7 +99,7 @@ def drop_queue(
     Raises :class:`QueueError` when there is no such directory,
     :class:`NotAQueueError` when the directory is no queue or contains
     files that journalq did not write, :class:`QueueLockedError` when
-    another process holds the queue, and, unless ``force``,
+    another process has the queue locked, and, unless ``force``,
     :class:`PendingActionsError` when actions wait or are in progress and
     :class:`QueueError` when the journal cannot be read. Returns what was
     deleted. The source and the destination are not touched.

@@ -116,7 +116,7 @@ class FormatVersionError(QueueError):
 
 
 class QueueLockedError(QueueError):
-    """Another process (or another object in this process) holds the queue.
+    """Another process (or another object in this process) has the queue locked.
 
     ``next_step`` replaces the advice that ends the message, for an
     operation that adding actions does not help, such as dropping.

@@ -495,8 +495,8 @@ class Executor:
 
         That makes its directory entry durable without waiting for a
         group's filesystem sync. A top-level mkdir may have created parents
-        too, so every directory above it is synced; a tree's mkdir only
-        needs its parent, because each directory of a tree has a mkdir of
+        too, so every directory above it is synced. A tree's mkdir needs
+        only its parent, because each directory of a tree has a mkdir of
         its own.
         """
         _, path = self._effects.service_path(action)

@@ -191,7 +191,7 @@ class Handout:
 
         It takes first attempts of files up to its size limit: with the
         sizes just listed when their destination was missing, or, in a
-        resumed run, with the size the journal knows and no listing.
+        resumed run, with the size the journal records and no listing.
         """
         limit = helper.max_bytes
         if (

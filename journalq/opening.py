@@ -2,10 +2,11 @@
 
 :func:`open_queue` creates the queue's directory and journal or opens the
 existing ones, and falls back to hand-off mode when another process holds
-the lock, or to a read-only view. It checks that the URLs given match the
-journaled ones, merges the journaled storage options with the secrets the
-caller gives again, and opens both filesystems, so a wrong URL or option
-fails when the queue is opened, not at its first action.
+the lock, or to a read-only view. It checks that the caller's URLs match
+the journaled ones and merges the journaled storage options with the
+secrets the caller passes again. Then it opens both filesystems, so a
+wrong URL or option fails when the queue is opened, not at its first
+action.
 
 :func:`recover` then finishes what a crashed run left open: attempts
 that were in progress count as failed or wait again, their temporary

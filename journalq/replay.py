@@ -25,7 +25,7 @@ Rules of the fold:
 :func:`reset_interrupted` runs once when a queue is opened for a run: it
 returns the records that make actions a crashed run left in progress wait
 again, or fail when crashes alone have used up their attempts. A crash
-counts against every action in progress at the time; a part of a large
+counts against every action in progress at the time. A part of a large
 copy made durable since the last crash starts the count again.
 
 Compaction. A finished copy of a million-file tree leaves a million

@@ -21,7 +21,7 @@ from typing import Any
 
 # gcsfs otherwise queries a gRPC endpoint whether each bucket has a
 # hierarchical namespace, which the emulator does not serve, and every
-# bucket operation waits 60 s for the answer. Set before gcsfs is imported,
+# bucket operation waits 60 s for the response. Set before gcsfs is imported,
 # and inherited by the journalq processes the tests start.
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 

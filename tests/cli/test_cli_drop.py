@@ -1,6 +1,7 @@
 """``journalq drop``: what it deletes, what it rejects, and a kill during it.
 
-The drop of a queue that another process holds is in test_cli_processes.py.
+The drop of a queue that another process has locked is in
+test_cli_processes.py.
 """
 
 from __future__ import annotations
@@ -76,14 +77,14 @@ def test_drop_waiting_actions_need_force(sample: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.txt"
     invoke("add", "copy", str(sample / "a.txt"), str(out), "--queue", str(queue))
 
-    refused = invoke("drop", str(queue))
-    kept_after_refusal = (queue / "FORMAT").exists()
+    rejected = invoke("drop", str(queue))
+    kept_after_rejection = (queue / "FORMAT").exists()
     forced = invoke("drop", str(queue), "--force")
 
-    assert refused.exit_code == ExitCode.FAILED, refused.output
-    assert "1 action waits" in refused.stderr
-    assert f"journalq drop --force {queue}" in refused.stderr
-    assert kept_after_refusal
+    assert rejected.exit_code == ExitCode.FAILED, rejected.output
+    assert "1 action waits" in rejected.stderr
+    assert f"journalq drop --force {queue}" in rejected.stderr
+    assert kept_after_rejection
     assert forced.exit_code == ExitCode.OK, forced.output
     assert "not run: 1 waiting and 0 in-progress actions\n" in forced.stdout
     assert "temporary file" not in forced.stdout
@@ -197,11 +198,11 @@ def test_drop_force_names_unfinished_upload(tmp_path: Path) -> None:
     destination, queue = _killed_large_copy(tmp_path)
     (upload,) = os.listdir(destination)
 
-    refused = invoke("drop", queue)
+    rejected = invoke("drop", queue)
     forced = invoke("drop", queue, "--force")
 
-    assert refused.exit_code == ExitCode.FAILED, refused.output
-    assert "1 action is in progress" in refused.stderr
+    assert rejected.exit_code == ExitCode.FAILED, rejected.output
+    assert "1 action is in progress" in rejected.stderr
     assert forced.exit_code == ExitCode.OK, forced.output
     assert f"left at the destination: {destination / upload}" in forced.stdout
     assert os.listdir(destination) == [upload]

@@ -341,7 +341,7 @@ def test_head_closing_pipe_stops_cleanly(many: Path, tmp_path: Path) -> None:
     """`journalq sync --json | head -3`: exit 141 and one line on stderr.
 
     The run stops the way a Ctrl-C stops it, so no action is left in
-    progress, and stderr says how to resume instead of a traceback.
+    progress, and stderr gives the resume command instead of a traceback.
     """
     for run in range(PIPED_RUNS):
         process = journalq_process(

@@ -258,7 +258,7 @@ def test_dry_run_lists_each_file(sample: Path, stale_mirror: Path) -> None:
 
 
 def test_dry_run_summary_omits_left(sample: Path, tmp_path: Path) -> None:
-    """A dry run runs no action, so the count of those left tells nothing."""
+    """A dry run runs no action, so the count of those left means nothing."""
     out = tmp_path / "out"
     queue = str(tmp_path / "q")
     synced = invoke("sync", str(sample), str(out), "--queue", queue)

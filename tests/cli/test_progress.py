@@ -165,8 +165,8 @@ def test_in_flight_order_puts_moving_first() -> None:
 
 
 def test_written_copies_count_as_syncing_not_in_flight() -> None:
-    """Copies whose bytes are written wait for a group sync; the counts and
-    the display say so instead of showing hundreds of files in flight."""
+    """Copies whose bytes are written wait for a group sync. The counts and
+    the display show them as syncing, not as hundreds of files in flight."""
     progress = RunProgress(4, 400, clock=Clock())
     for name in ("a", "b", "c"):
         progress(_event(EventType.STARTED, name, source=f"/{name}", total=100))
