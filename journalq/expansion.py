@@ -17,7 +17,6 @@ it, and take the chunk size from the caller, so that a test that sets
 from __future__ import annotations
 
 import logging
-import posixpath
 import time
 from typing import TYPE_CHECKING, Final
 
@@ -34,7 +33,7 @@ from journalq.plan import (
     skipped_children,
 )
 from journalq.records import ActionAdded, Digested, Failed, Kind, Record, Service
-from journalq.replay import ActionState, DigestCache
+from journalq.replay import ActionState, DigestCache, root_prefix
 
 if TYPE_CHECKING:
     from journalq.queue import StorageQueue
@@ -126,24 +125,20 @@ def planned_skip(
         return _same_size
     if policy is compare.Policy.SIZE_MTIME:
         return _same_size_and_mtime
-    source_root = parent.source or ""
-    destination_root = parent.destination or ""
+    source_prefix = root_prefix(parent.source or "")
+    destination_prefix = root_prefix(parent.destination or "")
+    find_source = digests.finder(Service.SOURCE)
+    find_destination = digests.finder(Service.DESTINATION)
 
     def identical(relpath: str, source: Entry, destination: Entry) -> str | None:
         if source[0] != destination[0]:
             return None
-        known_source = digests.get(
-            (Service.SOURCE, posixpath.join(source_root, relpath))
-        )
-        known_destination = digests.get(
-            (Service.DESTINATION, posixpath.join(destination_root, relpath))
-        )
-        if not _cached(known_source, source) or not _cached(
-            known_destination, destination
-        ):
+        known_source = find_source(source_prefix + relpath)
+        if known_source is None or not _cached(known_source, source):
             return None
-        assert known_source is not None
-        assert known_destination is not None
+        known_destination = find_destination(destination_prefix + relpath)
+        if known_destination is None or not _cached(known_destination, destination):
+            return None
         if known_source.digest != known_destination.digest:
             return None
         return known_source.digest.partition(":")[0]
@@ -277,7 +272,7 @@ def _same_size_and_mtime(relpath: str, source: Entry, destination: Entry) -> str
     return "size+mtime"
 
 
-def _cached(known: Digested | None, entry: Entry) -> bool:
+def _cached(known: Digested, entry: Entry) -> bool:
     """Tell whether a cached digest is valid for the file as it was listed.
 
     It reads the entry's fields in place: a re-sync calls this twice per

@@ -87,6 +87,7 @@ __all__ = [
     "encode_state",
     "fold",
     "reset_interrupted",
+    "root_prefix",
 ]
 
 #: Reason of the retryable failure journaled for an action that a crashed
@@ -388,6 +389,30 @@ class DigestCache:
         found = self._find_compacted(*key)
         return found if found is not None else default
 
+    def finder(self, service: Service) -> Callable[[str], Digested | None]:
+        """Return a lookup by path of the entries of ``service``.
+
+        It finds what :meth:`get` finds, without a key tuple and two method
+        calls per lookup: a re-sync of 10,000 files looks up 20,000 entries.
+        The table of compacted entries is built on the first lookup that
+        needs it, so a finder that is never asked costs nothing.
+        """
+        recent = self.by_path(service)
+        compacted: dict[str, Digested] | None = None
+
+        def find(path: str) -> Digested | None:
+            nonlocal compacted
+            found = recent.get(path)
+            if found is not None or not self.compacted:
+                return found
+            if compacted is None:
+                compacted = self._flat.get(service)
+                if compacted is None:
+                    compacted = self._build_flat()[service]
+            return compacted.get(path)
+
+        return find
+
     def __getitem__(self, key: tuple[Service, str]) -> Digested:
         found = self.get(key)
         if found is None:
@@ -417,7 +442,7 @@ class DigestCache:
             (_DESTINATION, added.destination),
         ):
             if root is not None:
-                self._roots.setdefault((service, _prefix(root)), []).append(tree)
+                self._roots.setdefault((service, root_prefix(root)), []).append(tree)
 
     def newest_tree(self, service: Service, path: str) -> ActionState | None:
         """Return the newest tree whose root contains ``path``."""
@@ -514,7 +539,7 @@ class DigestCache:
             return
         added = tree.added
         prefixes = [
-            (service, _SERVICE_BITS[service], _prefix(root))
+            (service, _SERVICE_BITS[service], root_prefix(root))
             for service, root in (
                 (_SOURCE, added.source),
                 (_DESTINATION, added.destination),
@@ -526,7 +551,7 @@ class DigestCache:
                 _flatten_child(flat[service], service, prefix + relpath, bit, items)
 
 
-def _prefix(root: str) -> str:
+def root_prefix(root: str) -> str:
     """Return what a tree's root puts before a child's relative path."""
     if not root or root.endswith("/"):
         return root
@@ -922,8 +947,8 @@ class _Compaction:
             return None
         source, destination = tree.added.source, tree.added.destination
         return (
-            None if source is None else _prefix(source),
-            None if destination is None else _prefix(destination),
+            None if source is None else root_prefix(source),
+            None if destination is None else root_prefix(destination),
         )
 
 

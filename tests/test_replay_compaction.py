@@ -148,8 +148,15 @@ def assert_same_state(restored: QueueState, full: QueueState) -> None:
         if tree_id in full.actions:
             method = full.actions[tree_id].skip_method
             assert restored.actions[tree_id].skip_method == method
+    finders = {
+        state: {service: state.digests.finder(service) for service in Service}
+        for state in (restored, full)
+    }
     for key in every_path():
         assert restored.digests.get(key) == full.digests.get(key), key
+        for state, by_service in finders.items():
+            # The lookup that planned skips use answers as get() does.
+            assert by_service[key[0]](key[1]) == state.digests.get(key), key
 
 
 @settings(max_examples=400)
@@ -247,6 +254,20 @@ def test_compacted_digest_lookup():
     assert (Service.SOURCE, "/src/a.bin") in state.digests
     assert (Service.SOURCE, "/src/missing.bin") not in state.digests
     assert state.digests.get((Service.SOURCE, "/elsewhere")) is None
+    find = state.digests.finder(Service.DESTINATION)
+    assert find("/dst/a.bin") == found
+    assert state.digests.finder(Service.SOURCE)("/src/missing.bin") is None
+
+
+def test_finder_made_before_compaction_finds_moved_entries():
+    """A finder looks in the compacted entries when it needs them, not when made."""
+    state = fold(finished_tree())
+    find = state.digests.finder(Service.SOURCE)
+    assert find("/src/a.bin") is not None
+    state.compact()
+    assert state.digests.compacted
+    assert find("/src/a.bin") == state.digests.get((Service.SOURCE, "/src/a.bin"))
+    assert find("/src/a.bin") is not None
 
 
 def test_newer_entry_wins_after_compaction():
