@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
-import platformdirs
 
 from journalq import durable, faults, inbox, snapshot
 from journalq.errors import (
@@ -120,7 +119,11 @@ def queue_directory(name_or_path: str | os.PathLike[str]) -> Path:
         raise QueueError(text, "a queue name or directory is required")
     if os.sep in text or text.startswith((".", "~")):
         return Path(text).expanduser().resolve()
-    home = os.environ.get("JOURNALQ_HOME") or platformdirs.user_state_dir("journalq")
+    home = os.environ.get("JOURNALQ_HOME")
+    if not home:
+        import platformdirs  # only here: most runs name their queue's directory
+
+        home = platformdirs.user_state_dir("journalq")
     return Path(home).expanduser().resolve() / "queues" / text
 
 

@@ -38,12 +38,9 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
-
-import platformdirs
 
 from journalq.errors import ActionError
 
@@ -87,6 +84,10 @@ def config_path() -> Path:
     configured = os.environ.get(CONFIG_ENV)
     if configured:
         return Path(configured).expanduser()
+    # Imported here, like tomllib below: most commands name no remote, and
+    # the two imports cost a few milliseconds of every command's start-up.
+    import platformdirs
+
     return Path(platformdirs.user_config_dir("journalq")) / "remotes.toml"
 
 
@@ -109,6 +110,8 @@ def load_remotes(path: Path | None = None) -> dict[str, Remote]:
     Raises ``ActionError`` for a file that is not valid TOML or a remote
     without a ``protocol``.
     """
+    import tomllib
+
     path = path or config_path()
     try:
         with open(path, "rb") as file:
