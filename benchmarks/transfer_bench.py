@@ -217,6 +217,12 @@ COPY = Scenario(
         ),
         RSYNC,
         Contender("rclone copy", _rclone("copy", "--transfers", "4")),
+        Contender(
+            "rclone copy, killed and resumed",
+            _rclone("copy", "--transfers", "4"),
+            "kill-and-resume",
+            requires="rclone copy",
+        ),
         FSSPEC,
         Contender("journalq copy", _journalq_copy),
         Contender(
@@ -281,6 +287,10 @@ RATIOS = (
     Ratio("noop", "a", "journalq sync, cold cache", "fsspec.generic.rsync"),
     *(
         Ratio("copy", key, "journalq copy, killed and resumed", "journalq copy", 1.2)
+        for key in "abc"
+    ),
+    *(
+        Ratio("copy", key, "rclone copy, killed and resumed", "rclone copy")
         for key in "abc"
     ),
 )
@@ -522,7 +532,8 @@ class TransferBench:
     ) -> tuple[Measurement, str | None]:
         argv = contender.argv(paths)
         if contender.method == "kill-and-resume":
-            uninterrupted = self.results.walls(COPY.key, spec.key, "journalq copy")
+            assert contender.requires is not None
+            uninterrupted = self.results.walls(COPY.key, spec.key, contender.requires)
             return _kill_and_resume(argv, paths, log_path, spec, uninterrupted)
 
         if contender.method == "second-of-two":
