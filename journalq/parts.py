@@ -7,14 +7,20 @@ upload, an upload session. The executor journals ``parts planned``
 (durably) before the first part and ``part written`` after each part is
 durable at the destination. When an attempt dies, the next one checks with
 the target which journaled parts are still intact, sends only the others,
-and completes. So a resumed copy of a large file sends again at most the
-parts that were in flight.
+and completes. Among the others, a part that the dead attempt stored whole
+but did not journal is found by the target and journaled without being
+sent again. The local and SFTP targets read such a part back and compare
+it with the source's bytes, S3 lists it with the ETag of its MD5, and a
+GCS session has persisted it. So a resumed copy of a large file sends
+again at most the parts whose writes were cut off when the attempt died.
 
 The parts are read and written :data:`PARTS_IN_FLIGHT` at a time but taken
 in order, so their bytes feed the file's digest in order and the completed
-record carries the same digest as a copy in one piece. A part that is
-already at the destination feeds the digest from the target when the
-target can read it back (a local temporary file), else from the source.
+record carries the same digest as a copy in one piece. A journaled part
+that is already at the destination feeds the digest from the target when
+the target can read it back (a local or SFTP parts file), else from the
+source. A part found whole without its record was read from the source
+for the comparison, and those bytes feed the digest, as a sent part's do.
 
 A plan names the source as it was (size, mtime, ETag or digest). When the
 source no longer matches, the copy starts over with a new plan; the source
@@ -72,6 +78,9 @@ MAX_PARTS: Final = 10_000
 #: while one part's round trip is pending. Memory is bounded by twice this
 #: many parts, because each may have one part waiting for its turn.
 PARTS_IN_FLIGHT: Final = 4
+#: Bytes of a local parts file read back and compared at a time, when a
+#: resumed copy checks whether a part is there already.
+_READ_BACK_CHUNK: Final = 1024 * 1024
 
 
 class Recovered(NamedTuple):
@@ -328,6 +337,12 @@ class LocalPartTarget(PartTarget):
     ``.<name>.jq-<first 8 of action id>-parts.tmp``. Each part is synced
     before it is reported durable; the last step renames the file over the
     destination and syncs the directory.
+
+    A resumed attempt reads back each part the journal lacks that lies
+    inside the file as it found it, and writes the part only when the bytes
+    there differ from the source's. A part found whole is synced all the
+    same before it is reported durable, because the attempt that wrote it
+    may have died before its sync.
     """
 
     keeps_mtime = True
@@ -343,6 +358,12 @@ class LocalPartTarget(PartTarget):
             flags |= os.O_TRUNC
         os.makedirs(self._directory, exist_ok=True)
         self._fd: int | None = durable.ops.open(self.upload, flags, 0o644)
+        #: Size of the file as this attempt found it: the parts that lie
+        #: inside it may have been written by an earlier attempt. Nothing is
+        #: read back from a file whose sync failed (see :meth:`_sync`).
+        self._resumed_size = 0
+        if upload is not None and self.upload not in _failed_syncs:
+            self._resumed_size = os.fstat(self._fd).st_size
 
     def recover(self, part: Part) -> Recovered | None:
         data = os.pread(self._require_open(), part.size, part.offset)
@@ -359,13 +380,17 @@ class LocalPartTarget(PartTarget):
 
     def write(self, number: int, offset: int, data: bytes, checksum: str) -> Part:
         fd = self._require_open()
-        view = memoryview(data)
-        position = offset
-        while view:
-            written = os.pwrite(fd, view, position)
-            view = view[written:]
-            position += written
-        durable.ops.fdatasync(fd)
+        if self._written_before(fd, offset, data):
+            logger.debug(
+                "part %d of %s is already in %s; syncing it without writing it",
+                number,
+                self.path,
+                self.upload,
+            )
+        else:
+            _write_at(fd, offset, data)
+        # A part found whole may be in the page cache only, so it is synced too.
+        self._sync(fd)
         return Part(number, offset, len(data), checksum)
 
     def complete(
@@ -401,6 +426,53 @@ class LocalPartTarget(PartTarget):
         if self._fd is not None:
             fd, self._fd = self._fd, None
             durable.ops.close(fd)
+
+    def _sync(self, fd: int) -> None:
+        """Sync the parts written so far, and remember a failure.
+
+        After a failed writeback Linux marks the pages clean but keeps
+        their bytes in the page cache, and a descriptor opened after the
+        error was reported syncs without an error.
+        A later attempt would read the part back intact from the cache and
+        journal bytes that never reached the disk. So the next attempts in
+        this process write every part they send.
+        NOTE: a process killed after such a failure cannot pass it on, so
+        the next process keeps those parts while they are in the page cache.
+        """
+        try:
+            durable.ops.fdatasync(fd)
+        except OSError:
+            _failed_syncs.add(self.upload)
+            raise
+
+    def _written_before(self, fd: int, offset: int, data: bytes) -> bool:
+        """Return whether the file contains ``data`` at ``offset`` already.
+
+        That is a part an earlier attempt wrote but died before journaling.
+        Only parts inside the file as this attempt found it are read back,
+        so the parts of a new plan are written without a read.
+        """
+        if offset + len(data) > self._resumed_size:
+            return False
+        view = memoryview(data)
+        for start in range(0, len(view), _READ_BACK_CHUNK):
+            expected = view[start : start + _READ_BACK_CHUNK]
+            if os.pread(fd, len(expected), offset + start) != expected:
+                return False
+        return True
+
+
+#: Parts files of this process whose sync failed once.
+_failed_syncs: set[str] = set()
+
+
+def _write_at(fd: int, offset: int, data: bytes) -> None:
+    view = memoryview(data)
+    position = offset
+    while view:
+        written = os.pwrite(fd, view, position)
+        view = view[written:]
+        position += written
 
 
 def _open_local_target(

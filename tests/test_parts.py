@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 import pytest
 import xxhash
+from durable_helpers import RecordingOps
 
-from journalq import RunSummary, StorageQueue, faults, parts
+from journalq import RunSummary, StorageQueue, durable, faults, parts
 from journalq.journal.reader import scan
 from journalq.records import Completed, PartsPlanned, PartWritten, decode_batch
 from journalq.replay import decode_state, encode_state
@@ -52,13 +56,49 @@ def run_copy(tmp_path: Path, **extra: object) -> RunSummary:
     return summary
 
 
-def killed_copy(tmp_path: Path, crash_at: str) -> int:
-    """Run the copy in a child that SIGKILLs itself at ``crash_at``."""
+#: Child code that SIGKILLs the copy at the N-th record of a part (N is
+#: ``RECORDS``), once every part is whole in the parts file. The pool
+#: threads go on writing while the thread that journals waits here, so the
+#: parts from the N-th on are all written but none is journaled.
+KILL_ONCE_ALL_WRITTEN = """
+import glob, os, signal, time
+from journalq import faults
+whole = open(sys.argv[1] + "/big.bin", "rb").read()
+records = 0
+
+def kill_once_all_written(name):
+    global records
+    if name != "parts.before_record":
+        return
+    records += 1
+    if records < RECORDS:
+        return
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        (path,) = glob.glob(sys.argv[2] + "/.big.bin.jq-*-parts.tmp")
+        if open(path, "rb").read() == whole:
+            break
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+faults.install(kill_once_all_written)
+"""
+
+
+def killed_copy(tmp_path: Path, crash_at: str, setup: str = "") -> int:
+    """Run the copy in a child that SIGKILLs itself at ``crash_at``.
+
+    ``setup`` is code the child runs before the copy.
+    """
     script = textwrap.dedent(
         f"""
         import sys
         from journalq import StorageQueue, parts
         parts.PART_SIZE = {MIB}
+        """
+    )
+    script += setup + textwrap.dedent(
+        f"""
         with StorageQueue(sys.argv[1], sys.argv[2], sys.argv[3],
                           part_threshold={MIB}) as queue:
             queue.copy_file("big.bin", "big.bin")
@@ -241,3 +281,189 @@ def test_snapshot_keeps_parts(tmp_path: Path, source: bytes) -> None:
 
     assert restored.parts == action.parts
     assert sorted(restored.parts.written) == [0, 1]
+
+
+# Parts written but not journaled before a kill --------------------------------
+
+#: Bytes a resumed run writes besides parts: journal records and the
+#: queue's small files. About 1 KiB was measured, and the smallest part of
+#: the test file is 512 KiB.
+OTHER_WRITES = 128 * 1024
+
+
+def bytes_written() -> int:
+    """Return the bytes this process has passed to write calls so far.
+
+    ``wchar`` in ``/proc/self/io`` counts every ``write`` and ``pwrite``,
+    whether or not the bytes reach the disk.
+    """
+    with open("/proc/self/io") as io:
+        for line in io:
+            name, _, value = line.partition(":")
+            if name == "wchar":
+                return int(value)
+    raise AssertionError("/proc/self/io has no wchar line")
+
+
+def killed_with_unjournaled_parts(tmp_path: Path, source: bytes) -> Path:
+    """Kill a copy with parts 0 to 2 journaled and parts 3 to 6 written.
+
+    Returns the parts file.
+    """
+    setup = f"RECORDS = 4\n{KILL_ONCE_ALL_WRITTEN}"
+    assert killed_copy(tmp_path, "", setup=setup) == -9
+    journaled = [r.part.number for r in journal_records(tmp_path / "q", PartWritten)]
+    assert journaled == [0, 1, 2]
+    (plan,) = journal_records(tmp_path / "q", PartsPlanned)
+    upload = Path(plan.upload)
+    assert upload.read_bytes() == source, "the child died before every part was in"
+    return upload
+
+
+needs_proc_io = pytest.mark.skipif(
+    not os.path.exists("/proc/self/io"), reason="counts writes in /proc/self/io"
+)
+
+
+@needs_proc_io
+def test_resume_keeps_unjournaled_parts(tmp_path: Path, source: bytes) -> None:
+    killed_with_unjournaled_parts(tmp_path, source)
+
+    before = bytes_written()
+    summary = run_copy(tmp_path)
+    written = bytes_written() - before
+
+    assert (tmp_path / "dst" / "big.bin").read_bytes() == source
+    # Parts 3 to 6 (3.5 MiB) were in the file: none was written again.
+    assert written < OTHER_WRITES
+    records = journal_records(tmp_path / "q", PartWritten)
+    assert [record.part.number for record in records[3:]] == [3, 4, 5, 6]
+    # The kept parts count as journaled by this run, as written ones do.
+    assert summary.bytes == SIZE - 3 * MIB
+    (completed,) = journal_records(tmp_path / "q", Completed)
+    assert completed.source.digest == f"xxh128:{xxhash.xxh128(source).hexdigest()}"
+    assert os.listdir(tmp_path / "dst") == ["big.bin"]
+
+
+def garble_part_3(upload: Path) -> None:
+    with open(upload, "r+b") as file:
+        file.seek(3 * MIB + 10)
+        file.write(b"damage")
+
+
+def zero_part_4(upload: Path) -> None:
+    with open(upload, "r+b") as file:
+        file.seek(4 * MIB)
+        file.write(bytes(MIB))
+
+
+def cut_in_part_5(upload: Path) -> None:
+    os.truncate(upload, 5 * MIB + 100)
+
+
+@needs_proc_io
+@pytest.mark.parametrize(
+    ("damage", "rewritten"),
+    [(garble_part_3, MIB), (zero_part_4, MIB), (cut_in_part_5, MIB + MIB // 2)],
+    ids=["garbage", "zeros", "short"],
+)
+def test_resume_rewrites_damaged_parts(
+    tmp_path: Path,
+    source: bytes,
+    damage: Callable[[Path], None],
+    rewritten: int,
+) -> None:
+    """An unjournaled part whose bytes differ is written again, and only it.
+
+    The damage is done by hand, as a power cut or a disk would do it: other
+    bytes, zeros where the data was not yet written back, a file cut short.
+    """
+    damage(killed_with_unjournaled_parts(tmp_path, source))
+
+    before = bytes_written()
+    run_copy(tmp_path)
+    written = bytes_written() - before
+
+    assert (tmp_path / "dst" / "big.bin").read_bytes() == source
+    assert written >= rewritten
+    assert written < rewritten + OTHER_WRITES
+    (completed,) = journal_records(tmp_path / "q", Completed)
+    assert completed.source.digest == f"xxh128:{xxhash.xxh128(source).hexdigest()}"
+
+
+class PartSyncs(RecordingOps):
+    """Real file operations that also record each sync of a parts file."""
+
+    def fdatasync(self, fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("-parts.tmp"):
+            self.steps.append("sync parts")
+        super().fdatasync(fd)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")
+def test_kept_part_synced_before_record(
+    tmp_path: Path, source: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each kept part is synced before its record, as a written part is.
+
+    The killed attempt may have died between its write and its sync, and
+    after a power cut a journaled part must be on the disk.
+    """
+    killed_with_unjournaled_parts(tmp_path, source)
+    ops = PartSyncs()
+    monkeypatch.setattr(durable, "ops", ops)
+
+    def note_record(name: str) -> None:
+        if name == "parts.before_record":
+            ops.steps.append("record")
+
+    faults.install(note_record)
+    try:
+        run_copy(tmp_path)
+    finally:
+        faults.clear()
+
+    records = [i for i, step in enumerate(ops.steps) if step == "record"]
+    assert len(records) == 4
+    for count, index in enumerate(records, start=1):
+        synced = ops.steps[:index].count("sync parts")
+        assert synced >= count, ops.steps
+
+
+class FailingPartSync(durable.FileOps):
+    """Fails the ``fail_at``-th sync of a parts file with EIO, without syncing."""
+
+    def __init__(self, fail_at: int) -> None:
+        self.fail_at = fail_at
+        self.syncs = 0
+
+    def fdatasync(self, fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("-parts.tmp"):
+            self.syncs += 1
+            if self.syncs == self.fail_at:
+                raise OSError(errno.EIO, "Input/output error")
+        super().fdatasync(fd)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")
+def test_failed_sync_rewrites_parts(
+    tmp_path: Path,
+    source: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After a failed sync the retry writes its parts instead of reading back.
+
+    The failed ``fdatasync`` is simulated, because a test cannot make a real
+    local disk fail one: the layer raises EIO in place of the sync. The
+    part of that sync is whole in the page cache, so reading it back would
+    find it intact although the disk may not have it.
+    """
+    monkeypatch.setattr(durable, "ops", FailingPartSync(fail_at=3))
+    caplog.set_level(logging.DEBUG, logger="journalq.parts")
+
+    summary = run_copy(tmp_path)
+
+    assert summary.retried == 1
+    assert (tmp_path / "dst" / "big.bin").read_bytes() == source
+    assert "without writing it" not in caplog.text
