@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -92,7 +93,10 @@ class DroppedQueue:
 
 
 def drop_queue(
-    name_or_path: str | os.PathLike[str], *, force: bool = False
+    name_or_path: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    only_if: Callable[[QueueState], bool] | None = None,
 ) -> DroppedQueue:
     """Delete the queue ``name_or_path`` (a name or a directory).
 
@@ -103,6 +107,10 @@ def drop_queue(
     :class:`PendingActionsError` when actions wait or are in progress and
     :class:`QueueError` when the journal cannot be read. Returns what was
     deleted. The source and the destination are not touched.
+
+    ``only_if`` is called with the queue's state while the lock is held.
+    When it returns False, or the journal cannot be read, the queue is kept
+    and :class:`QueueError` is raised, even with ``force``.
     """
     directory = queue_directory(name_or_path)
     queue_id = _check_queue(directory)
@@ -121,7 +129,7 @@ def drop_queue(
             "or stop it, then drop the queue again",
         ) from exc
     try:
-        dropped = _pending(directory, queue_id, force=force)
+        dropped = _pending(directory, queue_id, force=force, only_if=only_if)
         hidden = _hide(directory)
     finally:
         lock.release()
@@ -199,12 +207,21 @@ def _check_queue(directory: Path) -> str:
     return header.queue_id
 
 
-def _pending(directory: Path, queue_id: str, *, force: bool) -> DroppedQueue:
-    """Return what waits in the queue; raise unless it is nothing or ``force``."""
+def _pending(
+    directory: Path,
+    queue_id: str,
+    *,
+    force: bool,
+    only_if: Callable[[QueueState], bool] | None,
+) -> DroppedQueue:
+    """Return what waits in the queue; raise unless it is nothing or ``force``.
+
+    Also raises when ``only_if`` returns False for the queue's state.
+    """
     try:
         state = read_state(directory)
     except JournalqError as error:
-        if not force:
+        if not force or only_if is not None:
             raise QueueError(
                 directory,
                 f"the queue cannot be read, so whether actions wait is unknown "
@@ -212,6 +229,12 @@ def _pending(directory: Path, queue_id: str, *, force: bool) -> DroppedQueue:
             ) from error
         logger.info("dropping unreadable queue %s: %s", directory, error)
         return DroppedQueue(directory, queue_id)
+    if only_if is not None and not only_if(state):
+        raise QueueError(
+            directory,
+            "the only_if condition of the drop returned False, so the queue "
+            "was kept (nothing was deleted)",
+        )
     waiting = state.counts[Status.WAITING]
     in_progress = state.counts[Status.INPROGRESS]
     if (waiting or in_progress) and not force:

@@ -270,7 +270,9 @@ class StorageOptionError(ActionError):
     of them to the closest name the class takes. ``role`` (``"source"`` or
     ``"destination"``) and ``queue`` are set for the options of a queue.
     ``journaled`` lists the rejected names that the queue was created with
-    and that the caller did not give again.
+    and that the caller did not give again. ``missing_secrets`` lists the
+    secret options the queue was created with that the caller did not give
+    again, which a rejected name was most likely meant to be.
     """
 
     def __init__(
@@ -283,6 +285,7 @@ class StorageOptionError(ActionError):
         role: str | None = None,
         queue: str | None = None,
         journaled: list[str] | None = None,
+        missing_secrets: list[str] | None = None,
     ) -> None:
         self.filesystem = filesystem
         self.names = list(names)
@@ -290,6 +293,7 @@ class StorageOptionError(ActionError):
         self.role = role
         self.queue = queue
         self.journaled = list(journaled or [])
+        self.missing_secrets = list(missing_secrets or [])
         super().__init__(url, self._reason())
 
     def rejected(self) -> str:
@@ -299,6 +303,15 @@ class StorageOptionError(ActionError):
             if name in self.suggestions
             else repr(name)
             for name in self.names
+        )
+
+    def secrets_needed(self) -> str:
+        """Return the clause that names :attr:`missing_secrets` and why."""
+        noun = "option" if len(self.missing_secrets) == 1 else "options"
+        names = ", ".join(repr(name) for name in self.missing_secrets)
+        return (
+            f"queue {self.queue} needs the secret {self.role} {noun} {names} "
+            "again, because secrets are never journaled"
         )
 
     def _reason(self) -> str:
@@ -313,6 +326,11 @@ class StorageOptionError(ActionError):
                 "create it again, or use another queue name"
             )
         keyword = f"{self.role}_options" if self.role else "the storage options"
+        if self.missing_secrets:
+            return (
+                f"{what}, and {self.secrets_needed()}. Give them in {keyword} "
+                "under their right names"
+            )
         return f"{what}; correct {keyword} (nothing was created or added)"
 
 

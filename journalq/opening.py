@@ -20,6 +20,7 @@ store, state and filesystems.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import time
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from journalq import expansion, transfer
 from journalq.backends import (
     Filesystem,
+    check_option_names,
     endpoint,
     hide_password,
     open_filesystem,
@@ -151,13 +153,15 @@ def _options(
     given = given or {}
     missing = [name for name in secret_names(journaled.options) if name not in given]
     if missing and not queue.read_only:
+        _check_given_names(queue, role, journaled, given, missing)
         flags = " ".join(f"--{role}-option {name}=..." for name in missing)
         if "@" in journaled.url.partition("://")[2].partition("/")[0]:
             flags += f", or the {role} URL again with user:PASSWORD@ in it"
         raise ActionError(
             hide_password(journaled.url),
             f"the queue was created with secrets in the {role} option(s) "
-            f"{', '.join(missing)}, which are never journaled; give them "
+            f"{', '.join(missing)}, which are never journaled"
+            f"{_misspelled(given, journaled, missing)}; give them "
             f"again, in {role}_options from Python or on the command line: "
             f"{flags}",
         )
@@ -171,6 +175,53 @@ def _options(
                 queue.directory,
             )
     return {**journaled.options, **given}
+
+
+def _check_given_names(
+    queue: StorageQueue,
+    role: str,
+    journaled: Endpoint,
+    given: dict[str, Any],
+    missing: list[str],
+) -> None:
+    """Raise ``StorageOptionError`` for a given option the filesystem does not take.
+
+    Called when secret options are missing, because a misspelled name
+    (``secert``) is then the likely reason, and the error names both.
+    """
+    try:
+        check_option_names(journaled.url, given)
+    except StorageOptionError as exc:
+        raise StorageOptionError(
+            hide_password(journaled.url),
+            exc.filesystem,
+            exc.names,
+            exc.suggestions,
+            role=role,
+            queue=str(queue.directory),
+            missing_secrets=missing,
+        ) from exc
+
+
+def _misspelled(given: dict[str, Any], journaled: Endpoint, missing: list[str]) -> str:
+    """Return a clause for each given option that looks like a missing one.
+
+    For a filesystem whose option names cannot be checked (sshfs passes
+    them on to asyncssh), a name close to a missing one is the hint left.
+    Returns "" when no given name is close.
+    """
+    close = {}
+    for name in given:
+        if name in journaled.options:
+            continue
+        match = difflib.get_close_matches(name, missing, n=1, cutoff=0.6)
+        if match:
+            close[name] = match[0]
+    return "".join(
+        f"; the option {name!r} given now is not one the queue was created "
+        f"with (did you mean {secret!r}?)"
+        for name, secret in close.items()
+    )
 
 
 def _open_filesystems(

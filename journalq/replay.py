@@ -596,6 +596,11 @@ class QueueState:
         #: The files among :attr:`skipped` that a tree's listing found.
         self.identical_when_listed = 0
         self.bytes = 0
+        #: Bytes of the journaled parts of large copies that have neither
+        #: completed nor been canceled, which :attr:`bytes` does not count yet.
+        self.part_bytes = 0
+        #: Those copies: the ones with at least one part in :attr:`part_bytes`.
+        self.part_copies = 0
         self.digests = DigestCache(self.actions)
         self.last_lsn = 0
         self.snapshot: SnapshotTaken | None = None
@@ -695,7 +700,9 @@ class QueueState:
                         completed, source=None, destination=None
                     )
                 action.completed = completed
-                action.parts = None
+                if action.parts is not None:
+                    self._uncount_parts(action.parts)
+                    action.parts = None
                 action.bytes = completed.bytes
                 new_status = _COMPLETED
                 self.bytes += completed.bytes
@@ -787,6 +794,10 @@ class QueueState:
     def _parts_planned(self, record: PartsPlanned) -> None:
         action = self.actions.get(record.action_id)
         if type(action) is ActionState and not action.terminal:
+            # A new plan starts the copy over, so the old plan's parts no
+            # longer count.
+            if action.parts is not None:
+                self._uncount_parts(action.parts)
             action.parts = Parts(record, {})
 
     def _part_written(self, record: PartWritten) -> None:
@@ -794,7 +805,7 @@ class QueueState:
         if type(action) is not ActionState or action.terminal:
             return
         if action.parts is not None:
-            action.parts.written[record.part.number] = record.part
+            self._count_part(action.parts, record.part)
         # A part made durable is progress, so the crashes before it were no
         # loop: a large copy killed again and again still gets to finish.
         action.crashes = 0
@@ -806,6 +817,27 @@ class QueueState:
         self._set_status(action, _CANCELED)
         if type(action) is ActionState:
             self.finished.append(action)
+            # The parts stay for drop_queue to report, but no run will
+            # complete them.
+            if action.parts is not None:
+                self._uncount_parts(action.parts)
+
+    def _count_part(self, parts: Parts, part: Part) -> None:
+        """Add ``part`` to ``parts`` and to :attr:`part_bytes`."""
+        written = parts.written
+        earlier = written.get(part.number)
+        if earlier is not None:
+            self.part_bytes -= earlier.size
+        elif not written:
+            self.part_copies += 1
+        written[part.number] = part
+        self.part_bytes += part.size
+
+    def _uncount_parts(self, parts: Parts) -> None:
+        """Remove the parts of a copy that completed, was canceled or starts over."""
+        if parts.written:
+            self.part_bytes -= sum(part.size for part in parts.written.values())
+            self.part_copies -= 1
 
     def paths(self, action: Action) -> tuple[str | None, str | None]:
         """Return the source and destination paths of ``action``.
@@ -828,6 +860,8 @@ class QueueState:
         counts["skipped"] = self.skipped
         counts["bytes"] = self.bytes
         counts["identical_when_listed"] = self.identical_when_listed
+        counts["part_bytes"] = self.part_bytes
+        counts["part_copies"] = self.part_copies
         return counts
 
     def compact(self, *, recent: bool = False) -> int:
@@ -1057,10 +1091,11 @@ class _StateImage(msgspec.Struct, array_like=True):
     ``actions`` and ``compacted`` hold the two kinds of action, and
     ``layout`` the lengths of the runs of each, alternating and starting
     with ``actions``, that restore their order. ``bytes``, ``skipped``,
-    ``counts`` and ``identical_when_listed`` are the state's totals, stored
-    so that they are known before the actions are decoded. Snapshots
-    written before compaction existed have only the first five fields. A
-    snapshot without one of the totals has its actions decoded to count it.
+    ``counts``, ``identical_when_listed``, ``part_bytes`` and
+    ``part_copies`` are the state's totals, stored so that they are known
+    before the actions are decoded. Snapshots written before compaction
+    existed have only the first five fields. A snapshot without one of the
+    totals has its actions decoded to count it.
     """
 
     created: QueueCreated | None
@@ -1075,6 +1110,8 @@ class _StateImage(msgspec.Struct, array_like=True):
     evidence: int = 0
     counts: dict[Status, int] | None = None
     identical_when_listed: int | None = None
+    part_bytes: int | None = None
+    part_copies: int | None = None
 
 
 class _StateHead(msgspec.Struct, array_like=True):
@@ -1092,6 +1129,8 @@ class _StateHead(msgspec.Struct, array_like=True):
     evidence: int = 0
     counts: dict[Status, int] | None = None
     identical_when_listed: int | None = None
+    part_bytes: int | None = None
+    part_copies: int | None = None
 
 
 _head_decoder = msgspec.msgpack.Decoder(_StateHead)
@@ -1154,6 +1193,8 @@ class StateImage:
                 state.digests.compacted,
                 state.counts,
                 state.identical_when_listed,
+                state.part_bytes,
+                state.part_copies,
             )
         )
 
@@ -1212,7 +1253,14 @@ def decode_state(payload: bytes | memoryview) -> QueueState:
     def load() -> None:
         _load_actions(state, head)
 
-    totals = (head.bytes, head.skipped, head.counts, head.identical_when_listed)
+    totals = (
+        head.bytes,
+        head.skipped,
+        head.counts,
+        head.identical_when_listed,
+        head.part_bytes,
+        head.part_copies,
+    )
     if any(total is None for total in totals):
         load()
         _recount_totals(state)
@@ -1220,6 +1268,8 @@ def decode_state(payload: bytes | memoryview) -> QueueState:
     state.bytes = head.bytes
     state.skipped = head.skipped
     state.identical_when_listed = head.identical_when_listed
+    state.part_bytes = head.part_bytes
+    state.part_copies = head.part_copies
     state.counts.update(head.counts)
     state.defer(load, sum(head.layout))
     return state
@@ -1287,3 +1337,7 @@ def _recount_totals(state: QueueState) -> None:
             state.bytes += completed.bytes
             if completed.outcome is _SKIPPED:
                 state.skipped += 1
+        parts = action.parts if type(action) is ActionState else None
+        if parts is not None and parts.written and action.status is not _CANCELED:
+            state.part_bytes += sum(part.size for part in parts.written.values())
+            state.part_copies += 1

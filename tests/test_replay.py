@@ -170,8 +170,9 @@ def test_old_snapshot_listing_skips_recounted():
     state = fold(skipping_tree())
     payload = encode_state(state)
     old = msgspec.msgpack.decode(payload)
-    assert old[-1] == 3
-    old_payload = msgspec.msgpack.encode(old[:-1])
+    # identical_when_listed, then part_bytes and part_copies.
+    assert old[-3:] == [3, 0, 0]
+    old_payload = msgspec.msgpack.encode(old[:-3])
 
     restored = decode_state(old_payload)
 
@@ -224,6 +225,82 @@ def test_durable_part_starts_the_crash_count_again():
     assert action.status is Status.WAITING
     assert action.crashes == 1
     assert len(action.parts.written) == 8
+
+
+def large_copy(*written: int) -> list:
+    """Return a copy in parts of 8 bytes that journaled the parts ``written``."""
+    identity = Identity(64, 1_000, None)
+    return [
+        added("a"),
+        Started("a", 1),
+        PartsPlanned("a", 1, 8, "upload", identity),
+        *(
+            PartWritten("a", 1, Part(number, 8 * number, 8, "c:0"))
+            for number in written
+        ),
+    ]
+
+
+def test_parts_counted_until_completed():
+    state = fold(large_copy(0, 1, 2))
+    counted = (state.part_bytes, state.part_copies, state.bytes)
+
+    state.apply(Completed("a", 1, Outcome.COPIED, "xxh128", bytes=64))
+
+    assert counted == (24, 1, 0)
+    assert (state.part_bytes, state.part_copies, state.bytes) == (0, 0, 64)
+
+
+def test_part_written_again_counted_once():
+    state = fold([*large_copy(0, 1), PartWritten("a", 2, Part(1, 8, 8, "c:1"))])
+
+    assert state.part_bytes == 16
+    assert state.part_copies == 1
+
+
+def test_parts_of_new_plan_replace_old():
+    new_plan = PartsPlanned("a", 2, 8, "upload-2", Identity(72, 2_000, None))
+
+    state = fold([*large_copy(0, 1, 2), new_plan])
+
+    assert state.part_bytes == 0
+    assert state.part_copies == 0
+    state.apply(PartWritten("a", 2, Part(0, 0, 8, "c:0")))
+    assert state.part_bytes == 8
+    assert state.part_copies == 1
+
+
+def test_parts_of_canceled_copy_not_counted():
+    stopped = Failed("a", 1, "Interrupted", "m", True)
+
+    state = fold([*large_copy(0, 1), stopped, Canceled("a")])
+
+    assert state.actions["a"].parts is not None
+    assert state.part_bytes == 0
+    assert state.part_copies == 0
+
+
+def test_parts_of_failed_copy_counted():
+    failed = Failed("a", 1, "OSError", "m", False)
+
+    state = fold([*large_copy(0, 1), failed])
+
+    assert state.actions["a"].status is Status.FAILED
+    assert state.part_bytes == 16
+    assert state.part_copies == 1
+
+
+def test_old_snapshot_parts_recounted():
+    """A snapshot written before the part totals were kept lacks them."""
+    state = fold([*large_copy(0, 1), added("b")])
+    old = msgspec.msgpack.decode(encode_state(state))
+    assert old[-2:] == [16, 1]
+
+    restored = decode_state(msgspec.msgpack.encode(old[:-2]))
+
+    assert restored.part_bytes == 16
+    assert restored.part_copies == 1
+    assert "actions" not in decode_state(encode_state(state)).__dict__
 
 
 def test_stopped_attempt_is_not_a_crash():
@@ -283,7 +360,28 @@ records = st.one_of(
     ),
     st.builds(Failed, ids, attempts, st.just("E"), st.just("m"), st.booleans()),
     st.builds(Canceled, ids),
+    st.builds(
+        PartsPlanned, ids, attempts, st.just(8), st.just("u"), st.just(Identity(64))
+    ),
+    st.builds(
+        PartWritten,
+        ids,
+        attempts,
+        st.builds(Part, st.integers(0, 7), st.just(0), st.integers(1, 8), st.just("c")),
+    ),
 )
+
+
+def recount_parts(state: QueueState) -> tuple[int, int]:
+    """Return ``part_bytes`` and ``part_copies`` counted from the actions."""
+    sizes = [
+        sum(part.size for part in action.parts.written.values())
+        for action in state.actions.values()
+        if action.parts is not None
+        and action.parts.written
+        and action.status is not Status.CANCELED
+    ]
+    return sum(sizes), len(sizes)
 
 
 @settings(max_examples=300)
@@ -291,6 +389,7 @@ records = st.one_of(
 def test_fold_counts_match_statuses(sequence):
     state = fold(sequence)
     assert recount(state) == state.counts
+    assert recount_parts(state) == (state.part_bytes, state.part_copies)
 
 
 @settings(max_examples=300)
@@ -302,6 +401,8 @@ def test_snapshot_then_tail_equals_full_fold(sequence, cut):
     assert restored.actions == full.actions
     assert restored.counts == full.counts
     assert restored.bytes == full.bytes
+    assert restored.part_bytes == full.part_bytes
+    assert restored.part_copies == full.part_copies
     assert restored.skipped == full.skipped
     assert restored.by_key == full.by_key
     assert restored.generations == full.generations

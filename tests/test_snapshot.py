@@ -328,6 +328,8 @@ def test_state_image_pieces_match_whole_encoding(tmp_path, monkeypatch):
             state.digests.compacted,
             state.counts,
             state.identical_when_listed,
+            state.part_bytes,
+            state.part_copies,
         )
     )
     assert len(pieces) > 4

@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import os
 import posixpath
+from collections.abc import Mapping
 from typing import Any, Final
 
 import fsspec
@@ -48,6 +49,7 @@ from journalq.records import Endpoint
 
 __all__ = [
     "Filesystem",
+    "check_option_names",
     "endpoint",
     "hide_password",
     "is_local",
@@ -181,6 +183,21 @@ def open_filesystem(url: str, options: dict[str, Any] | None = None) -> Filesyst
     return Filesystem(url, options)
 
 
+def check_option_names(url: str, options: Mapping[str, Any]) -> None:
+    """Raise ``StorageOptionError`` for an option that ``url``'s filesystem rejects.
+
+    Only the names are checked, and the filesystem is not opened. A URL
+    whose filesystem class cannot be found (an unknown remote or protocol,
+    a package that is not installed, a chained URL) is not checked, and
+    opening it reports the problem.
+    """
+    if not options:
+        return
+    cls = _filesystem_class(url)
+    if cls is not None:
+        check_options(cls, hide_password(url), options)
+
+
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     """Return whether ``fs`` is the local disk (so plain ``os`` calls work)."""
     return isinstance(fs, LocalFileSystem)
@@ -197,6 +214,23 @@ def _resolve(url: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     name, path = reference
     remote = remotes.find_remote(name)
     return remote.url(path), {**remotes.expand_variables(remote), **options}
+
+
+def _filesystem_class(url: str) -> type | None:
+    """Return the class :func:`open_filesystem` would build for ``url``, or None."""
+    reference = remotes.split_remote(url)
+    try:
+        if reference is not None:
+            url = remotes.find_remote(reference[0]).url(reference[1])
+        if "::" in url:
+            return None
+        protocol = _protocol(url)
+        module = _BACKENDS.get(protocol)
+        if module is None:
+            return fsspec.get_filesystem_class(protocol)
+        return importlib.import_module(f"journalq.backends.{module}").FILESYSTEM
+    except (ActionError, ImportError, ValueError):
+        return None
 
 
 def _protocol(url: str) -> str:

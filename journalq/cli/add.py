@@ -21,7 +21,14 @@ from journalq.cli.context import (
     storage_options,
 )
 from journalq.cli.exits import ExitCode
-from journalq.cli.queues import Location, open_queue, parse_location, queue_exists
+from journalq.cli.queues import (
+    Location,
+    NewQueue,
+    open_queue,
+    parse_location,
+    queue_exists,
+    removed_when_rejected,
+)
 from journalq.cli.running import add_copy, location_argument
 from journalq.errors import ActionError
 from journalq.lock import read_holder
@@ -100,8 +107,11 @@ def _add_batch(batch_file: IO[str]) -> None:
         fail(f"{batch_file.name}: {error}; nothing was added", ExitCode.USAGE)
     if not batch.actions:
         fail(f"{batch_file.name}: no actions found; nothing was added", ExitCode.USAGE)
-    with _open_for_batch(batch) as queue:
-        _print_added(queue, _add_all(queue, batch, batch_file.name))
+    with (
+        removed_when_rejected(_queue_name()) as new,
+        _open_for_batch(batch) as queue,
+    ):
+        _print_added(queue, _add_all(queue, batch, batch_file.name, new))
 
 
 def _open_for_batch(batch: Batch) -> StorageQueue:
@@ -114,8 +124,13 @@ def _open_for_batch(batch: Batch) -> StorageQueue:
     return open_queue(name, source, destination)
 
 
-def _add_all(queue: StorageQueue, batch: Batch, file_name: str) -> list[str]:
-    """Add every action of ``batch``; on a rejected one, cancel those added."""
+def _add_all(
+    queue: StorageQueue, batch: Batch, file_name: str, new: NewQueue
+) -> list[str]:
+    """Add every action of ``batch``; on a rejected one, cancel those added.
+
+    The canceled actions, with those their trees added, go into ``new``.
+    """
     known = set(queue.state.actions)
     added: list[str] = []
     for line, specification in batch.actions:
@@ -123,6 +138,7 @@ def _add_all(queue: StorageQueue, batch: Batch, file_name: str) -> list[str]:
             action_id = queue.add(specification)
         except (ActionError, OSError) as error:
             _cancel_new(queue, added, known)
+            new.canceled.update(queue.state.actions.keys() - known)
             fail(
                 f"{file_name}: line {line}: {error}; nothing from the file was "
                 "added (actions of earlier lines were canceled)",
@@ -140,8 +156,11 @@ def _cancel_new(queue: StorageQueue, added: list[str], known: set[str]) -> None:
             queue.cancel(action_id)
 
 
-def _add_one(queue: StorageQueue, action: Callable[[StorageQueue], str]) -> None:
-    with queue:
+def _add_one(
+    open_: Callable[[], StorageQueue], action: Callable[[StorageQueue], str]
+) -> None:
+    """Open the queue with ``open_`` and add one action to it with ``action``."""
+    with removed_when_rejected(_queue_name()), open_() as queue:
         _print_added(queue, [action(queue)])
 
 
@@ -153,7 +172,7 @@ def _add_one(queue: StorageQueue, action: Callable[[StorageQueue], str]) -> None
 def add_copy_command(source: str, destination: str) -> None:
     """Add a copy of SRC (a file or a tree) to DST, as `journalq copy` does."""
     src, dst = parse_location(source), parse_location(destination)
-    _add_one(_open_for_pair(src, dst), lambda queue: add_copy(queue, src, dst))
+    _add_one(lambda: _open_for_pair(src, dst), lambda queue: add_copy(queue, src, dst))
 
 
 @add_group.command("tree")
@@ -165,7 +184,7 @@ def add_tree_command(source: str, destination: str) -> None:
     """Add a copy of the tree SRC as the tree DST (its contents land in DST)."""
     src, dst = parse_location(source), parse_location(destination)
     _add_one(
-        _open_for_pair(src, dst),
+        lambda: _open_for_pair(src, dst),
         lambda queue: queue.copy_tree(src.path, dst.path),
     )
 
@@ -189,7 +208,7 @@ def add_sync_command(
     """Add a sync that makes the tree DST a copy of the tree SRC."""
     src, dst = parse_location(source), parse_location(destination)
     _add_one(
-        _open_for_pair(src, dst),
+        lambda: _open_for_pair(src, dst),
         lambda queue: queue.sync(
             src.path, dst.path, delete=delete, max_delete=max_delete, force=force
         ),
@@ -206,7 +225,7 @@ def add_mkdir_command(path: str, service: str | None) -> None:
     service = service or "destination"
     location = parse_location(path)
     _add_one(
-        _open_for_path(service, location),
+        lambda: _open_for_path(service, location),
         lambda queue: queue.mkdir(service, location.path),
     )
 
@@ -222,7 +241,7 @@ def add_delete_command(path: str, service: str | None, recursive: bool) -> None:
     service = service or "destination"
     location = parse_location(path)
     _add_one(
-        _open_for_path(service, location),
+        lambda: _open_for_path(service, location),
         lambda queue: queue.delete(service, location.path, recursive=recursive),
     )
 
@@ -241,7 +260,7 @@ def add_list_command(
     service = service or "source"
     location = parse_location(path)
     _add_one(
-        _open_for_path(service, location),
+        lambda: _open_for_path(service, location),
         lambda queue: queue.list(
             location.path, dir_only=dir_only, recursive=recursive, service=service
         ),

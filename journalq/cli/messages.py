@@ -87,6 +87,12 @@ def _describe_storage_option(error: StorageOptionError) -> str:
         flag = f"--{error.role}-option"
     what = f"{error.filesystem} ({error.value}) takes no storage option"
     what = f"{what}{'s' if len(error.names) > 1 else ''} {error.rejected()}"
+    if error.missing_secrets:
+        again = " ".join(f"{flag} {name}=..." for name in error.missing_secrets)
+        return (
+            f"{what}, and {error.secrets_needed()}. Give them under their "
+            f"right names: {again}"
+        )
     if not error.journaled:
         return f"{what}; correct the {flag} value (nothing was created or added)"
     queue = shlex.quote(str(error.queue))

@@ -12,11 +12,15 @@ the filesystem is ``NAME:`` and the path is taken below the remote's root.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import urllib.parse
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
+import click
 import fsspec
 
 from journalq.backends import remotes, split_url
@@ -24,19 +28,24 @@ from journalq.cli.base import fail
 from journalq.cli.completion import queue_names
 from journalq.cli.context import DEFAULT_QUEUE, settings
 from journalq.cli.exits import ExitCode
-from journalq.cli.messages import install_hint, step
-from journalq.errors import ActionError
+from journalq.cli.messages import code_for, install_hint, step
+from journalq.drop import drop_queue
+from journalq.errors import ActionError, JournalqError
 from journalq.queue import StorageQueue
 from journalq.store import FORMAT_NAME, queue_directory
 
 __all__ = [
     "Location",
+    "NewQueue",
     "default_queue_name",
     "open_existing_queue",
     "open_queue",
     "parse_location",
     "queue_exists",
+    "removed_when_rejected",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Hex digits of SHA-256 in a derived queue name: 32 bits, so two different
 #: SRC/DST pairs share a queue with a chance of about 1 in 4 billion.
@@ -190,3 +199,56 @@ def _not_found(name: str) -> str:
         "`journalq add`, or name another with --queue (`journalq queues` "
         "lists them)"
     )
+
+
+@dataclass
+class NewQueue:
+    """The record of a command's own actions in a queue it may have created."""
+
+    #: Actions the command added and canceled again, because a later
+    #: request of the same command was rejected. They do not keep the queue.
+    canceled: set[str] = field(default_factory=set)
+
+
+@contextlib.contextmanager
+def removed_when_rejected(name: str) -> Iterator[NewQueue]:
+    """Delete queue ``name`` again if the command creates it and is rejected.
+
+    A rejected request (exit status 2, such as a missing source) adds
+    nothing, and its new queue would otherwise stay behind for ``journalq
+    queues`` to list. A directory that existed before, even an empty one,
+    is kept, and so is a queue that another process locked or added to.
+    """
+    is_new = not os.path.lexists(queue_directory(name))
+    new = NewQueue()
+    try:
+        yield new
+    except Exception as error:
+        if is_new and _is_rejection(error):
+            _drop_unused(name, frozenset(new.canceled))
+        raise
+
+
+def _is_rejection(error: Exception) -> bool:
+    # fail() ends a command with click's Exit, which carries the code.
+    if isinstance(error, click.exceptions.Exit):
+        return error.exit_code == ExitCode.USAGE
+    return code_for(error) == ExitCode.USAGE
+
+
+def _drop_unused(name: str, canceled: frozenset[str]) -> None:
+    """Drop queue ``name`` if it contains no action other than ``canceled``.
+
+    The actions are checked under the queue's lock, so an action that
+    another process added keeps the queue (but see the NOTE on requests
+    handed over during a drop in :mod:`journalq.drop`).
+    """
+    if not queue_exists(name):
+        return
+    directory = queue_directory(name)
+    try:
+        drop_queue(directory, only_if=lambda state: state.actions.keys() <= canceled)
+    except JournalqError as error:
+        logger.info("kept the new queue %s: %s", directory, error)
+        return
+    logger.info("deleted the new queue %s, because the command was rejected", directory)

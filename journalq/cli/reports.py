@@ -77,6 +77,10 @@ def status_command(as_json: bool) -> None:
     every run. It is the files a tree's listing found identical, which get
     no action, plus the completed actions that were skipped when they ran
     (an identical file, or a mkdir on an object store without directories).
+
+    'copied in all' is the bytes of the completed copies plus those of the
+    journaled parts of large copies that a stopped run left unfinished. The
+    line also gives the bytes of those parts.
     """
     with open_existing_queue(read_only=True) as queue:
         counts = queue.status()
@@ -106,7 +110,7 @@ def status_command(as_json: bool) -> None:
     click.echo()
     print_table(_count_rows(counts), ["STATUS", "ACTIONS"], right=frozenset({1}))
     click.echo(describe_skipped(counts))
-    click.echo(f"copied in all: {format_bytes(counts['bytes'])}")
+    click.echo(describe_copied(counts))
     if last is not None:
         click.echo(f"last run: {describe_last_run(last)}")
     for label, text in steps.items():
@@ -127,6 +131,25 @@ def describe_skipped(counts: Mapping[str, int]) -> str:
         f"skipped: {counts['skipped']} = {listed} {files} identical when "
         f"listed (no action of their own) + {run} completed {actions} skipped "
         "when run"
+    )
+
+
+def describe_copied(counts: Mapping[str, int]) -> str:
+    """Return the ``copied in all`` line of ``status``.
+
+    It adds the journaled parts of large copies that have not completed,
+    and gives their share of the total apart. A copy that completes moves
+    its bytes from ``part_bytes`` to ``bytes``, so none are counted twice.
+    """
+    part_bytes = counts["part_bytes"]
+    total = format_bytes(counts["bytes"] + part_bytes)
+    if not part_bytes:
+        return f"copied in all: {total}"
+    copies = counts["part_copies"]
+    noun = "copy" if copies == 1 else "copies"
+    return (
+        f"copied in all: {total}, {format_bytes(part_bytes)} of it in the "
+        f"journaled parts of {copies} large {noun} not completed yet"
     )
 
 

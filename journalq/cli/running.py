@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shlex
 import sys
@@ -28,7 +27,7 @@ from journalq.cli.context import (
 from journalq.cli.exits import ExitCode, run_exit_code
 from journalq.cli.interrupt import stop_on_interrupt
 from journalq.cli.lastrun import save_last_run
-from journalq.cli.messages import code_for, step
+from journalq.cli.messages import step
 from journalq.cli.output import (
     AcknowledgedEvents,
     EventPrinter,
@@ -43,16 +42,15 @@ from journalq.cli.queues import (
     open_existing_queue,
     open_queue,
     parse_location,
-    queue_exists,
+    removed_when_rejected,
 )
-from journalq.drop import drop_queue
-from journalq.errors import ActionError, JournalqError
+from journalq.errors import ActionError
 from journalq.events import Event, EventType, RunSummary
 from journalq.lock import read_holder
 from journalq.plan import resolve_target
 from journalq.progress import ProgressDisplay, RunProgress, log_progress
 from journalq.queue import StorageQueue
-from journalq.store import queue_directory, read_state
+from journalq.store import queue_directory
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -66,8 +64,6 @@ __all__ = [
     "secret_note",
     "sync_command",
 ]
-
-logger = logging.getLogger(__name__)
 
 json_option = click.option(
     "--json",
@@ -450,30 +446,6 @@ def _check_queue_outside(name: str, *trees: Location) -> None:
             )
 
 
-def _remove_empty_queue(name: str) -> None:
-    """Delete queue ``name``, which this command created, if it contains no action.
-
-    A ``copy`` or ``sync`` whose request was rejected added nothing, and its
-    new queue would otherwise stay behind for ``journalq queues`` to list.
-    A queue that another process locked or added to meanwhile is kept.
-    NOTE: the state is read before :func:`drop_queue` takes the lock, so
-    actions that another process adds and completes in between are dropped
-    with the queue (drop_queue keeps one whose actions wait).
-    """
-    if not queue_exists(name):
-        return
-    directory = queue_directory(name)
-    try:
-        state = read_state(directory)
-        if state.actions or any(state.counts.values()):
-            return
-        drop_queue(directory)
-    except JournalqError as error:
-        logger.info("kept the new queue %s: %s", directory, error)
-        return
-    logger.info("deleted the new queue %s, which contains no action", directory)
-
-
 @contextlib.contextmanager
 def _queue_for(
     name: str, source: Location, destination: Location
@@ -485,15 +457,11 @@ def _queue_for(
     """
     if not settings().dry_run:
         _check_queue_outside(name, source, destination)
-        # A directory that exists, even an empty one, is not this command's.
-        is_new = not os.path.lexists(queue_directory(name))
-        try:
-            with open_queue(name, source.filesystem, destination.filesystem) as queue:
-                yield queue
-        except Exception as error:
-            if is_new and code_for(error) == ExitCode.USAGE:
-                _remove_empty_queue(name)
-            raise
+        with (
+            removed_when_rejected(name),
+            open_queue(name, source.filesystem, destination.filesystem) as queue,
+        ):
+            yield queue
         return
     with tempfile.TemporaryDirectory(prefix="journalq-dry-run-") as scratch:
         directory = os.path.join(scratch, "queue")

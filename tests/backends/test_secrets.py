@@ -22,7 +22,7 @@ import pytest
 from servers import S3_KEY
 from store_helpers import Store
 
-from journalq import ActionError, StorageQueue
+from journalq import ActionError, StorageOptionError, StorageQueue
 from journalq.backends.options import (
     SECRET_PLACEHOLDER,
     decode_options,
@@ -434,3 +434,27 @@ def test_cli_fsspec_environment_credentials(
     assert status.returncode == 0, status.stderr
     assert secret not in resumed.stdout + resumed.stderr + status.stdout
     assert_nowhere(secret, home)
+
+
+def test_misspelled_secret_names_both(tmp_path, local_store, s3_store):
+    """A queue missing its ``secret`` and given ``secert`` names both."""
+    local_store.write("data/f.txt", b"f")
+    name = tmp_path / "queue"
+    with StorageQueue(
+        local_store.url, s3_store.url, name, destination_options=s3_store.options
+    ) as queue:
+        queue.copy_tree("data", "out")
+    options = dict(s3_store.options)
+    options["secert"] = options.pop("secret")
+
+    with pytest.raises(StorageOptionError) as raised:
+        StorageQueue(name=name, destination_options=options)
+
+    error = raised.value
+    assert error.names == ["secert"]
+    assert error.suggestions == {"secert": "secret"}
+    assert error.missing_secrets == ["secret"]
+    assert error.role == "destination"
+    assert "needs the secret destination option 'secret' again" in str(error)
+    assert "Give them in destination_options under their right names" in str(error)
+    assert options["secert"] not in str(error)

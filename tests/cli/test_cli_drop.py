@@ -21,6 +21,10 @@ from cli_helpers import (
 )
 
 from journalq.cli.exits import ExitCode
+from journalq.drop import drop_queue
+from journalq.errors import QueueError
+from journalq.replay import QueueState
+from journalq.store import read_state
 
 #: MiB of a file of three 16 MiB parts, the last one short.
 LARGE_MIB = 40
@@ -207,3 +211,27 @@ def test_drop_force_names_unfinished_upload(tmp_path: Path) -> None:
     assert f"left at the destination: {destination / upload}" in forced.stdout
     assert os.listdir(destination) == [upload]
     assert not Path(queue).exists()
+
+
+def test_drop_only_if_checks_state(synced: str, queue_home: Path) -> None:
+    """The library's condition sees the state under the lock and can keep it."""
+    directory = queue_home / "queues" / synced
+    length = read_state(directory).length
+    seen: list[int] = []
+
+    def no_actions(state: QueueState) -> bool:
+        seen.append(len(state.actions))
+        return not state.actions
+
+    with pytest.raises(
+        QueueError, match="only_if condition of the drop returned False"
+    ):
+        drop_queue(directory, only_if=no_actions)
+    kept = directory.is_dir()
+    dropped = drop_queue(directory, only_if=lambda state: bool(state.actions))
+
+    assert length > 0
+    assert seen == [length]
+    assert kept
+    assert dropped.directory == directory
+    assert not directory.exists()

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from cli_helpers import (
 
 from journalq import parts
 from journalq.cli.exits import ExitCode
+from journalq.cli.output import format_bytes
 from journalq.store import read_state
 
 #: Files in the tree a held run copies: enough that it is still working
@@ -467,3 +469,92 @@ def test_resumed_large_copy_counts_sent_bytes(tmp_path: Path) -> None:
     assert (tmp_path / "dst" / "big.bin").read_bytes() == (
         source / "big.bin"
     ).read_bytes()
+
+
+#: ``python -c`` script: ``journalq ARGUMENTS`` that sends itself SIGINT, as
+#: Ctrl-C does, when its copy in parts is about to journal its second part.
+#: The run then stops after the parts in flight, with some of them journaled.
+CTRL_C_AT_SECOND_PART = textwrap.dedent(
+    """
+    import os, signal, sys
+    from journalq import faults
+    from journalq.cli import main
+
+    reached = 0
+
+    def interrupt(name):
+        global reached
+        if name == "parts.before_record":
+            reached += 1
+            if reached == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    faults.install(interrupt)
+    sys.argv[0] = "journalq"
+    main()
+    """
+)
+
+
+def _status(queue: str) -> tuple[str, dict]:
+    """Return the ``copied in all`` line of ``status`` and ``status --json``."""
+    text = run_journalq("status", "--queue", queue)
+    data = run_journalq("status", "--queue", queue, "--json")
+    assert text.returncode == ExitCode.OK, text.stderr
+    assert data.returncode == ExitCode.OK, data.stderr
+    (line,) = [line for line in text.stdout.splitlines() if "copied in all" in line]
+    return line, json.loads(data.stdout)
+
+
+def _journaled_part_bytes(queue: str) -> int:
+    (action,) = [a for a in read_state(queue).actions.values() if a.parts]
+    return sum(part.size for part in action.parts.written.values())
+
+
+def _check_counted_once(command: tuple[str, ...], queue: str, size: int) -> None:
+    """Resume ``command`` and check that the whole file is counted once."""
+    resumed = run_journalq(*command)
+    line, data = _status(queue)
+
+    assert resumed.returncode == ExitCode.OK, resumed.stderr
+    assert line == f"copied in all: {format_bytes(size)}"
+    assert data["bytes"] == size
+    assert data["part_bytes"] == 0
+    assert data["part_copies"] == 0
+
+
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGINT"])
+def test_status_counts_journaled_parts(tmp_path: Path, stop: str) -> None:
+    """``copied in all`` includes the parts an interrupted large copy
+    journaled, names them apart, and counts the file once after the resume."""
+    source = tmp_path / "src"
+    write_large_file(source / "big.bin", LARGE_MIB)
+    size = LARGE_MIB * MIB
+    queue = str(tmp_path / "q")
+    command = ("copy", f"{source}/", f"{tmp_path / 'dst'}/", "--queue", queue)
+
+    if stop == "SIGKILL":
+        stopped = run_journalq_killed_at("parts.before_record:3", *command)
+        expected_code = -signal.SIGKILL
+    else:
+        stopped = subprocess.run(
+            [sys.executable, "-c", CTRL_C_AT_SECOND_PART, *command],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        expected_code = ExitCode.INTERRUPTED
+    journaled = _journaled_part_bytes(queue)
+    line, data = _status(queue)
+
+    assert stopped.returncode == expected_code, stopped.stderr
+    assert parts.PART_SIZE <= journaled < size
+    assert line == (
+        f"copied in all: {format_bytes(journaled)}, {format_bytes(journaled)} "
+        "of it in the journaled parts of 1 large copy not completed yet"
+    )
+    assert data["bytes"] == 0
+    assert data["part_bytes"] == journaled
+    assert data["part_copies"] == 1
+    _check_counted_once(command, queue, size)

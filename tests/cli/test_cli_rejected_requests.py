@@ -1,18 +1,20 @@
-"""A ``copy`` or ``sync`` whose request is rejected leaves no new queue.
+"""A ``copy``, ``sync`` or ``add`` whose request is rejected leaves no new queue.
 
-Without ``--queue`` each command opens a queue named after SRC and DST,
-and creates it when it is new. A rejected request (a missing source, trees
-that overlap) adds nothing, so the queue it created is deleted again. A
-queue that existed before the command is kept.
+Without ``--queue`` each command opens a queue named after SRC and DST
+(``add``: the queue ``local``), and creates it when it is new. A rejected
+request (a missing source, trees that overlap) adds nothing, so the queue
+it created is deleted again. A queue that existed before the command is
+kept as it was.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
-from cli_helpers import SAMPLE, invoke, json_lines
+from cli_helpers import SAMPLE, invoke, json_lines, run_journalq
 
 from journalq.cli.exits import ExitCode
 
@@ -104,3 +106,81 @@ def test_rejected_request_keeps_existing_directory(
 
     assert result.exit_code == ExitCode.USAGE, result.output
     assert queue.is_dir()
+
+
+#: ``journalq add`` of a tree whose source is missing, and the error it prints.
+REJECTED_ADDS = {
+    "copy": "'{missing}': source not found; check the path (nothing was added)",
+    "tree": "'{missing}': source directory not found: {missing}; check the path",
+    "sync": "'{missing}': source directory not found: {missing}; check the path",
+}
+
+
+def _actions(queue: str) -> list[dict]:
+    result = invoke("actions", "--queue", queue, "--json")
+    assert result.exit_code == ExitCode.OK, result.output
+    return json_lines(result.stdout)
+
+
+@pytest.mark.parametrize("kind", REJECTED_ADDS)
+def test_rejected_add_leaves_no_queue(
+    tmp_path: Path, queue_home: Path, kind: str
+) -> None:
+    missing = str(tmp_path / "missing")
+    queue = tmp_path / "q"
+
+    named = run_journalq("add", kind, missing, str(tmp_path / "out"))
+    directory = run_journalq(
+        "add", kind, missing, str(tmp_path / "out"), "--queue", str(queue)
+    )
+    queues = invoke("queues")
+
+    for result in (named, directory):
+        assert result.returncode == ExitCode.USAGE, result.stderr
+        assert REJECTED_ADDS[kind].format(missing=missing) in result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stdout == ""
+    assert not (queue_home / "queues" / "local").exists()
+    assert not queue.exists()
+    assert "no queues" in queues.output
+
+
+@pytest.mark.parametrize("kind", REJECTED_ADDS)
+def test_rejected_add_keeps_existing_queue(
+    sample: Path, tmp_path: Path, kind: str
+) -> None:
+    queue = str(tmp_path / "q")
+    first = invoke(
+        "add", "copy", f"{sample}/", str(tmp_path / "first"), "--queue", queue
+    )
+    assert first.exit_code == ExitCode.OK, first.output
+    before = (_status(queue), _actions(queue))
+    missing = str(tmp_path / "missing")
+
+    result = run_journalq("add", kind, missing, str(tmp_path / "out"), "--queue", queue)
+    after = (_status(queue), _actions(queue))
+
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert REJECTED_ADDS[kind].format(missing=missing) in result.stderr
+    assert before[0]["waiting"] > len(SAMPLE)
+    assert after == before
+
+
+def test_rejected_batch_leaves_no_queue(sample: Path, tmp_path: Path) -> None:
+    """A batch whose second line is rejected cancels the first; no queue stays."""
+    missing = tmp_path / "missing"
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text(
+        json.dumps({"kind": "copy_tree", "source": str(sample), "destination": "o"})
+        + "\n"
+        + json.dumps({"kind": "copy_tree", "source": str(missing), "destination": "p"})
+        + "\n"
+    )
+    queue = tmp_path / "q"
+
+    result = run_journalq("add", "--from", str(batch), "--queue", str(queue))
+
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert f"line 2: '{missing}': source directory not found" in result.stderr
+    assert "actions of earlier lines were canceled" in result.stderr
+    assert not queue.exists()

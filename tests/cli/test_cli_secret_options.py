@@ -5,18 +5,21 @@ never their values. Every command that opens the queue with its lock
 (``run``, ``retry``, ``cancel``, ``compact``) opens its filesystems, so it
 needs them again. The read-only reports (``status``, ``actions``,
 ``show``, ``result``, ``queues``), ``fsck`` and ``drop`` do without them.
-The destination is the session's moto S3 server.
+The destination is the session's moto S3 server, and the session's sshd
+for an option name that sshfs cannot check.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import fsspec
 import pytest
-from cli_helpers import SAMPLE, invoke
+import servers
+from cli_helpers import SAMPLE, invoke, run_journalq
 from click.testing import Result
 
 from journalq.cli.exits import ExitCode
@@ -27,6 +30,11 @@ def _flags(options: dict[str, Any]) -> list[str]:
     for key, value in options.items():
         flags += ["--destination-option", f"{key}={value}"]
     return flags
+
+
+def _json_flags(options: dict[str, Any]) -> list[str]:
+    """Return ``--destination-option`` flags with JSON values (lists, null)."""
+    return _flags({key: json.dumps(value) for key, value in options.items()})
 
 
 def _copy_with_dangling_link(
@@ -118,3 +126,68 @@ def test_reports_need_no_secrets(
     ]:
         result = invoke(*command, "--queue", failed_s3_copy)
         assert result.exit_code == ExitCode.OK, (command, result.output)
+
+
+@pytest.mark.parametrize("command", ["run", "resume"])
+def test_run_names_misspelled_secret(
+    sample: Path,
+    tmp_path: Path,
+    s3_options: dict[str, Any],
+    bucket: str,
+    command: str,
+) -> None:
+    """``secert`` for ``secret``: the error names the misspelling, not only
+    the missing secret, and the run changes nothing."""
+    queue = str(tmp_path / "q")
+    added = invoke(
+        "add", "copy", f"{sample}/", f"s3://{bucket}/out", "--queue", queue,
+        *_flags(s3_options),
+    )  # fmt: skip
+    assert added.exit_code == ExitCode.OK, added.output
+    misspelled = {
+        "key": s3_options["key"],
+        "secert": s3_options["secret"],
+        "endpoint_url": s3_options["endpoint_url"],
+    }
+
+    result = run_journalq(command, "--queue", queue, *_flags(misspelled))
+    status = invoke("status", "--queue", queue, "--json")
+
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert "takes no storage option 'secert' (did you mean 'secret'?)" in (
+        result.stderr
+    )
+    assert "needs the secret destination option 'secret' again" in result.stderr
+    assert "--destination-option secret=..." in result.stderr
+    assert s3_options["secret"] not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert json.loads(status.stdout)["completed"] == 0
+
+
+def test_run_names_unchecked_misspelling(
+    sample: Path,
+    tmp_path: Path,
+    sftp_server: tuple[servers.Server, Path],
+    sftp_options: dict[str, Any],
+) -> None:
+    """sshfs passes options on to asyncssh, so their names cannot be checked
+    before it connects; a name close to the missing secret is named."""
+    server, key = sftp_server
+    queue = str(tmp_path / "q")
+    url = f"sftp://root@{servers.HOST}:{server.port}{tmp_path}/out"
+    added = invoke(
+        "add", "copy", f"{sample}/", url, "--queue", queue,
+        *_json_flags(sftp_options),
+    )  # fmt: skip
+    assert added.exit_code == ExitCode.OK, added.output
+    misspelled = {"client_key": [str(key)], "known_hosts": None}
+
+    result = run_journalq("run", "--queue", queue, *_json_flags(misspelled))
+
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert (
+        "the option 'client_key' given now is not one the queue was created "
+        "with (did you mean 'client_keys'?)"
+    ) in result.stderr
+    assert "--destination-option client_keys=..." in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -336,6 +336,9 @@ def test_golden_state_totals(variant: str, queue: Path) -> None:
         # The one file of TREE and the three of SYNC that their listings
         # skipped; the golden queue has no action skipped when run.
         "identical_when_listed": 4,
+        # The two parts that BIG journaled before its copy stopped.
+        "part_bytes": 2 * PART_SIZE,
+        "part_copies": 1,
     }
     assert state.created == created(QUEUE_IDS[variant])
     assert state.last_lsn == LAST_LSN[variant]
