@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import os
 import urllib.parse
-from dataclasses import dataclass
 
 import fsspec
+import msgspec
 
 from journalq.backends import remotes, split_url
 from journalq.cli.base import fail
@@ -43,8 +43,7 @@ __all__ = [
 NAME_HASH_DIGITS = 8
 
 
-@dataclass(frozen=True)
-class Location:
+class Location(msgspec.Struct, frozen=True):
     """A SRC or DST argument split into its filesystem and its path."""
 
     #: URL of the filesystem's root: ``"file://"``, ``"memory://"``...
