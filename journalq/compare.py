@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 import fsspec
+import msgspec
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
@@ -388,8 +389,7 @@ def cached_digest(
 # Decision --------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True):
     """Whether to skip a copy, which rule decided, and what was compared."""
 
     identical: bool

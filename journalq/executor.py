@@ -40,10 +40,10 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final
 
 import fsspec
+import msgspec
 
 from journalq import (
     compare,
@@ -101,8 +101,7 @@ CONFLICT: Final = "conflict"
 MAX_BATCH: Final = 64
 
 
-@dataclass(slots=True)
-class RunOptions:
+class RunOptions(msgspec.Struct):
     """How one run executes."""
 
     policy: compare.Policy = compare.Policy.CHECKSUM

@@ -27,8 +27,9 @@ import collections
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
+
+import msgspec
 
 from journalq import compare, copier, digest, transfer
 from journalq.copy_effect import CopyEffect
@@ -48,8 +49,7 @@ __all__ = ["Handout"]
 logger = logging.getLogger("journalq.executor")
 
 
-@dataclass(slots=True)
-class _Handed:
+class _Handed(msgspec.Struct):
     """A batch out at a copy process, and the clock read before it went."""
 
     items: list[tuple[ActionState, copier.Task]]

@@ -49,7 +49,6 @@ import posixpath
 import stat as stat_module
 import time
 from collections.abc import Callable, Container, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Final
 
 import fsspec
@@ -154,24 +153,23 @@ Entry = tuple[int, int | None] | tuple[int, int | None, int, int]
 Identical = Callable[[str, Entry, Entry], str | None]
 
 
-@dataclass(slots=True)
-class Listing:
+class Listing(msgspec.Struct):
     """Files and directories under a root, by path relative to the root."""
 
-    files: dict[str, Entry] = field(default_factory=dict)
-    directories: list[str] = field(default_factory=list)
+    files: dict[str, Entry] = msgspec.field(default_factory=dict)
+    directories: list[str] = msgspec.field(default_factory=list)
     #: Items that are not copied, and spared by a sync's deletes (a link to
     #: a directory, a loop, a device): relative path -> reason.
-    problems: dict[str, str] = field(default_factory=dict)
+    problems: dict[str, str] = msgspec.field(default_factory=dict)
     #: Directories that were found but could not be listed, also spared by
     #: a sync's deletes: relative path -> the error. Each becomes a failed
     #: child (see the module docstring).
-    unlisted: dict[str, str] = field(default_factory=dict)
+    unlisted: dict[str, str] = msgspec.field(default_factory=dict)
     #: Names the listing returned that are not under the root, as returned
     #: -> reason. They become failed children (see the module docstring).
-    rejected: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, str] = msgspec.field(default_factory=dict)
     #: The ETag of each file whose backend reports one, by relative path.
-    etags: dict[str, str] = field(default_factory=dict)
+    etags: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 def list_tree(fs: fsspec.AbstractFileSystem, root: str) -> Listing:

@@ -42,10 +42,10 @@ import os
 import re
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Protocol
 
 import crc32c
+import msgspec
 
 from journalq import durable, faults
 from journalq.errors import CorruptionError, FormatVersionError
@@ -82,8 +82,7 @@ _NAME = re.compile(r"^snap-([0-9a-f]{16})\.jqs$")
 _CRC_MASK_DELTA = 0xA282EAD8
 
 
-@dataclass(frozen=True)
-class SnapshotInfo:
+class SnapshotInfo(msgspec.Struct, frozen=True):
     """A snapshot file and the facts that identify it."""
 
     path: str

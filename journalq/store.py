@@ -23,7 +23,6 @@ and listings are private data even though no secret is ever written.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import logging
 import os
@@ -235,10 +234,10 @@ def _scan_tail(
             queue_dir=directory,
         )
     tail = [
-        dataclasses.replace(frame, payload=bytes(frame.payload))
+        msgspec.structs.replace(frame, payload=bytes(frame.payload))
         for frame in result.frames
     ]
-    return dataclasses.replace(result, frames=[]), tail
+    return msgspec.structs.replace(result, frames=[]), tail
 
 
 def read_state(directory: str | os.PathLike[str]) -> QueueState:

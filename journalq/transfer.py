@@ -37,11 +37,11 @@ import secrets
 import stat as stat_module
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Self, cast
 
 import fsspec
+import msgspec
 from fsspec.callbacks import Callback
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
@@ -109,8 +109,7 @@ class CopyInterrupted(JournalqError):
 retry.register_transient(lambda exc: isinstance(exc, CopyInterrupted))
 
 
-@dataclass(frozen=True, slots=True)
-class CopyResult:
+class CopyResult(msgspec.Struct, frozen=True):
     """Bytes written to the sink and their digest string."""
 
     bytes: int

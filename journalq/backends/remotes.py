@@ -38,9 +38,10 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+
+import msgspec
 
 from journalq.errors import ActionError
 
@@ -62,14 +63,13 @@ _VARIABLE: Final = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}")
 _RESERVED: Final = frozenset({"protocol", "root"})
 
 
-@dataclass(frozen=True)
-class Remote:
+class Remote(msgspec.Struct, frozen=True):
     """One configured remote: a protocol, a root path and storage options."""
 
     name: str
     protocol: str
     root: str = ""
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def url(self, path: str) -> str:
         """Return the fsspec URL of ``path`` on this remote."""

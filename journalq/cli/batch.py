@@ -16,7 +16,6 @@ nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
@@ -68,14 +67,13 @@ class BatchLineError(Exception):
         super().__init__(f"line {line}: {problem}")
 
 
-@dataclass
-class Batch:
+class Batch(msgspec.Struct):
     """The checked actions of a batch file and the filesystems they use."""
 
     #: (line number, specification with plain paths) in file order.
-    actions: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    actions: list[tuple[int, dict[str, Any]]] = msgspec.field(default_factory=list)
     #: Filesystem URL of each service, with the line that set it first.
-    filesystems: dict[str, tuple[str, int]] = field(default_factory=dict)
+    filesystems: dict[str, tuple[str, int]] = msgspec.field(default_factory=dict)
 
     def filesystem(self, service: str) -> str | None:
         found = self.filesystems.get(service)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 import click
+import msgspec
 
 from journalq.cli.completion import complete_queue
 from journalq.cli.interrupt import DEFAULT_STOP_TIMEOUT
@@ -46,8 +46,7 @@ MAX_FAILURE_WARNINGS: Final = 20
 DEFAULT_STATS_SECONDS: Final = 60.0
 
 
-@dataclass
-class Settings:
+class Settings(msgspec.Struct):
     """The common options of one ``journalq`` invocation."""
 
     queue: str | None = None
@@ -60,8 +59,8 @@ class Settings:
     #: draw progress when stdout and stderr are both terminals).
     progress: bool | None = None
     stats: float = DEFAULT_STATS_SECONDS
-    source_options: dict[str, Any] = field(default_factory=dict)
-    destination_options: dict[str, Any] = field(default_factory=dict)
+    source_options: dict[str, Any] = msgspec.field(default_factory=dict)
+    destination_options: dict[str, Any] = msgspec.field(default_factory=dict)
     #: ``--part-threshold`` in bytes, or None for the library's default.
     part_threshold: int | None = None
     #: ``--executor``: ``threads`` (this process) or ``dask`` (a cluster).

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from journalq.journal import Frame, scan
 from journalq.journal.reader import list_segments
@@ -40,8 +41,7 @@ from journalq.store import JOURNAL_DIR, read_format
 __all__ = ["Step", "action_history", "format_time"]
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
+class Step(msgspec.Struct, frozen=True):
     """One journaled step of an action."""
 
     #: Nanoseconds since the epoch, or None for a record journaled without

@@ -18,10 +18,10 @@ import logging
 import os
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import click
 import fsspec
+import msgspec
 
 from journalq.backends import remotes, split_url
 from journalq.cli.base import fail
@@ -52,8 +52,7 @@ logger = logging.getLogger(__name__)
 NAME_HASH_DIGITS = 8
 
 
-@dataclass(frozen=True)
-class Location:
+class Location(msgspec.Struct, frozen=True):
     """A SRC or DST argument split into its filesystem and its path."""
 
     #: URL of the filesystem's root: ``"file://"``, ``"memory://"``...
@@ -201,13 +200,12 @@ def _not_found(name: str) -> str:
     )
 
 
-@dataclass
-class NewQueue:
+class NewQueue(msgspec.Struct):
     """The record of a command's own actions in a queue it may have created."""
 
     #: Actions the command added and canceled again, because a later
     #: request of the same command was rejected. They do not keep the queue.
-    canceled: set[str] = field(default_factory=set)
+    canceled: set[str] = msgspec.field(default_factory=set)
 
 
 @contextlib.contextmanager

@@ -59,10 +59,10 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass
 from typing import Final
 
 import crc32c
+import msgspec
 
 MAGIC: Final = b"JOURNALQ"
 SUFFIX: Final = ".jq"
@@ -96,8 +96,7 @@ _NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.jq$")
 FRAME_CANDIDATE: Final = re.compile(rb"(?=.{8}[\x01\x02\x80-\xff].\x00\x00)", re.DOTALL)
 
 
-@dataclass(frozen=True, slots=True)
-class SegmentHeader:
+class SegmentHeader(msgspec.Struct, frozen=True):
     """The fields of a segment header."""
 
     major: int
@@ -110,8 +109,7 @@ class SegmentHeader:
     checksum: int
 
 
-@dataclass(frozen=True, slots=True)
-class FrameHeader:
+class FrameHeader(msgspec.Struct, frozen=True):
     """The fields of a frame header; ``checksum`` is the stored, masked CRC."""
 
     checksum: int

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from journalq import errors
 from journalq.records import FORMAT_MAJOR, FORMAT_MINOR
@@ -51,8 +52,7 @@ logger = logging.getLogger(__name__)
 QUEUE_ID_SIZE = 16
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(msgspec.Struct, frozen=True):
     """One batch: records with LSNs ``first_lsn .. first_lsn + count - 1``."""
 
     first_lsn: int
@@ -68,8 +68,7 @@ class Frame:
         return self.first_lsn + self.count - 1
 
 
-@dataclass(frozen=True, slots=True)
-class TornTail:
+class TornTail(msgspec.Struct, frozen=True):
     """Bytes ``[valid_end, size)`` of ``path`` that a crash left incomplete."""
 
     path: str
@@ -77,8 +76,7 @@ class TornTail:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
-class SegmentInfo:
+class SegmentInfo(msgspec.Struct, frozen=True):
     """A segment file as the scan found it.
 
     ``last_lsn`` is ``first_lsn - 1`` for a segment without records. ``nonce``
@@ -94,8 +92,7 @@ class SegmentInfo:
     nonce: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ScanResult:
+class ScanResult(msgspec.Struct, frozen=True):
     """The valid frames, next LSN, torn tail and segments of a journal."""
 
     frames: list[Frame]
@@ -106,8 +103,7 @@ class ScanResult:
     segments: list[SegmentInfo]
 
 
-@dataclass(slots=True)
-class _Walk:
+class _Walk(msgspec.Struct):
     """Progress of the frame walk through one segment."""
 
     frames: list[Frame]
@@ -117,8 +113,7 @@ class _Walk:
     problem: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _SegmentScan:
+class _SegmentScan(msgspec.Struct, frozen=True):
     info: SegmentInfo
     frames: list[Frame]
     torn_tail: TornTail | None

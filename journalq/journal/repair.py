@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from journalq import durable, errors
 
@@ -29,8 +30,7 @@ __all__ = ["RepairReport", "repair"]
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class RepairReport:
+class RepairReport(msgspec.Struct, frozen=True):
     """The changes :func:`repair` made; ``path`` is None when it made none."""
 
     path: str | None
@@ -45,9 +45,9 @@ class RepairReport:
     records_dropped: int
     """Records in the removed bytes whose frames still validate. Damaged
     frames held an unknown number more, so this is a lower bound."""
-    backups: list[str] = field(default_factory=list)
+    backups: list[str] = msgspec.field(default_factory=list)
     """Copies of every changed or removed file, made before the change."""
-    removed: list[str] = field(default_factory=list)
+    removed: list[str] = msgspec.field(default_factory=list)
     """Segments deleted entirely."""
 
     @property

@@ -14,8 +14,9 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from journalq import durable, faults
 from journalq.records import FORMAT_MAJOR, FORMAT_MINOR
@@ -88,8 +89,7 @@ class Syncer:
             logger.warning("%s took %.1f s", sync.__name__, elapsed)
 
 
-@dataclass
-class OpenSegment:
+class OpenSegment(msgspec.Struct):
     """The active segment: an ``O_APPEND`` descriptor and its running state."""
 
     fd: int
@@ -100,10 +100,11 @@ class OpenSegment:
     size: int
     crc: int
     """Unmasked CRC32C of every byte written so far, for the SEAL frame."""
-    seed: int = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.seed = fmt.nonce_seed(self.nonce)
+    @property
+    def seed(self) -> int:
+        """The CRC state every frame checksum of this segment starts from."""
+        return fmt.nonce_seed(self.nonce)
 
     def append(self, frame: bytes, syncer: Syncer) -> None:
         """Write one frame and sync it; the crash points bracket both steps."""

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from journalq import records
 from journalq.journal import Journal, ScanResult, scan
 from journalq.journal import format as fmt
@@ -163,12 +165,7 @@ def header_of(data: bytes) -> fmt.SegmentHeader:
 
 def replace_header(data: bytes, **changes: object) -> bytes:
     """Return ``data`` with header fields changed and the header CRC redone."""
-    fields = {
-        name: getattr(header_of(data), name)
-        for name in fmt.SegmentHeader.__slots__  # type: ignore[attr-defined]
-    }
-    fields.update(changes)
-    header = fmt.SegmentHeader(**fields)  # type: ignore[arg-type]
+    header = msgspec.structs.replace(header_of(data), **changes)
     return fmt.encode_header(header) + data[fmt.HEADER_SIZE :]
 
 

@@ -13,7 +13,6 @@ know, as a newer journalq with a new record type would write it.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import shutil
 from pathlib import Path
@@ -502,7 +501,7 @@ def append_unknown_record(queue: Path, *, minor: int) -> Path:
     segment = sorted(directory.glob("*.jq"))[-1]
     data = bytearray(segment.read_bytes())
     header = fmt.decode_header(bytes(data[: fmt.HEADER_SIZE]))
-    rewritten = dataclasses.replace(header, minor=minor)
+    rewritten = msgspec.structs.replace(header, minor=minor)
     data[: fmt.HEADER_SIZE] = fmt.encode_header(rewritten)
     segment.write_bytes(bytes(data))
     return segment
