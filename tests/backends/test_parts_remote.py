@@ -63,13 +63,20 @@ DOWNLOAD_SIZE = 6 * MIB + MIB // 2
 SEED = 1_729
 #: The mtime of remote sources: 2020-09-13, in whole seconds for SFTP.
 MTIME_NS = 1_600_000_000 * 10**9
-#: Parts a resumed upload may send again per interruption: those cut off
-#: in flight. A part that reached the server but not the journal is found
-#: there (by its ETag on S3, its bytes on SFTP, the persisted offset on
-#: GCS). GCS sends one part at a time, but the next part starts as soon as
-#: one is sent, while the run journals that one, so a kill before the
-#: record can find two parts unjournaled.
-IN_FLIGHT = {"s3": parts.PARTS_IN_FLIGHT, "gcs": 2, "sftp": parts.PARTS_IN_FLIGHT}
+#: Parts a killed run may have sent without journaling them. S3 and SFTP
+#: parts are read up to twice PARTS_IN_FLIGHT ahead of the one being
+#: journaled, and each of those may be sent, or cut off, at the kill, as
+#: may the part whose record the kill stopped. GCS sends one part at a
+#: time, but the next part starts as soon as one is sent, while the run
+#: journals that one, so a kill before the record can find two parts
+#: unjournaled. The next run finds the parts that reached the server
+#: (by their ETags on S3, their bytes on SFTP, the persisted offset on
+#: GCS) and does not send them again.
+UNJOURNALED = {
+    "s3": 2 * parts.PARTS_IN_FLIGHT + 1,
+    "gcs": 2,
+    "sftp": 2 * parts.PARTS_IN_FLIGHT + 1,
+}
 #: Bytes of the requests a resumed run to S3 sends besides parts: listing
 #: the parts, completing the upload and replacing its metadata.
 REQUESTS = 64 * 1024
@@ -458,9 +465,9 @@ def test_upload_resumes_after_kills(tmp_path, remote):
     assert set(copy.written()) == set(range(count))
     assert leftovers(remote) == []
     # Each interruption costs at most the parts in flight at the kill.
-    phases.check_interrupted(IN_FLIGHT[remote.name] * part_size)
+    phases.check_interrupted(UNJOURNALED[remote.name] * part_size)
     if remote.name == "s3":
-        phases.check_s3_resumes(IN_FLIGHT[remote.name] * part_size)
+        phases.check_s3_resumes(UNJOURNALED[remote.name] * part_size)
     # Every part was journaled before the last kill, so the last run sends
     # requests only, and on GCS the end of the last part.
     assert set(last.journaled) == tail
@@ -512,9 +519,9 @@ def test_remote_copy_resumes_after_kill(
     assert set(copy.written()) == set(range(count))
     assert leftovers(destination) == []
     assert len(killed.journaled) == 2
-    phases.check_interrupted(IN_FLIGHT[destination_name] * part_size)
+    phases.check_interrupted(UNJOURNALED[destination_name] * part_size)
     if destination_name == "s3":
-        phases.check_s3_resumes(IN_FLIGHT[destination_name] * part_size)
+        phases.check_s3_resumes(UNJOURNALED[destination_name] * part_size)
     # The resumed run sends the parts it journals, the ones cut off by the
     # kill included, and no other.
     assert last.sent <= last.journaled_bytes * (1 + OVERHEAD), phases.runs
