@@ -8,6 +8,7 @@ as one during a run does, not with a traceback.
 
 from __future__ import annotations
 
+import gc
 import sys
 
 # The idiom that type checkers read as True, without importing typing.
@@ -25,8 +26,18 @@ _INTERRUPTED = 130
 def main() -> None:
     """Run the ``journalq`` command line (the console script)."""
     try:
-        from journalq.cli.main import main as run_command_line
-
+        # The imports create some 27,000 objects that the collector tracks
+        # and that live as long as the process. Collecting while they are
+        # made finds nothing to free, and freezing them keeps every later
+        # collection from walking them again: journalq --version took
+        # 132 ms instead of 156 ms, and a no-op re-sync of 10,000 files
+        # 278 ms instead of 332 ms (medians of 21 interleaved runs).
+        gc.disable()
+        try:
+            from journalq.cli.main import main as run_command_line
+        finally:
+            gc.freeze()
+            gc.enable()
         run_command_line()
     except KeyboardInterrupt:
         # Before a command starts (while importing or parsing) or after it
