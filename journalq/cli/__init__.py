@@ -30,8 +30,8 @@ def main() -> None:
         # and that live as long as the process. Collecting while they are
         # made finds nothing to free, and freezing them keeps every later
         # collection from walking them again: journalq --version took
-        # 132 ms instead of 156 ms, and a no-op re-sync of 10,000 files
-        # 278 ms instead of 332 ms (medians of 21 interleaved runs).
+        # 129 ms instead of 137 ms, and a no-op re-sync of 10,000 files
+        # 273 ms instead of 282 ms (medians of 21 interleaved runs).
         gc.disable()
         try:
             from journalq.cli.main import main as run_command_line
