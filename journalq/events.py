@@ -103,7 +103,9 @@ class RunSummary:
 
     ``done`` counts the mkdir, delete and list actions that completed, and
     ``deleted`` the deletes among them: a sync's deletions and ``delete``
-    actions.
+    actions. ``identical_when_listed`` counts the files among ``skipped``
+    that were found identical when their tree was listed, so they had no
+    action of their own.
     """
 
     copied: int = 0
@@ -117,6 +119,7 @@ class RunSummary:
     remaining: int = 0
     failures: list[ActionInfo] = field(default_factory=list)
     deleted: int = 0
+    identical_when_listed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -131,6 +134,7 @@ class RunSummary:
             "failed": self.failed,
             "done": self.done,
             "deleted": self.deleted,
+            "identical_when_listed": self.identical_when_listed,
             "retried": self.retried,
             "bytes": self.bytes,
             "elapsed": round(self.elapsed, 3),

@@ -595,6 +595,7 @@ class Executor:
             # of their own; they count as skipped in the run that ends it.
             with self._summary_lock:
                 self.summary.skipped += action.skipped
+                self.summary.identical_when_listed += action.skipped
         if records:
             self.store.append(records, durable=True)
 

@@ -929,6 +929,7 @@ def _event_types(names: Iterable[str] | None) -> frozenset[EventType] | None:
 def _accumulate(total: RunSummary, part: RunSummary) -> None:
     total.copied += part.copied
     total.skipped += part.skipped
+    total.identical_when_listed += part.identical_when_listed
     total.failed += part.failed
     total.done += part.done
     total.deleted += part.deleted

@@ -69,12 +69,21 @@ def rate_of(summary: RunSummary) -> float:
     return summary.bytes / summary.elapsed if summary.elapsed > 0 else 0.0
 
 
+def _skipped(summary: RunSummary) -> str:
+    listed = summary.identical_when_listed
+    if not listed:
+        return f"skipped {summary.skipped}"
+    if listed == summary.skipped:
+        return f"skipped {summary.skipped} (identical when listed)"
+    return f"skipped {summary.skipped} ({listed} identical when listed)"
+
+
 def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
     """Return the one-line summary of a run."""
     verb = "would copy" if dry_run else "copied"
     parts = [
         f"{verb} {summary.copied}",
-        f"skipped {summary.skipped}",
+        _skipped(summary),
         f"failed {summary.failed}",
         f"retried {summary.retried}",
     ]

@@ -77,6 +77,24 @@ def test_status_counts_add_up(sample: Path, tmp_path: Path, queue: str) -> None:
     ) in text
 
 
+def test_summary_tells_files_identical_when_listed(
+    sample: Path, tmp_path: Path, queue: str
+) -> None:
+    """A re-sync's summary says its skips came from the listing."""
+    out = tmp_path / "out"
+    first = invoke("sync", str(sample), str(out), "--queue", queue)
+    assert first.exit_code == ExitCode.OK, first.output
+    assert "(identical when listed)" not in first.output
+    # Sizes are compared, so the listing finds every file identical.
+    again = ("sync", str(sample), str(out), "--queue", queue, "--compare", "size")
+    text = invoke(*again)
+    assert text.exit_code == ExitCode.OK, text.output
+    assert f"skipped {len(SAMPLE)} (identical when listed)" in text.output
+    summary = json_lines(invoke(*again, "--json").stdout)[-1]
+    assert summary["event"] == "summary"
+    assert summary["skipped"] == summary["identical_when_listed"] == len(SAMPLE)
+
+
 def test_recovered_action_shows_no_error(failed_copy: str, tmp_path: Path) -> None:
     """A completed action keeps its earlier failure as last_error only."""
     (tmp_path / "nowhere").write_bytes(b"here now")
