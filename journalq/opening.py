@@ -20,7 +20,6 @@ store, state and filesystems.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import time
@@ -35,6 +34,7 @@ from journalq.backends import (
     open_filesystem,
     split_url,
 )
+from journalq.backends.option_names import closest_names
 from journalq.backends.options import public_options, secret_names
 from journalq.backends.remotes import split_remote
 from journalq.errors import (
@@ -153,7 +153,7 @@ def _options(
     given = given or {}
     missing = [name for name in secret_names(journaled.options) if name not in given]
     if missing and not queue.read_only:
-        _check_given_names(queue, role, journaled, given, missing)
+        _reject_unknown_names(queue, role, journaled, given, missing)
         flags = " ".join(f"--{role}-option {name}=..." for name in missing)
         if "@" in journaled.url.partition("://")[2].partition("/")[0]:
             flags += f", or the {role} URL again with user:PASSWORD@ in it"
@@ -177,17 +177,17 @@ def _options(
     return {**journaled.options, **given}
 
 
-def _check_given_names(
+def _reject_unknown_names(
     queue: StorageQueue,
     role: str,
     journaled: Endpoint,
     given: dict[str, Any],
     missing: list[str],
 ) -> None:
-    """Raise ``StorageOptionError`` for a given option the filesystem does not take.
+    """Raise ``StorageOptionError`` for an option the filesystem does not take.
 
-    Called when secret options are missing, because a misspelled name
-    (``secert``) is then the likely reason, and the error names both.
+    It runs when secret options are missing, because a misspelled name
+    (``secert``) is then the likely cause, and the error names both.
     """
     try:
         check_option_names(journaled.url, given)
@@ -210,13 +210,8 @@ def _misspelled(given: dict[str, Any], journaled: Endpoint, missing: list[str]) 
     them on to asyncssh), a name close to a missing one is the hint left.
     Returns "" when no given name is close.
     """
-    close = {}
-    for name in given:
-        if name in journaled.options:
-            continue
-        match = difflib.get_close_matches(name, missing, n=1, cutoff=0.6)
-        if match:
-            close[name] = match[0]
+    new_names = [name for name in given if name not in journaled.options]
+    close = closest_names(new_names, missing)
     return "".join(
         f"; the option {name!r} given now is not one the queue was created "
         f"with (did you mean {secret!r}?)"

@@ -382,7 +382,7 @@ class LocalPartTarget(PartTarget):
         fd = self._require_open()
         if self._written_before(fd, offset, data):
             logger.debug(
-                "part %d of %s is already in %s; syncing it without writing it",
+                "part %d of %s is already in %s, so it is synced without being written",
                 number,
                 self.path,
                 self.upload,

@@ -120,7 +120,8 @@ def queue_directory(name_or_path: str | os.PathLike[str]) -> Path:
         return Path(text).expanduser().resolve()
     home = os.environ.get("JOURNALQ_HOME")
     if not home:
-        import platformdirs  # only here: most runs name their queue's directory
+        # Imported here because most runs name their queue's directory.
+        import platformdirs
 
         home = platformdirs.user_state_dir("journalq")
     return Path(home).expanduser().resolve() / "queues" / text

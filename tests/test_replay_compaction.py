@@ -155,7 +155,7 @@ def assert_same_state(restored: QueueState, full: QueueState) -> None:
     for key in every_path():
         assert restored.digests.get(key) == full.digests.get(key), key
         for state, by_service in finders.items():
-            # The lookup that planned skips use answers as get() does.
+            # The lookup that planned skips use finds what get() finds.
             assert by_service[key[0]](key[1]) == state.digests.get(key), key
 
 

@@ -39,7 +39,7 @@ import fsspec
 
 from journalq.errors import StorageOptionError
 
-__all__ = ["accepted_options", "check_options"]
+__all__ = ["accepted_options", "check_options", "closest_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def check_options(cls: type, url: str, options: Mapping[str, Any]) -> None:
         return
     if complete:
         raise StorageOptionError(
-            url, cls.__name__, unknown, _suggestions(unknown, names)
+            url, cls.__name__, unknown, closest_names(unknown, names)
         )
     for name in unknown:
         _warn_unchecked(cls.__name__, name)
@@ -205,7 +205,7 @@ def _is_super_init(function: ast.expr) -> bool:
     )
 
 
-def _suggestions(unknown: Iterable[str], names: Iterable[str]) -> dict[str, str]:
+def closest_names(unknown: Iterable[str], names: Iterable[str]) -> dict[str, str]:
     """Return the closest accepted name for each unknown one that has one."""
     known = sorted(names)
     found = {}

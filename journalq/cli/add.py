@@ -127,9 +127,9 @@ def _open_for_batch(batch: Batch) -> StorageQueue:
 def _add_all(
     queue: StorageQueue, batch: Batch, file_name: str, new: NewQueue
 ) -> list[str]:
-    """Add every action of ``batch``; on a rejected one, cancel those added.
+    """Add every action of ``batch``, and cancel those added if one is rejected.
 
-    The canceled actions, with those their trees added, go into ``new``.
+    The canceled actions, and the actions their trees added, go into ``new``.
     """
     known = set(queue.state.actions)
     added: list[str] = []

@@ -137,9 +137,10 @@ def describe_skipped(counts: Mapping[str, int]) -> str:
 def describe_copied(counts: Mapping[str, int]) -> str:
     """Return the ``copied in all`` line of ``status``.
 
-    It adds the journaled parts of large copies that have not completed,
-    and gives their share of the total apart. A copy that completes moves
-    its bytes from ``part_bytes`` to ``bytes``, so none are counted twice.
+    The total includes the journaled parts of large copies that have not
+    completed, and the line gives those parts' share separately. A copy
+    that completes moves its bytes from ``part_bytes`` to ``bytes``, so
+    none are counted twice.
     """
     part_bytes = counts["part_bytes"]
     total = format_bytes(counts["bytes"] + part_bytes)

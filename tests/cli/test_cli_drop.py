@@ -214,7 +214,7 @@ def test_drop_force_names_unfinished_upload(tmp_path: Path) -> None:
 
 
 def test_drop_only_if_checks_state(synced: str, queue_home: Path) -> None:
-    """The library's condition sees the state under the lock and can keep it."""
+    """The library's condition gets the state under the lock and can keep the queue."""
     directory = queue_home / "queues" / synced
     length = read_state(directory).length
     seen: list[int] = []

@@ -80,7 +80,7 @@ def test_status_counts_add_up(sample: Path, tmp_path: Path, queue: str) -> None:
 def test_summary_tells_files_identical_when_listed(
     sample: Path, tmp_path: Path, queue: str
 ) -> None:
-    """A re-sync's summary says its skips came from the listing."""
+    """A re-sync's summary names the skips that came from the listing."""
     out = tmp_path / "out"
     first = invoke("sync", str(sample), str(out), "--queue", queue)
     assert first.exit_code == ExitCode.OK, first.output
