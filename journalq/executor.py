@@ -485,9 +485,26 @@ class Executor:
         if group.wants(action, completed):
             group.add(action, records)
             return
-        if group.enabled and action.crashes and group.changes_entries(action):
-            self._sync_entries(action)
+        if group.enabled and action.crashes:
+            if group.changes_entries(action):
+                self._sync_entries(action)
+            elif completed.outcome is Outcome.SKIPPED and action.kind is Kind.COPY_FILE:
+                self._sync_skipped(action)
         self._commit(action, records)
+
+    def _sync_skipped(self, action: ActionState) -> None:
+        """Sync the local destination file that a skipped copy found identical.
+
+        A run killed after writing it may have left its bytes in the page
+        cache only.
+        """
+        _, path = self.store.state.paths(action)
+        assert path is not None
+        fd = durable.ops.open(digest.local_path(path), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            durable.ops.fsync(fd)
+        finally:
+            durable.ops.close(fd)
 
     def _sync_entries(self, action: ActionState) -> None:
         """Sync the directory above the path of a local mkdir or delete.

@@ -94,9 +94,11 @@ class DurableGroup:
 
         Copies do, and so do a mkdir or a delete at the destination: their
         directory entries are durable only once the filesystem is synced.
+        A copy skipped because its destination is identical does too: that
+        file may be one a killed run wrote and the disk has not received.
         An action that was in progress at a crash does not: its copy is
-        synced alone by its sink, its directory entry by
-        :meth:`journalq.executor.Executor._sync_entries`, and it is
+        synced alone by its sink, its skipped destination or its directory
+        entry by :meth:`journalq.executor.Executor.finish`, and it is
         journaled as soon as it is done. So the next crash counts against
         it only when it lands during its own work, not during the wait for
         a group (see :func:`journalq.replay.reset_interrupted`).
@@ -104,6 +106,8 @@ class DurableGroup:
         if not self.enabled or action.crashes:
             return False
         if completed.outcome is Outcome.COPIED:
+            return True
+        if completed.outcome is Outcome.SKIPPED and action.kind is Kind.COPY_FILE:
             return True
         return self.changes_entries(action)
 

@@ -9,6 +9,7 @@ during the copy itself.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,10 +26,15 @@ class _RecordingOps(durable.FileOps):
 
     def __init__(self) -> None:
         self.synced_directories: list[str] = []
+        self.synced_files: list[str] = []
 
     def fsync_dir(self, path: str) -> None:
         self.synced_directories.append(str(Path(path)))
         super().fsync_dir(path)
+
+    def fsync(self, fd: int) -> None:
+        self.synced_files.append(os.readlink(f"/proc/self/fd/{fd}"))
+        super().fsync(fd)
 
 
 def _left_in_progress(
@@ -74,6 +80,22 @@ def test_copy_after_a_crash_is_synced_alone(
     # Synced alone: its directory entry, not the whole filesystem.
     assert str(destination) in ops.synced_directories
     assert (destination / "a.txt").read_bytes() == b"payload " * 100
+
+
+@pytest.mark.skipif(
+    not os.path.isdir("/proc/self/fd"), reason="names descriptors via /proc"
+)
+def test_skip_after_a_crash_syncs_the_destination(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The killed attempt may have written the file the next one finds identical."""
+    destination, queue_dir, action_id = _left_in_progress(
+        tmp_path, lambda queue: queue.copy_file("a.txt", "a.txt")
+    )
+    (destination / "a.txt").write_bytes(b"payload " * 100)
+    ops = _run_again(queue_dir, action_id, monkeypatch)
+
+    assert str(destination / "a.txt") in ops.synced_files
 
 
 def test_mkdir_after_a_crash_syncs_its_entries(

@@ -19,6 +19,7 @@ patch to show the real path reaches the layer.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ from survival_helpers import (
     recovered_state,
 )
 
-from journalq import durable, transfer
+from journalq import StorageQueue, durable, transfer
 
 pytestmark = pytest.mark.skipif(
     not os.path.isdir("/proc/self/fd"), reason="the layer reads /proc/self/fd"
@@ -197,3 +198,37 @@ def test_power_cut_soak(
 ) -> None:
     for seed in SOAK_SEEDS:
         _cut_everywhere(source, tmp_path, sync_count, tail, seed=seed * 1_000)
+
+
+def test_power_cut_after_skipping_unsynced_files(tmp_path: Path) -> None:
+    """Files a killed run wrote but never synced, then skipped as identical.
+
+    The destination is written outside the layer, as a run killed before
+    its group sync leaves it: on disk, but not durable. The next run finds
+    every file identical. Its skips must wait for a sync that makes those
+    files durable, or the power cut after it leaves completed copies
+    without their files. The tree has no folders, whose mkdirs would sync
+    the filesystem anyway.
+    """
+    source = tmp_path / "source"
+    source.mkdir()
+    for number in range(TREE_FILES):
+        (source / f"f{number}").write_bytes(os.urandom(100 + number))
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    layer = PowerLoss(disk, tail="drop")
+    destination = disk / "destination"
+    shutil.copytree(source, destination)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(durable, "ops", layer)
+        patch.setattr(transfer, "sync_filesystem", layer.syncfs)
+        with StorageQueue(source, destination, disk / "queue") as queue:
+            queue.sync("", "")
+            summary = queue.run()
+    layer.restore()
+
+    assert summary.copied == 0
+    assert summary.skipped == TREE_FILES
+    state = recovered_state(disk / "queue")
+    assert state is not None
+    assert check_completed_copies(state) == TREE_FILES
