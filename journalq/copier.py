@@ -48,6 +48,7 @@ from journalq.backends import is_local
 __all__ = [
     "CopyProcess",
     "Helper",
+    "Identical",
     "Outcome",
     "Stamp",
     "Task",
@@ -59,6 +60,13 @@ __all__ = [
 _LENGTH: Final = struct.Struct("<I")
 #: ``prctl`` option that sends the child a signal when its parent exits.
 _PR_SET_PDEATHSIG: Final = 1
+#: Flags of every file a helper opens for reading.
+_READ: Final = os.O_RDONLY | os.O_CLOEXEC
+
+
+#: A local file's ctime in nanoseconds and its inode number, which the
+#: digest cache compares besides size and mtime.
+Stamp = tuple[int, int]
 
 
 class Task(msgspec.Struct, array_like=True, frozen=True):
@@ -67,8 +75,13 @@ class Task(msgspec.Struct, array_like=True, frozen=True):
     A file listed moments ago comes with its size and mtime, and the helper
     copies it only if they still hold. A file known only from the journal
     (in a resumed run) has ``size`` -1, and the helper takes the size and
-    mtime it finds. It leaves such a file to the coordinator when a
-    destination file exists, because that one needs comparing first.
+    mtime it finds.
+
+    An existing destination file needs comparing first. With ``compare``
+    true, a helper between local disks hashes both files and reports
+    :class:`Identical` when they match; every other helper, and every other
+    existing destination, is left to the coordinator, which decides and
+    replaces the file with the care that replacing needs.
     """
 
     action_id: str
@@ -76,17 +89,31 @@ class Task(msgspec.Struct, array_like=True, frozen=True):
     destination: str
     size: int
     mtime_ns: int | None
+    compare: bool = False
 
 
-#: A local file's ctime in nanoseconds and its inode number, which the
-#: digest cache compares besides size and mtime.
-Stamp = tuple[int, int]
+class Identical(msgspec.Struct, frozen=True):
+    """A task whose destination already holds the source's bytes.
 
-#: The result of one task: bytes, digest string, the source's mtime,
-#: whether the destination got that mtime, and the source's :data:`Stamp`
-#: when it is a local file, read before its content. ``None`` when the
-#: coordinator must handle the file.
-Outcome = tuple[int, str, int | None, bool, Stamp | None] | None
+    Both files were read and hashed; ``digest`` is the digest they share.
+    Each side's mtime and :data:`Stamp` come from an ``fstat`` made before
+    its content was read, as the digest cache requires.
+    """
+
+    size: int
+    digest: str
+    source_mtime_ns: int
+    source_stamp: Stamp
+    destination_mtime_ns: int
+    destination_stamp: Stamp
+
+
+#: The result of one task. A copy is a tuple: bytes, digest string, the
+#: source's mtime, whether the destination got that mtime, and the
+#: source's :data:`Stamp` when it is a local file, read before its content.
+#: A compared destination that matched is :class:`Identical`. ``None`` when
+#: the coordinator must handle the file.
+Outcome = tuple[int, str, int | None, bool, Stamp | None] | Identical | None
 
 
 class Helper(Protocol):
@@ -241,9 +268,11 @@ def _prepare_child(task_read: int, outcome_write: int) -> None:
 
 def _copy_local(task: Task, durable: bool, nonce: str | None) -> Outcome:
     try:
-        if task.size < 0 and os.path.lexists(task.destination):
-            return None
-        fd = os.open(task.source, os.O_RDONLY | os.O_CLOEXEC)
+        # A task listed with no destination file is copied without looking
+        # again: one system call less per new file.
+        if (task.size < 0 or task.compare) and os.path.lexists(task.destination):
+            return _compare_local(task) if task.compare else None
+        fd = os.open(task.source, _READ)
         try:
             return _copy_open(fd, task, durable, nonce)
         finally:
@@ -252,14 +281,58 @@ def _copy_local(task: Task, durable: bool, nonce: str | None) -> Outcome:
         return None
 
 
-def _copy_open(fd: int, task: Task, durable: bool, nonce: str | None) -> Outcome:
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
+def _compare_local(task: Task) -> Identical | None:
+    """Hash both files of ``task``; return :class:`Identical` when they match.
+
+    ``None`` for anything else: different sizes or bytes, a file that is
+    not a regular file, a source changed since it was listed, or one that
+    changed during the read.
+    """
+    source_fd = os.open(task.source, _READ)
+    try:
+        source = os.fstat(source_fd)
+        if not _unchanged(source, task):
+            return None
+        destination_fd = os.open(task.destination, _READ)
+        try:
+            destination = os.fstat(destination_fd)
+            if (
+                not stat.S_ISREG(destination.st_mode)
+                or destination.st_size != source.st_size
+            ):
+                return None
+            source_digest, source_read = digest.hash_open_file(source_fd)
+            destination_digest, destination_read = digest.hash_open_file(destination_fd)
+        finally:
+            os.close(destination_fd)
+    finally:
+        os.close(source_fd)
+    read_whole = source_read == destination_read == source.st_size
+    if source_digest != destination_digest or not read_whole:
         return None
-    if task.size >= 0 and (info.st_size, info.st_mtime_ns) != (
+    return Identical(
+        source.st_size,
+        source_digest,
+        source.st_mtime_ns,
+        (source.st_ctime_ns, source.st_ino),
+        destination.st_mtime_ns,
+        (destination.st_ctime_ns, destination.st_ino),
+    )
+
+
+def _unchanged(info: os.stat_result, task: Task) -> bool:
+    """Return whether ``info`` is a regular file as ``task`` listed it."""
+    if not stat.S_ISREG(info.st_mode):
+        return False
+    return task.size < 0 or (info.st_size, info.st_mtime_ns) == (
         task.size,
         task.mtime_ns,
-    ):
+    )
+
+
+def _copy_open(fd: int, task: Task, durable: bool, nonce: str | None) -> Outcome:
+    info = os.fstat(fd)
+    if not _unchanged(info, task):
         # Changed since it was listed: the coordinator looks again.
         return None
     hasher = digest.new_hasher()
@@ -287,7 +360,9 @@ def _copy_any(
     """Copy between any two filesystems, through their sinks."""
     try:
         size, mtime_ns, stamp = task.size, task.mtime_ns, None
-        if size < 0 and compare.stat(destination_fs, task.destination) is not None:
+        if (size < 0 or task.compare) and compare.stat(
+            destination_fs, task.destination
+        ) is not None:
             return None
         if size < 0 or is_local(source_fs):
             info = compare.stat(source_fs, task.source)

@@ -128,7 +128,7 @@ class CopyEffect:
         assert destination_path is not None
         source_fs = self.source.fs
         destination_fs = self.destination.fs
-        policy = self._policy(action)
+        policy = self.policy(action)
 
         source, destination = self._file_infos(action, source_path, destination_path)
         if attempt > 1 and not self.options.dry_run:
@@ -152,18 +152,7 @@ class CopyEffect:
             ),
         )
         if decision.identical:
-            return [
-                Completed(
-                    action.action_id,
-                    attempt,
-                    Outcome.SKIPPED,
-                    decision.method,
-                    0,
-                    decision.source,
-                    decision.destination,
-                    finished_ns=time.time_ns(),
-                )
-            ]
+            return _skipped(action, attempt, decision)
         if self.options.dry_run:
             # The bytes are those the copy would move, so the summary adds up
             # what a real run would copy.
@@ -526,10 +515,86 @@ class CopyEffect:
             fs, path, info, cache=self._cache, service=str(service), algorithm=algorithm
         )
 
-    def _policy(self, action: ActionState) -> compare.Policy:
+    def identical_records(
+        self,
+        action: ActionState,
+        attempt: int,
+        files: tuple[compare.FileInfo, compare.FileInfo],
+        digest_string: str,
+        observed_ns: int,
+    ) -> list[Record] | None:
+        """Return the records of a copy whose destination a helper found identical.
+
+        The helper hashed both ``files`` (source, destination) and both gave
+        ``digest_string``. The decision is the one :meth:`copy` makes, from
+        those digests, and both enter the digest cache as if this process
+        had read the files after ``observed_ns``. Returns ``None`` when the
+        action's policy copies anyway.
+        """
+        source_path, destination_path = self.store.state.paths(action)
+        assert source_path is not None
+        assert destination_path is not None
+        source, destination = files
+        algorithm, _ = digest.split_digest(digest_string)
+        self._cache.put(
+            str(Service.SOURCE), source_path, source, digest_string, observed_ns
+        )
+        self._cache.put(
+            str(Service.DESTINATION),
+            destination_path,
+            destination,
+            digest_string,
+            observed_ns,
+        )
+
+        def known(
+            fs: fsspec.AbstractFileSystem,
+            path: str,
+            info: compare.FileInfo,
+            service: Service,
+        ) -> compare.DigestFunction:
+            # The helper's digest, or a read here for another algorithm.
+            def digest_of(*asked: str) -> str:
+                if (asked or (digest.DEFAULT_ALGORITHM,))[0] == algorithm:
+                    return digest_string
+                return self._digest(fs, path, info, service, *asked)
+
+            return digest_of
+
+        decision = compare.decide(
+            self.policy(action),
+            source,
+            destination,
+            source_digest=known(self.source.fs, source_path, source, Service.SOURCE),
+            destination_digest=known(
+                self.destination.fs, destination_path, destination, Service.DESTINATION
+            ),
+        )
+        return _skipped(action, attempt, decision) if decision.identical else None
+
+    def policy(self, action: ActionState) -> compare.Policy:
+        """Return how ``action`` compares its files: its own policy or the run's."""
         if action.added.compare:
             return compare.Policy.parse(action.added.compare)
         return self.options.policy
+
+
+def _skipped(
+    action: ActionState, attempt: int, decision: compare.Decision
+) -> list[Record]:
+    """Return the record of a copy skipped because ``decision`` found it done."""
+    return [
+        Completed(
+            action.action_id,
+            attempt,
+            Outcome.SKIPPED,
+            decision.method,
+            0,
+            decision.source,
+            decision.destination,
+            finished_ns=time.time_ns(),
+        )
+    ]
 
 
 class _Cache:

@@ -201,13 +201,18 @@ class Handout:
             or (limit is not None and (action.added.size or 0) >= limit)
         ):
             return None
+        # Under the checksum policy a destination found in place is hashed
+        # by the helper too; the other policies decide from a stat, here.
+        compares = self._copy.policy(action) is compare.Policy.CHECKSUM
         size, mtime_ns = -1, None
         hints = self.options.hints
         hint = hints.get(action.action_id) if hints else None
         if hint is not None:
             entry, target = hint
             size, mtime_ns = entry[0], entry[1]
-            if target is not None or mtime_ns is None:
+            if mtime_ns is None:
+                return None
+            if target is not None and not (compares and target[0] == size):
                 return None
             del hints[action.action_id]
         source_path, destination_path = self.store.state.paths(action)
@@ -219,13 +224,15 @@ class Handout:
             digest.local_path(destination_path),
             size,
             mtime_ns,
+            compares,
         )
 
     def _finish_handed(
         self,
         action: ActionState,
         task: copier.Task,
-        outcome: tuple[int, str, int | None, bool, copier.Stamp | None],
+        outcome: tuple[int, str, int | None, bool, copier.Stamp | None]
+        | copier.Identical,
         observed_ns: int,
         group: DurableGroup,
     ) -> None:
@@ -237,6 +244,9 @@ class Handout:
         attempt = _HANDED_ATTEMPT
         if action.terminal:
             self.store.release([action.action_id])
+            return
+        if isinstance(outcome, copier.Identical):
+            self._finish_identical(action, outcome, observed_ns, group)
             return
         bytes_copied, digest_string, mtime_ns, mtime_set, stamp = outcome
         ctime_ns, inode = stamp if stamp is not None else (None, None)
@@ -257,4 +267,38 @@ class Handout:
             observed_ns,
             sets_mtime=mtime_set,
         )
+        self._executor.finish(action, records, group)
+
+    def _finish_identical(
+        self,
+        action: ActionState,
+        outcome: copier.Identical,
+        observed_ns: int,
+        group: DurableGroup,
+    ) -> None:
+        """Journal the skip of a copy whose destination the helper found identical."""
+        source_ctime, source_inode = outcome.source_stamp
+        destination_ctime, destination_inode = outcome.destination_stamp
+        files = (
+            compare.FileInfo(
+                outcome.size,
+                outcome.source_mtime_ns,
+                ctime_ns=source_ctime,
+                inode=source_inode,
+            ),
+            compare.FileInfo(
+                outcome.size,
+                outcome.destination_mtime_ns,
+                ctime_ns=destination_ctime,
+                inode=destination_inode,
+            ),
+        )
+        records = self._copy.identical_records(
+            action, _HANDED_ATTEMPT, files, outcome.digest, observed_ns
+        )
+        if records is None:
+            self.store.release([action.action_id])
+            self._executor.run_action(action, group)
+            return
+        self._executor.emit(EventType.STARTED, action, attempt=_HANDED_ATTEMPT)
         self._executor.finish(action, records, group)

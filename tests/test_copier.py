@@ -15,10 +15,10 @@ import fsspec
 import pytest
 from tree_helpers import read_tree
 
-from journalq import StorageQueue, copier, executor, transfer
+from journalq import StorageQueue, copier, digest, executor, transfer
 from journalq.backends import Filesystem
 from journalq.events import EventType
-from journalq.records import Kind
+from journalq.records import Kind, Outcome
 from journalq.store import read_state
 
 pytestmark = pytest.mark.skipif(
@@ -399,3 +399,130 @@ def test_helper_leaves_existing_destination(
     assert outcomes[0][0] == 3
     assert outcomes[0][3] is True
     assert memory_fs.cat_file("/out/a") == b"new"
+
+
+def compare_task(source: Path, destination: Path) -> copier.Task:
+    """A resumed run's task (no listing) that compares an existing file."""
+    return copier.Task(
+        "0123456789abcdef", str(source), str(destination), -1, None, True
+    )
+
+
+def test_helper_reports_identical_destination(tmp_path: Path) -> None:
+    (tmp_path / "src").write_bytes(b"same bytes")
+    (tmp_path / "dst").write_bytes(b"same bytes")
+    before = (tmp_path / "dst").stat()
+    local = fsspec.filesystem("file")
+
+    [outcome] = copier.copy_tasks(
+        [compare_task(tmp_path / "src", tmp_path / "dst")], local, local, durable=True
+    )
+
+    assert isinstance(outcome, copier.Identical)
+    source = (tmp_path / "src").stat()
+    assert outcome.size == 10
+    assert outcome.digest == digest.hash_file(local, str(tmp_path / "src"))
+    assert outcome.source_mtime_ns == source.st_mtime_ns
+    assert outcome.source_stamp == (source.st_ctime_ns, source.st_ino)
+    assert outcome.destination_stamp == (before.st_ctime_ns, before.st_ino)
+    # Nothing was written: the same inode, the same ctime.
+    after = (tmp_path / "dst").stat()
+    assert (after.st_ino, after.st_ctime_ns) == (before.st_ino, before.st_ctime_ns)
+
+
+@pytest.mark.parametrize(
+    ("destination_bytes", "listed_size"),
+    [
+        (b"same length!", -1),  # same size, other bytes
+        (b"longer than the source", -1),
+        (b"same bytes", 999),  # the source changed since it was listed
+    ],
+)
+def test_helper_leaves_mismatch_to_coordinator(
+    tmp_path: Path, destination_bytes: bytes, listed_size: int
+) -> None:
+    (tmp_path / "src").write_bytes(b"same bytes")
+    (tmp_path / "dst").write_bytes(destination_bytes)
+    task = copier.Task(
+        "0123456789abcdef",
+        str(tmp_path / "src"),
+        str(tmp_path / "dst"),
+        listed_size,
+        None if listed_size < 0 else 1,
+        True,
+    )
+    local = fsspec.filesystem("file")
+
+    assert copier.copy_tasks([task], local, local, durable=True) == [None]
+    assert (tmp_path / "dst").read_bytes() == destination_bytes
+
+
+def test_comparing_helper_copies_missing_destination(tmp_path: Path) -> None:
+    (tmp_path / "src").write_bytes(b"new file")
+    local = fsspec.filesystem("file")
+
+    [outcome] = copier.copy_tasks(
+        [compare_task(tmp_path / "src", tmp_path / "dst")], local, local, durable=True
+    )
+
+    assert isinstance(outcome, tuple)
+    assert outcome[0] == 8
+    assert (tmp_path / "dst").read_bytes() == b"new file"
+
+
+def test_sync_into_identical_tree_compares_in_helpers(tmp_path: Path) -> None:
+    """A first sync into a tree that holds the same files already.
+
+    Under the checksum policy the helpers hash both sides; the coordinator
+    journals the skips, with digests in the cache for the next sync. Files
+    of the same size but other bytes come back to the coordinator, which
+    copies them.
+    """
+    contents = make_files(tmp_path / "src", 60)
+    destination = tmp_path / "dst"
+    for name, data in contents.items():
+        (destination / name).parent.mkdir(parents=True, exist_ok=True)
+        (destination / name).write_bytes(data)
+    changed = sorted(name for name, data in contents.items() if len(data) > 8)[:3]
+    for name in changed:
+        data = contents[name]
+        (destination / name).write_bytes(bytes([data[0] ^ 1]) + data[1:])
+    # An hour old, so the digest cache trusts the digests of both sides.
+    an_hour_ago = time.time_ns() - 3600 * 10**9
+    for path in [*(tmp_path / "src").rglob("*"), *destination.rglob("*")]:
+        os.utime(path, ns=(an_hour_ago, an_hour_ago))
+    made: list[InlineHelper] = []
+    identical: list[copier.Identical] = []
+
+    class Spy(InlineHelper):
+        def receive(self) -> list[copier.Outcome]:
+            outcomes = super().receive()
+            identical.extend(o for o in outcomes if isinstance(o, copier.Identical))
+            return outcomes
+
+    def helpers(source: Filesystem, target: Filesystem) -> list[InlineHelper]:
+        made.extend(Spy(source.fs, target.fs) for _ in range(2))
+        return made
+
+    with StorageQueue(tmp_path / "src", destination, tmp_path / "q") as queue:
+        queue.sync("", "")
+        summary = queue._run(helpers=helpers)
+        methods = {
+            action.completed.method
+            for action in queue.state.actions.values()
+            if action.kind is Kind.COPY_FILE
+            and action.completed is not None
+            and action.completed.outcome is Outcome.SKIPPED
+        }
+    assert summary.skipped == len(contents) - len(changed)
+    assert summary.copied == len(changed)
+    assert len(identical) == len(contents) - len(changed)
+    assert methods == {"xxh128"}
+    assert read_tree(destination) == contents
+
+    with StorageQueue(tmp_path / "src", destination, tmp_path / "q") as queue:
+        queue.sync("", "")
+        again = queue.run()
+    # Every file is now skipped from the cache, when listed.
+    assert again.copied == 0
+    assert again.identical_when_listed == len(contents)
