@@ -202,8 +202,10 @@ class Handout:
         ):
             return None
         # Under the checksum policy a destination found in place is hashed
-        # by the helper too; the other policies decide from a stat, here.
-        compares = self._copy.policy(action) is compare.Policy.CHECKSUM
+        # by the helper too; the other policies decide from a stat, here. A
+        # file listed without a destination is copied without looking again.
+        checksum = self._copy.policy(action) is compare.Policy.CHECKSUM
+        compares = checksum
         size, mtime_ns = -1, None
         hints = self.options.hints
         hint = hints.get(action.action_id) if hints else None
@@ -212,8 +214,9 @@ class Handout:
             size, mtime_ns = entry[0], entry[1]
             if mtime_ns is None:
                 return None
-            if target is not None and not (compares and target[0] == size):
+            if target is not None and not (checksum and target[0] == size):
                 return None
+            compares = target is not None
             del hints[action.action_id]
         source_path, destination_path = self.store.state.paths(action)
         assert source_path is not None

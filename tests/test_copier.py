@@ -526,3 +526,29 @@ def test_sync_into_identical_tree_compares_in_helpers(tmp_path: Path) -> None:
     # Every file is now skipped from the cache, when listed.
     assert again.copied == 0
     assert again.identical_when_listed == len(contents)
+
+
+def test_new_files_are_not_looked_up_again(tmp_path: Path) -> None:
+    """Files listed without a destination go out without the compare flag.
+
+    The helper then copies them without a look at the destination, one
+    system call less per new file, as before the flag existed.
+    """
+    make_files(tmp_path / "src", 30)
+    sent: list[copier.Task] = []
+
+    class Spy(InlineHelper):
+        def send(self, tasks: list[copier.Task]) -> None:
+            sent.extend(tasks)
+            super().send(tasks)
+
+    def helpers(source: Filesystem, target: Filesystem) -> list[InlineHelper]:
+        return [Spy(source.fs, target.fs)]
+
+    with StorageQueue(tmp_path / "src", tmp_path / "dst", tmp_path / "q") as queue:
+        queue.sync("", "")
+        summary = queue._run(helpers=helpers)
+
+    assert summary.copied == 30
+    assert len(sent) == 30
+    assert not any(task.compare for task in sent)
