@@ -449,14 +449,17 @@ def choose_algorithm(source: FileInfo, destination: FileInfo) -> str:
 
     Costs add up per side: a reported digest is free, one computed where
     the file is costs little, and one that needs the content downloaded
-    costs much more. Ties go by :data:`PREFERENCE`. When every choice
-    downloads a side, a warning is logged, once per process.
+    costs much more. Ties go first to the algorithm journalq hashes files of
+    this size with (:func:`journalq.digest.default_algorithm`), then by
+    :data:`PREFERENCE`. When every choice downloads a side, a warning is
+    logged, once per process.
     """
+    names = list(dict.fromkeys((digest.default_algorithm(source.size), *PREFERENCE)))
 
     def total(name: str) -> tuple[int, int]:
-        return source.cost(name) + destination.cost(name), PREFERENCE.index(name)
+        return source.cost(name) + destination.cost(name), names.index(name)
 
-    best = min(PREFERENCE, key=total)
+    best = min(names, key=total)
     if total(best)[0] >= _DOWNLOADED:
         _warn_download(best)
     return best

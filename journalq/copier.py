@@ -301,8 +301,11 @@ def _compare_local(task: Task) -> Identical | None:
                 or destination.st_size != source.st_size
             ):
                 return None
-            source_digest, source_read = digest.hash_open_file(source_fd)
-            destination_digest, destination_read = digest.hash_open_file(destination_fd)
+            algorithm = digest.default_algorithm(source.st_size)
+            source_digest, source_read = digest.hash_open_file(source_fd, algorithm)
+            destination_digest, destination_read = digest.hash_open_file(
+                destination_fd, algorithm
+            )
         finally:
             os.close(destination_fd)
     finally:
@@ -335,7 +338,7 @@ def _copy_open(fd: int, task: Task, durable: bool, nonce: str | None) -> Outcome
     if not _unchanged(info, task):
         # Changed since it was listed: the coordinator looks again.
         return None
-    hasher = digest.new_hasher()
+    hasher = digest.new_hasher(digest.default_algorithm(info.st_size))
     copied = 0
     temporary = transfer.temp_path(task.destination, task.action_id, 1, nonce)
     with transfer.LocalSink(task.destination, temporary, fsync=durable) as sink:
@@ -383,7 +386,12 @@ def _copy_any(
             nonce=nonce,
         )
         with sink:
-            result = transfer.copy_file(source_fs, task.source, sink)
+            result = transfer.copy_file(
+                source_fs,
+                task.source,
+                sink,
+                algorithm=digest.default_algorithm(size),
+            )
             if result.bytes != size:
                 return None
             sink.commit(mtime_ns)

@@ -272,6 +272,7 @@ class CopyEffect:
                 self.source.fs,
                 source_path,
                 sink,
+                algorithm=digest.default_algorithm(source.size),
                 callback=callback,
                 should_stop=self._stopping if self.options.stop else None,
             )
@@ -297,7 +298,7 @@ class CopyEffect:
         when the source still matches it; otherwise the old parts are
         discarded and a new plan is journaled, durably, before any part.
         """
-        part_size = parts.part_size_for(source.size)
+        part_size = digest.part_size_for(source.size)
         target, written, resumable = self._open_parts_target(
             action, attempt, destination_path, part_size, parts.source_identity(source)
         )

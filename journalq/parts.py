@@ -15,12 +15,13 @@ GCS session has persisted it. So a resumed copy of a large file sends
 again at most the parts whose writes were cut off when the attempt died.
 
 The parts are read and written :data:`PARTS_IN_FLIGHT` at a time but taken
-in order, so their bytes feed the file's digest in order and the completed
-record carries the same digest as a copy in one piece. A journaled part
-that is already at the destination feeds the digest from the target when
-the target can read it back (a local or SFTP parts file), else from the
-source. A part found whole without its record was read from the source
-for the comparison, and those bytes feed the digest, as a sent part's do.
+in order. The file's digest is combined from the digests the parts journal
+(:func:`journalq.digest.combine_parts`), the part-wise digest that a read
+of the whole file gives too. So a journaled part that the target still
+has is neither sent nor read again: a copy killed at 90% reads and sends
+the last 10%. The local target checks that the part lies inside its parts
+file, S3 lists it with its ETag, a GCS session reports it persisted, and
+an SFTP target reads it back and compares it with the journaled digest.
 
 A plan names the source as it was (size, mtime, ETag or digest). When the
 source no longer matches, the copy starts over with a new plan; the source
@@ -38,7 +39,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Final, NamedTuple
+from typing import Final
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -48,15 +49,12 @@ from journalq.records import Identity, Part
 
 __all__ = [
     "PARTS_IN_FLIGHT",
-    "PART_SIZE",
     "PART_THRESHOLD",
     "PartTarget",
-    "Recovered",
     "SourceChangedError",
     "UploadGoneError",
     "copy_in_parts",
     "open_target",
-    "part_size_for",
     "register_part_target",
     "source_identity",
 ]
@@ -67,13 +65,6 @@ logger = logging.getLogger(__name__)
 #: is cheap to redo: 64 MiB take well under a second on a local disk and
 #: a few seconds over a 100 Mbit/s link.
 PART_THRESHOLD: Final = 64 * 1024 * 1024
-#: Bytes per part. S3 takes parts of 5 MiB to 5 GiB, at most 10,000 of
-#: them; 16 MiB parts cover files up to 156 GiB, and larger files get
-#: larger parts (see :func:`part_size_for`). A resumed copy resends at most
-#: this much per part in flight.
-PART_SIZE: Final = 16 * 1024 * 1024
-#: Most parts an object store accepts for one upload (S3's limit).
-MAX_PARTS: Final = 10_000
 #: Parts read and written at the same time. Four keep a network link busy
 #: while one part's round trip is pending. Memory is bounded by twice this
 #: many parts, because each may have one part waiting for its turn.
@@ -81,12 +72,6 @@ PARTS_IN_FLIGHT: Final = 4
 #: Bytes of a local parts file read back and compared at a time, when a
 #: resumed copy checks whether a part is there already.
 _READ_BACK_CHUNK: Final = 1024 * 1024
-
-
-class Recovered(NamedTuple):
-    """A journaled part found intact; ``data`` when the target can read it."""
-
-    data: bytes | None
 
 
 class PartTarget(abc.ABC):
@@ -99,10 +84,10 @@ class PartTarget(abc.ABC):
     keeps_mtime: bool = False
 
     @abc.abstractmethod
-    def recover(self, part: Part) -> Recovered | None:
-        """Return whether ``part`` is intact at the destination.
+    def recover(self, part: Part) -> bool:
+        """Return whether the journaled ``part`` is still at the destination.
 
-        ``None`` means it must be sent again.
+        False means it must be sent again.
         """
 
     @abc.abstractmethod
@@ -160,17 +145,6 @@ def open_target(
     return None
 
 
-def part_size_for(size: int) -> int:
-    """Return the part size for a file of ``size`` bytes.
-
-    :data:`PART_SIZE`, doubled until the file fits in :data:`MAX_PARTS`.
-    """
-    part_size = PART_SIZE
-    while part_size * MAX_PARTS < size:
-        part_size *= 2
-    return part_size
-
-
 def source_identity(info: compare.FileInfo) -> Identity:
     """Return what a plan records of its source, to notice a change."""
     return Identity(
@@ -218,12 +192,11 @@ def copy_in_parts(
     when the source changed.
     """
     reader = _Reader(source_fs, source_path)
-    hasher = digest.new_hasher()
     count = -(-source.size // part_size)
     parts: list[Part] = []
     with reader, concurrent.futures.ThreadPoolExecutor(PARTS_IN_FLIGHT) as pool:
 
-        def submit(number: int) -> concurrent.futures.Future[tuple[bytes, Part, bool]]:
+        def submit(number: int) -> concurrent.futures.Future[tuple[Part, bool]]:
             offset = number * part_size
             length = min(part_size, source.size - offset)
             known = written.get(number)
@@ -235,7 +208,7 @@ def copy_in_parts(
         following = len(pending)
         while pending:
             try:
-                data, part, new = pending.popleft().result()
+                part, sent = pending.popleft().result()
             except BaseException:
                 for future in pending:
                     future.cancel()
@@ -244,13 +217,12 @@ def copy_in_parts(
             if following < count:
                 pending.append(submit(following))
                 following += 1
-            hasher.update(data)
             parts.append(part)
-            if new:
+            if sent:
                 faults.point("parts.before_record")
                 on_part(part)
                 if on_bytes is not None:
-                    on_bytes(len(data))
+                    on_bytes(part.size)
             elif on_recovered is not None:
                 on_recovered(part)
             if should_stop is not None and should_stop() and pending:
@@ -260,7 +232,7 @@ def copy_in_parts(
                     f"stopped after part {part.number + 1} of {count}: {source_path}"
                 )
     _check_unchanged(source_fs, source_path, source)
-    return parts, hasher.digest_string()
+    return parts, digest.combine_parts([part.checksum for part in parts], part_size)
 
 
 def _part(
@@ -270,17 +242,14 @@ def _part(
     offset: int,
     length: int,
     known: Part | None,
-) -> tuple[bytes, Part, bool]:
-    """Return one part's bytes and record, sending it only if it is missing."""
-    if known is not None and known.offset == offset and known.size == length:
-        recovered = target.recover(known)
-        if recovered is not None:
-            data = recovered.data
-            return (
-                (data if data is not None else reader.read(offset, length)),
-                known,
-                False,
-            )
+) -> tuple[Part, bool]:
+    """Return one part's record, and whether it was sent now.
+
+    A journaled part that the target still has is neither read nor sent.
+    """
+    fits = known is not None and known.offset == offset and known.size == length
+    if fits and target.recover(known):
+        return known, False
     data = reader.read(offset, length)
     if len(data) != length:
         raise SourceChangedError(
@@ -290,7 +259,7 @@ def _part(
         )
     checksum = digest.new_hasher()
     checksum.update(data)
-    return data, target.write(number, offset, data, checksum.digest_string()), True
+    return target.write(number, offset, data, checksum.digest_string()), True
 
 
 def _check_unchanged(
@@ -365,18 +334,22 @@ class LocalPartTarget(PartTarget):
         if upload is not None and self.upload not in _failed_syncs:
             self._resumed_size = os.fstat(self._fd).st_size
 
-    def recover(self, part: Part) -> Recovered | None:
-        data = os.pread(self._require_open(), part.size, part.offset)
-        if len(data) != part.size:
-            return None
-        checksum = digest.new_hasher(digest.split_digest(part.checksum)[0])
-        checksum.update(data)
-        if checksum.digest_string() != part.checksum:
-            logger.info(
-                "part %d of %s is damaged; sending it again", part.number, self.path
-            )
-            return None
-        return Recovered(data)
+    def recover(self, part: Part) -> bool:
+        # A part is journaled only once it is synced, so a part inside the
+        # file is intact: reading it back would cost a read of the whole
+        # journaled part of a large file at every resume.
+        # NOTE: a part overwritten in the parts file by another program
+        # between two runs goes unnoticed.
+        size = os.fstat(self._require_open()).st_size
+        if part.offset + part.size <= size:
+            return True
+        logger.info(
+            "part %d of %s is missing from %s; sending it again",
+            part.number,
+            self.path,
+            self.upload,
+        )
+        return False
 
     def write(self, number: int, offset: int, data: bytes, checksum: str) -> Part:
         fd = self._require_open()

@@ -453,3 +453,20 @@ def test_cached_digest_reuses_entry(tmp_path, local_fs):
     path.unlink()
     second = compare.cached_digest(local_fs, str(path), info, cache=cache, service="s")
     assert second == first
+
+
+def test_large_local_files_compare_part_wise():
+    """The digest a copy in parts computes without reading the file again."""
+    size = 64 * 1024 * 1024
+    local = compare.FileInfo(size, 1)
+
+    assert compare.choose_algorithm(local, local) == "xxh128p16"
+
+
+def test_reported_digest_beats_part_wise():
+    """A digest the server reports costs nothing; a part-wise one a download."""
+    size = 64 * 1024 * 1024
+    local = compare.FileInfo(size, 1)
+    remote = compare.FileInfo(size, 1, digests=("xxh128:ab",), computable=())
+
+    assert compare.choose_algorithm(local, remote) == "xxh128"

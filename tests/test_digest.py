@@ -146,3 +146,81 @@ def test_local_path_strips_prefixes():
     assert digest.local_path("relative/b") == "relative/b"
     assert digest.local_path("file:///a/b") == "/a/b"
     assert digest.local_path("local:///a/b") == "/a/b"
+
+
+# The part-wise digest -------------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+def reference_partwise(data: bytes, piece: int) -> str:
+    """The part-wise digest spelled out: xxh128 over the pieces' digests."""
+    combined = xxhash.xxh128()
+    for start in range(0, len(data), piece):
+        combined.update(xxhash.xxh128(data[start : start + piece]).digest())
+    return combined.hexdigest()
+
+
+@given(
+    data=st.binary(max_size=200),
+    piece=st.integers(1, 64),
+    cuts=st.lists(st.integers(0, 200)),
+)
+def test_partwise_streaming_equals_pieces(data, piece, cuts):
+    """Any split of the stream gives the digest of the pieces, in order."""
+    state = digest._Partwise(piece)
+    start = 0
+    for cut in sorted(cuts):
+        state.update(data[start:cut])
+        start = max(start, cut)
+    state.update(data[start:])
+
+    assert state.hexdigest() == reference_partwise(data, piece)
+    # Reading the digest does not end the stream.
+    state.update(b"more")
+    assert state.hexdigest() == reference_partwise(data + b"more", piece)
+
+
+def test_combine_parts_equals_streamed_file(monkeypatch):
+    monkeypatch.setattr(digest, "PART_SIZE", MIB)
+    data = os.urandom(3 * MIB + 5)
+    algorithm = digest.default_algorithm(len(data))
+    checksums = [
+        f"xxh128:{xxhash.xxh128(data[start : start + MIB]).hexdigest()}"
+        for start in range(0, len(data), MIB)
+    ]
+    hasher = digest.new_hasher(algorithm)
+    hasher.update(data)
+
+    assert algorithm == "xxh128p1"
+    assert digest.combine_parts(checksums, MIB) == hasher.digest_string()
+    assert hasher.hexdigest() == reference_partwise(data, MIB)
+
+
+def test_one_part_is_plain_xxh128(monkeypatch):
+    """A file that fits in one part has the part's digest, plain xxh128."""
+    monkeypatch.setattr(digest, "PART_SIZE", MIB)
+    data = os.urandom(MIB)
+    part = f"xxh128:{xxhash.xxh128(data).hexdigest()}"
+
+    assert digest.default_algorithm(len(data)) == "xxh128"
+    assert digest.combine_parts([part], MIB) == part
+
+
+def test_default_algorithm_follows_part_size():
+    assert digest.default_algorithm(0) == "xxh128"
+    assert digest.default_algorithm(16 * MIB) == "xxh128"
+    assert digest.default_algorithm(16 * MIB + 1) == "xxh128p16"
+    # 160 GiB need parts of 32 MiB to fit in 10,000 parts.
+    assert digest.default_algorithm(160 * 1024 * MIB) == "xxh128p32"
+
+
+def test_combine_parts_rejects_other_algorithms():
+    with pytest.raises(ValueError, match="'md5:aa' is not xxh128"):
+        digest.combine_parts(["xxh128:aa", "md5:aa"], MIB)
+
+
+@pytest.mark.parametrize("name", ["xxh128p", "xxh128p0", "xxh128p016", "xxh128p²"])
+def test_malformed_partwise_names_are_unknown(name):
+    with pytest.raises(ValueError, match="xxh128p<MiB>"):
+        digest.new_hasher(name)

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import msgspec
 import pytest
-import xxhash
 from durable_helpers import RecordingOps
 
-from journalq import RunSummary, StorageQueue, durable, faults, parts
+from journalq import RunSummary, StorageQueue, digest, durable, faults
 from journalq.journal.reader import scan
 from journalq.records import Completed, PartsPlanned, PartWritten, decode_batch
 from journalq.replay import decode_state, encode_state
@@ -28,10 +27,17 @@ MIB = 1024 * 1024
 SIZE = 6 * MIB + MIB // 2
 
 
+def file_digest(data: bytes) -> str:
+    """Return the digest a read of the whole file gives, part-wise when large."""
+    hasher = digest.Hasher(digest.default_algorithm(len(data)))
+    hasher.update(data)
+    return hasher.digest_string()
+
+
 @pytest.fixture(autouse=True)
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Parts of 1 MiB, so a file of a few MiB has several."""
-    monkeypatch.setattr(parts, "PART_SIZE", MIB)
+    monkeypatch.setattr(digest, "PART_SIZE", MIB)
 
 
 def journal_records(queue_dir: Path, kind: type) -> list:
@@ -93,8 +99,8 @@ def killed_copy(tmp_path: Path, crash_at: str, setup: str = "") -> int:
     script = textwrap.dedent(
         f"""
         import sys
-        from journalq import StorageQueue, parts
-        parts.PART_SIZE = {MIB}
+        from journalq import StorageQueue, digest, parts
+        digest.PART_SIZE = {MIB}
         """
     )
     script += setup + textwrap.dedent(
@@ -141,9 +147,9 @@ def test_large_copy_goes_in_parts(tmp_path: Path, source: bytes) -> None:
     assert [record.part.number for record in written] == list(range(7))
     assert written[-1].part.size == MIB // 2
     assert len(journal_records(tmp_path / "q", PartsPlanned)) == 1
-    # The digest is the whole file's, as in a copy in one piece.
+    # The part-wise digest, which a read of the whole file gives too.
     (completed,) = journal_records(tmp_path / "q", Completed)
-    assert completed.source.digest == f"xxh128:{xxhash.xxh128(source).hexdigest()}"
+    assert completed.source.digest == file_digest(source)
     assert os.listdir(tmp_path / "dst") == ["big.bin"]
 
 
@@ -179,21 +185,35 @@ def test_changed_source_restarts_copy(tmp_path: Path, source: bytes) -> None:
     assert plans[1].source.size == SIZE
 
 
-def test_damaged_part_is_sent_again(tmp_path: Path, source: bytes) -> None:
+def test_journaled_parts_are_not_read_again(
+    tmp_path: Path, source: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resumed copy reads neither the journaled parts nor their source.
+
+    The file's digest comes from the digests the parts journaled, and a
+    journaled part was synced before its record, so the parts file only
+    has to reach past it.
+    """
     assert killed_copy(tmp_path, "parts.before_record:5") == -9
-    (plan,) = journal_records(tmp_path / "q", PartsPlanned)
-    with open(plan.upload, "r+b") as temporary:
-        temporary.seek(MIB + 10)
-        temporary.write(b"damage")
-    before = len(journal_records(tmp_path / "q", PartWritten))
+    journaled = len(journal_records(tmp_path / "q", PartWritten))
+    assert journaled == 4
+    reads: list[tuple[str, int]] = []
+    pread = os.pread
+
+    def spy(fd: int, length: int, offset: int) -> bytes:
+        reads.append((os.readlink(f"/proc/self/fd/{fd}"), offset))
+        return pread(fd, length, offset)
+
+    monkeypatch.setattr(os, "pread", spy)
 
     summary = run_copy(tmp_path)
 
     assert (tmp_path / "dst" / "big.bin").read_bytes() == source
-    resent = [r.part.number for r in journal_records(tmp_path / "q", PartWritten)]
-    assert resent[before:] == [1, 4, 5, 6]
-    # Parts 0, 2 and 3 were found intact; the damaged part 1 was sent.
-    assert summary.bytes == SIZE - 3 * MIB
+    assert summary.bytes == SIZE - journaled * MIB
+    assert reads, "the parts after the journaled ones are read"
+    assert min(offset for _, offset in reads) == journaled * MIB
+    (completed,) = journal_records(tmp_path / "q", Completed)
+    assert completed.source.digest == file_digest(source)
 
 
 def test_retry_in_same_run_counts_whole_file(tmp_path: Path, source: bytes) -> None:
@@ -341,7 +361,7 @@ def test_resume_keeps_unjournaled_parts(tmp_path: Path, source: bytes) -> None:
     # The kept parts count as journaled by this run, as written ones do.
     assert summary.bytes == SIZE - 3 * MIB
     (completed,) = journal_records(tmp_path / "q", Completed)
-    assert completed.source.digest == f"xxh128:{xxhash.xxh128(source).hexdigest()}"
+    assert completed.source.digest == file_digest(source)
     assert os.listdir(tmp_path / "dst") == ["big.bin"]
 
 
@@ -388,7 +408,7 @@ def test_resume_rewrites_damaged_parts(
     assert written >= rewritten
     assert written < rewritten + OTHER_WRITES
     (completed,) = journal_records(tmp_path / "q", Completed)
-    assert completed.source.digest == f"xxh128:{xxhash.xxh128(source).hexdigest()}"
+    assert completed.source.digest == file_digest(source)
 
 
 class PartSyncs(RecordingOps):

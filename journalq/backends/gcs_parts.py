@@ -124,15 +124,15 @@ class GCSPartTarget(parts.PartTarget):
         self._resumed_at = self._persisted = _persisted_offset(headers)
         return True
 
-    def recover(self, part: Part) -> parts.Recovered | None:
+    def recover(self, part: Part) -> bool:
         if part.offset + part.size <= self._resumed_at:
-            return parts.Recovered(None)
+            return True
         logger.info(
             "part %d of %s is not all at the server; sending the rest again",
             part.number,
             self.fs.url_of(self.path),
         )
-        return None
+        return False
 
     def write(self, number: int, offset: int, data: bytes, checksum: str) -> Part:
         end = offset + len(data)

@@ -1,7 +1,8 @@
 """What S3 and GCS share: digest metadata, directory rules and error texts.
 
 journalq stores two user metadata entries on each object it uploads:
-``journalq-digest`` (its digest string, ``"xxh128:<hex>"``) and
+``journalq-digest`` (its digest string, ``"xxh128:<hex>"``, or part-wise
+for a large file: see :mod:`journalq.digest`) and
 ``journalq-mtime-ns`` (the source file's mtime in nanoseconds), so a later
 run can compare content and mtimes without downloading the object. An
 upload in one request sends them with the data; an upload in parts adds
@@ -67,7 +68,7 @@ def metadata_digests(entries: Mapping[str, Any]) -> list[str]:
         algorithm, _ = digest.split_digest(value)
     except ValueError:
         return []
-    return [value] if algorithm in digest.ALGORITHMS else []
+    return [value] if digest.is_algorithm(algorithm) else []
 
 
 def metadata_mtime(entries: Mapping[str, Any]) -> int | None:

@@ -20,8 +20,6 @@ instead, and the journal keeps the upload.
   lists it with the journaled ETag and size; any other part is sent again.
   A part the journal lacks but the server lists with the ETag of its MD5
   (an attempt died between the upload and the record) is not sent again.
-  :meth:`~S3PartTarget.recover` returns ``Recovered(None)``, so the engine
-  reads such parts from the source again for the whole file's digest.
 * Completion: ``CompleteMultipartUpload`` with the journaled list. A
   multipart upload's metadata is fixed when it starts, and the target
   learns the source's mtime and the digest only at the end. So a
@@ -121,17 +119,17 @@ class S3PartTarget(parts.PartTarget):
         )
         return False
 
-    def recover(self, part: Part) -> parts.Recovered | None:
+    def recover(self, part: Part) -> bool:
         if self._completed:
-            return parts.Recovered(None)
+            return True
         if self._listed.get(part.number + 1) == (part.etag, part.size):
-            return parts.Recovered(None)
+            return True
         logger.info(
             "part %d of s3://%s is missing or differs on the server; sending it again",
             part.number,
             self.path,
         )
-        return None
+        return False
 
     def write(self, number: int, offset: int, data: bytes, checksum: str) -> Part:
         if self._completed:

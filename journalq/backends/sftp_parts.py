@@ -112,7 +112,7 @@ class SFTPPartTarget(parts.PartTarget):
         target._resumed_size = target._run(target._file.stat).size or 0
         return target
 
-    def recover(self, part: Part) -> parts.Recovered | None:
+    def recover(self, part: Part) -> bool:
         file = self._finished if self._finished is not None else self._require_open()
         data = self._run(file.read, part.size, part.offset)
         if not _matches(data, part):
@@ -121,11 +121,11 @@ class SFTPPartTarget(parts.PartTarget):
                 part.number,
                 self.fs.url_of(self.path),
             )
-            return None
+            return False
         if file is self._finished:
             with self._lock:
                 self._in_destination.add(part.number)
-        return parts.Recovered(data)
+        return True
 
     def write(self, number: int, offset: int, data: bytes, checksum: str) -> Part:
         file = self._require_parts_file()

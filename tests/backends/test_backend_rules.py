@@ -19,7 +19,7 @@ from relay import Relay
 from s3fs.errors import translate_boto_error
 from store_helpers import Store
 
-from journalq import ActionError, StorageQueue, compare, parts, retry
+from journalq import ActionError, StorageQueue, compare, digest, retry
 from journalq.backends import objects, open_filesystem, parse_option, s3
 from journalq.backends.options import (
     SECRET_PLACEHOLDER,
@@ -596,7 +596,7 @@ def test_create_only_keeps_existing_object(
     existing key with 412 Precondition Failed, as S3 does.
     """
     monkeypatch.setattr(s3, "PART_SIZE", 5 * 1024 * 1024)
-    monkeypatch.setattr(parts, "PART_SIZE", 5 * 1024 * 1024)
+    monkeypatch.setattr(digest, "PART_SIZE", 5 * 1024 * 1024)
     content = os.urandom(UPLOAD_SIZES[upload])
     local_store.write("data/taken.bin", content)
     local_store.write("data/free.txt", b"new object")

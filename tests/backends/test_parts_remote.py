@@ -253,7 +253,7 @@ def upload(
     tmp_path: Path, remote: Remote, data: bytes, compare: str | None = None
 ) -> Copy:
     """Write ``data`` to a local ``big.bin`` and queue its copy to ``remote``."""
-    remote.monkeypatch.setattr(parts, "PART_SIZE", PART_SIZES[remote.name])
+    remote.monkeypatch.setattr(digest, "PART_SIZE", PART_SIZES[remote.name])
     source = tmp_path / "source"
     source.mkdir(exist_ok=True)
     (source / "big.bin").write_bytes(data)
@@ -295,7 +295,7 @@ def put_remote(remote: Remote, data: bytes, mtime_ns: int) -> None:
 
 def download(tmp_path: Path, remote: Remote, data: bytes) -> Copy:
     """Write ``data`` to ``big.bin`` on ``remote`` and queue its copy here."""
-    remote.monkeypatch.setattr(parts, "PART_SIZE", MIB)
+    remote.monkeypatch.setattr(digest, "PART_SIZE", MIB)
     put_remote(remote, data, MTIME_NS)
     copy = Copy(
         tmp_path / "queue",
@@ -322,11 +322,12 @@ def assert_digest_stored(remote: Remote, data: bytes) -> None:
     """
     if remote.name == "sftp":
         return
-    hasher = digest.Hasher()
+    algorithm = digest.default_algorithm(len(data))
+    hasher = digest.Hasher(algorithm)
     hasher.update(data)
     info = compare.stat(remote.fs, remote.store.path("big.bin"))
     assert info is not None
-    assert info.reported("xxh128") == hasher.digest_string()
+    assert info.reported(algorithm) == hasher.digest_string()
 
 
 def leftovers(remote: Remote) -> list[Any]:
@@ -493,7 +494,7 @@ def test_remote_copy_resumes_after_kill(
     source = relayed(request, monkeypatch, source_name)
     destination = relayed(request, monkeypatch, destination_name)
     part_size = PART_SIZES[destination_name]
-    monkeypatch.setattr(parts, "PART_SIZE", part_size)
+    monkeypatch.setattr(digest, "PART_SIZE", part_size)
     data = random.Random(f"{SEED}-{source_name}").randbytes(SIZE)
     count = -(-SIZE // part_size)
     put_remote(source, data, MTIME_NS)
@@ -729,7 +730,7 @@ def test_tree_download_reads_file_once(tmp_path, remote):
     and plans the parts with them. After the last part it stats the
     source, which now reports the ETag and digests too, and retries.
     """
-    remote.monkeypatch.setattr(parts, "PART_SIZE", MIB)
+    remote.monkeypatch.setattr(digest, "PART_SIZE", MIB)
     put_remote(remote, random.Random(SEED).randbytes(DOWNLOAD_SIZE), MTIME_NS)
     remote.counter.reset()
     root = remote.url.rsplit("/", 1)[0]

@@ -24,7 +24,7 @@ from cli_helpers import (
     write_tree,
 )
 
-from journalq import parts
+from journalq import digest
 from journalq.cli.exits import ExitCode
 from journalq.cli.output import format_bytes
 from journalq.store import read_state
@@ -491,7 +491,7 @@ def test_resumed_large_copy_counts_sent_bytes(tmp_path: Path) -> None:
     status = json.loads(run_journalq("status", "--queue", queue, "--json").stdout)
 
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert journaled == 2 * parts.PART_SIZE
+    assert journaled == 2 * digest.PART_SIZE
     assert resumed.returncode == ExitCode.OK, resumed.stderr
     events = json_lines(resumed.stdout)
     remaining = size - journaled
@@ -590,7 +590,7 @@ def test_status_counts_journaled_parts(tmp_path: Path, stop: str) -> None:
     line, data = _status(queue)
 
     assert stopped.returncode == expected_code, stopped.stderr
-    assert parts.PART_SIZE <= journaled < size
+    assert digest.PART_SIZE <= journaled < size
     assert line == (
         f"copied in all: {format_bytes(journaled)}, {format_bytes(journaled)} "
         "of it in the journaled parts of 1 large copy not completed yet"
