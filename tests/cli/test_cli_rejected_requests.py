@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
-from cli_helpers import SAMPLE, invoke, json_lines, run_journalq
+from cli_helpers import SAMPLE, invoke, json_lines, queue_files, run_journalq
 
 from journalq.cli.exits import ExitCode
 
@@ -155,6 +155,7 @@ def test_rejected_add_keeps_existing_queue(
     )
     assert first.exit_code == ExitCode.OK, first.output
     before = (_status(queue), _actions(queue))
+    files_before = queue_files(Path(queue))
     missing = str(tmp_path / "missing")
 
     result = run_journalq("add", kind, missing, str(tmp_path / "out"), "--queue", queue)
@@ -164,6 +165,7 @@ def test_rejected_add_keeps_existing_queue(
     assert REJECTED_ADDS[kind].format(missing=missing) in result.stderr
     assert before[0]["waiting"] > len(SAMPLE)
     assert after == before
+    assert queue_files(Path(queue)) == files_before
 
 
 def test_rejected_batch_leaves_no_queue(sample: Path, tmp_path: Path) -> None:
