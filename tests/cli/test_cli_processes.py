@@ -185,6 +185,9 @@ def test_ctrl_c_stops_and_resume_finishes(many: Path, tmp_path: Path) -> None:
     assert process.returncode == ExitCode.INTERRUPTED, stderr
     assert f"journalq run --queue {queue}" in stderr
     assert "interrupted" in stderr
+    # Without a terminal nothing echoed ^C, so no blank line comes first.
+    assert stderr.startswith("stopping: no new actions start"), stderr
+    assert "\n\n" not in stderr
     summary = json.loads(stdout.splitlines()[-1])
     assert summary["interrupted"] is True
     assert summary["remaining"] > 0
@@ -244,6 +247,8 @@ def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
     assert still_running
     assert process.returncode == ExitCode.INTERRUPTED, stderr
     assert "exiting at once" in stderr
+    assert stderr.startswith("stopping: no new actions start"), stderr
+    assert "\n\n" not in stderr
     assert f"journalq run --queue {queue}" in stderr
     assert elapsed < 5
     assert resumed.returncode == ExitCode.OK, resumed.stderr
