@@ -17,6 +17,7 @@ from cli_helpers import (
     MIB,
     journalq_process,
     json_lines,
+    queue_files,
     read_tree,
     run_journalq,
     run_journalq_killed_at,
@@ -171,6 +172,41 @@ def test_add_during_run_is_not_lost(
     state = read_state(queue)
     action = state.actions[added.stdout.strip()]
     assert str(action.status) == "completed"
+
+
+def test_rejected_batch_during_run_hands_nothing(
+    held_run: tuple[subprocess.Popen, str], tmp_path: Path
+) -> None:
+    """`add --from` into a queue that another process runs hands it no
+    action when a later line is rejected: the queue's files, its inbox
+    among them, stay as they were."""
+    holder, queue = held_run
+    extra = tmp_path / "extra.txt"
+    extra.write_bytes(b"not to be copied")
+    missing = tmp_path / "missing"
+    batch = tmp_path / "batch.jsonl"
+    lines = [
+        {"kind": "copy_file", "source": str(extra), "destination": str(tmp_path / "x")},
+        {
+            "kind": "copy_tree",
+            "source": str(missing),
+            "destination": str(tmp_path / "m"),
+        },
+    ]
+    batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    before = queue_files(Path(queue))
+
+    added = run_journalq("add", "--from", str(batch), "--queue", queue)
+    after = queue_files(Path(queue))
+    holder.send_signal(signal.SIGCONT)
+    _, holder_stderr = holder.communicate(timeout=120)
+
+    assert added.returncode == ExitCode.USAGE, added.stderr
+    assert f"line 2: '{missing}': source directory not found" in added.stderr
+    assert added.stdout == ""
+    assert after == before
+    assert holder.returncode == ExitCode.OK, holder_stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_ctrl_c_stops_and_resume_finishes(many: Path, tmp_path: Path) -> None:
