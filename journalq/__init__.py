@@ -17,6 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from journalq.errors import (
         ActionError,
+        BatchError,
         CorruptionError,
         EndpointMismatchError,
         FormatVersionError,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 _MODULES = {
     "ActionError": "journalq.errors",
     "ActionInfo": "journalq.events",
+    "BatchError": "journalq.errors",
     "CorruptionError": "journalq.errors",
     "EndpointMismatchError": "journalq.errors",
     "Event": "journalq.events",
@@ -60,6 +62,7 @@ _MODULES = {
 __all__ = [
     "ActionError",
     "ActionInfo",
+    "BatchError",
     "CorruptionError",
     "EndpointMismatchError",
     "Event",

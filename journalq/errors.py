@@ -25,6 +25,7 @@ The tree::
     +-- ActionError                 an action request is invalid
     |   +-- StorageOptionError      a storage option the filesystem does not take
     |   +-- EndpointMismatchError   a queue opened with another source or destination
+    +-- BatchError                  an action of add_all failed its checks; none added
     +-- PathInTheWayError           a file or directory blocks a copy or mkdir
     +-- DeleteConflictError         a file to delete changed since its listing
 """
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ActionError",
+    "BatchError",
     "CorruptionError",
     "DeleteConflictError",
     "EndpointMismatchError",
@@ -259,6 +261,25 @@ class ActionError(JournalqError):
         self.value = value
         self.reason = reason
         self.message = f"{value!r}: {reason}"
+        super().__init__(self.message)
+
+
+class BatchError(JournalqError):
+    """An action of :meth:`StorageQueue.add_all` failed its checks.
+
+    No action of the batch was added. ``index`` is the position of the
+    action in the batch, from 0, and ``error`` the ``ActionError`` (an
+    invalid action) or ``OSError`` (a filesystem that could not be read)
+    that its checks raised.
+    """
+
+    def __init__(self, index: int, error: Exception) -> None:
+        self.index = index
+        self.error = error
+        self.message = (
+            f"action {index + 1} of the batch: {error}; no action of the batch "
+            "was added"
+        )
         super().__init__(self.message)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from journalq import compare, faults
 from journalq.backends.objects import MissingBucketError
@@ -44,6 +44,13 @@ logger = logging.getLogger(__name__)
 PARENTS: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})
 
 
+class TreeListings(NamedTuple):
+    """The listings of both trees of a copy_tree or sync, taken when it is added."""
+
+    source: Listing
+    destination: Listing
+
+
 def expand_tree(
     queue: StorageQueue,
     parent: ActionAdded,
@@ -53,6 +60,22 @@ def expand_tree(
     chunk: int,
 ) -> None:
     """List the tree, check the deletes, then journal parent and children."""
+    listings = list_trees(queue, parent, max_delete=max_delete, force=force)
+    journal_tree(queue, parent, listings, chunk=chunk)
+
+
+def list_trees(
+    queue: StorageQueue,
+    parent: ActionAdded,
+    *,
+    max_delete: int | None = None,
+    force: bool,
+) -> TreeListings:
+    """List both trees of ``parent`` and check the deletes it would make.
+
+    Raises ``ActionError`` for a source that cannot be listed and for too
+    many deletes. Nothing is journaled.
+    """
     assert parent.source is not None
     assert parent.destination is not None
     try:
@@ -67,11 +90,18 @@ def expand_tree(
     destination = destination_listing(queue, parent.destination)
     if parent.delete_extraneous:
         check_deletes(parent, source, destination, max_delete, force)
+    return TreeListings(source, destination)
 
+
+def journal_tree(
+    queue: StorageQueue, parent: ActionAdded, listings: TreeListings, *, chunk: int
+) -> None:
+    """Journal ``parent``, then an action per item of ``listings`` to act on."""
     # The parent is durable before its children, so a crash in the middle
     # leaves a tree that the next open expands again.
     if parent.action_id not in queue.state.actions:
         queue._journal([parent])
+    source, destination = listings
     records: list[Record] = []
     policy = compare.Policy.parse(parent.compare) if parent.compare else queue.policy
     identical = planned_skip(parent, policy, queue.state.digests)

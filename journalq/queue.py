@@ -33,7 +33,7 @@ import msgspec
 
 from journalq import compare, expansion, inbox, opening, parts, retry
 from journalq.backends import Filesystem, open_filesystem
-from journalq.errors import ActionError, QueueError
+from journalq.errors import ActionError, BatchError, QueueError
 from journalq.events import ActionInfo, Event, EventType, RunSummary
 from journalq.executor import Executor, RunOptions
 from journalq.expansion import PARENTS
@@ -79,6 +79,11 @@ _RETRIED_OR_FAILED: Final = frozenset(
 )
 
 T = TypeVar("T")
+
+#: A function that journals an action that was checked (and its tree
+#: listed) and returns its id, or the id of a pending action for the same
+#: request.
+Commit = Callable[[], str]
 
 
 class StorageQueue:
@@ -238,23 +243,34 @@ class StorageQueue:
         The copy is skipped at run time when the destination is identical.
         A ``destinationfile`` ending in ``/`` is a directory to copy into.
         """
+        return self._prepare_copy_file(sourcefile, destinationfile)()
+
+    def _prepare_copy_file(self, sourcefile: str, destinationfile: str) -> Commit:
         source = self.source.path(sourcefile)
         destination = self.destination.path(destinationfile)
         if destinationfile.endswith("/"):
             destination = f"{destination.rstrip('/')}/{os.path.basename(source)}"
-        return self._add_file(source, destination)
+        return self._prepare_file(source, destination)
 
-    def _add_file(self, source: str, destination: str) -> str:
-        """Add a copy of one file between paths already resolved."""
-        pending = self._pending(Kind.COPY_FILE, source, destination)
-        if pending is not None:
-            return pending
+    def _prepare_file(self, source: str, destination: str) -> Commit:
+        """Check a copy of one file between paths already resolved."""
         check_overlap(self.source.fs, source, self.destination.fs, destination)
-        added = self._new_action(
-            Kind.COPY_FILE, source, destination, source=source, destination=destination
-        )
-        self._journal([added])
-        return added.action_id
+
+        def commit() -> str:
+            pending = self._pending(Kind.COPY_FILE, source, destination)
+            if pending is not None:
+                return pending
+            added = self._new_action(
+                Kind.COPY_FILE,
+                source,
+                destination,
+                source=source,
+                destination=destination,
+            )
+            self._journal([added])
+            return added.action_id
+
+        return commit
 
     def copy_tree(self, sourcetree: str, destinationtree: str) -> str:
         """Add a copy of every file under ``sourcetree``; return the tree's id.
@@ -264,7 +280,10 @@ class StorageQueue:
         their destination paths are journaled, so running the queue later
         or again never nests the tree.
         """
-        return self._add_tree(
+        return self._prepare_copy_tree(sourcetree, destinationtree)()
+
+    def _prepare_copy_tree(self, sourcetree: str, destinationtree: str) -> Commit:
+        return self._prepare_tree(
             Kind.COPY_TREE,
             self.source.path(sourcetree),
             self.destination.path(destinationtree),
@@ -289,8 +308,9 @@ class StorageQueue:
         * A symbolic link to a directory is not followed, as in a tree:
           it is left out with a warning.
         * When nothing matches, ``ActionError`` is raised and nothing is
-          added. A match that overlaps the destination rejects the whole
-          pattern before anything is added.
+          added. Every match is checked, and every matched directory
+          listed, before the first is added, so a match that overlaps the
+          destination or cannot be listed rejects the whole pattern.
         * Adding the same pattern again while its copies wait adds nothing
           and returns their ids.
         """
@@ -303,14 +323,13 @@ class StorageQueue:
             (path, posixpath.join(destination, posixpath.basename(path)), is_tree)
             for path, is_tree in matches
         ]
-        for path, target, _ in targets:
-            check_overlap(self.source.fs, path, self.destination.fs, target)
-        return [
-            self._add_tree(Kind.COPY_TREE, path, target)
+        commits = [
+            self._prepare_tree(Kind.COPY_TREE, path, target)
             if is_tree
-            else self._add_file(path, target)
+            else self._prepare_file(path, target)
             for path, target, is_tree in targets
         ]
+        return [commit() for commit in commits]
 
     def sync(
         self,
@@ -328,7 +347,24 @@ class StorageQueue:
         empty (unless ``force``) and when it would remove more than
         ``max_delete`` items; nothing is added then.
         """
-        return self._add_tree(
+        return self._prepare_sync(
+            sourcetree,
+            destinationtree,
+            delete=delete,
+            max_delete=max_delete,
+            force=force,
+        )()
+
+    def _prepare_sync(
+        self,
+        sourcetree: str,
+        destinationtree: str,
+        *,
+        delete: bool,
+        max_delete: int | None,
+        force: bool,
+    ) -> Commit:
+        return self._prepare_tree(
             Kind.SYNC,
             self.source.path(sourcetree),
             self.destination.path(destinationtree),
@@ -337,7 +373,7 @@ class StorageQueue:
             force=force,
         )
 
-    def _add_tree(
+    def _prepare_tree(
         self,
         kind: Kind,
         source: str,
@@ -346,27 +382,41 @@ class StorageQueue:
         delete: bool = False,
         max_delete: int | None = None,
         force: bool = False,
-    ) -> str:
-        """Add a tree between paths already resolved, and expand it."""
+    ) -> Commit:
+        """Check and list a tree between paths already resolved."""
         pending = self._pending(kind, source, destination, delete)
         if pending is not None:
-            return pending
+            return lambda: pending
         check_overlap(self.source.fs, source, self.destination.fs, destination)
         self._check_outside_queue(self.source, source, "source")
         self._check_outside_queue(self.destination, destination, "destination")
-        parent = self._new_action(
-            kind,
-            source,
-            destination,
-            delete,
-            source=source,
-            destination=destination,
-            delete_extraneous=delete,
+
+        def new_parent() -> ActionAdded:
+            return self._new_action(
+                kind,
+                source,
+                destination,
+                delete,
+                source=source,
+                destination=destination,
+                delete_extraneous=delete,
+            )
+
+        listings = expansion.list_trees(
+            self, new_parent(), max_delete=max_delete, force=force
         )
-        expansion.expand_tree(
-            self, parent, max_delete=max_delete, force=force, chunk=EXPANSION_CHUNK
-        )
-        return parent.action_id
+
+        def commit() -> str:
+            # An action that add_all journaled after this check may be the
+            # same request.
+            again = self._pending(kind, source, destination, delete)
+            if again is not None:
+                return again
+            parent = new_parent()
+            expansion.journal_tree(self, parent, listings, chunk=EXPANSION_CHUNK)
+            return parent.action_id
+
+        return commit
 
     def _check_outside_queue(
         self, filesystem: Filesystem, path: str, role: str
@@ -435,25 +485,38 @@ class StorageQueue:
 
     def mkdir(self, service: str, path: str) -> str:
         """Add the creation of directory ``path`` on ``service``."""
+        return self._prepare_mkdir(service, path)()
+
+    def _prepare_mkdir(self, service: str, path: str) -> Commit:
         role = _service(service)
         resolved = self._filesystem(role).path(path)
         fields = _service_fields(role, resolved)
-        added = self._new_action(Kind.MKDIR, str(role), resolved, **fields)
-        return self._add_once(added)
+        return lambda: self._add_once(
+            self._new_action(Kind.MKDIR, str(role), resolved, **fields)
+        )
 
     def delete(self, service: str, path: str, recursive: bool = False) -> str:
         """Add the deletion of ``path`` on ``service``.
 
         A missing path counts as deleted. A directory needs ``recursive``.
         """
+        return self._prepare_delete(service, path, recursive)()
+
+    def _prepare_delete(self, service: str, path: str, recursive: bool) -> Commit:
         role = _service(service)
         resolved = self._filesystem(role).path(path)
         self._check_outside_queue(self._filesystem(role), resolved, str(role))
         fields = _service_fields(role, resolved)
-        added = self._new_action(
-            Kind.DELETE, str(role), resolved, recursive, recursive=recursive, **fields
+        return lambda: self._add_once(
+            self._new_action(
+                Kind.DELETE,
+                str(role),
+                resolved,
+                recursive,
+                recursive=recursive,
+                **fields,
+            )
         )
-        return self._add_once(added)
 
     def list(
         self,
@@ -463,20 +526,26 @@ class StorageQueue:
         service: str = "source",
     ) -> str:
         """Add a listing of ``path``; read it with :meth:`list_result`."""
+        return self._prepare_list(path, dir_only, recursive, service)()
+
+    def _prepare_list(
+        self, path: str, dir_only: bool, recursive: bool, service: str
+    ) -> Commit:
         role = _service(service)
         resolved = self._filesystem(role).path(path)
         fields = _service_fields(role, resolved)
-        added = self._new_action(
-            Kind.LIST,
-            str(role),
-            resolved,
-            dir_only,
-            recursive,
-            dir_only=dir_only,
-            recursive=recursive,
-            **fields,
+        return lambda: self._add_once(
+            self._new_action(
+                Kind.LIST,
+                str(role),
+                resolved,
+                dir_only,
+                recursive,
+                dir_only=dir_only,
+                recursive=recursive,
+                **fields,
+            )
         )
-        return self._add_once(added)
 
     def _add_once(self, added: ActionAdded) -> str:
         self._refresh()
@@ -498,15 +567,39 @@ class StorageQueue:
         ``destination``, ``service``, ``path``, ``recursive``, ``delete``,
         ``dir_only``...).
         """
+        return self._prepare(specification)()
+
+    def add_all(self, specifications: Iterable[dict[str, Any]]) -> list[str]:
+        """Add actions given as dicts, all or none; return their ids in order.
+
+        Each dict is what :meth:`add` takes. Every action is checked, and
+        every tree listed, before the first is journaled, so an action that
+        :meth:`add` would reject raises :class:`BatchError`, which names its
+        index, and adds nothing. The listings of all the trees stay in
+        memory until the last action is checked.
+
+        NOTE: an error while journaling (a full disk, a journal that failed
+        before) leaves the actions journaled before it in the queue.
+        """
+        commits: list[Commit] = []
+        for index, specification in enumerate(specifications):
+            try:
+                commits.append(self._prepare(specification))
+            except (ActionError, OSError) as error:
+                raise BatchError(index, error) from error
+        return [commit() for commit in commits]
+
+    def _prepare(self, specification: dict[str, Any]) -> Commit:
+        """Check the action of a dict that :meth:`add` takes; nothing is journaled."""
         spec = dict(specification)
         kind = spec.pop("kind", None)
         try:
             if kind == "copy_file":
-                return self.copy_file(spec["source"], spec["destination"])
+                return self._prepare_copy_file(spec["source"], spec["destination"])
             if kind == "copy_tree":
-                return self.copy_tree(spec["source"], spec["destination"])
+                return self._prepare_copy_tree(spec["source"], spec["destination"])
             if kind == "sync":
-                return self.sync(
+                return self._prepare_sync(
                     spec["source"],
                     spec["destination"],
                     delete=bool(spec.get("delete", False)),
@@ -514,15 +607,17 @@ class StorageQueue:
                     force=bool(spec.get("force", False)),
                 )
             if kind == "mkdir":
-                return self.mkdir(spec.get("service", "destination"), spec["path"])
+                return self._prepare_mkdir(
+                    spec.get("service", "destination"), spec["path"]
+                )
             if kind == "delete":
-                return self.delete(
+                return self._prepare_delete(
                     spec.get("service", "destination"),
                     spec["path"],
                     recursive=bool(spec.get("recursive", False)),
                 )
             if kind == "list":
-                return self.list(
+                return self._prepare_list(
                     spec["path"],
                     dir_only=bool(spec.get("dir_only", False)),
                     recursive=bool(spec.get("recursive", False)),

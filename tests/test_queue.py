@@ -17,7 +17,13 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 from tree_helpers import read_tree
 
-from journalq import ActionError, QueueError, QueueLockedError, StorageQueue
+from journalq import (
+    ActionError,
+    BatchError,
+    QueueError,
+    QueueLockedError,
+    StorageQueue,
+)
 from journalq.events import EventType
 from journalq.store import read_state
 
@@ -441,6 +447,47 @@ def test_add_rejects_bad_specification(src, dst, queue_dir):
             queue.add({"kind": "teleport"})
         with pytest.raises(ActionError, match="'destination'"):
             queue.add({"kind": "copy_file", "source": "a"})
+
+
+def test_add_all_rejected_adds_nothing(src, dst, queue_dir, tmp_path):
+    batch = [
+        {"kind": "copy_file", "source": str(src / "plain.txt"), "destination": "a"},
+        {"kind": "copy_tree", "source": str(src), "destination": str(dst / "t")},
+        {"kind": "mkdir", "path": str(dst / "new")},
+        {"kind": "sync", "source": str(tmp_path / "missing"), "destination": "m"},
+    ]
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        with pytest.raises(BatchError) as raised:
+            queue.add_all(batch)
+        length = queue.status()["length"]
+    error = raised.value
+
+    assert error.index == 3
+    assert isinstance(error.error, ActionError)
+    assert error.error.value == str(tmp_path / "missing")
+    assert "action 4 of the batch" in str(error)
+    assert "no action of the batch was added" in str(error)
+    assert length == 0
+    assert read_state(queue_dir).actions == {}
+
+
+def test_add_all_adds_every_action(src, dst, queue_dir):
+    tree = {"kind": "copy_tree", "source": str(src), "destination": str(dst / "t")}
+    batch = [
+        tree,
+        {"kind": "copy_file", "source": str(src / "plain.txt"), "destination": "a"},
+        tree,
+    ]
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        ids = queue.add_all(batch)
+        again = queue.add_all(batch)
+        summary = queue.run()
+
+    assert ids[0] == ids[2]
+    assert again == ids
+    assert summary.failed == 0
+    assert (dst / "a").read_bytes() == (src / "plain.txt").read_bytes()
+    assert read_tree(dst / "t") == read_tree(src)
 
 
 def test_reopen_with_other_source_rejected(src, dst, queue_dir, tmp_path):

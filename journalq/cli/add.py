@@ -21,16 +21,16 @@ from journalq.cli.context import (
     storage_options,
 )
 from journalq.cli.exits import ExitCode
+from journalq.cli.messages import code_for, describe
 from journalq.cli.queues import (
     Location,
-    NewQueue,
     open_queue,
     parse_location,
     queue_exists,
     removed_when_rejected,
 )
 from journalq.cli.running import add_copy, location_argument
-from journalq.errors import ActionError
+from journalq.errors import BatchError
 from journalq.lock import read_holder
 from journalq.queue import StorageQueue
 
@@ -82,8 +82,9 @@ def _print_added(queue: StorageQueue, action_ids: list[str]) -> None:
     type=click.File("r", encoding="utf-8"),
     metavar="FILE",
     help=(
-        "Add the actions of FILE ('-' for stdin): one JSON object per line, "
-        'such as {"kind": "copy_file", "source": "/a", "destination": "/b"}.'
+        "Add the actions of FILE ('-' for stdin), all or none: one JSON object "
+        'per line, such as {"kind": "copy_file", "source": "/a", '
+        '"destination": "/b"}.'
     ),
 )
 @storage_options
@@ -107,11 +108,8 @@ def _add_batch(batch_file: IO[str]) -> None:
         fail(f"{batch_file.name}: {error}; nothing was added", ExitCode.USAGE)
     if not batch.actions:
         fail(f"{batch_file.name}: no actions found; nothing was added", ExitCode.USAGE)
-    with (
-        removed_when_rejected(_queue_name()) as new,
-        _open_for_batch(batch) as queue,
-    ):
-        _print_added(queue, _add_all(queue, batch, batch_file.name, new))
+    with removed_when_rejected(_queue_name()), _open_for_batch(batch) as queue:
+        _print_added(queue, _add_all(queue, batch, batch_file.name))
 
 
 def _open_for_batch(batch: Batch) -> StorageQueue:
@@ -124,36 +122,21 @@ def _open_for_batch(batch: Batch) -> StorageQueue:
     return open_queue(name, source, destination)
 
 
-def _add_all(
-    queue: StorageQueue, batch: Batch, file_name: str, new: NewQueue
-) -> list[str]:
-    """Add every action of ``batch``, and cancel those added if one is rejected.
+def _add_all(queue: StorageQueue, batch: Batch, file_name: str) -> list[str]:
+    """Add every action of ``batch``, or none when the checks reject one.
 
-    The canceled actions, and the actions their trees added, go into ``new``.
+    Each line is checked, and each tree listed, before the first action is
+    journaled (see :meth:`StorageQueue.add_all`).
     """
-    known = set(queue.state.actions)
-    added: list[str] = []
-    for line, specification in batch.actions:
-        try:
-            action_id = queue.add(specification)
-        except (ActionError, OSError) as error:
-            _cancel_new(queue, added, known)
-            new.canceled.update(queue.state.actions.keys() - known)
-            fail(
-                f"{file_name}: line {line}: {error}; nothing from the file was "
-                "added (actions of earlier lines were canceled)",
-                ExitCode.USAGE,
-            )
-        added.append(action_id)
-    return added
-
-
-def _cancel_new(queue: StorageQueue, added: list[str], known: set[str]) -> None:
-    # An add that matched an action already waiting returned that action's
-    # id: it belongs to an earlier request and stays.
-    for action_id in added:
-        if action_id not in known:
-            queue.cancel(action_id)
+    try:
+        return queue.add_all(specification for _, specification in batch.actions)
+    except BatchError as error:
+        line = batch.actions[error.index][0]
+        fail(
+            f"{file_name}: line {line}: {describe(error.error)}; nothing from the "
+            "file was added",
+            code_for(error.error),
+        )
 
 
 def _add_one(

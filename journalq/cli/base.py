@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -27,7 +27,7 @@ __all__ = ["Command", "Group", "command", "fail", "group"]
 logger = logging.getLogger(__name__)
 
 
-def fail(message: str, code: ExitCode) -> None:
+def fail(message: str, code: ExitCode) -> NoReturn:
     """Print ``message`` as an error and end the command with ``code``."""
     click.echo(f"journalq: error: {message}", err=True)
     raise click.exceptions.Exit(code)

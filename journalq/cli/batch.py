@@ -9,8 +9,9 @@ Each non-blank line is a JSON object in the dict form that
 
 Paths may be URLs (``memory://x``); every source of the file must be on one
 filesystem and every destination on one, because a queue has one of each.
-The whole file is checked before anything is added, so a bad line adds
-nothing.
+Every line is parsed and checked here before the queue is opened, and
+:meth:`StorageQueue.add_all` checks the actions themselves before it
+journals the first, so a bad line adds nothing.
 """
 
 from __future__ import annotations

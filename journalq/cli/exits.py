@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import enum
 
-from journalq.errors import ActionError, JournalError, QueueError, QueueLockedError
+from journalq.errors import (
+    ActionError,
+    BatchError,
+    JournalError,
+    QueueError,
+    QueueLockedError,
+)
 from journalq.events import RunSummary
 
 __all__ = ["ExitCode", "exit_code_for", "run_exit_code"]
@@ -37,6 +43,8 @@ class ExitCode(enum.IntEnum):
 
 def exit_code_for(error: BaseException) -> ExitCode:
     """Return the exit code for an error that ended a command."""
+    if isinstance(error, BatchError):
+        return exit_code_for(error.error)
     # QueueLockedError is a QueueError, so it is matched first.
     if isinstance(error, QueueLockedError):
         return ExitCode.LOCKED

@@ -89,9 +89,9 @@ def stop_on_interrupt(
             on_stop()
             return
         _write(
-            "\nstopping: no new actions start; waiting for the ones in flight "
-            f"{_limit(timeout)}(press Ctrl-C again to exit at once). "
-            f"To resume: {resume}\n"
+            f"{_after_echo()}stopping: no new actions start; waiting for the "
+            f"ones in flight {_limit(timeout)}(press Ctrl-C again to exit at "
+            f"once). To resume: {resume}\n"
         )
 
     previous = signal.signal(signal.SIGINT, handle)
@@ -117,8 +117,18 @@ def _exit_now(message: str) -> NoReturn:
     were in progress.
     """
     cursor = _SHOW_CURSOR if os.isatty(2) else ""
-    _write(f"{cursor}\n{message}\n")
+    _write(f"{cursor}{_after_echo()}{message}\n")
     os._exit(ExitCode.INTERRUPTED)
+
+
+def _after_echo() -> str:
+    """Return a newline when stderr is a terminal, else nothing.
+
+    The terminal driver echoes Ctrl-C as ``^C`` without a newline (termios
+    ECHOCTL), so a message written after it would start on that line. A
+    log file or a pipe gets no echo, and a blank first line there is noise.
+    """
+    return "\n" if os.isatty(2) else ""
 
 
 def _write(text: str) -> None:

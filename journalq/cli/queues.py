@@ -36,7 +36,6 @@ from journalq.store import FORMAT_NAME, queue_directory
 
 __all__ = [
     "Location",
-    "NewQueue",
     "default_queue_name",
     "open_existing_queue",
     "open_queue",
@@ -200,16 +199,8 @@ def _not_found(name: str) -> str:
     )
 
 
-class NewQueue(msgspec.Struct):
-    """The record of a command's own actions in a queue it may have created."""
-
-    #: Actions the command added and canceled again, because a later
-    #: request of the same command was rejected. They do not keep the queue.
-    canceled: set[str] = msgspec.field(default_factory=set)
-
-
 @contextlib.contextmanager
-def removed_when_rejected(name: str) -> Iterator[NewQueue]:
+def removed_when_rejected(name: str) -> Iterator[None]:
     """Delete queue ``name`` again if the command creates it and is rejected.
 
     A rejected request (exit status 2, such as a missing source) adds
@@ -218,12 +209,11 @@ def removed_when_rejected(name: str) -> Iterator[NewQueue]:
     is kept, and so is a queue that another process locked or added to.
     """
     is_new = not os.path.lexists(queue_directory(name))
-    new = NewQueue()
     try:
-        yield new
+        yield
     except Exception as error:
         if is_new and _is_rejection(error):
-            _drop_unused(name, frozenset(new.canceled))
+            _drop_unused(name)
         raise
 
 
@@ -234,8 +224,8 @@ def _is_rejection(error: Exception) -> bool:
     return code_for(error) == ExitCode.USAGE
 
 
-def _drop_unused(name: str, canceled: frozenset[str]) -> None:
-    """Drop queue ``name`` if it contains no action other than ``canceled``.
+def _drop_unused(name: str) -> None:
+    """Drop queue ``name`` if it contains no action.
 
     The actions are checked under the queue's lock, so an action that
     another process added keeps the queue (but see the NOTE on requests
@@ -245,7 +235,7 @@ def _drop_unused(name: str, canceled: frozenset[str]) -> None:
         return
     directory = queue_directory(name)
     try:
-        drop_queue(directory, only_if=lambda state: state.actions.keys() <= canceled)
+        drop_queue(directory, only_if=lambda state: not state.actions)
     except JournalqError as error:
         logger.info("kept the new queue %s: %s", directory, error)
         return

@@ -355,10 +355,14 @@ def result_command(action_id: str, as_json: bool) -> None:
 @json_option
 @common_options
 def queues_command(as_json: bool) -> None:
-    """List the named queues: counts, whether a process runs each, and paths.
+    """List the named queues: counts, whether a process runs each, and the
+    latest copy or sync of each.
 
-    PATH is the source and the destination of the queue's newest copy or
-    sync (`journalq copy` and `journalq sync` name a queue after them).
+    The first line names the folder that contains the queues, and each
+    queue is the folder of its NAME in it. LATEST COPY OR SYNC is the source
+    and the destination of the copy or sync added last to the queue, not a
+    path of the queue itself (`journalq copy` and `journalq sync` name a
+    queue after the SRC and DST they copy).
     """
     rows = []
     for name in queue_names():
@@ -371,6 +375,7 @@ def queues_command(as_json: bool) -> None:
     if not rows:
         click.echo(f"no queues in {queues_root()}", err=True)
         return
+    click.echo(f"queues in {queues_root()}:")
     table = [
         [
             str(row["name"]),
@@ -385,18 +390,27 @@ def queues_command(as_json: bool) -> None:
     ]
     print_table(
         table,
-        ["NAME", "WAITING", "COMPLETED", "FAILED", "RUNNING", "LAST RUN", "PATH"],
+        [
+            *("NAME", "WAITING", "COMPLETED", "FAILED", "RUNNING", "LAST RUN"),
+            "LATEST COPY OR SYNC",
+        ],
         right=frozenset({1, 2, 3}),
     )
 
 
 def _queue_row(name: str, directory: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"name": name, "queue": str(directory)}
-    row["source"] = row["destination"] = None
+    row["source"] = row["destination"] = row["latest_copy"] = None
     try:
         state = read_state(directory)
         counts = state.status_counts()
-        row.update(_newest_copy_urls(state))
+        latest = _latest_copy(state)
+        if latest is not None:
+            # ``source`` and ``destination`` are the older names of the
+            # latest copy's paths, kept for the scripts that read them.
+            row["latest_copy"] = latest
+            row["source"] = latest["source"]
+            row["destination"] = latest["destination"]
     except Exception as error:  # one unreadable queue must not hide the rest
         row["error"] = str(error)
         counts = {}
@@ -429,15 +443,16 @@ def _newest_copy(state: QueueState) -> ActionAdded | None:
     return None
 
 
-def _newest_copy_urls(state: QueueState) -> dict[str, str]:
-    """Return the ``source`` and ``destination`` URLs of the newest copy."""
+def _latest_copy(state: QueueState) -> dict[str, str] | None:
+    """Return the kind and the source and destination URLs of the newest copy."""
     added = _newest_copy(state)
     created = state.created
     if added is None or created is None:
-        return {}
+        return None
     assert added.source is not None
     assert added.destination is not None
     return {
+        "kind": str(added.kind),
         "source": location_url(created.source.url, added.source),
         "destination": location_url(created.destination.url, added.destination),
     }

@@ -139,6 +139,17 @@ class OpenSegment(msgspec.Struct):
             durable.ops.close(self.fd)
             self.fd = -1
 
+    def discard(self, syncer: Syncer) -> None:
+        """Close the descriptor and delete the file, which must contain no frame.
+
+        A crash before the deletion is durable leaves an unsealed segment
+        with a header only, which the next open seals like any other.
+        """
+        self.close()
+        durable.ops.unlink(self.path)
+        syncer.fsync_dir(os.path.dirname(self.path))
+        logger.debug("deleted empty segment %s", self.path)
+
 
 def create_segment(
     directory: str, number: int, first_lsn: int, queue_id: bytes, syncer: Syncer

@@ -275,6 +275,7 @@ class Journal:
     def close(self, *, seal: bool = True) -> None:
         """Write and sync everything appended, seal the segment, stop the writer.
 
+        An active segment that got no frame is deleted instead of sealed.
         ``seal=False`` leaves the active segment unsealed, as a process that
         was killed leaves it; the tests build torn tails on such journals.
 
@@ -287,7 +288,12 @@ class Journal:
             self._closed = True
             self._work.notify()
         self._thread.join()
-        if self._poison is None and seal:
+        if self._poison is None and seal and not self._segment_written():
+            # Opening and closing a queue without appending (a rejected add)
+            # then leaves its files as they were. The segment before this
+            # one was sealed when it was closed, or by open().
+            self._segment.discard(self._syncer)
+        elif self._poison is None and seal:
             # A sealed segment is read strictly, so after a clean close any
             # damage to it is reported as corruption. Only a crash can leave
             # a torn tail.
@@ -296,6 +302,10 @@ class Journal:
             self._segment.close()
         self.flush()
         logger.debug("closed journal %s at LSN %d", self._directory, self._synced_lsn)
+
+    def _segment_written(self) -> bool:
+        """Tell whether the active segment contains a frame after its header."""
+        return self._written_lsn > self._segment.first_lsn
 
     def delete_through(self, lsn: int) -> list[str]:
         """Delete the sealed segments whose every LSN is at most ``lsn``.

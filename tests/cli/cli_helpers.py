@@ -33,6 +33,19 @@ def read_tree(root: Path) -> dict[str, bytes]:
     }
 
 
+def queue_files(queue: Path) -> dict[str, int | None]:
+    """Return the size of every file under the queue directory ``queue``.
+
+    Directories are listed too, with None, so a new empty one shows.
+    """
+    return {
+        path.relative_to(queue).as_posix(): path.stat().st_size
+        if path.is_file()
+        else None
+        for path in sorted(queue.rglob("*"))
+    }
+
+
 SAMPLE = {
     "a.txt": b"alpha\n",
     "empty.bin": b"",

@@ -119,19 +119,22 @@ class Terminal:
 
 
 def release_fifo(fifo: Path, timeout: float = 30) -> None:
-    """Open ``fifo`` for writing and close it, so its reader sees the end.
+    """Open ``fifo`` for writing and close it, so its reader sees the end."""
+    os.close(open_fifo_writer(fifo, timeout))
+
+
+def open_fifo_writer(fifo: Path, timeout: float = 30) -> int:
+    """Open ``fifo`` for writing once a process reads it; return the descriptor.
 
     Opening without blocking fails while no process reads it yet, so the
-    open is repeated until the reader is there.
+    open is repeated until the reader is there. The reader sees the end of
+    the data when the descriptor is closed.
     """
     deadline = time.monotonic() + timeout
     while True:
         try:
-            descriptor = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         except OSError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
-            continue
-        os.close(descriptor)
-        return

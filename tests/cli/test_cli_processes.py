@@ -17,6 +17,7 @@ from cli_helpers import (
     MIB,
     journalq_process,
     json_lines,
+    queue_files,
     read_tree,
     run_journalq,
     run_journalq_killed_at,
@@ -173,6 +174,41 @@ def test_add_during_run_is_not_lost(
     assert str(action.status) == "completed"
 
 
+def test_rejected_batch_during_run_hands_nothing(
+    held_run: tuple[subprocess.Popen, str], tmp_path: Path
+) -> None:
+    """`add --from` into a queue that another process runs hands it no
+    action when a later line is rejected: the queue's files, its inbox
+    among them, stay as they were."""
+    holder, queue = held_run
+    extra = tmp_path / "extra.txt"
+    extra.write_bytes(b"not to be copied")
+    missing = tmp_path / "missing"
+    batch = tmp_path / "batch.jsonl"
+    lines = [
+        {"kind": "copy_file", "source": str(extra), "destination": str(tmp_path / "x")},
+        {
+            "kind": "copy_tree",
+            "source": str(missing),
+            "destination": str(tmp_path / "m"),
+        },
+    ]
+    batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    before = queue_files(Path(queue))
+
+    added = run_journalq("add", "--from", str(batch), "--queue", queue)
+    after = queue_files(Path(queue))
+    holder.send_signal(signal.SIGCONT)
+    _, holder_stderr = holder.communicate(timeout=120)
+
+    assert added.returncode == ExitCode.USAGE, added.stderr
+    assert f"line 2: '{missing}': source directory not found" in added.stderr
+    assert added.stdout == ""
+    assert after == before
+    assert holder.returncode == ExitCode.OK, holder_stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_ctrl_c_stops_and_resume_finishes(many: Path, tmp_path: Path) -> None:
     queue = str(tmp_path / "q")
     process = _start_sync(many, tmp_path / "out", queue)
@@ -185,6 +221,9 @@ def test_ctrl_c_stops_and_resume_finishes(many: Path, tmp_path: Path) -> None:
     assert process.returncode == ExitCode.INTERRUPTED, stderr
     assert f"journalq run --queue {queue}" in stderr
     assert "interrupted" in stderr
+    # Without a terminal nothing echoed ^C, so no blank line comes first.
+    assert stderr.startswith("stopping: no new actions start"), stderr
+    assert "\n\n" not in stderr
     summary = json.loads(stdout.splitlines()[-1])
     assert summary["interrupted"] is True
     assert summary["remaining"] > 0
@@ -244,6 +283,8 @@ def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
     assert still_running
     assert process.returncode == ExitCode.INTERRUPTED, stderr
     assert "exiting at once" in stderr
+    assert stderr.startswith("stopping: no new actions start"), stderr
+    assert "\n\n" not in stderr
     assert f"journalq run --queue {queue}" in stderr
     assert elapsed < 5
     assert resumed.returncode == ExitCode.OK, resumed.stderr

@@ -196,7 +196,7 @@ def test_add_from_bad_line_adds_nothing(
     assert not (Path(queue) / "FORMAT").exists()
 
 
-def test_add_from_rejected_action_cancels_earlier(
+def test_add_from_rejected_action_adds_nothing(
     sample: Path, tmp_path: Path, queue: str
 ) -> None:
     invoke("add", "mkdir", str(tmp_path / "before"), "--queue", queue)
@@ -222,8 +222,34 @@ def test_add_from_rejected_action_cancels_earlier(
     assert result.exit_code == ExitCode.USAGE
     assert "line 2" in result.stderr
     assert str(tmp_path / "missing") in result.stderr
+    assert "nothing from the file was added" in result.stderr
+    assert result.stdout == ""
     assert status["waiting"] == 1
-    assert status["canceled"] == 1
+    assert status["canceled"] == 0
+    assert status["length"] == 1
+
+
+def test_add_from_repeated_line_adds_once(
+    sample: Path, tmp_path: Path, queue: str
+) -> None:
+    """Every line is checked before the first is journaled, and a line that
+    repeats an earlier one gets the earlier line's id."""
+    sync = {"kind": "sync", "source": str(sample), "destination": str(tmp_path / "m")}
+    batch = _batch(
+        tmp_path, [sync, {"kind": "mkdir", "path": str(tmp_path / "x")}, sync]
+    )
+
+    result = invoke("add", "--from", str(batch), "--queue", queue)
+    ids = result.stdout.split()
+    status = _status(queue)
+
+    assert result.exit_code == ExitCode.OK, result.output
+    assert len(ids) == 3
+    assert ids[0] == ids[2]
+    assert ids[0] != ids[1]
+    # The sync, its 3 mkdirs and a copy per file of the sample, and the
+    # mkdir of the second line.
+    assert status["length"] == 1 + 3 + len(SAMPLE) + 1
 
 
 def test_status_counts(sample: Path, tmp_path: Path, queue: str) -> None:

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
-from cli_helpers import SAMPLE, invoke, json_lines, run_journalq
+from cli_helpers import SAMPLE, invoke, json_lines, queue_files, run_journalq
 
 from journalq.cli.exits import ExitCode
 
@@ -155,6 +155,7 @@ def test_rejected_add_keeps_existing_queue(
     )
     assert first.exit_code == ExitCode.OK, first.output
     before = (_status(queue), _actions(queue))
+    files_before = queue_files(Path(queue))
     missing = str(tmp_path / "missing")
 
     result = run_journalq("add", kind, missing, str(tmp_path / "out"), "--queue", queue)
@@ -164,10 +165,11 @@ def test_rejected_add_keeps_existing_queue(
     assert REJECTED_ADDS[kind].format(missing=missing) in result.stderr
     assert before[0]["waiting"] > len(SAMPLE)
     assert after == before
+    assert queue_files(Path(queue)) == files_before
 
 
 def test_rejected_batch_leaves_no_queue(sample: Path, tmp_path: Path) -> None:
-    """A batch whose second line is rejected cancels the first; no queue stays."""
+    """A batch whose second line is rejected adds nothing; no queue stays."""
     missing = tmp_path / "missing"
     batch = tmp_path / "batch.jsonl"
     batch.write_text(
@@ -182,5 +184,97 @@ def test_rejected_batch_leaves_no_queue(sample: Path, tmp_path: Path) -> None:
 
     assert result.returncode == ExitCode.USAGE, result.stderr
     assert f"line 2: '{missing}': source directory not found" in result.stderr
-    assert "actions of earlier lines were canceled" in result.stderr
+    assert "nothing from the file was added" in result.stderr
     assert not queue.exists()
+
+
+#: A third line of a batch that the checks reject, built from the test's
+#: directory, and what the error names: the value, then the reason.
+REJECTED_LINES = {
+    "missing tree": (
+        lambda root: {
+            "kind": "copy_tree",
+            "source": str(root / "missing"),
+            "destination": str(root / "m"),
+        },
+        lambda root: f"'{root / 'missing'}': source directory not found",
+    ),
+    "destination in source": (
+        lambda root: {
+            "kind": "copy_tree",
+            "source": str(root / "data"),
+            "destination": str(root / "data" / "docs" / "copy"),
+        },
+        lambda root: (
+            f"'{root / 'data' / 'docs' / 'copy'}': the destination overlaps the source"
+        ),
+    ),
+    "source in destination": (
+        lambda root: {
+            "kind": "sync",
+            "source": str(root / "data" / "docs"),
+            "destination": str(root / "data"),
+            "delete": True,
+        },
+        lambda root: f"'{root / 'data'}': the destination overlaps the source",
+    ),
+    "sync over max delete": (
+        lambda root: {
+            "kind": "sync",
+            "source": str(root / "data" / "docs"),
+            "destination": str(root / "first"),
+            "delete": True,
+            "max_delete": 0,
+        },
+        # The 2 files and the tree docs/ (3 directories and 3 files) of
+        # the sample are not in docs/.
+        lambda root: (
+            f"'{root / 'first'}': the sync would delete 8 items, more "
+            "than the maximum of 0"
+        ),
+    ),
+    "delete of queue": (
+        lambda root: {"kind": "delete", "path": str(root), "recursive": True},
+        lambda root: f"'{root}': the destination tree contains the queue directory",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REJECTED_LINES)
+def test_rejected_batch_line_adds_nothing(
+    sample: Path, tmp_path: Path, case: str
+) -> None:
+    """A batch into a queue that exists adds nothing when its last line is
+    rejected, and leaves every file of the queue as it was."""
+    queue = tmp_path / "q"
+    first = invoke("copy", f"{sample}/", str(tmp_path / "first"), "--queue", str(queue))
+    assert first.exit_code == ExitCode.OK, first.output
+    bad_line, expected = REJECTED_LINES[case]
+    lines = [
+        {
+            "kind": "copy_file",
+            "source": str(sample / "a.txt"),
+            "destination": str(tmp_path / "a"),
+        },
+        {
+            "kind": "copy_tree",
+            "source": str(sample),
+            "destination": str(tmp_path / "t"),
+        },
+        bad_line(tmp_path),
+    ]
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    before = (_status(str(queue)), _actions(str(queue)))
+    files_before = queue_files(queue)
+
+    result = run_journalq("add", "--from", str(batch), "--queue", str(queue))
+    after = (_status(str(queue)), _actions(str(queue)))
+
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert f"{batch}: line 3: {expected(tmp_path)}" in result.stderr
+    assert "nothing from the file was added" in result.stderr
+    assert "canceled" not in result.stderr
+    assert result.stdout == ""
+    assert after == before
+    assert queue_files(queue) == files_before

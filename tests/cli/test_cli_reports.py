@@ -167,20 +167,28 @@ def test_status_without_queue_lists_queues(sample: Path, tmp_path: Path) -> None
     assert "journalq queues" in result.stderr
 
 
-def test_queues_lists_named_queues(sample: Path, tmp_path: Path) -> None:
+def test_queues_lists_named_queues(
+    sample: Path, tmp_path: Path, queue_home: Path
+) -> None:
     invoke("sync", str(sample), str(tmp_path / "mirror"))
     invoke("add", "mkdir", str(tmp_path / "new"), "--queue", "nightly")
 
     plain = invoke("queues")
     rows = json_lines(invoke("queues", "--json").stdout)
+    lines = plain.stdout.splitlines()
 
     assert plain.exit_code == ExitCode.OK, plain.output
-    assert plain.stdout.splitlines()[0].split() == [
-        *("NAME", "WAITING", "COMPLETED", "FAILED", "RUNNING", "LAST", "RUN", "PATH")
+    assert lines[0] == f"queues in {queue_home / 'queues'}:"
+    assert re.split(r"  +", lines[1]) == [
+        *("NAME", "WAITING", "COMPLETED", "FAILED", "RUNNING", "LAST RUN"),
+        "LATEST COPY OR SYNC",
     ]
+    assert len(lines) == 4
     names = [row["name"] for row in rows]
     assert names[0] == "nightly"
     assert names[1].startswith("sync-")
+    assert rows[0]["queue"] == str(queue_home / "queues" / "nightly")
+    assert rows[1]["queue"] == str(queue_home / "queues" / names[1])
     assert rows[0]["waiting"] == 1
     assert rows[0]["last_run"] is None
     assert rows[1]["last_run"] is not None
@@ -200,14 +208,21 @@ def test_queues_show_what_each_copies(
 
     assert plain.exit_code == ExitCode.OK, plain.output
     sync = next(row for name, row in rows.items() if name.startswith("sync-"))
+    assert sync["latest_copy"] == {
+        "kind": "sync",
+        "source": str(sample),
+        "destination": str(tmp_path / "mirror"),
+    }
     assert sync["source"] == str(sample)
     assert sync["destination"] == str(tmp_path / "mirror")
     copies = [row for name, row in rows.items() if name.startswith("copy-")]
     destinations = {row["destination"] for row in copies}
     assert destinations == {"memory:///scratch", str(deep / "data")}
+    assert {row["latest_copy"]["kind"] for row in copies} == {"copy_tree"}
+    assert rows["nightly"]["latest_copy"] is None
     assert rows["nightly"]["source"] is None
     assert rows["nightly"]["destination"] is None
-    lines = {line.split()[0]: line for line in plain.stdout.splitlines()[1:]}
+    lines = {line.split()[0]: line for line in plain.stdout.splitlines()[2:]}
     assert lines["nightly"].endswith(" -")
     deep_name = next(
         row["name"] for row in copies if row["destination"] != "memory:///scratch"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import SAMPLE, invoke, journalq_process, read_tree, write_tree
-from terminal_helpers import Terminal, release_fifo
+from terminal_helpers import Terminal, open_fifo_writer, release_fifo
 
 from journalq.cli.exits import ExitCode
 
@@ -120,6 +120,26 @@ def test_terminal_progress_stop_and_resume(
     assert "copied 22, skipped 0, failed 0" in resumed
     assert read_tree(tmp_path / "out" / "b") == FILES
     assert (tmp_path / "out" / "a" / "late.txt").read_bytes() == b"here now"
+
+
+def test_terminal_stop_message_below_echo(
+    terminal: Terminal, stalled_queue: tuple[str, Path]
+) -> None:
+    """Without the display, the message that Ctrl-C prints starts on a line
+    of its own, below the ``^C`` that the terminal echoed."""
+    queue, fifo = stalled_queue
+
+    window = terminal.run("run", "--queue", queue, "-j", "1", "--no-progress")
+    writer = open_fifo_writer(fifo)
+    terminal.press(window, "C-c")
+    screen = terminal.wait_for(window, "stopping:")
+    os.close(writer)
+    status = terminal.exit_status(window)
+    lines = screen.splitlines()
+
+    assert status == ExitCode.INTERRUPTED, terminal.screen(window)
+    assert "^C" in lines, screen
+    assert any(line.startswith("stopping: no new actions") for line in lines), screen
 
 
 def test_terminal_rate_and_retries(terminal: Terminal, tmp_path: Path) -> None:

@@ -47,7 +47,33 @@ def open_journal(
 def test_open_creates_directory(journal_dir: Path) -> None:
     with open_journal(journal_dir) as journal:
         assert journal.next_lsn == 1
-    assert [name for name, _ in load_image(journal_dir)] == [fmt.segment_name(1, 1)]
+        segments = [name for name, _ in load_image(journal_dir)]
+    assert segments == [fmt.segment_name(1, 1)]
+    assert journal_dir.is_dir()
+
+
+def test_close_deletes_empty_segment(journal_dir: Path) -> None:
+    """A journal opened and closed without an append leaves its files as
+    they were, and the next open goes on from the same sequence number."""
+    with open_journal(journal_dir) as journal:
+        journal.append([started(0)], durable=True)
+    before = load_image(journal_dir)
+
+    with open_journal(journal_dir):
+        pass
+    between = load_image(journal_dir)
+    with open_journal(journal_dir) as journal:
+        last = journal.append([started(1)], durable=True)
+    result = scan(journal_dir, QUEUE_ID)
+
+    assert between == before
+    assert last == 2
+    assert [Path(segment.path).name for segment in result.segments] == [
+        fmt.segment_name(1, 1),
+        fmt.segment_name(2, 2),
+    ]
+    assert all(segment.sealed for segment in result.segments)
+    assert replay(result) == [started(0), started(1)]
 
 
 def test_append_returns_dense_lsns(journal_dir: Path) -> None:
