@@ -44,7 +44,7 @@ from journalq.replay import ActionState
 from journalq.store import QueueStore
 
 if TYPE_CHECKING:
-    from journalq.executor import RunOptions
+    from journalq.executor import RunContext
 
 __all__ = ["CopyEffect", "Interrupted"]
 
@@ -62,10 +62,7 @@ class CopyEffect:
 
     def __init__(
         self,
-        store: QueueStore,
-        source: Filesystem,
-        destination: Filesystem,
-        options: RunOptions,
+        context: RunContext,
         *,
         stopping: Callable[[], bool],
         progress: Callable[[ActionState, int, int], fsspec.callbacks.Callback | None],
@@ -77,13 +74,11 @@ class CopyEffect:
         (action, attempt, size) into events, or None when the run passes
         on no progress events.
         """
-        self.store = store
-        self.source = source
-        self.destination = destination
-        self.options = options
+        self.context = context
         self._stopping = stopping
         self._callback = progress
-        self._cache = _Cache(store)
+        self._cache = _Cache(context.store)
+        source, destination = context.source, context.destination
         self._listing_suffices = _stat_free(source) and _stat_free(destination)
         # Per large copy in parts: the parts journaled before this run first
         # tried it, and the bytes of those that its last attempt found at the
@@ -123,15 +118,16 @@ class CopyEffect:
         Returns the records that finish the attempt, and raises
         :class:`Interrupted` when the run is asked to stop during the copy.
         """
-        source_path, destination_path = self.store.state.paths(action)
+        context = self.context
+        source_path, destination_path = context.store.state.paths(action)
         assert source_path is not None
         assert destination_path is not None
-        source_fs = self.source.fs
-        destination_fs = self.destination.fs
+        source_fs = context.source.fs
+        destination_fs = context.destination.fs
         policy = self.policy(action)
 
         source, destination = self._file_infos(action, source_path, destination_path)
-        if attempt > 1 and not self.options.dry_run:
+        if attempt > 1 and not context.options.dry_run:
             transfer.sweep_temporaries(
                 destination_fs, destination_path, action.action_id
             )
@@ -153,7 +149,7 @@ class CopyEffect:
         )
         if decision.identical:
             return _skipped(action, attempt, decision)
-        if self.options.dry_run:
+        if context.options.dry_run:
             # The bytes are those the copy would move, so the summary adds up
             # what a real run would copy.
             return [
@@ -177,7 +173,8 @@ class CopyEffect:
         is overwritten as if it were absent, without the fsync before the
         rename that protects a replaced file against power loss.
         """
-        hints = self.options.hints
+        context = self.context
+        hints = context.options.hints
         hint = hints.pop(action.action_id, None) if hints else None
         if hint is not None:
             entry, target = hint
@@ -191,16 +188,18 @@ class CopyEffect:
             )
             # A large file from a remote source goes in parts, whose plan
             # needs the source's ETag or generation, which only a stat has.
-            in_parts = not self.source.local and size >= self.options.part_threshold
+            in_parts = (
+                not context.source.local and size >= context.options.part_threshold
+            )
             if mtime_ns is not None and comparable and not in_parts:
                 source = compare.listed_info(entry)
                 if target is None:
                     return source, None
                 return source, compare.listed_info(target)
-        source_info = compare.stat(self.source.fs, source_path)
+        source_info = compare.stat(context.source.fs, source_path)
         if source_info is None:
             raise FileNotFoundError(f"source file not found: {source_path}")
-        return source_info, compare.stat(self.destination.fs, destination_path)
+        return source_info, compare.stat(context.destination.fs, destination_path)
 
     def _transfer(
         self,
@@ -214,7 +213,7 @@ class CopyEffect:
     ) -> list[Record]:
         """Copy the file of ``action``, in parts when large, and return its records."""
         copied = None
-        if source.size >= self.options.part_threshold:
+        if source.size >= self.context.options.part_threshold:
             copied = self._transfer_parts(
                 action, attempt, source_path, destination_path, source
             )
@@ -255,8 +254,9 @@ class CopyEffect:
         # that replaces an existing one is synced alone before its rename, and
         # so is one that was in progress at a crash (see DurableGroup.wants()).
         batched = group.enabled and not replaces and not action.crashes
+        context = self.context
         sink = transfer.open_sink(
-            self.destination.fs,
+            context.destination.fs,
             destination_path,
             action_id=action.action_id,
             attempt=attempt,
@@ -269,12 +269,12 @@ class CopyEffect:
 
         try:
             result = transfer.copy_file(
-                self.source.fs,
+                context.source.fs,
                 source_path,
                 sink,
                 algorithm=digest.default_algorithm(source.size),
                 callback=callback,
-                should_stop=self._stopping if self.options.stop else None,
+                should_stop=self._stopping if context.options.stop else None,
             )
         except transfer.CopyInterrupted:
             raise Interrupted from None
@@ -305,6 +305,7 @@ class CopyEffect:
         if target is None:
             return None
 
+        context = self.context
         earlier = self._earlier_parts_of(action.action_id, written, resumable)
         resumed = 0
         sent = 0
@@ -313,7 +314,7 @@ class CopyEffect:
             nonlocal sent
             # Durable at once: one sync per part is cheap next to the part,
             # and a lost record would send that part again.
-            self.store.append(
+            context.store.append(
                 [PartWritten(action.action_id, attempt, part)], durable=True
             )
             sent += part.size
@@ -327,7 +328,7 @@ class CopyEffect:
         observed_ns = time.time_ns()
         try:
             every_part, digest_string = parts.copy_in_parts(
-                self.source.fs,
+                context.source.fs,
                 source_path,
                 source,
                 target,
@@ -335,7 +336,7 @@ class CopyEffect:
                 dict(written),
                 on_part=journal_part,
                 on_bytes=callback.relative_update if callback is not None else None,
-                should_stop=self._stopping if self.options.stop else None,
+                should_stop=self._stopping if context.options.stop else None,
                 on_recovered=recovered,
             )
             target.complete(every_part, source.mtime_ns, digest_string)
@@ -366,7 +367,7 @@ class CopyEffect:
         Returns the target (``None`` when the destination takes no parts),
         the parts journaled for it, and whether the journaled plan resumes.
         """
-        fs = self.destination.fs
+        fs = self.context.destination.fs
         known = action.parts
         target = None
         resumable = (
@@ -405,7 +406,7 @@ class CopyEffect:
                     identity,
                     time.time_ns(),
                 )
-                self.store.append([plan], durable=True)
+                self.context.store.append([plan], durable=True)
         return target, written, resumable
 
     def _earlier_parts_of(
@@ -495,7 +496,7 @@ class CopyEffect:
         NOTE: a rewrite that keeps size and mtime between the rename and
         this stat is taken for the copy.
         """
-        if not self.destination.local:
+        if not self.context.destination.local:
             return None, None
         try:
             result = os.stat(digest.local_path(path))
@@ -532,7 +533,8 @@ class CopyEffect:
         had read the files after ``observed_ns``. Returns ``None`` when the
         action's policy copies anyway.
         """
-        source_path, destination_path = self.store.state.paths(action)
+        context = self.context
+        source_path, destination_path = context.store.state.paths(action)
         assert source_path is not None
         assert destination_path is not None
         source, destination = files
@@ -566,9 +568,12 @@ class CopyEffect:
             self.policy(action),
             source,
             destination,
-            source_digest=known(self.source.fs, source_path, source, Service.SOURCE),
+            source_digest=known(context.source.fs, source_path, source, Service.SOURCE),
             destination_digest=known(
-                self.destination.fs, destination_path, destination, Service.DESTINATION
+                context.destination.fs,
+                destination_path,
+                destination,
+                Service.DESTINATION,
             ),
         )
         return _skipped(action, attempt, decision) if decision.identical else None
@@ -577,7 +582,7 @@ class CopyEffect:
         """Return how ``action`` compares its files: its own policy or the run's."""
         if action.added.compare:
             return compare.Policy.parse(action.added.compare)
-        return self.options.policy
+        return self.context.options.policy
 
 
 def _skipped(

@@ -22,17 +22,16 @@ import fsspec
 import msgspec
 
 from journalq import compare, faults
-from journalq.backends import Filesystem, objects
+from journalq.backends import objects
 from journalq.copy_effect import CopyEffect
 from journalq.errors import DeleteConflictError, PathInTheWayError
 from journalq.groups import DurableGroup
 from journalq.plan import parent_directories
 from journalq.records import Completed, Identity, Kind, Outcome, Record, Service
 from journalq.replay import ActionState
-from journalq.store import QueueStore
 
 if TYPE_CHECKING:
-    from journalq.executor import RunOptions
+    from journalq.executor import RunContext
 
 __all__ = ["Effects", "done_record"]
 
@@ -40,18 +39,8 @@ __all__ = ["Effects", "done_record"]
 class Effects:
     """Performs the effects of a run's actions, given the copy effect."""
 
-    def __init__(
-        self,
-        store: QueueStore,
-        source: Filesystem,
-        destination: Filesystem,
-        options: RunOptions,
-        copy: CopyEffect,
-    ) -> None:
-        self.store = store
-        self.source = source
-        self.destination = destination
-        self.options = options
+    def __init__(self, context: RunContext, copy: CopyEffect) -> None:
+        self.context = context
         self._copy = copy
 
     def execute(
@@ -77,7 +66,7 @@ class Effects:
 
     def _mkdir(self, action: ActionState, attempt: int) -> list[Record] | None:
         fs, path = self.service_path(action)
-        if not self.options.dry_run:
+        if not self.context.options.dry_run:
             fs.makedirs(path, exist_ok=True)
         if objects.skips_directory(fs, path):
             done = done_record(action, attempt, objects.NO_DIRECTORIES)
@@ -92,9 +81,9 @@ class Effects:
         Returns None when neither is the case, and the caller re-raises.
         """
         if action.kind is Kind.COPY_FILE:
-            _, destination = self.store.state.paths(action)
+            _, destination = self.context.store.state.paths(action)
             assert destination is not None
-            fs, path = self.destination.fs, destination
+            fs, path = self.context.destination.fs, destination
             operation = "copy to"
             if fs.isdir(path):
                 return PathInTheWayError(
@@ -116,7 +105,7 @@ class Effects:
 
     def _delete(self, action: ActionState, attempt: int) -> list[Record] | None:
         fs, path = self.service_path(action)
-        if self.options.dry_run:
+        if self.context.options.dry_run:
             return [done_record(action, attempt, "delete")]
         faults.point("executor.before_delete")
         listed = action.added.listed
@@ -152,9 +141,9 @@ class Effects:
             }
             for entry in entries
         ]
-        if self.options.dry_run:
+        if self.context.options.dry_run:
             return [done_record(action, attempt, "list")]
-        name = self.store.write_result(msgspec.msgpack.encode(listing))
+        name = self.context.store.write_result(msgspec.msgpack.encode(listing))
         done = done_record(action, attempt, "list")
         return [msgspec.structs.replace(done, result=name)]
 
@@ -163,11 +152,12 @@ class Effects:
     ) -> tuple[fsspec.AbstractFileSystem, str]:
         """Return the filesystem and path that a mkdir, delete or list acts on."""
         added = action.added
+        context = self.context
         filesystem = (
-            self.source if added.service is Service.SOURCE else self.destination
+            context.source if added.service is Service.SOURCE else context.destination
         )
         if added.parent is not None and added.relpath is not None:
-            source_path, destination_path = self.store.state.paths(action)
+            source_path, destination_path = context.store.state.paths(action)
             path = source_path if added.service is Service.SOURCE else destination_path
             assert path is not None
             return filesystem.fs, path

@@ -79,7 +79,7 @@ from journalq.records import (
 from journalq.replay import ActionState, CompactAction, Status
 from journalq.store import QueueStore
 
-__all__ = ["Executor", "RunOptions"]
+__all__ = ["Executor", "RunContext", "RunOptions"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +126,20 @@ class RunOptions(msgspec.Struct):
     part_threshold: int = parts.PART_THRESHOLD
 
 
+class RunContext(msgspec.Struct, frozen=True):
+    """The queue store, the two filesystems and the options of one run.
+
+    The executor makes one per run and shares it with the effects
+    (:mod:`journalq.effects`, :mod:`journalq.copy_effect`) and the hand-out
+    (:mod:`journalq.handout`).
+    """
+
+    store: QueueStore
+    source: Filesystem
+    destination: Filesystem
+    options: RunOptions
+
+
 class Executor:
     """Runs the waiting actions of one queue.
 
@@ -141,10 +155,7 @@ class Executor:
         destination: Filesystem,
         options: RunOptions,
     ) -> None:
-        self.store = store
-        self.source = source
-        self.destination = destination
-        self.options = options
+        self.context = RunContext(store, source, destination, options)
         self.summary = RunSummary()
         self._summary_lock = threading.Lock()
         self._backoff = options.backoff or retry.Backoff()
@@ -157,14 +168,9 @@ class Executor:
         self._inbox_dir = os.path.join(store.directory, inbox.INBOX_DIR)
         self._inbox_stamp: int | None = None
         self._copy = CopyEffect(
-            store,
-            source,
-            destination,
-            options,
-            stopping=self.stopping,
-            progress=self._callback,
+            self.context, stopping=self.stopping, progress=self._callback
         )
-        self._effects = Effects(store, source, destination, options, self._copy)
+        self._effects = Effects(self.context, self._copy)
         self._handout = Handout(self, self._copy)
 
     # Scheduling ---------------------------------------------------------------
@@ -172,20 +178,22 @@ class Executor:
     def run(self) -> RunSummary:
         """Execute every waiting action; return what the run did."""
         started = time.monotonic()
+        store = self.context.store
+        dry_run = self.context.options.dry_run
         # Only the stage lists refer to the actions from here on.
         stages = self._schedule(self._waiting())
 
         logger.info(
             "running %d actions of queue %s",
             sum(len(actions) for actions in stages.values()),
-            self.store.directory,
+            store.directory,
         )
         # One durable group spans the stages: the files of a stage need the
         # directories of the one before to exist, not to be durable, so the
         # mkdir records wait for the first sync of the copies behind them.
         group = DurableGroup(
-            self.store,
-            enabled=self.destination.local and not self.options.dry_run,
+            store,
+            enabled=self.context.destination.local and not dry_run,
             journal=self._commit_all,
         )
         try:
@@ -196,12 +204,12 @@ class Executor:
         finally:
             group.commit()
 
-        if not self.options.dry_run:
+        if not dry_run:
             self._finish_parents()
-            self.store.flush()
+            store.flush()
         self.summary.elapsed = time.monotonic() - started
         self.summary.interrupted = self.stopping()
-        self.summary.remaining = self.store.state.counts[Status.WAITING]
+        self.summary.remaining = store.state.counts[Status.WAITING]
         summary = self.summary
         logger.info(
             "run ended: copied %d, skipped %d, failed %d, %d bytes in %.1f s%s",
@@ -217,8 +225,8 @@ class Executor:
     def _waiting(self) -> list[ActionState]:
         """Return the actions this run executes, in the order they were added."""
         waiting: list[ActionState] = []
-        only = self.options.only
-        for action in self.store.state.actions.values():
+        only = self.context.options.only
+        for action in self.context.store.state.actions.values():
             if action.status is not Status.WAITING or action.kind in _PARENTS:
                 continue
             if only is not None and not (
@@ -236,7 +244,7 @@ class Executor:
         A tree's items take the round of their tree, which is placed where
         the tree was added among the top-level actions.
         """
-        state = self.store.state
+        state = self.context.store.state
         units = {action.added.parent or action.action_id for action in waiting}
         # The actions dict keeps the order in which they were added.
         in_order = [
@@ -244,9 +252,8 @@ class Executor:
             for action_id in state.actions
             if action_id in units
         ]
-        placed = rounds(
-            in_order, shared=same_filesystem(self.source.fs, self.destination.fs)
-        )
+        shared = same_filesystem(self.context.source.fs, self.context.destination.fs)
+        placed = rounds(in_order, shared=shared)
         stages: dict[tuple[int, int, int], list[ActionState]] = defaultdict(list)
         for action in waiting:
             round_ = placed[action.added.parent or action.action_id]
@@ -255,7 +262,7 @@ class Executor:
 
     def stopping(self) -> bool:
         """Return whether the run was asked to stop."""
-        stop = self.options.stop
+        stop = self.context.options.stop
         return stop is not None and stop.is_set()
 
     def _workers(self, actions: list[ActionState]) -> int:
@@ -267,8 +274,9 @@ class Executor:
         files gained nothing past two. Remote backends spend their time
         waiting, so there every requested thread helps.
         """
-        workers = max(1, min(self.options.parallelism, len(actions)))
-        if not (self.source.local and self.destination.local):
+        context = self.context
+        workers = max(1, min(context.options.parallelism, len(actions)))
+        if not (context.source.local and context.destination.local):
             return workers
         sizes = [action.added.size or 0 for action in actions]
         average = sum(sizes) / len(sizes)
@@ -281,7 +289,8 @@ class Executor:
         many small files: see :mod:`journalq.copier`. One process per core,
         up to ``parallelism``.
         """
-        if not (self.source.local and self.destination.local):
+        context = self.context
+        if not (context.source.local and context.destination.local):
             return 0
         if not copier.available():
             return 0
@@ -293,16 +302,17 @@ class Executor:
         )
         if small < COPY_PROCESS_FILES:
             return 0
-        return max(1, min(self.options.parallelism, os.cpu_count() or 1))
+        return max(1, min(context.options.parallelism, os.cpu_count() or 1))
 
     def _make_helpers(self, actions: list[ActionState]) -> list[copier.Helper]:
         """Return the helpers for a stage: the run's own, or copy processes."""
-        if self.options.dry_run:
+        context = self.context
+        if context.options.dry_run:
             return []
-        factory = self.options.helpers
+        factory = context.options.helpers
         if factory is not None:
             if any(action.kind is Kind.COPY_FILE for action in actions):
-                return factory(self.source, self.destination)
+                return factory(context.source, context.destination)
             return []
         return [
             copier.CopyProcess(COPY_PROCESS_BYTES)
@@ -389,7 +399,7 @@ class Executor:
         with self._inbox_lock:
             if stamp == self._inbox_stamp:
                 return
-            self.store.drain_inbox()
+            self.context.store.drain_inbox()
             # A request posted during the drain changed the mtime again, so
             # the next look drains once more.
             self._inbox_stamp = stamp
@@ -402,7 +412,7 @@ class Executor:
         while True:
             tries += 1
             attempt = action.attempts + 1
-            if not self.options.dry_run and not self._start(action, attempt):
+            if not self.context.options.dry_run and not self._start(action, attempt):
                 return
             try:
                 records = self._effects.execute(action, attempt, group)
@@ -423,7 +433,7 @@ class Executor:
             return
 
     def _start(self, action: ActionState, attempt: int) -> bool:
-        started = self.store.start(
+        started = self.context.store.start(
             action.action_id, Started(action.action_id, attempt, time.time_ns())
         )
         if started:
@@ -439,15 +449,16 @@ class Executor:
             # The action waits for the next run, as if it had not started.
             self.record_failure(action, attempt, exc, True)
             return False
-        if transient and tries < self.options.max_attempts:
+        if transient and tries < self.context.options.max_attempts:
             self.record_failure(action, attempt, exc, True)
             with self._summary_lock:
                 self.summary.retried += 1
             self.emit(EventType.RETRIED, action, attempt=attempt, error=_describe(exc))
             delay = self._backoff.delay(tries)
             logger.info("retrying %s in %.2fs after %s", action.action_id, delay, exc)
-            if self.options.stop is not None:
-                self.options.stop.wait(delay)
+            stop = self.context.options.stop
+            if stop is not None:
+                stop.wait(delay)
             else:
                 time.sleep(delay)
             return not self.stopping()
@@ -463,7 +474,7 @@ class Executor:
         self, action: ActionState, attempt: int, exc: BaseException, retryable: bool
     ) -> None:
         """Journal a ``failed`` record for ``attempt``, unless this is a dry run."""
-        if self.options.dry_run:
+        if self.context.options.dry_run:
             return
         record = Failed(
             action.action_id,
@@ -474,7 +485,7 @@ class Executor:
             reason=CONFLICT if isinstance(exc, DeleteConflictError) else "",
             finished_ns=time.time_ns(),
         )
-        self.store.append([record], durable=not retryable)
+        self.context.store.append([record], durable=not retryable)
 
     def finish(
         self, action: ActionState, records: list[Record], group: DurableGroup
@@ -498,7 +509,7 @@ class Executor:
         A run killed after writing it may have left its bytes in the page
         cache only.
         """
-        _, path = self.store.state.paths(action)
+        _, path = self.context.store.state.paths(action)
         assert path is not None
         fd = durable.ops.open(digest.local_path(path), os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -529,12 +540,13 @@ class Executor:
 
     def _commit_all(self, finished: list[tuple[ActionState, list[Record]]]) -> None:
         """Journal the records of ``finished`` actions in one append."""
-        if not self.options.dry_run:
-            self.store.append(
+        if not self.context.options.dry_run:
+            store = self.context.store
+            store.append(
                 [record for _, records in finished for record in records],
                 durable=False,
             )
-            self.store.release(action.action_id for action, _ in finished)
+            store.release(action.action_id for action, _ in finished)
         for action, records in finished:
             self._count(action, records[-1])
 
@@ -574,7 +586,7 @@ class Executor:
     def _finish_parents(self) -> None:
         """Complete each tree whose files all ended; fail it if any failed."""
         children: dict[str, list[ActionState]] = defaultdict(list)
-        state = self.store.state
+        state = self.context.store.state
         for action in state.actions.values():
             # A compacted child has ended (completed or canceled), so it can
             # neither hold its tree open nor fail it, and reading its parent
@@ -614,14 +626,14 @@ class Executor:
                 self.summary.skipped += action.skipped
                 self.summary.identical_when_listed += action.skipped
         if records:
-            self.store.append(records, durable=True)
+            self.context.store.append(records, durable=True)
 
     def emit(self, type_: EventType, action: ActionState, **fields: object) -> None:
         """Pass an event about ``action`` to ``on_event``, if it takes that type."""
-        on_event = self.options.on_event
+        on_event = self.context.options.on_event
         if on_event is None or type_ not in self._event_types:
             return
-        source, destination = self.store.state.paths(action)
+        source, destination = self.context.store.state.paths(action)
         # A mkdir, delete or list of a tree's item has one path, on its side.
         service = action.added.service
         if service is Service.DESTINATION:
@@ -643,12 +655,13 @@ class Executor:
     def _callback(
         self, action: ActionState, attempt: int, size: int
     ) -> fsspec.callbacks.Callback | None:
-        if self.options.on_event is None or EventType.PROGRESS not in self._event_types:
+        on_event = self.context.options.on_event
+        if on_event is None or EventType.PROGRESS not in self._event_types:
             return None
         return _ProgressCallback(self, action, attempt, size)
 
     def _label(self, action: ActionState) -> str:
-        source, destination = self.store.state.paths(action)
+        source, destination = self.context.store.state.paths(action)
         return f"{action.kind} {source or ''} -> {destination or ''}".strip()
 
 

@@ -76,8 +76,7 @@ class Handout:
     def __init__(self, executor: Executor, copy: CopyEffect) -> None:
         self._executor = executor
         self._copy = copy
-        self.store = executor.store
-        self.options = executor.options
+        self.context = executor.context
 
     def feed(
         self,
@@ -152,17 +151,17 @@ class Handout:
         """
         if helper.journals_start:
             now = time.time_ns()
-            return self.store.start_all(
+            return self.context.store.start_all(
                 Started(action.action_id, _HANDED_ATTEMPT, now) for action in actions
             )
-        return self.store.reserve(action.action_id for action in actions)
+        return self.context.store.reserve(action.action_id for action in actions)
 
     def _take_back(
         self, action: ActionState, helper: copier.Helper, error: BaseException
     ) -> None:
         """End a hand-out whose copy came back undone, so it can run here."""
         if not helper.journals_start:
-            self.store.release([action.action_id])
+            self.context.store.release([action.action_id])
             return
         # The started attempt ends as a transient failure, and the next
         # attempt, here, sweeps what the helper may have left behind.
@@ -207,7 +206,7 @@ class Handout:
         checksum = self._copy.policy(action) is compare.Policy.CHECKSUM
         compares = checksum
         size, mtime_ns = -1, None
-        hints = self.options.hints
+        hints = self.context.options.hints
         hint = hints.get(action.action_id) if hints else None
         if hint is not None:
             entry, target = hint
@@ -218,7 +217,7 @@ class Handout:
                 return None
             compares = target is not None
             del hints[action.action_id]
-        source_path, destination_path = self.store.state.paths(action)
+        source_path, destination_path = self.context.store.state.paths(action)
         assert source_path is not None
         assert destination_path is not None
         return copier.Task(
@@ -246,7 +245,7 @@ class Handout:
         # batch went out keeps cancels away.
         attempt = _HANDED_ATTEMPT
         if action.terminal:
-            self.store.release([action.action_id])
+            self.context.store.release([action.action_id])
             return
         if isinstance(outcome, copier.Identical):
             self._finish_identical(action, outcome, observed_ns, group)
@@ -258,7 +257,7 @@ class Handout:
         self._executor.emit(
             EventType.PROGRESS, action, attempt=attempt, bytes=bytes_copied
         )
-        source_path, destination_path = self.store.state.paths(action)
+        source_path, destination_path = self.context.store.state.paths(action)
         assert source_path is not None
         assert destination_path is not None
         records = self._copy.copy_records(
@@ -300,7 +299,7 @@ class Handout:
             action, _HANDED_ATTEMPT, files, outcome.digest, observed_ns
         )
         if records is None:
-            self.store.release([action.action_id])
+            self.context.store.release([action.action_id])
             self._executor.run_action(action, group)
             return
         self._executor.emit(EventType.STARTED, action, attempt=_HANDED_ATTEMPT)
