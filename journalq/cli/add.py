@@ -29,8 +29,8 @@ from journalq.cli.queues import (
     queue_exists,
     removed_when_rejected,
 )
-from journalq.cli.running import add_copy, location_argument
-from journalq.errors import BatchError
+from journalq.cli.running import add_copy, location_argument, path_kind
+from journalq.errors import ActionError, BatchError
 from journalq.lock import read_holder
 from journalq.queue import StorageQueue
 
@@ -126,9 +126,11 @@ def _add_all(queue: StorageQueue, batch: Batch, file_name: str) -> list[str]:
     """Add every action of ``batch``, or none when the checks reject one.
 
     Each line is checked, and each tree listed, before the first action is
-    journaled (see :meth:`StorageQueue.add_all`).
+    journaled (see :meth:`StorageQueue.add_all`). The source of a
+    ``copy_file`` line must exist, as for ``journalq add copy``.
     """
     try:
+        _check_file_sources(queue, batch)
         return queue.add_all(specification for _, specification in batch.actions)
     except BatchError as error:
         line = batch.actions[error.index][0]
@@ -137,6 +139,18 @@ def _add_all(queue: StorageQueue, batch: Batch, file_name: str) -> list[str]:
             "file was added",
             code_for(error.error),
         )
+
+
+def _check_file_sources(queue: StorageQueue, batch: Batch) -> None:
+    """Raise ``BatchError`` for the first ``copy_file`` line whose source is missing."""
+    for index, (_, specification) in enumerate(batch.actions):
+        if specification["kind"] != "copy_file":
+            continue
+        source = specification["source"]
+        if path_kind(queue, queue.source.fs, queue.source.path(source)) is None:
+            raise BatchError(
+                index, ActionError(source, "source not found; check the path")
+            )
 
 
 def _add_one(

@@ -94,7 +94,7 @@ def add_copy(queue: StorageQueue, source: Location, destination: Location) -> st
     source_path = queue.source.path(source.path)
     hint = "check the URL, the credentials and the --source-option values"
     with step("reading the source", source.url, hint):
-        source_kind = _kind(queue, queue.source.fs, source_path)
+        source_kind = path_kind(queue, queue.source.fs, source_path)
         if source_kind is None and fsspec.core.has_magic(source.path):
             return " ".join(queue.copy_glob(source.path, destination.path))
         if source_kind is None:
@@ -103,7 +103,7 @@ def add_copy(queue: StorageQueue, source: Location, destination: Location) -> st
             )
     hint = "check the URL, the credentials and the --destination-option values"
     with step("reading the destination", destination.url, hint):
-        destination_kind = _kind(
+        destination_kind = path_kind(
             queue, queue.destination.fs, queue.destination.path(destination.path)
         )
     source_is_dir = source_kind == "directory"
@@ -118,7 +118,9 @@ def add_copy(queue: StorageQueue, source: Location, destination: Location) -> st
     return queue.copy_file(source.path, target)
 
 
-def _kind(queue: StorageQueue, fs: fsspec.AbstractFileSystem, path: str) -> str | None:
+def path_kind(
+    queue: StorageQueue, fs: fsspec.AbstractFileSystem, path: str
+) -> str | None:
     """Return ``"file"``, ``"directory"`` or None (nothing there) for ``path``.
 
     One ``info`` call, tried again after transient failures: fsspec's

@@ -199,6 +199,14 @@ REJECTED_LINES = {
         },
         lambda root: f"'{root / 'missing'}': source directory not found",
     ),
+    "missing source file": (
+        lambda root: {
+            "kind": "copy_file",
+            "source": str(root / "missing.txt"),
+            "destination": str(root / "m.txt"),
+        },
+        lambda root: f"'{root / 'missing.txt'}': source not found; check the path",
+    ),
     "destination in source": (
         lambda root: {
             "kind": "copy_tree",
