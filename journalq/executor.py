@@ -640,6 +640,8 @@ class Executor:
             source = None
         elif service is Service.SOURCE:
             destination = None
+        # A file added without its size has one once its copy knows it.
+        total = fields.pop("total", action.added.size)
         on_event(
             Event(
                 type_,
@@ -647,7 +649,7 @@ class Executor:
                 str(action.kind),
                 source=source,
                 destination=destination,
-                total=action.added.size,
+                total=total,  # type: ignore[arg-type]
                 **fields,  # type: ignore[arg-type]
             )
         )
@@ -678,7 +680,11 @@ class _ProgressCallback(fsspec.callbacks.Callback):
 
     def call(self, *args: object, **kwargs: object) -> None:
         self._executor.emit(
-            EventType.PROGRESS, self._action, attempt=self._attempt, bytes=self.value
+            EventType.PROGRESS,
+            self._action,
+            attempt=self._attempt,
+            bytes=self.value,
+            total=self.size,
         )
 
 

@@ -257,6 +257,10 @@ class RunProgress:
         Per action id, the bytes of a large copy that an earlier run sent
         as journaled parts. ``bytes`` leaves them out, and so does the
         ``completed`` event of that copy.
+    unsized:
+        Per action id, the same for the copies among ``files`` whose size
+        was not known when they were added. The first event that gives a
+        copy's size adds it to the bytes expected.
     clock:
         Source of monotonic seconds; tests pass their own.
     """
@@ -282,10 +286,12 @@ class RunProgress:
         done_earlier: int = 0,
         earlier_total: int = 0,
         resumed: dict[str, int] | None = None,
+        unsized: dict[str, int] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._lock = threading.Lock()
         self._resumed = dict(resumed or {})
+        self._unsized = dict(unsized or {})
         self._clock = clock
         self._started = clock()
         self._files_total = files
@@ -311,6 +317,7 @@ class RunProgress:
         files = 0
         size = 0
         resumed: dict[str, int] = {}
+        unsized: dict[str, int] = {}
         pending_children: collections.Counter[str] = collections.Counter()
         trees = []
         for action in queue.state.actions.values():
@@ -324,9 +331,10 @@ class RunProgress:
                 files += 1
                 size += added.size or 0
                 sent = _journaled_part_bytes(action)
-                # A copy of unknown size is not in the total, so neither
-                # are its parts.
-                if sent and added.size is not None:
+                if added.size is None:
+                    # Counted once its copy reports the size.
+                    unsized[action.action_id] = sent
+                elif sent:
                     resumed[action.action_id] = sent
                     size -= sent
             if added.parent is not None:
@@ -344,6 +352,7 @@ class RunProgress:
             done_earlier=done_earlier,
             earlier_total=earlier_total,
             resumed=resumed,
+            unsized=unsized,
         )
 
     def mark_stopping(self) -> None:
@@ -375,7 +384,20 @@ class RunProgress:
     def _advance(self, event: Event) -> None:
         if event.action_id not in self._in_flight:
             self._start(event)
-        self._in_flight[event.action_id][2] = event.bytes
+        entry = self._in_flight[event.action_id]
+        entry[2] = event.bytes
+        if entry[3] is None and event.total is not None:
+            entry[3] = event.total
+            self._learn_size(event.action_id, event.total)
+
+    def _learn_size(self, action_id: str, size: int) -> None:
+        """Add a copy's size to the bytes expected, once it is known."""
+        sent = self._unsized.pop(action_id, None)
+        if sent is None:
+            return
+        self._bytes_total += size - sent
+        if sent:
+            self._resumed[action_id] = sent
 
     def _leave(self, event: Event) -> bool:
         """Take an action out of the ones in flight; return whether it was."""
@@ -387,10 +409,17 @@ class RunProgress:
 
     def _end(self, event: Event) -> None:
         is_file = event.kind == Kind.COPY_FILE
+        entry = self._in_flight.get(event.action_id)
+        learned = entry[3] if entry is not None else None
         if not self._leave(event) and is_file:
             self._grow_totals(event)
-        # What the totals expected this file to move.
-        total = (event.total or 0) - self._resumed.pop(event.action_id, 0)
+        # What the totals expected this file to move: nothing for a file
+        # whose size they never learned.
+        expected = event.total if event.total is not None else learned
+        if event.action_id in self._unsized:
+            expected = 0
+            del self._unsized[event.action_id]
+        total = (expected or 0) - self._resumed.pop(event.action_id, 0)
         counts = self._counts
         if is_file:
             counts["files_done"] += 1

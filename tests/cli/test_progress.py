@@ -136,6 +136,26 @@ def test_resumed_parts_leave_the_totals() -> None:
     assert after.bytes_total == 40
 
 
+def test_size_learned_from_progress_counts() -> None:
+    """A file added without its size, as ``journalq copy FILE`` adds one.
+
+    Its copy reports the size with its first progress event, and an
+    earlier run sent 32 bytes of it as journaled parts.
+    """
+    progress = RunProgress(1, 0, unsized={"big": 32}, clock=Clock())
+
+    progress(_event(EventType.STARTED, "big"))
+    progress(_event(EventType.PROGRESS, "big", bytes=16, total=72))
+    during = progress.view()
+    progress(_event(EventType.COMPLETED, "big", bytes=40))
+    after = progress.view()
+
+    assert during.bytes_done == 16
+    assert during.bytes_total == 40
+    assert after.bytes_done == 40
+    assert after.bytes_total == 40
+
+
 def test_rate_uses_recent_window() -> None:
     clock = Clock()
     progress = RunProgress(2, 2_000_000, clock=clock)
@@ -194,6 +214,20 @@ def test_for_queue_counts_waiting_files(tmp_path: Path) -> None:
     assert view.bytes_total == sum(len(content) for content in SAMPLE.values())
     assert view.done_earlier == 0
     assert not view.resumed
+
+
+def test_for_queue_leaves_unknown_sizes_out(tmp_path: Path) -> None:
+    source = write_tree(tmp_path / "data", SAMPLE)
+    name = next(iter(SAMPLE))
+    with StorageQueue(str(source), str(tmp_path / "out"), tmp_path / "q") as queue:
+        queue.copy_file(name, name)
+        view = RunProgress.for_queue(queue).view()
+        summary = queue.run(on_event=(progress := RunProgress.for_queue(queue)))
+
+    assert view.files_total == 1
+    assert view.bytes_total == 0
+    assert summary.copied == 1
+    assert progress.view().bytes_total == len(SAMPLE[name])
 
 
 def test_for_queue_after_stop_reports_earlier(
