@@ -323,12 +323,25 @@ def print_table(
     numbers. A last column aligned to the left is not padded. The header is
     bold on a terminal.
     """
+    for number, line in enumerate(table_lines(rows, header, right=right)):
+        bold = bool(header) and number == 0
+        click.echo(click.style(line, bold=True) if bold else line)
+
+
+def table_lines(
+    rows: Sequence[Sequence[str]],
+    header: Sequence[str] | None = None,
+    *,
+    right: frozenset[int] = frozenset(),
+) -> list[str]:
+    """Return ``rows`` (after ``header``) as the lines of aligned columns."""
     every = [list(header)] if header else []
     every += [list(row) for row in rows]
     if not every:
-        return
+        return []
     widths = [max(len(row[index]) for row in every) for index in range(len(every[0]))]
-    for number, row in enumerate(every):
+    lines = []
+    for row in every:
         cells = []
         for index, cell in enumerate(row):
             if index in right:
@@ -337,10 +350,8 @@ def print_table(
                 cells.append(cell)
             else:
                 cells.append(cell.ljust(widths[index]))
-        line = "  ".join(cells).rstrip()
-        if header and number == 0:
-            line = click.style(line, bold=True)
-        click.echo(line)
+        lines.append("  ".join(cells).rstrip())
+    return lines
 
 
 def location_url(filesystem: str, path: str) -> str:

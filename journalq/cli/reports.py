@@ -31,6 +31,7 @@ from journalq.cli.output import (
     print_json,
     print_table,
     shorten_path,
+    table_lines,
 )
 from journalq.cli.queues import open_existing_queue
 from journalq.cli.running import json_option
@@ -359,10 +360,12 @@ def queues_command(as_json: bool) -> None:
     latest copy or sync of each.
 
     The first line names the folder that contains the queues, and each
-    queue is the folder of its NAME in it. LATEST COPY OR SYNC is the source
-    and the destination of the copy or sync added last to the queue, not a
-    path of the queue itself (`journalq copy` and `journalq sync` name a
-    queue after the SRC and DST they copy).
+    queue is the folder of its NAME in it. WAITING counts the actions the
+    next run takes up: when no process runs the queue, those a stopped run
+    left in progress too. Under each queue, "latest:" gives the source and
+    the destination of the copy or sync added to it last, not a path of the
+    queue itself (`journalq copy` and `journalq sync` name a queue after
+    the SRC and DST they copy).
     """
     rows = []
     for name in queue_names():
@@ -376,26 +379,42 @@ def queues_command(as_json: bool) -> None:
         click.echo(f"no queues in {queues_root()}", err=True)
         return
     click.echo(f"queues in {queues_root()}:")
-    table = [
+    header, *lines = table_lines(
         [
-            str(row["name"]),
-            _or_dash(row, "waiting"),
-            _or_dash(row, "completed"),
-            _or_dash(row, "failed"),
-            "yes" if row["running"] else "no",
-            str(row["last_run"] or "-"),
-            _shown_paths(row),
-        ]
-        for row in rows
-    ]
-    print_table(
-        table,
-        [
-            *("NAME", "WAITING", "COMPLETED", "FAILED", "RUNNING", "LAST RUN"),
-            "LATEST COPY OR SYNC",
+            [
+                str(row["name"]),
+                _waiting(row),
+                _or_dash(row, "completed"),
+                _or_dash(row, "failed"),
+                "yes" if row["running"] else "no",
+                _minutes(row["last_run"]),
+            ]
+            for row in rows
         ],
+        ("NAME", "WAITING", "COMPLETED", "FAILED", "RUNNING", "LAST RUN"),
         right=frozenset({1, 2, 3}),
     )
+    # The paths go on a line of their own, so a row fits 80 columns.
+    click.echo(click.style(header, bold=True))
+    for row, line in zip(rows, lines, strict=True):
+        click.echo(line)
+        click.echo(f"  latest: {_shown_paths(row)}")
+
+
+def _waiting(row: Mapping[str, Any]) -> str:
+    """Return the actions the next run takes up, or a dash for an unreadable queue."""
+    waiting = row.get("waiting")
+    if waiting is None:
+        return "-"
+    # A run that was stopped leaves its actions in progress, and the next
+    # run takes them up first.
+    stopped = 0 if row["running"] else row.get("inprogress") or 0
+    return str(waiting + stopped)
+
+
+def _minutes(last_run: str | None) -> str:
+    """Shorten an ISO date and time with its offset to the minute."""
+    return last_run[:16] if last_run else "-"
 
 
 def _queue_row(name: str, directory: Path) -> dict[str, Any]:

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from cli_helpers import SAMPLE, invoke, json_lines
 
+from journalq import StorageQueue
 from journalq.cli.exits import ExitCode
 from journalq.cli.output import location_url, shorten_path
 from journalq.cli.reports import SHOWN_PATH_CHARS
+from journalq.records import Started
 
 
 @pytest.fixture
@@ -181,9 +183,13 @@ def test_queues_lists_named_queues(
     assert lines[0] == f"queues in {queue_home / 'queues'}:"
     assert re.split(r"  +", lines[1]) == [
         *("NAME", "WAITING", "COMPLETED", "FAILED", "RUNNING", "LAST RUN"),
-        "LATEST COPY OR SYNC",
     ]
-    assert len(lines) == 4
+    # Each queue's row, then its latest copy or sync on a line of its own.
+    assert len(lines) == 6
+    assert lines[3] == "  latest: -"
+    assert lines[5].startswith("  latest: ")
+    assert lines[5].endswith("/mirror")
+    assert max(len(line) for line in lines[1:5:2]) <= 80
     names = [row["name"] for row in rows]
     assert names[0] == "nightly"
     assert names[1].startswith("sync-")
@@ -192,6 +198,24 @@ def test_queues_lists_named_queues(
     assert rows[0]["waiting"] == 1
     assert rows[0]["last_run"] is None
     assert rows[1]["last_run"] is not None
+
+
+def test_queues_count_stopped_actions_as_waiting(
+    tmp_path: Path, queue_home: Path
+) -> None:
+    """An action a killed run left in progress waits for the next run."""
+    invoke("add", "mkdir", str(tmp_path / "new"), "--queue", "nightly")
+    with StorageQueue(name=str(queue_home / "queues" / "nightly")) as queue:
+        (action_id,) = queue.state.actions
+        store = queue._store
+        assert store is not None
+        assert store.start(action_id, Started(action_id, 1, time.time_ns()))
+
+    plain = invoke("queues")
+    (row,) = json_lines(invoke("queues", "--json").stdout)
+
+    assert (row["waiting"], row["inprogress"]) == (0, 1)
+    assert re.split(r"  +", plain.stdout.splitlines()[2])[:2] == ["nightly", "1"]
 
 
 def test_queues_show_what_each_copies(
@@ -222,8 +246,13 @@ def test_queues_show_what_each_copies(
     assert rows["nightly"]["latest_copy"] is None
     assert rows["nightly"]["source"] is None
     assert rows["nightly"]["destination"] is None
-    lines = {line.split()[0]: line for line in plain.stdout.splitlines()[2:]}
-    assert lines["nightly"].endswith(" -")
+    # Each queue's row, then the line of its latest copy or sync.
+    shown_lines = plain.stdout.splitlines()[2:]
+    lines = {
+        row.split()[0]: latest
+        for row, latest in zip(shown_lines[::2], shown_lines[1::2], strict=True)
+    }
+    assert lines["nightly"] == "  latest: -"
     deep_name = next(
         row["name"] for row in copies if row["destination"] != "memory:///scratch"
     )
