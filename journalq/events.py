@@ -105,7 +105,9 @@ class RunSummary:
     ``deleted`` the deletes among them: a sync's deletions and ``delete``
     actions. ``identical_when_listed`` counts the files among ``skipped``
     that were found identical when their tree was listed, so they had no
-    action of their own.
+    action of their own. ``resumed_bytes`` are the bytes of the large
+    copies completed in this run that earlier runs had sent as journaled
+    parts; ``bytes`` leaves them out.
     """
 
     copied: int = 0
@@ -120,6 +122,7 @@ class RunSummary:
     failures: list[ActionInfo] = field(default_factory=list)
     deleted: int = 0
     identical_when_listed: int = 0
+    resumed_bytes: int = 0
 
     @property
     def ok(self) -> bool:
@@ -137,6 +140,7 @@ class RunSummary:
             "identical_when_listed": self.identical_when_listed,
             "retried": self.retried,
             "bytes": self.bytes,
+            "resumed_bytes": self.resumed_bytes,
             "elapsed": round(self.elapsed, 3),
             "interrupted": self.interrupted,
             "remaining": self.remaining,

@@ -562,6 +562,7 @@ class Executor:
             if completed.outcome is Outcome.COPIED:
                 self.summary.copied += 1
                 self.summary.bytes += sent
+                self.summary.resumed_bytes += completed.bytes - sent
             elif completed.outcome is Outcome.SKIPPED:
                 self.summary.skipped += 1
             else:

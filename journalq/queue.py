@@ -1030,6 +1030,7 @@ def _accumulate(total: RunSummary, part: RunSummary) -> None:
     total.deleted += part.deleted
     total.retried += part.retried
     total.bytes += part.bytes
+    total.resumed_bytes += part.resumed_bytes
     total.elapsed += part.elapsed
     total.interrupted = part.interrupted
     total.remaining = part.remaining

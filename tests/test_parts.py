@@ -164,6 +164,7 @@ def test_killed_copy_resends_one_part(tmp_path: Path, source: bytes) -> None:
     assert (tmp_path / "dst" / "big.bin").read_bytes() == source
     # The three journaled parts were not sent again, so they are not counted.
     assert summary.bytes == SIZE - 3 * MIB
+    assert summary.resumed_bytes == 3 * MIB
     written = journal_records(tmp_path / "q", PartWritten)
     resent = [record.part.number for record in written[before:]]
     assert resent == [3, 4, 5, 6]

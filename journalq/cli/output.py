@@ -101,6 +101,9 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
     else:
         text += f"; {format_bytes(summary.bytes)} in {summary.elapsed:.1f} s"
         text += f" ({format_bytes(rate_of(summary))}/s)"
+        if summary.resumed_bytes:
+            resumed = format_bytes(summary.resumed_bytes)
+            text += f", after {resumed} that earlier runs sent in journaled parts"
     if summary.interrupted:
         text += "; interrupted"
     # A dry run leaves every action it planned waiting, which is not what

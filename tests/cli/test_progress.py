@@ -13,7 +13,8 @@ import pytest
 from cli_helpers import SAMPLE, write_tree
 from rich.console import Console
 
-from journalq import StorageQueue
+from journalq import RunSummary, StorageQueue
+from journalq.cli.output import format_summary
 from journalq.events import Event, EventType
 from journalq.progress import (
     ProgressDisplay,
@@ -314,3 +315,13 @@ def test_display_ends_with_newline_in_file() -> None:
 
     assert output.getvalue().endswith("\n")
     assert "1/1 (100%)" in output.getvalue()
+
+
+def test_summary_names_resumed_parts() -> None:
+    summary = RunSummary(copied=1, bytes=3 * 1024**2, resumed_bytes=5 * 1024**2)
+    summary.elapsed = 1.0
+
+    text = format_summary(summary)
+
+    assert text.startswith("copied 1, skipped 0, failed 0, retried 0; 3.0 MiB in")
+    assert text.endswith(", after 5.0 MiB that earlier runs sent in journaled parts")
