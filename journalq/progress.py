@@ -165,6 +165,9 @@ class ProgressView:
         Both are 0 for a new transfer.
     stopping:
         True once a stop was requested: no new action starts.
+    bytes_earlier:
+        Bytes of the large copies in this run that earlier runs sent as
+        journaled parts; ``bytes_total`` leaves them out.
     """
 
     files_done: int
@@ -183,11 +186,12 @@ class ProgressView:
     done_earlier: int
     earlier_total: int
     stopping: bool
+    bytes_earlier: int = 0
 
     @property
     def resumed(self) -> bool:
         """True when earlier runs already ended part of this transfer."""
-        return self.done_earlier > 0
+        return self.done_earlier > 0 or self.bytes_earlier > 0
 
     @property
     def syncing(self) -> int:
@@ -292,6 +296,7 @@ class RunProgress:
         self._lock = threading.Lock()
         self._resumed = dict(resumed or {})
         self._unsized = dict(unsized or {})
+        self._bytes_earlier = sum(self._resumed.values())
         self._clock = clock
         self._started = clock()
         self._files_total = files
@@ -398,6 +403,7 @@ class RunProgress:
         self._bytes_total += size - sent
         if sent:
             self._resumed[action_id] = sent
+            self._bytes_earlier += sent
 
     def _leave(self, event: Event) -> bool:
         """Take an action out of the ones in flight; return whether it was."""
@@ -448,7 +454,7 @@ class RunProgress:
         """Return the totals as they are now."""
         with self._lock:
             now = self._clock()
-            in_flight = _busiest_first(self._in_flight)
+            in_flight = _busiest_first(self._in_flight, self._resumed)
             moving = sum(transfer.bytes for transfer in in_flight)
             bytes_done = self._bytes_ended + moving
             rate = self._rate(now, bytes_done)
@@ -471,6 +477,7 @@ class RunProgress:
                 done_earlier=self._done_earlier,
                 earlier_total=self._earlier_total,
                 stopping=self._stopping,
+                bytes_earlier=self._bytes_earlier,
             )
         return _with_eta(view)
 
@@ -590,16 +597,26 @@ _MOVING: Final = frozenset({EventType.STARTED, EventType.PROGRESS})
 _TRANSFERRING: Final = _MOVING | {EventType.COMPLETED}
 
 
-def _busiest_first(in_flight: dict[str, list[Any]]) -> tuple[Transfer, ...]:
+def _busiest_first(
+    in_flight: dict[str, list[Any]], resumed: dict[str, int]
+) -> tuple[Transfer, ...]:
     """Return the actions in flight, the ones a reader wants to see first.
 
     First those part way through their bytes, then those just started
     (newest first), then those whose bytes are all written. A local copy
     that has written its bytes waits for its group's filesystem sync before
-    it is journaled as completed, so those are mostly done already.
+    it is journaled as completed, so those are mostly done already. A large
+    copy's total leaves out the ``resumed`` bytes that earlier runs sent,
+    as its moved bytes do.
     """
     transfers = [
-        Transfer(action_id, kind, path, moved, total)
+        Transfer(
+            action_id,
+            kind,
+            path,
+            moved,
+            None if total is None else total - resumed.get(action_id, 0),
+        )
         for action_id, (kind, path, moved, total) in in_flight.items()
     ]
     transfers.reverse()
@@ -746,13 +763,7 @@ def render_view(view: ProgressView, width: int = 80) -> RenderableType:
     )
     parts: list[RenderableType] = []
     if view.resumed:
-        parts.append(
-            Text(
-                f"Resumed: {view.done_earlier} of {view.earlier_total} were done "
-                "by earlier runs",
-                style="cyan",
-            )
-        )
+        parts.append(Text(_resumed_line(view), style="cyan"))
     parts.append(grid)
     parts.append(Text.assemble(("Rate  ", "bold"), rate))
     parts.append(Text(view.counts(), style="red" if view.failed else ""))
@@ -766,6 +777,18 @@ def render_view(view: ProgressView, width: int = 80) -> RenderableType:
             )
         )
     return Group(*parts)
+
+
+def _resumed_line(view: ProgressView) -> str:
+    """Say what earlier runs did of the transfers this run resumes."""
+    sent = f"{format_bytes(view.bytes_earlier)} of large files"
+    if not view.done_earlier:
+        return f"Resumed: {sent} were sent by earlier runs"
+    line = (
+        f"Resumed: {view.done_earlier} of {view.earlier_total} items were done "
+        "by earlier runs"
+    )
+    return f"{line}, and {sent} sent" if view.bytes_earlier else line
 
 
 def _in_flight_lines(view: ProgressView, width: int) -> list[RenderableType]:

@@ -114,7 +114,7 @@ def test_terminal_progress_stop_and_resume(
     resumed = terminal.screen(second)
 
     assert second_status == ExitCode.OK, resumed
-    assert "Resumed: 20 of 41 were done by earlier runs" in resumed
+    assert "Resumed: 20 of 41 items were done by earlier runs" in resumed
     assert "22/22 (100%)" in resumed
     assert RATE_LINE.search(resumed) is not None, resumed
     assert "copied 22, skipped 0, failed 0" in resumed

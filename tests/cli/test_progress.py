@@ -153,8 +153,26 @@ def test_size_learned_from_progress_counts() -> None:
 
     assert during.bytes_done == 16
     assert during.bytes_total == 40
+    # The file's own line counts this run's bytes too.
+    assert [(t.bytes, t.total) for t in during.in_flight] == [(16, 40)]
     assert after.bytes_done == 40
     assert after.bytes_total == 40
+
+
+def test_resumed_line_names_bytes_of_large_files() -> None:
+    progress = RunProgress(1, 0, unsized={"big": 5 * 1024**2}, clock=Clock())
+    progress(_event(EventType.STARTED, "big"))
+    progress(_event(EventType.PROGRESS, "big", bytes=1, total=8 * 1024**2))
+    view = progress.view()
+
+    assert view.bytes_earlier == 5 * 1024**2
+    assert view.resumed
+    console = Console(width=100, file=io.StringIO(), force_terminal=False)
+    console.print(render_view(view, 100))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+
+    assert "Resumed: 5.0 MiB of large files were sent by earlier runs" in text
+    assert "1 B/3.0 MiB" in text
 
 
 def test_rate_uses_recent_window() -> None:
@@ -297,7 +315,7 @@ def test_render_view_shows_totals() -> None:
     console.print(render_view(progress.view(), 100))
     text = console.file.getvalue()  # type: ignore[attr-defined]
 
-    assert "Resumed: 5 of 15 were done by earlier runs" in text
+    assert "Resumed: 5 of 15 items were done by earlier runs" in text
     assert "Files" in text
     assert "0/10 (0%)" in text
     assert "ETA -" in text
