@@ -24,6 +24,7 @@ import logging
 import os
 import posixpath
 import queue as queue_module
+import stat as stat_module
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 import msgspec
 
-from journalq import compare, expansion, inbox, opening, parts, retry
+from journalq import compare, digest, expansion, inbox, opening, parts, retry
 from journalq.backends import Filesystem, open_filesystem
 from journalq.errors import ActionError, BatchError, QueueError
 from journalq.events import ActionInfo, Event, EventType, RunSummary
@@ -253,8 +254,14 @@ class StorageQueue:
         return self._prepare_file(source, destination)
 
     def _prepare_file(self, source: str, destination: str) -> Commit:
-        """Check a copy of one file between paths already resolved."""
+        """Check a copy of one file between paths already resolved.
+
+        A local source's size is recorded with the action, for the run's
+        byte totals and its choice of workers; a remote one would cost a
+        request per file added, so its size is learned when it is copied.
+        """
         check_overlap(self.source.fs, source, self.destination.fs, destination)
+        size = _local_size(source) if self.source.local else None
 
         def commit() -> str:
             pending = self._pending(Kind.COPY_FILE, source, destination)
@@ -266,6 +273,7 @@ class StorageQueue:
                 destination,
                 source=source,
                 destination=destination,
+                size=size,
             )
             self._journal([added])
             return added.action_id
@@ -1019,6 +1027,15 @@ def _event_types(names: Iterable[str] | None) -> frozenset[EventType] | None:
             "unknown event type; expected some of "
             + ", ".join(str(kind) for kind in EventType),
         ) from None
+
+
+def _local_size(path: str) -> int | None:
+    """Return the size of the local file at ``path``; None if there is none."""
+    try:
+        info = os.stat(digest.local_path(path))
+    except OSError:
+        return None
+    return info.st_size if stat_module.S_ISREG(info.st_mode) else None
 
 
 def _accumulate(total: RunSummary, part: RunSummary) -> None:

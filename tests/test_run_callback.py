@@ -98,9 +98,9 @@ def test_callback_memory_copy_with_skip(
 
     assert summary.copied == len(SIZES) - 1
     assert summary.skipped == 1
-    # A file added by copy_file has no size until it is copied, so the
-    # total starts at 0 and grows as the files end.
-    assert callback.sizes[0] == 0
+    # A local file added by copy_file has its size recorded, so the total
+    # is known from the start and shrinks by the file found identical.
+    assert callback.sizes[0] == total
     assert callback.sizes[-1] == total - skipped
     assert callback.value == total - skipped
     assert {memory_fs.cat_file(f"/dst/{name}") for name in SIZES} == set(

@@ -235,18 +235,31 @@ def test_for_queue_counts_waiting_files(tmp_path: Path) -> None:
     assert not view.resumed
 
 
-def test_for_queue_leaves_unknown_sizes_out(tmp_path: Path) -> None:
+def test_for_queue_counts_a_local_file_added_alone(tmp_path: Path) -> None:
     source = write_tree(tmp_path / "data", SAMPLE)
     name = next(iter(SAMPLE))
     with StorageQueue(str(source), str(tmp_path / "out"), tmp_path / "q") as queue:
         queue.copy_file(name, name)
+        view = RunProgress.for_queue(queue).view()
+
+    assert view.files_total == 1
+    assert view.bytes_total == len(SAMPLE[name])
+
+
+def test_for_queue_learns_a_remote_size_when_copied(
+    tmp_path: Path, memory: fsspec.AbstractFileSystem
+) -> None:
+    """A remote file added alone has no size until its copy stats it."""
+    memory.pipe_file("/data/big.bin", b"x" * 5000)
+    with StorageQueue("memory://data", str(tmp_path / "out"), tmp_path / "q") as queue:
+        queue.copy_file("big.bin", "big.bin")
         view = RunProgress.for_queue(queue).view()
         summary = queue.run(on_event=(progress := RunProgress.for_queue(queue)))
 
     assert view.files_total == 1
     assert view.bytes_total == 0
     assert summary.copied == 1
-    assert progress.view().bytes_total == len(SAMPLE[name])
+    assert progress.view().bytes_total == 5000
 
 
 def test_for_queue_after_stop_reports_earlier(
