@@ -113,7 +113,9 @@ def status_command(as_json: bool) -> None:
     click.echo(describe_skipped(counts))
     click.echo(describe_copied(counts))
     if last is not None:
-        click.echo(f"last run: {describe_last_run(last)}")
+        when, what = describe_last_run(last)
+        click.echo(f"last run: {when}")
+        click.echo(f"  {what}")
     for label, text in steps.items():
         click.echo(f"{label}: {text}")
 
@@ -123,15 +125,18 @@ def _count_rows(counts: Mapping[str, int]) -> list[list[str]]:
 
 
 def describe_skipped(counts: Mapping[str, int]) -> str:
-    """Return the ``skipped`` line of ``status``, split into what it adds up."""
+    """Return the ``skipped`` line of ``status``, split into what it adds up.
+
+    The files found identical when their tree was listed have no action of
+    their own; the others are completed actions that a run skipped.
+    """
+    skipped = counts["skipped"]
+    if not skipped:
+        return "skipped: 0"
     listed = counts["identical_when_listed"]
-    run = counts["skipped"] - listed
-    files = "file" if listed == 1 else "files"
-    actions = "action" if run == 1 else "actions"
     return (
-        f"skipped: {counts['skipped']} = {listed} {files} identical when "
-        f"listed (no action of their own) + {run} completed {actions} skipped "
-        "when run"
+        f"skipped: {skipped} ({listed} identical when listed, "
+        f"{skipped - listed} when run)"
     )
 
 
@@ -164,21 +169,24 @@ def _describe_holder(holder: dict | None) -> str:
     )
 
 
-def describe_last_run(last: LastRun) -> str:
-    """Return one line about a queue's last run: when, how it ended, rate."""
+def describe_last_run(last: LastRun) -> tuple[str, str]:
+    """Return two lines about a queue's last run: when it ended, what it did."""
     ended = datetime.datetime.fromtimestamp(last.ended).astimezone()
     how = "interrupted" if last.interrupted else "ended"
-    text = (
+    when = (
         f"{how} {ended.isoformat(sep=' ', timespec='seconds')} after "
-        f"{format_duration(last.elapsed)}: copied {last.copied}, skipped "
-        f"{last.skipped}, failed {last.failed}, retried {last.retried}"
+        f"{format_duration(last.elapsed)}"
+    )
+    text = (
+        f"copied {last.copied}, skipped {last.skipped}, failed {last.failed}, "
+        f"retried {last.retried}"
     )
     if last.deleted:
         text += f", deleted {last.deleted}"
     text += f"; {format_bytes(last.bytes)} at {format_bytes(last.rate)}/s"
     if last.remaining:
         text += f"; {last.remaining} left"
-    return text
+    return when, text
 
 
 def next_steps(
