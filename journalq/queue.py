@@ -257,8 +257,8 @@ class StorageQueue:
         """Check a copy of one file between paths already resolved.
 
         A local source's size is recorded with the action, for the run's
-        byte totals and its choice of workers; a remote one would cost a
-        request per file added, so its size is learned when it is copied.
+        byte totals and its choice of workers. A remote source's size would
+        cost a request per file added, so it is learned when it is copied.
         """
         check_overlap(self.source.fs, source, self.destination.fs, destination)
         size = _local_size(source) if self.source.local else None

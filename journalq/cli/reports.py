@@ -113,9 +113,9 @@ def status_command(as_json: bool) -> None:
     click.echo(describe_skipped(counts))
     click.echo(describe_copied(counts))
     if last is not None:
-        when, what = describe_last_run(last)
-        click.echo(f"last run: {when}")
-        click.echo(f"  {what}")
+        ended, counts_line = describe_last_run(last)
+        click.echo(f"last run: {ended}")
+        click.echo(f"  {counts_line}")
     for label, text in steps.items():
         click.echo(f"{label}: {text}")
 
