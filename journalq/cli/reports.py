@@ -370,10 +370,11 @@ def queues_command(as_json: bool) -> None:
     The first line names the folder that contains the queues, and each
     queue is the folder of its NAME in it. WAITING counts the actions the
     next run takes up: when no process runs the queue, those a stopped run
-    left in progress too. Under each queue, "latest:" gives the source and
-    the destination of the copy or sync added to it last, not a path of the
-    queue itself (`journalq copy` and `journalq sync` name a queue after
-    the SRC and DST they copy).
+    left in progress too, and LAST RUN then says the run died mid-run.
+    Under each queue, "latest:" gives the source and the destination of the
+    copy or sync added to it last, not a path of the queue itself
+    (`journalq copy` and `journalq sync` name a queue after the SRC and DST
+    they copy).
     """
     rows = []
     for name in queue_names():
@@ -395,7 +396,7 @@ def queues_command(as_json: bool) -> None:
                 _or_dash(row, "completed"),
                 _or_dash(row, "failed"),
                 "yes" if row["running"] else "no",
-                _minutes(row["last_run"]),
+                _last_run(row),
             ]
             for row in rows
         ],
@@ -420,8 +421,15 @@ def _waiting(row: Mapping[str, Any]) -> str:
     return str(waiting + stopped)
 
 
-def _minutes(last_run: str | None) -> str:
-    """Shorten an ISO date and time with its offset to the minute."""
+def _last_run(row: Mapping[str, Any]) -> str:
+    """Return when the last run ended, to the minute, or that it died.
+
+    Actions in progress in a queue that no process runs are the mark of a
+    run that was killed or crashed: a run that stops cleanly ends them.
+    """
+    if not row["running"] and row.get("inprogress"):
+        return "died mid-run"
+    last_run = row["last_run"]
     return last_run[:16] if last_run else "-"
 
 

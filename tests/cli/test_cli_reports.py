@@ -215,7 +215,9 @@ def test_queues_count_stopped_actions_as_waiting(
     (row,) = json_lines(invoke("queues", "--json").stdout)
 
     assert (row["waiting"], row["inprogress"]) == (0, 1)
-    assert re.split(r"  +", plain.stdout.splitlines()[2])[:2] == ["nightly", "1"]
+    cells = re.split(r"  +", plain.stdout.splitlines()[2])
+    assert cells[:2] == ["nightly", "1"]
+    assert cells[-1] == "died mid-run"
 
 
 def test_queues_show_what_each_copies(
