@@ -42,7 +42,7 @@ def cli() -> None:
     (Ctrl-C, kill -9, a reboot) resumes where it stopped when it is run
     again. Exit status: 0 all completed, 1 some actions failed, 2 invalid
     usage, 3 queue locked by another process, 4 journal corrupt or queue
-    unusable, 130 interrupted.
+    unusable, 130 interrupted, 141 stdout closed (by `head`, for example).
     """
 
 
