@@ -54,9 +54,11 @@ __all__ = [
     "SourceChangedError",
     "UploadGoneError",
     "copy_in_parts",
+    "note_failed_sync",
     "open_target",
     "register_part_target",
     "source_identity",
+    "sync_failed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -331,7 +333,7 @@ class LocalPartTarget(PartTarget):
         #: inside it may have been written by an earlier attempt. Nothing is
         #: read back from a file whose sync failed (see :meth:`_sync`).
         self._resumed_size = 0
-        if upload is not None and self.upload not in _failed_syncs:
+        if upload is not None and not sync_failed(self.upload):
             self._resumed_size = os.fstat(self._fd).st_size
 
     def recover(self, part: Part) -> bool:
@@ -415,7 +417,7 @@ class LocalPartTarget(PartTarget):
         try:
             durable.ops.fdatasync(fd)
         except OSError:
-            _failed_syncs.add(self.upload)
+            note_failed_sync(self.upload)
             raise
 
     def _written_before(self, fd: int, offset: int, data: bytes) -> bool:
@@ -437,6 +439,21 @@ class LocalPartTarget(PartTarget):
 
 #: Parts files of this process whose sync failed once.
 _failed_syncs: set[str] = set()
+
+
+def note_failed_sync(upload: str) -> None:
+    """Remember that a sync of the parts file ``upload`` failed.
+
+    After a failed writeback Linux keeps the bytes in the page cache, so a
+    later attempt in this process would read such a part back intact. Every
+    target that reads parts back asks :func:`sync_failed` first.
+    """
+    _failed_syncs.add(upload)
+
+
+def sync_failed(upload: str) -> bool:
+    """Return whether a sync of the parts file ``upload`` failed in this process."""
+    return upload in _failed_syncs
 
 
 def _write_at(fd: int, offset: int, data: bytes) -> None:

@@ -109,8 +109,16 @@ class SFTPPartTarget(parts.PartTarget):
         except FileNotFoundError:
             target._open_missing()
             return target
-        target._resumed_size = target._run(target._file.stat).size or 0
+        # Nothing is read back from a parts file whose sync failed: the
+        # server may still serve bytes its disk never got.
+        if not parts.sync_failed(target._sync_key):
+            target._resumed_size = target._run(target._file.stat).size or 0
         return target
+
+    @property
+    def _sync_key(self) -> str:
+        """The name of the parts file among those whose sync failed."""
+        return self.fs.url_of(self.upload)
 
     def recover(self, part: Part) -> bool:
         file = self._finished if self._finished is not None else self._require_open()
@@ -224,6 +232,12 @@ class SFTPPartTarget(parts.PartTarget):
         self._close_finished()
 
     def _sync(self, file: Any) -> None:
+        """Sync the parts written so far, and remember a failure.
+
+        A later attempt in this process then writes every part again rather
+        than reading back bytes the server's disk may not have (see
+        :func:`journalq.parts.note_failed_sync`).
+        """
         try:
             self._run(file.fsync)
         except SFTPOpUnsupported:
@@ -234,6 +248,9 @@ class SFTPPartTarget(parts.PartTarget):
                     "before they are journaled",
                     self.fs.url_of(""),
                 )
+        except BaseException:
+            parts.note_failed_sync(self._sync_key)
+            raise
 
     async def _open_file(self, path: str, flags: int) -> Any:
         async with self.fs._pool.get() as channel:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import fsspec
 import msgspec
 import pytest
@@ -44,7 +45,7 @@ from relay import Relay
 from store_helpers import Store
 
 from journalq import RunSummary, StorageQueue, compare, digest, faults, parts
-from journalq.backends import objects, open_filesystem
+from journalq.backends import objects, open_filesystem, sftp_parts
 from journalq.journal.reader import scan
 from journalq.records import Completed, PartsPlanned, PartWritten, decode_batch
 from journalq.store import JOURNAL_DIR
@@ -747,3 +748,43 @@ def test_tree_download_reads_file_once(tmp_path, remote):
     assert summary.failures == []
     assert summary.retried == 0
     assert remote.received <= DOWNLOAD_SIZE * (1 + OVERHEAD)
+
+
+@remotes("sftp")
+def test_failed_parts_sync_writes_parts_again(tmp_path, remote):
+    """After a failed fsync the retry writes its parts instead of reading back.
+
+    The failure is simulated, because a real server cannot be made to fail
+    one fsync on cue: the third fsync of the parts file raises
+    SFTPConnectionLost in place of the request. The bytes of that part may
+    be in the server's page cache only, so reading them back would find
+    them intact although its disk may not have them.
+    """
+    data = random.Random(f"{SEED}-sync").randbytes(SIZE)
+    copy = upload(tmp_path, remote, data)
+    fsync = asyncssh.SFTPClientFile.fsync
+    calls = 0
+
+    async def failing_third(self: asyncssh.SFTPClientFile) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise asyncssh.SFTPConnectionLost("connection lost during fsync")
+        await fsync(self)
+
+    found: list[bool] = []
+    written_before = sftp_parts.SFTPPartTarget._written_before
+
+    def spy(target: Any, file: Any, offset: int, part: bytes) -> bool:
+        found.append(written_before(target, file, offset, part))
+        return found[-1]
+
+    remote.monkeypatch.setattr(asyncssh.SFTPClientFile, "fsync", failing_third)
+    remote.monkeypatch.setattr(sftp_parts.SFTPPartTarget, "_written_before", spy)
+
+    summary = copy.finish()
+
+    assert summary.retried == 1
+    assert uploaded(remote) == data
+    assert found
+    assert not any(found)
