@@ -105,9 +105,10 @@ class RunSummary:
     ``deleted`` the deletes among them: a sync's deletions and ``delete``
     actions. ``identical_when_listed`` counts the files among ``skipped``
     that were found identical when their tree was listed, so they had no
-    action of their own. ``resumed_bytes`` are the bytes of the large
-    copies completed in this run that earlier runs had sent as journaled
-    parts; ``bytes`` leaves them out.
+    action of their own. ``remaining`` counts the actions still waiting,
+    not a tree that waits only for its items. ``resumed_bytes`` are the
+    bytes of the large copies completed in this run that earlier runs had
+    sent as journaled parts; ``bytes`` leaves them out.
     """
 
     copied: int = 0

@@ -204,12 +204,14 @@ class Executor:
         finally:
             group.commit()
 
+        open_trees = 0
         if not dry_run:
-            self._finish_parents()
+            open_trees = self._finish_parents()
             store.flush()
         self.summary.elapsed = time.monotonic() - started
         self.summary.interrupted = self.stopping()
-        self.summary.remaining = store.state.counts[Status.WAITING]
+        # A tree waiting for its items is no work of its own.
+        self.summary.remaining = store.state.counts[Status.WAITING] - open_trees
         summary = self.summary
         logger.info(
             "run ended: copied %d, skipped %d, failed %d, %d bytes in %.1f s%s",
@@ -584,8 +586,11 @@ class Executor:
 
     # Parents, events ----------------------------------------------------------
 
-    def _finish_parents(self) -> None:
-        """Complete each tree whose files all ended; fail it if any failed."""
+    def _finish_parents(self) -> int:
+        """Complete each tree whose files all ended; fail it if any failed.
+
+        Returns how many trees still wait for some of their items.
+        """
         children: dict[str, list[ActionState]] = defaultdict(list)
         state = self.context.store.state
         for action in state.actions.values():
@@ -597,6 +602,7 @@ class Executor:
             if action.added.parent is not None:
                 children[action.added.parent].append(action)
         records: list[Record] = []
+        open_trees = 0
         for action in state.actions.values():
             if action.kind not in _PARENTS or action.terminal:
                 continue
@@ -604,6 +610,8 @@ class Executor:
                 continue
             kids = children.get(action.action_id, [])
             if any(not kid.terminal for kid in kids):
+                if action.status is Status.WAITING:
+                    open_trees += 1
                 continue
             failed = sum(1 for kid in kids if kid.status is Status.FAILED)
             attempt = action.attempts + 1
@@ -628,6 +636,7 @@ class Executor:
                 self.summary.identical_when_listed += action.skipped
         if records:
             self.context.store.append(records, durable=True)
+        return open_trees
 
     def emit(self, type_: EventType, action: ActionState, **fields: object) -> None:
         """Pass an event about ``action`` to ``on_event``, if it takes that type."""

@@ -216,7 +216,7 @@ def test_ctrl_c_stops_and_resume_finishes(many: Path, tmp_path: Path) -> None:
 
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
-    resumed = run_journalq("run", "--queue", queue)
+    resumed = run_journalq("run", "--queue", queue, "--json")
 
     assert process.returncode == ExitCode.INTERRUPTED, stderr
     assert f"journalq run --queue {queue}" in stderr
@@ -230,6 +230,11 @@ def test_ctrl_c_stops_and_resume_finishes(many: Path, tmp_path: Path) -> None:
     assert summary["resume"] == f"journalq run --queue {queue}"
     assert resumed.returncode == ExitCode.OK, resumed.stderr
     assert read_tree(tmp_path / "out") == read_tree(many)
+    # What was left is what the resumed run did: the tree that waited for
+    # its files is not counted as an action left.
+    last = json.loads(resumed.stdout.splitlines()[-1])
+    ran = last["copied"] + last["skipped"] + last["done"]
+    assert ran - last["identical_when_listed"] == summary["remaining"]
 
 
 def _start_stalled_run(
