@@ -46,6 +46,7 @@ from journalq import compare, digest, durable, faults, transfer
 from journalq.backends import is_local
 
 __all__ = [
+    "Copied",
     "CopyProcess",
     "Helper",
     "Identical",
@@ -93,7 +94,7 @@ class Task(msgspec.Struct, array_like=True, frozen=True):
 
 
 class Identical(msgspec.Struct, frozen=True):
-    """A task whose destination already holds the source's bytes.
+    """A task whose destination already contains the source's bytes.
 
     Both files were read and hashed; ``digest`` is the digest they share.
     Each side's mtime and :data:`Stamp` come from an ``fstat`` made before
@@ -108,12 +109,15 @@ class Identical(msgspec.Struct, frozen=True):
     destination_stamp: Stamp
 
 
-#: The result of one task. A copy is a tuple: bytes, digest string, the
-#: source's mtime, whether the destination got that mtime, and the
-#: source's :data:`Stamp` when it is a local file, read before its content.
-#: A compared destination that matched is :class:`Identical`. ``None`` when
-#: the coordinator must handle the file.
-Outcome = tuple[int, str, int | None, bool, Stamp | None] | Identical | None
+#: A finished copy: bytes, digest string, the source's mtime, whether the
+#: destination got that mtime, and the source's :data:`Stamp` when it is a
+#: local file, read before its content.
+Copied = tuple[int, str, int | None, bool, Stamp | None]
+
+#: The result of one task: :data:`Copied`, :class:`Identical` for a
+#: compared destination that matched, or ``None`` when the coordinator must
+#: handle the file.
+Outcome = Copied | Identical | None
 
 
 class Helper(Protocol):

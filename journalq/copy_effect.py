@@ -527,18 +527,17 @@ class CopyEffect:
     ) -> list[Record] | None:
         """Return the records of a copy whose destination a helper found identical.
 
-        The helper hashed both ``files`` (source, destination) and both gave
+        The helper hashed both ``files`` (source, destination) with the
+        algorithm the comparison of two local files picks, and both gave
         ``digest_string``. The decision is the one :meth:`copy` makes, from
-        those digests, and both enter the digest cache as if this process
-        had read the files after ``observed_ns``. Returns ``None`` when the
-        action's policy copies anyway.
+        that digest, and both files enter the digest cache as if this
+        process had read them after ``observed_ns``. Returns ``None`` when
+        the action's policy copies anyway.
         """
-        context = self.context
-        source_path, destination_path = context.store.state.paths(action)
+        source_path, destination_path = self.context.store.state.paths(action)
         assert source_path is not None
         assert destination_path is not None
         source, destination = files
-        algorithm, _ = digest.split_digest(digest_string)
         self._cache.put(
             str(Service.SOURCE), source_path, source, digest_string, observed_ns
         )
@@ -549,32 +548,12 @@ class CopyEffect:
             digest_string,
             observed_ns,
         )
-
-        def known(
-            fs: fsspec.AbstractFileSystem,
-            path: str,
-            info: compare.FileInfo,
-            service: Service,
-        ) -> compare.DigestFunction:
-            # The helper's digest, or a read here for another algorithm.
-            def digest_of(*asked: str) -> str:
-                if (asked or (digest.DEFAULT_ALGORITHM,))[0] == algorithm:
-                    return digest_string
-                return self._digest(fs, path, info, service, *asked)
-
-            return digest_of
-
         decision = compare.decide(
             self.policy(action),
             source,
             destination,
-            source_digest=known(context.source.fs, source_path, source, Service.SOURCE),
-            destination_digest=known(
-                context.destination.fs,
-                destination_path,
-                destination,
-                Service.DESTINATION,
-            ),
+            source_digest=lambda *_: digest_string,
+            destination_digest=lambda *_: digest_string,
         )
         return _skipped(action, attempt, decision) if decision.identical else None
 

@@ -16,7 +16,7 @@ part-wise digest by default, ``xxh128p<MiB>``: the xxh128 of the
 concatenated 16-byte xxh128 digests of its consecutive pieces of that many
 MiB, the pieces being the parts :func:`part_size_for` gives a file of its
 size. A copy in parts computes it from the digests it journals per part,
-so a resumed copy never reads again the parts an earlier run journaled; a
+so a resumed copy needs no read of the parts an earlier run journaled. A
 file read whole streams into the same value.
 
 A backend that computes digests itself (an SFTP server running
@@ -121,7 +121,7 @@ def default_algorithm(size: int) -> str:
     part_size = part_size_for(size)
     if size <= part_size or part_size % _MIB:
         return DEFAULT_ALGORITHM
-    return f"{PARTWISE}{part_size // _MIB}"
+    return _partwise_name(part_size)
 
 
 def combine_parts(checksums: list[str], part_size: int) -> str:
@@ -134,11 +134,7 @@ def combine_parts(checksums: list[str], part_size: int) -> str:
     """
     if len(checksums) == 1:
         return checksums[0]
-    if part_size % _MIB:
-        raise ValueError(
-            f"part size {part_size} is not a whole number of MiB, which a "
-            "part-wise digest's name needs"
-        )
+    name = _partwise_name(part_size)
     combined = xxhash.xxh128()
     for checksum in checksums:
         algorithm, hex_digits = split_digest(checksum)
@@ -148,7 +144,17 @@ def combine_parts(checksums: list[str], part_size: int) -> str:
                 "part-wise digest combines only those"
             )
         combined.update(bytes.fromhex(hex_digits))
-    return f"{PARTWISE}{part_size // _MIB}:{combined.hexdigest()}"
+    return f"{name}:{combined.hexdigest()}"
+
+
+def _partwise_name(part_size: int) -> str:
+    """Return the name of the part-wise digest over parts of ``part_size`` bytes."""
+    if part_size % _MIB:
+        raise ValueError(
+            f"part size {part_size} is not a whole number of MiB, which a "
+            "part-wise digest's name needs"
+        )
+    return f"{PARTWISE}{part_size // _MIB}"
 
 
 class _Partwise:
@@ -330,8 +336,8 @@ def _hash_local(path: str, hasher: Hasher, chunk_size: int) -> None:
 def hash_open_file(fd: int, algorithm: str = DEFAULT_ALGORITHM) -> tuple[str, int]:
     """Hash the local file open at ``fd`` from its position to its end.
 
-    Returns the digest string and the number of bytes read, which tells a
-    caller that compares it with an earlier ``fstat`` whether the file
+    Returns the digest string and the number of bytes read. A caller that
+    compares that count with an earlier ``fstat`` sees whether the file
     changed during the read.
     """
     hasher = Hasher(algorithm)

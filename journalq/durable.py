@@ -30,7 +30,14 @@ from collections.abc import Callable
 
 from journalq import faults
 
-__all__ = ["FileOps", "atomic_write", "fsync_dir", "ops", "remove_temporaries"]
+__all__ = [
+    "FileOps",
+    "atomic_write",
+    "fsync_dir",
+    "fsync_file",
+    "ops",
+    "remove_temporaries",
+]
 
 _FULLFSYNC = getattr(__import__("fcntl"), "F_FULLFSYNC", None)
 
@@ -120,6 +127,15 @@ ops: FileOps = FileOps()
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     """Make the entries of directory ``path`` (creates, renames) durable."""
     ops.fsync_dir(os.fspath(path))
+
+
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """Make the content of the file at ``path`` durable."""
+    fd = ops.open(os.fspath(path), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        ops.fsync(fd)
+    finally:
+        ops.close(fd)
 
 
 def atomic_write(

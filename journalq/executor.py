@@ -513,11 +513,7 @@ class Executor:
         """
         _, path = self.context.store.state.paths(action)
         assert path is not None
-        fd = durable.ops.open(digest.local_path(path), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            durable.ops.fsync(fd)
-        finally:
-            durable.ops.close(fd)
+        durable.fsync_file(digest.local_path(path))
 
     def _sync_entries(self, action: ActionState) -> None:
         """Sync the directory above the path of a local mkdir or delete.
@@ -650,7 +646,7 @@ class Executor:
             source = None
         elif service is Service.SOURCE:
             destination = None
-        # A file added without its size has one once its copy knows it.
+        # A file added without its size gets one once its copy stats it.
         total = fields.pop("total", action.added.size)
         on_event(
             Event(

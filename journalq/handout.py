@@ -233,8 +233,7 @@ class Handout:
         self,
         action: ActionState,
         task: copier.Task,
-        outcome: tuple[int, str, int | None, bool, copier.Stamp | None]
-        | copier.Identical,
+        outcome: copier.Copied | copier.Identical,
         observed_ns: int,
         group: DurableGroup,
     ) -> None:

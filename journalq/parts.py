@@ -446,7 +446,7 @@ def note_failed_sync(upload: str) -> None:
 
     After a failed writeback Linux keeps the bytes in the page cache, so a
     later attempt in this process would read such a part back intact. Every
-    target that reads parts back asks :func:`sync_failed` first.
+    target that reads parts back calls :func:`sync_failed` first.
     """
     _failed_syncs.add(upload)
 

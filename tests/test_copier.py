@@ -471,7 +471,7 @@ def test_comparing_helper_copies_missing_destination(tmp_path: Path) -> None:
 
 
 def test_sync_into_identical_tree_compares_in_helpers(tmp_path: Path) -> None:
-    """A first sync into a tree that holds the same files already.
+    """A first sync into a tree that contains the same files already.
 
     Under the checksum policy the helpers hash both sides; the coordinator
     journals the skips, with digests in the cache for the next sync. Files
@@ -491,7 +491,7 @@ def test_sync_into_identical_tree_compares_in_helpers(tmp_path: Path) -> None:
     an_hour_ago = time.time_ns() - 3600 * 10**9
     for path in [*(tmp_path / "src").rglob("*"), *destination.rglob("*")]:
         os.utime(path, ns=(an_hour_ago, an_hour_ago))
-    made: list[InlineHelper] = []
+    created: list[InlineHelper] = []
     identical: list[copier.Identical] = []
 
     class Spy(InlineHelper):
@@ -501,8 +501,8 @@ def test_sync_into_identical_tree_compares_in_helpers(tmp_path: Path) -> None:
             return outcomes
 
     def helpers(source: Filesystem, target: Filesystem) -> list[InlineHelper]:
-        made.extend(Spy(source.fs, target.fs) for _ in range(2))
-        return made
+        created.extend(Spy(source.fs, target.fs) for _ in range(2))
+        return created
 
     with StorageQueue(tmp_path / "src", destination, tmp_path / "q") as queue:
         queue.sync("", "")

@@ -370,7 +370,7 @@ def queues_command(as_json: bool) -> None:
     The first line names the folder that contains the queues, and each
     queue is the folder of its NAME in it. WAITING counts the actions the
     next run takes up: when no process runs the queue, those a stopped run
-    left in progress too, and LAST RUN then says the run died mid-run.
+    left in progress too, and LAST RUN then reads "died mid-run".
     Under each queue, "latest:" gives the source and the destination of the
     copy or sync added to it last, not a path of the queue itself
     (`journalq copy` and `journalq sync` name a queue after the SRC and DST
