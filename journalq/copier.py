@@ -93,7 +93,7 @@ class Task(msgspec.Struct, array_like=True, frozen=True):
     compare: bool = False
 
 
-class Identical(msgspec.Struct, frozen=True):
+class Identical(msgspec.Struct, array_like=True, frozen=True, tag=2):
     """A task whose destination already contains the source's bytes.
 
     Both files were read and hashed; ``digest`` is the digest they share.
@@ -109,10 +109,22 @@ class Identical(msgspec.Struct, frozen=True):
     destination_stamp: Stamp
 
 
-#: A finished copy: bytes, digest string, the source's mtime, whether the
-#: destination got that mtime, and the source's :data:`Stamp` when it is a
-#: local file, read before its content.
-Copied = tuple[int, str, int | None, bool, Stamp | None]
+class Copied(msgspec.Struct, array_like=True, frozen=True, tag=1):
+    """A finished copy, with what the coordinator journals about both files."""
+
+    bytes: int
+    digest: str
+    #: The source's mtime, read before its content.
+    mtime_ns: int | None
+    #: Whether the destination got that mtime.
+    mtime_set: bool
+    #: The source's :data:`Stamp` when it is a local file, read before its
+    #: content.
+    source_stamp: Stamp | None
+    #: The destination's :data:`Stamp` after the rename, when the helper
+    #: wrote a local file; ``None`` leaves the stat to the coordinator.
+    destination_stamp: Stamp | None = None
+
 
 #: The result of one task: :data:`Copied`, :class:`Identical` for a
 #: compared destination that matched, or ``None`` when the coordinator must
@@ -353,8 +365,17 @@ def _copy_open(fd: int, task: Task, durable: bool, nonce: str | None) -> Outcome
         if task.size >= 0 and copied != task.size:
             return None
         sink.commit(info.st_mtime_ns)
-    stamp = (info.st_ctime_ns, info.st_ino)
-    return copied, hasher.digest_string(), info.st_mtime_ns, True, stamp
+    # The rename gave the destination a new ctime. Reading it here, in the
+    # helper, spares the coordinator a system call per file.
+    written = os.stat(task.destination)
+    return Copied(
+        copied,
+        hasher.digest_string(),
+        info.st_mtime_ns,
+        True,
+        (info.st_ctime_ns, info.st_ino),
+        (written.st_ctime_ns, written.st_ino),
+    )
 
 
 def _copy_any(
@@ -401,7 +422,9 @@ def _copy_any(
             sink.commit(mtime_ns)
     except Exception:
         return None
-    return result.bytes, result.digest, mtime_ns, transfer.keeps_mtime(sink), stamp
+    return Copied(
+        result.bytes, result.digest, mtime_ns, transfer.keeps_mtime(sink), stamp
+    )
 
 
 def _send(fd: int, payload: bytes) -> None:

@@ -432,11 +432,14 @@ class CopyEffect:
         observed_ns: int,
         *,
         sets_mtime: bool,
+        written: tuple[int, int] | None = None,
     ) -> list[Record]:
         """Return the records of a finished copy: digests, then completed.
 
         ``sets_mtime`` is true when the destination got the source's mtime,
         which makes a cached destination digest match its next stat.
+        ``written`` is the local destination's ctime and inode after the
+        rename, when the copy read them; otherwise they are read here.
         """
         source_path, destination_path = paths
         source_identity = Identity(source.size, source.mtime_ns, result.digest)
@@ -457,8 +460,10 @@ class CopyEffect:
                     source.inode,
                 )
             )
-            written = self._written_stamp(destination_path) if sets_mtime else None
-            if written is not None:
+            stamp: tuple[int | None, int | None] | None = None
+            if sets_mtime:
+                stamp = written or self._written_stamp(destination_path)
+            if stamp is not None:
                 records.append(
                     Digested(
                         Service.DESTINATION,
@@ -467,7 +472,7 @@ class CopyEffect:
                         mtime_ns,
                         result.digest,
                         observed_ns,
-                        *written,
+                        *stamp,
                     )
                 )
         # The digested records already carry both identities; repeating

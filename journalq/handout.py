@@ -249,7 +249,8 @@ class Handout:
         if isinstance(outcome, copier.Identical):
             self._finish_identical(action, outcome, observed_ns, group)
             return
-        bytes_copied, digest_string, mtime_ns, mtime_set, stamp = outcome
+        bytes_copied = outcome.bytes
+        stamp = outcome.source_stamp
         ctime_ns, inode = stamp if stamp is not None else (None, None)
         # The bytes are written already; the completion waits for the sync.
         self._executor.emit(EventType.STARTED, action, attempt=attempt)
@@ -263,10 +264,13 @@ class Handout:
             action,
             attempt,
             (source_path, destination_path),
-            compare.FileInfo(bytes_copied, mtime_ns, ctime_ns=ctime_ns, inode=inode),
-            transfer.CopyResult(bytes_copied, digest_string),
+            compare.FileInfo(
+                bytes_copied, outcome.mtime_ns, ctime_ns=ctime_ns, inode=inode
+            ),
+            transfer.CopyResult(bytes_copied, outcome.digest),
             observed_ns,
-            sets_mtime=mtime_set,
+            sets_mtime=outcome.mtime_set,
+            written=outcome.destination_stamp,
         )
         self._executor.finish(action, records, group)
 

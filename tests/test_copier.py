@@ -60,11 +60,11 @@ def test_copies_batch_in_order(tmp_path: Path) -> None:
     finally:
         helper.close()
 
-    assert first[0] is not None
-    assert second[0] is not None
-    assert first[0][0] == 5
-    assert second[0][0] == 11
-    assert first[0][1].startswith("xxh128:")
+    assert isinstance(first[0], copier.Copied)
+    assert isinstance(second[0], copier.Copied)
+    assert first[0].bytes == 5
+    assert second[0].bytes == 11
+    assert first[0].digest.startswith("xxh128:")
     assert (tmp_path / "out" / "b").read_bytes() == b"second file"
     mtime = (tmp_path / "a").stat().st_mtime_ns
     assert (tmp_path / "out" / "a").stat().st_mtime_ns == mtime
@@ -246,9 +246,9 @@ def test_unlisted_file_takes_found_size(tmp_path: Path) -> None:
 
     # A destination that exists needs comparing, which the coordinator does.
     assert existing is None
-    assert copied is not None
-    assert copied[0] == 7
-    assert copied[2] == (tmp_path / "new").stat().st_mtime_ns
+    assert isinstance(copied, copier.Copied)
+    assert copied.bytes == 7
+    assert copied.mtime_ns == (tmp_path / "new").stat().st_mtime_ns
     assert (tmp_path / "out" / "new").read_bytes() == b"resumed"
 
 
@@ -395,9 +395,11 @@ def test_helper_leaves_existing_destination(
     outcomes = copier.copy_tasks(tasks, local, memory_fs, durable=True)
 
     assert outcomes[1] is None
-    assert outcomes[0] is not None
-    assert outcomes[0][0] == 3
-    assert outcomes[0][3] is True
+    assert isinstance(outcomes[0], copier.Copied)
+    assert outcomes[0].bytes == 3
+    assert outcomes[0].mtime_set is True
+    # Off the local disk the coordinator reads no stamp either.
+    assert outcomes[0].destination_stamp is None
     assert memory_fs.cat_file("/out/a") == b"new"
 
 
@@ -465,9 +467,12 @@ def test_comparing_helper_copies_missing_destination(tmp_path: Path) -> None:
         [compare_task(tmp_path / "src", tmp_path / "dst")], local, local, durable=True
     )
 
-    assert isinstance(outcome, tuple)
-    assert outcome[0] == 8
+    assert isinstance(outcome, copier.Copied)
+    assert outcome.bytes == 8
     assert (tmp_path / "dst").read_bytes() == b"new file"
+    # The stamp is the renamed file's, read after the rename.
+    written = (tmp_path / "dst").stat()
+    assert outcome.destination_stamp == (written.st_ctime_ns, written.st_ino)
 
 
 def test_sync_into_identical_tree_compares_in_helpers(tmp_path: Path) -> None:

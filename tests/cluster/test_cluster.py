@@ -272,7 +272,9 @@ def test_concurrent_runs_never_mix(
 
     def run_task() -> None:
         encoded = _copy_batch(payload, spec, spec)
-        results[threading.current_thread().name] = msgspec.msgpack.decode(encoded)
+        results[threading.current_thread().name] = msgspec.msgpack.decode(
+            encoded, type=list[copier.Outcome]
+        )
 
     first = threading.Thread(target=run_task, name="one")
     second = threading.Thread(target=run_task, name="two")
@@ -288,11 +290,13 @@ def test_concurrent_runs_never_mix(
 
     hasher = digest.Hasher()
     hasher.update(data)
-    expected = [len(data), hasher.digest_string()]
-    assert results["one"][0][:2] == expected
+    expected = (len(data), hasher.digest_string())
+    first_copy = results["one"][0]
+    assert (first_copy.bytes, first_copy.digest) == expected
     assert copied_while_second_stalls == data
     assert destination.read_bytes() == data
-    assert results["two"][0] is None or results["two"][0][:2] == expected
+    second_copy = results["two"][0]
+    assert second_copy is None or (second_copy.bytes, second_copy.digest) == expected
     assert sorted(os.listdir(destination.parent)) == ["copy.bin"]
 
 
