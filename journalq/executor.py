@@ -53,6 +53,7 @@ from journalq import (
     inbox,
     parts,
     retry,
+    transfer,
 )
 from journalq.backends import Filesystem
 from journalq.copy_effect import CopyEffect, Interrupted
@@ -623,6 +624,8 @@ class Executor:
                         finished_ns=time.time_ns(),
                     )
                 )
+            elif not kids and not action.skipped:
+                records.append(self._finish_empty_tree(action, attempt))
             else:
                 records.append(done_record(action, attempt, "tree"))
             # Files found identical when the tree was listed have no action
@@ -633,6 +636,38 @@ class Executor:
         if records:
             self.context.store.append(records, durable=True)
         return open_trees
+
+    def _finish_empty_tree(self, action: ActionState, attempt: int) -> Record:
+        """End a tree whose source was empty, making its destination directory.
+
+        ``cp -r`` and rsync make that directory, and a script that copies a
+        directory expects the copy to exist, empty or not.
+        """
+        _, destination = self.context.store.state.paths(action)
+        assert destination is not None
+        if not self.context.options.dry_run:
+            try:
+                if self.context.destination.local:
+                    # Synced, as the records that follow claim it is there.
+                    path = digest.local_path(destination)
+                    transfer.make_directories(path, fsync=True)
+                else:
+                    self.context.destination.fs.makedirs(destination, exist_ok=True)
+            except OSError as exc:
+                message = f"cannot make the destination directory {destination}: {exc}"
+                with self._summary_lock:
+                    self.summary.failed += 1
+                self.emit(EventType.FAILED, action, attempt=attempt, error=message)
+                logger.warning("failed %s: %s", self._label(action), message)
+                return Failed(
+                    action.action_id,
+                    attempt,
+                    type(exc).__name__,
+                    message,
+                    False,
+                    finished_ns=time.time_ns(),
+                )
+        return done_record(action, attempt, "tree")
 
     def emit(self, type_: EventType, action: ActionState, **fields: object) -> None:
         """Pass an event about ``action`` to ``on_event``, if it takes that type."""

@@ -58,6 +58,7 @@ __all__ = [
     "Sink",
     "copy_file",
     "keeps_mtime",
+    "make_directories",
     "new_nonce",
     "open_sink",
     "register_sink",
@@ -256,7 +257,7 @@ class LocalSink(Sink):
             # The directory is missing. Creating it only now, instead of
             # checking for it first, saves a stat per file in a tree whose
             # directories were made by its mkdir actions.
-            _make_directories(self._directory, fsync=fsync)
+            make_directories(self._directory, fsync=fsync)
             self._fd = durable.ops.open(temporary, flags, FILE_MODE)
         except FileExistsError:
             # Left by a process killed during this same attempt, before its
@@ -316,13 +317,13 @@ class LocalSink(Sink):
             durable.ops.close(fd)
 
 
-def _make_directories(directory: str, *, fsync: bool) -> None:
+def make_directories(directory: str, *, fsync: bool) -> None:
     """Create ``directory`` and its missing parents, syncing each new entry."""
     if os.path.isdir(directory):
         return
     parent = os.path.dirname(directory)
     if parent and parent != directory:
-        _make_directories(parent, fsync=fsync)
+        make_directories(parent, fsync=fsync)
     try:
         durable.ops.mkdir(directory, DIRECTORY_MODE)
     except FileExistsError:

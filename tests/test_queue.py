@@ -170,6 +170,44 @@ def test_rerun_of_tree_never_nests(src, dst, queue_dir):
     assert read_tree(dst) == read_tree(src)
 
 
+@pytest.mark.parametrize("method", ["copy_tree", "sync"])
+def test_empty_source_tree_makes_its_root(tmp_path, dst, queue_dir, method):
+    """cp -r and rsync make the copy of an empty folder; so does journalq."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with StorageQueue(str(empty), str(dst), name=str(queue_dir)) as queue:
+        getattr(queue, method)(str(empty), str(dst / "copy"))
+        summary = queue.run()
+        counts = queue.status()
+    assert summary.ok
+    assert counts["completed"] == 1
+    assert (dst / "copy").is_dir()
+    assert list((dst / "copy").iterdir()) == []
+
+
+def test_empty_source_tree_dry_run_makes_nothing(tmp_path, dst, queue_dir):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with StorageQueue(str(empty), str(dst), name=str(queue_dir)) as queue:
+        queue.copy_tree(str(empty), str(dst))
+        queue.run(dry_run=True)
+    assert not dst.exists()
+
+
+def test_empty_tree_root_blocked_by_file(tmp_path, dst, queue_dir):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with StorageQueue(str(empty), str(dst), name=str(queue_dir)) as queue:
+        tree = queue.copy_tree(str(empty), str(dst / "copy"))
+        # A file where the destination's parent folder goes, after the add.
+        dst.write_bytes(b"not a folder")
+        summary = queue.run()
+        [failed] = queue.get_actions("failed")
+    assert not summary.ok
+    assert failed.id == tree
+    assert "cannot make the destination directory" in (failed.error or "")
+
+
 def test_sync_delete_removes_extraneous(src, dst, queue_dir):
     dst.mkdir()
     (dst / "stale.txt").write_bytes(b"old")
