@@ -35,6 +35,7 @@ from benchmarks.harness import Summary, describe_machine, describe_tools, round_
 from benchmarks.transfer_bench import (
     RATIOS,
     SCENARIOS,
+    STARTUP,
     Ratio,
     Sample,
     Scenario,
@@ -282,8 +283,9 @@ def _commands_section() -> list[str]:
     lines = [
         "## Commands",
         "",
-        "SRC is the dataset, DST a fresh folder (copy) or a `cp -a` copy of SRC "
-        "(no-op), QDIR a fresh queue folder. RUN in a failure reason is the "
+        "SRC is the dataset (for startup, a folder holding one 4 KiB file), DST "
+        "a fresh folder (copy, startup) or a `cp -a` copy of SRC (no-op), QDIR a "
+        "fresh queue folder. RUN in a failure reason is the "
         "run's folder under `benchmarks/work/runs/`, kept with `--keep`.",
         "",
         "| scenario | row | command |",
@@ -372,9 +374,16 @@ def _ratio_section(results: TransferResults) -> list[str]:
 def _ratio_row(results: TransferResults, ratio: Ratio) -> str:
     where = (ratio.scenario, ratio.dataset)
     name = f"{ratio.numerator} / {ratio.denominator}"
-    values = round_ratios(
-        results.walls(*where, ratio.numerator), results.walls(*where, ratio.denominator)
-    )
+    numerators = results.walls(*where, ratio.numerator)
+    if ratio.less is not None:
+        name = f"({ratio.numerator} - {ratio.less} start-up) / {ratio.denominator}"
+        starts = results.walls(STARTUP.key, ratio.dataset, ratio.less)
+        numerators = {
+            index: wall - starts[index]
+            for index, wall in numerators.items()
+            if index in starts
+        }
+    values = round_ratios(numerators, results.walls(*where, ratio.denominator))
     prefix = f"| {ratio.scenario} | ({ratio.dataset}) | {name} |"
     if not values:
         reasons = [

@@ -1,6 +1,6 @@
 """Time journalq's transfers side by side with the peer tools.
 
-Two scenarios run on each dataset, every tool as a whole process:
+Three scenarios run on each dataset, every tool as a whole process:
 
 - copy: a full copy into an empty destination. The peers are ``cp -r``,
   ``cp -r`` followed by ``sync`` (the floor for a copy that is on disk when
@@ -14,6 +14,10 @@ Two scenarios run on each dataset, every tool as a whole process:
   ``fsspec.generic.rsync``. journalq runs ``journalq sync --compare
   checksum`` twice on one queue with the second run timed (its digest
   cache is warm), and once on a fresh queue (cold cache).
+- startup: a copy of a folder holding one 4 KiB file, which is the cost of
+  starting each tool and stopping it. It runs in the rounds of every
+  dataset, so that a killed and resumed run, which starts twice, can be
+  compared less the second start.
 
 The procedure works around three properties of the machines it was written on:
 
@@ -193,6 +197,8 @@ class Scenario:
     into_identical: bool
     """True: runs share a destination identical to the source, and must
     leave it unchanged. False: each run copies into a fresh, missing folder."""
+    source: DatasetSpec | None = None
+    """The tree every round copies, when not the dataset of the round."""
 
 
 COPY = Scenario(
@@ -250,7 +256,19 @@ NOOP = Scenario(
     into_identical=True,
 )
 
-SCENARIOS = (COPY, NOOP)
+STARTUP = Scenario(
+    "startup",
+    "Start-up: a copy of one 4 KiB file",
+    (
+        Contender("rclone copy", _rclone("copy", "--transfers", "4")),
+        FSSPEC,
+        Contender("journalq copy", _journalq_copy),
+    ),
+    into_identical=False,
+    source=DatasetSpec("one", 1, 4096),
+)
+
+SCENARIOS = (COPY, NOOP, STARTUP)
 
 
 @dataclass(frozen=True)
@@ -264,6 +282,9 @@ class Ratio:
     bound: float | None = None
     """Upper bound of the median ratio, or None to report it without a target."""
     inclusive: bool = True
+    less: str | None = None
+    """A contender of the start-up scenario whose wall time in the same round
+    is taken off the numerator's."""
 
     def target(self) -> str:
         if self.bound is None:
@@ -291,6 +312,16 @@ RATIOS = (
     ),
     *(
         Ratio("copy", key, "rclone copy, killed and resumed", "rclone copy")
+        for key in "abc"
+    ),
+    *(
+        Ratio(
+            "copy",
+            key,
+            "journalq copy, killed and resumed",
+            "journalq copy",
+            less="journalq copy",
+        )
         for key in "abc"
     ),
 )
@@ -410,12 +441,16 @@ class TransferBench:
         self.results.rss_floor_kib = floor.max_rss_kib
         try:
             sync_failures = self._check_syncs()
+            expected: dict[Path, ExpectedTree] = {}
             for spec in self.results.specs:
-                source = ensure_dataset(spec, self.work_dir / "datasets")
-                expected = ExpectedTree.of(source)
                 for scenario in SCENARIOS:
+                    tree = ensure_dataset(
+                        scenario.source or spec, self.work_dir / "datasets"
+                    )
+                    if tree not in expected:
+                        expected[tree] = ExpectedTree.of(tree)
                     blocked = sync_failures if scenario.into_identical else {}
-                    self._run_scenario(scenario, spec, source, expected, blocked)
+                    self._run_scenario(scenario, spec, tree, expected[tree], blocked)
         finally:
             if not self.keep:
                 logger.info("deleting the destinations under %s", self.run_dir)
@@ -550,7 +585,8 @@ class TransferBench:
         """Delete finished rounds early if this round would fill the disk."""
         if scenario.into_identical:
             return
-        needed = len(scenario.contenders) * spec.total_bytes + DISK_RESERVE
+        copied = scenario.source or spec
+        needed = len(scenario.contenders) * copied.total_bytes + DISK_RESERVE
         if shutil.disk_usage(self.run_dir).free >= needed:
             return
 
