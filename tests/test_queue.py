@@ -281,6 +281,44 @@ def test_overlapping_trees_rejected(src, queue_dir):
             queue.copy_tree(str(src), str(src / "inside"))
 
 
+@pytest.mark.parametrize(
+    "outside",
+    ["/etc", "../elsewhere", "sub/../../elsewhere", "{src}-sibling"],
+)
+def test_path_outside_the_root_is_rejected(src, dst, queue_dir, outside):
+    """A queue opened on a directory acts below it, as an rclone remote does."""
+    outside = outside.format(src=src)
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        with pytest.raises(ActionError, match="outside") as caught:
+            queue.sync(outside, str(dst))
+        with pytest.raises(ActionError, match="outside"):
+            queue.copy_file("a.txt", "/tmp/elsewhere.txt")
+        with pytest.raises(ActionError, match="outside"):
+            queue.delete("destination", str(dst) + "-sibling", recursive=True)
+        assert queue.status()["length"] == 0
+    assert caught.value.value == outside
+
+
+def test_paths_at_and_below_the_root_are_taken(src, dst, queue_dir):
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.copy_tree(str(src), str(dst))
+        queue.copy_file("empty.bin", "copies/empty.bin")
+        queue.mkdir("destination", "made")
+        summary = queue.run()
+    assert summary.ok
+    assert (dst / "copies" / "empty.bin").exists()
+    assert (dst / "made").is_dir()
+
+
+def test_memory_root_confines_paths(queue_dir):
+    with StorageQueue(
+        "memory://confined/src", "memory://confined/dst", name=str(queue_dir)
+    ) as queue:
+        with pytest.raises(ActionError, match="outside"):
+            queue.copy_tree("memory://confined/other", "memory://confined/dst")
+        queue.mkdir("destination", "memory://confined/dst/inside")
+
+
 def test_dangling_symlink_fails_alone(src, dst, queue_dir):
     (src / "dangling").symlink_to(src / "nowhere")
     with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:

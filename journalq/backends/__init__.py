@@ -163,15 +163,40 @@ class Filesystem:
         return self._fs
 
     def path(self, value: str) -> str:
-        """Resolve an action's path: relative paths join the base path."""
-        if "://" not in value and self.base and not value.startswith("/"):
-            value = posixpath.join(self.base, value)
-        if self.local and "://" not in value:
-            value = os.path.abspath(value)
-        return self._fs._strip_protocol(value).rstrip("/") or "/"
+        """Resolve an action's path: relative paths join the base path.
+
+        Raises ``ActionError`` for a path outside the base path: a queue
+        opened on ``/data`` acts on ``/data`` and below, as an rclone remote
+        stays within its root.
+        """
+        resolved = value
+        if "://" not in resolved and self.base and not resolved.startswith("/"):
+            resolved = posixpath.join(self.base, resolved)
+        if self.local and "://" not in resolved:
+            resolved = os.path.abspath(resolved)
+        resolved = self._fs._strip_protocol(resolved).rstrip("/") or "/"
+        if self.base and not _within(resolved, self._root()):
+            raise ActionError(
+                value,
+                f"is outside {self.url}, the root this queue was opened with; "
+                f"give a path under it, or use a queue whose root contains it",
+            )
+        return resolved
+
+    def _root(self) -> str:
+        base = self.base
+        if self.local:
+            base = os.path.abspath(base)
+        return self._fs._strip_protocol(base).rstrip("/") or "/"
 
     def __repr__(self) -> str:
         return f"Filesystem({self.url!r})"
+
+
+def _within(path: str, root: str) -> bool:
+    """Return whether ``path`` is ``root`` or below it."""
+    prefix = root if root.endswith("/") else root + "/"
+    return path == root or path.startswith(prefix)
 
 
 def open_filesystem(url: str, options: dict[str, Any] | None = None) -> Filesystem:

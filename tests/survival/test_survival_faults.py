@@ -271,7 +271,7 @@ def test_listing_retried_at_add(tmp_path, memory):
         flaky_plan: FaultPlan = q.source.fs.plan
     with _open(tmp_path, source, str(tmp_path / "out"), source_options=broken) as q:
         with pytest.raises(ActionError, match="listing failed 5 times") as failure:
-            q.copy_tree(source, str(tmp_path / "again"))
+            q.copy_tree(source, str(tmp_path / "out" / "again"))
 
     assert summary.copied == 1
     assert len(flaky_plan.injected) == 2
