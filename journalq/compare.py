@@ -62,6 +62,7 @@ __all__ = [
     "decide",
     "is_trusted",
     "listed_info",
+    "mtimes_match",
     "register_stat",
     "stat",
     "stat_generic",
@@ -427,7 +428,7 @@ def decide(
     if policy is Policy.SIZE:
         return _decision(True, "size", source, destination)
     if policy is Policy.SIZE_MTIME:
-        same = _mtimes_match(source.mtime_ns, destination.mtime_ns)
+        same = mtimes_match(source.mtime_ns, destination.mtime_ns)
         return _decision(same, "size+mtime", source, destination)
     algorithm = choose_algorithm(source, destination)
     return _compare_digests(
@@ -499,7 +500,8 @@ def _compare_digests(
     )
 
 
-def _mtimes_match(source_ns: int | None, destination_ns: int | None) -> bool:
+def mtimes_match(source_ns: int | None, destination_ns: int | None) -> bool:
+    """Return whether two mtimes are equal within :data:`MODIFY_WINDOW_NS`."""
     if source_ns is None or destination_ns is None:
         return False
     return abs(source_ns - destination_ns) < MODIFY_WINDOW_NS

@@ -35,6 +35,7 @@ import signal
 import stat
 import struct
 import sys
+import time
 from collections.abc import Sequence
 from typing import Final, Protocol
 
@@ -329,6 +330,11 @@ def _compare_local(task: Task) -> Identical | None:
     read_whole = source_read == destination_read == source.st_size
     if source_digest != destination_digest or not read_whole:
         return None
+    if not compare.mtimes_match(source.st_mtime_ns, destination.st_mtime_ns):
+        # As rsync -a and rclone do: the skipped copy gets the source's
+        # mtime, so a later size+mtime comparison skips it too.
+        os.utime(task.destination, ns=(time.time_ns(), source.st_mtime_ns))
+        destination = os.stat(task.destination)
     return Identical(
         source.st_size,
         source_digest,

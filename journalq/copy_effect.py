@@ -148,6 +148,7 @@ class CopyEffect:
             ),
         )
         if decision.identical:
+            self._align_mtime(destination_path, source, destination, decision)
             return _skipped(action, attempt, decision)
         if context.options.dry_run:
             # The bytes are those the copy would move, so the summary adds up
@@ -160,6 +161,42 @@ class CopyEffect:
         return self._transfer(
             action, attempt, source_path, destination_path, source, destination, group
         )
+
+    def _align_mtime(
+        self,
+        path: str,
+        source: compare.FileInfo,
+        destination: compare.FileInfo | None,
+        decision: compare.Decision,
+    ) -> None:
+        """Give the source's mtime to a local destination skipped for its content.
+
+        rsync -a and rclone do the same, and it lets a later size+mtime
+        comparison skip the file too. The new mtime enters the digest cache.
+        """
+        mtime_ns = source.mtime_ns
+        if (
+            destination is None
+            or mtime_ns is None
+            or compare.mtimes_match(mtime_ns, destination.mtime_ns)
+            or not self.context.destination.local
+            or decision.destination is None
+            or decision.destination.digest is None
+            or self.context.options.dry_run
+        ):
+            return
+        observed_ns = time.time_ns()
+        local = digest.local_path(path)
+        os.utime(local, ns=(observed_ns, mtime_ns))
+        updated = compare.stat(self.context.destination.fs, path)
+        if updated is not None:
+            self._cache.put(
+                str(Service.DESTINATION),
+                path,
+                updated,
+                decision.destination.digest,
+                observed_ns,
+            )
 
     def _file_infos(
         self, action: ActionState, source_path: str, destination_path: str

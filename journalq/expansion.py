@@ -104,7 +104,9 @@ def journal_tree(
     source, destination = listings
     records: list[Record] = []
     policy = compare.Policy.parse(parent.compare) if parent.compare else queue.policy
-    identical = planned_skip(parent, policy, queue.state.digests)
+    identical = planned_skip(
+        parent, policy, queue.state.digests, sets_mtime=queue.destination.local
+    )
     hints = queue._hints if queue._store is not None else None
     for record in expand(parent, source, destination, identical, hints):
         records.append(record)
@@ -141,13 +143,17 @@ def planned_skip(
     parent: ActionAdded,
     policy: compare.Policy,
     digests: DigestCache,
+    *,
+    sets_mtime: bool = False,
 ) -> Identical | None:
     """Return the test that skips files already identical at listing time.
 
     Under the checksum policy a file is skipped only when the digest
     cache has trusted digests of both sides for exactly the sizes and
     mtimes just listed, and they are equal. Every other file becomes an
-    action and is compared when it runs.
+    action and is compared when it runs. With ``sets_mtime`` (a local
+    destination), so does an identical file whose mtimes differ: its run
+    gives the destination the source's mtime.
     """
     if policy is compare.Policy.ALWAYS:
         return None
@@ -162,6 +168,8 @@ def planned_skip(
 
     def identical(relpath: str, source: Entry, destination: Entry) -> str | None:
         if source[0] != destination[0]:
+            return None
+        if sets_mtime and not compare.mtimes_match(source[1], destination[1]):
             return None
         known_source = find_source(source_prefix + relpath)
         if known_source is None or not _cached(known_source, source):

@@ -533,6 +533,53 @@ def test_sync_into_identical_tree_compares_in_helpers(tmp_path: Path) -> None:
     assert again.identical_when_listed == len(contents)
 
 
+@pytest.mark.parametrize("where", ["helpers", "coordinator"])
+def test_identical_skip_gives_the_source_mtime(tmp_path: Path, where: str) -> None:
+    """A file skipped for its content gets the source's mtime, as rsync -a does.
+
+    Then a size+mtime comparison skips it too, and the digest cache knows
+    the new mtime, so the next checksum sync skips every file when listed.
+    """
+    contents = make_files(tmp_path / "src", 40)
+    destination = tmp_path / "dst"
+    for name, data in contents.items():
+        (destination / name).parent.mkdir(parents=True, exist_ok=True)
+        (destination / name).write_bytes(data)
+    two_hours_ago = time.time_ns() - 7200 * 10**9
+    an_hour_ago = two_hours_ago + 3600 * 10**9
+    for path in (tmp_path / "src").rglob("*"):
+        os.utime(path, ns=(two_hours_ago, two_hours_ago))
+    for path in destination.rglob("*"):
+        os.utime(path, ns=(an_hour_ago, an_hour_ago))
+
+    def helpers(source: Filesystem, target: Filesystem) -> list[InlineHelper]:
+        return [InlineHelper(source.fs, target.fs)]
+
+    with StorageQueue(tmp_path / "src", destination, tmp_path / "q") as queue:
+        queue.sync("", "")
+        if where == "helpers":
+            summary = queue._run(helpers=helpers)
+        else:
+            summary = queue._run(helpers=lambda source, target: [])
+    assert summary.skipped == len(contents)
+    assert summary.copied == 0
+    for name in contents:
+        assert (destination / name).stat().st_mtime_ns == two_hours_ago
+
+    queue_dir = tmp_path / "q"
+    with StorageQueue(
+        tmp_path / "src", destination, queue_dir, compare="size+mtime"
+    ) as queue:
+        queue.sync("", "")
+        by_mtime = queue.run()
+    with StorageQueue(tmp_path / "src", destination, queue_dir) as queue:
+        queue.sync("", "")
+        by_content = queue.run()
+    assert by_mtime.copied == 0
+    assert by_content.copied == 0
+    assert by_content.identical_when_listed == len(contents)
+
+
 def test_new_files_are_not_looked_up_again(tmp_path: Path) -> None:
     """Files listed without a destination go out without the compare flag.
 
