@@ -34,6 +34,7 @@ __all__ = [
     "common_errors",
     "format_bytes",
     "format_duration",
+    "format_elapsed",
     "format_summary",
     "location_url",
     "print_json",
@@ -76,6 +77,16 @@ def _skipped(summary: RunSummary) -> str:
     if listed == summary.skipped:
         return f"skipped {summary.skipped} (identical when listed)"
     return f"skipped {summary.skipped} ({listed} identical when listed)"
+
+
+def format_elapsed(seconds: float) -> str:
+    """Format a run's duration: ``0.4 s`` under a minute, else ``H:MM:SS``.
+
+    Under a minute it reads as the run summary prints its duration.
+    """
+    if round(seconds, 1) < 60:
+        return f"{seconds:.1f} s"
+    return format_duration(seconds)
 
 
 def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:

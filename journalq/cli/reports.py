@@ -26,7 +26,7 @@ from journalq.cli.lastrun import LastRun, load_last_run
 from journalq.cli.output import (
     arrow,
     format_bytes,
-    format_duration,
+    format_elapsed,
     location_url,
     print_json,
     print_table,
@@ -89,6 +89,7 @@ def status_command(as_json: bool) -> None:
         directory = queue.directory
         created = queue.state.created
     last = load_last_run(directory)
+    died = died_mid_run(counts, running=holder is not None)
     steps = next_steps(directory, counts, holder)
     if as_json:
         print_json(
@@ -96,6 +97,7 @@ def status_command(as_json: bool) -> None:
                 "queue": str(directory),
                 "running": holder,
                 **counts,
+                "died_mid_run": died,
                 "last_run": last.to_dict() if last else None,
                 "next": steps,
             }
@@ -112,10 +114,8 @@ def status_command(as_json: bool) -> None:
     print_table(_count_rows(counts), ["STATUS", "ACTIONS"], right=frozenset({1}))
     click.echo(describe_skipped(counts))
     click.echo(describe_copied(counts))
-    if last is not None:
-        ended, counts_line = describe_last_run(last)
-        click.echo(f"last run: {ended}")
-        click.echo(f"  {counts_line}")
+    for line in describe_runs(last, died, in_progress=counts["inprogress"]):
+        click.echo(line)
     for label, text in steps.items():
         click.echo(f"{label}: {text}")
 
@@ -169,13 +169,45 @@ def _describe_holder(holder: dict | None) -> str:
     )
 
 
+def died_mid_run(counts: Mapping[str, Any], *, running: bool) -> bool:
+    """Return whether the queue's latest run was killed or crashed mid-run.
+
+    Actions in progress in a queue that no process runs are the mark of a
+    run that was killed or crashed: a run that stops cleanly ends them.
+    Such a run saved no summary, so the last-run summary is then the run
+    before it.
+    """
+    return not running and bool(counts.get("inprogress"))
+
+
+def describe_runs(last: LastRun | None, died: bool, *, in_progress: int) -> list[str]:
+    """Return the lines of ``status`` about the latest run and its summary.
+
+    When the latest run died mid-run, the saved summary belongs to the run
+    before it and is labelled so.
+    """
+    lines = []
+    label = "last run"
+    if died:
+        noun = "action" if in_progress == 1 else "actions"
+        lines.append(
+            f"last run: died mid-run (killed or crashed) with {in_progress} "
+            f"{noun} in progress"
+        )
+        label = "run before it"
+    if last is not None:
+        ended, counts_line = describe_last_run(last)
+        lines += [f"{label}: {ended}", f"  {counts_line}"]
+    return lines
+
+
 def describe_last_run(last: LastRun) -> tuple[str, str]:
     """Return two lines about a queue's last run: when it ended, what it did."""
     ended = datetime.datetime.fromtimestamp(last.ended).astimezone()
     how = "interrupted" if last.interrupted else "ended"
     when = (
         f"{how} {ended.isoformat(sep=' ', timespec='seconds')} after "
-        f"{format_duration(last.elapsed)}"
+        f"{format_elapsed(last.elapsed)}"
     )
     text = (
         f"copied {last.copied}, skipped {last.skipped}, failed {last.failed}, "
@@ -422,12 +454,8 @@ def _waiting(row: Mapping[str, Any]) -> str:
 
 
 def _last_run(row: Mapping[str, Any]) -> str:
-    """Return when the last run ended, to the minute, or that it died.
-
-    Actions in progress in a queue that no process runs are the mark of a
-    run that was killed or crashed: a run that stops cleanly ends them.
-    """
-    if not row["running"] and row.get("inprogress"):
+    """Return when the last run ended, to the minute, or that it died."""
+    if row["died_mid_run"]:
         return "died mid-run"
     last_run = row["last_run"]
     return last_run[:16] if last_run else "-"
@@ -451,6 +479,7 @@ def _queue_row(name: str, directory: Path) -> dict[str, Any]:
         counts = {}
     row.update(counts)
     row["running"] = running_holder(directory) is not None
+    row["died_mid_run"] = died_mid_run(counts, running=row["running"])
     last = load_last_run(directory)
     row["last_run"] = (
         datetime.datetime.fromtimestamp(last.ended)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import SAMPLE, invoke, json_lines
+from cli_helpers import SAMPLE, invoke, journalq_process, json_lines
+from stalled_helpers import kill, wait_for_temporary
 
 from journalq import StorageQueue
 from journalq.cli.exits import ExitCode
-from journalq.cli.output import location_url, shorten_path
+from journalq.cli.output import format_elapsed, location_url, shorten_path
 from journalq.cli.reports import SHOWN_PATH_CHARS
 from journalq.records import Started
 
@@ -150,6 +152,78 @@ def test_status_reads_older_last_run(
     assert last_run["copied"] == len(SAMPLE)
 
 
+def test_status_after_killed_run(sample: Path, tmp_path: Path, queue: str) -> None:
+    """A run SIGKILLed mid-copy saves no summary, and status reports that it died.
+
+    The killed run copies a FIFO that no process writes, so its copy is in
+    progress when the kill lands.
+    """
+    out = tmp_path / "out"
+    first = invoke("copy", f"{sample}/", str(out), "--queue", queue)
+    assert first.exit_code == ExitCode.OK, first.output
+    fifo = tmp_path / "stalled"
+    os.mkfifo(fifo)
+    added = invoke("add", "copy", str(fifo), str(out / "stalled"), "--queue", queue)
+    assert added.exit_code == ExitCode.OK, added.output
+    process = journalq_process(
+        *("run", "--queue", queue, "-j", "1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_temporary(out, queue, process)
+    while_running = invoke("status", "--queue", queue)
+    kill(process)
+
+    text = invoke("status", "--queue", queue).stdout
+    status = json_lines(invoke("status", "--queue", queue, "--json").stdout)[0]
+
+    assert "died" not in while_running.stdout
+    assert _row(while_running.stdout, "running").startswith("yes, by pid")
+    assert _row(text, "running") == "no"
+    lines = text.splitlines()
+    died = lines.index(
+        "last run: died mid-run (killed or crashed) with 1 action in progress"
+    )
+    assert lines[died + 1].startswith("run before it: ended ")
+    assert lines[died + 2].startswith(f"  copied {len(SAMPLE)}, skipped 0,")
+    assert "last run: ended" not in text
+    assert _row(text, "to resume:") == f"journalq run --queue {queue}"
+    assert status["died_mid_run"] is True
+    assert status["inprogress"] == 1
+    assert status["last_run"]["copied"] == len(SAMPLE)
+
+
+def test_status_of_finished_run(sample: Path, tmp_path: Path, queue: str) -> None:
+    """A run that ended is the last run, its duration in seconds."""
+    invoke("copy", f"{sample}/", str(tmp_path / "out"), "--queue", queue)
+
+    text = invoke("status", "--queue", queue).stdout
+    status = json_lines(invoke("status", "--queue", queue, "--json").stdout)[0]
+
+    assert status["died_mid_run"] is False
+    assert "died" not in text
+    assert "run before it" not in text
+    # The sample copies in well under a minute.
+    ended = _row(text, "last run:")
+    assert re.fullmatch(r"ended \S+ \S+ after \d+\.\d s", ended), ended
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (0, "0.0 s"),
+        (0.4, "0.4 s"),
+        (12.34, "12.3 s"),
+        (59.94, "59.9 s"),
+        (59.96, "0:01:00"),
+        (3725, "1:02:05"),
+    ],
+)
+def test_format_elapsed(seconds: float, shown: str) -> None:
+    assert format_elapsed(seconds) == shown
+
+
 def test_status_suggests_resume(sample: Path, tmp_path: Path, queue: str) -> None:
     invoke("add", "copy", f"{sample}/", str(tmp_path / "out"), "--queue", queue)
 
@@ -198,6 +272,7 @@ def test_queues_lists_named_queues(
     assert rows[0]["waiting"] == 1
     assert rows[0]["last_run"] is None
     assert rows[1]["last_run"] is not None
+    assert [row["died_mid_run"] for row in rows] == [False, False]
 
 
 def test_queues_count_stopped_actions_as_waiting(
@@ -215,6 +290,7 @@ def test_queues_count_stopped_actions_as_waiting(
     (row,) = json_lines(invoke("queues", "--json").stdout)
 
     assert (row["waiting"], row["inprogress"]) == (0, 1)
+    assert row["died_mid_run"] is True
     cells = re.split(r"  +", plain.stdout.splitlines()[2])
     assert cells[:2] == ["nightly", "1"]
     assert cells[-1] == "died mid-run"
