@@ -21,7 +21,7 @@ import click
 from journalq.cli.base import command
 from journalq.cli.completion import complete_action_id, queue_names, queues_root
 from journalq.cli.context import common_options
-from journalq.cli.details import show_command
+from journalq.cli.details import resolve_id, show_command
 from journalq.cli.lastrun import LastRun, load_last_run
 from journalq.cli.output import (
     arrow,
@@ -291,7 +291,8 @@ def running_holder(directory: Path) -> dict | None:
     "tree",
     metavar="ID",
     shell_complete=complete_action_id,
-    help="List only the actions of the tree (copy or sync) with this id.",
+    help="List only the actions of the tree (copy or sync) with this id or "
+    "unique id prefix.",
 )
 @click.option(
     "--limit",
@@ -317,6 +318,8 @@ def actions_command(
     that failed.
     """
     with open_existing_queue(read_only=True) as queue:
+        if tree is not None:
+            tree = resolve_id(queue, tree)
         status = statuses[0] if len(statuses) == 1 else None
         found = _matching(queue.get_actions(status), statuses, kinds, pattern, tree)
         actions = found[:limit] if limit else found
@@ -382,9 +385,12 @@ def _print_actions(actions: list[ActionInfo], *, header: bool) -> None:
 @json_option
 @common_options
 def result_command(action_id: str, as_json: bool) -> None:
-    """Print the entries that the completed list action ID found."""
+    """Print the entries that the completed list action ID found.
+
+    ID may be shortened to any prefix that only one action of the queue has.
+    """
     with open_existing_queue(read_only=True) as queue:
-        entries = queue.list_result(action_id)
+        entries = queue.list_result(resolve_id(queue, action_id))
     for entry in entries:
         if as_json:
             print_json(entry)

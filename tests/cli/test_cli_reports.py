@@ -409,11 +409,15 @@ def test_actions_of_one_tree(sample: Path, tmp_path: Path, queue: str) -> None:
     result = invoke(
         "actions", "--tree", tree.stdout.strip(), "--queue", queue, "--json"
     )
+    by_prefix = invoke(
+        "actions", "--tree", tree.stdout.strip()[:8], "--queue", queue, "--json"
+    )
 
     rows = json_lines(result.stdout)
     assert {row["id"] for row in rows if row["parent"] is None} == {tree.stdout.strip()}
     assert not any(row["destination"] == str(tmp_path / "other") for row in rows)
     assert len(rows) > 1
+    assert json_lines(by_prefix.stdout) == rows
 
 
 def test_show_failed_file_history(failed_copy: str) -> None:
