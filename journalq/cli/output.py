@@ -31,6 +31,7 @@ from journalq.progress import format_bytes, format_duration
 __all__ = [
     "AcknowledgedEvents",
     "EventPrinter",
+    "abbreviate_home",
     "common_errors",
     "format_bytes",
     "format_duration",
@@ -390,6 +391,14 @@ def location_url(filesystem: str, path: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
+def abbreviate_home(path: str) -> str:
+    """Return ``path`` with the home directory at its start written ``~``."""
+    home = os.path.expanduser("~")
+    if home != "/" and (path == home or path.startswith(home + "/")):
+        return "~" + path[len(home) :]
+    return path
+
+
 def shorten_path(text: str, width: int) -> str:
     """Return ``text`` shortened to ``width`` characters for a table.
 
@@ -398,9 +407,7 @@ def shorten_path(text: str, width: int) -> str:
     last components as fit, with ``...`` for the ones left out:
     ``~/.../photos/2024``.
     """
-    home = os.path.expanduser("~")
-    if home != "/" and (text == home or text.startswith(home + "/")):
-        text = "~" + text[len(home) :]
+    text = abbreviate_home(text)
     if len(text) <= width:
         return text
     scheme, separator, rest = text.partition("://")

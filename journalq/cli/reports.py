@@ -18,10 +18,12 @@ from typing import Any, Final
 
 import click
 
+from journalq.cli.action_table import print_actions
 from journalq.cli.base import command
 from journalq.cli.completion import complete_action_id, queue_names, queues_root
 from journalq.cli.context import common_options
 from journalq.cli.details import resolve_id, show_command
+from journalq.cli.fitting import table_width, unique_prefix_length
 from journalq.cli.lastrun import LastRun, load_last_run
 from journalq.cli.output import (
     arrow,
@@ -301,6 +303,13 @@ def running_holder(directory: Path) -> dict | None:
     help="List at most N actions.",
 )
 @click.option("--no-header", is_flag=True, help="Leave out the header line.")
+@click.option(
+    "--no-trunc",
+    "whole",
+    is_flag=True,
+    help="Print whole ids, paths and errors on a terminal too, one line per "
+    "action, however wide the table gets.",
+)
 @json_option
 @common_options
 def actions_command(
@@ -310,12 +319,22 @@ def actions_command(
     tree: str | None,
     limit: int | None,
     no_header: bool,
+    whole: bool,
     as_json: bool,
 ) -> None:
     """List the queue's actions: id, status, kind, attempts, bytes, paths, error.
 
     Filters combine: `--status failed --kind copy_file` lists the files
     that failed.
+
+    On a terminal the table fits its width. Ids are shortened to the
+    shortest prefix that no other action of the queue shares (at least 8
+    characters), which `show`, `cancel`, `result` and --tree accept. Paths
+    too long for their column go on a line of their own below each action,
+    cut in the middle where they are still too long, and an error takes
+    lines of its own too. Printed to a pipe or a file, each action is one
+    line with its whole id, paths and error, unless COLUMNS is set.
+    `journalq show ID` prints one action whole.
     """
     with open_existing_queue(read_only=True) as queue:
         if tree is not None:
@@ -323,11 +342,13 @@ def actions_command(
         status = statuses[0] if len(statuses) == 1 else None
         found = _matching(queue.get_actions(status), statuses, kinds, pattern, tree)
         actions = found[:limit] if limit else found
+        width = None if whole or as_json else table_width()
+        id_chars = unique_prefix_length(queue.state.actions) if width else None
     if as_json:
         for action in actions:
             print_json(action.to_dict())
         return
-    _print_actions(actions, header=not no_header)
+    print_actions(actions, header=not no_header, width=width, id_chars=id_chars)
 
 
 def _matching(
@@ -354,30 +375,6 @@ def _matching(
 def _path_matches(action: ActionInfo, pattern: str) -> bool:
     paths = (action.source, action.destination)
     return any(path and fnmatch.fnmatchcase(path, pattern) for path in paths)
-
-
-def _print_actions(actions: list[ActionInfo], *, header: bool) -> None:
-    with_errors = any(action.error for action in actions)
-    rows = []
-    for action in actions:
-        path = arrow(action.source, action.destination)
-        if action.service and not (action.source and action.destination):
-            path += f" ({action.service})"
-        row = [
-            action.id,
-            action.status,
-            action.kind,
-            str(action.attempts),
-            format_bytes(action.bytes),
-            path,
-        ]
-        if with_errors:
-            row.append(action.error or "")
-        rows.append(row)
-    titles = ["ID", "STATUS", "KIND", "ATTEMPTS", "BYTES", "PATH"]
-    if with_errors:
-        titles.append("ERROR")
-    print_table(rows, titles if header else None, right=frozenset({3, 4}))
 
 
 @command("result")

@@ -15,7 +15,13 @@ from stalled_helpers import kill, wait_for_temporary
 
 from journalq import StorageQueue
 from journalq.cli.exits import ExitCode
-from journalq.cli.output import format_elapsed, location_url, shorten_path
+from journalq.cli.fitting import share_width, unique_prefix_length
+from journalq.cli.output import (
+    format_bytes,
+    format_elapsed,
+    location_url,
+    shorten_path,
+)
 from journalq.cli.reports import SHOWN_PATH_CHARS
 from journalq.records import Started
 
@@ -398,6 +404,123 @@ def test_actions_table_and_filters(failed_copy: str) -> None:
     assert len(matched_rows) == 2
     assert all("/docs/" in row for row in matched_rows)
     assert len(limited.stdout.splitlines()) == 2
+
+
+def test_actions_fit_80_columns(
+    failed_copy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fitted: short ids that show accepts, then each action's paths and error."""
+    whole = invoke("actions", "--queue", failed_copy)
+    actions = json_lines(invoke("actions", "--queue", failed_copy, "--json").stdout)
+    monkeypatch.setenv("COLUMNS", "80")
+
+    fitted = invoke("actions", "--queue", failed_copy)
+    fitted_json = invoke("actions", "--queue", failed_copy, "--json")
+    untrimmed = invoke("actions", "--queue", failed_copy, "--no-trunc")
+
+    assert fitted.exit_code == ExitCode.OK, fitted.output
+    assert max(len(line) for line in whole.stdout.splitlines()) > 80
+    lines = fitted.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    # The paths of the sample copy under tmp_path are too long for a column.
+    assert lines[0].split() == ["ID", "STATUS", "KIND", "ATTEMPTS", "BYTES"]
+    rows = [number for number, line in enumerate(lines) if not line.startswith(" ")]
+    assert len(rows) == 1 + len(actions)
+    for number, action in zip(rows[1:], actions, strict=True):
+        cells = lines[number].split()
+        assert cells == [
+            action["id"][:8],
+            action["status"],
+            action["kind"],
+            str(action["attempts"]),
+            *format_bytes(action["bytes"]).split(),
+        ]
+        path = lines[number + 1]
+        assert path.startswith("  /")
+        # Each path keeps at least its last name.
+        if action["source"] and action["destination"]:
+            source, _, destination = path.partition(" -> ")
+            assert source.endswith("/" + os.path.basename(action["source"]))
+            assert destination.endswith("/" + os.path.basename(action["destination"]))
+        else:
+            name = os.path.basename(action["source"] or action["destination"])
+            assert path.endswith(f"/{name} ({action['service']})")
+        if action["error"]:
+            assert lines[number + 2].startswith("  error: ")
+            assert action["error"].startswith(lines[number + 2][len("  error: ") :])
+    details = invoke("show", lines[rows[1]].split()[0], "--queue", failed_copy)
+    assert _row(details.stdout, "id") == actions[0]["id"]
+    assert fitted_json.stdout == json_lines_text(actions)
+    assert untrimmed.stdout == whole.stdout
+
+
+def json_lines_text(objects: list[dict]) -> str:
+    """Return ``objects`` as ``--json`` prints them: one compact object a line."""
+    return "".join(json.dumps(item, separators=(",", ":")) + "\n" for item in objects)
+
+
+def test_actions_fitted_on_one_line(
+    tmp_path: Path, queue: str, memory: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paths that fit their column stay on the row, with a PATH title."""
+    for arguments in (("mkdir", "memory://m/x"), ("delete", "memory://m/old")):
+        added = invoke("add", *arguments, "--queue", queue)
+        assert added.exit_code == ExitCode.OK, added.output
+    monkeypatch.setenv("COLUMNS", "80")
+
+    lines = invoke("actions", "--queue", queue).stdout.splitlines()
+
+    assert len(lines) == 3
+    assert lines[0].split() == ["ID", "STATUS", "KIND", "ATTEMPTS", "BYTES", "PATH"]
+    assert lines[1].endswith("  /m/x (destination)")
+    assert lines[2].endswith("  /m/old (destination)")
+    assert [len(line.split()[0]) for line in lines[1:]] == [8, 8]
+
+
+def test_actions_piped_print_whole(failed_copy: str) -> None:
+    """Without a terminal or COLUMNS each action is one line, its id whole."""
+    actions = json_lines(invoke("actions", "--queue", failed_copy, "--json").stdout)
+
+    lines = invoke("actions", "--queue", failed_copy).stdout.splitlines()
+
+    assert len(lines) == 1 + len(actions)
+    assert [line.split()[0] for line in lines[1:]] == [
+        action["id"] for action in actions
+    ]
+    for line, action in zip(lines[1:], actions, strict=True):
+        if action["source"] and action["destination"]:
+            assert f"  {action['source']} -> {action['destination']}" in line
+        else:
+            assert f"  {action['destination']} (destination)" in line
+
+
+@pytest.mark.parametrize(
+    ("ids", "length"),
+    [
+        ([], 8),
+        (["0123456789abcdef"], 8),
+        (["0123456789abcdef", "fedcba9876543210"], 8),
+        (["0123456789abcdef", "0123456789abffff", "0000000000000000"], 13),
+        (["abcdefgh00000000", "abcdefgh11111111"], 9),
+    ],
+)
+def test_unique_prefix_length(ids: list[str], length: int) -> None:
+    assert unique_prefix_length(ids) == length
+
+
+@pytest.mark.parametrize(
+    ("lengths", "total", "widths"),
+    [
+        ([10, 90], 66, [10, 56]),
+        ([40, 40], 66, [33, 33]),
+        ([40, 28], 66, [38, 28]),
+        ([5, 5], 66, [5, 5]),
+        ([50, 50], 7, [4, 3]),
+        ([10, 10], -5, [0, 0]),
+    ],
+)
+def test_share_width(lengths: list[int], total: int, widths: list[int]) -> None:
+    assert share_width(lengths, total) == widths
 
 
 def test_actions_of_one_tree(sample: Path, tmp_path: Path, queue: str) -> None:
