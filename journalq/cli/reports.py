@@ -23,16 +23,14 @@ from journalq.cli.base import command
 from journalq.cli.completion import complete_action_id, queue_names, queues_root
 from journalq.cli.context import common_options
 from journalq.cli.details import resolve_id, show_command
-from journalq.cli.fitting import table_width, unique_prefix_length
+from journalq.cli.fitting import fit_pair, table_width, unique_prefix_length
 from journalq.cli.lastrun import LastRun, load_last_run
 from journalq.cli.output import (
-    arrow,
     format_bytes,
     format_elapsed,
     location_url,
     print_json,
     print_table,
-    shorten_path,
     table_lines,
 )
 from journalq.cli.queues import open_existing_queue
@@ -62,8 +60,10 @@ _COUNT_LABELS = {
     "length": "total",
 }
 
-#: Characters of a source or of a destination in the ``queues`` table.
-SHOWN_PATH_CHARS: Final = 30
+#: Width that the rows of the ``queues`` table fit, whatever the terminal's.
+QUEUES_WIDTH: Final = 80
+#: Start of the line below each queue's row in the ``queues`` table.
+LATEST_LABEL: Final = "  latest: "
 #: The kinds of action whose paths ``queues`` shows for a queue.
 _COPY_KINDS: Final = frozenset({Kind.COPY_FILE, Kind.COPY_TREE, Kind.SYNC})
 
@@ -442,7 +442,7 @@ def queues_command(as_json: bool) -> None:
     click.echo(click.style(header, bold=True))
     for row, line in zip(rows, lines, strict=True):
         click.echo(line)
-        click.echo(f"  latest: {_shown_paths(row)}")
+        click.echo(f"{LATEST_LABEL}{_shown_paths(row)}")
 
 
 def _waiting(row: Mapping[str, Any]) -> str:
@@ -526,13 +526,11 @@ def _latest_copy(state: QueueState) -> dict[str, str] | None:
 
 
 def _shown_paths(row: Mapping[str, Any]) -> str:
+    """Return the latest copy's ``SRC -> DST``, both cut alike to fit the line."""
     source, destination = row.get("source"), row.get("destination")
     if source is None or destination is None:
         return "-"
-    return arrow(
-        shorten_path(source, SHOWN_PATH_CHARS),
-        shorten_path(destination, SHOWN_PATH_CHARS),
-    )
+    return fit_pair(source, destination, QUEUES_WIDTH - len(LATEST_LABEL))
 
 
 def _or_dash(row: Mapping[str, Any], name: str) -> str:

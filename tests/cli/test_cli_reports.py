@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import SAMPLE, invoke, journalq_process, json_lines
+from fsspec import AbstractFileSystem
 from stalled_helpers import kill, wait_for_temporary
 
 from journalq import StorageQueue
 from journalq.cli.exits import ExitCode
-from journalq.cli.fitting import share_width, unique_prefix_length
+from journalq.cli.fitting import fit_pair, share_width, unique_prefix_length
 from journalq.cli.output import (
     format_bytes,
     format_elapsed,
     location_url,
     shorten_path,
 )
-from journalq.cli.reports import SHOWN_PATH_CHARS
 from journalq.records import Started
 
 
@@ -330,23 +330,72 @@ def test_queues_show_what_each_copies(
     assert rows["nightly"]["latest_copy"] is None
     assert rows["nightly"]["source"] is None
     assert rows["nightly"]["destination"] is None
-    # Each queue's row, then the line of its latest copy or sync.
-    shown_lines = plain.stdout.splitlines()[2:]
-    lines = {
-        row.split()[0]: latest
-        for row, latest in zip(shown_lines[::2], shown_lines[1::2], strict=True)
-    }
+    lines = _latest_lines(plain.stdout)
     assert lines["nightly"] == "  latest: -"
     deep_name = next(
         row["name"] for row in copies if row["destination"] != "memory:///scratch"
     )
-    shown = lines[deep_name].rpartition(" -> ")[2]
-    assert shown.startswith("/.../")
-    assert shown.endswith("/in/2024/data")
-    assert len(shown) <= SHOWN_PATH_CHARS
-    assert lines[sync["name"]].endswith(
-        f" -> {shorten_path(sync['destination'], SHOWN_PATH_CHARS)}"
+    # The first line names the folder of the queues, as long as it is.
+    assert max(len(line) for line in plain.stdout.splitlines()[1:]) <= 80
+    # Both sides of a pair too long for the line are cut by the same rule,
+    # each to at most half of what the line leaves.
+    half = (80 - len("  latest: ") - len(" -> ")) // 2
+    source, _, destination = (
+        lines[deep_name].removeprefix("  latest: ").partition(" -> ")
     )
+    assert source == "/.../data"
+    assert destination.startswith("/.../")
+    assert destination.endswith("/in/2024/data")
+    assert len(destination) <= half
+    assert lines[sync["name"]] == "  latest: " + fit_pair(
+        sync["source"], sync["destination"], 80 - len("  latest: ")
+    )
+
+
+def _latest_lines(text: str) -> dict[str, str]:
+    """Return the ``latest:`` line of each queue in ``queues`` output, by name."""
+    # Each queue's row, then the line of its latest copy or sync.
+    queue_lines = text.splitlines()[2:]
+    return {
+        row.split()[0]: latest
+        for row, latest in zip(queue_lines[::2], queue_lines[1::2], strict=True)
+    }
+
+
+def test_queues_latest_whole_when_it_fits(memory: AbstractFileSystem) -> None:
+    """A pair that fits 80 columns is shown whole, however long one side is."""
+    memory.pipe("/photos/2024/summer-holiday/a.txt", b"alpha")
+    copied = invoke("copy", "memory://photos/2024/summer-holiday/", "memory://b/2024")
+    assert copied.exit_code == ExitCode.OK, copied.output
+
+    lines = invoke("queues").stdout.splitlines()
+
+    assert lines[3] == (
+        "  latest: memory:///photos/2024/summer-holiday -> memory:///b/2024"
+    )
+
+
+def test_queues_latest_follows_copy_rule(sample: Path, tmp_path: Path) -> None:
+    """`copy data/ backup` and `copy data backup` show what each records.
+
+    A copy journals the tree-to-tree pair that the trailing-slash rule
+    resolved, with no slash, and ``latest:`` prints that pair: the two
+    commands differ in the destination.
+    """
+    into = invoke("copy", f"{sample}/", str(tmp_path / "b"), "--queue", "contents")
+    inside = invoke("copy", str(sample), str(tmp_path / "b"), "--queue", "itself")
+    assert into.exit_code == ExitCode.OK, into.output
+    assert inside.exit_code == ExitCode.OK, inside.output
+
+    rows = {row["name"]: row for row in json_lines(invoke("queues", "--json").stdout)}
+    lines = _latest_lines(invoke("queues").stdout)
+
+    assert lines["contents"].endswith("/b")
+    assert lines["itself"].endswith("/b/data")
+    assert rows["contents"]["latest_copy"]["source"] == str(sample)
+    assert rows["contents"]["latest_copy"]["destination"] == str(tmp_path / "b")
+    assert rows["itself"]["latest_copy"]["source"] == str(sample)
+    assert rows["itself"]["latest_copy"]["destination"] == str(tmp_path / "b" / "data")
 
 
 @pytest.mark.parametrize(
