@@ -84,6 +84,10 @@ def status_command(as_json: bool) -> None:
     'copied in all' is the bytes of the completed copies plus those of the
     journaled parts of large copies that a stopped run left unfinished. The
     line also gives the bytes of those parts.
+
+    A run that was killed or crashed saves no summary and leaves actions in
+    progress while no process runs the queue. 'last run' then says that it
+    died mid-run, and the summary it has is labelled 'run before it'.
     """
     with open_existing_queue(read_only=True) as queue:
         counts = queue.status()
