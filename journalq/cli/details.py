@@ -72,6 +72,10 @@ def resolve_id(queue: StorageQueue, prefix: str) -> str:
     actions = queue.state.actions
     if prefix in actions:
         return prefix
+    if not prefix:
+        raise ActionError(
+            prefix, "an empty id matches every action; give more of the id"
+        )
     found = [action_id for action_id in actions if action_id.startswith(prefix)]
     if len(found) == 1:
         return found[0]

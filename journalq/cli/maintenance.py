@@ -24,6 +24,7 @@ from journalq.cli.context import (
     settings,
     storage_options,
 )
+from journalq.cli.details import resolve_id
 from journalq.cli.exits import ExitCode
 from journalq.cli.lastrun import forget_last_run
 from journalq.cli.queues import open_existing_queue, queue_exists
@@ -55,7 +56,8 @@ BACKUP_DIR = "fsck-backups"
 def cancel_command(action_ids: tuple[str, ...], everything: bool) -> None:
     """Cancel waiting actions: the given IDs (a tree's files too) or --all.
 
-    An action that has started or ended is left as it is.
+    An action that has started or ended is left as it is. An ID may be
+    shortened to any prefix that only one action of the queue has.
     """
     if everything == bool(action_ids):
         raise click.UsageError("give action IDs or --all, not both and not neither")
@@ -63,7 +65,10 @@ def cancel_command(action_ids: tuple[str, ...], everything: bool) -> None:
         if everything:
             canceled = queue.cancel()
         else:
-            canceled = [found for one in action_ids for found in queue.cancel(one)]
+            # Every ID is resolved before the first cancel, so a mistyped
+            # one cancels nothing.
+            resolved = [resolve_id(queue, one) for one in action_ids]
+            canceled = [found for one in resolved for found in queue.cancel(one)]
     click.echo(f"canceled {len(canceled)} actions")
 
 

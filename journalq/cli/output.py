@@ -31,9 +31,11 @@ from journalq.progress import format_bytes, format_duration
 __all__ = [
     "AcknowledgedEvents",
     "EventPrinter",
+    "abbreviate_home",
     "common_errors",
     "format_bytes",
     "format_duration",
+    "format_elapsed",
     "format_summary",
     "location_url",
     "print_json",
@@ -76,6 +78,16 @@ def _skipped(summary: RunSummary) -> str:
     if listed == summary.skipped:
         return f"skipped {summary.skipped} (identical when listed)"
     return f"skipped {summary.skipped} ({listed} identical when listed)"
+
+
+def format_elapsed(seconds: float) -> str:
+    """Format a run's duration: ``0.4 s`` under a minute, else ``H:MM:SS``.
+
+    Under a minute it reads as the run summary prints its duration.
+    """
+    if round(seconds, 1) < 60:
+        return f"{seconds:.1f} s"
+    return format_duration(seconds)
 
 
 def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
@@ -379,6 +391,14 @@ def location_url(filesystem: str, path: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
+def abbreviate_home(path: str) -> str:
+    """Return ``path`` with the home directory at its start written ``~``."""
+    home = os.path.expanduser("~")
+    if home != "/" and (path == home or path.startswith(home + "/")):
+        return "~" + path[len(home) :]
+    return path
+
+
 def shorten_path(text: str, width: int) -> str:
     """Return ``text`` shortened to ``width`` characters for a table.
 
@@ -387,9 +407,7 @@ def shorten_path(text: str, width: int) -> str:
     last components as fit, with ``...`` for the ones left out:
     ``~/.../photos/2024``.
     """
-    home = os.path.expanduser("~")
-    if home != "/" and (text == home or text.startswith(home + "/")):
-        text = "~" + text[len(home) :]
+    text = abbreviate_home(text)
     if len(text) <= width:
         return text
     scheme, separator, rest = text.partition("://")

@@ -18,19 +18,19 @@ from typing import Any, Final
 
 import click
 
+from journalq.cli.action_table import print_actions
 from journalq.cli.base import command
 from journalq.cli.completion import complete_action_id, queue_names, queues_root
 from journalq.cli.context import common_options
-from journalq.cli.details import show_command
+from journalq.cli.details import resolve_id, show_command
+from journalq.cli.fitting import fit_pair, table_width, unique_prefix_length
 from journalq.cli.lastrun import LastRun, load_last_run
 from journalq.cli.output import (
-    arrow,
     format_bytes,
-    format_duration,
+    format_elapsed,
     location_url,
     print_json,
     print_table,
-    shorten_path,
     table_lines,
 )
 from journalq.cli.queues import open_existing_queue
@@ -60,8 +60,10 @@ _COUNT_LABELS = {
     "length": "total",
 }
 
-#: Characters of a source or of a destination in the ``queues`` table.
-SHOWN_PATH_CHARS: Final = 30
+#: Width that the rows of the ``queues`` table fit, whatever the terminal's.
+QUEUES_WIDTH: Final = 80
+#: Start of the line below each queue's row in the ``queues`` table.
+LATEST_LABEL: Final = "  latest: "
 #: The kinds of action whose paths ``queues`` shows for a queue.
 _COPY_KINDS: Final = frozenset({Kind.COPY_FILE, Kind.COPY_TREE, Kind.SYNC})
 
@@ -82,6 +84,10 @@ def status_command(as_json: bool) -> None:
     'copied in all' is the bytes of the completed copies plus those of the
     journaled parts of large copies that a stopped run left unfinished. The
     line also gives the bytes of those parts.
+
+    A run that was killed or crashed saves no summary and leaves actions in
+    progress while no process runs the queue. 'last run' then says that it
+    died mid-run, and the summary it has is labelled 'run before it'.
     """
     with open_existing_queue(read_only=True) as queue:
         counts = queue.status()
@@ -89,6 +95,7 @@ def status_command(as_json: bool) -> None:
         directory = queue.directory
         created = queue.state.created
     last = load_last_run(directory)
+    died = died_mid_run(counts, running=holder is not None)
     steps = next_steps(directory, counts, holder)
     if as_json:
         print_json(
@@ -96,6 +103,7 @@ def status_command(as_json: bool) -> None:
                 "queue": str(directory),
                 "running": holder,
                 **counts,
+                "died_mid_run": died,
                 "last_run": last.to_dict() if last else None,
                 "next": steps,
             }
@@ -112,10 +120,8 @@ def status_command(as_json: bool) -> None:
     print_table(_count_rows(counts), ["STATUS", "ACTIONS"], right=frozenset({1}))
     click.echo(describe_skipped(counts))
     click.echo(describe_copied(counts))
-    if last is not None:
-        ended, counts_line = describe_last_run(last)
-        click.echo(f"last run: {ended}")
-        click.echo(f"  {counts_line}")
+    for line in describe_runs(last, died, in_progress=counts["inprogress"]):
+        click.echo(line)
     for label, text in steps.items():
         click.echo(f"{label}: {text}")
 
@@ -169,13 +175,45 @@ def _describe_holder(holder: dict | None) -> str:
     )
 
 
+def died_mid_run(counts: Mapping[str, Any], *, running: bool) -> bool:
+    """Return whether the queue's latest run was killed or crashed mid-run.
+
+    Actions in progress in a queue that no process runs are the mark of a
+    run that was killed or crashed: a run that stops cleanly ends them.
+    Such a run saved no summary, so the last-run summary is then the run
+    before it.
+    """
+    return not running and bool(counts.get("inprogress"))
+
+
+def describe_runs(last: LastRun | None, died: bool, *, in_progress: int) -> list[str]:
+    """Return the lines of ``status`` about the latest run and its summary.
+
+    When the latest run died mid-run, the saved summary belongs to the run
+    before it and is labelled so.
+    """
+    lines = []
+    label = "last run"
+    if died:
+        noun = "action" if in_progress == 1 else "actions"
+        lines.append(
+            f"last run: died mid-run (killed or crashed) with {in_progress} "
+            f"{noun} in progress"
+        )
+        label = "run before it"
+    if last is not None:
+        ended, counts_line = describe_last_run(last)
+        lines += [f"{label}: {ended}", f"  {counts_line}"]
+    return lines
+
+
 def describe_last_run(last: LastRun) -> tuple[str, str]:
     """Return two lines about a queue's last run: when it ended, what it did."""
     ended = datetime.datetime.fromtimestamp(last.ended).astimezone()
     how = "interrupted" if last.interrupted else "ended"
     when = (
         f"{how} {ended.isoformat(sep=' ', timespec='seconds')} after "
-        f"{format_duration(last.elapsed)}"
+        f"{format_elapsed(last.elapsed)}"
     )
     text = (
         f"copied {last.copied}, skipped {last.skipped}, failed {last.failed}, "
@@ -259,7 +297,8 @@ def running_holder(directory: Path) -> dict | None:
     "tree",
     metavar="ID",
     shell_complete=complete_action_id,
-    help="List only the actions of the tree (copy or sync) with this id.",
+    help="List only the actions of the tree (copy or sync) with this id or "
+    "unique id prefix.",
 )
 @click.option(
     "--limit",
@@ -268,6 +307,13 @@ def running_holder(directory: Path) -> dict | None:
     help="List at most N actions.",
 )
 @click.option("--no-header", is_flag=True, help="Leave out the header line.")
+@click.option(
+    "--no-trunc",
+    "whole",
+    is_flag=True,
+    help="Print whole ids, paths and errors on a terminal too, one line per "
+    "action, however wide the table gets.",
+)
 @json_option
 @common_options
 def actions_command(
@@ -277,22 +323,36 @@ def actions_command(
     tree: str | None,
     limit: int | None,
     no_header: bool,
+    whole: bool,
     as_json: bool,
 ) -> None:
     """List the queue's actions: id, status, kind, attempts, bytes, paths, error.
 
     Filters combine: `--status failed --kind copy_file` lists the files
     that failed.
+
+    On a terminal the table fits its width. Ids are shortened to the
+    shortest prefix that no other action of the queue shares (at least 8
+    characters), which `show`, `cancel`, `result` and --tree accept. Paths
+    too long for their column go on a line of their own below each action,
+    cut in the middle where they are still too long, and an error takes
+    lines of its own too. Printed to a pipe or a file, each action is one
+    line with its whole id, paths and error, unless COLUMNS is set.
+    `journalq show ID` prints one action whole.
     """
     with open_existing_queue(read_only=True) as queue:
+        if tree is not None:
+            tree = resolve_id(queue, tree)
         status = statuses[0] if len(statuses) == 1 else None
         found = _matching(queue.get_actions(status), statuses, kinds, pattern, tree)
         actions = found[:limit] if limit else found
+        width = None if whole or as_json else table_width()
+        id_chars = unique_prefix_length(queue.state.actions) if width else None
     if as_json:
         for action in actions:
             print_json(action.to_dict())
         return
-    _print_actions(actions, header=not no_header)
+    print_actions(actions, header=not no_header, width=width, id_chars=id_chars)
 
 
 def _matching(
@@ -321,38 +381,17 @@ def _path_matches(action: ActionInfo, pattern: str) -> bool:
     return any(path and fnmatch.fnmatchcase(path, pattern) for path in paths)
 
 
-def _print_actions(actions: list[ActionInfo], *, header: bool) -> None:
-    with_errors = any(action.error for action in actions)
-    rows = []
-    for action in actions:
-        path = arrow(action.source, action.destination)
-        if action.service and not (action.source and action.destination):
-            path += f" ({action.service})"
-        row = [
-            action.id,
-            action.status,
-            action.kind,
-            str(action.attempts),
-            format_bytes(action.bytes),
-            path,
-        ]
-        if with_errors:
-            row.append(action.error or "")
-        rows.append(row)
-    titles = ["ID", "STATUS", "KIND", "ATTEMPTS", "BYTES", "PATH"]
-    if with_errors:
-        titles.append("ERROR")
-    print_table(rows, titles if header else None, right=frozenset({3, 4}))
-
-
 @command("result")
 @click.argument("action_id", metavar="ID", shell_complete=complete_action_id)
 @json_option
 @common_options
 def result_command(action_id: str, as_json: bool) -> None:
-    """Print the entries that the completed list action ID found."""
+    """Print the entries that the completed list action ID found.
+
+    ID may be shortened to any prefix that only one action of the queue has.
+    """
     with open_existing_queue(read_only=True) as queue:
-        entries = queue.list_result(action_id)
+        entries = queue.list_result(resolve_id(queue, action_id))
     for entry in entries:
         if as_json:
             print_json(entry)
@@ -407,7 +446,7 @@ def queues_command(as_json: bool) -> None:
     click.echo(click.style(header, bold=True))
     for row, line in zip(rows, lines, strict=True):
         click.echo(line)
-        click.echo(f"  latest: {_shown_paths(row)}")
+        click.echo(f"{LATEST_LABEL}{_shown_paths(row)}")
 
 
 def _waiting(row: Mapping[str, Any]) -> str:
@@ -422,12 +461,8 @@ def _waiting(row: Mapping[str, Any]) -> str:
 
 
 def _last_run(row: Mapping[str, Any]) -> str:
-    """Return when the last run ended, to the minute, or that it died.
-
-    Actions in progress in a queue that no process runs are the mark of a
-    run that was killed or crashed: a run that stops cleanly ends them.
-    """
-    if not row["running"] and row.get("inprogress"):
+    """Return when the last run ended, to the minute, or that it died."""
+    if row["died_mid_run"]:
         return "died mid-run"
     last_run = row["last_run"]
     return last_run[:16] if last_run else "-"
@@ -451,6 +486,7 @@ def _queue_row(name: str, directory: Path) -> dict[str, Any]:
         counts = {}
     row.update(counts)
     row["running"] = running_holder(directory) is not None
+    row["died_mid_run"] = died_mid_run(counts, running=row["running"])
     last = load_last_run(directory)
     row["last_run"] = (
         datetime.datetime.fromtimestamp(last.ended)
@@ -494,13 +530,11 @@ def _latest_copy(state: QueueState) -> dict[str, str] | None:
 
 
 def _shown_paths(row: Mapping[str, Any]) -> str:
+    """Return the latest copy's ``SRC -> DST``, both cut alike to fit the line."""
     source, destination = row.get("source"), row.get("destination")
     if source is None or destination is None:
         return "-"
-    return arrow(
-        shorten_path(source, SHOWN_PATH_CHARS),
-        shorten_path(destination, SHOWN_PATH_CHARS),
-    )
+    return fit_pair(source, destination, QUEUES_WIDTH - len(LATEST_LABEL))
 
 
 def _or_dash(row: Mapping[str, Any], name: str) -> str:

@@ -18,6 +18,12 @@ def queue_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture(autouse=True)
+def no_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Print tables whole, as to a pipe, even where the shell exports COLUMNS."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
 @pytest.fixture
 def memory() -> Iterator[fsspec.AbstractFileSystem]:
     """The memory filesystem, empty before and after the test."""

@@ -57,8 +57,10 @@ def test_add_each_kind_then_run(sample: Path, tmp_path: Path, queue: str) -> Non
     assert not (out / "stale.txt").exists()
     assert not (out / "stale-dir").exists()
     listing = invoke("result", ids[-1], "--queue", queue, "--json")
+    by_prefix = invoke("result", ids[-1][:8], "--queue", queue, "--json")
     names = {os.path.basename(entry["name"]) for entry in json_lines(listing.stdout)}
     assert names == {"b.txt", "deep"}
+    assert by_prefix.stdout == listing.stdout
 
 
 def test_add_prints_one_id(sample: Path, tmp_path: Path, queue: str) -> None:
@@ -350,6 +352,45 @@ def test_cancel_unknown_id(sample: Path, tmp_path: Path, queue: str) -> None:
 
     assert result.exit_code == ExitCode.USAGE
     assert "feedfacefeedface" in result.stderr
+
+
+def test_cancel_by_unique_prefix(sample: Path, tmp_path: Path, queue: str) -> None:
+    first = invoke(
+        "add", "copy", str(sample / "a.txt"), str(tmp_path / "1"), "--queue", queue
+    )
+    invoke("add", "copy", str(sample / "a.txt"), str(tmp_path / "2"), "--queue", queue)
+    first_id = first.stdout.strip()
+
+    result = invoke("cancel", first_id[:8], "--queue", queue)
+    actions = json_lines(invoke("actions", "--queue", queue, "--json").stdout)
+
+    assert result.exit_code == ExitCode.OK, result.output
+    assert result.stdout.strip() == "canceled 1 actions"
+    statuses = {action["id"]: action["status"] for action in actions}
+    assert statuses.pop(first_id) == "canceled"
+    assert list(statuses.values()) == ["waiting"]
+
+
+def test_cancel_bad_id_cancels_nothing(
+    sample: Path, tmp_path: Path, queue: str
+) -> None:
+    """A prefix of two ids, or an unknown id next to a good one, cancels nothing."""
+    ids = []
+    for name in ("1", "2"):
+        added = invoke(
+            "add", "copy", str(sample / "a.txt"), str(tmp_path / name), "--queue", queue
+        )
+        assert added.exit_code == ExitCode.OK, added.output
+        ids.append(added.stdout.strip())
+
+    ambiguous = invoke("cancel", "", "--queue", queue)
+    mixed = invoke("cancel", ids[0], "feedfacefeedface", "--queue", queue)
+
+    assert ambiguous.exit_code == ExitCode.USAGE
+    assert "give more of the id" in ambiguous.stderr
+    assert mixed.exit_code == ExitCode.USAGE
+    assert "'feedfacefeedface': no action with this id" in mixed.stderr
+    assert _status(queue)["canceled"] == 0
 
 
 def test_compact_keeps_state(sample: Path, tmp_path: Path, queue: str) -> None:

@@ -5,16 +5,24 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import SAMPLE, invoke, json_lines
+from cli_helpers import SAMPLE, invoke, journalq_process, json_lines
+from fsspec import AbstractFileSystem
+from stalled_helpers import kill, wait_for_temporary
 
 from journalq import StorageQueue
 from journalq.cli.exits import ExitCode
-from journalq.cli.output import location_url, shorten_path
-from journalq.cli.reports import SHOWN_PATH_CHARS
+from journalq.cli.fitting import fit_pair, share_width, unique_prefix_length
+from journalq.cli.output import (
+    format_bytes,
+    format_elapsed,
+    location_url,
+    shorten_path,
+)
 from journalq.records import Started
 
 
@@ -150,6 +158,78 @@ def test_status_reads_older_last_run(
     assert last_run["copied"] == len(SAMPLE)
 
 
+def test_status_after_killed_run(sample: Path, tmp_path: Path, queue: str) -> None:
+    """A run SIGKILLed mid-copy saves no summary, and status reports that it died.
+
+    The killed run copies a FIFO that no process writes, so its copy is in
+    progress when the kill lands.
+    """
+    out = tmp_path / "out"
+    first = invoke("copy", f"{sample}/", str(out), "--queue", queue)
+    assert first.exit_code == ExitCode.OK, first.output
+    fifo = tmp_path / "stalled"
+    os.mkfifo(fifo)
+    added = invoke("add", "copy", str(fifo), str(out / "stalled"), "--queue", queue)
+    assert added.exit_code == ExitCode.OK, added.output
+    process = journalq_process(
+        *("run", "--queue", queue, "-j", "1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_temporary(out, queue, process)
+    while_running = invoke("status", "--queue", queue)
+    kill(process)
+
+    text = invoke("status", "--queue", queue).stdout
+    status = json_lines(invoke("status", "--queue", queue, "--json").stdout)[0]
+
+    assert "died" not in while_running.stdout
+    assert _row(while_running.stdout, "running").startswith("yes, by pid")
+    assert _row(text, "running") == "no"
+    lines = text.splitlines()
+    died = lines.index(
+        "last run: died mid-run (killed or crashed) with 1 action in progress"
+    )
+    assert lines[died + 1].startswith("run before it: ended ")
+    assert lines[died + 2].startswith(f"  copied {len(SAMPLE)}, skipped 0,")
+    assert "last run: ended" not in text
+    assert _row(text, "to resume:") == f"journalq run --queue {queue}"
+    assert status["died_mid_run"] is True
+    assert status["inprogress"] == 1
+    assert status["last_run"]["copied"] == len(SAMPLE)
+
+
+def test_status_of_finished_run(sample: Path, tmp_path: Path, queue: str) -> None:
+    """A run that ended is the last run, its duration in seconds."""
+    invoke("copy", f"{sample}/", str(tmp_path / "out"), "--queue", queue)
+
+    text = invoke("status", "--queue", queue).stdout
+    status = json_lines(invoke("status", "--queue", queue, "--json").stdout)[0]
+
+    assert status["died_mid_run"] is False
+    assert "died" not in text
+    assert "run before it" not in text
+    # The sample copies in well under a minute.
+    ended = _row(text, "last run:")
+    assert re.fullmatch(r"ended \S+ \S+ after \d+\.\d s", ended), ended
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (0, "0.0 s"),
+        (0.4, "0.4 s"),
+        (12.34, "12.3 s"),
+        (59.94, "59.9 s"),
+        (59.96, "0:01:00"),
+        (3725, "1:02:05"),
+    ],
+)
+def test_format_elapsed(seconds: float, shown: str) -> None:
+    assert format_elapsed(seconds) == shown
+
+
 def test_status_suggests_resume(sample: Path, tmp_path: Path, queue: str) -> None:
     invoke("add", "copy", f"{sample}/", str(tmp_path / "out"), "--queue", queue)
 
@@ -198,6 +278,7 @@ def test_queues_lists_named_queues(
     assert rows[0]["waiting"] == 1
     assert rows[0]["last_run"] is None
     assert rows[1]["last_run"] is not None
+    assert [row["died_mid_run"] for row in rows] == [False, False]
 
 
 def test_queues_count_stopped_actions_as_waiting(
@@ -215,6 +296,7 @@ def test_queues_count_stopped_actions_as_waiting(
     (row,) = json_lines(invoke("queues", "--json").stdout)
 
     assert (row["waiting"], row["inprogress"]) == (0, 1)
+    assert row["died_mid_run"] is True
     cells = re.split(r"  +", plain.stdout.splitlines()[2])
     assert cells[:2] == ["nightly", "1"]
     assert cells[-1] == "died mid-run"
@@ -248,23 +330,72 @@ def test_queues_show_what_each_copies(
     assert rows["nightly"]["latest_copy"] is None
     assert rows["nightly"]["source"] is None
     assert rows["nightly"]["destination"] is None
-    # Each queue's row, then the line of its latest copy or sync.
-    shown_lines = plain.stdout.splitlines()[2:]
-    lines = {
-        row.split()[0]: latest
-        for row, latest in zip(shown_lines[::2], shown_lines[1::2], strict=True)
-    }
+    lines = _latest_lines(plain.stdout)
     assert lines["nightly"] == "  latest: -"
     deep_name = next(
         row["name"] for row in copies if row["destination"] != "memory:///scratch"
     )
-    shown = lines[deep_name].rpartition(" -> ")[2]
-    assert shown.startswith("/.../")
-    assert shown.endswith("/in/2024/data")
-    assert len(shown) <= SHOWN_PATH_CHARS
-    assert lines[sync["name"]].endswith(
-        f" -> {shorten_path(sync['destination'], SHOWN_PATH_CHARS)}"
+    # The first line names the folder of the queues, as long as it is.
+    assert max(len(line) for line in plain.stdout.splitlines()[1:]) <= 80
+    # Both sides of a pair too long for the line are cut by the same rule,
+    # each to at most half of what the line leaves.
+    half = (80 - len("  latest: ") - len(" -> ")) // 2
+    source, _, destination = (
+        lines[deep_name].removeprefix("  latest: ").partition(" -> ")
     )
+    assert source == "/.../data"
+    assert destination.startswith("/.../")
+    assert destination.endswith("/in/2024/data")
+    assert len(destination) <= half
+    assert lines[sync["name"]] == "  latest: " + fit_pair(
+        sync["source"], sync["destination"], 80 - len("  latest: ")
+    )
+
+
+def _latest_lines(text: str) -> dict[str, str]:
+    """Return the ``latest:`` line of each queue in ``queues`` output, by name."""
+    # Each queue's row, then the line of its latest copy or sync.
+    queue_lines = text.splitlines()[2:]
+    return {
+        row.split()[0]: latest
+        for row, latest in zip(queue_lines[::2], queue_lines[1::2], strict=True)
+    }
+
+
+def test_queues_latest_whole_when_it_fits(memory: AbstractFileSystem) -> None:
+    """A pair that fits 80 columns is shown whole, however long one side is."""
+    memory.pipe("/photos/2024/summer-holiday/a.txt", b"alpha")
+    copied = invoke("copy", "memory://photos/2024/summer-holiday/", "memory://b/2024")
+    assert copied.exit_code == ExitCode.OK, copied.output
+
+    lines = invoke("queues").stdout.splitlines()
+
+    assert lines[3] == (
+        "  latest: memory:///photos/2024/summer-holiday -> memory:///b/2024"
+    )
+
+
+def test_queues_latest_follows_copy_rule(sample: Path, tmp_path: Path) -> None:
+    """`copy data/ backup` and `copy data backup` show what each records.
+
+    A copy journals the tree-to-tree pair that the trailing-slash rule
+    resolved, with no slash, and ``latest:`` prints that pair: the two
+    commands differ in the destination.
+    """
+    into = invoke("copy", f"{sample}/", str(tmp_path / "b"), "--queue", "contents")
+    inside = invoke("copy", str(sample), str(tmp_path / "b"), "--queue", "itself")
+    assert into.exit_code == ExitCode.OK, into.output
+    assert inside.exit_code == ExitCode.OK, inside.output
+
+    rows = {row["name"]: row for row in json_lines(invoke("queues", "--json").stdout)}
+    lines = _latest_lines(invoke("queues").stdout)
+
+    assert lines["contents"].endswith("/b")
+    assert lines["itself"].endswith("/b/data")
+    assert rows["contents"]["latest_copy"]["source"] == str(sample)
+    assert rows["contents"]["latest_copy"]["destination"] == str(tmp_path / "b")
+    assert rows["itself"]["latest_copy"]["source"] == str(sample)
+    assert rows["itself"]["latest_copy"]["destination"] == str(tmp_path / "b" / "data")
 
 
 @pytest.mark.parametrize(
@@ -324,6 +455,123 @@ def test_actions_table_and_filters(failed_copy: str) -> None:
     assert len(limited.stdout.splitlines()) == 2
 
 
+def test_actions_fit_80_columns(
+    failed_copy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fitted: short ids that show accepts, then each action's paths and error."""
+    whole = invoke("actions", "--queue", failed_copy)
+    actions = json_lines(invoke("actions", "--queue", failed_copy, "--json").stdout)
+    monkeypatch.setenv("COLUMNS", "80")
+
+    fitted = invoke("actions", "--queue", failed_copy)
+    fitted_json = invoke("actions", "--queue", failed_copy, "--json")
+    untrimmed = invoke("actions", "--queue", failed_copy, "--no-trunc")
+
+    assert fitted.exit_code == ExitCode.OK, fitted.output
+    assert max(len(line) for line in whole.stdout.splitlines()) > 80
+    lines = fitted.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    # The paths of the sample copy under tmp_path are too long for a column.
+    assert lines[0].split() == ["ID", "STATUS", "KIND", "ATTEMPTS", "BYTES"]
+    rows = [number for number, line in enumerate(lines) if not line.startswith(" ")]
+    assert len(rows) == 1 + len(actions)
+    for number, action in zip(rows[1:], actions, strict=True):
+        cells = lines[number].split()
+        assert cells == [
+            action["id"][:8],
+            action["status"],
+            action["kind"],
+            str(action["attempts"]),
+            *format_bytes(action["bytes"]).split(),
+        ]
+        path = lines[number + 1]
+        assert path.startswith("  /")
+        # Each path keeps at least its last name.
+        if action["source"] and action["destination"]:
+            source, _, destination = path.partition(" -> ")
+            assert source.endswith("/" + os.path.basename(action["source"]))
+            assert destination.endswith("/" + os.path.basename(action["destination"]))
+        else:
+            name = os.path.basename(action["source"] or action["destination"])
+            assert path.endswith(f"/{name} ({action['service']})")
+        if action["error"]:
+            assert lines[number + 2].startswith("  error: ")
+            assert action["error"].startswith(lines[number + 2][len("  error: ") :])
+    details = invoke("show", lines[rows[1]].split()[0], "--queue", failed_copy)
+    assert _row(details.stdout, "id") == actions[0]["id"]
+    assert fitted_json.stdout == json_lines_text(actions)
+    assert untrimmed.stdout == whole.stdout
+
+
+def json_lines_text(objects: list[dict]) -> str:
+    """Return ``objects`` as ``--json`` prints them: one compact object a line."""
+    return "".join(json.dumps(item, separators=(",", ":")) + "\n" for item in objects)
+
+
+def test_actions_fitted_on_one_line(
+    tmp_path: Path, queue: str, memory: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paths that fit their column stay on the row, with a PATH title."""
+    for arguments in (("mkdir", "memory://m/x"), ("delete", "memory://m/old")):
+        added = invoke("add", *arguments, "--queue", queue)
+        assert added.exit_code == ExitCode.OK, added.output
+    monkeypatch.setenv("COLUMNS", "80")
+
+    lines = invoke("actions", "--queue", queue).stdout.splitlines()
+
+    assert len(lines) == 3
+    assert lines[0].split() == ["ID", "STATUS", "KIND", "ATTEMPTS", "BYTES", "PATH"]
+    assert lines[1].endswith("  /m/x (destination)")
+    assert lines[2].endswith("  /m/old (destination)")
+    assert [len(line.split()[0]) for line in lines[1:]] == [8, 8]
+
+
+def test_actions_piped_print_whole(failed_copy: str) -> None:
+    """Without a terminal or COLUMNS each action is one line, its id whole."""
+    actions = json_lines(invoke("actions", "--queue", failed_copy, "--json").stdout)
+
+    lines = invoke("actions", "--queue", failed_copy).stdout.splitlines()
+
+    assert len(lines) == 1 + len(actions)
+    assert [line.split()[0] for line in lines[1:]] == [
+        action["id"] for action in actions
+    ]
+    for line, action in zip(lines[1:], actions, strict=True):
+        if action["source"] and action["destination"]:
+            assert f"  {action['source']} -> {action['destination']}" in line
+        else:
+            assert f"  {action['destination']} (destination)" in line
+
+
+@pytest.mark.parametrize(
+    ("ids", "length"),
+    [
+        ([], 8),
+        (["0123456789abcdef"], 8),
+        (["0123456789abcdef", "fedcba9876543210"], 8),
+        (["0123456789abcdef", "0123456789abffff", "0000000000000000"], 13),
+        (["abcdefgh00000000", "abcdefgh11111111"], 9),
+    ],
+)
+def test_unique_prefix_length(ids: list[str], length: int) -> None:
+    assert unique_prefix_length(ids) == length
+
+
+@pytest.mark.parametrize(
+    ("lengths", "total", "widths"),
+    [
+        ([10, 90], 66, [10, 56]),
+        ([40, 40], 66, [33, 33]),
+        ([40, 28], 66, [38, 28]),
+        ([5, 5], 66, [5, 5]),
+        ([50, 50], 7, [4, 3]),
+        ([10, 10], -5, [0, 0]),
+    ],
+)
+def test_share_width(lengths: list[int], total: int, widths: list[int]) -> None:
+    assert share_width(lengths, total) == widths
+
+
 def test_actions_of_one_tree(sample: Path, tmp_path: Path, queue: str) -> None:
     tree = invoke(
         "add", "tree", str(sample / "docs"), str(tmp_path / "d"), "--queue", queue
@@ -333,11 +581,15 @@ def test_actions_of_one_tree(sample: Path, tmp_path: Path, queue: str) -> None:
     result = invoke(
         "actions", "--tree", tree.stdout.strip(), "--queue", queue, "--json"
     )
+    by_prefix = invoke(
+        "actions", "--tree", tree.stdout.strip()[:8], "--queue", queue, "--json"
+    )
 
     rows = json_lines(result.stdout)
     assert {row["id"] for row in rows if row["parent"] is None} == {tree.stdout.strip()}
     assert not any(row["destination"] == str(tmp_path / "other") for row in rows)
     assert len(rows) > 1
+    assert json_lines(by_prefix.stdout) == rows
 
 
 def test_show_failed_file_history(failed_copy: str) -> None:

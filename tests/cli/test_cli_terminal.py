@@ -20,8 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_helpers import SAMPLE, invoke, journalq_process, read_tree, write_tree
-from terminal_helpers import Terminal, open_fifo_writer, release_fifo
+from cli_helpers import (
+    SAMPLE,
+    invoke,
+    journalq_process,
+    json_lines,
+    read_tree,
+    write_tree,
+)
+from terminal_helpers import WIDTH, Terminal, open_fifo_writer, release_fifo
 
 from journalq.cli.exits import ExitCode
 
@@ -177,6 +184,28 @@ def test_terminal_rate_and_retries(terminal: Terminal, tmp_path: Path) -> None:
     assert display_rate is not None, screen
     assert summary_rate is not None, screen
     assert float(summary_rate.group(1)) > 0
+
+
+def test_actions_fit_terminal_width(terminal: Terminal, tmp_path: Path) -> None:
+    """In a terminal, without COLUMNS, `actions` fits the terminal's width."""
+    source = write_tree(tmp_path / ("source-" * 8), FILES)
+    queue = str(tmp_path / "q")
+    target = tmp_path / ("destination-" * 6)
+    added = invoke("add", "tree", str(source), str(target), "--queue", queue)
+    assert added.exit_code == ExitCode.OK, added.output
+    actions = json_lines(invoke("actions", "--queue", queue, "--json").stdout)
+
+    window = terminal.run("actions", "--queue", queue)
+    status = terminal.exit_status(window)
+    lines = terminal.screen(window).splitlines()
+
+    assert status == ExitCode.OK, lines
+    # capture-pane -J joins a line that wrapped, so a long one shows whole.
+    assert max(len(line) for line in lines) <= WIDTH
+    rows = [line.split()[0] for line in lines if line and not line.startswith(" ")]
+    assert rows[0] == "ID"
+    assert rows[1 : 1 + len(actions)] == [action["id"][:8] for action in actions]
+    assert len(max((action["destination"] for action in actions), key=len)) > WIDTH
 
 
 def test_no_progress_display_without_terminal(
