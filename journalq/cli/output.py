@@ -32,6 +32,8 @@ __all__ = [
     "AcknowledgedEvents",
     "EventPrinter",
     "common_errors",
+    "failed_trees",
+    "failure_heading",
     "format_bytes",
     "format_duration",
     "format_summary",
@@ -139,6 +141,34 @@ def common_errors(failures: Iterable[ActionInfo]) -> list[str]:
     if others > 0:
         lines.append(f"and {others} other kinds of error")
     return lines
+
+
+def failed_trees(failures: Sequence[ActionInfo], *, dry_run: bool) -> int:
+    """Count the trees that fail because their items among ``failures`` failed.
+
+    A real run lists such a tree among its failures. A dry run ends no
+    tree, but a real run would fail the tree of each item that failed.
+    """
+    parents = {failure.parent for failure in failures if failure.parent is not None}
+    if dry_run:
+        return len(parents)
+    return sum(1 for failure in failures if failure.id in parents)
+
+
+def failure_heading(failed: int, trees: int, *, dry_run: bool) -> str:
+    """Return the line above a run's errors: ``7 actions failed, and so did ...``.
+
+    ``failed`` counts the actions that failed on their own, and ``trees`` the
+    trees that failed because of them, which ``journalq actions --status
+    failed`` lists too.
+    """
+    noun = "action" if failed == 1 else "actions"
+    heading = f"{failed} {noun} {'would fail' if dry_run else 'failed'}"
+    if not trees:
+        return heading + ":"
+    tree = "the tree that holds" if trees == 1 else f"the {trees} trees that hold"
+    items = "it" if failed == 1 else "them"
+    return f"{heading}, and {'so would' if dry_run else 'so did'} {tree} {items}:"
 
 
 class EventPrinter:

@@ -20,6 +20,7 @@ from journalq.cli.completion import complete_location
 from journalq.cli.context import (
     Settings,
     common_options,
+    demote_logs_mentioning,
     run_options,
     settings,
     storage_options,
@@ -32,6 +33,8 @@ from journalq.cli.output import (
     AcknowledgedEvents,
     EventPrinter,
     common_errors,
+    failed_trees,
+    failure_heading,
     format_summary,
     print_json,
     rate_of,
@@ -413,14 +416,24 @@ def _report(
 
 
 def _report_failures(queue: StorageQueue, summary: RunSummary) -> None:
-    where = shlex.quote(str(queue.directory))
-    noun = "action" if summary.failed == 1 else "actions"
-    lines = [f"{summary.failed} {noun} failed:"]
+    """Print the run's most common errors and how to list and retry them.
+
+    A dry run journals nothing, so its failures are listed here alone, and
+    the queue of a ``copy`` or ``sync`` dry run is deleted before it ends.
+    """
+    dry_run = settings().dry_run
+    trees = failed_trees(summary.failures, dry_run=dry_run)
+    lines = [failure_heading(summary.failed, trees, dry_run=dry_run)]
     lines += [f"  {line}" for line in common_errors(summary.failures)]
-    lines.append(f"list them: journalq actions --status failed --queue {where}")
-    lines.append(
-        f"retry them: journalq retry --queue {where} && journalq run --queue {where}"
-    )
+    if not dry_run:
+        where = shlex.quote(str(queue.directory))
+        earlier = len(summary.failures) - summary.failed - trees
+        them = f"them and {earlier} more" if earlier > 0 else "them"
+        lines.append(f"list {them}: journalq actions --status failed --queue {where}")
+        lines.append(
+            f"retry {them}: journalq retry --queue {where} && "
+            f"journalq run --queue {where}"
+        )
     for line in lines:
         click.echo(line, err=True)
 
@@ -465,7 +478,10 @@ def _queue_for(
         ):
             yield queue
         return
-    with tempfile.TemporaryDirectory(prefix="journalq-dry-run-") as scratch:
+    with (
+        tempfile.TemporaryDirectory(prefix="journalq-dry-run-") as scratch,
+        demote_logs_mentioning(scratch),
+    ):
         directory = os.path.join(scratch, "queue")
         with open_queue(directory, source.filesystem, destination.filesystem) as queue:
             yield queue

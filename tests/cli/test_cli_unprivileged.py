@@ -16,6 +16,48 @@ from tree_helpers import write_tree
 from journalq.cli.exits import ExitCode
 
 
+def _error_lines(stderr: str) -> list[str]:
+    """Return the errors a summary lists: its lines indented by two spaces."""
+    return [line for line in stderr.splitlines() if line.startswith("  ")]
+
+
+def test_dry_run_predicts_unlisted_folder(tmp_path: Path) -> None:
+    source = write_tree(tmp_path / "src", {"open/a.txt": b"a", "locked/s.txt": b"s"})
+    destination = tmp_path / "dst"
+
+    with mode(source / "locked", 0):
+        dry = journalq_unprivileged("sync", str(source), str(destination), "-n")
+        real = journalq_unprivileged("sync", str(source), str(destination))
+
+    assert real.returncode == ExitCode.FAILED, real.stderr
+    assert dry.returncode == real.returncode, dry.stderr
+    assert "failed 1," in dry.stderr
+    assert "1 action would fail, and so would the tree that holds it:" in dry.stderr
+    assert _error_lines(dry.stderr) == _error_lines(real.stderr)
+    assert f"cannot list the source directory {source / 'locked'}" in dry.stderr
+
+
+def test_dry_run_lists_failures_like_real(tmp_path: Path) -> None:
+    """A dry run names the same errors as the real run that follows it."""
+    source = write_tree(
+        tmp_path / "src", {"a.txt": b"a", "locked/s.txt": b"s", "shut/t.txt": b"t"}
+    )
+    (source / "gone.txt").symlink_to(tmp_path / "nowhere")
+    destination = tmp_path / "dst"
+
+    with mode(source / "locked", 0), mode(source / "shut", 0):
+        dry = journalq_unprivileged("copy", f"{source}/", str(destination), "-n")
+        real = journalq_unprivileged("copy", f"{source}/", str(destination))
+
+    assert real.returncode == ExitCode.FAILED, real.stderr
+    assert dry.returncode == real.returncode, dry.stderr
+    assert "failed 3," in dry.stderr
+    assert "failed 3," in real.stderr
+    assert _error_lines(dry.stderr) == _error_lines(real.stderr)
+    assert "journalq-dry-run" not in dry.stderr
+    assert "list them" not in dry.stderr
+
+
 def test_read_only_folder_names_destination(tmp_path: Path) -> None:
     source = write_tree(tmp_path / "src", {"d2/b1": b"b1", "d1/a": b"a"})
     destination = tmp_path / "dst"
