@@ -58,7 +58,7 @@ from journalq import (
 from journalq.backends import Filesystem
 from journalq.copy_effect import CopyEffect, Interrupted
 from journalq.effects import Effects, done_record
-from journalq.errors import DeleteConflictError
+from journalq.errors import DeleteConflictError, queue_command
 from journalq.events import Event, EventType, RunSummary
 from journalq.groups import DurableGroup
 from journalq.handout import Handout
@@ -629,7 +629,9 @@ class Executor:
                         attempt,
                         "ChildrenFailed",
                         f"{failed} of {len(kids)} items failed; see "
-                        "`journalq actions --status failed`",
+                        + queue_command(
+                            "actions --status failed", self.context.store.directory
+                        ),
                         False,
                         finished_ns=time.time_ns(),
                     )

@@ -35,7 +35,7 @@ import msgspec
 
 from journalq import compare, digest, expansion, inbox, opening, parts, retry
 from journalq.backends import Filesystem, open_filesystem
-from journalq.errors import ActionError, BatchError, QueueError
+from journalq.errors import ActionError, BatchError, QueueError, queue_command
 from journalq.events import ActionInfo, Event, EventType, RunSummary
 from journalq.executor import Executor, RunOptions
 from journalq.expansion import PARENTS
@@ -656,7 +656,7 @@ class StorageQueue:
             raise ActionError(
                 id,
                 "no action with this id in the queue; list the ids with "
-                "`journalq actions`",
+                + queue_command("actions", self.directory),
             )
         targets = self._cancel_targets(id)
         if self._store is not None:
@@ -735,7 +735,7 @@ class StorageQueue:
             raise ActionError(
                 id,
                 "no action with this id in the queue; list the ids with "
-                "`journalq actions`",
+                + queue_command("actions", self.directory),
             )
         return self._info(action)
 
