@@ -277,6 +277,7 @@ def run_and_report(
         verbosity=options.verbosity,
         dry_run=options.dry_run,
         quiet=options.quiet,
+        filesystems=_filesystem_urls(queue),
     )
     display = _wants_display(as_json)
     progress = None
@@ -319,6 +320,14 @@ def run_and_report(
     if not options.dry_run:
         save_last_run(queue.directory, summary)
     return run_exit_code(summary, dry_run=options.dry_run)
+
+
+def _filesystem_urls(queue: StorageQueue) -> tuple[str, str]:
+    """Return the URLs of the source and destination filesystems of ``queue``."""
+    created = queue.state.created
+    if created is None:
+        return ("file://", "file://")
+    return (created.source.url, created.destination.url)
 
 
 class _ClosedPipeStop:
