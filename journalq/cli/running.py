@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import fsspec
 
+from journalq.backends.objects import MissingBucketError
 from journalq.backends.options import secret_names
 from journalq.cli.base import command, fail
 from journalq.cli.completion import complete_location
@@ -128,17 +129,24 @@ def path_kind(
 
     One ``info`` call, tried again after transient failures: fsspec's
     ``exists`` and ``isdir`` return False on any error, which would turn a
-    reset connection into a missing source.
+    reset connection into a missing source. A bucket that does not exist
+    raises ``ActionError``, because nothing can be copied from or into it,
+    as adding a tree does (see :func:`journalq.expansion.destination_listing`).
     """
 
     def kind() -> str | None:
         try:
             info = fs.info(path)
+        except MissingBucketError:
+            raise
         except FileNotFoundError:
             return None
         return "directory" if info.get("type") == "directory" else "file"
 
-    return queue.with_retries(kind, path)
+    try:
+        return queue.with_retries(kind, path)
+    except MissingBucketError as exc:
+        raise ActionError(path, f"{exc}; nothing was added") from exc
 
 
 def resume_command(queue: StorageQueue) -> str:

@@ -1,4 +1,4 @@
-"""``copy`` and ``sync`` to S3 and GCS: the URLs they print.
+"""``copy`` and ``sync`` to S3 and GCS: printed URLs and missing buckets.
 
 The stores are the session's moto S3 server and fake-gcs-server.
 """
@@ -66,3 +66,53 @@ def test_verbose_run_prints_source_urls(
     assert result.exit_code == ExitCode.OK, result.output
     line = f"copied {protocol}://{bucket}/in/a.txt -> {tmp_path}/out/a.txt (5 B)"
     assert line in result.stdout.splitlines()
+
+
+@pytest.mark.parametrize("dry_run", [[], ["-n"]], ids=["run", "dry-run"])
+@pytest.mark.parametrize(
+    ("what", "where"),
+    [("tree", "/data"), ("tree", ""), ("file", "/data"), ("file", "/")],
+    ids=["tree", "tree-to-bucket", "file", "file-into-bucket"],
+)
+def test_missing_bucket_adds_nothing(
+    sample: Path,
+    tmp_path: Path,
+    store: tuple[str, str, dict[str, Any]],
+    what: str,
+    where: str,
+    dry_run: list[str],
+) -> None:
+    protocol, _, options = store
+    source = f"{sample}/" if what == "tree" else str(sample / "a.txt")
+    queue = tmp_path / "q"
+
+    result = invoke(
+        "copy", source, f"{protocol}://jq-missing{where}", "--queue", str(queue),
+        *dry_run, *_flags(options),
+    )  # fmt: skip
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert f"the bucket {protocol}://jq-missing does not exist" in result.stderr
+    assert "nothing was added" in result.stderr
+    assert not queue.exists()
+
+
+@pytest.mark.parametrize("command", ["copy", "tree", "sync"])
+def test_add_to_missing_bucket_rejected(
+    sample: Path,
+    tmp_path: Path,
+    store: tuple[str, str, dict[str, Any]],
+    command: str,
+) -> None:
+    protocol, _, options = store
+    source = str(sample / "a.txt") if command == "copy" else str(sample)
+    queue = tmp_path / "q"
+
+    result = invoke(
+        "add", command, source, f"{protocol}://jq-missing", "--queue", str(queue),
+        *_flags(options),
+    )  # fmt: skip
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert f"the bucket {protocol}://jq-missing does not exist" in result.stderr
+    assert not queue.exists()
