@@ -50,6 +50,7 @@ from journalq.records import Endpoint
 __all__ = [
     "Filesystem",
     "check_option_names",
+    "configured_options",
     "endpoint",
     "hide_password",
     "is_local",
@@ -196,6 +197,20 @@ def check_option_names(url: str, options: Mapping[str, Any]) -> None:
     cls = _filesystem_class(url)
     if cls is not None:
         check_options(cls, hide_password(url), options)
+
+
+def configured_options(url: str) -> dict[str, Any]:
+    """Return the storage options fsspec's configuration gives ``url``'s filesystem.
+
+    fsspec reads them from its config files and ``FSSPEC_<PROTOCOL>_<NAME>``
+    environment variables when it is imported, and applies them to each
+    filesystem it opens (``fsspec.config.apply_config``). A URL whose
+    filesystem class cannot be found gets none.
+    """
+    cls = _filesystem_class(url)
+    if cls is None:
+        return {}
+    return fsspec.config.apply_config(cls, {})
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import fsspec
 
+from journalq.backends import configured_options
 from journalq.backends.objects import MissingBucketError
 from journalq.backends.options import secret_names
 from journalq.cli.base import command, fail
@@ -162,7 +163,8 @@ def secret_note(queue: StorageQueue) -> str | None:
     """Name the storage options with secrets that the printed commands need again.
 
     They are the options the queue journaled without their secrets, a
-    password that was given in a URL included.
+    password that was given in a URL included, except those that fsspec's
+    configuration sets (``FSSPEC_S3_KEY``), which apply to every command.
     """
     created = queue.state.created
     if created is None:
@@ -174,6 +176,7 @@ def secret_note(queue: StorageQueue) -> str | None:
             ("destination", created.destination),
         )
         for name in secret_names(journaled.options)
+        if name not in configured_options(journaled.url)
     ]
     if not again:
         return None
