@@ -430,7 +430,8 @@ def _report(
         _report_failures(queue, summary)
     if left:
         click.echo(f"to resume: {resume}", err=True)
-    note = secret_note(queue)
+    # A dry run prints no command for the note to refer to.
+    note = None if options.dry_run else secret_note(queue)
     if note and (left or summary.failed):
         click.echo(note, err=True)
 

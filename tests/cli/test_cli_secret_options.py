@@ -73,6 +73,21 @@ def test_failed_run_names_secret_options(
     assert "--destination-option secret=..." in copied.stderr
 
 
+def test_failed_dry_run_names_no_options(
+    sample: Path, tmp_path: Path, s3_options: dict[str, Any], bucket: str
+) -> None:
+    """A dry run prints no command, so no note about what to add to one."""
+    os.symlink(tmp_path / "later.txt", sample / "dangling.txt")
+
+    result = invoke(
+        "copy", f"{sample}/", f"s3://{bucket}/out", "-n", *_flags(s3_options)
+    )
+
+    assert result.exit_code == ExitCode.FAILED, result.output
+    assert "1 action would fail" in result.stderr
+    assert "--destination-option" not in result.stderr
+
+
 @pytest.mark.parametrize(
     "command", [["retry"], ["cancel", "--all"], ["compact"]], ids=lambda c: c[0]
 )
