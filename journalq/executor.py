@@ -716,7 +716,12 @@ class Executor:
         return _ProgressCallback(self, action, attempt, size)
 
     def _label(self, action: ActionState) -> str:
+        """Return ``KIND SOURCE -> DESTINATION`` for a log line, paths as URLs."""
         source, destination = self.context.store.state.paths(action)
+        if source is not None:
+            source = self.context.source.url_of(source)
+        if destination is not None:
+            destination = self.context.destination.url_of(destination)
         return f"{action.kind} {source or ''} -> {destination or ''}".strip()
 
 

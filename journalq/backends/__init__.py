@@ -171,6 +171,21 @@ class Filesystem:
             value = os.path.abspath(value)
         return self._fs._strip_protocol(value).rstrip("/") or "/"
 
+    def url_of(self, value: str) -> str:
+        """Return the URL of an action's path, or the path itself on the local disk.
+
+        journalq's S3, GCS and SFTP filesystems build it (``s3://bucket/key``,
+        ``ssh://user@host:22/path``), and other filesystems put their protocol
+        in front.
+        """
+        path = self.path(value)
+        if self.local:
+            return path
+        url_of = getattr(self._fs, "url_of", None)
+        if url_of is not None:
+            return url_of(path)
+        return self._fs.unstrip_protocol(path)
+
     def __repr__(self) -> str:
         return f"Filesystem({self.url!r})"
 

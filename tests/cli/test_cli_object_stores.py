@@ -5,6 +5,7 @@ The stores are the session's moto S3 server and fake-gcs-server.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,27 @@ def test_verbose_run_prints_source_urls(
     assert result.exit_code == ExitCode.OK, result.output
     line = f"copied {protocol}://{bucket}/in/a.txt -> {tmp_path}/out/a.txt (5 B)"
     assert line in result.stdout.splitlines()
+
+
+@pytest.mark.parametrize("dry_run", [[], ["-n"]], ids=["run", "dry-run"])
+def test_failure_warning_names_urls(
+    sample: Path,
+    tmp_path: Path,
+    store: tuple[str, str, dict[str, Any]],
+    dry_run: list[str],
+) -> None:
+    protocol, bucket, options = store
+    os.symlink(tmp_path / "nowhere", sample / "dangling.txt")
+    target = f"{protocol}://{bucket}/data"
+
+    result = invoke("copy", f"{sample}/", target, *dry_run, *_flags(options))
+
+    assert result.exit_code == ExitCode.FAILED, result.output
+    warning = (
+        f"WARNING journalq.executor: failed copy_file {sample}/dangling.txt -> "
+        f"{target}/dangling.txt: "
+    )
+    assert warning in result.stderr
 
 
 @pytest.mark.parametrize("dry_run", [[], ["-n"]], ids=["run", "dry-run"])
