@@ -313,8 +313,8 @@ class _FailureLimit(logging.Filter):
         if self.count == MAX_FAILURE_WARNINGS + 1:
             click.echo(
                 "WARNING journalq: more failures are not shown (-v shows them "
-                "all); the summary at the end counts them and says how to list "
-                "them",
+                "all); the summary at the end counts them and names the most "
+                "common errors",
                 err=True,
             )
         return False
