@@ -32,7 +32,6 @@ __all__ = [
     "AcknowledgedEvents",
     "EventPrinter",
     "common_errors",
-    "failed_trees",
     "failure_heading",
     "format_bytes",
     "format_duration",
@@ -141,18 +140,6 @@ def common_errors(failures: Iterable[ActionInfo]) -> list[str]:
     if others > 0:
         lines.append(f"and {others} other kinds of error")
     return lines
-
-
-def failed_trees(failures: Sequence[ActionInfo], *, dry_run: bool) -> int:
-    """Count the trees that fail because their items among ``failures`` failed.
-
-    A real run lists such a tree among its failures. A dry run ends no
-    tree, but a real run would fail the tree of each item that failed.
-    """
-    parents = {failure.parent for failure in failures if failure.parent is not None}
-    if dry_run:
-        return len(parents)
-    return sum(1 for failure in failures if failure.id in parents)
 
 
 def failure_heading(failed: int, trees: int, *, dry_run: bool) -> str:

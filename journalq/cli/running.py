@@ -8,6 +8,7 @@ import shlex
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -32,10 +33,10 @@ from journalq.cli.interrupt import stop_on_interrupt
 from journalq.cli.lastrun import save_last_run
 from journalq.cli.messages import step
 from journalq.cli.output import (
+    CHILDREN_FAILED,
     AcknowledgedEvents,
     EventPrinter,
     common_errors,
-    failed_trees,
     failure_heading,
     format_summary,
     print_json,
@@ -305,6 +306,7 @@ def run_and_report(
     on_event, event_types = _fan_out(guarded, printed or guarded, progress)
     resume = resume_command(queue)
     on_stop = progress.mark_stopping if display and progress is not None else None
+    started_ns = time.time_ns()
     with (
         _cluster_client(options) as client,
         stop_on_interrupt(stop, resume, on_stop=on_stop, timeout=options.stop_timeout),
@@ -327,7 +329,7 @@ def run_and_report(
             f"stdout was closed, so the run stopped. To resume: {resume}", err=True
         )
         raise guarded.error
-    _report(queue, summary, resume, as_json=as_json)
+    _report(queue, summary, resume, as_json=as_json, started_ns=started_ns)
     if not options.dry_run:
         save_last_run(queue.directory, summary)
     return run_exit_code(summary, dry_run=options.dry_run)
@@ -413,7 +415,12 @@ def _cluster_client(options: Settings) -> Iterator[Any]:
 
 
 def _report(
-    queue: StorageQueue, summary: RunSummary, resume: str, *, as_json: bool
+    queue: StorageQueue,
+    summary: RunSummary,
+    resume: str,
+    *,
+    as_json: bool,
+    started_ns: int,
 ) -> None:
     options = settings()
     left = bool(summary.remaining or summary.interrupted) and not options.dry_run
@@ -427,7 +434,7 @@ def _report(
     if not options.quiet:
         click.echo(format_summary(summary, dry_run=options.dry_run), err=True)
     if summary.failed:
-        _report_failures(queue, summary)
+        _report_failures(queue, summary, started_ns)
     if left:
         click.echo(f"to resume: {resume}", err=True)
     # A dry run prints no command for the note to refer to.
@@ -436,14 +443,14 @@ def _report(
         click.echo(note, err=True)
 
 
-def _report_failures(queue: StorageQueue, summary: RunSummary) -> None:
+def _report_failures(queue: StorageQueue, summary: RunSummary, started_ns: int) -> None:
     """Print the run's most common errors and how to list and retry them.
 
     A dry run journals nothing, so its failures are listed here alone, and
     the queue of a ``copy`` or ``sync`` dry run is deleted before it ends.
     """
     dry_run = settings().dry_run
-    trees = failed_trees(summary.failures, dry_run=dry_run)
+    trees = _failed_trees(queue, summary, started_ns, dry_run=dry_run)
     lines = [failure_heading(summary.failed, trees, dry_run=dry_run)]
     lines += [f"  {line}" for line in common_errors(summary.failures)]
     if not dry_run:
@@ -457,6 +464,29 @@ def _report_failures(queue: StorageQueue, summary: RunSummary) -> None:
         )
     for line in lines:
         click.echo(line, err=True)
+
+
+def _failed_trees(
+    queue: StorageQueue, summary: RunSummary, started_ns: int, *, dry_run: bool
+) -> int:
+    """Count the trees that fail because items of theirs failed in the run.
+
+    A real run lists them among ``summary.failures``, beside the trees
+    that earlier runs failed, whose ``failed`` record is older than
+    ``started_ns``. A dry run ends no tree, but a real run would fail the
+    tree of each item that failed.
+    """
+    failures = summary.failures
+    if dry_run:
+        return len({failure.parent for failure in failures if failure.parent})
+    count = 0
+    for failure in failures:
+        if not (failure.error or "").startswith(CHILDREN_FAILED):
+            continue
+        record = queue.state.actions[failure.id].error
+        if record is not None and record.finished_ns >= started_ns:
+            count += 1
+    return count
 
 
 def _finish(code: ExitCode) -> None:

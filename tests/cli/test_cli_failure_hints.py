@@ -115,3 +115,24 @@ def test_unreadable_queue_drop_names_it(failed_tree: tuple[str, str]) -> None:
     assert suggested == f"journalq drop --force {queue}"
     assert dropped.exit_code == ExitCode.OK, dropped.output
     assert not Path(queue).exists()
+
+
+def test_rerun_counts_earlier_failures(tmp_path: Path) -> None:
+    """A sync run again fails its link again; the first run's tree and link
+    stay failed in the queue, and the hint counts them apart."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "ok.txt").write_bytes(b"ok")
+    os.symlink(tmp_path / "nowhere", source / "link")
+    queue = str(tmp_path / "q")
+    command = ("sync", str(source), str(tmp_path / "out"), "--queue", queue)
+
+    first = invoke(*command)
+    second = invoke(*command)
+    lines = second.stderr.splitlines()
+    (listing,) = [line for line in lines if line.startswith("list them and 2 more: ")]
+
+    assert first.exit_code == ExitCode.FAILED, first.output
+    assert second.exit_code == ExitCode.FAILED, second.output
+    assert "1 action failed, and so did the tree that holds it:" in lines
+    assert len(_follow(listing.removeprefix("list them and 2 more: "))) == 1 + 1 + 2
