@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import re
+import shlex
 import shutil
 import uuid
 from collections.abc import Callable
@@ -225,7 +226,8 @@ def _pending(
             raise QueueError(
                 directory,
                 f"the queue cannot be read, so whether actions wait is unknown "
-                f"({error}); drop it anyway with force (`journalq drop --force`)",
+                f"({error}); drop it anyway with force (`journalq drop --force "
+                f"{shlex.quote(os.fspath(directory))}`)",
             ) from error
         logger.info("dropping unreadable queue %s: %s", directory, error)
         return DroppedQueue(directory, queue_id)

@@ -57,7 +57,17 @@ __all__ = [
     "QueueError",
     "QueueLockedError",
     "StorageOptionError",
+    "queue_command",
 ]
+
+
+def queue_command(command: str, directory: str | os.PathLike[str]) -> str:
+    """Return `` `journalq COMMAND --queue DIR` `` with DIR quoted for a shell.
+
+    Without ``--queue`` the command would open the queue named ``local``,
+    so every command a message suggests names the queue it is about.
+    """
+    return f"`journalq {command} --queue {shlex.quote(os.fspath(directory))}`"
 
 
 class JournalqError(Exception):
@@ -176,8 +186,8 @@ class PendingActionsError(QueueError):
         super().__init__(
             path,
             f"{_count_actions(waiting, in_progress)}, so the queue was not "
-            f"dropped; run them (`journalq run --queue {where}`), cancel them "
-            f"(`journalq cancel --all --queue {where}`), or drop the queue "
+            f"dropped; run them ({queue_command('run', path)}), cancel them "
+            f"({queue_command('cancel --all', path)}), or drop the queue "
             f"anyway (`journalq drop --force {where}`)",
         )
 

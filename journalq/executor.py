@@ -58,7 +58,7 @@ from journalq import (
 from journalq.backends import Filesystem
 from journalq.copy_effect import CopyEffect, Interrupted
 from journalq.effects import Effects, done_record
-from journalq.errors import DeleteConflictError
+from journalq.errors import DeleteConflictError, queue_command
 from journalq.events import Event, EventType, RunSummary
 from journalq.groups import DurableGroup
 from journalq.handout import Handout
@@ -158,6 +158,9 @@ class Executor:
     ) -> None:
         self.context = RunContext(store, source, destination, options)
         self.summary = RunSummary()
+        #: The failures for good of a dry run, which journals none, each
+        #: with the record a real run would have journaled.
+        self.dry_run_failures: list[tuple[ActionState, Failed]] = []
         self._summary_lock = threading.Lock()
         self._backoff = options.backoff or retry.Backoff()
         self._event_types = (
@@ -215,7 +218,8 @@ class Executor:
         self.summary.remaining = store.state.counts[Status.WAITING] - open_trees
         summary = self.summary
         logger.info(
-            "run ended: copied %d, skipped %d, failed %d, %d bytes in %.1f s%s",
+            "%s %d, skipped %d, failed %d, %d bytes in %.1f s%s",
+            "dry run ended: would copy" if dry_run else "run ended: copied",
             summary.copied,
             summary.skipped,
             summary.failed,
@@ -476,9 +480,11 @@ class Executor:
     def record_failure(
         self, action: ActionState, attempt: int, exc: BaseException, retryable: bool
     ) -> None:
-        """Journal a ``failed`` record for ``attempt``, unless this is a dry run."""
-        if self.context.options.dry_run:
-            return
+        """Journal a ``failed`` record for ``attempt``.
+
+        A dry run journals nothing and keeps a failure for good in
+        :attr:`dry_run_failures` instead.
+        """
         record = Failed(
             action.action_id,
             attempt,
@@ -488,7 +494,11 @@ class Executor:
             reason=CONFLICT if isinstance(exc, DeleteConflictError) else "",
             finished_ns=time.time_ns(),
         )
-        self.context.store.append([record], durable=not retryable)
+        if not self.context.options.dry_run:
+            self.context.store.append([record], durable=not retryable)
+        elif not retryable:
+            with self._summary_lock:
+                self.dry_run_failures.append((action, record))
 
     def finish(
         self, action: ActionState, records: list[Record], group: DurableGroup
@@ -619,7 +629,9 @@ class Executor:
                         attempt,
                         "ChildrenFailed",
                         f"{failed} of {len(kids)} items failed; see "
-                        "`journalq actions --status failed`",
+                        + queue_command(
+                            "actions --status failed", self.context.store.directory
+                        ),
                         False,
                         finished_ns=time.time_ns(),
                     )
@@ -704,7 +716,12 @@ class Executor:
         return _ProgressCallback(self, action, attempt, size)
 
     def _label(self, action: ActionState) -> str:
+        """Return ``KIND SOURCE -> DESTINATION`` for a log line, paths as URLs."""
         source, destination = self.context.store.state.paths(action)
+        if source is not None:
+            source = self.context.source.url_of(source)
+        if destination is not None:
+            destination = self.context.destination.url_of(destination)
         return f"{action.kind} {source or ''} -> {destination or ''}".strip()
 
 

@@ -29,6 +29,7 @@ from journalq import expansion, transfer
 from journalq.backends import (
     Filesystem,
     check_option_names,
+    configured_options,
     endpoint,
     hide_password,
     open_filesystem,
@@ -153,6 +154,9 @@ def _options(
     given = given or {}
     missing = [name for name in secret_names(journaled.options) if name not in given]
     if missing and not queue.read_only:
+        given = {**_configured_secrets(role, journaled.url, missing), **given}
+        missing = [name for name in missing if name not in given]
+    if missing and not queue.read_only:
         _reject_unknown_names(queue, role, journaled, given, missing)
         flags = " ".join(f"--{role}-option {name}=..." for name in missing)
         if "@" in journaled.url.partition("://")[2].partition("/")[0]:
@@ -175,6 +179,26 @@ def _options(
                 queue.directory,
             )
     return {**journaled.options, **given}
+
+
+def _configured_secrets(role: str, url: str, names: list[str]) -> dict[str, Any]:
+    """Return the options among ``names`` that fsspec's configuration sets.
+
+    fsspec applies its configuration (``FSSPEC_S3_KEY``, its config files)
+    to every filesystem it opens, so an option set there under the name a
+    queue was created with counts as given again. It is passed on
+    explicitly, so it also replaces a journaled option whose nested secrets
+    were removed, as a given option does.
+    """
+    configured = configured_options(url)
+    found = {name: configured[name] for name in names if name in configured}
+    if found:
+        logger.info(
+            "using the secret %s option(s) %s from fsspec's configuration",
+            role,
+            ", ".join(found),
+        )
+    return found
 
 
 def _reject_unknown_names(

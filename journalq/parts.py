@@ -44,7 +44,7 @@ from typing import Final
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from journalq import compare, digest, durable, faults
+from journalq import compare, digest, durable, faults, transfer
 from journalq.records import Identity, Part
 
 __all__ = [
@@ -328,7 +328,10 @@ class LocalPartTarget(PartTarget):
             # A new plan: whatever an older plan left there is not ours.
             flags |= os.O_TRUNC
         os.makedirs(self._directory, exist_ok=True)
-        self._fd: int | None = durable.ops.open(self.upload, flags, 0o644)
+        try:
+            self._fd: int | None = durable.ops.open(self.upload, flags, 0o644)
+        except OSError as exc:
+            raise transfer.destination_error(exc, self.path, self.upload) from exc
         #: Size of the file as this attempt found it: the parts that lie
         #: inside it may have been written by an earlier attempt. Nothing is
         #: read back from a file whose sync failed (see :meth:`_sync`).

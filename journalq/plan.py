@@ -56,6 +56,7 @@ import msgspec
 
 from journalq import compare
 from journalq.backends import is_local
+from journalq.backends.objects import MissingBucketError
 from journalq.errors import ActionError
 from journalq.records import (
     ActionAdded,
@@ -286,6 +287,8 @@ def _list_generic(fs: fsspec.AbstractFileSystem, root: str) -> Listing:
     # connection would read as a missing source.
     try:
         kind = fs.info(root).get("type")
+    except MissingBucketError:
+        raise
     except FileNotFoundError:
         # journalq's S3 and GCS filesystems raise from exists() an error
         # that names a missing bucket.

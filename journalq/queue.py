@@ -20,6 +20,7 @@ their skips in :mod:`journalq.expansion`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import posixpath
@@ -34,7 +35,7 @@ import msgspec
 
 from journalq import compare, digest, expansion, inbox, opening, parts, retry
 from journalq.backends import Filesystem, open_filesystem
-from journalq.errors import ActionError, BatchError, QueueError
+from journalq.errors import ActionError, BatchError, QueueError, queue_command
 from journalq.events import ActionInfo, Event, EventType, RunSummary
 from journalq.executor import Executor, RunOptions
 from journalq.expansion import PARENTS
@@ -52,6 +53,7 @@ from journalq.plan import (
 from journalq.records import (
     ActionAdded,
     Canceled,
+    Failed,
     Kind,
     Record,
     Retried,
@@ -654,7 +656,7 @@ class StorageQueue:
             raise ActionError(
                 id,
                 "no action with this id in the queue; list the ids with "
-                "`journalq actions`",
+                + queue_command("actions", self.directory),
             )
         targets = self._cancel_targets(id)
         if self._store is not None:
@@ -733,7 +735,7 @@ class StorageQueue:
             raise ActionError(
                 id,
                 "no action with this id in the queue; list the ids with "
-                "`journalq actions`",
+                + queue_command("actions", self.directory),
             )
         return self._info(action)
 
@@ -873,10 +875,13 @@ class StorageQueue:
             self._redecide_skips(options.policy, only)
         open_trees = self._open_trees()
         total = RunSummary()
+        planned: list[tuple[ActionState, Failed]] = []
         store.drain_inbox()
         while True:
-            summary = Executor(store, self.source, self.destination, options).run()
+            executor = Executor(store, self.source, self.destination, options)
+            summary = executor.run()
             _accumulate(total, summary)
+            planned += executor.dry_run_failures
             if summary.interrupted or options.dry_run or only is not None:
                 break
             # Actions handed off during the pass wait for the next one. A
@@ -889,9 +894,45 @@ class StorageQueue:
         # Hints left unused only save a stat, and the emptied dict still
         # keeps a table sized for every file the trees listed.
         self._hints = {}
-        total.failed += self._rejected_items(open_trees)
+        if options.dry_run:
+            self._predict_failures(total, planned, open_trees)
+            return total
+        ended = {
+            tree
+            for tree in open_trees
+            if self.state.actions[tree].status is Status.FAILED
+        }
+        total.failed += len(self._rejected_items(ended))
         total.failures = self.get_actions("failed")
         return total
+
+    def _predict_failures(
+        self,
+        summary: RunSummary,
+        planned: list[tuple[ActionState, Failed]],
+        trees: set[str],
+    ) -> None:
+        """Give a dry run's ``summary`` the failures a real run would have.
+
+        Those are the failures of the dry run's actions, which it did not
+        journal, and the listing failures of the open ``trees``. A real run
+        fails each such tree once its other items end, and counts them then.
+        """
+        rejected = self._rejected_items(trees)
+        summary.failed += len(rejected)
+        summary.failures = [self._planned_failure(*failure) for failure in planned]
+        summary.failures += [self._info(action) for action in rejected]
+
+    def _planned_failure(self, action: ActionState, record: Failed) -> ActionInfo:
+        """Return ``action`` as it would be once ``record`` was journaled."""
+        error = f"{record.error}: {record.message}"
+        return dataclasses.replace(
+            self._info(action),
+            status=str(Status.FAILED),
+            attempts=record.attempt,
+            error=error,
+            last_error=error,
+        )
 
     def _redecide_skips(
         self, policy: compare.Policy, only: frozenset[str] | None
@@ -922,25 +963,22 @@ class StorageQueue:
             if action.kind in PARENTS and not action.terminal
         }
 
-    def _rejected_items(self, trees: set[str]) -> int:
-        """Count the listing failures of the ``trees`` that failed since.
+    def _rejected_items(self, trees: set[str]) -> list[ActionState]:
+        """Return the items of ``trees`` that failed when they were listed.
 
         Such an item (a rejected name, a directory that could not be
-        listed) failed when its tree was listed, so no run counts it
-        otherwise, and a run that reports success would hide it.
+        listed) failed before any run. The run that ends its tree counts it,
+        so that no run reports success while it is failed.
         """
-        ended = {
-            tree for tree in trees if self.state.actions[tree].status is Status.FAILED
-        }
-        if not ended:
-            return 0
-        return sum(
-            1
+        if not trees:
+            return []
+        return [
+            action
             for action in self.state.actions.values()
             if action.status is Status.FAILED
             and _rejected(action)
-            and action.added.parent in ended
-        )
+            and action.added.parent in trees
+        ]
 
     def _has_runnable(self) -> bool:
         return any(

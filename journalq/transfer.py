@@ -57,6 +57,7 @@ __all__ = [
     "MemorySink",
     "Sink",
     "copy_file",
+    "destination_error",
     "keeps_mtime",
     "make_directories",
     "new_nonce",
@@ -140,6 +141,22 @@ def temp_path(
         name = name[:-1]
     temporary = f".{name}{suffix}"
     return f"{directory}/{temporary}" if directory else temporary
+
+
+def destination_error(exc: OSError, path: str, temporary: str) -> OSError:
+    """Return ``exc`` reworded to name ``path``, if it names ``temporary``.
+
+    A copy writes a hidden temporary file beside the destination, so the
+    error of a read-only destination directory would name that file, which
+    the user never asked for. The temporary name follows in parentheses,
+    because a name only it makes too long (ENAMETOOLONG) is its own fault.
+    The exception type and errno stay, so :func:`journalq.retry.classify`
+    decides as before.
+    """
+    if exc.filename != temporary or exc.strerror is None:
+        return exc
+    name = temporary.rpartition("/")[2]
+    return type(exc)(exc.errno, f"{exc.strerror}: {path!r} (temporary file {name})")
 
 
 def new_nonce() -> str:
@@ -250,22 +267,28 @@ class LocalSink(Sink):
         self.fsync = fsync
         self._written = 0
         self._directory = os.path.dirname(path) or "."
+        try:
+            self._fd: int | None = self._open_temporary()
+        except OSError as exc:
+            raise destination_error(exc, path, temporary) from exc
+
+    def _open_temporary(self) -> int:
         flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY
         try:
-            self._fd: int | None = durable.ops.open(temporary, flags, FILE_MODE)
+            return durable.ops.open(self.temporary, flags, FILE_MODE)
         except FileNotFoundError:
             # The directory is missing. Creating it only now, instead of
             # checking for it first, saves a stat per file in a tree whose
             # directories were made by its mkdir actions.
-            make_directories(self._directory, fsync=fsync)
-            self._fd = durable.ops.open(temporary, flags, FILE_MODE)
+            make_directories(self._directory, fsync=self.fsync)
+            return durable.ops.open(self.temporary, flags, FILE_MODE)
         except FileExistsError:
             # Left by a process killed during this same attempt, before its
             # ``started`` record reached the journal. Only the process that
             # holds the queue's lock writes these names, so it is stale.
-            logger.debug("removing stale temporary file %s", temporary)
-            durable.ops.unlink(temporary)
-            self._fd = durable.ops.open(temporary, flags, FILE_MODE)
+            logger.debug("removing stale temporary file %s", self.temporary)
+            durable.ops.unlink(self.temporary)
+            return durable.ops.open(self.temporary, flags, FILE_MODE)
 
     def write(self, data: bytes | memoryview) -> None:
         durable.ops.write_all(self._require_open(), data)
@@ -286,6 +309,9 @@ class LocalSink(Sink):
             self._close()
             faults.point("transfer.before_rename")
             durable.ops.replace(self.temporary, self.path)
+        except OSError as exc:
+            self.abort()
+            raise destination_error(exc, self.path, self.temporary) from exc
         except BaseException:
             self.abort()
             raise

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from permission_helpers import journalq_unprivileged
 from tree_helpers import write_tree as write
 
 from journalq import ActionError, StorageQueue, faults
@@ -68,19 +69,6 @@ def memory() -> Iterator[fsspec.AbstractFileSystem]:
     fs.store.clear()
     yield fs
     fs.store.clear()
-
-
-def unprivileged(command: list[str]) -> list[str]:
-    """Return ``command`` run without the right to ignore file permissions.
-
-    Root reads a file of mode 000 anyway, so as root the command runs under
-    ``setpriv`` with CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH dropped.
-    """
-    if os.geteuid() != 0:
-        return command
-    if shutil.which("setpriv") is None:
-        pytest.skip("running as root and setpriv is missing")
-    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
 
 
 # Deleting what a sync must not touch -------------------------------------------
@@ -420,22 +408,11 @@ def test_symlink_loop_is_reported(tmp_path, queue_dir, caplog):
     assert failed > 0 or warned
 
 
-def journalq_unprivileged(tmp_path: Path, *arguments: str):
-    return subprocess.run(
-        unprivileged([sys.executable, "-m", "journalq", *arguments]),
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, JOURNALQ_HOME=str(tmp_path / "home")),
-        timeout=60,
-        check=False,
-    )
-
-
 def test_unreadable_file_fails_alone(tmp_path):
     source = write(tmp_path / "src", {"a.txt": b"a", "b.txt": b"b", "s.txt": b"s"})
     (source / "s.txt").chmod(0)
     destination = tmp_path / "dst"
-    result = journalq_unprivileged(tmp_path, "copy", f"{source}/", str(destination))
+    result = journalq_unprivileged("copy", f"{source}/", str(destination))
     assert result.returncode == 1, result.stderr
     assert "Permission denied" in result.stderr
     assert read_tree(destination) == {"a.txt": b"a", "b.txt": b"b"}
@@ -446,7 +423,7 @@ def test_unreadable_directory_fails_alone(tmp_path):
     (source / "locked").chmod(0)
     destination = tmp_path / "dst"
     try:
-        result = journalq_unprivileged(tmp_path, "copy", f"{source}/", str(destination))
+        result = journalq_unprivileged("copy", f"{source}/", str(destination))
     finally:
         (source / "locked").chmod(0o755)
     assert result.returncode == 1, result.stderr
@@ -469,7 +446,7 @@ def test_unreadable_directory_spared_by_sync(tmp_path):
     (source / "locked").chmod(0)
     try:
         result = journalq_unprivileged(
-            tmp_path, "sync", "--delete", str(source), str(destination)
+            "sync", "--delete", str(source), str(destination)
         )
     finally:
         (source / "locked").chmod(0o755)

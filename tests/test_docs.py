@@ -30,6 +30,14 @@ def test_cli_reference_is_current() -> None:
     )
 
 
+def test_cli_reference_names_alias_once() -> None:
+    """`run` and `resume` are one command, which the help of `run` says."""
+    section = reference().partition("## `journalq run`")[2].partition("\n## ")[0]
+
+    assert section.count("`journalq resume`") == 1
+    assert "\n\n\n" not in section
+
+
 def _record_types() -> list[type[msgspec.Struct]]:
     return list(typing.get_args(records.Record))
 

@@ -194,6 +194,27 @@ def test_empty_source_tree_dry_run_makes_nothing(tmp_path, dst, queue_dir):
     assert not dst.exists()
 
 
+def test_dry_run_summary_has_failures(tmp_path, dst, queue_dir):
+    """A dry run journals no failure but reports those a real run would have."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"a")
+    (src / "gone.txt").symlink_to(tmp_path / "nowhere")
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        queue.copy_tree(str(src), str(dst))
+        summary = queue.run(dry_run=True)
+        counts = queue.status()
+
+    assert summary.failed == 1
+    (failure,) = summary.failures
+    assert failure.source == str(src / "gone.txt")
+    assert failure.status == "failed"
+    assert failure.attempts == 1
+    assert (failure.error or "").startswith("FileNotFoundError: ")
+    assert counts["failed"] == 0
+    assert counts["waiting"] == 3
+
+
 def test_empty_tree_root_blocked_by_file(tmp_path, dst, queue_dir):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -50,6 +50,7 @@ from journalq.records import Endpoint
 __all__ = [
     "Filesystem",
     "check_option_names",
+    "configured_options",
     "endpoint",
     "hide_password",
     "is_local",
@@ -189,6 +190,21 @@ class Filesystem:
             base = os.path.abspath(base)
         return self._fs._strip_protocol(base).rstrip("/") or "/"
 
+    def url_of(self, value: str) -> str:
+        """Return the URL of an action's path, or the path itself on the local disk.
+
+        journalq's S3, GCS and SFTP filesystems build it (``s3://bucket/key``,
+        ``ssh://user@host:22/path``), and other filesystems put their protocol
+        in front.
+        """
+        path = self.path(value)
+        if self.local:
+            return path
+        url_of = getattr(self._fs, "url_of", None)
+        if url_of is not None:
+            return url_of(path)
+        return self._fs.unstrip_protocol(path)
+
     def __repr__(self) -> str:
         return f"Filesystem({self.url!r})"
 
@@ -221,6 +237,20 @@ def check_option_names(url: str, options: Mapping[str, Any]) -> None:
     cls = _filesystem_class(url)
     if cls is not None:
         check_options(cls, hide_password(url), options)
+
+
+def configured_options(url: str) -> dict[str, Any]:
+    """Return the storage options fsspec's configuration gives ``url``'s filesystem.
+
+    fsspec reads them from its config files and ``FSSPEC_<PROTOCOL>_<NAME>``
+    environment variables when it is imported, and applies them to each
+    filesystem it opens (``fsspec.config.apply_config``). A URL whose
+    filesystem class cannot be found gets none.
+    """
+    cls = _filesystem_class(url)
+    if cls is None:
+        return {}
+    return fsspec.config.apply_config(cls, {})
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:

@@ -126,6 +126,20 @@ class S3Filesystem(S3FileSystem):
 
     exists = sync_wrapper(_exists)
 
+    async def _info(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super()._info(path, *args, **kwargs)
+        except objects.MissingBucketError:
+            raise
+        except FileNotFoundError as exc:
+            # s3fs reports a bucket it cannot find as "Not Found".
+            bucket, key, _ = self.split_path(path)
+            if key:
+                raise
+            raise objects.missing_bucket(self.url_of(bucket)) from exc
+
+    info = sync_wrapper(_info)
+
     async def _find(self, path: str, *args: Any, **kwargs: Any) -> Any:
         return objects.without_markers(await super()._find(path, *args, **kwargs))
 

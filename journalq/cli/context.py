@@ -10,8 +10,9 @@ context.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final, TypeVar
 
 import click
@@ -26,6 +27,7 @@ __all__ = [
     "Settings",
     "common_options",
     "configure_logging",
+    "demote_logs_mentioning",
     "run_options",
     "settings",
     "storage_options",
@@ -311,11 +313,50 @@ class _FailureLimit(logging.Filter):
         if self.count == MAX_FAILURE_WARNINGS + 1:
             click.echo(
                 "WARNING journalq: more failures are not shown (-v shows them "
-                "all); the summary counts them and `journalq actions --status "
-                "failed` lists them",
+                "all); the summary at the end counts them and names the most "
+                "common errors",
                 err=True,
             )
         return False
+
+
+class _DemoteToDebug(logging.Filter):
+    """Turn the info records whose message contains ``text`` into debug records."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or self.text not in record.getMessage():
+            return True
+        record.levelno = logging.DEBUG
+        record.levelname = logging.getLevelName(logging.DEBUG)
+        return logging.getLogger("journalq").isEnabledFor(logging.DEBUG)
+
+
+@contextlib.contextmanager
+def demote_logs_mentioning(text: str) -> Iterator[None]:
+    """Print the info logs that mention ``text`` only at ``-vv``, as debug logs.
+
+    A dry run of ``copy`` or ``sync`` plans in a temporary queue, deleted
+    when the command ends, so at ``-v`` the library's lines about locking
+    it and opening its journal would name a directory the user never gave.
+    Warnings and errors pass unchanged.
+    """
+    handlers = [
+        handler
+        for handler in logging.getLogger("journalq").handlers
+        if isinstance(handler, _EchoHandler)
+    ]
+    demote = _DemoteToDebug(text)
+    for handler in handlers:
+        handler.addFilter(demote)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(demote)
 
 
 class _EchoHandler(logging.Handler):

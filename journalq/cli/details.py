@@ -22,7 +22,7 @@ from journalq.cli.history import action_history, format_time
 from journalq.cli.output import arrow, format_bytes, print_json, print_table
 from journalq.cli.queues import open_existing_queue
 from journalq.cli.running import json_option
-from journalq.errors import ActionError
+from journalq.errors import ActionError, queue_command
 from journalq.queue import StorageQueue
 from journalq.records import Kind, Service
 from journalq.replay import CompactAction
@@ -82,7 +82,8 @@ def resolve_id(queue: StorageQueue, prefix: str) -> str:
     if not found:
         raise ActionError(
             prefix,
-            "no action with this id in the queue; list the ids with `journalq actions`",
+            "no action with this id in the queue; list the ids with "
+            + queue_command("actions", queue.directory),
         )
     raise ActionError(
         prefix,

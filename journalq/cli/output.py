@@ -33,6 +33,7 @@ __all__ = [
     "EventPrinter",
     "abbreviate_home",
     "common_errors",
+    "failure_heading",
     "format_bytes",
     "format_duration",
     "format_elapsed",
@@ -153,6 +154,22 @@ def common_errors(failures: Iterable[ActionInfo]) -> list[str]:
     return lines
 
 
+def failure_heading(failed: int, trees: int, *, dry_run: bool) -> str:
+    """Return the line above a run's errors: ``7 actions failed, and so did ...``.
+
+    ``failed`` counts the actions that failed on their own, and ``trees`` the
+    trees that failed because of them, which ``journalq actions --status
+    failed`` lists too.
+    """
+    noun = "action" if failed == 1 else "actions"
+    heading = f"{failed} {noun} {'would fail' if dry_run else 'failed'}"
+    if not trees:
+        return heading + ":"
+    tree = "the tree that holds" if trees == 1 else f"the {trees} trees that hold"
+    items = "it" if failed == 1 else "them"
+    return f"{heading}, and {'so would' if dry_run else 'so did'} {tree} {items}:"
+
+
 class EventPrinter:
     """Print the events of a run as they arrive (from any worker thread).
 
@@ -160,15 +177,26 @@ class EventPrinter:
     adds starts. A dry run prints each file it would copy or delete at
     verbosity 0 too, as ``rclone --dry-run`` does, unless ``quiet``. Failures are
     never printed here: the library logs each as a warning. ``as_json``
-    prints every event, progress included.
+    prints every event, progress included, with its paths as journaled.
+
+    ``filesystems`` holds the URLs of the queue's source and destination
+    filesystems (``"file://"``, ``"s3://"``), which the plain lines put
+    before each path, so ``bucket/key`` is printed as ``s3://bucket/key``.
     """
 
     def __init__(
-        self, *, as_json: bool, verbosity: int, dry_run: bool, quiet: bool = False
+        self,
+        *,
+        as_json: bool,
+        verbosity: int,
+        dry_run: bool,
+        quiet: bool = False,
+        filesystems: tuple[str, str] = ("file://", "file://"),
     ) -> None:
         self.as_json = as_json
         self.verbosity = verbosity
         self.dry_run = dry_run
+        self.filesystems = filesystems
         #: Whether a dry run lists the files it would copy or delete.
         self.lists_dry_run = dry_run and not quiet
         self._lock = threading.Lock()
@@ -198,7 +226,11 @@ class EventPrinter:
             click.echo(line)
 
     def _describe(self, event: Event) -> str | None:
-        target = arrow(event.source, event.destination)
+        source, destination = self.filesystems
+        target = arrow(
+            event.source and location_url(source, event.source),
+            event.destination and location_url(destination, event.destination),
+        )
         match event.type:
             case EventType.COMPLETED if self.dry_run:
                 return self._describe_dry_run(event, target)

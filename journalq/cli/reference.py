@@ -53,9 +53,8 @@ def _section(path: list[str], command: click.Command) -> str:
     lines = [f"## `{name}`", ""]
     usage = " ".join(command.collect_usage_pieces(context))
     lines += ["```", f"{name} {usage}".rstrip(), "```", ""]
+    # `journalq resume` has no section: the help of `run` names it.
     lines += _help_lines(command.help or "")
-    if name == "journalq run":
-        lines += ["", "`journalq resume` is the same command.", ""]
     options = [
         record
         for param in command.get_params(context)

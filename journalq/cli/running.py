@@ -8,18 +8,22 @@ import shlex
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
 import fsspec
 
+from journalq.backends import configured_options
+from journalq.backends.objects import MissingBucketError
 from journalq.backends.options import secret_names
 from journalq.cli.base import command, fail
 from journalq.cli.completion import complete_location
 from journalq.cli.context import (
     Settings,
     common_options,
+    demote_logs_mentioning,
     run_options,
     settings,
     storage_options,
@@ -29,9 +33,11 @@ from journalq.cli.interrupt import stop_on_interrupt
 from journalq.cli.lastrun import save_last_run
 from journalq.cli.messages import step
 from journalq.cli.output import (
+    CHILDREN_FAILED,
     AcknowledgedEvents,
     EventPrinter,
     common_errors,
+    failure_heading,
     format_summary,
     print_json,
     rate_of,
@@ -125,17 +131,24 @@ def path_kind(
 
     One ``info`` call, tried again after transient failures: fsspec's
     ``exists`` and ``isdir`` return False on any error, which would turn a
-    reset connection into a missing source.
+    reset connection into a missing source. A bucket that does not exist
+    raises ``ActionError``, because nothing can be copied from or into it,
+    as adding a tree does (see :func:`journalq.expansion.destination_listing`).
     """
 
     def kind() -> str | None:
         try:
             info = fs.info(path)
+        except MissingBucketError:
+            raise
         except FileNotFoundError:
             return None
         return "directory" if info.get("type") == "directory" else "file"
 
-    return queue.with_retries(kind, path)
+    try:
+        return queue.with_retries(kind, path)
+    except MissingBucketError as exc:
+        raise ActionError(path, f"{exc}; nothing was added") from exc
 
 
 def resume_command(queue: StorageQueue) -> str:
@@ -151,7 +164,8 @@ def secret_note(queue: StorageQueue) -> str | None:
     """Name the storage options with secrets that the printed commands need again.
 
     They are the options the queue journaled without their secrets, a
-    password that was given in a URL included.
+    password that was given in a URL included, except those that fsspec's
+    configuration sets (``FSSPEC_S3_KEY``), which apply to every command.
     """
     created = queue.state.created
     if created is None:
@@ -163,6 +177,7 @@ def secret_note(queue: StorageQueue) -> str | None:
             ("destination", created.destination),
         )
         for name in secret_names(journaled.options)
+        if name not in configured_options(journaled.url)
     ]
     if not again:
         return None
@@ -274,6 +289,7 @@ def run_and_report(
         verbosity=options.verbosity,
         dry_run=options.dry_run,
         quiet=options.quiet,
+        filesystems=_filesystem_urls(queue),
     )
     display = _wants_display(as_json)
     progress = None
@@ -290,6 +306,7 @@ def run_and_report(
     on_event, event_types = _fan_out(guarded, printed or guarded, progress)
     resume = resume_command(queue)
     on_stop = progress.mark_stopping if display and progress is not None else None
+    started_ns = time.time_ns()
     with (
         _cluster_client(options) as client,
         stop_on_interrupt(stop, resume, on_stop=on_stop, timeout=options.stop_timeout),
@@ -312,10 +329,18 @@ def run_and_report(
             f"stdout was closed, so the run stopped. To resume: {resume}", err=True
         )
         raise guarded.error
-    _report(queue, summary, resume, as_json=as_json)
+    _report(queue, summary, resume, as_json=as_json, started_ns=started_ns)
     if not options.dry_run:
         save_last_run(queue.directory, summary)
     return run_exit_code(summary, dry_run=options.dry_run)
+
+
+def _filesystem_urls(queue: StorageQueue) -> tuple[str, str]:
+    """Return the URLs of the source and destination filesystems of ``queue``."""
+    created = queue.state.created
+    if created is None:
+        return ("file://", "file://")
+    return (created.source.url, created.destination.url)
 
 
 class _ClosedPipeStop:
@@ -390,7 +415,12 @@ def _cluster_client(options: Settings) -> Iterator[Any]:
 
 
 def _report(
-    queue: StorageQueue, summary: RunSummary, resume: str, *, as_json: bool
+    queue: StorageQueue,
+    summary: RunSummary,
+    resume: str,
+    *,
+    as_json: bool,
+    started_ns: int,
 ) -> None:
     options = settings()
     left = bool(summary.remaining or summary.interrupted) and not options.dry_run
@@ -404,25 +434,59 @@ def _report(
     if not options.quiet:
         click.echo(format_summary(summary, dry_run=options.dry_run), err=True)
     if summary.failed:
-        _report_failures(queue, summary)
+        _report_failures(queue, summary, started_ns)
     if left:
         click.echo(f"to resume: {resume}", err=True)
-    note = secret_note(queue)
+    # A dry run prints no command for the note to refer to.
+    note = None if options.dry_run else secret_note(queue)
     if note and (left or summary.failed):
         click.echo(note, err=True)
 
 
-def _report_failures(queue: StorageQueue, summary: RunSummary) -> None:
-    where = shlex.quote(str(queue.directory))
-    noun = "action" if summary.failed == 1 else "actions"
-    lines = [f"{summary.failed} {noun} failed:"]
+def _report_failures(queue: StorageQueue, summary: RunSummary, started_ns: int) -> None:
+    """Print the run's most common errors and how to list and retry them.
+
+    A dry run journals nothing, so its failures are listed here alone, and
+    the queue of a ``copy`` or ``sync`` dry run is deleted before it ends.
+    """
+    dry_run = settings().dry_run
+    trees = _failed_trees(queue, summary, started_ns, dry_run=dry_run)
+    lines = [failure_heading(summary.failed, trees, dry_run=dry_run)]
     lines += [f"  {line}" for line in common_errors(summary.failures)]
-    lines.append(f"list them: journalq actions --status failed --queue {where}")
-    lines.append(
-        f"retry them: journalq retry --queue {where} && journalq run --queue {where}"
-    )
+    if not dry_run:
+        where = shlex.quote(str(queue.directory))
+        earlier = len(summary.failures) - summary.failed - trees
+        them = f"them and {earlier} more" if earlier > 0 else "them"
+        lines.append(f"list {them}: journalq actions --status failed --queue {where}")
+        lines.append(
+            f"retry {them}: journalq retry --queue {where} && "
+            f"journalq run --queue {where}"
+        )
     for line in lines:
         click.echo(line, err=True)
+
+
+def _failed_trees(
+    queue: StorageQueue, summary: RunSummary, started_ns: int, *, dry_run: bool
+) -> int:
+    """Count the trees that fail because items of theirs failed in the run.
+
+    A real run lists them among ``summary.failures``, beside the trees
+    that earlier runs failed, whose ``failed`` record is older than
+    ``started_ns``. A dry run ends no tree, but a real run would fail the
+    tree of each item that failed.
+    """
+    failures = summary.failures
+    if dry_run:
+        return len({failure.parent for failure in failures if failure.parent})
+    count = 0
+    for failure in failures:
+        if not (failure.error or "").startswith(CHILDREN_FAILED):
+            continue
+        record = queue.state.actions[failure.id].error
+        if record is not None and record.finished_ns >= started_ns:
+            count += 1
+    return count
 
 
 def _finish(code: ExitCode) -> None:
@@ -465,7 +529,10 @@ def _queue_for(
         ):
             yield queue
         return
-    with tempfile.TemporaryDirectory(prefix="journalq-dry-run-") as scratch:
+    with (
+        tempfile.TemporaryDirectory(prefix="journalq-dry-run-") as scratch,
+        demote_logs_mentioning(scratch),
+    ):
         directory = os.path.join(scratch, "queue")
         with open_queue(directory, source.filesystem, destination.filesystem) as queue:
             yield queue

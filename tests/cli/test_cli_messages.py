@@ -86,9 +86,11 @@ def test_many_failures_print_limited_warnings(tmp_path: Path) -> None:
     ]
     assert len(warnings) == MAX_FAILURE_WARNINGS + 1
     assert "more failures are not shown" in warnings[-1]
-    assert f"{len(files)} actions failed:" in result.stderr
+    assert "journalq actions" not in warnings[-1]
+    heading = f"{len(files)} actions failed, and so did the tree that holds them:"
+    assert heading in result.stderr
     assert f"  {len(files)} x FileNotFoundError, such as " in result.stderr
-    assert "list them: journalq actions --status failed" in result.stderr
+    assert "list them: journalq actions --status failed --queue " in result.stderr
 
 
 def test_verbose_prints_every_failure(tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,21 @@ def test_failed_run_names_secret_options(
     assert "retry them: journalq retry" in copied.stderr
     assert "--destination-option key=..." in copied.stderr
     assert "--destination-option secret=..." in copied.stderr
+
+
+def test_failed_dry_run_names_no_options(
+    sample: Path, tmp_path: Path, s3_options: dict[str, Any], bucket: str
+) -> None:
+    """A dry run prints no command, so no note about what to add to one."""
+    os.symlink(tmp_path / "later.txt", sample / "dangling.txt")
+
+    result = invoke(
+        "copy", f"{sample}/", f"s3://{bucket}/out", "-n", *_flags(s3_options)
+    )
+
+    assert result.exit_code == ExitCode.FAILED, result.output
+    assert "1 action would fail" in result.stderr
+    assert "--destination-option" not in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -191,3 +208,61 @@ def test_run_names_unchecked_misspelling(
     ) in result.stderr
     assert "--destination-option client_keys=..." in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def _journalq_with_env(
+    *arguments: str, env: dict[str, str]
+) -> subprocess.CompletedProcess:
+    """Run journalq in a process whose environment has ``env`` added.
+
+    fsspec reads its ``FSSPEC_*`` variables when it is imported, so they
+    must be set before the process starts.
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "journalq", *arguments],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _fsspec_variables(options: dict[str, Any], *names: str) -> dict[str, str]:
+    return {f"FSSPEC_S3_{name.upper()}": str(options[name]) for name in names}
+
+
+def test_fsspec_variables_give_secrets_again(
+    failed_s3_copy: str, tmp_path: Path, s3_options: dict[str, Any], bucket: str
+) -> None:
+    """The queue was created with key and secret as options; a run with
+    ``FSSPEC_S3_KEY`` and ``FSSPEC_S3_SECRET`` in their place needs no flags."""
+    env = _fsspec_variables(s3_options, "key", "secret", "endpoint_url")
+    (tmp_path / "later.txt").write_bytes(b"now it exists")
+
+    retried = _journalq_with_env("retry", "--queue", failed_s3_copy, "-v", env=env)
+    ran = _journalq_with_env("run", "--queue", failed_s3_copy, env=env)
+
+    assert retried.returncode == ExitCode.OK, retried.stderr
+    assert "secret destination option(s) key, secret from fsspec's" in retried.stderr
+    assert "--destination-option" not in retried.stdout
+    assert ran.returncode == ExitCode.OK, ran.stderr
+    s3 = fsspec.filesystem("s3", **s3_options)
+    assert s3.cat_file(f"{bucket}/out/dangling.txt") == b"now it exists"
+
+
+def test_fsspec_variable_gives_only_its_option(
+    failed_s3_copy: str, s3_options: dict[str, Any]
+) -> None:
+    """``FSSPEC_S3_KEY`` gives ``key``. ``FSSPEC_S3_PASSWORD``, which s3fs
+    takes as the secret, is not the option ``secret`` the queue was created
+    with, so that one is still missing."""
+    env = _fsspec_variables(s3_options, "key", "endpoint_url")
+    env["FSSPEC_S3_PASSWORD"] = str(s3_options["secret"])
+
+    result = _journalq_with_env("run", "--queue", failed_s3_copy, env=env)
+
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert "secrets in the destination option(s) secret," in result.stderr
+    assert "--destination-option secret=..." in result.stderr
+    assert "--destination-option key=..." not in result.stderr

@@ -107,7 +107,7 @@ def test_terminal_progress_stop_and_resume(
     assert first_status == ExitCode.INTERRUPTED
     assert "interrupted" in after
     assert f"to resume: journalq run --queue {queue}" in after
-    assert "1 action failed:" in after
+    assert "1 action failed, and so did the tree that holds it:" in after
     assert "late.txt" in after
 
     (tmp_path / "later.txt").write_bytes(b"here now")
