@@ -648,6 +648,9 @@ class StorageQueue:
 
         Canceling a tree cancels its files that have not started. Returns the
         ids canceled; an action already started or ended is left as it is.
+        In hand-off mode, returns the ids asked of the process that runs the
+        queue, which cancels those that have not started when it reads the
+        request.
         """
         state = self.state
         if id is not None and id not in state.actions:

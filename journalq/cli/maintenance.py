@@ -26,12 +26,13 @@ from journalq.cli.context import (
 )
 from journalq.cli.exits import ExitCode
 from journalq.cli.lastrun import forget_last_run
-from journalq.cli.queues import open_existing_queue, queue_exists
+from journalq.cli.queues import describe_holder, open_existing_queue, queue_exists
 from journalq.cli.running import secret_note
 from journalq.drop import DroppedQueue, drop_queue, finish_interrupted
 from journalq.errors import NotAQueueError, PendingActionsError, QueueError
 from journalq.journal import RepairReport, ScanResult, repair, scan
 from journalq.lock import QueueLock
+from journalq.queue import StorageQueue
 from journalq.store import JOURNAL_DIR, decode_frame, queue_directory, read_format
 
 __all__ = [
@@ -55,7 +56,9 @@ BACKUP_DIR = "fsck-backups"
 def cancel_command(action_ids: tuple[str, ...], everything: bool) -> None:
     """Cancel waiting actions: the given IDs (a tree's files too) or --all.
 
-    An action that has started or ended is left as it is.
+    An action that has started or ended is left as it is. When another
+    process runs the queue, the cancel is handed to it, and it cancels the
+    actions that have not started by the time it reads the request.
     """
     if everything == bool(action_ids):
         raise click.UsageError("give action IDs or --all, not both and not neither")
@@ -64,7 +67,29 @@ def cancel_command(action_ids: tuple[str, ...], everything: bool) -> None:
             canceled = queue.cancel()
         else:
             canceled = [found for one in action_ids for found in queue.cancel(one)]
-    click.echo(f"canceled {len(canceled)} actions")
+        if queue.handoff:
+            _print_cancel_handed_off(queue, len(canceled))
+            return
+    noun = "action" if len(canceled) == 1 else "actions"
+    click.echo(f"canceled {len(canceled)} {noun}")
+
+
+def _print_cancel_handed_off(queue: StorageQueue, requested: int) -> None:
+    """Print that the process that runs ``queue`` got the cancel, and how to check it.
+
+    That process cancels only the actions that have not started when it reads
+    the request, so the count canceled is not known here.
+    """
+    where = shlex.quote(str(queue.directory))
+    noun = "action" if requested == 1 else "actions"
+    click.echo(
+        f"queue {queue.directory} is being run by {describe_holder(queue)}; "
+        f"asked it to cancel {requested} waiting {noun}. It cancels those "
+        "that have not started when it reads the request and runs the others."
+    )
+    click.echo(
+        f"to see what it canceled: journalq actions --status canceled --queue {where}"
+    )
 
 
 @command("retry")

@@ -31,12 +31,14 @@ from journalq.cli.exits import ExitCode
 from journalq.cli.messages import code_for, install_hint, step
 from journalq.drop import drop_queue
 from journalq.errors import ActionError, JournalqError
+from journalq.lock import read_holder
 from journalq.queue import StorageQueue
 from journalq.store import FORMAT_NAME, queue_directory
 
 __all__ = [
     "Location",
     "default_queue_name",
+    "describe_holder",
     "open_existing_queue",
     "open_queue",
     "parse_location",
@@ -177,6 +179,15 @@ def open_existing_queue(*, read_only: bool = False) -> StorageQueue:
         # A name that matches no queue is a usage error, not damage.
         fail(_not_found(name), ExitCode.USAGE)
     return open_queue(name, None, None, read_only=read_only)
+
+
+def describe_holder(queue: StorageQueue) -> str:
+    """Return the process that has ``queue``'s lock, as ``pid 123 on HOST``."""
+    holder = read_holder(queue.directory) or {}
+    description = f"pid {holder.get('pid', 'unknown')}"
+    if holder.get("host"):
+        description += f" on {holder['host']}"
+    return description
 
 
 def _not_found(name: str) -> str:

@@ -39,6 +39,7 @@ from journalq.cli.output import (
 from journalq.cli.queues import (
     Location,
     default_queue_name,
+    describe_holder,
     open_existing_queue,
     open_queue,
     parse_location,
@@ -46,7 +47,6 @@ from journalq.cli.queues import (
 )
 from journalq.errors import ActionError
 from journalq.events import Event, EventType, RunSummary
-from journalq.lock import read_holder
 from journalq.plan import resolve_target
 from journalq.progress import ProgressDisplay, RunProgress, log_progress
 from journalq.queue import StorageQueue
@@ -346,13 +346,10 @@ class _ClosedPipeStop:
 
 def _report_handoff(queue: StorageQueue, added: str) -> ExitCode:
     """Print that ``added`` went to the process that runs ``queue``."""
-    holder = read_holder(queue.directory) or {}
-    who = f"pid {holder.get('pid', 'unknown')}"
-    if holder.get("host"):
-        who += f" on {holder['host']}"
     where = shlex.quote(str(queue.directory))
     click.echo(
-        f"queue {queue.directory} is being run by {who}; {added} was handed "
+        f"queue {queue.directory} is being run by {describe_holder(queue)}; "
+        f"{added} was handed "
         "to that run, which runs it before it ends. Follow it with "
         f"`journalq status --queue {where}`",
         err=True,

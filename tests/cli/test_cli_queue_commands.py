@@ -328,7 +328,7 @@ def test_cancel_one_and_all(sample: Path, tmp_path: Path, queue: str) -> None:
     rest = invoke("cancel", "--all", "--queue", queue)
     result = invoke("run", "--queue", queue)
 
-    assert one.stdout.strip() == "canceled 1 actions"
+    assert one.stdout.strip() == "canceled 1 action"
     assert rest.stdout.strip() == "canceled 2 actions"
     assert _status(queue)["canceled"] == 3
     assert result.exit_code == ExitCode.OK
