@@ -25,7 +25,7 @@ from cli_helpers import (
     write_tree,
 )
 
-from journalq import digest
+from journalq import digest, executor
 from journalq.cli.exits import ExitCode
 from journalq.cli.output import format_bytes
 from journalq.store import read_state
@@ -172,6 +172,64 @@ def test_add_during_run_is_not_lost(
     state = read_state(queue)
     action = state.actions[added.stdout.strip()]
     assert str(action.status) == "completed"
+
+
+#: Files of the tree that `cancel --all` stops in mid-copy: enough for the
+#: run to fork a copy process, large enough that each batch is bounded by
+#: executor.MAX_BATCH_BYTES rather than by executor.MAX_BATCH files.
+CANCELED_FILES = 300
+CANCELED_FILE_BYTES = 200_000
+
+
+def test_cancel_all_while_copy_processes_copy(tmp_path: Path) -> None:
+    """A cancel sent while the run is stopped spares only the files out.
+
+    A copy process has at most two batches, which it copies even while
+    the coordinator is stopped, so those are the files the cancel misses.
+    """
+    source = write_tree(
+        tmp_path / "src",
+        {
+            f"f{index:03d}": os.urandom(CANCELED_FILE_BYTES)
+            for index in range(CANCELED_FILES)
+        },
+    )
+    out = tmp_path / "out"
+    queue = str(tmp_path / "q")
+    added = run_journalq("add", "copy", f"{source}/", str(out), "--queue", queue)
+    process = journalq_process(
+        "run", "--queue", queue, "-j", "1", stderr=subprocess.PIPE, text=True
+    )
+    while len(_copied_names(out)) < 14:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGSTOP)
+    copied_when_stopped = len(_copied_names(out))
+
+    canceled = run_journalq("cancel", "--all", "--queue", queue)
+    process.send_signal(signal.SIGCONT)
+    _, stderr = process.communicate(timeout=120)
+
+    assert added.returncode == ExitCode.OK, added.stderr
+    assert canceled.returncode == ExitCode.OK, canceled.stderr
+    assert f"is being run by pid {process.pid}" in canceled.stdout
+    assert f"asked it to cancel {CANCELED_FILES + 1} waiting actions" in canceled.stdout
+    assert f"journalq actions --status canceled --queue {queue}" in canceled.stdout
+    assert "canceled 301" not in canceled.stdout
+    assert process.returncode == ExitCode.OK, stderr
+    state = read_state(queue)
+    files = [a for a in state.actions.values() if a.added.parent is not None]
+    completed = [a for a in files if str(a.status) == "completed"]
+    assert {str(a.status) for a in files} == {"completed", "canceled"}
+    assert len(completed) == len(_copied_names(out))
+    per_batch = executor.MAX_BATCH_BYTES // CANCELED_FILE_BYTES
+    assert len(completed) <= copied_when_stopped + 2 * per_batch
+
+
+def _copied_names(directory: Path) -> list[str]:
+    """Return the files copied into ``directory``, not the temporary ones."""
+    if not directory.exists():
+        return []
+    return [name for name in os.listdir(directory) if not name.startswith(".")]
 
 
 def test_rejected_batch_during_run_hands_nothing(
