@@ -17,7 +17,7 @@ import click
 
 from journalq import snapshot
 from journalq.cli.base import command, fail
-from journalq.cli.completion import complete_queue
+from journalq.cli.completion import complete_action_id, complete_queue
 from journalq.cli.context import (
     DEFAULT_QUEUE,
     common_options,
@@ -26,7 +26,12 @@ from journalq.cli.context import (
 )
 from journalq.cli.exits import ExitCode
 from journalq.cli.lastrun import forget_last_run
-from journalq.cli.queues import describe_holder, open_existing_queue, queue_exists
+from journalq.cli.queues import (
+    describe_holder,
+    open_existing_queue,
+    queue_exists,
+    resolve_id,
+)
 from journalq.cli.running import secret_note
 from journalq.drop import DroppedQueue, drop_queue, finish_interrupted
 from journalq.errors import NotAQueueError, PendingActionsError, QueueError
@@ -49,12 +54,17 @@ BACKUP_DIR = "fsck-backups"
 
 
 @command("cancel")
-@click.argument("action_ids", nargs=-1, metavar="[ID]...")
+@click.argument(
+    "action_ids", nargs=-1, metavar="[ID]...", shell_complete=complete_action_id
+)
 @click.option("--all", "everything", is_flag=True, help="Cancel every waiting action.")
 @storage_options
 @common_options
 def cancel_command(action_ids: tuple[str, ...], everything: bool) -> None:
     """Cancel waiting actions: the given IDs (a tree's files too) or --all.
+
+    An ID may be shortened to any prefix that only one action of the queue
+    has.
 
     An action that has started or ended is left as it is. When another
     process runs the queue, the cancel is handed to it, and it cancels the
@@ -66,7 +76,9 @@ def cancel_command(action_ids: tuple[str, ...], everything: bool) -> None:
         if everything:
             canceled = queue.cancel()
         else:
-            canceled = [found for one in action_ids for found in queue.cancel(one)]
+            # Every ID is checked before the first is canceled.
+            resolved = [resolve_id(queue, prefix) for prefix in action_ids]
+            canceled = [found for one in resolved for found in queue.cancel(one)]
         if queue.handoff:
             _print_cancel_handed_off(queue, len(canceled))
             return

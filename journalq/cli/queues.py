@@ -44,6 +44,7 @@ __all__ = [
     "parse_location",
     "queue_exists",
     "removed_when_rejected",
+    "resolve_id",
 ]
 
 logger = logging.getLogger(__name__)
@@ -188,6 +189,25 @@ def describe_holder(queue: StorageQueue) -> str:
     if holder.get("host"):
         description += f" on {holder['host']}"
     return description
+
+
+def resolve_id(queue: StorageQueue, prefix: str) -> str:
+    """Return the id of the one action whose id starts with ``prefix``."""
+    actions = queue.state.actions
+    if prefix in actions:
+        return prefix
+    found = [action_id for action_id in actions if action_id.startswith(prefix)]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ActionError(
+            prefix,
+            "no action with this id in the queue; list the ids with `journalq actions`",
+        )
+    raise ActionError(
+        prefix,
+        f"{len(found)} actions have ids starting with this; give more of the id",
+    )
 
 
 def _not_found(name: str) -> str:

@@ -33,7 +33,7 @@ from journalq.cli.output import (
     shorten_path,
     table_lines,
 )
-from journalq.cli.queues import open_existing_queue
+from journalq.cli.queues import open_existing_queue, resolve_id
 from journalq.cli.running import json_option
 from journalq.events import ActionInfo
 from journalq.lock import read_holder
@@ -350,9 +350,12 @@ def _print_actions(actions: list[ActionInfo], *, header: bool) -> None:
 @json_option
 @common_options
 def result_command(action_id: str, as_json: bool) -> None:
-    """Print the entries that the completed list action ID found."""
+    """Print the entries that the completed list action ID found.
+
+    ID may be shortened to any prefix that only one action of the queue has.
+    """
     with open_existing_queue(read_only=True) as queue:
-        entries = queue.list_result(action_id)
+        entries = queue.list_result(resolve_id(queue, action_id))
     for entry in entries:
         if as_json:
             print_json(entry)

@@ -352,6 +352,60 @@ def test_cancel_unknown_id(sample: Path, tmp_path: Path, queue: str) -> None:
     assert "feedfacefeedface" in result.stderr
 
 
+def test_cancel_takes_unique_prefix(sample: Path, tmp_path: Path, queue: str) -> None:
+    ids = [
+        invoke(
+            "add", "copy", str(sample / "a.txt"), str(tmp_path / name), "--queue", queue
+        ).stdout.strip()
+        for name in ("1", "2")
+    ]
+    # The shortest prefix of the first id that the second does not share.
+    length = next(n for n in range(1, 17) if ids[0][:n] != ids[1][:n])
+
+    result = invoke("cancel", ids[0][:length], "--queue", queue)
+
+    assert result.exit_code == ExitCode.OK, result.output
+    assert result.stdout.strip() == "canceled 1 action"
+    statuses = {a["id"]: a["status"] for a in _actions(queue)}
+    assert statuses == {ids[0]: "canceled", ids[1]: "waiting"}
+
+
+def test_cancel_rejects_ambiguous_prefix(
+    sample: Path, tmp_path: Path, queue: str
+) -> None:
+    for name in ("1", "2"):
+        invoke(
+            "add", "copy", str(sample / "a.txt"), str(tmp_path / name), "--queue", queue
+        )
+
+    ambiguous = invoke("cancel", "", "--queue", queue)
+    unknown = invoke("cancel", "zzzz", "--queue", queue)
+
+    assert ambiguous.exit_code == ExitCode.USAGE
+    assert "2 actions have ids starting with this; give more of the id" in (
+        ambiguous.stderr
+    )
+    assert unknown.exit_code == ExitCode.USAGE
+    assert "'zzzz': no action with this id" in unknown.stderr
+    assert {a["status"] for a in _actions(queue)} == {"waiting"}
+
+
+def test_result_takes_unique_prefix(sample: Path, queue: str) -> None:
+    listing = invoke("add", "list", str(sample / "docs"), "--queue", queue)
+    invoke("run", "--queue", queue)
+
+    result = invoke("result", listing.stdout.strip()[:12], "--queue", queue)
+
+    assert result.exit_code == ExitCode.OK, result.output
+    assert "b.txt" in result.stdout
+
+
+def _actions(queue: str) -> list[dict]:
+    result = invoke("actions", "--queue", queue, "--json")
+    assert result.exit_code == ExitCode.OK, result.output
+    return json_lines(result.stdout)
+
+
 def test_compact_keeps_state(sample: Path, tmp_path: Path, queue: str) -> None:
     invoke("copy", f"{sample}/", str(tmp_path / "out"), "--queue", queue)
     before = _status(queue)
