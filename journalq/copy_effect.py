@@ -57,6 +57,18 @@ class Interrupted(Exception):
     """The run was asked to stop during this action."""
 
 
+def _drop_advice(action: ActionState) -> str:
+    """Return the advice that ends the error of a copy whose source is missing.
+
+    ``retry`` fails such a copy again until the file is back, so the error
+    names the cancel that drops it.
+    """
+    return (
+        "or, if it is gone for good, drop this action with "
+        f"`journalq cancel {action.action_id}`"
+    )
+
+
 class CopyEffect:
     """Performs the copies of a run's copy-file actions."""
 
@@ -196,9 +208,19 @@ class CopyEffect:
                 if target is None:
                     return source, None
                 return source, compare.listed_info(target)
-        source_info = compare.stat(context.source.fs, source_path)
+        try:
+            source_info = compare.stat(context.source.fs, source_path)
+        except FileNotFoundError as exc:
+            # A symbolic link whose target is missing, named by exc.filename.
+            if exc.filename is None:
+                raise
+            advice = "restore its target and retry, " + _drop_advice(action)
+            raise digest.dangling_link_error(exc.filename, advice) from None
         if source_info is None:
-            raise FileNotFoundError(f"source file not found: {source_path}")
+            raise FileNotFoundError(
+                f"source file not found: {source_path}; restore it and retry, "
+                + _drop_advice(action)
+            )
         return source_info, compare.stat(context.destination.fs, destination_path)
 
     def _transfer(

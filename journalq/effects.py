@@ -16,7 +16,7 @@ tolerates an existing directory, and a delete of a missing path succeeds.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import fsspec
 import msgspec
@@ -27,13 +27,24 @@ from journalq.copy_effect import CopyEffect
 from journalq.errors import DeleteConflictError, PathInTheWayError
 from journalq.groups import DurableGroup
 from journalq.plan import parent_directories
-from journalq.records import Completed, Identity, Kind, Outcome, Record, Service
-from journalq.replay import ActionState
+from journalq.records import (
+    Completed,
+    Failed,
+    Identity,
+    Kind,
+    Outcome,
+    Record,
+    Service,
+)
+from journalq.replay import Action, ActionState, Status
 
 if TYPE_CHECKING:
     from journalq.executor import RunContext
 
-__all__ = ["Effects", "done_record"]
+__all__ = ["CHILDREN_FAILED", "Effects", "done_record", "tree_end_record"]
+
+#: The error of a tree that failed because some of its items failed.
+CHILDREN_FAILED: Final = "ChildrenFailed"
 
 
 class Effects:
@@ -165,6 +176,27 @@ class Effects:
         path = path or added.source
         assert path is not None
         return filesystem.fs, path
+
+
+def tree_end_record(tree: ActionState, items: list[Action]) -> Completed | Failed:
+    """Return the record that ends ``tree`` once every one of its ``items`` ended.
+
+    The tree fails when one of them failed and completes otherwise, as
+    done, since its files were copied by its items.
+    """
+    attempt = tree.attempts + 1
+    failed = sum(1 for item in items if item.status is Status.FAILED)
+    if not failed:
+        return done_record(tree, attempt, "tree")
+    return Failed(
+        tree.action_id,
+        attempt,
+        CHILDREN_FAILED,
+        f"{failed} of {len(items)} items failed; see "
+        "`journalq actions --status failed`",
+        False,
+        finished_ns=time.time_ns(),
+    )
 
 
 def done_record(action: ActionState, attempt: int, method: str) -> Completed:

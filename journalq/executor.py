@@ -57,7 +57,7 @@ from journalq import (
 )
 from journalq.backends import Filesystem
 from journalq.copy_effect import CopyEffect, Interrupted
-from journalq.effects import Effects, done_record
+from journalq.effects import Effects, done_record, tree_end_record
 from journalq.errors import DeleteConflictError
 from journalq.events import Event, EventType, RunSummary
 from journalq.groups import DurableGroup
@@ -619,24 +619,10 @@ class Executor:
                 if action.status is Status.WAITING:
                     open_trees += 1
                 continue
-            failed = sum(1 for kid in kids if kid.status is Status.FAILED)
-            attempt = action.attempts + 1
-            if failed:
-                records.append(
-                    Failed(
-                        action.action_id,
-                        attempt,
-                        "ChildrenFailed",
-                        f"{failed} of {len(kids)} items failed; see "
-                        "`journalq actions --status failed`",
-                        False,
-                        finished_ns=time.time_ns(),
-                    )
-                )
-            elif not kids and not action.skipped:
-                records.append(self._finish_empty_tree(action, attempt))
+            if not kids and not action.skipped:
+                records.append(self._finish_empty_tree(action, action.attempts + 1))
             else:
-                records.append(done_record(action, attempt, "tree"))
+                records.append(tree_end_record(action, kids))
             # Files found identical when the tree was listed have no action
             # of their own; they count as skipped in the run that ends it.
             with self._summary_lock:

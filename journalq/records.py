@@ -210,7 +210,16 @@ class Failed(_Record, tag=7):
 
 
 class Canceled(_Record, tag=8):
-    """An action was canceled before it started."""
+    """An action was canceled before it started, or after it failed for good.
+
+    A failed action that is canceled is dropped: it no longer counts as
+    failed, and ``retry`` leaves it alone. Readers before this meaning
+    ignore a ``canceled`` record after a failure, as after any ending, so
+    they still show such an action as failed. No journal they wrote has
+    one, because they canceled only waiting actions. ``by`` is ``"user"``
+    for a cancel that a user requested, or names the action that replaced
+    a failed one (see ``StorageQueue.cancel``).
+    """
 
     action_id: str
     by: str | None = None

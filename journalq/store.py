@@ -520,17 +520,28 @@ class QueueStore:
             and action_id not in self._reserved
         )
 
-    def cancel(self, action_ids: Iterable[str], by: str | None = None) -> list[str]:
-        """Cancel the waiting actions among ``action_ids``, durably.
+    def _droppable(self, action_id: str) -> bool:
+        """Return whether a cancel may end or drop the action (under the mutex).
 
-        Returns the ids that were canceled; actions already started or ended
-        are left as they are.
+        A cancel ends a waiting action that is not reserved, and drops a
+        failed one.
+        """
+        action = self.state.actions.get(action_id)
+        if action is not None and action.status is Status.FAILED:
+            return True
+        return self._cancelable(action_id)
+
+    def cancel(self, action_ids: Iterable[str], by: str | None = None) -> list[str]:
+        """Cancel the waiting and failed actions among ``action_ids``, durably.
+
+        Returns the ids that were canceled; actions that started, completed
+        or were canceled before are left as they are.
         """
         canceled: list[str] = []
         with self._mutex:
             records: list[Record] = []
             for action_id in action_ids:
-                if self._cancelable(action_id):
+                if self._droppable(action_id):
                     records.append(Canceled(action_id, by))
                     canceled.append(action_id)
             if records:
@@ -621,7 +632,7 @@ class QueueStore:
         with self._mutex:
             batch: list[Record] = []
             for record in records:
-                if isinstance(record, Canceled) and not self._cancelable(
+                if isinstance(record, Canceled) and not self._droppable(
                     record.action_id
                 ):
                     if self._reserved_waiting(record.action_id):

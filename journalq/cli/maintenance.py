@@ -96,8 +96,8 @@ def _print_cancel_handed_off(queue: StorageQueue, requested: int) -> None:
     noun = "action" if requested == 1 else "actions"
     click.echo(
         f"queue {queue.directory} is being run by {describe_holder(queue)}; "
-        f"asked it to cancel {requested} waiting {noun}. It cancels those "
-        "that have not started when it reads the request and runs the others."
+        f"asked it to cancel {requested} {noun}. It cancels those that have "
+        "not started when it reads the request and runs the others."
     )
     click.echo(
         f"to see what it canceled: journalq actions --status canceled --queue {where}"
@@ -114,13 +114,21 @@ def _print_cancel_handed_off(queue: StorageQueue, requested: int) -> None:
 @storage_options
 @common_options
 def retry_command(failed: bool) -> None:
-    """Make the failed actions wait again, so the next `journalq run` retries them."""
+    """Make the failed actions wait again, so the next `journalq run` retries them.
+
+    A tree with a directory that could not be listed, or a name that
+    cannot be copied, is listed again as a new action that replaces it.
+    """
     with open_existing_queue() as queue:
+        known = set(queue.state.actions)
         new_ids = queue.retry()
         where = shlex.quote(str(queue.directory))
         note = secret_note(queue)
     noun = "action waits" if len(new_ids) == 1 else "actions wait"
     click.echo(f"{len(new_ids)} failed {noun} again")
+    relisted = [action_id for action_id in new_ids if action_id not in known]
+    if relisted:
+        click.echo(f"listed again as new actions: {', '.join(relisted)}")
     if new_ids:
         click.echo(f"run them with: journalq run --queue {where}")
         if note:

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import click
 
+from journalq import failures
 from journalq.cli.base import command
 from journalq.cli.completion import complete_action_id, queue_names, queues_root
 from journalq.cli.context import common_options
@@ -88,8 +89,10 @@ def status_command(as_json: bool) -> None:
         holder = running_holder(queue.directory)
         directory = queue.directory
         created = queue.state.created
+        # The plan reads every action, which a queue without failures skips.
+        retryable = bool(counts["failed"]) and bool(failures.retry_plan(queue.state))
     last = load_last_run(directory)
-    steps = next_steps(directory, counts, holder)
+    steps = next_steps(directory, counts, holder, retryable=retryable)
     if as_json:
         print_json(
             {
@@ -190,9 +193,17 @@ def describe_last_run(last: LastRun) -> tuple[str, str]:
 
 
 def next_steps(
-    directory: Path, counts: Mapping[str, int], holder: dict | None
+    directory: Path,
+    counts: Mapping[str, int],
+    holder: dict | None,
+    *,
+    retryable: bool,
 ) -> dict[str, str]:
-    """Return the commands that go on with the queue, by what they do."""
+    """Return the commands that go on with the queue, by what they do.
+
+    ``retryable`` is whether ``retry`` would change a failed action, which
+    it does not for one it cannot help (see :mod:`journalq.failures`).
+    """
     where = shlex.quote(str(directory))
     steps: dict[str, str] = {}
     pending = counts["waiting"] + counts["inprogress"]
@@ -207,9 +218,11 @@ def next_steps(
         steps["to see the failures"] = (
             f"journalq actions --status failed --queue {where}"
         )
-        steps["to retry them"] = (
-            f"journalq retry --queue {where} && journalq run --queue {where}"
-        )
+        if retryable:
+            steps["to retry them"] = (
+                f"journalq retry --queue {where} && journalq run --queue {where}"
+            )
+        steps["to drop one"] = f"journalq cancel ID --queue {where}"
     return steps
 
 

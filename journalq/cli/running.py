@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import fsspec
 
+from journalq import failures
 from journalq.backends.options import secret_names
 from journalq.cli.base import command, fail
 from journalq.cli.completion import complete_location
@@ -415,9 +416,12 @@ def _report_failures(queue: StorageQueue, summary: RunSummary) -> None:
     lines = [f"{summary.failed} {noun} failed:"]
     lines += [f"  {line}" for line in common_errors(summary.failures)]
     lines.append(f"list them: journalq actions --status failed --queue {where}")
-    lines.append(
-        f"retry them: journalq retry --queue {where} && journalq run --queue {where}"
-    )
+    if failures.retry_plan(queue.state):
+        lines.append(
+            f"retry them: journalq retry --queue {where} && "
+            f"journalq run --queue {where}"
+        )
+    lines.append(f"drop one: journalq cancel ID --queue {where}")
     for line in lines:
         click.echo(line, err=True)
 

@@ -28,6 +28,7 @@ from cli_helpers import (
 from journalq import digest, executor
 from journalq.cli.exits import ExitCode
 from journalq.cli.output import format_bytes
+from journalq.replay import Status
 from journalq.store import read_state
 
 #: Files in the tree a held run copies: enough that it is still working
@@ -212,7 +213,7 @@ def test_cancel_all_while_copy_processes_copy(tmp_path: Path) -> None:
     assert added.returncode == ExitCode.OK, added.stderr
     assert canceled.returncode == ExitCode.OK, canceled.stderr
     assert f"is being run by pid {process.pid}" in canceled.stdout
-    assert f"asked it to cancel {CANCELED_FILES + 1} waiting actions" in canceled.stdout
+    assert f"asked it to cancel {CANCELED_FILES + 1} actions." in canceled.stdout
     assert f"journalq actions --status canceled --queue {queue}" in canceled.stdout
     assert "canceled 301" not in canceled.stdout
     assert process.returncode == ExitCode.OK, stderr
@@ -325,6 +326,39 @@ def _start_stalled_run(
     )
     _wait_for(process, "started", source=str(fifo))
     return process, fifo, queue
+
+
+def test_cancel_during_run_drops_failure(sample: Path, tmp_path: Path) -> None:
+    """A failed file canceled while another process runs the queue ends its
+    tree in that run."""
+    os.symlink(tmp_path / "never.txt", sample / "dangling.txt")
+    queue = str(tmp_path / "q")
+    copied = run_journalq(
+        "copy", f"{sample}/", str(tmp_path / "tree"), "--queue", queue
+    )
+    state = read_state(queue)
+    (failed,) = [
+        action_id
+        for action_id, action in state.actions.items()
+        if str(action.status) == "failed" and action.added.parent is not None
+    ]
+    tree = state.actions[failed].added.parent
+    process, fifo, _ = _start_stalled_run(tmp_path)
+
+    canceled = run_journalq("cancel", failed, "--queue", queue)
+    # Opened and closed, the FIFO reads as empty, and the stalled copy ends.
+    os.close(os.open(fifo, os.O_WRONLY))
+    _, stderr = process.communicate(timeout=120)
+    after = read_state(queue)
+
+    assert copied.returncode == ExitCode.FAILED, copied.stderr
+    assert canceled.returncode == ExitCode.OK, canceled.stderr
+    assert "asked it to cancel 1 action." in canceled.stdout
+    assert process.returncode == ExitCode.OK, stderr
+    assert str(after.actions[failed].status) == "canceled"
+    assert tree is not None
+    assert str(after.actions[tree].status) == "completed"
+    assert after.counts[Status.FAILED] == 0
 
 
 def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:

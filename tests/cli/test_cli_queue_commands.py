@@ -317,6 +317,33 @@ def test_retry_then_run_after_fixing(sample: Path, tmp_path: Path, queue: str) -
     assert (tmp_path / "out" / "dangling.txt").read_bytes() == b"now it exists"
 
 
+def test_cancel_drops_gone_source(sample: Path, tmp_path: Path, queue: str) -> None:
+    """A file deleted at the source fails until its action is dropped."""
+    link = sample / "dangling.txt"
+    os.symlink(tmp_path / "never.txt", link)
+    first = invoke("copy", f"{sample}/", str(tmp_path / "out"), "--queue", queue)
+    link.unlink()
+    invoke("retry", "--queue", queue)
+    again = invoke("run", "--queue", queue)
+    hint = re.search(r"`(journalq cancel [0-9a-f]{16})`", again.stderr)
+    assert hint is not None, again.stderr
+
+    dropped = invoke(*hint[1].split()[1:], "--queue", queue)
+    final = invoke("run", "--queue", queue)
+    status = _status(queue)
+
+    assert first.exit_code == ExitCode.FAILED
+    assert f"drop one: journalq cancel ID --queue {queue}" in first.stderr
+    assert again.exit_code == ExitCode.FAILED
+    assert "source file not found" in again.stderr
+    assert dropped.stdout.strip() == "canceled 1 action"
+    assert final.exit_code == ExitCode.OK, final.output
+    assert status["failed"] == 0
+    assert status["waiting"] == 0
+    assert "to see the failures" not in status["next"]
+    assert read_tree(tmp_path / "out") == read_tree(sample)
+
+
 def test_cancel_one_and_all(sample: Path, tmp_path: Path, queue: str) -> None:
     first = invoke(
         "add", "copy", str(sample / "a.txt"), str(tmp_path / "1"), "--queue", queue
