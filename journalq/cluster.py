@@ -245,10 +245,12 @@ class ClusterHelper:
         self._worker_wait = worker_wait
         self._out: collections.deque[_Submitted] = collections.deque()
 
-    def send(self, tasks: Sequence[copier.Task]) -> None:
+    def send(self, tasks: Sequence[copier.Task], inbox_mtime_ns: int | None) -> None:
         """Submit ``tasks`` as Dask tasks of at most :data:`TASK_BYTES`.
 
         Raises ``ConnectionError`` when the client is closed.
+        ``inbox_mtime_ns`` is not used: each task has a ``started`` record,
+        so a cancel never applies to it.
         """
         from distributed.client import ClosedClientError
 
@@ -392,19 +394,11 @@ def split_tasks(tasks: Sequence[copier.Task]) -> list[list[copier.Task]]:
     A file larger than that is a run of its own, and a file of unknown
     size counts as :data:`UNLISTED_BYTES`.
     """
-    chunks: list[list[copier.Task]] = []
-    current: list[copier.Task] = []
-    total = 0
-    for task in tasks:
-        size = task.size if task.size >= 0 else UNLISTED_BYTES
-        if current and total + size > TASK_BYTES:
-            chunks.append(current)
-            current, total = [], 0
-        current.append(task)
-        total += size
-    if current:
-        chunks.append(current)
-    return chunks
+    return copier.split_batches(tasks, _task_bytes, TASK_BYTES)
+
+
+def _task_bytes(task: copier.Task) -> int:
+    return task.size if task.size >= 0 else UNLISTED_BYTES
 
 
 def _protocols(filesystem: Filesystem) -> tuple[str, ...]:

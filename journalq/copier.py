@@ -21,6 +21,20 @@ coordinator decides how a run stops. It dies with the thread that forked
 it, so a coordinator killed with SIGKILL leaves no helper renaming files
 behind the next run.
 
+Before each file, a helper checks the mtime of the queue's inbox directory,
+which changes when another process posts a request (a cancel, an add) and
+when the coordinator reads one. When it differs from the mtime at the
+coordinator's last read of the inbox before the batch was handed out, the
+helper returns the files it has not started as :class:`HandedBack`. The
+coordinator then reads the inbox, so a cancel ends those files, and hands
+the others out again. A cancel therefore reaches every file not yet
+started, even while the coordinator waits for a batch or is stopped, at
+the cost of one ``stat`` per file.
+
+NOTE: a request that lands within the clock tick of the directory's last
+change may leave its mtime as it was, on filesystems with coarse
+timestamps. The helper then copies its batch as if no request had come.
+
 The same tasks and outcomes serve other helpers (see :class:`Helper`), for
 example workers on a cluster, through :func:`copy_tasks`.
 """
@@ -29,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import os
 import signal
@@ -36,8 +51,8 @@ import stat
 import struct
 import sys
 import time
-from collections.abc import Sequence
-from typing import Final, Protocol
+from collections.abc import Callable, Sequence
+from typing import Final, Protocol, TypeVar
 
 import fsspec
 import msgspec
@@ -49,6 +64,7 @@ from journalq.backends import is_local
 __all__ = [
     "Copied",
     "CopyProcess",
+    "HandedBack",
     "Helper",
     "Identical",
     "Outcome",
@@ -56,7 +72,11 @@ __all__ = [
     "Task",
     "available",
     "copy_tasks",
+    "inbox_mtime",
+    "split_batches",
 ]
+
+T = TypeVar("T")
 
 #: Length prefix of a message on a helper's pipes.
 _LENGTH: Final = struct.Struct("<I")
@@ -127,10 +147,23 @@ class Copied(msgspec.Struct, array_like=True, frozen=True, tag=1):
     destination_stamp: Stamp | None = None
 
 
+class HandedBack(msgspec.Struct, array_like=True, frozen=True, tag=3):
+    """A task the helper did not start, because the queue's inbox changed."""
+
+
 #: The result of one task: :data:`Copied`, :class:`Identical` for a
-#: compared destination that matched, or ``None`` when the coordinator must
-#: handle the file.
-Outcome = Copied | Identical | None
+#: compared destination that matched, :class:`HandedBack` for a task not
+#: started, or ``None`` when the coordinator must handle the file.
+Outcome = Copied | Identical | HandedBack | None
+
+
+class _Batch(msgspec.Struct, array_like=True, frozen=True):
+    """The message that hands a copy process its tasks."""
+
+    tasks: list[Task]
+    #: The inbox directory's mtime when the coordinator handed the batch
+    #: out; ``None`` when there was no inbox directory.
+    inbox_mtime_ns: int | None
 
 
 class Helper(Protocol):
@@ -145,8 +178,14 @@ class Helper(Protocol):
     #: (Dask workers): the next open then sweeps their temporary files.
     journals_start: bool
 
-    def send(self, tasks: Sequence[Task]) -> None:
-        """Hand ``tasks`` over; raises ``OSError`` when the helper is gone."""
+    def send(self, tasks: Sequence[Task], inbox_mtime_ns: int | None) -> None:
+        """Hand ``tasks`` over; raises ``OSError`` when the helper is gone.
+
+        ``inbox_mtime_ns`` is the mtime of the queue's inbox directory at the
+        coordinator's last read of the inbox, before it reserved the tasks. A
+        helper that checks it hands back the tasks it has not started once
+        the inbox changes, and others ignore it.
+        """
 
     def receive(self) -> list[Outcome]:
         """Return the outcomes of the oldest batch sent; ``OSError`` if lost."""
@@ -155,8 +194,8 @@ class Helper(Protocol):
         """Release the helper once no batch is out."""
 
 
-_encode_tasks = msgspec.msgpack.Encoder().encode
-_decode_tasks = msgspec.msgpack.Decoder(list[Task]).decode
+_encode_batch = msgspec.msgpack.Encoder().encode
+_decode_batch = msgspec.msgpack.Decoder(_Batch).decode
 _encode_outcomes = msgspec.msgpack.Encoder().encode
 _decode_outcomes = msgspec.msgpack.Decoder(list[Outcome]).decode
 
@@ -177,6 +216,41 @@ def available() -> bool:
     )
 
 
+def split_batches(
+    items: Sequence[T],
+    size_of: Callable[[T], int],
+    max_bytes: int,
+    max_items: int | None = None,
+) -> list[list[T]]:
+    """Split ``items`` in order into batches for helpers.
+
+    A batch ends before the item that would take its sizes past
+    ``max_bytes`` or its length past ``max_items``. An item larger than
+    ``max_bytes`` is a batch of its own.
+    """
+    batches: list[list[T]] = []
+    batch: list[T] = []
+    total = 0
+    for item in items:
+        size = size_of(item)
+        if batch and (total + size > max_bytes or len(batch) == max_items):
+            batches.append(batch)
+            batch, total = [], 0
+        batch.append(item)
+        total += size
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def inbox_mtime(inbox_dir: str) -> int | None:
+    """Return the mtime of the inbox directory; ``None`` when it does not exist."""
+    try:
+        return os.stat(inbox_dir).st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
 def copy_tasks(
     tasks: Sequence[Task],
     source_fs: fsspec.AbstractFileSystem,
@@ -184,6 +258,7 @@ def copy_tasks(
     *,
     durable: bool,
     unique: bool = False,
+    proceed: Callable[[], bool] | None = None,
 ) -> list[Outcome]:
     """Copy each task's file and return the outcomes, in order.
 
@@ -191,14 +266,27 @@ def copy_tasks(
     the filesystem before it records them. With ``unique`` true, each
     copy's temporary file gets a random nonce in its name
     (:func:`journalq.transfer.new_nonce`), so copies of the same task that
-    run at the same time elsewhere never write into one file.
+    run at the same time elsewhere never write into one file. ``proceed``
+    is asked before each task; once it returns False, that task and the
+    rest are :class:`HandedBack` without being started.
     """
     nonce = transfer.new_nonce if unique else _no_nonce
-    if is_local(source_fs) and is_local(destination_fs):
-        return [_copy_local(task, durable, nonce()) for task in tasks]
-    return [
-        _copy_any(task, source_fs, destination_fs, durable, nonce()) for task in tasks
-    ]
+    local = is_local(source_fs) and is_local(destination_fs)
+    outcomes: list[Outcome] = []
+    for task in tasks:
+        if proceed is not None and not proceed():
+            outcomes += [_HANDED_BACK] * (len(tasks) - len(outcomes))
+            break
+        if local:
+            outcomes.append(_copy_local(task, durable, nonce()))
+        else:
+            outcomes.append(
+                _copy_any(task, source_fs, destination_fs, durable, nonce())
+            )
+    return outcomes
+
+
+_HANDED_BACK: Final = HandedBack()
 
 
 def _no_nonce() -> None:
@@ -206,9 +294,13 @@ def _no_nonce() -> None:
 
 
 class CopyProcess:
-    """One forked helper and the coordinator's ends of its two pipes."""
+    """One forked helper and the coordinator's ends of its two pipes.
 
-    def __init__(self, max_bytes: int) -> None:
+    ``inbox_dir`` is the queue's inbox directory, whose mtime the helper
+    checks before each file (see the module's description).
+    """
+
+    def __init__(self, max_bytes: int, inbox_dir: str) -> None:
         self.broken = False
         self.max_bytes: int | None = max_bytes
         # It dies with the coordinator (PR_SET_PDEATHSIG), so no copy of it
@@ -220,17 +312,17 @@ class CopyProcess:
         self._outcome_read, outcome_write = os.pipe()
         self._pid = os.fork()
         if self._pid == 0:
-            _child(task_read, outcome_write)
+            _child(task_read, outcome_write, inbox_dir)
         os.close(task_read)
         os.close(outcome_write)
 
-    def send(self, tasks: Sequence[Task]) -> None:
+    def send(self, tasks: Sequence[Task], inbox_mtime_ns: int | None) -> None:
         """Hand ``tasks`` to the helper; their outcomes come in order.
 
         Raises ``BrokenPipeError`` when the helper died.
         """
         try:
-            _send(self._task_write, _encode_tasks(list(tasks)))
+            _send(self._task_write, _encode_batch(_Batch(list(tasks), inbox_mtime_ns)))
         except OSError:
             self.broken = True
             raise
@@ -255,20 +347,29 @@ class CopyProcess:
             os.waitpid(self._pid, 0)
 
 
-def _child(task_read: int, outcome_write: int) -> None:
+def _child(task_read: int, outcome_write: int, inbox_dir: str) -> None:
     """Serve batches until the task pipe closes; never return."""
     status = 0
     try:
         _prepare_child(task_read, outcome_write)
         local = LocalFileSystem()
         while (message := _receive(task_read)) is not None:
-            tasks = _decode_tasks(message)
-            outcomes = copy_tasks(tasks, local, local, durable=False)
+            batch = _decode_batch(message)
+            unchanged = functools.partial(
+                _inbox_unchanged, inbox_dir, batch.inbox_mtime_ns
+            )
+            outcomes = copy_tasks(
+                batch.tasks, local, local, durable=False, proceed=unchanged
+            )
             _send(outcome_write, _encode_outcomes(outcomes))
     except BaseException:
         status = 1
     finally:
         os._exit(status)
+
+
+def _inbox_unchanged(inbox_dir: str, mtime_ns: int | None) -> bool:
+    return inbox_mtime(inbox_dir) == mtime_ns
 
 
 def _prepare_child(task_read: int, outcome_write: int) -> None:

@@ -28,6 +28,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from journalq import compare, digest, parts, transfer
 from journalq.backends import Filesystem
+from journalq.errors import queue_command
 from journalq.groups import DurableGroup
 from journalq.records import (
     Completed,
@@ -55,6 +56,22 @@ logger = logging.getLogger("journalq.executor")
 
 class Interrupted(Exception):
     """The run was asked to stop during this action."""
+
+
+def _restore_advice(action: ActionState, what: str, context: RunContext) -> str:
+    """Return the advice that ends the error of a copy whose source is missing.
+
+    ``retry`` fails such a copy again until ``what`` is back, so the error
+    names the cancel that drops it. A dry run's queue is gone once it ends,
+    so its advice names no command.
+    """
+    if context.options.dry_run:
+        return f"restore {what}"
+    cancel = queue_command(f"cancel {action.action_id}", context.store.directory)
+    return (
+        f"restore {what} and retry, or, if it is gone for good, drop this "
+        f"action with {cancel}"
+    )
 
 
 class CopyEffect:
@@ -233,9 +250,19 @@ class CopyEffect:
                 if target is None:
                     return source, None
                 return source, compare.listed_info(target)
-        source_info = compare.stat(context.source.fs, source_path)
+        try:
+            source_info = compare.stat(context.source.fs, source_path)
+        except FileNotFoundError as exc:
+            # A symbolic link whose target is missing, named by exc.filename.
+            if exc.filename is None:
+                raise
+            advice = _restore_advice(action, "its target", context)
+            raise digest.dangling_link_error(exc.filename, advice) from None
         if source_info is None:
-            raise FileNotFoundError(f"source file not found: {source_path}")
+            raise FileNotFoundError(
+                f"source file not found: {source_path}; "
+                + _restore_advice(action, "it", context)
+            )
         return source_info, compare.stat(context.destination.fs, destination_path)
 
     def _transfer(

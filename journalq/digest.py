@@ -277,12 +277,17 @@ def open_local(path: str) -> int:
         raise
 
 
-def dangling_link_error(path: str) -> FileNotFoundError:
-    """Build the error for a symbolic link whose target does not exist."""
+def dangling_link_error(
+    path: str, advice: str = "remove the link or restore its target"
+) -> FileNotFoundError:
+    """Build the error for a symbolic link whose target does not exist.
+
+    ``advice``, what to do about it, follows the description.
+    """
     return FileNotFoundError(
         errno.ENOENT,
         f"symbolic link {path} points to {os.readlink(path)!r}, which does not "
-        "exist; remove the link or restore its target",
+        f"exist; {advice}",
         path,
     )
 

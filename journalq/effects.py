@@ -15,8 +15,9 @@ tolerates an existing directory, and a delete of a missing path succeeds.
 
 from __future__ import annotations
 
+import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import fsspec
 import msgspec
@@ -24,16 +25,27 @@ import msgspec
 from journalq import compare, faults
 from journalq.backends import objects
 from journalq.copy_effect import CopyEffect
-from journalq.errors import DeleteConflictError, PathInTheWayError
+from journalq.errors import DeleteConflictError, PathInTheWayError, queue_command
 from journalq.groups import DurableGroup
 from journalq.plan import parent_directories
-from journalq.records import Completed, Identity, Kind, Outcome, Record, Service
-from journalq.replay import ActionState
+from journalq.records import (
+    Completed,
+    Failed,
+    Identity,
+    Kind,
+    Outcome,
+    Record,
+    Service,
+)
+from journalq.replay import Action, ActionState, Status
 
 if TYPE_CHECKING:
     from journalq.executor import RunContext
 
-__all__ = ["Effects", "done_record"]
+__all__ = ["CHILDREN_FAILED", "Effects", "done_record", "tree_end_record"]
+
+#: The error of a tree that failed because some of its items failed.
+CHILDREN_FAILED: Final = "ChildrenFailed"
 
 
 class Effects:
@@ -165,6 +177,30 @@ class Effects:
         path = path or added.source
         assert path is not None
         return filesystem.fs, path
+
+
+def tree_end_record(
+    tree: ActionState, items: list[Action], queue: str | os.PathLike[str]
+) -> Completed | Failed:
+    """Return the record that ends ``tree`` once every one of its ``items`` ended.
+
+    The tree fails when one of them failed and completes otherwise, as
+    done, since its files were copied by its items. Its failure message
+    names the command that lists them in the queue directory ``queue``.
+    """
+    attempt = tree.attempts + 1
+    failed = sum(1 for item in items if item.status is Status.FAILED)
+    if not failed:
+        return done_record(tree, attempt, "tree")
+    return Failed(
+        tree.action_id,
+        attempt,
+        CHILDREN_FAILED,
+        f"{failed} of {len(items)} items failed; see "
+        + queue_command("actions --status failed", queue),
+        False,
+        finished_ns=time.time_ns(),
+    )
 
 
 def done_record(action: ActionState, attempt: int, method: str) -> Completed:

@@ -57,8 +57,8 @@ from journalq import (
 )
 from journalq.backends import Filesystem
 from journalq.copy_effect import CopyEffect, Interrupted
-from journalq.effects import Effects, done_record
-from journalq.errors import DeleteConflictError, queue_command
+from journalq.effects import Effects, done_record, tree_end_record
+from journalq.errors import DeleteConflictError
 from journalq.events import Event, EventType, RunSummary
 from journalq.groups import DurableGroup
 from journalq.handout import Handout
@@ -100,6 +100,10 @@ CONFLICT: Final = "conflict"
 #: Largest batch of actions one worker takes at a time. Taking work in
 #: batches rather than one future per file saves about 50 us per file.
 MAX_BATCH: Final = 64
+#: Largest sum of file sizes in a batch with more than one action. A copy
+#: process has up to two batches and goes on copying them while the
+#: coordinator is stopped (SIGSTOP), so this bounds what it copies then.
+MAX_BATCH_BYTES: Final = 4 * 1024 * 1024
 
 
 class RunOptions(msgspec.Struct):
@@ -169,8 +173,11 @@ class Executor:
             else frozenset(EventType)
         )
         self._inbox_lock = threading.Lock()
-        self._inbox_dir = os.path.join(store.directory, inbox.INBOX_DIR)
-        self._inbox_stamp: int | None = None
+        #: The queue's inbox directory, which :meth:`poll_inbox` watches.
+        self.inbox_dir = os.path.join(store.directory, inbox.INBOX_DIR)
+        #: The inbox directory's mtime when :meth:`poll_inbox` last read the
+        #: inbox; ``None`` while there was no inbox directory.
+        self.inbox_stamp: int | None = None
         self._copy = CopyEffect(
             self.context, stopping=self.stopping, progress=self._callback
         )
@@ -322,7 +329,7 @@ class Executor:
                 return factory(context.source, context.destination)
             return []
         return [
-            copier.CopyProcess(COPY_PROCESS_BYTES)
+            copier.CopyProcess(COPY_PROCESS_BYTES, self.inbox_dir)
             for _ in range(self._copy_processes(actions))
         ]
 
@@ -331,7 +338,9 @@ class Executor:
         processes = len(helpers)
         workers = processes or self._workers(actions)
         size = max(1, min(MAX_BATCH, len(actions) // (workers * 4) or 1))
-        batches = [actions[i : i + size] for i in range(0, len(actions), size)]
+        # A batch ends early where its files reach MAX_BATCH_BYTES together;
+        # an action of unknown size counts as none.
+        batches = copier.split_batches(actions, _action_bytes, MAX_BATCH_BYTES, size)
         batches.reverse()
         # The batches hold the only references now, so each finished batch
         # lets its actions go once compaction has replaced them in the state.
@@ -398,18 +407,18 @@ class Executor:
         drains waits for that drain, so it starts nothing the cancel names.
         """
         try:
-            stamp = os.stat(self._inbox_dir).st_mtime_ns
+            stamp = os.stat(self.inbox_dir).st_mtime_ns
         except FileNotFoundError:
             return
-        if stamp == self._inbox_stamp:
+        if stamp == self.inbox_stamp:
             return
         with self._inbox_lock:
-            if stamp == self._inbox_stamp:
+            if stamp == self.inbox_stamp:
                 return
             self.context.store.drain_inbox()
             # A request posted during the drain changed the mtime again, so
             # the next look drains once more.
-            self._inbox_stamp = stamp
+            self.inbox_stamp = stamp
 
     # One action ---------------------------------------------------------------
 
@@ -620,26 +629,12 @@ class Executor:
                 if action.status is Status.WAITING:
                     open_trees += 1
                 continue
-            failed = sum(1 for kid in kids if kid.status is Status.FAILED)
-            attempt = action.attempts + 1
-            if failed:
-                records.append(
-                    Failed(
-                        action.action_id,
-                        attempt,
-                        "ChildrenFailed",
-                        f"{failed} of {len(kids)} items failed; see "
-                        + queue_command(
-                            "actions --status failed", self.context.store.directory
-                        ),
-                        False,
-                        finished_ns=time.time_ns(),
-                    )
-                )
-            elif not kids and not action.skipped:
-                records.append(self._finish_empty_tree(action, attempt))
+            if not kids and not action.skipped:
+                records.append(self._finish_empty_tree(action, action.attempts + 1))
             else:
-                records.append(done_record(action, attempt, "tree"))
+                records.append(
+                    tree_end_record(action, kids, self.context.store.directory)
+                )
             # Files found identical when the tree was listed have no action
             # of their own; they count as skipped in the run that ends it.
             with self._summary_lock:
@@ -747,6 +742,10 @@ class _ProgressCallback(fsspec.callbacks.Callback):
 
 
 _PARENTS: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})
+
+
+def _action_bytes(action: ActionState) -> int:
+    return action.added.size or 0
 
 
 def _interrupted_error() -> Exception:

@@ -16,6 +16,11 @@ that leaves the action waiting, and the next run finds the file
 identical. A helper whose copies may outlive this process gets a
 ``started`` record per action instead.
 
+A copy process hands back the files it has not started once the queue's
+inbox changes (see :mod:`journalq.copier`). Their reservations end, which
+decides the cancels held for them (:meth:`journalq.store.QueueStore.release`),
+and the thread reads the inbox and hands out again what still waits.
+
 The executor owns one :class:`Handout`, which calls back into the executor
 for the life of each action: running it, recording a failure, emitting
 events and finishing it.
@@ -97,15 +102,21 @@ class Handout:
         # Two batches are out at a time, so the helper copies the next one
         # while this thread journals the last.
         out: collections.deque[_Handed] = collections.deque()
+        handed_back: list[ActionState] = []
         while True:
-            batch = None if self._executor.stopping() else take()
+            if self._executor.stopping():
+                batch = None
+            elif handed_back:
+                batch, handed_back = handed_back, []
+            else:
+                batch = take()
             if batch is not None:
                 self._executor.poll_inbox()
                 handed = self._hand(batch, group, helper)
                 if handed is not None:
                     out.append(handed)
             if out and (batch is None or len(out) > 1):
-                self._collect(out.popleft(), group, helper)
+                handed_back += self._collect(out.popleft(), group, helper)
             elif batch is None:
                 return
 
@@ -125,13 +136,17 @@ class Handout:
                 handed.append((action, task))
         if not handed:
             return None
+        # The inbox's mtime when it was last read, before the reservation: a
+        # request posted since, or read by another thread, changes the mtime
+        # that the helper compares with this, so it hands the batch back.
+        inbox_mtime_ns = self._executor.inbox_stamp
         handed_ids = self._take_out([action for action, _ in handed], helper)
         handed = [item for item in handed if item[0].action_id in handed_ids]
         if not handed:
             return None
         observed_ns = time.time_ns()
         try:
-            helper.send([task for _, task in handed])
+            helper.send([task for _, task in handed], inbox_mtime_ns)
         except OSError as exc:
             logger.warning("copying without that process from now on: %s", exc)
             for action, _ in handed:
@@ -169,8 +184,12 @@ class Handout:
 
     def _collect(
         self, handed: _Handed, group: DurableGroup, helper: copier.Helper
-    ) -> None:
-        """Journal what ``helper`` copied of a batch; copy its failures here."""
+    ) -> list[ActionState]:
+        """Journal what ``helper`` copied of a batch; copy its failures here.
+
+        Returns the actions that ``helper`` handed back without starting
+        them, released from their reservations.
+        """
         already_broken = helper.broken
         try:
             outcomes: list[copier.Outcome] = helper.receive()
@@ -178,12 +197,18 @@ class Handout:
             if not already_broken:
                 logger.warning("copying without that process from now on: %s", exc)
             outcomes = [None] * len(handed.items)
+        handed_back: list[ActionState] = []
         for (action, task), outcome in zip(handed.items, outcomes, strict=True):
-            if outcome is None:
+            if isinstance(outcome, copier.HandedBack):
+                handed_back.append(action)
+            elif outcome is None:
                 self._take_back(action, helper, _HandedCopyFailed(action.action_id))
                 self._executor.run_action(action, group)
             else:
                 self._finish_handed(action, task, outcome, handed.observed_ns, group)
+        if handed_back:
+            self.context.store.release(action.action_id for action in handed_back)
+        return handed_back
 
     def _task(self, action: ActionState, helper: copier.Helper) -> copier.Task | None:
         """Return the helper's task for ``action``, if it can take it.

@@ -91,13 +91,13 @@ logger = logging.getLogger(__name__)
 
 #: The ``reason`` of the failure of a child whose name cannot be copied
 #: safely. Retrying such a child cannot help, so :meth:`StorageQueue.retry`
-#: leaves it failed.
+#: lists its tree again instead, as a new action (:mod:`journalq.failures`).
 REJECTED: Final = "rejected name"
 
 #: The ``reason`` of the failure of a tree's directory that could not be
 #: listed. Retrying it would make the directory without its contents, so
-#: :meth:`StorageQueue.retry` leaves it failed; adding the tree again
-#: lists it again.
+#: :meth:`StorageQueue.retry` lists its tree again instead, as adding the
+#: tree again does.
 UNLISTED: Final = "directory not listed"
 
 #: Hex digits of an action id: 64 bits, so a queue of 10 million actions has
@@ -644,8 +644,8 @@ def _unlisted(parent: ActionAdded, child: ActionAdded, error: str) -> Failed:
         0,
         "PermissionError",
         f"cannot list the source directory {path}: {error}; nothing in it was "
-        "copied, and a sync deletes nothing in it. Make it readable, then run "
-        "the same copy or sync again (retry does not list it again)",
+        "copied, and a sync deletes nothing in it. Make it readable, then "
+        "retry (it lists the tree again) or run the same copy or sync again",
         retryable=False,
         reason=UNLISTED,
         finished_ns=time.time_ns(),

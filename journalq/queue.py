@@ -33,7 +33,16 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 import msgspec
 
-from journalq import compare, digest, expansion, inbox, opening, parts, retry
+from journalq import (
+    compare,
+    digest,
+    expansion,
+    failures,
+    inbox,
+    opening,
+    parts,
+    retry,
+)
 from journalq.backends import Filesystem, open_filesystem
 from journalq.errors import ActionError, BatchError, QueueError, queue_command
 from journalq.events import ActionInfo, Event, EventType, RunSummary
@@ -42,8 +51,6 @@ from journalq.expansion import PARENTS
 from journalq.expansion import skips_hold as _skips_hold
 from journalq.journal import SyncMode
 from journalq.plan import (
-    REJECTED,
-    UNLISTED,
     Entry,
     action_id,
     check_overlap,
@@ -74,6 +81,9 @@ logger = logging.getLogger(__name__)
 #: Records of a tree expansion journaled per append, so a million-file tree
 #: never puts all its records in one frame.
 EXPANSION_CHUNK: Final = 50_000
+
+#: The statuses of an action that ``cancel`` with its id cancels.
+_CANCELABLE: Final = frozenset({Status.WAITING, Status.FAILED})
 
 #: The statuses whose action's last error is its current one: failed, or
 #: waiting or running again after a failed attempt.
@@ -277,7 +287,9 @@ class StorageQueue:
                 destination=destination,
                 size=size,
             )
+            previous = self.state.by_key.get(added.key)
             self._journal([added])
+            self._replace_failed(previous, added.action_id)
             return added.action_id
 
         return commit
@@ -423,7 +435,9 @@ class StorageQueue:
             if again is not None:
                 return again
             parent = new_parent()
+            previous = self.state.by_key.get(parent.key)
             expansion.journal_tree(self, parent, listings, chunk=EXPANSION_CHUNK)
+            self._replace_failed(previous, parent.action_id)
             return parent.action_id
 
         return commit
@@ -567,7 +581,15 @@ class StorageQueue:
             added, action_id=action_id(added.key, generation)
         )
         self._journal([added])
+        self._replace_failed(existing, added.action_id)
         return added.action_id
+
+    def _replace_failed(self, previous: str | None, replacement: str) -> None:
+        """Drop ``previous``, the last action of a request added again, if it failed."""
+        records: list[Record] = []
+        records += failures.replacement_cancels(self.state, previous, replacement)
+        if records:
+            self._journal(records)
 
     def add(self, specification: dict[str, Any]) -> str:
         """Add one action given as a dict; return its id.
@@ -646,10 +668,17 @@ class StorageQueue:
     # Canceling, retrying ------------------------------------------------------
 
     def cancel(self, id: str | None = None) -> list[str]:
-        """Cancel one waiting action, or every waiting action when ``id`` is None.
+        """Cancel one action, or every waiting action when ``id`` is None.
 
-        Canceling a tree cancels its files that have not started. Returns the
-        ids canceled; an action already started or ended is left as it is.
+        ``id`` may name a waiting action or a failed one, which is dropped:
+        it no longer counts as failed and ``retry`` leaves it alone.
+        Canceling a tree cancels its files that have not started or have
+        failed. A tree that failed only because of the failed files
+        canceled completes. Returns the ids canceled; an action that
+        started, completed or was canceled before is left as it is. In
+        hand-off mode, returns the ids asked of the process that runs the
+        queue, which cancels those that have not started when it reads the
+        request, and ends their trees when its run ends.
         """
         state = self.state
         if id is not None and id not in state.actions:
@@ -660,7 +689,11 @@ class StorageQueue:
             )
         targets = self._cancel_targets(id)
         if self._store is not None:
-            return self._store.cancel(targets, by="user")
+            canceled = self._store.cancel(targets, by="user")
+            endings = failures.tree_endings(self.state, canceled, self.directory)
+            if endings:
+                self._store.append(endings, durable=True)
+            return canceled
         records: list[Record] = [Canceled(target, "user") for target in targets]
         if records:
             self._journal(records)
@@ -668,40 +701,76 @@ class StorageQueue:
 
     def _cancel_targets(self, id: str | None) -> list[str]:
         state = self.state
+        if id is None:
+            return [
+                action.action_id
+                for action in state.actions.values()
+                if action.status is Status.WAITING
+            ]
+        # The status is read first: reading a compacted item's parent
+        # decodes its history, and a compacted item has ended.
         return [
             action.action_id
             for action in state.actions.values()
-            if action.status is Status.WAITING
-            and (id is None or id in (action.action_id, action.added.parent))
+            if action.status in _CANCELABLE
+            and id in (action.action_id, action.added.parent)
         ]
 
     def retry(self) -> list[str]:
-        """Make every failed action wait again; return their ids.
+        """Make the failed actions wait again; return the ids that wait.
 
         Each keeps its id, its attempt count and its last error, so
         ``retry`` twice adds nothing twice. A tree that failed because of
         its files waits again with them, and a tree that could not be listed
-        is listed again. An item whose name cannot be copied safely stays
-        failed, and so does a directory that could not be listed, whose
-        contents only a new listing finds (see :mod:`journalq.plan`).
+        is listed again. A tree with items that failed when it was listed
+        (a directory that could not be listed, a name that cannot be copied
+        safely) is added again as a new action of the same request, which
+        lists it anew and replaces it (see :mod:`journalq.failures`). A
+        failed action whose request was added again since is replaced by
+        that newer action and no longer counts as failed.
         """
         self._refresh()
-        failed = [
-            action
-            for action in self.state.actions.values()
-            if action.status is Status.FAILED
-            and (action.kind not in PARENTS or action.children is None)
-            and not _rejected(action)
-        ]
-        if not failed:
-            return []
-        now = time.time_ns()
-        self._journal([Retried(action.action_id, now) for action in failed])
+        plan = failures.retry_plan(self.state)
+        for action, latest in plan.replaced:
+            self._replace_failed(action.action_id, latest)
+        waiting = [action.action_id for action in plan.reopen]
+        if plan.reopen:
+            now = time.time_ns()
+            self._journal([Retried(action_id, now) for action_id in waiting])
         if self._store is not None:
-            for action in failed:
-                if action.kind in PARENTS:
+            for action in plan.reopen:
+                if action.kind in PARENTS and action.children is None:
                     expansion.expand_again(self, action, chunk=EXPANSION_CHUNK)
-        return [action.action_id for action in failed]
+        for tree in plan.relist:
+            new_id = self._add_again(tree)
+            if new_id is not None:
+                waiting.append(new_id)
+        return waiting
+
+    def _add_again(self, tree: ActionState) -> str | None:
+        """Add the request of the failed ``tree`` again; return the new id.
+
+        The new action lists the tree anew and replaces ``tree``. A tree
+        that cannot be listed now stays failed, with a warning.
+        """
+        added = tree.added
+        assert added.source is not None
+        assert added.destination is not None
+        try:
+            commit = self._prepare_tree(
+                added.kind,
+                added.source,
+                added.destination,
+                delete=added.delete_extraneous,
+            )
+            return commit()
+        except (ActionError, OSError) as exc:
+            logger.warning(
+                "tree %s stays failed: listing it again failed: %s",
+                tree.action_id,
+                exc,
+            )
+            return None
 
     # Reading ------------------------------------------------------------------
 
@@ -886,10 +955,14 @@ class StorageQueue:
                 break
             # Actions handed off during the pass wait for the next one. A
             # pass that ended nothing, with nothing new handed off, means
-            # what waits cannot run now.
+            # what waits cannot run now. A hand-off with nothing to run
+            # still gets a pass, which ends the trees that its cancels left
+            # with every item ended.
             drained = store.drain_inbox()
             progress = summary.copied + summary.skipped + summary.failed + summary.done
-            if not self._has_runnable() or not (progress or drained):
+            if not (progress or drained):
+                break
+            if not drained and not self._has_runnable():
                 break
         # Hints left unused only save a stat, and the emptied dict still
         # keeps a table sized for every file the trees listed.
@@ -976,7 +1049,7 @@ class StorageQueue:
             action
             for action in self.state.actions.values()
             if action.status is Status.FAILED
-            and _rejected(action)
+            and failures.failed_at_listing(action)
             and action.added.parent in trees
         ]
 
@@ -1096,15 +1169,6 @@ _SKIP_POLICIES: Final = {
     "size": compare.Policy.SIZE,
     "size+mtime": compare.Policy.SIZE_MTIME,
 }
-
-
-def _rejected(action: ActionState) -> bool:
-    """Tell whether ``action`` failed when its tree was listed.
-
-    Its name cannot be copied, or it is a directory that could not be
-    listed.
-    """
-    return action.error is not None and action.error.reason in (REJECTED, UNLISTED)
 
 
 def _parse_policy(text: str) -> compare.Policy:

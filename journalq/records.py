@@ -210,7 +210,18 @@ class Failed(_Record, tag=7):
 
 
 class Canceled(_Record, tag=8):
-    """An action was canceled before it started."""
+    """An action was canceled before it started, or after it failed for good.
+
+    A failed action that is canceled is dropped: it no longer counts as
+    failed, and ``retry`` leaves it alone. Readers before this meaning
+    ignore a ``canceled`` record after a failure, as after any ending, so
+    they still show such an action as failed. Early versions journaled
+    every ``canceled`` record handed off through the inbox, so their
+    journals can hold one after a failure, for an action that a user asked
+    to cancel while it waited; it now reads as canceled. ``by`` is
+    ``"user"`` for a cancel that a user requested, or names the action that
+    replaced a failed one (see :mod:`journalq.failures`).
+    """
 
     action_id: str
     by: str | None = None

@@ -8,9 +8,10 @@ Rules of the fold:
 
 * Records are applied in journal order (by sequence number).
 * ``completed``, ``canceled`` and a ``failed`` record that is not retryable
-  are terminal: every later record for that action is ignored, except a
-  ``retried`` record, which makes a failed action (and its failed tree)
-  wait again.
+  are terminal: every later record for that action is ignored, with two
+  exceptions for a failed action. A ``retried`` record makes it wait again,
+  and a ``canceled`` record ends it as canceled. Either makes its failed
+  tree wait again, to end once more after its items.
 * A retryable ``failed`` record ends one attempt: the action waits again and
   keeps its attempt count and the error.
 * An ``added`` record for an action id that already exists is a duplicate
@@ -785,7 +786,10 @@ class QueueState:
             return
         action.crashes = 0
         self._set_status(action, _WAITING)
-        # A tree that failed because of this file ends again after it.
+        self._reopen_tree(action)
+
+    def _reopen_tree(self, action: Action) -> None:
+        """Make the failed tree of ``action`` wait, to end again after its items."""
         parent = action.added.parent
         tree = self.actions.get(parent) if parent is not None else None
         if tree is not None and tree.status is _FAILED:
@@ -812,9 +816,14 @@ class QueueState:
 
     def _cancel(self, record: Canceled) -> None:
         action = self.actions.get(record.action_id)
-        if action is None or action.status in TERMINAL:
+        if action is None:
+            return
+        before = action.status
+        if before in TERMINAL and before is not _FAILED:
             return
         self._set_status(action, _CANCELED)
+        if before is _FAILED:
+            self._reopen_tree(action)
         if type(action) is ActionState:
             self.finished.append(action)
             # The parts stay for drop_queue to report, but no run will

@@ -168,6 +168,68 @@ def decode_frame(frame: Frame, queue_dir: str | os.PathLike[str]) -> list[Record
         ) from exc
 
 
+class _HeldCancels:
+    """Inbox cancels of reserved actions, held until their copies come back.
+
+    Not thread-safe: the store calls it under its mutex.
+    """
+
+    def __init__(self) -> None:
+        self._records: dict[str, tuple[Canceled, str]] = {}
+        #: Inbox request name -> the actions whose cancels from it wait.
+        self._requests: dict[str, set[str]] = {}
+
+    def hold(self, record: Canceled, request: str) -> None:
+        self._records[record.action_id] = (record, request)
+        self._requests.setdefault(request, set()).add(record.action_id)
+
+    def holds(self, request: str) -> bool:
+        """Return whether ``request`` is still in use: drained, not yet removed."""
+        return request in self._requests
+
+    def take(self, action_ids: Iterable[str]) -> list[Canceled]:
+        """Remove and return the held cancels of ``action_ids``."""
+        if not self._records:
+            return []
+        taken: list[Canceled] = []
+        for action_id in action_ids:
+            found = self._records.pop(action_id, None)
+            if found is not None:
+                record, request = found
+                self._requests[request].discard(action_id)
+                taken.append(record)
+        return taken
+
+    def finished_requests(self) -> list[str]:
+        """Return the requests whose cancels have all been decided."""
+        return [name for name, waiting in self._requests.items() if not waiting]
+
+    def forget(self, requests: Iterable[str]) -> None:
+        """Drop ``requests``, once they are gone from the inbox."""
+        for name in requests:
+            if not self._requests.get(name, True):
+                del self._requests[name]
+
+
+#: Action ids a "not canceling" log line names; it counts the rest.
+_SPARED_NAMED: Final = 5
+
+
+def _log_spared(action_ids: list[str]) -> None:
+    """Log the actions that a cancel from the inbox found already started."""
+    if not action_ids:
+        return
+    named = ", ".join(action_ids[:_SPARED_NAMED])
+    more = len(action_ids) - _SPARED_NAMED
+    if more > 0:
+        named += f" and {more} more"
+    logger.info(
+        "not canceling %d actions that started before the cancel arrived: %s",
+        len(action_ids),
+        named,
+    )
+
+
 def _create_directory(directory: Path) -> None:
     if directory.exists():
         if not directory.is_dir():
@@ -288,6 +350,7 @@ class QueueStore:
         self._mutex = threading.Lock()
         # Actions handed out without a started record (see reserve()).
         self._reserved: set[str] = set()
+        self._held_cancels = _HeldCancels()
         self._snapshot_mutex = threading.Lock()
         self._snapshot_mark = 0
         self._compact_mark = 0
@@ -421,9 +484,32 @@ class QueueStore:
         return reserved
 
     def release(self, action_ids: Iterable[str]) -> None:
-        """End the reservation of ``action_ids`` made by :meth:`reserve`."""
+        """End the reservation of ``action_ids`` made by :meth:`reserve`.
+
+        A cancel that arrived from the inbox while one of them was reserved
+        takes effect now if the action still waits, that is, if its copy
+        came back undone. One whose copy completed is dropped.
+        """
+        released = list(action_ids)
         with self._mutex:
-            self._reserved.difference_update(action_ids)
+            self._reserved.difference_update(released)
+            decided = self._held_cancels.take(released)
+            canceled = [
+                record for record in decided if self._cancelable(record.action_id)
+            ]
+            if canceled:
+                self.state.apply_all(canceled)
+                self.state.last_lsn = self._journal.append(canceled, durable=False)
+            finished = self._held_cancels.finished_requests()
+        if not decided:
+            return
+        spared = [record.action_id for record in decided if record not in canceled]
+        _log_spared(spared)
+        # The inbox keeps a request until its cancels are durable here.
+        self._journal.flush()
+        inbox.remove(self.directory, finished)
+        with self._mutex:
+            self._held_cancels.forget(finished)
 
     def _cancelable(self, action_id: str) -> bool:
         """Return whether a cancel may end the action (under the mutex)."""
@@ -434,17 +520,28 @@ class QueueStore:
             and action_id not in self._reserved
         )
 
-    def cancel(self, action_ids: Iterable[str], by: str | None = None) -> list[str]:
-        """Cancel the waiting actions among ``action_ids``, durably.
+    def _droppable(self, action_id: str) -> bool:
+        """Return whether a cancel may end or drop the action (under the mutex).
 
-        Returns the ids that were canceled; actions already started or ended
-        are left as they are.
+        A cancel ends a waiting action that is not reserved, and drops a
+        failed one.
+        """
+        action = self.state.actions.get(action_id)
+        if action is not None and action.status is Status.FAILED:
+            return True
+        return self._cancelable(action_id)
+
+    def cancel(self, action_ids: Iterable[str], by: str | None = None) -> list[str]:
+        """Cancel the waiting and failed actions among ``action_ids``, durably.
+
+        Returns the ids that were canceled; actions that started, completed
+        or were canceled before are left as they are.
         """
         canceled: list[str] = []
         with self._mutex:
             records: list[Record] = []
             for action_id in action_ids:
-                if self._cancelable(action_id):
+                if self._droppable(action_id):
                     records.append(Canceled(action_id, by))
                     canceled.append(action_id)
             if records:
@@ -499,43 +596,67 @@ class QueueStore:
         return info
 
     def drain_inbox(self) -> int:
-        """Journal the actions other processes handed off; return how many."""
+        """Journal the actions other processes handed off; return how many.
+
+        A request with a cancel of a reserved action stays in the inbox
+        until :meth:`release` decides that cancel, so a crash meanwhile
+        delivers it again to the next run.
+        """
         count = 0
         for name, payload in inbox.pending(self.directory):
+            with self._mutex:
+                if self._held_cancels.holds(name):
+                    continue
             records = decode_batch(payload)
-            self._append_request(records)
+            held = self._append_request(name, records)
             faults.point("store.inbox_drained")
-            inbox.remove(self.directory, [name])
+            if not held:
+                inbox.remove(self.directory, [name])
             count += len(records)
         if count:
             logger.info("took %d records from the inbox", count)
         return count
 
-    def _append_request(self, records: Sequence[Record]) -> None:
+    def _append_request(self, name: str, records: Sequence[Record]) -> bool:
         """Journal one inbox request durably, its cancels as :meth:`cancel` does.
 
         The poster chose what to cancel from the journal on disk, which can
         lag behind this process by the records not yet written. So a cancel
         of an action that has started here meanwhile is dropped, or the
-        action would end twice: canceled now and completed by its copy.
+        action would end twice: canceled now and completed by its copy. A
+        cancel of a reserved action is held for :meth:`release`. Returns
+        whether one was.
         """
+        spared: list[str] = []
+        held = False
         with self._mutex:
             batch: list[Record] = []
             for record in records:
-                if isinstance(record, Canceled) and not self._waiting(record):
-                    logger.info(
-                        "not canceling %s: it started before the cancel arrived",
-                        record.action_id,
-                    )
+                if isinstance(record, Canceled) and not self._droppable(
+                    record.action_id
+                ):
+                    if self._reserved_waiting(record.action_id):
+                        self._held_cancels.hold(record, name)
+                        held = True
+                    else:
+                        spared.append(record.action_id)
                     continue
                 self.state.apply(record)
                 batch.append(record)
             if batch:
                 self.state.last_lsn = self._journal.append(batch, durable=False)
         self._journal.flush()
+        _log_spared(spared)
+        return held
 
-    def _waiting(self, record: Canceled) -> bool:
-        return self._cancelable(record.action_id)
+    def _reserved_waiting(self, action_id: str) -> bool:
+        """Return whether the action waits but is reserved (under the mutex)."""
+        action = self.state.actions.get(action_id)
+        return (
+            action is not None
+            and action.status is Status.WAITING
+            and action_id in self._reserved
+        )
 
     def write_result(self, payload: bytes) -> str:
         """Store a list action's result; return its name (a SHA-256)."""

@@ -12,6 +12,7 @@ with SIGKILL through ``JOURNALQ_CRASH_AT``, and real threads.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -457,6 +458,93 @@ def test_unreadable_directory_spared_by_sync(tmp_path):
         "locked/s.txt": b"s",
         "locked/extra.txt": b"e",
     }
+
+
+def _sync_with_locked_directory(tmp_path: Path) -> tuple[Path, Path]:
+    """Sync a tree whose directory ``locked`` cannot be listed, into queue "q".
+
+    Returns the source and the destination. The directory is readable again
+    when this returns.
+    """
+    source = write(tmp_path / "src", {"open/a.txt": b"a", "locked/s.txt": b"s"})
+    destination = tmp_path / "dst"
+    (source / "locked").chmod(0)
+    try:
+        result = journalq_unprivileged(
+            "sync", "--delete", str(source), str(destination), "--queue", "q"
+        )
+    finally:
+        (source / "locked").chmod(0o755)
+    assert result.returncode == 1, result.stderr
+    assert "retry (it lists the tree again)" in result.stderr
+    return source, destination
+
+
+def _queue_status(tmp_path: Path) -> dict:
+    result = journalq_unprivileged("status", "--queue", "q", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_unreadable_directory_rerun_clears_failures(tmp_path):
+    source, destination = _sync_with_locked_directory(tmp_path)
+    failed_before = _queue_status(tmp_path)["failed"]
+
+    rerun = journalq_unprivileged(
+        "sync", "--delete", str(source), str(destination), "--queue", "q"
+    )
+    status = _queue_status(tmp_path)
+    listed = journalq_unprivileged(
+        "actions", "--status", "failed", "--queue", "q", "--json"
+    )
+
+    assert failed_before == 2
+    assert rerun.returncode == 0, rerun.stderr
+    assert status["failed"] == 0
+    assert status["canceled"] == 2
+    assert "to retry them" not in status["next"]
+    assert listed.stdout == ""
+    assert read_tree(destination) == read_tree(source)
+
+
+def test_unreadable_directory_retry_lists_again(tmp_path):
+    source, destination = _sync_with_locked_directory(tmp_path)
+    assert "to retry them" in _queue_status(tmp_path)["next"]
+
+    retried = journalq_unprivileged("retry", "--queue", "q")
+    ran = journalq_unprivileged("run", "--queue", "q")
+    status = _queue_status(tmp_path)
+
+    assert retried.returncode == 0, retried.stderr
+    assert "1 failed action waits again" in retried.stdout
+    assert "listed again as new actions: " in retried.stdout
+    assert ran.returncode == 0, ran.stderr
+    assert status["failed"] == 0
+    assert "to retry them" not in status["next"]
+    assert read_tree(destination) == read_tree(source)
+
+
+def test_unreadable_directory_retried_still_fails(tmp_path):
+    """Retried while the directory still cannot be listed, the sync fails again.
+
+    Nothing under the directory counts as copied or skipped.
+    """
+    source, destination = _sync_with_locked_directory(tmp_path)
+    (source / "locked").chmod(0)
+    try:
+        retried = journalq_unprivileged("retry", "--queue", "q")
+        ran = journalq_unprivileged("run", "--queue", "q")
+    finally:
+        (source / "locked").chmod(0o755)
+    status = _queue_status(tmp_path)
+
+    assert retried.returncode == 0, retried.stderr
+    assert ran.returncode == 1, ran.stderr
+    assert f"cannot list the source directory {source / 'locked'}" in ran.stderr
+    assert status["failed"] == 2
+    assert status["canceled"] == 2
+    assert "to retry them" in status["next"]
+    assert read_tree(destination) == {"open/a.txt": b"a"}
 
 
 def test_awkward_names_copied(tmp_path, queue_dir):

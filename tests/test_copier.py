@@ -52,10 +52,10 @@ def task_for(source: Path, destination: Path) -> copier.Task:
 def test_copies_batch_in_order(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"first")
     (tmp_path / "b").write_bytes(b"second file")
-    helper = copier.CopyProcess(executor.COPY_PROCESS_BYTES)
+    helper = copier.CopyProcess(executor.COPY_PROCESS_BYTES, str(tmp_path / "inbox"))
     try:
-        helper.send([task_for(tmp_path / "a", tmp_path / "out" / "a")])
-        helper.send([task_for(tmp_path / "b", tmp_path / "out" / "b")])
+        helper.send([task_for(tmp_path / "a", tmp_path / "out" / "a")], None)
+        helper.send([task_for(tmp_path / "b", tmp_path / "out" / "b")], None)
         first, second = helper.receive(), helper.receive()
     finally:
         helper.close()
@@ -80,9 +80,9 @@ def test_changed_source_is_left_to_coordinator(tmp_path: Path) -> None:
     missing = copier.Task(
         missing.action_id, str(tmp_path / "gone"), missing.destination, 1, 1
     )
-    helper = copier.CopyProcess(executor.COPY_PROCESS_BYTES)
+    helper = copier.CopyProcess(executor.COPY_PROCESS_BYTES, str(tmp_path / "inbox"))
     try:
-        helper.send([task, missing])
+        helper.send([task, missing], None)
         outcomes = helper.receive()
     finally:
         helper.close()
@@ -92,12 +92,12 @@ def test_changed_source_is_left_to_coordinator(tmp_path: Path) -> None:
 
 
 def test_dead_helper_raises(tmp_path: Path) -> None:
-    helper = copier.CopyProcess(executor.COPY_PROCESS_BYTES)
+    helper = copier.CopyProcess(executor.COPY_PROCESS_BYTES, str(tmp_path / "inbox"))
     os.kill(helper._pid, signal.SIGKILL)
     os.waitpid(helper._pid, 0)
 
     def exchange() -> list[copier.Outcome]:
-        helper.send([task_for(Path(__file__), tmp_path / "x")])
+        helper.send([task_for(Path(__file__), tmp_path / "x")], None)
         return helper.receive()
 
     with pytest.raises(OSError, match=r"ended unexpectedly|Broken pipe"):
@@ -112,7 +112,7 @@ def test_helper_dies_with_coordinator(tmp_path: Path) -> None:
         """
         import sys, time
         from journalq import copier
-        helper = copier.CopyProcess(1024)
+        helper = copier.CopyProcess(1024, "/nonexistent/inbox")
         print(helper._pid, flush=True)
         time.sleep(60)
         """
@@ -237,9 +237,9 @@ def test_unlisted_file_takes_found_size(tmp_path: Path) -> None:
         )
         for name in ("new", "existing")
     ]
-    helper = copier.CopyProcess(executor.COPY_PROCESS_BYTES)
+    helper = copier.CopyProcess(executor.COPY_PROCESS_BYTES, str(tmp_path / "inbox"))
     try:
-        helper.send(tasks)
+        helper.send(tasks, None)
         copied, existing = helper.receive()
     finally:
         helper.close()
@@ -263,9 +263,13 @@ def test_resumed_run_uses_processes(
     handed: list[int] = []
     original = copier.CopyProcess.send
 
-    def counting_send(self: copier.CopyProcess, tasks: list[copier.Task]) -> None:
+    def counting_send(
+        self: copier.CopyProcess,
+        tasks: list[copier.Task],
+        inbox_mtime_ns: int | None,
+    ) -> None:
         handed.append(len(tasks))
-        original(self, tasks)
+        original(self, tasks, inbox_mtime_ns)
 
     monkeypatch.setattr(copier.CopyProcess, "send", counting_send)
     with StorageQueue(tmp_path / "src", tmp_path / "dst", tmp_path / "q") as queue:
@@ -297,7 +301,7 @@ class InlineHelper:
         self.source = source
         self.destination = destination
 
-    def send(self, tasks: list[copier.Task]) -> None:
+    def send(self, tasks: list[copier.Task], inbox_mtime_ns: int | None = None) -> None:
         self.batches.append(list(tasks))
 
     def receive(self) -> list[copier.Outcome]:
@@ -590,9 +594,11 @@ def test_new_files_are_not_looked_up_again(tmp_path: Path) -> None:
     sent: list[copier.Task] = []
 
     class Spy(InlineHelper):
-        def send(self, tasks: list[copier.Task]) -> None:
+        def send(
+            self, tasks: list[copier.Task], inbox_mtime_ns: int | None = None
+        ) -> None:
             sent.extend(tasks)
-            super().send(tasks)
+            super().send(tasks, inbox_mtime_ns)
 
     def helpers(source: Filesystem, target: Filesystem) -> list[InlineHelper]:
         return [Spy(source.fs, target.fs)]
@@ -604,3 +610,12 @@ def test_new_files_are_not_looked_up_again(tmp_path: Path) -> None:
     assert summary.copied == 30
     assert len(sent) == 30
     assert not any(task.compare for task in sent)
+
+
+def test_split_batches_by_bytes_and_count() -> None:
+    sizes = [3, 3, 3, 10, 1, 1, 1, 1]
+
+    batches = copier.split_batches(sizes, lambda size: size, 6, max_items=3)
+
+    assert batches == [[3, 3], [3], [10], [1, 1, 1], [1]]
+    assert copier.split_batches([], lambda size: size, 6) == []

@@ -185,6 +185,47 @@ def test_cancel_waiting_action():
     assert state.actions["b"].status is Status.WAITING
 
 
+def test_cancel_drops_failed_action():
+    state = fold(
+        [
+            added("a"),
+            Started("a", 1),
+            Failed("a", 1, "FileNotFoundError", "gone", False),
+            Canceled("a", "user"),
+        ]
+    )
+    assert state.actions["a"].status is Status.CANCELED
+    assert state.counts[Status.FAILED] == 0
+    assert state.counts[Status.CANCELED] == 1
+
+
+def test_cancel_ends_nothing_after_completion():
+    state = fold([added("a"), Completed("a", 1, Outcome.COPIED), Canceled("a", "user")])
+    assert state.actions["a"].status is Status.COMPLETED
+
+
+def test_cancel_of_failed_item_reopens_tree():
+    tree = ActionAdded("t", Kind.COPY_TREE, "key-t", source="/src", destination="/dst")
+    items = [
+        ActionAdded(name, Kind.COPY_FILE, "", parent="t", relpath=name)
+        for name in ("x", "y")
+    ]
+    records = [
+        tree,
+        *items,
+        Expanded("t", 2, ""),
+        Completed("x", 1, Outcome.COPIED),
+        Failed("y", 1, "FileNotFoundError", "gone", False),
+        Failed("t", 1, "ChildrenFailed", "1 of 2 items failed", False),
+    ]
+
+    state = fold([*records, Canceled("y", "user")])
+
+    assert state.actions["y"].status is Status.CANCELED
+    assert state.actions["t"].status is Status.WAITING
+    assert recount(state) == dict(state.counts)
+
+
 def test_progress_tracks_inprogress_bytes():
     state = fold([added("a"), Started("a", 1), Progress("a", 1, 4096)])
     assert state.actions["a"].bytes == 4096

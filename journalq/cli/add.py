@@ -24,6 +24,7 @@ from journalq.cli.exits import ExitCode
 from journalq.cli.messages import code_for, describe
 from journalq.cli.queues import (
     Location,
+    describe_holder,
     open_queue,
     parse_location,
     queue_exists,
@@ -31,7 +32,6 @@ from journalq.cli.queues import (
 )
 from journalq.cli.running import add_copy, location_argument, path_kind
 from journalq.errors import ActionError, BatchError
-from journalq.lock import read_holder
 from journalq.queue import StorageQueue
 
 __all__ = ["add_group"]
@@ -66,11 +66,9 @@ def _print_added(queue: StorageQueue, action_ids: list[str]) -> None:
     for action_id in action_ids:
         click.echo(action_id)
     if queue.handoff:
-        holder = read_holder(queue.directory) or {}
-        pid = holder.get("pid", "unknown")
         click.echo(
-            f"queue {queue.directory} is being run by pid {pid}; the actions "
-            "were handed to that run",
+            f"queue {queue.directory} is being run by {describe_holder(queue)}; "
+            "the actions were handed to that run",
             err=True,
         )
 

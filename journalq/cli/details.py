@@ -20,9 +20,8 @@ from journalq.cli.completion import complete_action_id
 from journalq.cli.context import common_options
 from journalq.cli.history import action_history, format_time
 from journalq.cli.output import arrow, format_bytes, print_json, print_table
-from journalq.cli.queues import open_existing_queue
+from journalq.cli.queues import open_existing_queue, resolve_id
 from journalq.cli.running import json_option
-from journalq.errors import ActionError, queue_command
 from journalq.queue import StorageQueue
 from journalq.records import Kind, Service
 from journalq.replay import CompactAction
@@ -65,30 +64,6 @@ def show_command(action_id: str, as_json: bool) -> None:
             "  (the journal before the last compaction is gone, so earlier "
             "steps are not shown)"
         )
-
-
-def resolve_id(queue: StorageQueue, prefix: str) -> str:
-    """Return the id of the one action whose id starts with ``prefix``."""
-    actions = queue.state.actions
-    if prefix in actions:
-        return prefix
-    if not prefix:
-        raise ActionError(
-            prefix, "an empty id matches every action; give more of the id"
-        )
-    found = [action_id for action_id in actions if action_id.startswith(prefix)]
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise ActionError(
-            prefix,
-            "no action with this id in the queue; list the ids with "
-            + queue_command("actions", queue.directory),
-        )
-    raise ActionError(
-        prefix,
-        f"{len(found)} actions have ids starting with this; give more of the id",
-    )
 
 
 def _details(queue: StorageQueue, action_id: str) -> dict[str, Any]:

@@ -17,22 +17,32 @@ import click
 
 from journalq import snapshot
 from journalq.cli.base import command, fail
-from journalq.cli.completion import complete_queue
+from journalq.cli.completion import complete_action_id, complete_queue
 from journalq.cli.context import (
     DEFAULT_QUEUE,
     common_options,
     settings,
     storage_options,
 )
-from journalq.cli.details import resolve_id
 from journalq.cli.exits import ExitCode
 from journalq.cli.lastrun import forget_last_run
-from journalq.cli.queues import open_existing_queue, queue_exists
+from journalq.cli.queues import (
+    describe_holder,
+    open_existing_queue,
+    queue_exists,
+    resolve_id,
+)
 from journalq.cli.running import secret_note
 from journalq.drop import DroppedQueue, drop_queue, finish_interrupted
-from journalq.errors import NotAQueueError, PendingActionsError, QueueError
+from journalq.errors import (
+    NotAQueueError,
+    PendingActionsError,
+    QueueError,
+    queue_command,
+)
 from journalq.journal import RepairReport, ScanResult, repair, scan
 from journalq.lock import QueueLock
+from journalq.queue import StorageQueue
 from journalq.store import JOURNAL_DIR, decode_frame, queue_directory, read_format
 
 __all__ = [
@@ -49,15 +59,21 @@ BACKUP_DIR = "fsck-backups"
 
 
 @command("cancel")
-@click.argument("action_ids", nargs=-1, metavar="[ID]...")
+@click.argument(
+    "action_ids", nargs=-1, metavar="[ID]...", shell_complete=complete_action_id
+)
 @click.option("--all", "everything", is_flag=True, help="Cancel every waiting action.")
 @storage_options
 @common_options
 def cancel_command(action_ids: tuple[str, ...], everything: bool) -> None:
     """Cancel waiting actions: the given IDs (a tree's files too) or --all.
 
-    An action that has started or ended is left as it is. An ID may be
-    shortened to any prefix that only one action of the queue has.
+    An ID may be shortened to any prefix that only one action of the queue
+    has.
+
+    An action that has started or ended is left as it is. When another
+    process runs the queue, the cancel is handed to it, and it cancels the
+    actions that have not started by the time it reads the request.
     """
     if everything == bool(action_ids):
         raise click.UsageError("give action IDs or --all, not both and not neither")
@@ -67,9 +83,29 @@ def cancel_command(action_ids: tuple[str, ...], everything: bool) -> None:
         else:
             # Every ID is resolved before the first cancel, so a mistyped
             # one cancels nothing.
-            resolved = [resolve_id(queue, one) for one in action_ids]
+            resolved = [resolve_id(queue, prefix) for prefix in action_ids]
             canceled = [found for one in resolved for found in queue.cancel(one)]
-    click.echo(f"canceled {len(canceled)} actions")
+        if queue.handoff:
+            _print_cancel_handed_off(queue, len(canceled))
+            return
+    noun = "action" if len(canceled) == 1 else "actions"
+    click.echo(f"canceled {len(canceled)} {noun}")
+
+
+def _print_cancel_handed_off(queue: StorageQueue, requested: int) -> None:
+    """Print that the process that runs ``queue`` got the cancel, and how to check it.
+
+    That process cancels only the actions that have not started when it reads
+    the request, so the count canceled is not known here.
+    """
+    noun = "action" if requested == 1 else "actions"
+    click.echo(
+        f"queue {queue.directory} is being run by {describe_holder(queue)}; "
+        f"asked it to cancel {requested} {noun}. It cancels those that have "
+        "not started when it reads the request and runs the others."
+    )
+    listing = queue_command("actions --status canceled", queue.directory)
+    click.echo(f"to see what it canceled: {listing.strip('`')}")
 
 
 @command("retry")
@@ -82,13 +118,21 @@ def cancel_command(action_ids: tuple[str, ...], everything: bool) -> None:
 @storage_options
 @common_options
 def retry_command(failed: bool) -> None:
-    """Make the failed actions wait again, so the next `journalq run` retries them."""
+    """Make the failed actions wait again, so the next `journalq run` retries them.
+
+    A tree with a directory that could not be listed, or a name that
+    cannot be copied, is listed again as a new action that replaces it.
+    """
     with open_existing_queue() as queue:
+        known = set(queue.state.actions)
         new_ids = queue.retry()
         where = shlex.quote(str(queue.directory))
         note = secret_note(queue)
     noun = "action waits" if len(new_ids) == 1 else "actions wait"
     click.echo(f"{len(new_ids)} failed {noun} again")
+    relisted = [action_id for action_id in new_ids if action_id not in known]
+    if relisted:
+        click.echo(f"listed again as new actions: {', '.join(relisted)}")
     if new_ids:
         click.echo(f"run them with: journalq run --queue {where}")
         if note:

@@ -24,6 +24,7 @@ from typing import Any, Final, Self
 import click
 import msgspec
 
+from journalq.effects import CHILDREN_FAILED
 from journalq.errors import JournalError
 from journalq.events import ActionInfo, Event, EventType, RunSummary
 from journalq.progress import format_bytes, format_duration
@@ -45,9 +46,6 @@ __all__ = [
     "shorten_path",
 ]
 
-#: The error the executor records for a tree whose files failed. The files'
-#: own errors are more specific, so summaries leave it out.
-CHILDREN_FAILED: Final = "ChildrenFailed"
 #: Distinct errors a summary names; the rest are counted.
 SHOWN_ERRORS: Final = 3
 #: Kinds of action whose dry run is printed without ``-v``, one line each.
@@ -137,6 +135,7 @@ def common_errors(failures: Iterable[ActionInfo]) -> list[str]:
     counts: collections.Counter[str] = collections.Counter()
     for failure in failures:
         error = failure.error
+        # The files' own errors are more specific than their tree's.
         if not error or error.startswith(CHILDREN_FAILED):
             continue
         name = error.partition(":")[0]

@@ -30,18 +30,21 @@ from journalq.cli.context import DEFAULT_QUEUE, settings
 from journalq.cli.exits import ExitCode
 from journalq.cli.messages import code_for, install_hint, step
 from journalq.drop import drop_queue
-from journalq.errors import ActionError, JournalqError
+from journalq.errors import ActionError, JournalqError, queue_command
+from journalq.lock import read_holder
 from journalq.queue import StorageQueue
 from journalq.store import FORMAT_NAME, queue_directory
 
 __all__ = [
     "Location",
     "default_queue_name",
+    "describe_holder",
     "open_existing_queue",
     "open_queue",
     "parse_location",
     "queue_exists",
     "removed_when_rejected",
+    "resolve_id",
 ]
 
 logger = logging.getLogger(__name__)
@@ -177,6 +180,39 @@ def open_existing_queue(*, read_only: bool = False) -> StorageQueue:
         # A name that matches no queue is a usage error, not damage.
         fail(_not_found(name), ExitCode.USAGE)
     return open_queue(name, None, None, read_only=read_only)
+
+
+def describe_holder(queue: StorageQueue) -> str:
+    """Return the process that has ``queue``'s lock, as ``pid 123 on HOST``."""
+    holder = read_holder(queue.directory) or {}
+    description = f"pid {holder.get('pid', 'unknown')}"
+    if holder.get("host"):
+        description += f" on {holder['host']}"
+    return description
+
+
+def resolve_id(queue: StorageQueue, prefix: str) -> str:
+    """Return the id of the one action whose id starts with ``prefix``."""
+    actions = queue.state.actions
+    if prefix in actions:
+        return prefix
+    if not prefix:
+        raise ActionError(
+            prefix, "an empty id matches every action; give more of the id"
+        )
+    found = [action_id for action_id in actions if action_id.startswith(prefix)]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ActionError(
+            prefix,
+            "no action with this id in the queue; list the ids with "
+            + queue_command("actions", queue.directory),
+        )
+    raise ActionError(
+        prefix,
+        f"{len(found)} actions have ids starting with this; give more of the id",
+    )
 
 
 def _not_found(name: str) -> str:

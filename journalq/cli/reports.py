@@ -18,11 +18,12 @@ from typing import Any, Final
 
 import click
 
+from journalq import failures
 from journalq.cli.action_table import print_actions
 from journalq.cli.base import command
 from journalq.cli.completion import complete_action_id, queue_names, queues_root
 from journalq.cli.context import common_options
-from journalq.cli.details import resolve_id, show_command
+from journalq.cli.details import show_command
 from journalq.cli.fitting import fit_pair, table_width, unique_prefix_length
 from journalq.cli.lastrun import LastRun, load_last_run
 from journalq.cli.output import (
@@ -33,7 +34,7 @@ from journalq.cli.output import (
     print_table,
     table_lines,
 )
-from journalq.cli.queues import open_existing_queue
+from journalq.cli.queues import open_existing_queue, resolve_id
 from journalq.cli.running import json_option
 from journalq.events import ActionInfo
 from journalq.lock import read_holder
@@ -94,9 +95,11 @@ def status_command(as_json: bool) -> None:
         holder = running_holder(queue.directory)
         directory = queue.directory
         created = queue.state.created
+        # The plan reads every action, which a queue without failures skips.
+        retryable = bool(counts["failed"]) and bool(failures.retry_plan(queue.state))
     last = load_last_run(directory)
     died = died_mid_run(counts, running=holder is not None)
-    steps = next_steps(directory, counts, holder)
+    steps = next_steps(directory, counts, holder, retryable=retryable)
     if as_json:
         print_json(
             {
@@ -228,9 +231,17 @@ def describe_last_run(last: LastRun) -> tuple[str, str]:
 
 
 def next_steps(
-    directory: Path, counts: Mapping[str, int], holder: dict | None
+    directory: Path,
+    counts: Mapping[str, int],
+    holder: dict | None,
+    *,
+    retryable: bool,
 ) -> dict[str, str]:
-    """Return the commands that go on with the queue, by what they do."""
+    """Return the commands that go on with the queue, by what they do.
+
+    ``retryable`` is whether ``retry`` would change a failed action, which
+    it does not for one it cannot help (see :mod:`journalq.failures`).
+    """
     where = shlex.quote(str(directory))
     steps: dict[str, str] = {}
     pending = counts["waiting"] + counts["inprogress"]
@@ -245,9 +256,11 @@ def next_steps(
         steps["to see the failures"] = (
             f"journalq actions --status failed --queue {where}"
         )
-        steps["to retry them"] = (
-            f"journalq retry --queue {where} && journalq run --queue {where}"
-        )
+        if retryable:
+            steps["to retry them"] = (
+                f"journalq retry --queue {where} && journalq run --queue {where}"
+            )
+        steps["to drop one"] = f"journalq cancel ID --queue {where}"
     return steps
 
 

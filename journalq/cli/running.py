@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import fsspec
 
+from journalq import failures
 from journalq.backends import configured_options
 from journalq.backends.objects import MissingBucketError
 from journalq.backends.options import secret_names
@@ -45,6 +46,7 @@ from journalq.cli.output import (
 from journalq.cli.queues import (
     Location,
     default_queue_name,
+    describe_holder,
     open_existing_queue,
     open_queue,
     parse_location,
@@ -52,7 +54,6 @@ from journalq.cli.queues import (
 )
 from journalq.errors import ActionError
 from journalq.events import Event, EventType, RunSummary
-from journalq.lock import read_holder
 from journalq.plan import resolve_target
 from journalq.progress import ProgressDisplay, RunProgress, log_progress
 from journalq.queue import StorageQueue
@@ -371,13 +372,10 @@ class _ClosedPipeStop:
 
 def _report_handoff(queue: StorageQueue, added: str) -> ExitCode:
     """Print that ``added`` went to the process that runs ``queue``."""
-    holder = read_holder(queue.directory) or {}
-    who = f"pid {holder.get('pid', 'unknown')}"
-    if holder.get("host"):
-        who += f" on {holder['host']}"
     where = shlex.quote(str(queue.directory))
     click.echo(
-        f"queue {queue.directory} is being run by {who}; {added} was handed "
+        f"queue {queue.directory} is being run by {describe_holder(queue)}; "
+        f"{added} was handed "
         "to that run, which runs it before it ends. Follow it with "
         f"`journalq status --queue {where}`",
         err=True,
@@ -458,10 +456,12 @@ def _report_failures(queue: StorageQueue, summary: RunSummary, started_ns: int) 
         earlier = len(summary.failures) - summary.failed - trees
         them = f"them and {earlier} more" if earlier > 0 else "them"
         lines.append(f"list {them}: journalq actions --status failed --queue {where}")
-        lines.append(
-            f"retry {them}: journalq retry --queue {where} && "
-            f"journalq run --queue {where}"
-        )
+        if failures.retry_plan(queue.state):
+            lines.append(
+                f"retry {them}: journalq retry --queue {where} && "
+                f"journalq run --queue {where}"
+            )
+        lines.append(f"drop one: journalq cancel ID --queue {where}")
     for line in lines:
         click.echo(line, err=True)
 

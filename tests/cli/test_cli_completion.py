@@ -71,8 +71,10 @@ def test_complete_action_ids(tmp_path: Path) -> None:
     action_id = added.stdout.strip()
 
     found = _complete(f"journalq show --queue q1 {action_id[:3]}")
+    for_cancel = _complete(f"journalq cancel --queue q1 {action_id[:3]}")
 
     assert found == [f"plain,{action_id}"]
+    assert for_cancel == [f"plain,{action_id}"]
 
 
 def test_complete_paths_left_to_shell() -> None:

@@ -118,8 +118,12 @@ def test_unreadable_queue_drop_names_it(failed_tree: tuple[str, str]) -> None:
 
 
 def test_rerun_counts_earlier_failures(tmp_path: Path) -> None:
-    """A sync run again fails its link again; the first run's tree and link
-    stay failed in the queue, and the hint counts them apart."""
+    """Failures of other actions in the queue are counted apart in the hint.
+
+    A sync run again replaces its failed tree (the first run's tree and
+    link become canceled), so the earlier failures here are those of a
+    copy of another file that is missing.
+    """
     source = tmp_path / "src"
     source.mkdir()
     (source / "ok.txt").write_bytes(b"ok")
@@ -128,11 +132,19 @@ def test_rerun_counts_earlier_failures(tmp_path: Path) -> None:
     command = ("sync", str(source), str(tmp_path / "out"), "--queue", queue)
 
     first = invoke(*command)
+    lost = tmp_path / "lost.txt"
+    lost.write_bytes(b"soon gone")
+    added = invoke("add", "copy", str(lost), str(tmp_path / "out2"), "--queue", queue)
+    lost.unlink()
+    failing = invoke("run", "--queue", queue)
     second = invoke(*command)
     lines = second.stderr.splitlines()
-    (listing,) = [line for line in lines if line.startswith("list them and 2 more: ")]
+    (listing,) = [line for line in lines if line.startswith("list them and 1 more: ")]
 
     assert first.exit_code == ExitCode.FAILED, first.output
+    assert added.exit_code == ExitCode.OK, added.output
+    assert failing.exit_code == ExitCode.FAILED, failing.output
     assert second.exit_code == ExitCode.FAILED, second.output
     assert "1 action failed, and so did the tree that holds it:" in lines
-    assert len(_follow(listing.removeprefix("list them and 2 more: "))) == 1 + 1 + 2
+    # The new tree and its link, and the copy of the missing file.
+    assert len(_follow(listing.removeprefix("list them and 1 more: "))) == 1 + 1 + 1

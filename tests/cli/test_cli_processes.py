@@ -25,9 +25,10 @@ from cli_helpers import (
     write_tree,
 )
 
-from journalq import digest
+from journalq import digest, executor
 from journalq.cli.exits import ExitCode
 from journalq.cli.output import format_bytes
+from journalq.replay import Status
 from journalq.store import read_state
 
 #: Files in the tree a held run copies: enough that it is still working
@@ -174,6 +175,64 @@ def test_add_during_run_is_not_lost(
     assert str(action.status) == "completed"
 
 
+#: Files of the tree that `cancel --all` stops in mid-copy: enough for the
+#: run to fork a copy process, large enough that each batch is bounded by
+#: executor.MAX_BATCH_BYTES rather than by executor.MAX_BATCH files.
+CANCELED_FILES = 300
+CANCELED_FILE_BYTES = 200_000
+
+
+def test_cancel_all_while_copy_processes_copy(tmp_path: Path) -> None:
+    """A cancel sent while the run is stopped spares only the files out.
+
+    A copy process has at most two batches, which it copies even while
+    the coordinator is stopped, so those are the files the cancel misses.
+    """
+    source = write_tree(
+        tmp_path / "src",
+        {
+            f"f{index:03d}": os.urandom(CANCELED_FILE_BYTES)
+            for index in range(CANCELED_FILES)
+        },
+    )
+    out = tmp_path / "out"
+    queue = str(tmp_path / "q")
+    added = run_journalq("add", "copy", f"{source}/", str(out), "--queue", queue)
+    process = journalq_process(
+        "run", "--queue", queue, "-j", "1", stderr=subprocess.PIPE, text=True
+    )
+    while len(_copied_names(out)) < 14:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGSTOP)
+    copied_when_stopped = len(_copied_names(out))
+
+    canceled = run_journalq("cancel", "--all", "--queue", queue)
+    process.send_signal(signal.SIGCONT)
+    _, stderr = process.communicate(timeout=120)
+
+    assert added.returncode == ExitCode.OK, added.stderr
+    assert canceled.returncode == ExitCode.OK, canceled.stderr
+    assert f"is being run by pid {process.pid}" in canceled.stdout
+    assert f"asked it to cancel {CANCELED_FILES + 1} actions." in canceled.stdout
+    assert f"journalq actions --status canceled --queue {queue}" in canceled.stdout
+    assert "canceled 301" not in canceled.stdout
+    assert process.returncode == ExitCode.OK, stderr
+    state = read_state(queue)
+    files = [a for a in state.actions.values() if a.added.parent is not None]
+    completed = [a for a in files if str(a.status) == "completed"]
+    assert {str(a.status) for a in files} == {"completed", "canceled"}
+    assert len(completed) == len(_copied_names(out))
+    per_batch = executor.MAX_BATCH_BYTES // CANCELED_FILE_BYTES
+    assert len(completed) <= copied_when_stopped + 2 * per_batch
+
+
+def _copied_names(directory: Path) -> list[str]:
+    """Return the files copied into ``directory``, not the temporary ones."""
+    if not directory.exists():
+        return []
+    return [name for name in os.listdir(directory) if not name.startswith(".")]
+
+
 def test_rejected_batch_during_run_hands_nothing(
     held_run: tuple[subprocess.Popen, str], tmp_path: Path
 ) -> None:
@@ -267,6 +326,39 @@ def _start_stalled_run(
     )
     _wait_for(process, "started", source=str(fifo))
     return process, fifo, queue
+
+
+def test_cancel_during_run_drops_failure(sample: Path, tmp_path: Path) -> None:
+    """A failed file canceled while another process runs the queue ends its
+    tree in that run."""
+    os.symlink(tmp_path / "never.txt", sample / "dangling.txt")
+    queue = str(tmp_path / "q")
+    copied = run_journalq(
+        "copy", f"{sample}/", str(tmp_path / "tree"), "--queue", queue
+    )
+    state = read_state(queue)
+    (failed,) = [
+        action_id
+        for action_id, action in state.actions.items()
+        if str(action.status) == "failed" and action.added.parent is not None
+    ]
+    tree = state.actions[failed].added.parent
+    process, fifo, _ = _start_stalled_run(tmp_path)
+
+    canceled = run_journalq("cancel", failed, "--queue", queue)
+    # Opened and closed, the FIFO reads as empty, and the stalled copy ends.
+    os.close(os.open(fifo, os.O_WRONLY))
+    _, stderr = process.communicate(timeout=120)
+    after = read_state(queue)
+
+    assert copied.returncode == ExitCode.FAILED, copied.stderr
+    assert canceled.returncode == ExitCode.OK, canceled.stderr
+    assert "asked it to cancel 1 action." in canceled.stdout
+    assert process.returncode == ExitCode.OK, stderr
+    assert str(after.actions[failed].status) == "canceled"
+    assert tree is not None
+    assert str(after.actions[tree].status) == "completed"
+    assert after.counts[Status.FAILED] == 0
 
 
 def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:

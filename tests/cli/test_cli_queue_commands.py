@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -319,6 +320,33 @@ def test_retry_then_run_after_fixing(sample: Path, tmp_path: Path, queue: str) -
     assert (tmp_path / "out" / "dangling.txt").read_bytes() == b"now it exists"
 
 
+def test_cancel_drops_gone_source(sample: Path, tmp_path: Path, queue: str) -> None:
+    """A file deleted at the source fails until its action is dropped."""
+    link = sample / "dangling.txt"
+    os.symlink(tmp_path / "never.txt", link)
+    first = invoke("copy", f"{sample}/", str(tmp_path / "out"), "--queue", queue)
+    link.unlink()
+    invoke("retry", "--queue", queue)
+    again = invoke("run", "--queue", queue)
+    hint = re.search(r"`(journalq cancel [0-9a-f]{16} --queue \S+)`", again.stderr)
+    assert hint is not None, again.stderr
+
+    dropped = invoke(*shlex.split(hint[1])[1:])
+    final = invoke("run", "--queue", queue)
+    status = _status(queue)
+
+    assert first.exit_code == ExitCode.FAILED
+    assert f"drop one: journalq cancel ID --queue {queue}" in first.stderr
+    assert again.exit_code == ExitCode.FAILED
+    assert "source file not found" in again.stderr
+    assert dropped.stdout.strip() == "canceled 1 action"
+    assert final.exit_code == ExitCode.OK, final.output
+    assert status["failed"] == 0
+    assert status["waiting"] == 0
+    assert "to see the failures" not in status["next"]
+    assert read_tree(tmp_path / "out") == read_tree(sample)
+
+
 def test_cancel_one_and_all(sample: Path, tmp_path: Path, queue: str) -> None:
     first = invoke(
         "add", "copy", str(sample / "a.txt"), str(tmp_path / "1"), "--queue", queue
@@ -330,7 +358,7 @@ def test_cancel_one_and_all(sample: Path, tmp_path: Path, queue: str) -> None:
     rest = invoke("cancel", "--all", "--queue", queue)
     result = invoke("run", "--queue", queue)
 
-    assert one.stdout.strip() == "canceled 1 actions"
+    assert one.stdout.strip() == "canceled 1 action"
     assert rest.stdout.strip() == "canceled 2 actions"
     assert _status(queue)["canceled"] == 3
     assert result.exit_code == ExitCode.OK
@@ -365,7 +393,7 @@ def test_cancel_by_unique_prefix(sample: Path, tmp_path: Path, queue: str) -> No
     actions = json_lines(invoke("actions", "--queue", queue, "--json").stdout)
 
     assert result.exit_code == ExitCode.OK, result.output
-    assert result.stdout.strip() == "canceled 1 actions"
+    assert result.stdout.strip() == "canceled 1 action"
     statuses = {action["id"]: action["status"] for action in actions}
     assert statuses.pop(first_id) == "canceled"
     assert list(statuses.values()) == ["waiting"]
@@ -391,6 +419,22 @@ def test_cancel_bad_id_cancels_nothing(
     assert mixed.exit_code == ExitCode.USAGE
     assert "'feedfacefeedface': no action with this id" in mixed.stderr
     assert _status(queue)["canceled"] == 0
+
+
+def test_result_takes_unique_prefix(sample: Path, queue: str) -> None:
+    listing = invoke("add", "list", str(sample / "docs"), "--queue", queue)
+    invoke("run", "--queue", queue)
+
+    result = invoke("result", listing.stdout.strip()[:12], "--queue", queue)
+
+    assert result.exit_code == ExitCode.OK, result.output
+    assert "b.txt" in result.stdout
+
+
+def _actions(queue: str) -> list[dict]:
+    result = invoke("actions", "--queue", queue, "--json")
+    assert result.exit_code == ExitCode.OK, result.output
+    return json_lines(result.stdout)
 
 
 def test_compact_keeps_state(sample: Path, tmp_path: Path, queue: str) -> None:

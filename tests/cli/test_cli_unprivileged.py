@@ -17,8 +17,13 @@ from journalq.cli.exits import ExitCode
 
 
 def _error_lines(stderr: str) -> list[str]:
-    """Return the errors a summary lists: its lines indented by two spaces."""
-    return [line for line in stderr.splitlines() if line.startswith("  ")]
+    """Return the errors a summary lists: its lines indented by two spaces.
+
+    The advice after an error is cut off: a dry run's queue is gone when
+    it ends, so its advice names no command to drop the action.
+    """
+    lines = [line for line in stderr.splitlines() if line.startswith("  ")]
+    return [line.split("; restore")[0] for line in lines]
 
 
 def test_dry_run_predicts_unlisted_folder(tmp_path: Path) -> None:

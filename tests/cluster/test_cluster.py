@@ -216,7 +216,7 @@ def test_failed_task_gives_none_outcomes(tmp_path: Path, full_client: Any) -> No
     helper = ClusterHelper(full_client, missing, local)
     task = copier.Task("0" * 32, str(tmp_path / "a"), str(tmp_path / "b"), 4, 1)
 
-    helper.send([task, task])
+    helper.send([task, task], None)
     result = helper.receive()
     helper.close()
 
@@ -326,7 +326,7 @@ def test_no_worker_copies_here(tmp_path: Path) -> None:
     ):
         factory = ClusterHelpers(client, worker_wait=0.2)
         helper = ClusterHelper(client, spec, spec, worker_wait=0.2)
-        helper.send([task])
+        helper.send([task], None)
 
         assert factory(local, local) == []
         assert helper.receive() == [None]

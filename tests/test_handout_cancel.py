@@ -1,0 +1,283 @@
+"""Cancels of files handed to copy processes before the cancel arrived.
+
+A copy process checks the queue's inbox before each file and hands back
+the files it has not started once a request arrived. The run keeps a
+cancel of a file that is out at a copy process until the file comes back:
+canceled when it was not copied, dropped when it was. The inbox keeps the
+request until then, so a crash does not lose it.
+
+A FIFO as a source file stops a copy process at a known point: opening it
+blocks until a writer opens it too, and the copy process then leaves it
+to the coordinator, because it is not a regular file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from journalq import StorageQueue, copier, executor, inbox
+from journalq.events import Event
+from journalq.records import Canceled, Completed, Outcome, encode_batch
+from journalq.replay import Status
+from journalq.store import QueueStore, read_state
+
+pytestmark = pytest.mark.skipif(
+    not copier.available(), reason="copy processes exist only on Linux"
+)
+
+
+@contextlib.contextmanager
+def fifo_feeder(path: Path) -> Iterator[None]:
+    """Let every reader of the FIFO at ``path`` through, with no data.
+
+    A writer that opens and closes the FIFO ends each blocked open of a
+    reader, which then reads end of file.
+    """
+    stop = threading.Event()
+
+    def feed() -> None:
+        while not stop.is_set():
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as error:
+                # ENXIO: no reader has the FIFO open yet.
+                if error.errno != errno.ENXIO:
+                    raise
+                time.sleep(0.005)
+                continue
+            os.close(fd)
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def post_until_changed(queue_dir: Path, before: int | None) -> None:
+    """Post a request to the inbox until its directory's mtime is not ``before``.
+
+    Two changes within one tick of the kernel's clock leave the mtime as it
+    was, so a post right after the last change may not show.
+    """
+    while True:
+        inbox.post(queue_dir, encode_batch([]))
+        if copier.inbox_mtime(str(queue_dir / inbox.INBOX_DIR)) != before:
+            return
+        time.sleep(0.01)
+
+
+def tasks_for(directory: Path, names: tuple[str, ...]) -> list[copier.Task]:
+    """Return tasks that copy each file NAME in ``directory`` to NAME.out."""
+    return [
+        copier.Task(
+            f"{index:016x}",
+            str(directory / name),
+            str(directory / f"{name}.out"),
+            -1,
+            None,
+        )
+        for index, name in enumerate(names)
+    ]
+
+
+def test_inbox_change_hands_back_rest(tmp_path: Path) -> None:
+    queue_dir = tmp_path / "q"
+    (queue_dir / inbox.INBOX_DIR).mkdir(parents=True)
+    inbox_dir = str(queue_dir / inbox.INBOX_DIR)
+    (tmp_path / "first").write_bytes(b"first")
+    os.mkfifo(tmp_path / "blocking")
+    (tmp_path / "last").write_bytes(b"last")
+    tasks = tasks_for(tmp_path, ("first", "blocking", "last"))
+    helper = copier.CopyProcess(executor.COPY_PROCESS_BYTES, inbox_dir)
+    try:
+        helper.send(tasks, copier.inbox_mtime(inbox_dir))
+        while not (tmp_path / "first.out").exists():
+            time.sleep(0.005)
+        # The copy process now waits in the FIFO's open, or is about to.
+        post_until_changed(queue_dir, copier.inbox_mtime(inbox_dir))
+        with fifo_feeder(tmp_path / "blocking"):
+            first, blocking, last = helper.receive()
+    finally:
+        helper.close()
+
+    assert isinstance(first, copier.Copied)
+    assert blocking in (None, copier.HandedBack())
+    assert last == copier.HandedBack()
+    assert not (tmp_path / "last.out").exists()
+
+
+def test_unchanged_inbox_copies_batch(tmp_path: Path) -> None:
+    queue_dir = tmp_path / "q"
+    (queue_dir / inbox.INBOX_DIR).mkdir(parents=True)
+    inbox_dir = str(queue_dir / inbox.INBOX_DIR)
+    names = ("a", "b", "c")
+    for name in names:
+        (tmp_path / name).write_bytes(name.encode())
+    tasks = tasks_for(tmp_path, names)
+    helper = copier.CopyProcess(executor.COPY_PROCESS_BYTES, inbox_dir)
+    try:
+        helper.send(tasks, copier.inbox_mtime(inbox_dir))
+        outcomes = helper.receive()
+    finally:
+        helper.close()
+
+    assert all(isinstance(outcome, copier.Copied) for outcome in outcomes)
+    assert [(tmp_path / f"{name}.out").read_bytes() for name in names] == [
+        b"a",
+        b"b",
+        b"c",
+    ]
+
+
+#: Files of the tree whose copies go to one copy process: enough for the
+#: run to fork one (executor.COPY_PROCESS_FILES), in batches of
+#: executor.MAX_BATCH files.
+TREE_FILES = 300
+
+
+def test_cancel_reaches_handed_out_files(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    for index in range(TREE_FILES):
+        (source / f"f{index:04d}").write_bytes(b"%d\n" % index)
+    queue_dir = tmp_path / "q"
+    canceled: list[subprocess.CompletedProcess] = []
+    feeder = contextlib.ExitStack()
+
+    with StorageQueue(source, tmp_path / "dst", queue_dir, parallelism=1) as queue:
+        queue.copy_tree("", "")
+        files = [
+            action
+            for action in queue.state.actions.values()
+            if action.added.parent is not None
+        ]
+        first_batch = files[: executor.MAX_BATCH]
+        second_batch = files[executor.MAX_BATCH : 2 * executor.MAX_BATCH]
+        # The second batch starts with a file that stops the copy process.
+        blocking, _ = queue.state.paths(second_batch[0])
+        assert blocking is not None
+        os.unlink(blocking)
+        os.mkfifo(blocking)
+
+        def cancel_once(event: Event) -> None:
+            # The first file of the first batch is journaled while the copy
+            # process waits in the FIFO's open.
+            if canceled:
+                return
+            canceled.append(
+                subprocess.run(
+                    [
+                        *(sys.executable, "-m", "journalq", "cancel", "--all"),
+                        *("--queue", str(queue_dir)),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=False,
+                )
+            )
+            feeder.enter_context(fifo_feeder(Path(blocking)))
+
+        with feeder:
+            queue.run(on_event=cancel_once, event_types={"started"})
+
+    state = read_state(queue_dir)
+    statuses = {action.action_id: action.status for action in state.actions.values()}
+    assert canceled[0].returncode == 0, canceled[0].stderr
+    assert "asked it to cancel" in canceled[0].stdout
+    assert {statuses[action.action_id] for action in first_batch} == {Status.COMPLETED}
+    assert {statuses[action.action_id] for action in second_batch} == {Status.CANCELED}
+    for action in second_batch[1:]:
+        _, destination = state.paths(action)
+        assert destination is not None
+        assert not os.path.exists(destination), destination
+    assert os.listdir(queue_dir / inbox.INBOX_DIR) == []
+
+
+def _reserved_with_cancel(tmp_path: Path) -> tuple[QueueStore, str]:
+    """Open a queue store with one waiting copy, reserved, and a cancel posted."""
+    (tmp_path / "file.txt").write_text("content")
+    queue_dir = tmp_path / "queue"
+    with StorageQueue(tmp_path, tmp_path / "out", queue_dir) as queue:
+        action_id = queue.copy_file("file.txt", "file.txt")
+    store = QueueStore.open(queue_dir)
+    assert store.reserve([action_id]) == {action_id}
+    inbox.post(queue_dir, encode_batch([Canceled(action_id, "user")]))
+    store.drain_inbox()
+    return store, action_id
+
+
+def test_cancel_of_reserved_copy_waits(tmp_path: Path) -> None:
+    store, action_id = _reserved_with_cancel(tmp_path)
+    try:
+        drained = store.state.actions[action_id].status
+        requests = os.listdir(store.directory / inbox.INBOX_DIR)
+        store.release([action_id])
+        released = store.state.actions[action_id].status
+    finally:
+        store.close()
+
+    assert drained is Status.WAITING
+    assert len(requests) == 1
+    assert released is Status.CANCELED
+    assert read_state(store.directory).actions[action_id].status is Status.CANCELED
+    assert os.listdir(store.directory / inbox.INBOX_DIR) == []
+
+
+def test_cancel_of_copied_reserved_dropped(tmp_path: Path) -> None:
+    store, action_id = _reserved_with_cancel(tmp_path)
+    try:
+        store.append([Completed(action_id, 1, Outcome.COPIED)], durable=True)
+        store.release([action_id])
+    finally:
+        store.close()
+
+    state = read_state(store.directory)
+    assert state.actions[action_id].status is Status.COMPLETED
+    assert os.listdir(store.directory / inbox.INBOX_DIR) == []
+
+
+def test_held_cancel_survives_crash(tmp_path: Path) -> None:
+    """A run killed while it keeps a cancel leaves the request in the inbox."""
+    (tmp_path / "file.txt").write_text("content")
+    queue_dir = tmp_path / "queue"
+    with StorageQueue(tmp_path, tmp_path / "out", queue_dir) as queue:
+        action_id = queue.copy_file("file.txt", "file.txt")
+    script = textwrap.dedent(
+        f"""
+        import os
+        from journalq import inbox
+        from journalq.records import Canceled, encode_batch
+        from journalq.store import QueueStore
+
+        store = QueueStore.open({str(queue_dir)!r})
+        store.reserve([{action_id!r}])
+        inbox.post({str(queue_dir)!r}, encode_batch([Canceled({action_id!r})]))
+        store.drain_inbox()
+        os._exit(9)
+        """
+    )
+
+    killed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    with StorageQueue(name=queue_dir) as queue:
+        status = queue.get_action(action_id).status
+
+    assert killed.returncode == 9, killed.stderr
+    assert status == "canceled"
+    assert os.listdir(queue_dir / inbox.INBOX_DIR) == []
