@@ -104,13 +104,14 @@ def test_missing_source_error_names_cancel(tmp_path: Path) -> None:
 
     assert link.error is not None
     assert "points to" in link.error
-    assert f"drop this action with `journalq cancel {link.id}`" in link.error
+    cancel = f"`journalq cancel {link.id} --queue {queue.directory}`"
+    assert f"drop this action with {cancel}" in link.error
     assert again.status == "failed"
     assert again.error is not None
     assert again.error.startswith(
         f"FileNotFoundError: source file not found: {tmp_path / 'src' / 'gone'}; "
     )
-    assert f"`journalq cancel {link.id}`" in again.error
+    assert cancel in again.error
 
 
 def test_request_added_again_replaces_failed(tmp_path: Path) -> None:
