@@ -256,7 +256,7 @@ def run_options(function: F) -> F:
             type=click.FloatRange(min=0),
             metavar="SECONDS",
             help=(
-                "After the first Ctrl-C or SIGTERM, wait at most SECONDS for "
+                "After the first Ctrl-C (or SIGTERM, SIGHUP), wait at most SECONDS for "
                 "the actions in flight to stop, then exit as on a second "
                 f"Ctrl-C (default: {DEFAULT_STOP_TIMEOUT:g}; 0: no limit)."
             ),

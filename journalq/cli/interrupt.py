@@ -1,6 +1,7 @@
 """Ctrl-C during a run: the first press stops it, the second exits at once.
 
-SIGTERM counts as a press too, so a service manager's stop is as clean.
+SIGTERM counts as a press too, so a service manager's stop is as clean,
+and so does SIGHUP, which a closed terminal or a dropped ssh session sends.
 
 The first SIGINT sets the run's stop event. No new action starts, copies in
 flight stop at their next chunk (the next run copies them again), the
@@ -94,16 +95,17 @@ def stop_on_interrupt(
             f"once). To resume: {resume}\n"
         )
 
-    previous = signal.signal(signal.SIGINT, handle)
-    # SIGTERM (systemd, docker stop, kill) stops the run the same way.
-    previous_term = signal.signal(signal.SIGTERM, handle)
+    # SIGTERM (systemd, docker stop, kill) and SIGHUP (a closed terminal,
+    # a dropped ssh session) stop the run the same way.
+    stopping = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {number: signal.signal(number, handle) for number in stopping}
     try:
         yield
     finally:
         if timer is not None:
             timer.cancel()
-        signal.signal(signal.SIGINT, previous)
-        signal.signal(signal.SIGTERM, previous_term)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _limit(timeout: float) -> str:
@@ -134,4 +136,6 @@ def _after_echo() -> str:
 def _write(text: str) -> None:
     # The handler runs between two bytecodes of the main thread, possibly in
     # the middle of a print to sys.stderr; a raw write cannot re-enter it.
-    os.write(2, text.encode("utf-8", "replace"))
+    # After a hangup the terminal is gone, and the run must stop anyway.
+    with contextlib.suppress(OSError):
+        os.write(2, text.encode("utf-8", "replace"))

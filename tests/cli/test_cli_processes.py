@@ -268,12 +268,16 @@ def test_rejected_batch_during_run_hands_nothing(
     assert not (tmp_path / "x").exists()
 
 
-def test_ctrl_c_stops_and_resume_finishes(many: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGHUP], ids=["int", "hup"])
+def test_ctrl_c_stops_and_resume_finishes(
+    many: Path, tmp_path: Path, stop: signal.Signals
+) -> None:
+    """Ctrl-C, and a hangup (a closed terminal, a dropped ssh session)."""
     queue = str(tmp_path / "q")
     process = _start_sync(many, tmp_path / "out", queue)
     _wait_for(process, "started")
 
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     stdout, stderr = process.communicate(timeout=60)
     resumed = run_journalq("run", "--queue", queue, "--json")
 
