@@ -320,6 +320,23 @@ def test_path_outside_the_root_is_rejected(src, dst, queue_dir, outside):
     assert caught.value.value == outside
 
 
+def test_link_out_of_the_root_is_rejected(tmp_path, src, dst, queue_dir):
+    """A link under the root that leads out of it counts as outside."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"not for this queue")
+    (src / "escape").symlink_to(outside)
+    (src / "inside").symlink_to(src / "nested")
+    with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
+        with pytest.raises(ActionError, match="outside"):
+            queue.copy_tree("escape", "escape")
+        queue.copy_tree("inside", "inside")
+        summary = queue.run()
+    assert summary.ok
+    assert not (dst / "escape").exists()
+    assert read_tree(dst / "inside") == read_tree(src / "nested")
+
+
 def test_paths_at_and_below_the_root_are_taken(src, dst, queue_dir):
     with StorageQueue(str(src), str(dst), name=str(queue_dir)) as queue:
         queue.copy_tree(str(src), str(dst))

@@ -176,12 +176,21 @@ class Filesystem:
         if self.local and "://" not in resolved:
             resolved = os.path.abspath(resolved)
         resolved = self._fs._strip_protocol(resolved).rstrip("/") or "/"
-        if self.base and not _within(resolved, self._root()):
-            raise ActionError(
-                value,
-                f"is outside {self.url}, the root this queue was opened with; "
-                f"give a path under it, or use a queue whose root contains it",
-            )
+        if self.base:
+            root = self._root()
+            outside = not _within(resolved, root)
+            # A symbolic link under the root can lead out of it, and a tree
+            # copied from there would copy what it leads to.
+            if not outside and self.local:
+                real = os.path.realpath(resolved)
+                outside = not _within(real, os.path.realpath(root))
+            if outside:
+                raise ActionError(
+                    value,
+                    f"is outside {self.url}, the root this queue was opened "
+                    "with (symbolic links followed); give a path under it, "
+                    "or use a queue whose root contains it",
+                )
         return resolved
 
     def _root(self) -> str:
