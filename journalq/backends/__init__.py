@@ -179,9 +179,10 @@ class Filesystem:
         if self.base:
             root = self._root()
             outside = not _within(resolved, root)
-            # A symbolic link under the root can lead out of it, and a tree
-            # copied from there would copy what it leads to.
-            if not outside and self.local:
+            # A symbolic link under the root can lead to a directory out of
+            # it, and a tree copied from there would copy that directory. A
+            # link to a file is copied as the file, as in a tree.
+            if not outside and self.local and os.path.isdir(resolved):
                 real = os.path.realpath(resolved)
                 outside = not _within(real, os.path.realpath(root))
             if outside:
