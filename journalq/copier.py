@@ -21,15 +21,15 @@ coordinator decides how a run stops. It dies with the thread that forked
 it, so a coordinator killed with SIGKILL leaves no helper renaming files
 behind the next run.
 
-Before each file, at most every few milliseconds, a helper checks the
-mtime of the queue's inbox directory, which changes when another process
-posts a request (a cancel, an add) and when the coordinator reads one.
-When it differs from the mtime at the coordinator's last read of the
-inbox before the batch was handed out, the helper returns the files it
-has not started as :class:`HandedBack`. The coordinator then reads the
-inbox, so a cancel ends those files, and hands the others out again. A
-cancel therefore reaches every file not started a few milliseconds after
-it arrived, even while the coordinator waits for a batch or is stopped.
+Before each file, a helper checks the mtime of the queue's inbox directory,
+which changes when another process posts a request (a cancel, an add) and
+when the coordinator reads one. When it differs from the mtime at the
+coordinator's last read of the inbox before the batch was handed out, the
+helper returns the files it has not started as :class:`HandedBack`. The
+coordinator then reads the inbox, so a cancel ends those files, and hands
+the others out again. A cancel therefore reaches every file not yet
+started, even while the coordinator waits for a batch or is stopped, at
+the cost of one ``stat`` per file.
 
 NOTE: a request that lands within the clock tick of the directory's last
 change may leave its mtime as it was, on filesystems with coarse
@@ -43,8 +43,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
-import math
 import os
 import signal
 import stat
@@ -82,10 +82,6 @@ T = TypeVar("T")
 _LENGTH: Final = struct.Struct("<I")
 #: ``prctl`` option that sends the child a signal when its parent exits.
 _PR_SET_PDEATHSIG: Final = 1
-#: Seconds between two looks of a helper at the queue's inbox: a cancel
-#: reaches the files it has not started within this time. A 4 KiB file
-#: takes some 50 us, and a look at the inbox 2-3 us (estimates).
-_INBOX_CHECK_SECONDS: Final = 0.005
 #: Flags of every file a helper opens for reading.
 _READ: Final = os.O_RDONLY | os.O_CLOEXEC
 
@@ -359,7 +355,9 @@ def _child(task_read: int, outcome_write: int, inbox_dir: str) -> None:
         local = LocalFileSystem()
         while (message := _receive(task_read)) is not None:
             batch = _decode_batch(message)
-            unchanged = _InboxWatch(inbox_dir, batch.inbox_mtime_ns)
+            unchanged = functools.partial(
+                _inbox_unchanged, inbox_dir, batch.inbox_mtime_ns
+            )
             outcomes = copy_tasks(
                 batch.tasks, local, local, durable=False, proceed=unchanged
             )
@@ -370,26 +368,8 @@ def _child(task_read: int, outcome_write: int, inbox_dir: str) -> None:
         os._exit(status)
 
 
-class _InboxWatch:
-    """Tells a helper whether the inbox is as it was when its batch went out.
-
-    It looks at the directory at most every :data:`_INBOX_CHECK_SECONDS`,
-    and before the first file, so a batch of small files costs a few
-    ``stat`` calls rather than one per file. Once changed, it stays so.
-    """
-
-    def __init__(self, inbox_dir: str, mtime_ns: int | None) -> None:
-        self._inbox_dir = inbox_dir
-        self._mtime_ns = mtime_ns
-        self._checked = -math.inf
-        self._unchanged = True
-
-    def __call__(self) -> bool:
-        now = time.monotonic()
-        if self._unchanged and now - self._checked >= _INBOX_CHECK_SECONDS:
-            self._checked = now
-            self._unchanged = inbox_mtime(self._inbox_dir) == self._mtime_ns
-        return self._unchanged
+def _inbox_unchanged(inbox_dir: str, mtime_ns: int | None) -> bool:
+    return inbox_mtime(inbox_dir) == mtime_ns
 
 
 def _prepare_child(task_read: int, outcome_write: int) -> None:
