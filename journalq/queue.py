@@ -779,13 +779,15 @@ class StorageQueue:
 
         Keys: length (the actions, which the five statuses add up to),
         waiting, inprogress, completed, failed, canceled, skipped, bytes,
-        identical_when_listed, part_bytes and part_copies. ``skipped`` counts
-        the files not copied because they were identical:
+        identical_when_listed, part_bytes, part_copies and cancels_requested.
+        ``skipped`` counts the files not copied because they were identical:
         ``identical_when_listed``, the files a tree's listing found
         identical, which have no action, plus the completed actions that
         were skipped when they ran. ``bytes`` counts the completed copies,
         and ``part_bytes`` the journaled parts of the ``part_copies`` large
         copies that have not completed and were not canceled.
+        ``cancels_requested`` counts the cancels sent to a queue that
+        another process runs and that it has not read yet.
         """
         return self.state.status_counts()
 

@@ -607,6 +607,10 @@ class QueueState:
         self.snapshot: SnapshotTaken | None = None
         #: Actions that ended since the last compaction, for the next one.
         self.finished: list[ActionState] = []
+        #: Cancels other processes posted that the queue's holder has not
+        #: read yet. Only a state read without the lock has them; they are
+        #: not applied, since the holder skips actions started by then.
+        self.cancels_requested = 0
         self._handlers = {
             Progress: self._progress,
             ActionAdded: self._add,
@@ -871,6 +875,7 @@ class QueueState:
         counts["identical_when_listed"] = self.identical_when_listed
         counts["part_bytes"] = self.part_bytes
         counts["part_copies"] = self.part_copies
+        counts["cancels_requested"] = self.cancels_requested
         return counts
 
     def compact(self, *, recent: bool = False) -> int:

@@ -310,7 +310,9 @@ def read_state(directory: str | os.PathLike[str]) -> QueueState:
     """Fold a queue's files without locking or changing them.
 
     Actions handed off through the inbox and not yet journaled are included,
-    so ``status`` from another process reports what was added.
+    so ``status`` from another process reports what was added. Cancels
+    waiting there are only counted (``cancels_requested``): the holder
+    cancels only the actions that have not started when it reads them.
     """
     path = Path(directory)
     header = read_format(path)
@@ -322,7 +324,10 @@ def read_state(directory: str | os.PathLike[str]) -> QueueState:
     # writing.
     state, _ = _load(path, queue_id, tidy=False)
     for _name, payload in inbox.pending(path):
-        state.apply_all(decode_batch(payload))
+        records = decode_batch(payload)
+        kept = [record for record in records if not isinstance(record, Canceled)]
+        state.cancels_requested += len(records) - len(kept)
+        state.apply_all(kept)
     return state
 
 

@@ -314,6 +314,11 @@ def test_handoff_cancel_stops_waiting_action(tmp_path, queue_dir):
         with StorageQueue(name=str(queue_dir)) as client:
             assert client.handoff
             assert client.cancel(victim) == [victim]
+        # Until the holder reads it, the cancel is a request, not a status:
+        # the holder skips it for an action that started meanwhile.
+        waiting = read_state(queue_dir).status_counts()
+        assert waiting["cancels_requested"] == 1
+        assert waiting["canceled"] == 0
         release_fifo(fifo)
         assert holder.read() == "done"
         holder.stop()
@@ -321,6 +326,8 @@ def test_handoff_cancel_stops_waiting_action(tmp_path, queue_dir):
         release_fifo(fifo)
         holder.kill()
     assert not (destination / "victim.txt").exists()
+    ended = read_state(queue_dir).status_counts()
+    assert (ended["cancels_requested"], ended["canceled"]) == (0, 1)
 
 
 def test_handoff_readd_after_holder_ran(tmp_path, queue_dir):

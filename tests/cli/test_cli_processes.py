@@ -207,6 +207,7 @@ def test_cancel_all_while_copy_processes_copy(tmp_path: Path) -> None:
     copied_when_stopped = len(_copied_names(out))
 
     canceled = run_journalq("cancel", "--all", "--queue", queue)
+    stopped_status = run_journalq("status", "--queue", queue)
     process.send_signal(signal.SIGCONT)
     _, stderr = process.communicate(timeout=120)
 
@@ -216,6 +217,9 @@ def test_cancel_all_while_copy_processes_copy(tmp_path: Path) -> None:
     assert f"asked it to cancel {CANCELED_FILES + 1} actions." in canceled.stdout
     assert f"journalq actions --status canceled --queue {queue}" in canceled.stdout
     assert "canceled 301" not in canceled.stdout
+    # The stopped run has not read the request: status says it is pending.
+    requested = f"cancel requested: {CANCELED_FILES + 1} actions, not read yet"
+    assert requested in stopped_status.stdout
     assert process.returncode == ExitCode.OK, stderr
     state = read_state(queue)
     files = [a for a in state.actions.values() if a.added.parent is not None]
