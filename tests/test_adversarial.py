@@ -523,8 +523,11 @@ def test_unreadable_directory_retry_lists_again(tmp_path):
     status = _queue_status(tmp_path)
 
     assert retried.returncode == 0, retried.stderr
-    assert "1 failed action waits again" in retried.stdout
-    assert "listed again as new actions: " in retried.stdout
+    # The tree is added again; its failed mkdir and itself are replaced.
+    assert "wait again" not in retried.stdout
+    assert "listed again as new actions, replacing 2 failed actions: " in (
+        retried.stdout
+    )
     assert ran.returncode == 0, ran.stderr
     assert status["failed"] == 0
     assert "to retry them" not in status["next"]

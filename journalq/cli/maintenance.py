@@ -88,8 +88,23 @@ def cancel_command(action_ids: tuple[str, ...], everything: bool) -> None:
         if queue.handoff:
             _print_cancel_handed_off(queue, len(canceled))
             return
+        # An action that was not canceled says why: it ran, or was canceled
+        # or replaced before.
+        left = [] if everything else [one for one in resolved if one not in canceled]
+        reasons = [_why_not_canceled(queue, one) for one in left]
     noun = "action" if len(canceled) == 1 else "actions"
     click.echo(f"canceled {len(canceled)} {noun}")
+    for reason in reasons:
+        click.echo(reason)
+
+
+def _why_not_canceled(queue: StorageQueue, action_id: str) -> str:
+    """Return why the cancel of ``action_id`` left it as it is."""
+    status = queue.get_action(action_id).status
+    show = queue_command(f"show {action_id}", queue.directory)
+    if status == "canceled":
+        return f"{action_id}: canceled before; {show} says by what"
+    return f"{action_id}: left as it is, {status}; {show} gives its history"
 
 
 def _print_cancel_handed_off(queue: StorageQueue, requested: int) -> None:
@@ -125,14 +140,25 @@ def retry_command(failed: bool) -> None:
     """
     with open_existing_queue() as queue:
         known = set(queue.state.actions)
+        failed_before = queue.status()["failed"]
         new_ids = queue.retry()
+        failed_after = queue.status()["failed"]
         where = shlex.quote(str(queue.directory))
         note = secret_note(queue)
-    noun = "action waits" if len(new_ids) == 1 else "actions wait"
-    click.echo(f"{len(new_ids)} failed {noun} again")
     relisted = [action_id for action_id in new_ids if action_id not in known]
+    reopened = len(new_ids) - len(relisted)
+    noun = "action waits" if reopened == 1 else "actions wait"
+    if reopened or not relisted:
+        click.echo(f"{reopened} failed {noun} again")
     if relisted:
-        click.echo(f"listed again as new actions: {', '.join(relisted)}")
+        # A tree added again replaces the failed actions it had, which
+        # are canceled by it.
+        replaced = failed_before - failed_after - reopened
+        noun = "action" if replaced == 1 else "actions"
+        click.echo(
+            f"listed again as new actions, replacing {replaced} failed {noun}: "
+            + ", ".join(relisted)
+        )
     if new_ids:
         click.echo(f"run them with: journalq run --queue {where}")
         if note:

@@ -54,6 +54,7 @@ from journalq.cli.queues import (
 )
 from journalq.errors import ActionError
 from journalq.events import Event, EventType, RunSummary
+from journalq.expansion import PARENTS
 from journalq.plan import resolve_target
 from journalq.progress import ProgressDisplay, RunProgress, log_progress
 from journalq.queue import StorageQueue
@@ -461,7 +462,10 @@ def _report_failures(queue: StorageQueue, summary: RunSummary, started_ns: int) 
                 f"retry {them}: journalq retry --queue {where} && "
                 f"journalq run --queue {where}"
             )
-        lines.append(f"drop one: journalq cancel ID --queue {where}")
+        items = [info for info in summary.failures if info.kind not in PARENTS]
+        # One failed item is named, so the line can be pasted as it is.
+        which = items[0].id if len(items) == 1 else "ID"
+        lines.append(f"drop one: journalq cancel {which} --queue {where}")
     for line in lines:
         click.echo(line, err=True)
 

@@ -336,7 +336,11 @@ def test_cancel_drops_gone_source(sample: Path, tmp_path: Path, queue: str) -> N
     status = _status(queue)
 
     assert first.exit_code == ExitCode.FAILED
-    assert f"drop one: journalq cancel ID --queue {queue}" in first.stderr
+    # One failed file: the line names it, so it can be pasted as it is.
+    assert re.search(
+        rf"drop one: journalq cancel [0-9a-f]{{16}} --queue {re.escape(queue)}\n",
+        first.stderr,
+    )
     assert again.exit_code == ExitCode.FAILED
     assert "source file not found" in again.stderr
     assert dropped.stdout.strip() == "canceled 1 action"
@@ -397,6 +401,29 @@ def test_cancel_by_unique_prefix(sample: Path, tmp_path: Path, queue: str) -> No
     statuses = {action["id"]: action["status"] for action in actions}
     assert statuses.pop(first_id) == "canceled"
     assert list(statuses.values()) == ["waiting"]
+
+
+def test_cancel_says_why_it_left_an_action(
+    sample: Path, tmp_path: Path, queue: str
+) -> None:
+    """A cancel of a completed or canceled action says why nothing changed."""
+    done = invoke(
+        "add", "copy", str(sample / "a.txt"), str(tmp_path / "1"), "--queue", queue
+    ).stdout.strip()
+    invoke("run", "--queue", queue)
+    waiting = invoke(
+        "add", "copy", str(sample / "a.txt"), str(tmp_path / "2"), "--queue", queue
+    ).stdout.strip()
+    invoke("cancel", waiting, "--queue", queue)
+
+    result = invoke("cancel", done[:8], waiting, "--queue", queue)
+
+    assert result.exit_code == ExitCode.OK, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "canceled 0 actions"
+    assert lines[1].startswith(f"{done}: left as it is, completed; ")
+    assert lines[2].startswith(f"{waiting}: canceled before; ")
+    assert f"`journalq show {waiting} --queue {queue}`" in lines[2]
 
 
 def test_cancel_bad_id_cancels_nothing(
