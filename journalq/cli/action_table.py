@@ -173,4 +173,6 @@ def _error_lines(error: str, width: int) -> list[str]:
         subsequent_indent=" " * len(_ERROR_LABEL),
         max_lines=MAX_ERROR_LINES,
         placeholder=" ...",
+        # Paths have hyphens; a line ends between words, not inside a name.
+        break_on_hyphens=False,
     )
