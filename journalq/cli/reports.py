@@ -323,7 +323,7 @@ def running_holder(directory: Path) -> dict | None:
     "--limit",
     type=click.IntRange(min=1),
     metavar="N",
-    help="List at most N actions.",
+    help="List at most N actions; a line on stderr says how many more match.",
 )
 @click.option("--no-header", is_flag=True, help="Leave out the header line.")
 @click.option(
@@ -372,6 +372,13 @@ def actions_command(
             print_json(action.to_dict())
         return
     print_actions(actions, header=not no_header, width=width, id_chars=id_chars)
+    if len(found) > len(actions):
+        # On stderr, so the table on stdout stays whole for a script.
+        click.echo(
+            f"{len(found) - len(actions)} more actions match; "
+            "raise --limit or leave it out to list them",
+            err=True,
+        )
 
 
 def _matching(

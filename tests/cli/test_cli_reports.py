@@ -453,6 +453,9 @@ def test_actions_table_and_filters(failed_copy: str) -> None:
     assert len(matched_rows) == 2
     assert all("/docs/" in row for row in matched_rows)
     assert len(limited.stdout.splitlines()) == 2
+    total = len(table.stdout.splitlines()) - 1
+    assert f"{total - 2} more actions match; raise --limit" in limited.stderr
+    assert "more actions match" not in table.stderr
 
 
 def test_actions_fit_80_columns(
