@@ -227,7 +227,11 @@ def test_cancel_all_while_copy_processes_copy(tmp_path: Path) -> None:
     assert {str(a.status) for a in files} == {"completed", "canceled"}
     assert len(completed) == len(_copied_names(out))
     per_batch = executor.MAX_BATCH_BYTES // CANCELED_FILE_BYTES
-    assert len(completed) <= copied_when_stopped + 2 * per_batch
+    # Two batches are out at a time. SIGSTOP lands a moment after it is
+    # sent, in which the run may hand out one more: a busy CI machine
+    # copied 41 files more than it had. Before cancels reached the copy
+    # processes, the run copied 128 more.
+    assert len(completed) <= copied_when_stopped + 3 * per_batch
 
 
 def _copied_names(directory: Path) -> list[str]:
