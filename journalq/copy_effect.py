@@ -58,18 +58,18 @@ class Interrupted(Exception):
     """The run was asked to stop during this action."""
 
 
-def _restore_advice(action: ActionState, what: str, context: RunContext) -> str:
+def _restore_advice(action: ActionState, missing: str, context: RunContext) -> str:
     """Return the advice that ends the error of a copy whose source is missing.
 
-    ``retry`` fails such a copy again until ``what`` is back, so the error
+    ``retry`` fails such a copy again until ``missing`` is back, so the error
     names the cancel that drops it. A dry run's queue is gone once it ends,
     so its advice names no command.
     """
     if context.options.dry_run:
-        return f"restore {what}"
+        return f"restore {missing}"
     cancel = queue_command(f"cancel {action.action_id}", context.store.directory)
     return (
-        f"restore {what} and retry, or, if it is gone for good, drop this "
+        f"restore {missing} and retry, or, if it is gone for good, drop this "
         f"action with {cancel}"
     )
 

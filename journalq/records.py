@@ -216,9 +216,9 @@ class Canceled(_Record, tag=8):
     failed, and ``retry`` leaves it alone. Readers before this meaning
     ignore a ``canceled`` record after a failure, as after any ending, so
     they still show such an action as failed. Early versions journaled
-    every ``canceled`` record handed off through the inbox, so their
-    journals can hold one after a failure, for an action that a user asked
-    to cancel while it waited; it now reads as canceled. ``by`` is
+    every ``canceled`` record handed off through the inbox. So their
+    journals can contain one after a failure, for an action that a user
+    requested to cancel while it waited, and it now reads as canceled. ``by`` is
     ``"user"`` for a cancel that a user requested, or names the action that
     replaced a failed one (see :mod:`journalq.failures`).
     """

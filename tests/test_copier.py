@@ -541,7 +541,7 @@ def test_sync_into_identical_tree_compares_in_helpers(tmp_path: Path) -> None:
 def test_identical_skip_gives_the_source_mtime(tmp_path: Path, where: str) -> None:
     """A file skipped for its content gets the source's mtime, as rsync -a does.
 
-    Then a size+mtime comparison skips it too, and the digest cache knows
+    Then a size+mtime comparison skips it too, and the digest cache contains
     the new mtime, so the next checksum sync skips every file when listed.
     """
     contents = make_files(tmp_path / "src", 40)

@@ -31,7 +31,7 @@ def test_cli_reference_is_current() -> None:
 
 
 def test_cli_reference_names_alias_once() -> None:
-    """`run` and `resume` are one command, which the help of `run` says."""
+    """`run` and `resume` are one command, which the help of `run` states."""
     section = reference().partition("## `journalq run`")[2].partition("\n## ")[0]
 
     assert section.count("`journalq resume`") == 1

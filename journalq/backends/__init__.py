@@ -154,6 +154,9 @@ class Filesystem:
         self._fs, base = _open(self.target, self.options)
         self.base: str = base if _has_path(self.target) else ""
         self.local = is_local(self._fs)
+        #: The base path as the paths of actions are compared with it, once
+        #: a path was resolved.
+        self._root: str | None = None
 
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
@@ -176,29 +179,28 @@ class Filesystem:
         if self.local and "://" not in resolved:
             resolved = os.path.abspath(resolved)
         resolved = self._fs._strip_protocol(resolved).rstrip("/") or "/"
-        if self.base:
-            root = self._root()
-            outside = not _within(resolved, root)
-            # A symbolic link under the root can lead to a directory out of
-            # it, and a tree copied from there would copy that directory. A
-            # link to a file is copied as the file, as in a tree.
-            if not outside and self.local and os.path.isdir(resolved):
-                real = os.path.realpath(resolved)
-                outside = not _within(real, os.path.realpath(root))
-            if outside:
-                raise ActionError(
-                    value,
-                    f"is outside {self.url}, the root this queue was opened "
-                    "with (symbolic links followed); give a path under it, "
-                    "or use a queue whose root contains it",
-                )
+        if self.base and self._outside_root(resolved):
+            raise ActionError(
+                value,
+                f"is outside {self.url}, the root this queue was opened "
+                "with (symbolic links followed); give a path under it, "
+                "or use a queue whose root contains it",
+            )
         return resolved
 
-    def _root(self) -> str:
-        base = self.base
-        if self.local:
-            base = os.path.abspath(base)
-        return self._fs._strip_protocol(base).rstrip("/") or "/"
+    def _outside_root(self, path: str) -> bool:
+        """Return whether the resolved ``path`` is outside the base path."""
+        if self._root is None:
+            base = os.path.abspath(self.base) if self.local else self.base
+            self._root = self._fs._strip_protocol(base).rstrip("/") or "/"
+        if not _within(path, self._root):
+            return True
+        # A symbolic link under the root can lead to a directory out of it,
+        # and a tree copied from there would copy that directory. A link to
+        # a file is copied as the file, as in a tree.
+        if self.local and os.path.isdir(path):
+            return not _within(os.path.realpath(path), os.path.realpath(self._root))
+        return False
 
     def url_of(self, value: str) -> str:
         """Return the URL of an action's path, or the path itself on the local disk.

@@ -87,8 +87,8 @@ def status_command(as_json: bool) -> None:
     line also gives the bytes of those parts.
 
     A run that was killed or crashed saves no summary and leaves actions in
-    progress while no process runs the queue. 'last run' then says that it
-    died mid-run, and the summary it has is labelled 'run before it'.
+    progress while no process runs the queue. 'last run' then reports that
+    it died mid-run, and the summary it has is labelled 'run before it'.
     """
     with open_existing_queue(read_only=True) as queue:
         counts = queue.status()
@@ -323,7 +323,7 @@ def running_holder(directory: Path) -> dict | None:
     "--limit",
     type=click.IntRange(min=1),
     metavar="N",
-    help="List at most N actions; a line on stderr says how many more match.",
+    help="List at most N actions; a line on stderr gives how many more match.",
 )
 @click.option("--no-header", is_flag=True, help="Leave out the header line.")
 @click.option(

@@ -464,8 +464,8 @@ def _report_failures(queue: StorageQueue, summary: RunSummary, started_ns: int) 
             )
         items = [info for info in summary.failures if info.kind not in PARENTS]
         # One failed item is named, so the line can be pasted as it is.
-        which = items[0].id if len(items) == 1 else "ID"
-        lines.append(f"drop one: journalq cancel {which} --queue {where}")
+        failed_id = items[0].id if len(items) == 1 else "ID"
+        lines.append(f"drop one: journalq cancel {failed_id} --queue {where}")
     for line in lines:
         click.echo(line, err=True)
 

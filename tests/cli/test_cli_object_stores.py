@@ -92,7 +92,7 @@ def test_failure_warning_names_urls(
 
 @pytest.mark.parametrize("dry_run", [[], ["-n"]], ids=["run", "dry-run"])
 @pytest.mark.parametrize(
-    ("what", "where"),
+    ("source_kind", "where"),
     [("tree", "/data"), ("tree", ""), ("file", "/data"), ("file", "/")],
     ids=["tree", "tree-to-bucket", "file", "file-into-bucket"],
 )
@@ -100,12 +100,12 @@ def test_missing_bucket_adds_nothing(
     sample: Path,
     tmp_path: Path,
     store: tuple[str, str, dict[str, Any]],
-    what: str,
+    source_kind: str,
     where: str,
     dry_run: list[str],
 ) -> None:
     protocol, _, options = store
-    source = f"{sample}/" if what == "tree" else str(sample / "a.txt")
+    source = f"{sample}/" if source_kind == "tree" else str(sample / "a.txt")
     queue = tmp_path / "q"
 
     result = invoke(

@@ -217,7 +217,7 @@ def test_cancel_all_while_copy_processes_copy(tmp_path: Path) -> None:
     assert f"asked it to cancel {CANCELED_FILES + 1} actions." in canceled.stdout
     assert f"journalq actions --status canceled --queue {queue}" in canceled.stdout
     assert "canceled 301" not in canceled.stdout
-    # The stopped run has not read the request: status says it is pending.
+    # The stopped run has not read the request: status reports it as pending.
     requested = f"cancel requested: {CANCELED_FILES + 1} actions, not read yet"
     assert requested in stopped_status.stdout
     assert process.returncode == ExitCode.OK, stderr

@@ -406,7 +406,7 @@ def test_cancel_by_unique_prefix(sample: Path, tmp_path: Path, queue: str) -> No
 def test_cancel_says_why_it_left_an_action(
     sample: Path, tmp_path: Path, queue: str
 ) -> None:
-    """A cancel of a completed or canceled action says why nothing changed."""
+    """A cancel of a completed or canceled action explains why it did nothing."""
     done = invoke(
         "add", "copy", str(sample / "a.txt"), str(tmp_path / "1"), "--queue", queue
     ).stdout.strip()

@@ -72,10 +72,10 @@ def test_read_only_folder_names_destination(tmp_path: Path) -> None:
         result = journalq_unprivileged("copy", f"{source}/", str(destination))
 
     assert result.returncode == ExitCode.FAILED, result.stderr
-    wanted = destination / "d2" / "b1"
-    denied = f"Permission denied: '{wanted}' (temporary file .b1.jq-"
+    expected = destination / "d2" / "b1"
+    denied = f"Permission denied: '{expected}' (temporary file .b1.jq-"
     assert denied in result.stderr
-    assert f"'{wanted.parent}/.b1.jq-" not in result.stderr
+    assert f"'{expected.parent}/.b1.jq-" not in result.stderr
     assert (destination / "d1" / "a").read_bytes() == b"a"
 
 
