@@ -406,22 +406,39 @@ class LocalPartTarget(PartTarget):
             durable.ops.close(fd)
 
     def _sync(self, fd: int) -> None:
-        """Sync the parts written so far, and remember a failure.
+        """Sync the parts written so far, and delete the file if the sync fails.
 
         After a failed writeback Linux marks the pages clean but keeps
         their bytes in the page cache, and a descriptor opened after the
         error was reported syncs without an error.
         A later attempt would read the part back intact from the cache and
-        journal bytes that never reached the disk. So the next attempts in
-        this process write every part they send.
-        NOTE: a process killed after such a failure cannot pass it on, so
-        the next process keeps those parts while they are in the page cache.
+        journal bytes that never reached the disk. With the parts file deleted,
+        every later attempt, in this process or the next one, sends every
+        part again. The parts journaled before were synced and are lost too,
+        because a failed sync is rare and the copy must stay correct. When
+        the deletion fails too, only this process remembers the failure.
         """
         try:
             durable.ops.fdatasync(fd)
         except OSError:
             note_failed_sync(self.upload)
+            self._discard()
             raise
+
+    def _discard(self) -> None:
+        """Delete the parts file after a failed sync; warn if that fails."""
+        try:
+            durable.ops.unlink(self.upload)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.warning(
+                "could not remove %s after its sync failed: %s. A later run may "
+                "keep parts that are not on the disk, so delete it before the "
+                "next run",
+                self.upload,
+                exc,
+            )
 
     def _written_before(self, fd: int, offset: int, data: bytes) -> bool:
         """Return whether the file contains ``data`` at ``offset`` already.
@@ -440,7 +457,8 @@ class LocalPartTarget(PartTarget):
         return True
 
 
-#: Parts files of this process whose sync failed once.
+#: Parts files of this process whose sync failed once. Such a file is
+#: deleted as well, and this set covers a deletion that failed.
 _failed_syncs: set[str] = set()
 
 

@@ -487,4 +487,54 @@ def test_failed_sync_rewrites_parts(
 
     assert summary.retried == 1
     assert (tmp_path / "dst" / "big.bin").read_bytes() == source
-    assert "without writing it" not in caplog.text
+    assert READ_BACK not in caplog.text
+
+
+#: The log message for a part found whole in the parts file and not written.
+READ_BACK = "synced without being written"
+
+#: Child code: the third sync of the parts file fails with EIO (simulated).
+#: The child SIGKILLs itself once the journal has the failed attempt and
+#: before a retry, so its record of the failure is lost.
+FAIL_SYNC_THEN_DIE = """
+import errno, os, signal
+from journalq import durable, faults
+
+class FailThirdSync(durable.FileOps):
+    syncs = 0
+
+    def fdatasync(self, fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("-parts.tmp"):
+            FailThirdSync.syncs += 1
+            if FailThirdSync.syncs == 3:
+                raise OSError(errno.EIO, "Input/output error")
+        super().fdatasync(fd)
+
+def die_after_failure(name):
+    if name == "journal.after_write" and FailThirdSync.syncs >= 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+durable.ops = FailThirdSync()
+faults.install(die_after_failure)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")
+def test_failed_sync_next_process_rewrites(
+    tmp_path: Path, source: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process that resumes after a failed sync writes the parts too.
+
+    The failed ``fdatasync`` is simulated, as above. The process that saw
+    it is killed before it retries, so the next process has no record of
+    the failure in memory, and the parts file must be gone.
+    """
+    assert killed_copy(tmp_path, "", setup=FAIL_SYNC_THEN_DIE) == -9
+    (plan,) = journal_records(tmp_path / "q", PartsPlanned)
+    assert not Path(plan.upload).exists()
+    caplog.set_level(logging.DEBUG, logger="journalq.parts")
+
+    run_copy(tmp_path)
+
+    assert (tmp_path / "dst" / "big.bin").read_bytes() == source
+    assert READ_BACK not in caplog.text

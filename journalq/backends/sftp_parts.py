@@ -172,13 +172,8 @@ class SFTPPartTarget(parts.PartTarget):
 
     def abort(self) -> None:
         self._close()
-        try:
-            self.fs.rm_file(self.upload)
-        except FileNotFoundError:
-            pass
-        except (OSError, asyncssh.Error) as exc:
-            # A new plan of this action truncates the file, reusing its name.
-            logger.warning("could not remove %s: %s", self.fs.url_of(self.upload), exc)
+        # A new plan of this action truncates the file, reusing its name.
+        self._remove("")
 
     def release(self) -> None:
         self._close()
@@ -232,11 +227,12 @@ class SFTPPartTarget(parts.PartTarget):
         self._close_finished()
 
     def _sync(self, file: Any) -> None:
-        """Sync the parts written so far, and remember a failure.
+        """Sync the parts written so far, and delete the file if the sync fails.
 
-        A later attempt in this process then writes every part again rather
+        When the server answers that the sync failed, a later attempt, in
+        this process or the next one, then writes every part again rather
         than reading back bytes the server's disk may not have (see
-        :func:`journalq.parts.note_failed_sync`).
+        :meth:`journalq.parts.LocalPartTarget._sync`).
         """
         try:
             self._run(file.fsync)
@@ -248,9 +244,28 @@ class SFTPPartTarget(parts.PartTarget):
                     "before they are journaled",
                     self.fs.url_of(""),
                 )
-        except BaseException:
+        except BaseException as exc:
             parts.note_failed_sync(self._sync_key)
+            if not isinstance(exc, asyncssh.SFTPError):
+                # A lost connection or an interrupt tells nothing of the
+                # server's disk, so the next run reads the parts back.
+                raise
+            self._remove(
+                ". Its sync failed, so a later run may keep parts that are not "
+                "on the disk: delete it before the next run"
+            )
             raise
+
+    def _remove(self, advice: str) -> None:
+        """Delete the parts file, and warn with ``advice`` if that fails."""
+        try:
+            self.fs.rm_file(self.upload)
+        except FileNotFoundError:
+            pass
+        except (OSError, asyncssh.Error) as exc:
+            logger.warning(
+                "could not remove %s: %s%s", self.fs.url_of(self.upload), exc, advice
+            )
 
     async def _open_file(self, path: str, flags: int) -> Any:
         async with self.fs._pool.get() as channel:

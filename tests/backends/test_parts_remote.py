@@ -750,6 +750,34 @@ def test_tree_download_reads_file_once(tmp_path, remote):
     assert remote.received <= DOWNLOAD_SIZE * (1 + OVERHEAD)
 
 
+def fail_third_fsync(remote: Any, error: Exception) -> list[bool]:
+    """Make the third fsync of a parts file raise ``error``.
+
+    Returns the list that each read-back check appends its result to: True
+    when it found a part whole in the parts file and did not write it.
+    """
+    fsync = asyncssh.SFTPClientFile.fsync
+    calls = 0
+
+    async def failing_third(self: asyncssh.SFTPClientFile) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise error
+        await fsync(self)
+
+    found: list[bool] = []
+    written_before = sftp_parts.SFTPPartTarget._written_before
+
+    def spy(target: Any, file: Any, offset: int, part: bytes) -> bool:
+        found.append(written_before(target, file, offset, part))
+        return found[-1]
+
+    remote.monkeypatch.setattr(asyncssh.SFTPClientFile, "fsync", failing_third)
+    remote.monkeypatch.setattr(sftp_parts.SFTPPartTarget, "_written_before", spy)
+    return found
+
+
 @remotes("sftp")
 def test_failed_parts_sync_writes_parts_again(tmp_path, remote):
     """After a failed fsync the retry writes its parts instead of reading back.
@@ -762,29 +790,38 @@ def test_failed_parts_sync_writes_parts_again(tmp_path, remote):
     """
     data = random.Random(f"{SEED}-sync").randbytes(SIZE)
     copy = upload(tmp_path, remote, data)
-    fsync = asyncssh.SFTPClientFile.fsync
-    calls = 0
-
-    async def failing_third(self: asyncssh.SFTPClientFile) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 3:
-            raise asyncssh.SFTPConnectionLost("connection lost during fsync")
-        await fsync(self)
-
-    found: list[bool] = []
-    written_before = sftp_parts.SFTPPartTarget._written_before
-
-    def spy(target: Any, file: Any, offset: int, part: bytes) -> bool:
-        found.append(written_before(target, file, offset, part))
-        return found[-1]
-
-    remote.monkeypatch.setattr(asyncssh.SFTPClientFile, "fsync", failing_third)
-    remote.monkeypatch.setattr(sftp_parts.SFTPPartTarget, "_written_before", spy)
+    lost = asyncssh.SFTPConnectionLost("connection lost during fsync")
+    found = fail_third_fsync(remote, lost)
 
     summary = copy.finish()
 
     assert summary.retried == 1
     assert uploaded(remote) == data
+    assert found
+    assert not any(found)
+
+
+@remotes("sftp")
+def test_sync_failure_removes_parts(tmp_path, remote):
+    """A server that replies to an fsync with a failure loses the parts file.
+
+    So the retry writes every part again even in a process that never saw
+    the failure. The test simulates such a process by turning off this
+    process's record of failed syncs. The failure is simulated, as above,
+    as the SFTPFailure a server sends when its fsync fails. That fails the
+    action, and ``retry`` makes it wait again.
+    """
+    data = random.Random(f"{SEED}-sync-answer").randbytes(SIZE)
+    copy = upload(tmp_path, remote, data)
+    found = fail_third_fsync(remote, asyncssh.SFTPFailure("fsync failed"))
+    remote.monkeypatch.setattr(parts, "note_failed_sync", lambda upload: None)
+    with copy._open() as queue:
+        assert queue.run().failed == 1
+        assert queue.retry()
+
+    summary = copy.finish()
+
+    assert uploaded(remote) == data
+    assert summary.retried == 0
     assert found
     assert not any(found)
