@@ -370,6 +370,7 @@ def test_cancel_during_run_drops_failure(sample: Path, tmp_path: Path) -> None:
     assert str(after.actions[failed].status) == "canceled"
     assert tree is not None
     assert str(after.actions[tree].status) == "completed"
+    assert after.actions[tree].attempts == state.actions[tree].attempts
     assert after.counts[Status.FAILED] == 0
 
 

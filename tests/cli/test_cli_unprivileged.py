@@ -106,6 +106,29 @@ def test_unlisted_folder_fails_on_source(tmp_path: Path) -> None:
     assert read_tree(destination) == read_tree(source)
 
 
+def test_cancel_failed_file_keeps_attempts(tmp_path: Path) -> None:
+    """The tree completes with the attempt count its run gave it."""
+    source = write_tree(tmp_path / "src", {"a.txt": b"a", "s.txt": b"s"})
+
+    with mode(source / "s.txt", 0):
+        copied = journalq_unprivileged(
+            "copy", f"{source}/", str(tmp_path / "dst"), "--queue", "q"
+        )
+        failed = _failed_actions("q")
+    tree = next(action for action in failed if action["parent"] is None)
+    item = next(action for action in failed if action["parent"] is not None)
+    canceled = journalq_unprivileged("cancel", item["id"], "--queue", "q")
+    shown = journalq_unprivileged("show", tree["id"], "--queue", "q", "--json")
+    after = json.loads(shown.stdout)
+
+    assert copied.returncode == ExitCode.FAILED, copied.stderr
+    assert tree["attempts"] == 1
+    assert canceled.returncode == 0, canceled.stderr
+    assert shown.returncode == 0, shown.stderr
+    assert after["status"] == "completed"
+    assert after["attempts"] == 1
+
+
 def test_read_only_folder_names_destination(tmp_path: Path) -> None:
     source = write_tree(tmp_path / "src", {"d2/b1": b"b1", "d1/a": b"a"})
     destination = tmp_path / "dst"
