@@ -31,7 +31,6 @@ back to sizes alone.
 from __future__ import annotations
 
 import datetime
-import enum
 import logging
 import os
 import stat as stat_module
@@ -46,7 +45,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
 from journalq import digest
-from journalq.errors import ActionError
+from journalq.policy import Policy
 from journalq.records import Digested, Identity
 
 __all__ = [
@@ -95,26 +94,6 @@ _COMPUTED: Final = 1
 _DOWNLOADED: Final = 100
 
 logger = logging.getLogger(__name__)
-
-
-class Policy(enum.StrEnum):
-    """Rule that judges an existing destination identical to its source."""
-
-    CHECKSUM = "checksum"
-    SIZE = "size"
-    SIZE_MTIME = "size+mtime"
-    ALWAYS = "always"
-
-    @classmethod
-    def parse(cls, text: str) -> Policy:
-        """Return the policy named ``text``; raises ``ActionError`` if none is."""
-        try:
-            return cls(text)
-        except ValueError:
-            names = ", ".join(policy.value for policy in cls)
-            raise ActionError(
-                text, f"invalid compare policy; expected one of: {names}"
-            ) from None
 
 
 @dataclass(frozen=True, slots=True)

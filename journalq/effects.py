@@ -187,8 +187,10 @@ def tree_end_record(
     The tree fails when one of them failed and completes otherwise, as
     done, since its files were copied by its items. Its failure message
     names the command that lists them in the queue directory ``queue``.
+    A tree that a cancel made wait again ends with the attempt count it
+    has, because canceling runs nothing.
     """
-    attempt = tree.attempts + 1
+    attempt = tree.attempts if tree.reopened_by_cancel else tree.attempts + 1
     failed = sum(1 for item in items if item.status is Status.FAILED)
     if not failed:
         return done_record(tree, attempt, "tree")

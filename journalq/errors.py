@@ -303,7 +303,9 @@ class StorageOptionError(ActionError):
     ``journaled`` lists the rejected names that the queue was created with
     and that the caller did not give again. ``missing_secrets`` lists the
     secret options the queue was created with that the caller did not give
-    again, which a rejected name was most likely meant to be.
+    again, which a rejected name was most likely meant to be. With
+    ``option``, the ``names`` are keys of that option's JSON object value,
+    and ``keys_source`` says which keys it takes.
     """
 
     def __init__(
@@ -317,8 +319,12 @@ class StorageOptionError(ActionError):
         queue: str | None = None,
         journaled: list[str] | None = None,
         missing_secrets: list[str] | None = None,
+        option: str | None = None,
+        keys_source: str | None = None,
     ) -> None:
         self.filesystem = filesystem
+        self.option = option
+        self.keys_source = keys_source
         self.names = list(names)
         self.suggestions = dict(suggestions or {})
         self.role = role
@@ -345,9 +351,26 @@ class StorageOptionError(ActionError):
             "again, because secrets are never journaled"
         )
 
+    def rejected_clause(self) -> str:
+        """Return the clause that names the rejected option names or keys."""
+        if self.option is None:
+            noun = "option" if len(self.names) == 1 else "options"
+            return f"takes no storage {noun} {self.rejected()}"
+        noun = "key" if len(self.names) == 1 else "keys"
+        return (
+            f"takes no {noun} {self.rejected()} in the storage option "
+            f"{self.option!r}, which takes {self.keys_source}"
+        )
+
     def _reason(self) -> str:
-        noun = "option" if len(self.names) == 1 else "options"
-        what = f"{self.filesystem} takes no storage {noun} {self.rejected()}"
+        what = f"{self.filesystem} {self.rejected_clause()}"
+        if self.journaled and self.option is not None:
+            return (
+                f"queue {self.queue} keeps the {self.role} options it was "
+                f"created with, and {what}. Give the option {self.option!r} "
+                f"again in {self.role}_options with the key corrected: it "
+                "replaces the journaled value"
+            )
         if self.journaled:
             return (
                 f"queue {self.queue} keeps the {self.role} options it was "
@@ -362,6 +385,8 @@ class StorageOptionError(ActionError):
                 f"{what}, and {self.secrets_needed()}. Give them in {keyword} "
                 "under their right names"
             )
+        if self.option is not None:
+            keyword = f"{keyword}[{self.option!r}]"
         return f"{what}; correct {keyword} (nothing was created or added)"
 
 

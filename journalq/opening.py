@@ -224,6 +224,8 @@ def _reject_unknown_names(
             role=role,
             queue=str(queue.directory),
             missing_secrets=missing,
+            option=exc.option,
+            keys_source=exc.keys_source,
         ) from exc
 
 
@@ -265,6 +267,8 @@ def _open_filesystems(
         except StorageOptionError as exc:
             kept = {} if created is None else _endpoint_of(created, role).options
             again = (given or {}).get(role, {})
+            # A rejected key is journaled when the option that has it is.
+            named = exc.names if exc.option is None else [exc.option]
             raise StorageOptionError(
                 hide_password(url),
                 exc.filesystem,
@@ -272,7 +276,9 @@ def _open_filesystems(
                 exc.suggestions,
                 role=str(role),
                 queue=str(queue.directory),
-                journaled=[n for n in exc.names if n in kept and n not in again],
+                journaled=[n for n in named if n in kept and n not in again],
+                option=exc.option,
+                keys_source=exc.keys_source,
             ) from exc
     return opened
 

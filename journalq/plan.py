@@ -26,8 +26,9 @@ local name that is not UTF-8. Such an item becomes a child that has failed
 already, with the reason in its error and :data:`REJECTED` as the
 failure's reason, so nothing is ever written under that name, the rest of
 the tree is copied, and the tree fails. A local directory that cannot be
-listed (permission denied) becomes a failed mkdir in the same way, with
-:data:`UNLISTED` as the reason, and a sync deletes nothing under it.
+listed (permission denied) becomes a failed list of that source directory
+in the same way, with :data:`UNLISTED` as the reason. Nothing under it is
+made or copied at the destination, and a sync deletes nothing under it.
 
 Ordering: a run goes round by round, and within a round stage by stage,
 and it finishes each before it starts the next. Top-level actions whose
@@ -95,7 +96,8 @@ logger = logging.getLogger(__name__)
 REJECTED: Final = "rejected name"
 
 #: The ``reason`` of the failure of a tree's directory that could not be
-#: listed. Retrying it would make the directory without its contents, so
+#: listed: a list on the source side, or a mkdir in queues written before
+#: journalq named the source. Retrying it cannot list the tree, so
 #: :meth:`StorageQueue.retry` lists its tree again instead, as adding the
 #: tree again does.
 UNLISTED: Final = "directory not listed"
@@ -440,13 +442,14 @@ def expand(
             yield from _rejected(parent, Kind.MKDIR, relpath, reason)
             continue
         error = source.unlisted.get(relpath)
-        if relpath in present and error is None:
+        if error is not None:
+            count += 1
+            yield from _unlisted(parent, relpath, error)
+            continue
+        if relpath in present:
             continue
         count += 1
-        child = _child(parent, Kind.MKDIR, relpath, service=Service.DESTINATION)
-        yield child
-        if error is not None:
-            yield _unlisted(parent, child, error)
+        yield _child(parent, Kind.MKDIR, relpath, service=Service.DESTINATION)
     for path, reason in source.rejected.items():
         count += 1
         yield from _rejected(parent, Kind.COPY_FILE, path, reason)
@@ -635,11 +638,18 @@ def _rejected(
     )
 
 
-def _unlisted(parent: ActionAdded, child: ActionAdded, error: str) -> Failed:
-    """Return the failure of the mkdir of a directory that could not be listed."""
-    assert child.relpath is not None
-    path = _join(parent.source, child.relpath)
-    return Failed(
+def _unlisted(
+    parent: ActionAdded, relpath: str, error: str
+) -> Iterator[ActionAdded | Failed]:
+    """Yield the list of a source directory that could not be listed, and its failure.
+
+    The failed action is on the source side, where the user has to act.
+    The directory is not made at the destination.
+    """
+    child = _child(parent, Kind.LIST, relpath, service=Service.SOURCE)
+    yield child
+    path = _join(parent.source, relpath)
+    yield Failed(
         child.action_id,
         0,
         "PermissionError",

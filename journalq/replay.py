@@ -212,6 +212,7 @@ def _facts(action: Action) -> tuple[object, ...]:
         action.skipped,
         action.added,
         action.completed,
+        action.reopened_by_cancel,
     )
 
 
@@ -246,6 +247,10 @@ class ActionState(msgspec.Struct, array_like=True, gc=False):
     #: What decided the files of a tree found identical when it was listed:
     #: the ``method`` of its ``expanded`` record.
     skip_method: str = ""
+    #: True for a failed tree that waits again because a failed item of it
+    #: was canceled, with no item retried since. Its next end then adds no
+    #: attempt. Older snapshots lack the field and decode it as False.
+    reopened_by_cancel: bool = False
 
     # Mutable, so unhashable like every Struct that is not frozen.
     __eq__ = _same_action
@@ -281,6 +286,7 @@ class CompactAction(msgspec.Struct, array_like=True, gc=False):
     crashes: ClassVar[int] = 0
     skipped: ClassVar[int] = 0
     terminal: ClassVar[bool] = True
+    reopened_by_cancel: ClassVar[bool] = False
 
     __eq__ = _same_action
     __ne__ = _other_action
@@ -789,15 +795,27 @@ class QueueState:
         if action is None or action.status is not _FAILED:
             return
         action.crashes = 0
+        if type(action) is ActionState:
+            action.reopened_by_cancel = False
         self._set_status(action, _WAITING)
-        self._reopen_tree(action)
+        self._reopen_tree(action, by_cancel=False)
 
-    def _reopen_tree(self, action: Action) -> None:
-        """Make the failed tree of ``action`` wait, to end again after its items."""
+    def _reopen_tree(self, action: Action, *, by_cancel: bool) -> None:
+        """Make the failed tree of ``action`` wait, to end again after its items.
+
+        ``by_cancel`` tells whether ``action`` was canceled rather than
+        retried. A retried item runs again, so the tree's next end is an
+        attempt even when a cancel made it wait first.
+        """
         parent = action.added.parent
         tree = self.actions.get(parent) if parent is not None else None
-        if tree is not None and tree.status is _FAILED:
+        if type(tree) is not ActionState:
+            return
+        if tree.status is _FAILED:
             self._set_status(tree, _WAITING)
+            tree.reopened_by_cancel = by_cancel
+        elif not by_cancel:
+            tree.reopened_by_cancel = False
 
     def _parts_planned(self, record: PartsPlanned) -> None:
         action = self.actions.get(record.action_id)
@@ -827,7 +845,7 @@ class QueueState:
             return
         self._set_status(action, _CANCELED)
         if before is _FAILED:
-            self._reopen_tree(action)
+            self._reopen_tree(action, by_cancel=True)
         if type(action) is ActionState:
             self.finished.append(action)
             # The parts stay for drop_queue to report, but no run will

@@ -72,6 +72,29 @@ def test_cancel_one_of_two_failed_files(tmp_path: Path) -> None:
     assert read_state(tmp_path / "queue").actions[second].status is Status.FAILED
 
 
+def test_cancel_then_retry_counts_attempt(tmp_path: Path) -> None:
+    """A cancel adds no attempt to the tree, a run of a retried item does."""
+    with copied_tree(tmp_path, ("gone", "lost")) as (queue, tree):
+        items = {
+            Path(a.source or "").name: a.id
+            for a in queue.get_actions("failed")
+            if a.id != tree
+        }
+        (tmp_path / "lost.target").write_text("found")
+
+        queue.cancel(items["gone"])
+        after_cancel = queue.get_action(tree)
+        queue.retry()
+        summary = queue.run()
+        after_run = queue.get_action(tree)
+
+    assert after_cancel.status == "failed"
+    assert after_cancel.attempts == 1
+    assert summary.failed == 0
+    assert after_run.status == "completed"
+    assert after_run.attempts == 2
+
+
 def test_cancel_failed_tree_drops_items(tmp_path: Path) -> None:
     with copied_tree(tmp_path, ("gone", "lost")) as (queue, tree):
         failed = sorted(a.id for a in queue.get_actions("failed"))

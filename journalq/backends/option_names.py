@@ -22,6 +22,13 @@ parameters of each ``__init__``. A class whose ``__init__`` takes
 When neither applies (HTTP passes unknown options to every request), the
 names cannot be decided, and each option not named in a signature is
 logged as a warning instead of rejected.
+
+Some options take a JSON object whose keys become keyword arguments of
+another library, which rejects an unknown one only when the filesystem
+first connects. Where those keys are known (:data:`_NESTED_KEYS`), the
+keys of such a value are checked too. Others are not checked: s3fs's
+``s3_additional_kwargs`` go to each S3 request, and which keys a request
+takes depends on the operation.
 """
 
 from __future__ import annotations
@@ -33,13 +40,19 @@ import inspect
 import logging
 import textwrap
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import fsspec
 
 from journalq.errors import StorageOptionError
 
-__all__ = ["accepted_options", "check_options", "closest_names"]
+__all__ = [
+    "NestedKeys",
+    "accepted_options",
+    "check_options",
+    "closest_names",
+    "nested_keys",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -92,15 +105,79 @@ _KWARGS_READ: Final[dict[str, Callable[[], frozenset[str]]]] = {
 _CHECKED_BY_CONSTRUCTOR: Final = frozenset({"sshfs.spec.SSHFileSystem"})
 
 
+class NestedKeys(NamedTuple):
+    """The keys that a storage option whose value is a JSON object takes."""
+
+    #: Returns the accepted keys, importing the library that defines them.
+    keys: Callable[[], frozenset[str]]
+    #: A description of the keys' origin, which the error quotes.
+    source: str
+
+
+@functools.cache
+def _create_client_keys() -> frozenset[str]:
+    from botocore.session import Session
+
+    # s3fs passes the service name, and a ``config`` built from
+    # ``config_kwargs``, itself, so either key again is a TypeError.
+    return _parameters(Session.create_client) - {"service_name", "config"}
+
+
+@functools.cache
+def _botocore_config_keys() -> frozenset[str]:
+    from aiobotocore.config import AioConfig
+    from botocore.config import Config
+
+    # Config(**kwargs) raises TypeError for a key not in OPTION_DEFAULTS.
+    return _parameters(AioConfig.__init__) | frozenset(Config.OPTION_DEFAULTS)
+
+
+@functools.cache
+def _client_session_keys() -> frozenset[str]:
+    from aiohttp import ClientSession
+
+    return _parameters(ClientSession.__init__)
+
+
+#: Options whose JSON object value is passed on as keyword arguments, by
+#: class: the keys each takes. s3fs 2026.9 passes ``client_kwargs`` to
+#: ``AioSession.create_client`` and ``config_kwargs`` to ``AioConfig``.
+#: gcsfs 2026.10 passes ``session_kwargs`` to ``aiohttp.ClientSession``.
+_NESTED_KEYS: Final[dict[str, dict[str, NestedKeys]]] = {
+    "s3fs.core.S3FileSystem": {
+        "client_kwargs": NestedKeys(
+            _create_client_keys,
+            "the keyword arguments of botocore's Session.create_client "
+            "except service_name and config",
+        ),
+        "config_kwargs": NestedKeys(
+            _botocore_config_keys, "the parameters of botocore.config.Config"
+        ),
+    },
+    "gcsfs.core.GCSFileSystem": {
+        "session_kwargs": NestedKeys(
+            _client_session_keys, "the keyword arguments of aiohttp.ClientSession"
+        ),
+    },
+}
+
+
 def check_options(cls: type, url: str, options: Mapping[str, Any]) -> None:
     """Raise ``StorageOptionError`` for an option that ``cls`` does not take.
 
     Options are the caller's, not those fsspec reads from its own
     configuration. When the names ``cls`` takes cannot be decided, an
-    option its signatures do not name is logged as a warning.
+    option its signatures do not name is logged as a warning. The keys
+    of an option in :data:`_NESTED_KEYS` are checked as well.
     """
-    if not options or _qualified(cls) in _CHECKED_BY_CONSTRUCTOR:
+    if not options:
         return
+    if _qualified(cls) not in _CHECKED_BY_CONSTRUCTOR:
+        _check_names(cls, url, options)
+    _check_nested_keys(cls, url, options)
+
+
+def _check_names(cls: type, url: str, options: Mapping[str, Any]) -> None:
     names, complete = accepted_options(cls)
     unknown = sorted(name for name in options if name not in names)
     if not unknown:
@@ -111,6 +188,34 @@ def check_options(cls: type, url: str, options: Mapping[str, Any]) -> None:
         )
     for name in unknown:
         _warn_unchecked(cls.__name__, name)
+
+
+def _check_nested_keys(cls: type, url: str, options: Mapping[str, Any]) -> None:
+    """Raise ``StorageOptionError`` for a key that an option's value may not have."""
+    for option, nested in nested_keys(cls).items():
+        value = options.get(option)
+        if not isinstance(value, Mapping):
+            continue
+        accepted = nested.keys()
+        unknown = sorted(str(key) for key in value if key not in accepted)
+        if unknown:
+            raise StorageOptionError(
+                url,
+                cls.__name__,
+                unknown,
+                closest_names(unknown, accepted),
+                option=option,
+                keys_source=nested.source,
+            )
+
+
+def nested_keys(cls: type) -> dict[str, NestedKeys]:
+    """Return the options of ``cls`` whose JSON object keys are known."""
+    for klass in cls.__mro__:
+        found = _NESTED_KEYS.get(_qualified(klass))
+        if found is not None:
+            return found
+    return {}
 
 
 @functools.cache

@@ -12,13 +12,11 @@ from typing import IO
 
 import click
 
-from journalq.cli.base import fail, group
+from journalq.cli.base import fail
 from journalq.cli.batch import Batch, BatchLineError, parse_batch
 from journalq.cli.context import (
     DEFAULT_QUEUE,
-    common_options,
     settings,
-    storage_options,
 )
 from journalq.cli.exits import ExitCode
 from journalq.cli.messages import code_for, describe
@@ -30,17 +28,19 @@ from journalq.cli.queues import (
     queue_exists,
     removed_when_rejected,
 )
-from journalq.cli.running import add_copy, location_argument, path_kind
+from journalq.cli.running import add_copy, path_kind
 from journalq.errors import ActionError, BatchError
 from journalq.queue import StorageQueue
 
-__all__ = ["add_group"]
-
-_service_option = click.option(
-    "--service",
-    type=click.Choice(["source", "destination"]),
-    help="Filesystem of the queue that PATH is on.",
-)
+__all__ = [
+    "add_from_file",
+    "copy_action",
+    "delete_action",
+    "list_action",
+    "mkdir_action",
+    "sync_action",
+    "tree_action",
+]
 
 
 def _queue_name() -> str:
@@ -73,23 +73,8 @@ def _print_added(queue: StorageQueue, action_ids: list[str]) -> None:
         )
 
 
-@group("add", invoke_without_command=True)
-@click.option(
-    "--from",
-    "batch_file",
-    type=click.File("r", encoding="utf-8"),
-    metavar="FILE",
-    help=(
-        "Add the actions of FILE ('-' for stdin), all or none: one JSON object "
-        'per line, such as {"kind": "copy_file", "source": "/a", '
-        '"destination": "/b"}.'
-    ),
-)
-@storage_options
-@common_options
-@click.pass_context
-def add_group(ctx: click.Context, batch_file: IO[str] | None) -> None:
-    """Add actions to a queue (default: the queue named 'local')."""
+def add_from_file(ctx: click.Context, batch_file: IO[str] | None) -> None:
+    """Run ``journalq add --from FILE``, as :mod:`journalq.cli.commands` defines it."""
     if ctx.invoked_subcommand is not None:
         if batch_file is not None:
             raise click.UsageError("--from cannot be combined with a subcommand")
@@ -159,24 +144,14 @@ def _add_one(
         _print_added(queue, [action(queue)])
 
 
-@add_group.command("copy")
-@location_argument("source", "SRC")
-@location_argument("destination", "DST")
-@storage_options
-@common_options
-def add_copy_command(source: str, destination: str) -> None:
-    """Add a copy of SRC (a file or a tree) to DST, as `journalq copy` does."""
+def copy_action(source: str, destination: str) -> None:
+    """Run ``journalq add copy``, as :mod:`journalq.cli.commands` defines it."""
     src, dst = parse_location(source), parse_location(destination)
     _add_one(lambda: _open_for_pair(src, dst), lambda queue: add_copy(queue, src, dst))
 
 
-@add_group.command("tree")
-@location_argument("source", "SRC")
-@location_argument("destination", "DST")
-@storage_options
-@common_options
-def add_tree_command(source: str, destination: str) -> None:
-    """Add a copy of the tree SRC as the tree DST (its contents land in DST)."""
+def tree_action(source: str, destination: str) -> None:
+    """Run ``journalq add tree``, as :mod:`journalq.cli.commands` defines it."""
     src, dst = parse_location(source), parse_location(destination)
     _add_one(
         lambda: _open_for_pair(src, dst),
@@ -184,23 +159,10 @@ def add_tree_command(source: str, destination: str) -> None:
     )
 
 
-@add_group.command("sync")
-@location_argument("source", "SRC")
-@location_argument("destination", "DST")
-@click.option("--delete", is_flag=True, help="Also delete what SRC does not have.")
-@click.option(
-    "--max-delete",
-    type=click.IntRange(min=0),
-    metavar="N",
-    help="With --delete, add nothing if more than N items would be deleted.",
-)
-@click.option("--force", is_flag=True, help="With --delete, allow an empty SRC.")
-@storage_options
-@common_options
-def add_sync_command(
+def sync_action(
     source: str, destination: str, delete: bool, max_delete: int | None, force: bool
 ) -> None:
-    """Add a sync that makes the tree DST a copy of the tree SRC."""
+    """Run ``journalq add sync``, as :mod:`journalq.cli.commands` defines it."""
     src, dst = parse_location(source), parse_location(destination)
     _add_one(
         lambda: _open_for_pair(src, dst),
@@ -210,13 +172,8 @@ def add_sync_command(
     )
 
 
-@add_group.command("mkdir")
-@location_argument("path", "PATH")
-@_service_option
-@storage_options
-@common_options
-def add_mkdir_command(path: str, service: str | None) -> None:
-    """Add the creation of directory PATH (default: on the destination)."""
+def mkdir_action(path: str, service: str | None) -> None:
+    """Run ``journalq add mkdir``, as :mod:`journalq.cli.commands` defines it."""
     service = service or "destination"
     location = parse_location(path)
     _add_one(
@@ -225,14 +182,8 @@ def add_mkdir_command(path: str, service: str | None) -> None:
     )
 
 
-@add_group.command("delete")
-@location_argument("path", "PATH")
-@_service_option
-@click.option("--recursive", "-r", is_flag=True, help="Delete a directory tree.")
-@storage_options
-@common_options
-def add_delete_command(path: str, service: str | None, recursive: bool) -> None:
-    """Add the deletion of PATH (default: on the destination)."""
+def delete_action(path: str, service: str | None, recursive: bool) -> None:
+    """Run ``journalq add delete``, as :mod:`journalq.cli.commands` defines it."""
     service = service or "destination"
     location = parse_location(path)
     _add_one(
@@ -241,17 +192,10 @@ def add_delete_command(path: str, service: str | None, recursive: bool) -> None:
     )
 
 
-@add_group.command("list")
-@location_argument("path", "PATH")
-@_service_option
-@click.option("--dir-only", is_flag=True, help="List directories only.")
-@click.option("--recursive", "-r", is_flag=True, help="List the whole tree.")
-@storage_options
-@common_options
-def add_list_command(
+def list_action(
     path: str, service: str | None, dir_only: bool, recursive: bool
 ) -> None:
-    """Add a listing of PATH (default: on the source); read it with `result`."""
+    """Run ``journalq add list``, as :mod:`journalq.cli.commands` defines it."""
     service = service or "source"
     location = parse_location(path)
     _add_one(

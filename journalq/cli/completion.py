@@ -5,7 +5,9 @@ command and option names they complete queue names for ``--queue`` (the
 queues under the queue home), action ids for ``show`` and ``cancel``
 (those of the queue named by ``--queue``) and local paths for SRC, DST and
 PATH. A completion that cannot read its queue offers nothing rather than
-failing in the shell.
+failing in the shell. The queue store is imported only by the completions
+that read a queue, so that completing a command or an option name stays
+as quick as ``journalq --help``.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from typing import Final
 
 import click
 from click.shell_completion import CompletionItem, get_completion_class
-
-from journalq.store import FORMAT_NAME, queue_directory, read_state
 
 __all__ = [
     "SHELLS",
@@ -50,6 +50,8 @@ def completion_script(shell: str) -> str:
 
 def queues_root() -> str:
     """Return the directory that named queues live in."""
+    from journalq.store import queue_directory
+
     return os.fspath(queue_directory("_").parent)
 
 
@@ -60,6 +62,8 @@ def queue_names() -> list[str]:
     to ``--queue``, and a queue that ``journalq drop`` was deleting when it
     was killed is renamed to one.
     """
+    from journalq.store import FORMAT_NAME
+
     root = queues_root()
     try:
         names = os.listdir(root)
@@ -102,6 +106,7 @@ def complete_action_id(
 ) -> list[CompletionItem]:
     """Complete an action id from the queue that ``--queue`` names."""
     from journalq.cli.context import DEFAULT_QUEUE, settings
+    from journalq.store import queue_directory, read_state
 
     name = settings(ctx).queue or DEFAULT_QUEUE
     try:

@@ -16,12 +16,11 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final, TypeVar
 
 import click
-import msgspec
 
 from journalq.cli.completion import complete_queue
 from journalq.cli.interrupt import DEFAULT_STOP_TIMEOUT
 from journalq.cli.storage_options import StorageOption
-from journalq.compare import Policy
+from journalq.policy import Policy
 
 __all__ = [
     "Settings",
@@ -48,8 +47,12 @@ MAX_FAILURE_WARNINGS: Final = 20
 DEFAULT_STATS_SECONDS: Final = 60.0
 
 
-class Settings(msgspec.Struct):
-    """The common options of one ``journalq`` invocation."""
+class Settings:
+    """The common options of one ``journalq`` invocation.
+
+    A plain class: a dataclass compiles generated methods at import, and a
+    ``msgspec.Struct`` would import msgspec, which ``--help`` does not need.
+    """
 
     queue: str | None = None
     verbosity: int = 0
@@ -61,8 +64,6 @@ class Settings(msgspec.Struct):
     #: draw progress when stdout and stderr are both terminals).
     progress: bool | None = None
     stats: float = DEFAULT_STATS_SECONDS
-    source_options: dict[str, Any] = msgspec.field(default_factory=dict)
-    destination_options: dict[str, Any] = msgspec.field(default_factory=dict)
     #: ``--part-threshold`` in bytes, or None for the library's default.
     part_threshold: int | None = None
     #: ``--executor``: ``threads`` (this process) or ``dask`` (a cluster).
@@ -71,6 +72,10 @@ class Settings(msgspec.Struct):
     scheduler: str | None = None
     #: ``--stop-timeout``: seconds from the first Ctrl-C to the exit; 0: none.
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
+
+    def __init__(self) -> None:
+        self.source_options: dict[str, Any] = {}
+        self.destination_options: dict[str, Any] = {}
 
     @property
     def log_level(self) -> int:

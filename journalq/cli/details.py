@@ -15,33 +15,24 @@ from typing import Any, Final
 
 import click
 
-from journalq.cli.base import command
-from journalq.cli.completion import complete_action_id
-from journalq.cli.context import common_options
 from journalq.cli.history import action_history, format_time
 from journalq.cli.output import arrow, format_bytes, print_json, print_table
 from journalq.cli.queues import open_existing_queue, resolve_id
-from journalq.cli.running import json_option
 from journalq.queue import StorageQueue
 from journalq.records import Kind, Service
 from journalq.replay import CompactAction
 
-__all__ = ["show_command"]
+__all__ = [
+    "show",
+]
 
 #: Entries of a listing that ``show`` prints; ``result`` prints them all.
 SHOWN_ENTRIES: Final = 10
 _TREES: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})
 
 
-@command("show")
-@click.argument("action_id", metavar="ID", shell_complete=complete_action_id)
-@json_option
-@common_options
-def show_command(action_id: str, as_json: bool) -> None:
-    """Show one action: its paths, outcome, errors and journaled history.
-
-    ID may be shortened to any prefix that only one action of the queue has.
-    """
+def show(action_id: str, as_json: bool) -> None:
+    """Run ``journalq show``, as :mod:`journalq.cli.commands` defines it."""
     with open_existing_queue(read_only=True) as queue:
         action_id = resolve_id(queue, action_id)
         details = _details(queue, action_id)

@@ -6,25 +6,9 @@ import gc
 
 import click
 
-from journalq.cli.add import add_group
-from journalq.cli.base import command, group
-from journalq.cli.completion import SHELLS, completion_script
+from journalq.cli.base import group
+from journalq.cli.commands import COMMANDS
 from journalq.cli.context import common_options
-from journalq.cli.maintenance import (
-    cancel_command,
-    compact_command,
-    drop_command,
-    fsck_command,
-    retry_command,
-)
-from journalq.cli.reports import (
-    actions_command,
-    queues_command,
-    result_command,
-    show_command,
-    status_command,
-)
-from journalq.cli.running import copy_command, run_command, sync_command
 
 __all__ = ["cli", "main"]
 
@@ -46,43 +30,8 @@ def cli() -> None:
     """
 
 
-@command("completion")
-@click.argument("shell", type=click.Choice(SHELLS))
-def completion_command(shell: str) -> None:
-    """Print the shell completion script for SHELL (bash, zsh or fish).
-
-    \b
-    Install it for new shells:
-      bash: journalq completion bash \
-              > ~/.local/share/bash-completion/completions/journalq
-      zsh:  journalq completion zsh > "${fpath[1]}/_journalq"
-      fish: journalq completion fish \
-              > ~/.config/fish/completions/journalq.fish
-
-    Or load it into the running shell: eval "$(journalq completion bash)".
-    """
-    click.echo(completion_script(shell), nl=False)
-
-
-for _command in (
-    copy_command,
-    sync_command,
-    add_group,
-    status_command,
-    actions_command,
-    show_command,
-    result_command,
-    queues_command,
-    cancel_command,
-    retry_command,
-    compact_command,
-    fsck_command,
-    drop_command,
-    completion_command,
-):
-    cli.add_command(_command)
-cli.add_command(run_command, "run")
-cli.add_command(run_command, "resume")
+for _name, _command in COMMANDS.items():
+    cli.add_command(_command, _name)
 
 
 def main() -> None:

@@ -16,13 +16,11 @@ from pathlib import Path
 import click
 
 from journalq import snapshot
-from journalq.cli.base import command, fail
-from journalq.cli.completion import complete_action_id, complete_queue
+from journalq.cli.base import fail
+from journalq.cli.commands import BACKUP_DIR
 from journalq.cli.context import (
     DEFAULT_QUEUE,
-    common_options,
     settings,
-    storage_options,
 )
 from journalq.cli.exits import ExitCode
 from journalq.cli.lastrun import forget_last_run
@@ -46,35 +44,16 @@ from journalq.queue import StorageQueue
 from journalq.store import JOURNAL_DIR, decode_frame, queue_directory, read_format
 
 __all__ = [
-    "cancel_command",
-    "compact_command",
-    "drop_command",
-    "fsck_command",
-    "retry_command",
+    "cancel",
+    "compact",
+    "drop",
+    "fsck",
+    "retry",
 ]
 
-#: Folder of a queue that ``fsck --truncate-at-corruption`` copies into,
-#: one subfolder per repair, named by its UTC time.
-BACKUP_DIR = "fsck-backups"
 
-
-@command("cancel")
-@click.argument(
-    "action_ids", nargs=-1, metavar="[ID]...", shell_complete=complete_action_id
-)
-@click.option("--all", "everything", is_flag=True, help="Cancel every waiting action.")
-@storage_options
-@common_options
-def cancel_command(action_ids: tuple[str, ...], everything: bool) -> None:
-    """Cancel waiting actions: the given IDs (a tree's files too) or --all.
-
-    An ID may be shortened to any prefix that only one action of the queue
-    has.
-
-    An action that has started or ended is left as it is. When another
-    process runs the queue, the cancel is handed to it, and it cancels the
-    actions that have not started by the time it reads the request.
-    """
+def cancel(action_ids: tuple[str, ...], everything: bool) -> None:
+    """Run ``journalq cancel``, as :mod:`journalq.cli.commands` defines it."""
     if everything == bool(action_ids):
         raise click.UsageError("give action IDs or --all, not both and not neither")
     with open_existing_queue() as queue:
@@ -123,21 +102,8 @@ def _print_cancel_handed_off(queue: StorageQueue, requested: int) -> None:
     click.echo(f"to see what it canceled: {listing.strip('`')}")
 
 
-@command("retry")
-@click.option(
-    "--failed",
-    is_flag=True,
-    default=True,
-    help="Make the failed actions wait again (the default; canceled ones stay).",
-)
-@storage_options
-@common_options
-def retry_command(failed: bool) -> None:
-    """Make the failed actions wait again, so the next `journalq run` retries them.
-
-    A tree with a directory that could not be listed, or a name that
-    cannot be copied, is listed again as a new action that replaces it.
-    """
+def retry(failed: bool) -> None:
+    """Run ``journalq retry``, as :mod:`journalq.cli.commands` defines it."""
     with open_existing_queue() as queue:
         known = set(queue.state.actions)
         failed_before = queue.status()["failed"]
@@ -165,39 +131,15 @@ def retry_command(failed: bool) -> None:
             click.echo(note)
 
 
-@command("compact")
-@storage_options
-@common_options
-def compact_command() -> None:
-    """Snapshot the queue's state and delete the journal segments behind it."""
+def compact() -> None:
+    """Run ``journalq compact``, as :mod:`journalq.cli.commands` defines it."""
     with open_existing_queue() as queue:
         queue.compact()
         click.echo(f"compacted queue {queue.directory}")
 
 
-@command("drop")
-@click.argument(
-    "name", metavar="[NAME_OR_DIR]", required=False, shell_complete=complete_queue
-)
-@click.option(
-    "--force",
-    is_flag=True,
-    help=(
-        "Drop the queue even when actions wait or are in progress, or when "
-        "its journal cannot be read."
-    ),
-)
-@common_options
-def drop_command(name: str | None, force: bool) -> None:
-    """Delete the queue NAME_OR_DIR: its journal, state and last-run summary.
-
-    NAME_OR_DIR is a queue name or directory, as for --queue. The files at
-    the source and the destination are not touched. A queue that another
-    process runs is not dropped (exit 3), nor, without --force, one whose
-    actions wait or are in progress (exit 1). Only a directory with
-    journalq's FORMAT file and no other files than journalq writes is
-    deleted (exit 2 otherwise).
-    """
+def drop(name: str | None, force: bool) -> None:
+    """Run ``journalq drop``, as :mod:`journalq.cli.commands` defines it."""
     chosen = settings().queue
     if name is not None and chosen is not None and name != chosen:
         raise click.UsageError(
@@ -255,24 +197,8 @@ def _print_dropped(dropped: DroppedQueue) -> None:
         )
 
 
-@command("fsck")
-@click.option(
-    "--truncate-at-corruption",
-    "truncate",
-    is_flag=True,
-    help=(
-        "Cut the journal at its first damaged record, keeping the records "
-        "before it; every changed file is copied to a backup first."
-    ),
-)
-@click.option(
-    "--backup-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help=f"Where to copy changed files (default: QUEUE/{BACKUP_DIR}/UTC-TIME).",
-)
-@common_options
-def fsck_command(truncate: bool, backup_dir: Path | None) -> None:
-    """Check the queue's journal; exit 4 if it is corrupt."""
+def fsck(truncate: bool, backup_dir: Path | None) -> None:
+    """Run ``journalq fsck``, as :mod:`journalq.cli.commands` defines it."""
     name = settings().queue or DEFAULT_QUEUE
     directory = queue_directory(name)
     if not queue_exists(name):

@@ -85,8 +85,7 @@ def _describe_storage_option(error: StorageOptionError) -> str:
     flag = "--source-option or --destination-option"
     if error.role:
         flag = f"--{error.role}-option"
-    what = f"{error.filesystem} ({error.value}) takes no storage option"
-    what = f"{what}{'s' if len(error.names) > 1 else ''} {error.rejected()}"
+    what = f"{error.filesystem} ({error.value}) {error.rejected_clause()}"
     if error.missing_secrets:
         again = " ".join(f"{flag} {name}=..." for name in error.missing_secrets)
         return (
@@ -94,7 +93,14 @@ def _describe_storage_option(error: StorageOptionError) -> str:
             f"right names: {again}"
         )
     if not error.journaled:
-        return f"{what}; correct the {flag} value (nothing was created or added)"
+        value = f"{flag} {error.option}=..." if error.option else f"{flag}"
+        return f"{what}; correct the {value} value (nothing was created or added)"
+    if error.option is not None:
+        return (
+            f"queue {error.queue} keeps the {error.role} options it was created "
+            f"with, and {what}. Give {flag} {error.option}=... again with the "
+            "key corrected: it replaces the kept value"
+        )
     queue = shlex.quote(str(error.queue))
     return (
         f"queue {error.queue} keeps the {error.role} options it was created "

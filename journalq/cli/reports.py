@@ -20,10 +20,7 @@ import click
 
 from journalq import failures
 from journalq.cli.action_table import print_actions
-from journalq.cli.base import command
-from journalq.cli.completion import complete_action_id, queue_names, queues_root
-from journalq.cli.context import common_options
-from journalq.cli.details import show_command
+from journalq.cli.completion import queue_names, queues_root
 from journalq.cli.fitting import fit_pair, table_width, unique_prefix_length
 from journalq.cli.lastrun import LastRun, load_last_run
 from journalq.cli.output import (
@@ -35,19 +32,17 @@ from journalq.cli.output import (
     table_lines,
 )
 from journalq.cli.queues import open_existing_queue, resolve_id
-from journalq.cli.running import json_option
 from journalq.events import ActionInfo
 from journalq.lock import read_holder
 from journalq.records import ActionAdded, Kind
-from journalq.replay import ActionState, QueueState, Status
+from journalq.replay import ActionState, QueueState
 from journalq.store import read_state
 
 __all__ = [
-    "actions_command",
-    "queues_command",
-    "result_command",
-    "show_command",
-    "status_command",
+    "actions",
+    "queues",
+    "result",
+    "status",
 ]
 
 #: Labels of the status counts, in the order ``status`` prints them. The
@@ -69,27 +64,8 @@ LATEST_LABEL: Final = "  latest: "
 _COPY_KINDS: Final = frozenset({Kind.COPY_FILE, Kind.COPY_TREE, Kind.SYNC})
 
 
-@command("status")
-@json_option
-@common_options
-def status_command(as_json: bool) -> None:
-    """Print the queue's counts, its last run and how to go on.
-
-    The table counts actions by status: a tree, each file it copies and
-    each mkdir or delete is one, and the statuses add up to the total.
-    'skipped' counts files not copied because they were identical, over
-    every run. It is the files a tree's listing found identical, which get
-    no action, plus the completed actions that were skipped when they ran
-    (an identical file, or a mkdir on an object store without directories).
-
-    'copied in all' is the bytes of the completed copies plus those of the
-    journaled parts of large copies that a stopped run left unfinished. The
-    line also gives the bytes of those parts.
-
-    A run that was killed or crashed saves no summary and leaves actions in
-    progress while no process runs the queue. 'last run' then reports that
-    it died mid-run, and the summary it has is labelled 'run before it'.
-    """
+def status(as_json: bool) -> None:
+    """Run ``journalq status``, as :mod:`journalq.cli.commands` defines it."""
     with open_existing_queue(read_only=True) as queue:
         counts = queue.status()
         holder = running_holder(queue.directory)
@@ -290,52 +266,7 @@ def running_holder(directory: Path) -> dict | None:
     return holder
 
 
-@command("actions")
-@click.option(
-    "--status",
-    "statuses",
-    multiple=True,
-    type=click.Choice([str(status) for status in Status]),
-    help="List only actions in this status (repeat for several).",
-)
-@click.option(
-    "--kind",
-    "kinds",
-    multiple=True,
-    type=click.Choice([str(kind) for kind in Kind]),
-    help="List only actions of this kind (repeat for several).",
-)
-@click.option(
-    "--path",
-    "pattern",
-    metavar="GLOB",
-    help="List only actions whose source or destination matches GLOB.",
-)
-@click.option(
-    "--tree",
-    "tree",
-    metavar="ID",
-    shell_complete=complete_action_id,
-    help="List only the actions of the tree (copy or sync) with this id or "
-    "unique id prefix.",
-)
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    metavar="N",
-    help="List at most N actions; a line on stderr gives how many more match.",
-)
-@click.option("--no-header", is_flag=True, help="Leave out the header line.")
-@click.option(
-    "--no-trunc",
-    "whole",
-    is_flag=True,
-    help="Print whole ids, paths and errors on a terminal too, one line per "
-    "action, however wide the table gets.",
-)
-@json_option
-@common_options
-def actions_command(
+def actions(
     statuses: tuple[str, ...],
     kinds: tuple[str, ...],
     pattern: str | None,
@@ -345,20 +276,7 @@ def actions_command(
     whole: bool,
     as_json: bool,
 ) -> None:
-    """List the queue's actions: id, status, kind, attempts, bytes, paths, error.
-
-    Filters combine: `--status failed --kind copy_file` lists the files
-    that failed.
-
-    On a terminal the table fits its width. Ids are shortened to the
-    shortest prefix that no other action of the queue shares (at least 8
-    characters), which `show`, `cancel`, `result` and --tree accept. Paths
-    too long for their column go on a line of their own below each action,
-    cut in the middle where they are still too long, and an error takes
-    lines of its own too. Printed to a pipe or a file, each action is one
-    line with its whole id, paths and error, unless COLUMNS is set.
-    `journalq show ID` prints one action whole.
-    """
+    """Run ``journalq actions``, as :mod:`journalq.cli.commands` defines it."""
     with open_existing_queue(read_only=True) as queue:
         if tree is not None:
             tree = resolve_id(queue, tree)
@@ -407,15 +325,8 @@ def _path_matches(action: ActionInfo, pattern: str) -> bool:
     return any(path and fnmatch.fnmatchcase(path, pattern) for path in paths)
 
 
-@command("result")
-@click.argument("action_id", metavar="ID", shell_complete=complete_action_id)
-@json_option
-@common_options
-def result_command(action_id: str, as_json: bool) -> None:
-    """Print the entries that the completed list action ID found.
-
-    ID may be shortened to any prefix that only one action of the queue has.
-    """
+def result(action_id: str, as_json: bool) -> None:
+    """Run ``journalq result``, as :mod:`journalq.cli.commands` defines it."""
     with open_existing_queue(read_only=True) as queue:
         entries = queue.list_result(resolve_id(queue, action_id))
     for entry in entries:
@@ -425,22 +336,8 @@ def result_command(action_id: str, as_json: bool) -> None:
             click.echo(f"{entry['type']:<9} {entry['size']:>12}  {entry['name']}")
 
 
-@command("queues")
-@json_option
-@common_options
-def queues_command(as_json: bool) -> None:
-    """List the named queues: counts, whether a process runs each, and the
-    latest copy or sync of each.
-
-    The first line names the folder that contains the queues, and each
-    queue is the folder of its NAME in it. WAITING counts the actions the
-    next run takes up: when no process runs the queue, those a stopped run
-    left in progress too, and LAST RUN then reads "died mid-run".
-    Under each queue, "latest:" gives the source and the destination of the
-    copy or sync added to it last, not a path of the queue itself
-    (`journalq copy` and `journalq sync` name a queue after the SRC and DST
-    they copy).
-    """
+def queues(as_json: bool) -> None:
+    """Run ``journalq queues``, as :mod:`journalq.cli.commands` defines it."""
     rows = []
     for name in queue_names():
         directory = Path(queues_root()) / name

@@ -19,15 +19,11 @@ from journalq import failures
 from journalq.backends import configured_options
 from journalq.backends.objects import MissingBucketError
 from journalq.backends.options import secret_names
-from journalq.cli.base import command, fail
-from journalq.cli.completion import complete_location
+from journalq.cli.base import fail
 from journalq.cli.context import (
     Settings,
-    common_options,
     demote_logs_mentioning,
-    run_options,
     settings,
-    storage_options,
 )
 from journalq.cli.exits import ExitCode, run_exit_code
 from journalq.cli.interrupt import stop_on_interrupt
@@ -65,28 +61,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "add_copy",
-    "copy_command",
-    "json_option",
-    "location_argument",
-    "run_command",
+    "copy",
+    "run",
     "secret_note",
-    "sync_command",
+    "sync",
 ]
-
-json_option = click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help=(
-        "Print JSON on stdout, one object per line, instead of plain text "
-        "(for a run: one per event, then a summary)."
-    ),
-)
-
-
-def location_argument(name: str, metavar: str) -> Callable:
-    """Return the click argument for a SRC, DST or PATH: a path or a URL."""
-    return click.argument(name, metavar=metavar, shell_complete=complete_location)
 
 
 def add_copy(queue: StorageQueue, source: Location, destination: Location) -> str:
@@ -542,24 +521,8 @@ def _queue_for(
             yield queue
 
 
-@command("copy")
-@location_argument("source", "SRC")
-@location_argument("destination", "DST")
-@json_option
-@run_options
-@storage_options
-@common_options
-def copy_command(source: str, destination: str, as_json: bool) -> None:
-    """Copy SRC to DST (a file, or a directory tree), then run until done.
-
-    SRC/ with a trailing slash copies the directory's contents into DST;
-    SRC without it copies the directory itself into DST (DST/NAME). A file
-    lands inside DST when DST ends with '/' or is a directory, and is
-    named DST otherwise. Files already identical at DST are skipped.
-
-    Running the same command again resumes it: the queue's name is derived
-    from SRC and DST unless --queue names one.
-    """
+def copy(source: str, destination: str, as_json: bool) -> None:
+    """Run ``journalq copy``, as :mod:`journalq.cli.commands` defines it."""
     check_executor(settings())
     src, dst = parse_location(source), parse_location(destination)
     name = settings().queue or default_queue_name("copy", src, dst)
@@ -570,30 +533,7 @@ def copy_command(source: str, destination: str, as_json: bool) -> None:
     _finish(code)
 
 
-@command("sync")
-@location_argument("source", "SRC")
-@location_argument("destination", "DST")
-@click.option(
-    "--delete",
-    is_flag=True,
-    help="Also delete files and directories under DST that SRC does not have.",
-)
-@click.option(
-    "--max-delete",
-    type=click.IntRange(min=0),
-    metavar="N",
-    help="With --delete, add nothing if more than N items would be deleted.",
-)
-@click.option(
-    "--force",
-    is_flag=True,
-    help="With --delete, allow an empty SRC (which deletes everything in DST).",
-)
-@json_option
-@run_options
-@storage_options
-@common_options
-def sync_command(
+def sync(
     source: str,
     destination: str,
     delete: bool,
@@ -601,13 +541,7 @@ def sync_command(
     force: bool,
     as_json: bool,
 ) -> None:
-    """Make the tree DST a copy of the tree SRC, then run until done.
-
-    The contents of SRC land directly in DST (a trailing slash on SRC
-    changes nothing); files already identical at DST are skipped. Running
-    the same command again resumes it, or checks the trees again once the
-    earlier sync has completed.
-    """
+    """Run ``journalq sync``, as :mod:`journalq.cli.commands` defines it."""
     check_executor(settings())
     src, dst = parse_location(source), parse_location(destination)
     plain_src = Location(src.filesystem, src.path.rstrip("/") or "/")
@@ -626,16 +560,8 @@ def sync_command(
     _finish(code)
 
 
-@command("run")
-@json_option
-@run_options
-@storage_options
-@common_options
-def run_command(as_json: bool) -> None:
-    """Run every waiting action of the queue (resume an interrupted run).
-
-    `journalq run` and `journalq resume` are the same command.
-    """
+def run(as_json: bool) -> None:
+    """Run ``journalq run``, as :mod:`journalq.cli.commands` defines it."""
     with open_existing_queue() as queue:
         code = run_and_report(queue, as_json=as_json)
     _finish(code)

@@ -15,7 +15,6 @@ from typing import Any, Final
 
 import click
 
-from journalq.backends import parse_option
 from journalq.errors import ActionError
 
 __all__ = ["StorageOption"]
@@ -46,6 +45,10 @@ class StorageOption(click.ParamType):
                 param,
                 ctx,
             )
+        # Imported here: the backends package imports fsspec, which the
+        # command line needs only once a command runs.
+        from journalq.backends import parse_option
+
         try:
             return parse_option(value)
         except ActionError as error:

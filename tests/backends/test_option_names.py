@@ -195,6 +195,128 @@ def test_cli_sftp_unknown_option_rejected(tmp_path, local_store, sftp_store):
 
 
 @pytest.mark.parametrize(
+    ("option", "value", "rejected"),
+    [
+        (
+            "client_kwargs",
+            {"endpoint_ur": "http://127.0.0.1:9"},
+            "'endpoint_ur' (did you mean 'endpoint_url'?)",
+        ),
+        (
+            "config_kwargs",
+            {"retrys": {"max_attempts": 1}},
+            "'retrys' (did you mean 'retries'?)",
+        ),
+    ],
+)
+def test_cli_misspelled_nested_key_rejected(
+    tmp_path, local_store, s3_store, option, value, rejected
+):
+    """A wrong key inside a JSON option fails before anything connects."""
+    local_store.write("d0/a.txt", b"alpha")
+    home = tmp_path / "home"
+
+    result = journalq(
+        "copy",
+        local_store.path("d0") + "/",
+        s3_store.url + "/d0",
+        *destination_flags(s3_store, **{option: value}),
+        home=home,
+    )
+
+    assert result.returncode == 2, result.stderr
+    assert f"takes no key {rejected} in the storage option {option!r}" in (
+        result.stderr
+    )
+    assert f"correct the --destination-option {option}=... value" in result.stderr
+    assert "nothing was created" in result.stderr
+    assert "botocore" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert queues_in(home) == []
+    assert not s3_store.fs.exists(s3_store.root + "/d0")
+
+
+def test_cli_nested_keys_accepted(tmp_path, local_store, s3_store):
+    """Keys botocore takes pass the check and reach the client."""
+    local_store.write("d0/a.txt", b"alpha")
+    flags = destination_flags(
+        s3_store,
+        client_kwargs={"region_name": "us-east-1", "use_ssl": False},
+        config_kwargs={"max_pool_connections": 4, "retries": {"max_attempts": 2}},
+    )
+
+    result = journalq(
+        "copy",
+        local_store.path("d0") + "/",
+        s3_store.url + "/d0",
+        *flags,
+        home=tmp_path / "home",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert s3_store.read("d0/a.txt") == b"alpha"
+
+
+def test_cli_kept_nested_key_replaced(tmp_path, local_store, s3_store):
+    """A queue that keeps a wrong key in a JSON option takes a corrected one."""
+    local_store.write("d0/a.txt", b"alpha")
+    home = tmp_path / "home"
+    directory = tmp_path / "queue"
+    kept_value = json.dumps({"endpoint_ur": s3_store.options["endpoint_url"]})
+
+    def create(queue_id: str) -> QueueCreated:
+        return QueueCreated(
+            queue_id,
+            "queue",
+            Endpoint("file://", {}),
+            Endpoint("s3://", {"client_kwargs": kept_value}),
+            4,
+            time.time_ns(),
+        )
+
+    QueueStore.open(directory, create=create).close()
+    arguments = (
+        "copy",
+        local_store.path("d0") + "/",
+        s3_store.url + "/d0",
+        *("--queue", str(directory)),
+    )
+
+    rejected = journalq(*arguments, *destination_flags(s3_store), home=home)
+    corrected = journalq(
+        *arguments,
+        *destination_flags(s3_store, client_kwargs={"region_name": "us-east-1"}),
+        home=home,
+    )
+
+    assert rejected.returncode == 2, rejected.stderr
+    assert "keeps the destination options it was created with" in rejected.stderr
+    assert "'endpoint_ur' (did you mean 'endpoint_url'?)" in rejected.stderr
+    assert "Give --destination-option client_kwargs=... again" in rejected.stderr
+    assert corrected.returncode == 0, corrected.stderr
+    assert s3_store.read("d0/a.txt") == b"alpha"
+
+
+def test_library_nested_key_rejected(tmp_path, local_store):
+    """gcsfs's session_kwargs are checked against aiohttp.ClientSession."""
+    directory = tmp_path / "queue"
+    options = {"session_kwargs": {"timout": 5}}
+
+    with pytest.raises(StorageOptionError) as raised:
+        StorageQueue(
+            local_store.url, "gcs://bucket", directory, destination_options=options
+        )
+
+    error = raised.value
+    assert error.option == "session_kwargs"
+    assert error.names == ["timout"]
+    assert error.suggestions == {"timout": "timeout"}
+    assert "aiohttp.ClientSession" in str(error)
+    assert "correct destination_options['session_kwargs']" in str(error)
+    assert not directory.exists()
+
+
+@pytest.mark.parametrize(
     ("protocol", "names"),
     [
         ("s3", {"endpoint_url", "profile", "directory_markers", "max_paths"}),

@@ -8,10 +8,11 @@ tests as root.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from permission_helpers import journalq_unprivileged, mode
-from tree_helpers import write_tree
+from tree_helpers import read_tree, write_tree
 
 from journalq.cli.exits import ExitCode
 
@@ -61,6 +62,71 @@ def test_dry_run_lists_failures_like_real(tmp_path: Path) -> None:
     assert _error_lines(dry.stderr) == _error_lines(real.stderr)
     assert "journalq-dry-run" not in dry.stderr
     assert "list them" not in dry.stderr
+
+
+def _failed_actions(queue: str) -> list[dict]:
+    listed = journalq_unprivileged(
+        "actions", "--status", "failed", "--queue", queue, "--json"
+    )
+    assert listed.returncode == 0, listed.stderr
+    return [json.loads(line) for line in listed.stdout.splitlines()]
+
+
+def test_unlisted_folder_fails_on_source(tmp_path: Path) -> None:
+    """The failed item is a list of the source directory, not a mkdir."""
+    source = write_tree(tmp_path / "src", {"open/a.txt": b"a", "locked/s.txt": b"s"})
+    destination = tmp_path / "dst"
+
+    with mode(source / "locked", 0):
+        copied = journalq_unprivileged(
+            "copy", f"{source}/", f"{destination}/", "--queue", "q"
+        )
+        failed = _failed_actions("q")
+    item = next(action for action in failed if action["parent"] is not None)
+
+    assert copied.returncode == ExitCode.FAILED, copied.stderr
+    assert len(failed) == 2
+    assert item["kind"] == "list"
+    assert item["service"] == "source"
+    assert item["source"] == str(source / "locked")
+    assert item["destination"] is None
+    assert "Permission denied" in item["last_error"]
+    assert f"cannot list the source directory {source / 'locked'}" in copied.stderr
+    assert "mkdir" not in item["last_error"]
+    assert read_tree(destination) == {"open/a.txt": b"a"}
+    assert not (destination / "locked").exists()
+
+    retried = journalq_unprivileged("retry", "--queue", "q")
+    ran = journalq_unprivileged("run", "--queue", "q")
+
+    assert retried.returncode == 0, retried.stderr
+    assert "listed again as new actions, replacing 2 failed actions" in (retried.stdout)
+    assert ran.returncode == 0, ran.stderr
+    assert _failed_actions("q") == []
+    assert read_tree(destination) == read_tree(source)
+
+
+def test_cancel_failed_file_keeps_attempts(tmp_path: Path) -> None:
+    """The tree completes with the attempt count its run gave it."""
+    source = write_tree(tmp_path / "src", {"a.txt": b"a", "s.txt": b"s"})
+
+    with mode(source / "s.txt", 0):
+        copied = journalq_unprivileged(
+            "copy", f"{source}/", str(tmp_path / "dst"), "--queue", "q"
+        )
+        failed = _failed_actions("q")
+    tree = next(action for action in failed if action["parent"] is None)
+    item = next(action for action in failed if action["parent"] is not None)
+    canceled = journalq_unprivileged("cancel", item["id"], "--queue", "q")
+    shown = journalq_unprivileged("show", tree["id"], "--queue", "q", "--json")
+    after = json.loads(shown.stdout)
+
+    assert copied.returncode == ExitCode.FAILED, copied.stderr
+    assert tree["attempts"] == 1
+    assert canceled.returncode == 0, canceled.stderr
+    assert shown.returncode == 0, shown.stderr
+    assert after["status"] == "completed"
+    assert after["attempts"] == 1
 
 
 def test_read_only_folder_names_destination(tmp_path: Path) -> None:
