@@ -246,6 +246,9 @@ class ActionState(msgspec.Struct, array_like=True, gc=False):
     #: What decided the files of a tree found identical when it was listed:
     #: the ``method`` of its ``expanded`` record.
     skip_method: str = ""
+    #: The source directory mtimes that the end of a tree sets at the
+    #: destination: the ``directory_mtimes`` of its ``expanded`` record.
+    directory_mtimes: dict[str, int] | None = None
 
     # Mutable, so unhashable like every Struct that is not frozen.
     __eq__ = _same_action
@@ -770,6 +773,8 @@ class QueueState:
         action.children = record.children
         action.skipped = record.skipped
         action.skip_method = record.method
+        if record.directory_mtimes:
+            action.directory_mtimes = record.directory_mtimes
         self.skipped += record.skipped
         self.identical_when_listed += record.skipped
 
