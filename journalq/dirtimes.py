@@ -34,7 +34,12 @@ logger = logging.getLogger(__name__)
 
 
 def can_set(destination: Filesystem) -> bool:
-    """Tell whether ``destination`` can set the mtime of its directories."""
+    """Tell whether ``destination`` can set the mtime of its directories.
+
+    Besides the local disk, that is a filesystem with ``set_mtime``:
+    journalq's SFTP filesystem, through asyncssh's ``utime``. sshfs itself
+    offers only ``touch``, which sets the current time.
+    """
     return destination.local or callable(getattr(destination.fs, "set_mtime", None))
 
 
@@ -69,8 +74,8 @@ def set_directory_mtimes(
             exc,
         )
     if changed and destination.local:
-        # The tree's ending is journaled as durable next, so the times it
-        # stands for are made durable first: one sync of the filesystem.
+        # The tree's ending is journaled as durable next, so one sync of
+        # the filesystem makes these mtimes durable first.
         transfer.sync_filesystem(digest.local_path(root))
     return changed
 

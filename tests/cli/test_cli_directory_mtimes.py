@@ -234,3 +234,20 @@ def test_sftp_destination_whole_seconds(
     assert directory_mtimes(destination) == expected
     assert again.returncode == ExitCode.OK, again.stderr
     assert directory_mtimes(destination, "st_ctime_ns") == ctimes
+
+
+def test_mtimes_survive_compaction(source: Path, tmp_path: Path) -> None:
+    """The mtimes journaled by ``add`` come back from a snapshot for ``run``."""
+    queue = str(tmp_path / "q")
+    added = run_journalq(
+        "add", "copy", f"{source}/", f"{tmp_path / 'dst'}/", "--queue", queue
+    )
+    compacted = run_journalq("compact", "--queue", queue)
+    snapshots = list((tmp_path / "q" / "snapshots").iterdir())
+    ran = run_journalq("run", "--queue", queue)
+
+    assert added.returncode == ExitCode.OK, added.stderr
+    assert compacted.returncode == ExitCode.OK, compacted.stderr
+    assert len(snapshots) == 1
+    assert ran.returncode == ExitCode.OK, ran.stderr
+    assert directory_mtimes(tmp_path / "dst") == directory_mtimes(source)
