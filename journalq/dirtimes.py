@@ -51,7 +51,8 @@ def set_directory_mtimes(
     ``mtimes`` maps a path relative to ``root`` (``""`` for ``root``) to a
     time in nanoseconds. A directory that already has it is left alone.
     Returns how many directories were changed. Failures are logged, once
-    per call with their count, and not raised.
+    per call with their count, and not raised. A missing directory is
+    skipped.
     """
     changed = 0
     failures: list[tuple[str, OSError]] = []
@@ -60,6 +61,10 @@ def set_directory_mtimes(
         try:
             if _set_mtime(destination, path, mtimes[relpath]):
                 changed += 1
+        except FileNotFoundError:
+            # Nothing was made there: the failures of its mkdir or of its
+            # files are reported already.
+            logger.debug("no directory %s to set the mtime of", path)
         except OSError as exc:
             failures.append((path, exc))
     if failures:
