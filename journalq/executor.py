@@ -49,7 +49,9 @@ from journalq import (
     compare,
     copier,
     digest,
+    dirtimes,
     durable,
+    faults,
     inbox,
     parts,
     retry,
@@ -635,6 +637,9 @@ class Executor:
                 records.append(
                     tree_end_record(action, kids, self.context.store.directory)
                 )
+            # Before the ending is journaled, so that a run killed in between
+            # sets them when the next run ends the tree again.
+            self._set_directory_mtimes(action)
             # Files found identical when the tree was listed have no action
             # of their own; they count as skipped in the run that ends it.
             with self._summary_lock:
@@ -643,6 +648,18 @@ class Executor:
         if records:
             self.context.store.append(records, durable=True)
         return open_trees
+
+    def _set_directory_mtimes(self, tree: ActionState) -> None:
+        """Give the directories of ``tree`` their source's mtimes, as rsync -a."""
+        if not tree.directory_mtimes:
+            return
+        destination = self.context.destination
+        if not dirtimes.can_set(destination):
+            return
+        faults.point("executor.before_directory_mtimes")
+        _, root = self.context.store.state.paths(tree)
+        assert root is not None
+        dirtimes.set_directory_mtimes(destination, root, tree.directory_mtimes)
 
     def _finish_empty_tree(self, action: ActionState, attempt: int) -> Record:
         """End a tree whose source was empty, making its destination directory.

@@ -20,7 +20,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Final, NamedTuple
 
-from journalq import compare, faults
+from journalq import compare, dirtimes, faults
 from journalq.backends.objects import MissingBucketError
 from journalq.errors import ActionError
 from journalq.plan import (
@@ -108,7 +108,15 @@ def journal_tree(
         parent, policy, queue.state.digests, sets_mtime=queue.destination.local
     )
     hints = queue._hints if queue._store is not None else None
-    for record in expand(parent, source, destination, identical, hints):
+    records_of_tree = expand(
+        parent,
+        source,
+        destination,
+        identical,
+        hints,
+        keep_directory_mtimes=dirtimes.can_set(queue.destination),
+    )
+    for record in records_of_tree:
         records.append(record)
         if len(records) >= chunk:
             _append_chunk(queue, records)

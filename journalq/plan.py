@@ -75,6 +75,7 @@ __all__ = [
     "accesses",
     "action_id",
     "child_id",
+    "directory_mtimes_to_set",
     "expand",
     "glob_matches",
     "list_tree",
@@ -83,6 +84,7 @@ __all__ = [
     "resolve_target",
     "rounds",
     "same_filesystem",
+    "same_mtime",
     "skipped_children",
     "stage",
     "unsafe_reason",
@@ -173,6 +175,9 @@ class Listing(msgspec.Struct):
     rejected: dict[str, str] = msgspec.field(default_factory=dict)
     #: The ETag of each file whose backend reports one, by relative path.
     etags: dict[str, str] = msgspec.field(default_factory=dict)
+    #: The mtime in nanoseconds of each directory whose backend reports one,
+    #: by relative path; the root is ``""``.
+    directory_mtimes: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 def list_tree(fs: fsspec.AbstractFileSystem, root: str) -> Listing:
@@ -197,7 +202,7 @@ def _list_local(root: str) -> Listing:
         raise FileNotFoundError(f"source directory not found: {root}") from None
     if not stat_module.S_ISDIR(info.st_mode):
         raise NotADirectoryError(f"not a directory: {root}")
-    listing = Listing()
+    listing = Listing(directory_mtimes={"": info.st_mtime_ns})
     _walk_local(root, "", listing, {(info.st_dev, info.st_ino)})
     return listing
 
@@ -265,6 +270,7 @@ def _walk_other(
         listing.problems[relpath] = "symbolic link loop"
         return
     listing.directories.append(relpath)
+    listing.directory_mtimes[relpath] = info.st_mtime_ns
     ancestors.add(identity)
     try:
         _walk_local(path, relpath + "/", listing, ancestors)
@@ -288,7 +294,7 @@ def _list_generic(fs: fsspec.AbstractFileSystem, root: str) -> Listing:
     # False for any error and isdir() for any OSError, so a dropped
     # connection would read as a missing source.
     try:
-        kind = fs.info(root).get("type")
+        root_info = fs.info(root)
     except MissingBucketError:
         raise
     except FileNotFoundError:
@@ -296,9 +302,10 @@ def _list_generic(fs: fsspec.AbstractFileSystem, root: str) -> Listing:
         # that names a missing bucket.
         fs.exists(root)
         raise FileNotFoundError(f"source directory not found: {root}") from None
-    if kind != "directory":
+    if root_info.get("type") != "directory":
         raise NotADirectoryError(f"not a directory: {root}")
     listing = Listing()
+    _add_directory_mtime(listing, "", root_info)
     directories: set[str] = set()
     # NOTE: unlike the local walk, this does not fail a subdirectory that
     # cannot be listed alone: what find() does then depends on the backend,
@@ -321,6 +328,7 @@ def _list_generic(fs: fsspec.AbstractFileSystem, root: str) -> Listing:
             continue
         if marker or info.get("type") == "directory":
             directories.add(relpath)
+            _add_directory_mtime(listing, relpath, info)
             continue
         listing.files[relpath] = (size, compare.mtime_from_info(info))
         etag = _listed_etag(info)
@@ -328,6 +336,15 @@ def _list_generic(fs: fsspec.AbstractFileSystem, root: str) -> Listing:
             listing.etags[relpath] = etag
     listing.directories = sorted(directories)
     return listing
+
+
+def _add_directory_mtime(listing: Listing, relpath: str, info: dict) -> None:
+    # Filesystems with real directories (SFTP) report their "mtime". An
+    # object store's LastModified for a directory is when its marker was
+    # made, so it is left out.
+    mtime_ns = compare.mtime_from_info({"mtime": info.get("mtime")})
+    if mtime_ns is not None:
+        listing.directory_mtimes[relpath] = mtime_ns
 
 
 def _listed_etag(info: dict) -> str | None:
@@ -416,6 +433,8 @@ def expand(
     destination: Listing | None = None,
     identical: Identical | None = None,
     hints: dict[str, tuple[Entry, Entry | None]] | None = None,
+    *,
+    keep_directory_mtimes: bool = False,
 ) -> Iterator[ActionAdded | Failed | Expanded]:
     """Yield the children of a copy_tree or sync, then its ``expanded`` record.
 
@@ -425,7 +444,9 @@ def expand(
     ``hints`` receives, per file to copy, the source and destination entries
     just listed, so a run right after the listing need not stat them again.
     A name that cannot be copied safely yields a child and its ``failed``
-    record (see the module docstring).
+    record (see the module docstring). With ``keep_directory_mtimes`` the
+    ``expanded`` record carries the source's directory mtimes, for the run
+    that ends the tree to set (see :func:`directory_mtimes_to_set`).
     """
     count = 0
     skipped = 0
@@ -476,7 +497,63 @@ def expand(
         for child in _extraneous(parent, source, destination):
             count += 1
             yield child
-    yield Expanded(parent.action_id, count, listing_hash.hexdigest(), skipped, method)
+    mtimes: dict[str, int] = {}
+    if keep_directory_mtimes:
+        mtimes = directory_mtimes_to_set(source, destination, changes=count > 0)
+    yield Expanded(
+        parent.action_id,
+        count,
+        listing_hash.hexdigest(),
+        skipped,
+        method,
+        directory_mtimes=mtimes,
+    )
+
+
+def directory_mtimes_to_set(
+    source: Listing, destination: Listing | None, *, changes: bool
+) -> dict[str, int]:
+    """Return the source directory mtimes that the tree's end sets, by relpath.
+
+    Those are the mtimes of every source directory with a known mtime and
+    a safe name. They are returned when the tree has ``changes`` to make,
+    because each change can set the mtime of the directory it writes in,
+    or when a destination directory is missing or has another mtime.
+    Otherwise none are, so a no-op re-sync journals and stats nothing
+    more. A directory that could not be listed is left out, because its
+    copy is incomplete.
+
+    NOTE: files that a later run with a stricter compare policy adds back
+    (:func:`skipped_children`) to a tree that had no changes are copied
+    without this, so their directories keep the time of that copy.
+    """
+    mtimes = {
+        relpath: mtime_ns
+        for relpath, mtime_ns in source.directory_mtimes.items()
+        if relpath not in source.unlisted
+        and (not relpath or unsafe_reason(relpath) is None)
+    }
+    if changes:
+        return mtimes
+    existing = destination.directory_mtimes if destination is not None else {}
+    for relpath, mtime_ns in mtimes.items():
+        if not same_mtime(mtime_ns, existing.get(relpath)):
+            return mtimes
+    return {}
+
+
+def same_mtime(source_ns: int, destination_ns: int | None) -> bool:
+    """Tell whether a destination directory already has the source's mtime.
+
+    A destination mtime in whole seconds (SFTP's ``utime`` takes seconds)
+    matches a source mtime in the same second.
+    """
+    if destination_ns is None:
+        return False
+    if destination_ns == source_ns:
+        return True
+    whole_seconds = source_ns - source_ns % 1_000_000_000
+    return destination_ns == whole_seconds
 
 
 def skipped_children(

@@ -153,6 +153,11 @@ class Expanded(_Record, tag=3):
 
     ``skipped`` files were already identical at the destination when the
     tree was listed, decided by ``method``; they get no action of their own.
+    ``directory_mtimes`` are the mtimes in nanoseconds of the source's
+    directories, by path relative to the tree (``""`` is its root), that
+    the run which ends the tree gives the destination's directories. It is
+    empty where the destination cannot set them, and when the listing
+    found nothing to change.
     """
 
     action_id: str
@@ -160,6 +165,7 @@ class Expanded(_Record, tag=3):
     listing_digest: str
     skipped: int = 0
     method: str = ""
+    directory_mtimes: dict[str, int] = {}
 
 
 class Started(_Record, tag=4):

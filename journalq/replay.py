@@ -251,6 +251,9 @@ class ActionState(msgspec.Struct, array_like=True, gc=False):
     #: was canceled, with no item retried since. Its next end then adds no
     #: attempt. Older snapshots lack the field and decode it as False.
     reopened_by_cancel: bool = False
+    #: The source directory mtimes that the end of a tree sets at the
+    #: destination: the ``directory_mtimes`` of its ``expanded`` record.
+    directory_mtimes: dict[str, int] | None = None
 
     # Mutable, so unhashable like every Struct that is not frozen.
     __eq__ = _same_action
@@ -776,6 +779,8 @@ class QueueState:
         action.children = record.children
         action.skipped = record.skipped
         action.skip_method = record.method
+        if record.directory_mtimes:
+            action.directory_mtimes = record.directory_mtimes
         self.skipped += record.skipped
         self.identical_when_listed += record.skipped
 

@@ -57,6 +57,7 @@ WORKLOAD_POINTS = [
     "transfer.before_rename",
     "transfer.after_rename",
     "queue.expansion_chunk",
+    "executor.before_directory_mtimes",
 ]
 #: Points only the recovery after a crash reaches, with what prepares them:
 #: a killed round, or a killed round whose last segment then got a torn tail.
