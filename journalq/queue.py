@@ -84,6 +84,11 @@ EXPANSION_CHUNK: Final = 50_000
 
 #: The statuses of an action that ``cancel`` with its id cancels.
 _CANCELABLE: Final = frozenset({Status.WAITING, Status.FAILED})
+#: What a cancel handed to the process that runs the queue names. An
+#: action in progress on disk may be out at a copy process, which returns
+#: it unstarted when the request arrives; that process then cancels it,
+#: and spares it if it started.
+_HANDOFF_CANCELABLE: Final = frozenset({Status.WAITING, Status.INPROGRESS})
 
 #: The statuses whose action's last error is its current one: failed, or
 #: waiting or running again after a failed attempt.
@@ -701,19 +706,21 @@ class StorageQueue:
 
     def _cancel_targets(self, id: str | None) -> list[str]:
         state = self.state
+        handoff = self._store is None
         if id is None:
+            wanted = _HANDOFF_CANCELABLE if handoff else {Status.WAITING}
             return [
                 action.action_id
                 for action in state.actions.values()
-                if action.status is Status.WAITING
+                if action.status in wanted
             ]
+        wanted = _CANCELABLE | _HANDOFF_CANCELABLE if handoff else _CANCELABLE
         # The status is read first: reading a compacted item's parent
         # decodes its history, and a compacted item has ended.
         return [
             action.action_id
             for action in state.actions.values()
-            if action.status in _CANCELABLE
-            and id in (action.action_id, action.added.parent)
+            if action.status in wanted and id in (action.action_id, action.added.parent)
         ]
 
     def retry(self) -> list[str]:
