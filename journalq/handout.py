@@ -187,7 +187,7 @@ class Handout:
     ) -> None:
         """Run here a handed-out action whose copy came back without an outcome.
 
-        ``error`` says why, for a helper whose copies may outlive this
+        ``error`` gives the reason, for a helper whose copies may outlive this
         process: its started attempt ends as a transient failure, and the
         next attempt, here, sweeps what the helper may have left behind. A
         copy process's action waits again instead, with no attempt used,

@@ -480,10 +480,10 @@ class QueueStore:
         """Journal the hand-out of the waiting actions among ``action_ids``.
 
         One ``handed out`` record makes them in progress, and the call
-        returns once it is durable, so the copy process they go to may
-        rename files into place: a crash from then on leaves them started,
-        and the next open spares them from a pending cancel and sweeps
-        their temporary files. Until :meth:`release` or :meth:`hand_back`
+        returns once it is durable. So a crash after the copy process they
+        go to renamed a file into place leaves them started: the next open
+        spares them from a pending cancel and sweeps their temporary files.
+        Until :meth:`release` or :meth:`hand_back`
         they are reserved too: a cancel from the inbox is held for them,
         to take effect if they come back unstarted. Returns the ids handed
         out; the others have ended, started or been handed out meanwhile.

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from journalq import StorageQueue, copier, executor, inbox
+from journalq import StorageQueue, copier, executor, inbox, transfer
 from journalq.events import Event
 from journalq.records import Canceled, Completed, Outcome, encode_batch
 from journalq.replay import Status
@@ -254,13 +254,18 @@ def test_cancel_of_copied_handout_dropped(tmp_path: Path) -> None:
 
 def test_handout_spared_after_crash(tmp_path: Path) -> None:
     """A run killed while it keeps a cancel of a handed-out copy leaves it
-    started: the next open spares it from the cancel, and it waits to be
-    copied or verified, since the copy process may have renamed the file
-    into place."""
+    started: the next open spares it from the cancel and removes the
+    temporary file of a copy cut off, and the action waits to be copied
+    or verified, since the copy process may have renamed the file into
+    place. The script writes that temporary file itself, where the copy
+    process writes it (attempt 1, no nonce)."""
     (tmp_path / "file.txt").write_text("content")
     queue_dir = tmp_path / "queue"
-    with StorageQueue(tmp_path, tmp_path / "out", queue_dir) as queue:
+    out = tmp_path / "out"
+    out.mkdir()
+    with StorageQueue(tmp_path, out, queue_dir) as queue:
         action_id = queue.copy_file("file.txt", "file.txt")
+    temporary = transfer.temp_path(str(out / "file.txt"), action_id, 1)
     script = textwrap.dedent(
         f"""
         import os
@@ -270,6 +275,8 @@ def test_handout_spared_after_crash(tmp_path: Path) -> None:
 
         store = QueueStore.open({str(queue_dir)!r})
         store.hand_out([{action_id!r}], 1)
+        with open({temporary!r}, "wb") as cut_off:
+            cut_off.write(b"cont")
         inbox.post({str(queue_dir)!r}, encode_batch([Canceled({action_id!r})]))
         store.drain_inbox()
         os._exit(9)
@@ -281,11 +288,13 @@ def test_handout_spared_after_crash(tmp_path: Path) -> None:
     )
     with StorageQueue(name=queue_dir) as queue:
         reopened = queue.get_action(action_id).status
+        swept = not os.path.exists(temporary)
         queue.run()
         ran = queue.get_action(action_id).status
 
     assert killed.returncode == 9, killed.stderr
     assert reopened == "waiting"
+    assert swept
     assert ran == "completed"
     assert (tmp_path / "out" / "file.txt").read_text() == "content"
     assert os.listdir(queue_dir / inbox.INBOX_DIR) == []

@@ -2,8 +2,8 @@
 
 A `journalq copy` of many small new files between local disks hands them
 to forked copy processes in batches. Each batch is journaled as in
-progress before it goes out, so `status` in another process shows it, and
-a run killed after a cancel arrived leaves its copied files started:
+progress before it goes out, so `status` in another process shows it. A
+run killed after a cancel arrived leaves its copied files started, so
 the next run verifies them rather than recording them as canceled.
 """
 
@@ -117,8 +117,8 @@ def test_kill_after_cancel_keeps_copied_files(stopped_copy: StoppedCopy) -> None
     """
     process, destination, queue = stopped_copy
     canceled = run_journalq("cancel", "--all", "--queue", queue)
-    # The copy process hands back the rest of its batch once it sees the
-    # request; this gives it the time to finish the file it is on.
+    # The copy process hands back the rest of its batch once the request
+    # changes the inbox's mtime. This gives it the time to finish its file.
     time.sleep(0.5)
     process.kill()
     process.communicate(timeout=60)
