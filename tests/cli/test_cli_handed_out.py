@@ -94,18 +94,22 @@ def test_status_shows_handed_out_files(stopped_copy: StoppedCopy) -> None:
     process.send_signal(signal.SIGCONT)
     _, stderr = process.communicate(timeout=120)
     after = json.loads(run_journalq("status", "--json", "--queue", queue).stdout)
+    rows = json_lines(listed.stdout)
+    handed = next((row["id"] for row in rows if row["kind"] == "copy_file"), "")
+    shown = run_journalq("show", handed, "--queue", queue)
 
     assert status.returncode == ExitCode.OK, status.stderr
     counts = json.loads(status.stdout)
     assert counts["running"] is not None
     assert counts["inprogress"] > 0
     assert listed.returncode == ExitCode.OK, listed.stderr
-    rows = json_lines(listed.stdout)
     assert [row["status"] for row in rows] == ["inprogress"] * counts["inprogress"]
     assert "copy_file" in {row["kind"] for row in rows}
     assert process.returncode == ExitCode.OK, stderr
     assert after["inprogress"] == 0
     assert after["completed"] == after["length"]
+    assert shown.returncode == ExitCode.OK, shown.stderr
+    assert "started attempt 1 in a copy process" in shown.stdout
 
 
 def test_kill_after_cancel_keeps_copied_files(stopped_copy: StoppedCopy) -> None:
