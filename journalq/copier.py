@@ -173,9 +173,12 @@ class Helper(Protocol):
     broken: bool
     #: The largest file the helper takes, in bytes; ``None`` for any size.
     max_bytes: int | None
-    #: Whether the coordinator journals a ``started`` record per hand-out.
-    #: True for helpers whose copies may go on after the coordinator dies
-    #: (Dask workers): the next open then sweeps their temporary files.
+    #: Whether the coordinator journals a ``started`` record per action
+    #: handed out, and ends a copy that came back undone as a failed
+    #: attempt. True for helpers whose copies may go on after the
+    #: coordinator dies (Dask workers). False for copy processes, whose
+    #: batch gets one ``handed out`` record and whose undone copies wait
+    #: again.
     journals_start: bool
 
     def send(self, tasks: Sequence[Task], inbox_mtime_ns: int | None) -> None:
@@ -305,8 +308,9 @@ class CopyProcess:
         self.max_bytes: int | None = max_bytes
         # It dies with the coordinator (PR_SET_PDEATHSIG), so no copy of it
         # outlives the lock. Its temporary names, those of attempt 1 without
-        # a nonce, are left over only by a copy that died, and the next copy
-        # of the file to the same name removes such a file.
+        # a nonce, are left over only by a copy that died. The next open
+        # sweeps those of a crashed run's hand-outs, and the next copy of
+        # the file to the same name removes such a file too.
         self.journals_start = False
         task_read, self._task_write = os.pipe()
         self._outcome_read, outcome_write = os.pipe()

@@ -10,16 +10,22 @@ meanwhile. Every other action, and every copy the helper failed, runs
 here through :meth:`journalq.executor.Executor.run_action`, so its
 failures are classified, retried and worded as any other.
 
-A copy process's hand-out gets no ``started`` record, only ``completed``
-once its durable group (:mod:`journalq.groups`) is synced: a crash before
-that leaves the action waiting, and the next run finds the file
-identical. A helper whose copies may outlive this process gets a
-``started`` record per action instead.
+A batch for a copy process gets one ``handed out`` record
+(:class:`journalq.records.HandedOut`), durable before the batch is sent,
+and each action ``completed`` once its durable group
+(:mod:`journalq.groups`) is synced. So ``status`` in another process
+shows the batch in progress, and after a crash the next open treats its
+actions as started by a run that died: a pending cancel spares them, their
+temporary files are swept, and the resumed run copies or verifies them. A
+helper whose copies may outlive this process gets a ``started`` record
+per action instead.
 
 A copy process hands back the files it has not started once the queue's
-inbox changes (see :mod:`journalq.copier`). Their reservations end, which
-decides the cancels held for them (:meth:`journalq.store.QueueStore.release`),
-and the thread reads the inbox and hands out again what still waits.
+inbox changes (see :mod:`journalq.copier`). A ``returned`` record makes
+them wait again, with no attempt used, and their reservations end, which
+decides the cancels held for them (:meth:`journalq.store.QueueStore.release`):
+a cancel ends them. The thread then reads the inbox and hands out again
+what still waits.
 
 The executor owns one :class:`Handout`, which calls back into the executor
 for the life of each action: running it, recording a failure, emitting
@@ -150,37 +156,55 @@ class Handout:
         except OSError as exc:
             logger.warning("copying without that process from now on: %s", exc)
             for action, _ in handed:
-                self._take_back(action, helper, exc)
-                self._executor.run_action(action, group)
+                self._run_here(action, helper, exc, group)
             return None
         return _Handed(handed, observed_ns)
 
     def _take_out(self, actions: list[ActionState], helper: copier.Helper) -> set[str]:
-        """Keep cancels away from ``actions`` while ``helper`` copies them.
+        """Journal ``actions`` as started before ``helper`` may copy them.
 
-        A cancel would be a second terminal record. A helper whose copies may
-        outlive this process gets a ``started`` record per action, so that a
-        crash makes the next open sweep their temporary files. The others
-        are only reserved in memory, which costs no journal record. Returns
-        the ids taken out.
+        A helper whose copies may outlive this process gets a ``started``
+        record per action, and a failed copy there ends as a failed attempt
+        (:meth:`_run_here`). A copy process gets one ``handed out`` record
+        for the batch, made durable before the batch is sent, and the
+        actions stay reserved so that a cancel waits for their outcome.
+        Returns the ids taken out.
         """
+        store = self.context.store
         if helper.journals_start:
             now = time.time_ns()
-            return self.context.store.start_all(
+            return store.start_all(
                 Started(action.action_id, _HANDED_ATTEMPT, now) for action in actions
             )
-        return self.context.store.reserve(action.action_id for action in actions)
+        return store.hand_out((action.action_id for action in actions), _HANDED_ATTEMPT)
 
-    def _take_back(
-        self, action: ActionState, helper: copier.Helper, error: BaseException
+    def _run_here(
+        self,
+        action: ActionState,
+        helper: copier.Helper,
+        error: BaseException,
+        group: DurableGroup,
     ) -> None:
-        """End a hand-out whose copy came back undone, so it can run here."""
-        if not helper.journals_start:
-            self.context.store.release([action.action_id])
-            return
-        # The started attempt ends as a transient failure, and the next
-        # attempt, here, sweeps what the helper may have left behind.
-        self._executor.record_failure(action, _HANDED_ATTEMPT, error, True)
+        """Run here a handed-out action whose copy came back without an outcome.
+
+        ``error`` gives the reason, for a helper whose copies may outlive this
+        process: its started attempt ends as a transient failure, and the
+        next attempt, here, sweeps what the helper may have left behind. A
+        copy process's action waits again instead, with no attempt used,
+        so a cancel held for it takes effect, and otherwise its first
+        attempt here replaces what the process may have written.
+        NOTE: a copy process that died after renaming a file into place,
+        or whose ``stat`` after the rename failed, returns no outcome
+        either, so a cancel held for that file ends it although the file
+        was copied.
+        """
+        store = self.context.store
+        if helper.journals_start:
+            self._executor.record_failure(action, _HANDED_ATTEMPT, error, True)
+        else:
+            store.hand_back([action.action_id], _HANDED_ATTEMPT)
+            store.release([action.action_id])
+        self._executor.run_action(action, group)
 
     def _collect(
         self, handed: _Handed, group: DurableGroup, helper: copier.Helper
@@ -188,7 +212,7 @@ class Handout:
         """Journal what ``helper`` copied of a batch; copy its failures here.
 
         Returns the actions that ``helper`` handed back without starting
-        them, released from their reservations.
+        them, which wait again (:meth:`journalq.store.QueueStore.hand_back`).
         """
         already_broken = helper.broken
         try:
@@ -198,16 +222,20 @@ class Handout:
                 logger.warning("copying without that process from now on: %s", exc)
             outcomes = [None] * len(handed.items)
         handed_back: list[ActionState] = []
-        for (action, task), outcome in zip(handed.items, outcomes, strict=True):
+        for (action, _), outcome in zip(handed.items, outcomes, strict=True):
             if isinstance(outcome, copier.HandedBack):
                 handed_back.append(action)
             elif outcome is None:
-                self._take_back(action, helper, _HandedCopyFailed(action.action_id))
-                self._executor.run_action(action, group)
+                error = _HandedCopyFailed(action.action_id)
+                self._run_here(action, helper, error, group)
             else:
-                self._finish_handed(action, task, outcome, handed.observed_ns, group)
+                self._finish_handed(action, outcome, helper, handed.observed_ns, group)
         if handed_back:
-            self.context.store.release(action.action_id for action in handed_back)
+            # Not started there, so a cancel that came meanwhile ends them,
+            # and the thread hands out again those that still wait.
+            handed_back_ids = [action.action_id for action in handed_back]
+            self.context.store.hand_back(handed_back_ids, _HANDED_ATTEMPT)
+            self.context.store.release(handed_back_ids)
         return handed_back
 
     def _task(self, action: ActionState, helper: copier.Helper) -> copier.Task | None:
@@ -257,22 +285,17 @@ class Handout:
     def _finish_handed(
         self,
         action: ActionState,
-        task: copier.Task,
         outcome: copier.Copied | copier.Identical,
+        helper: copier.Helper,
         observed_ns: int,
         group: DurableGroup,
     ) -> None:
-        # A copy process's hand-out has no ``started`` record: one would
-        # cost as much as the rest of the file's journaling, and a crash
-        # before ``completed`` leaves the action waiting, so the next run
-        # finds the copy there, identical. The reservation made when the
-        # batch went out keeps cancels away.
         attempt = _HANDED_ATTEMPT
         if action.terminal:
             self.context.store.release([action.action_id])
             return
         if isinstance(outcome, copier.Identical):
-            self._finish_identical(action, outcome, observed_ns, group)
+            self._finish_identical(action, outcome, helper, observed_ns, group)
             return
         bytes_copied = outcome.bytes
         stamp = outcome.source_stamp
@@ -303,6 +326,7 @@ class Handout:
         self,
         action: ActionState,
         outcome: copier.Identical,
+        helper: copier.Helper,
         observed_ns: int,
         group: DurableGroup,
     ) -> None:
@@ -327,8 +351,8 @@ class Handout:
             action, _HANDED_ATTEMPT, files, outcome.digest, observed_ns
         )
         if records is None:
-            self.context.store.release([action.action_id])
-            self._executor.run_action(action, group)
+            error = _HandedCopyFailed(action.action_id)
+            self._run_here(action, helper, error, group)
             return
         self._executor.emit(EventType.STARTED, action, attempt=_HANDED_ATTEMPT)
         self._executor.finish(action, records, group)

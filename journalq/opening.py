@@ -361,10 +361,11 @@ def _sweep_temporaries(queue: StorageQueue, failures: list[Failed]) -> None:
     a copy in parts stays, because the next attempt resumes it. A
     destination that cannot be listed now keeps its temporary files,
     and the next attempt at the action sweeps them again.
-    NOTE: a copy that a copy process made, or an attempt whose
-    ``started`` record was not yet written, left no trace in the
-    journal. Its temporary file is removed only when the file is copied
-    again to the same name, not when the action is canceled.
+    NOTE: an attempt whose ``started`` record was not yet written left
+    no trace in the journal. Its temporary file is removed only when the
+    file is copied again to the same name, not when the action is
+    canceled. A copy process's batch is journaled (``handed out``)
+    before the process gets it, so its temporary files are swept here.
     """
     state = queue._require_store().state
     for failure in failures:

@@ -84,6 +84,11 @@ EXPANSION_CHUNK: Final = 50_000
 
 #: The statuses of an action that ``cancel`` with its id cancels.
 _CANCELABLE: Final = frozenset({Status.WAITING, Status.FAILED})
+#: The statuses of the actions that a cancel handed to the process that
+#: runs the queue names. An action in progress on disk may be out at a copy
+#: process, which returns it unstarted when the request arrives. The
+#: running process then cancels it, and spares it if it started.
+_HANDOFF_CANCELABLE: Final = frozenset({Status.WAITING, Status.INPROGRESS})
 
 #: The statuses whose action's last error is its current one: failed, or
 #: waiting or running again after a failed attempt.
@@ -677,8 +682,10 @@ class StorageQueue:
         canceled completes. Returns the ids canceled; an action that
         started, completed or was canceled before is left as it is. In
         hand-off mode, returns the ids asked of the process that runs the
-        queue, which cancels those that have not started when it reads the
-        request, and ends their trees when its run ends.
+        queue, in-progress ones included, because an action out at a copy
+        process may come back unstarted. That process cancels those that
+        have not started when it reads the request, and ends their trees
+        when its run ends.
         """
         state = self.state
         if id is not None and id not in state.actions:
@@ -701,18 +708,21 @@ class StorageQueue:
 
     def _cancel_targets(self, id: str | None) -> list[str]:
         state = self.state
+        handoff = self._store is None
         if id is None:
+            statuses = _HANDOFF_CANCELABLE if handoff else {Status.WAITING}
             return [
                 action.action_id
                 for action in state.actions.values()
-                if action.status is Status.WAITING
+                if action.status in statuses
             ]
+        statuses = _CANCELABLE | _HANDOFF_CANCELABLE if handoff else _CANCELABLE
         # The status is read first: reading a compacted item's parent
         # decodes its history, and a compacted item has ended.
         return [
             action.action_id
             for action in state.actions.values()
-            if action.status in _CANCELABLE
+            if action.status in statuses
             and id in (action.action_id, action.added.parent)
         ]
 

@@ -34,7 +34,7 @@ import msgspec
 #: Raised when the meaning of an existing record changes.
 FORMAT_MAJOR: Final = 1
 #: Raised when a record type is added.
-FORMAT_MINOR: Final = 2
+FORMAT_MINOR: Final = 3
 
 
 class Kind(enum.StrEnum):
@@ -314,6 +314,32 @@ class PartWritten(_Record, tag=13):
     part: Part
 
 
+class HandedOut(_Record, tag=14):
+    """A batch of actions went to a copy process, which may copy them now.
+
+    Each action named folds as if it had a ``started`` record of
+    ``attempt``: it is in progress, for ``status`` in another process and
+    for the next open after a crash. One record for the batch costs about
+    34 bytes per action where a ``started`` record costs 46.
+    """
+
+    action_ids: tuple[str, ...]
+    attempt: int = 1
+    started_ns: int = 0
+
+
+class Returned(_Record, tag=15):
+    """Actions handed out at ``attempt`` came back without being started.
+
+    Each one still in progress at that attempt waits again, with the
+    attempt count it had before (``attempt - 1``), so a cancel can end it
+    and a run can hand it out again or run it itself.
+    """
+
+    action_ids: tuple[str, ...]
+    attempt: int = 1
+
+
 Record = (
     QueueCreated
     | ActionAdded
@@ -328,6 +354,8 @@ Record = (
     | Retried
     | PartsPlanned
     | PartWritten
+    | HandedOut
+    | Returned
 )
 
 #: Records whose batch must be durable before the call that wrote them
@@ -339,6 +367,7 @@ DURABLE_TYPES: Final = (
     Completed,
     Canceled,
     PartsPlanned,
+    HandedOut,
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -14,6 +14,9 @@ Rules of the fold:
   tree wait again, to end once more after its items.
 * A retryable ``failed`` record ends one attempt: the action waits again and
   keeps its attempt count and the error.
+* A ``handed out`` record folds as a ``started`` record of each action it
+  names. A ``returned`` record makes those of them still in progress at
+  its attempt wait again, with the attempt count they had before.
 * An ``added`` record for an action id that already exists is a duplicate
   and changes nothing, which makes a re-expanded tree or a re-ingested
   hand-off file harmless.
@@ -61,6 +64,7 @@ from journalq.records import (
     Digested,
     Expanded,
     Failed,
+    HandedOut,
     Identity,
     Kind,
     Outcome,
@@ -71,6 +75,7 @@ from journalq.records import (
     QueueCreated,
     Record,
     Retried,
+    Returned,
     Service,
     SnapshotTaken,
     Started,
@@ -631,6 +636,8 @@ class QueueState:
             Retried: self._retried,
             PartsPlanned: self._parts_planned,
             PartWritten: self._part_written,
+            HandedOut: self._handed_out,
+            Returned: self._returned,
         }
         self._deferred: Callable[[], None] | None = None
         self._deferred_length = 0
@@ -733,6 +740,29 @@ class QueueState:
         counts[action.status] -= 1
         counts[status] += 1
         action.status = status
+
+    def _handed_out(self, record: HandedOut) -> None:
+        """Fold a hand-out as a ``started`` record of each action it names."""
+        for action_id in record.action_ids:
+            action = self.actions.get(action_id)
+            if action is None or action.status in TERMINAL:
+                continue
+            action.attempts = max(action.attempts, record.attempt)
+            action.bytes = 0
+            self._set_status(action, _INPROGRESS)
+
+    def _returned(self, record: Returned) -> None:
+        """Make the actions a helper returned unstarted wait as before."""
+        for action_id in record.action_ids:
+            action = self.actions.get(action_id)
+            if (
+                action is None
+                or action.status is not _INPROGRESS
+                or action.attempts != record.attempt
+            ):
+                continue
+            action.attempts = record.attempt - 1
+            self._set_status(action, _WAITING)
 
     def _created(self, record: QueueCreated) -> None:
         if self.created is None:

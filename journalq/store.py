@@ -49,7 +49,9 @@ from journalq.records import (
     FORMAT_MAJOR,
     FORMAT_MINOR,
     Canceled,
+    HandedOut,
     Record,
+    Returned,
     SnapshotTaken,
     Started,
     decode_batch,
@@ -353,7 +355,7 @@ class QueueStore:
         self._lock = lock
         self._journal = journal
         self._mutex = threading.Lock()
-        # Actions handed out without a started record (see reserve()).
+        # Actions out at a copy process (see hand_out()).
         self._reserved: set[str] = set()
         self._held_cancels = _HeldCancels()
         self._snapshot_mutex = threading.Lock()
@@ -474,26 +476,50 @@ class QueueStore:
             self.state.last_lsn = self._journal.append(started, durable=False)
         return {record.action_id for record in started}
 
-    def reserve(self, action_ids: Iterable[str]) -> set[str]:
-        """Keep the waiting actions among ``action_ids`` from being canceled.
+    def hand_out(self, action_ids: Iterable[str], attempt: int) -> set[str]:
+        """Journal the hand-out of the waiting actions among ``action_ids``.
 
-        For work handed out without a ``started`` record: until
-        :meth:`release`, a cancel treats these actions as started. Returns
-        the ids reserved; the others have ended or started meanwhile.
+        One ``handed out`` record makes them in progress, and the call
+        returns once it is durable. So a crash after the copy process they
+        go to renamed a file into place leaves them started: the next open
+        spares them from a pending cancel and sweeps their temporary files.
+        Until :meth:`release` or :meth:`hand_back`
+        they are reserved too: a cancel from the inbox is held for them,
+        to take effect if they come back unstarted. Returns the ids handed
+        out; the others have ended, started or been handed out meanwhile.
         """
         with self._mutex:
-            reserved = {
+            handed = tuple(
                 action_id for action_id in action_ids if self._cancelable(action_id)
-            }
-            self._reserved |= reserved
-        return reserved
+            )
+            if not handed:
+                return set()
+            record = HandedOut(handed, attempt, time.time_ns())
+            self.state.apply(record)
+            self.state.last_lsn = self._journal.append([record], durable=False)
+            self._reserved.update(handed)
+        self._journal.flush()
+        return set(handed)
+
+    def hand_back(self, action_ids: Iterable[str], attempt: int) -> None:
+        """Make handed-out actions that came back without an outcome wait again.
+
+        A ``returned`` record undoes their hand-out at ``attempt``. They
+        stay reserved: the caller runs them or hands them out again, and
+        :meth:`release` then decides the cancels held for them.
+        """
+        record = Returned(tuple(action_ids), attempt)
+        with self._mutex:
+            self.state.apply(record)
+            self.state.last_lsn = self._journal.append([record], durable=False)
 
     def release(self, action_ids: Iterable[str]) -> None:
-        """End the reservation of ``action_ids`` made by :meth:`reserve`.
+        """End the reservation of ``action_ids`` made by :meth:`hand_out`.
 
         A cancel that arrived from the inbox while one of them was reserved
-        takes effect now if the action still waits, that is, if its copy
-        came back undone. One whose copy completed is dropped.
+        takes effect now if the action waits, that is, if its copy came
+        back unstarted (:meth:`hand_back`). One whose copy completed, or
+        started here, is dropped.
         """
         released = list(action_ids)
         with self._mutex:
@@ -640,7 +666,7 @@ class QueueStore:
                 if isinstance(record, Canceled) and not self._droppable(
                     record.action_id
                 ):
-                    if self._reserved_waiting(record.action_id):
+                    if self._reserved_open(record.action_id):
                         self._held_cancels.hold(record, name)
                         held = True
                     else:
@@ -654,13 +680,11 @@ class QueueStore:
         _log_spared(spared)
         return held
 
-    def _reserved_waiting(self, action_id: str) -> bool:
-        """Return whether the action waits but is reserved (under the mutex)."""
+    def _reserved_open(self, action_id: str) -> bool:
+        """Return whether the action is reserved and has not ended (under the mutex)."""
         action = self.state.actions.get(action_id)
         return (
-            action is not None
-            and action.status is Status.WAITING
-            and action_id in self._reserved
+            action is not None and not action.terminal and action_id in self._reserved
         )
 
     def write_result(self, payload: bytes) -> str:

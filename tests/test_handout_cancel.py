@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from journalq import StorageQueue, copier, executor, inbox
+from journalq import StorageQueue, copier, executor, inbox, transfer
 from journalq.events import Event
 from journalq.records import Canceled, Completed, Outcome, encode_batch
 from journalq.replay import Status
@@ -208,38 +208,39 @@ def test_cancel_reaches_handed_out_files(tmp_path: Path) -> None:
     assert os.listdir(queue_dir / inbox.INBOX_DIR) == []
 
 
-def _reserved_with_cancel(tmp_path: Path) -> tuple[QueueStore, str]:
-    """Open a queue store with one waiting copy, reserved, and a cancel posted."""
+def _handed_out_with_cancel(tmp_path: Path) -> tuple[QueueStore, str]:
+    """Open a queue store with one copy handed out and a cancel posted."""
     (tmp_path / "file.txt").write_text("content")
     queue_dir = tmp_path / "queue"
     with StorageQueue(tmp_path, tmp_path / "out", queue_dir) as queue:
         action_id = queue.copy_file("file.txt", "file.txt")
     store = QueueStore.open(queue_dir)
-    assert store.reserve([action_id]) == {action_id}
+    assert store.hand_out([action_id], 1) == {action_id}
     inbox.post(queue_dir, encode_batch([Canceled(action_id, "user")]))
     store.drain_inbox()
     return store, action_id
 
 
-def test_cancel_of_reserved_copy_waits(tmp_path: Path) -> None:
-    store, action_id = _reserved_with_cancel(tmp_path)
+def test_cancel_of_returned_copy_applies(tmp_path: Path) -> None:
+    store, action_id = _handed_out_with_cancel(tmp_path)
     try:
         drained = store.state.actions[action_id].status
         requests = os.listdir(store.directory / inbox.INBOX_DIR)
+        store.hand_back([action_id], 1)
         store.release([action_id])
         released = store.state.actions[action_id].status
     finally:
         store.close()
 
-    assert drained is Status.WAITING
+    assert drained is Status.INPROGRESS
     assert len(requests) == 1
     assert released is Status.CANCELED
     assert read_state(store.directory).actions[action_id].status is Status.CANCELED
     assert os.listdir(store.directory / inbox.INBOX_DIR) == []
 
 
-def test_cancel_of_copied_reserved_dropped(tmp_path: Path) -> None:
-    store, action_id = _reserved_with_cancel(tmp_path)
+def test_cancel_of_copied_handout_dropped(tmp_path: Path) -> None:
+    store, action_id = _handed_out_with_cancel(tmp_path)
     try:
         store.append([Completed(action_id, 1, Outcome.COPIED)], durable=True)
         store.release([action_id])
@@ -251,12 +252,20 @@ def test_cancel_of_copied_reserved_dropped(tmp_path: Path) -> None:
     assert os.listdir(store.directory / inbox.INBOX_DIR) == []
 
 
-def test_held_cancel_survives_crash(tmp_path: Path) -> None:
-    """A run killed while it keeps a cancel leaves the request in the inbox."""
+def test_handout_spared_after_crash(tmp_path: Path) -> None:
+    """A run killed while it keeps a cancel of a handed-out copy leaves it
+    started: the next open spares it from the cancel and removes the
+    temporary file of a copy cut off, and the action waits to be copied
+    or verified, since the copy process may have renamed the file into
+    place. The script writes that temporary file itself, where the copy
+    process writes it (attempt 1, no nonce)."""
     (tmp_path / "file.txt").write_text("content")
     queue_dir = tmp_path / "queue"
-    with StorageQueue(tmp_path, tmp_path / "out", queue_dir) as queue:
+    out = tmp_path / "out"
+    out.mkdir()
+    with StorageQueue(tmp_path, out, queue_dir) as queue:
         action_id = queue.copy_file("file.txt", "file.txt")
+    temporary = transfer.temp_path(str(out / "file.txt"), action_id, 1)
     script = textwrap.dedent(
         f"""
         import os
@@ -265,7 +274,9 @@ def test_held_cancel_survives_crash(tmp_path: Path) -> None:
         from journalq.store import QueueStore
 
         store = QueueStore.open({str(queue_dir)!r})
-        store.reserve([{action_id!r}])
+        store.hand_out([{action_id!r}], 1)
+        with open({temporary!r}, "wb") as cut_off:
+            cut_off.write(b"cont")
         inbox.post({str(queue_dir)!r}, encode_batch([Canceled({action_id!r})]))
         store.drain_inbox()
         os._exit(9)
@@ -276,8 +287,14 @@ def test_held_cancel_survives_crash(tmp_path: Path) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=False
     )
     with StorageQueue(name=queue_dir) as queue:
-        status = queue.get_action(action_id).status
+        reopened = queue.get_action(action_id).status
+        swept = not os.path.exists(temporary)
+        queue.run()
+        ran = queue.get_action(action_id).status
 
     assert killed.returncode == 9, killed.stderr
-    assert status == "canceled"
+    assert reopened == "waiting"
+    assert swept
+    assert ran == "completed"
+    assert (tmp_path / "out" / "file.txt").read_text() == "content"
     assert os.listdir(queue_dir / inbox.INBOX_DIR) == []

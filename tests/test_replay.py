@@ -13,6 +13,7 @@ from journalq.records import (
     Endpoint,
     Expanded,
     Failed,
+    HandedOut,
     Identity,
     Kind,
     Outcome,
@@ -21,6 +22,7 @@ from journalq.records import (
     PartWritten,
     Progress,
     QueueCreated,
+    Returned,
     Started,
 )
 from journalq.replay import (
@@ -229,6 +231,42 @@ def test_cancel_of_failed_item_reopens_tree():
 def test_progress_tracks_inprogress_bytes():
     state = fold([added("a"), Started("a", 1), Progress("a", 1, 4096)])
     assert state.actions["a"].bytes == 4096
+
+
+def test_handed_out_folds_as_started():
+    state = fold([added("a"), added("b"), added("c"), Canceled("c")])
+    state.apply(HandedOut(("a", "b", "c", "unknown"), 1, 5))
+    assert state.actions["a"].status is Status.INPROGRESS
+    assert state.actions["a"].attempts == 1
+    assert state.actions["b"].status is Status.INPROGRESS
+    assert state.actions["c"].status is Status.CANCELED
+    assert recount(state) == state.counts
+
+
+def test_returned_waits_with_attempts_before():
+    state = fold([added("a"), added("b"), HandedOut(("a", "b"), 1)])
+    state.apply(Completed("b", 1, Outcome.COPIED))
+    state.apply(Returned(("a", "b"), 1))
+    assert state.actions["a"].status is Status.WAITING
+    assert state.actions["a"].attempts == 0
+    assert state.actions["b"].status is Status.COMPLETED
+    assert recount(state) == state.counts
+
+
+def test_returned_ignores_later_attempt():
+    state = fold([added("a"), HandedOut(("a",), 1), Started("a", 2)])
+    state.apply(Returned(("a",), 1))
+    assert state.actions["a"].status is Status.INPROGRESS
+    assert state.actions["a"].attempts == 2
+
+
+def test_handed_out_crash_resets_like_started():
+    state = fold([added("a"), HandedOut(("a",), 1)])
+    failures = reset_interrupted(state, max_attempts=5)
+    assert [f.reason for f in failures] == [CRASHED]
+    state.apply_all(failures)
+    assert state.actions["a"].status is Status.WAITING
+    assert state.actions["a"].crashes == 1
 
 
 def test_reset_interrupted_keeps_attempts():

@@ -29,10 +29,12 @@ from journalq.records import (
     Completed,
     Expanded,
     Failed,
+    HandedOut,
     PartsPlanned,
     PartWritten,
     Record,
     Retried,
+    Returned,
     Started,
     decode_batch,
 )
@@ -93,7 +95,10 @@ def _records(frames: list[Frame]) -> Iterator[Record]:
 
 
 def _describe(record: Record, action_id: str) -> Step | None:
-    if getattr(record, "action_id", None) != action_id:
+    if isinstance(record, HandedOut | Returned):
+        if action_id not in record.action_ids:
+            return None
+    elif getattr(record, "action_id", None) != action_id:
         return None
     step = _step(record)
     if step is not None and not step.time_ns:
@@ -115,6 +120,17 @@ def _step(record: Record) -> Step | None:
             return Step(None, text)
         case Started():
             return Step(record.started_ns, f"started attempt {record.attempt}")
+        case HandedOut():
+            return Step(
+                record.started_ns,
+                f"started attempt {record.attempt} in a copy process",
+            )
+        case Returned():
+            return Step(
+                None,
+                f"attempt {record.attempt} returned unstarted by the copy "
+                "process; waits again",
+            )
         case Completed():
             return Step(record.finished_ns, _completed_text(record))
         case Failed():
