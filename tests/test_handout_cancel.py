@@ -144,9 +144,10 @@ def test_unchanged_inbox_copies_batch(tmp_path: Path) -> None:
 
 
 #: Files of the tree whose copies go to one copy process: enough for the
-#: run to fork one (executor.COPY_PROCESS_FILES), in batches of
-#: executor.MAX_BATCH files.
+#: run to fork one (executor.COPY_PROCESS_FILES), in batches of a quarter
+#: of the tree (at most executor.MAX_PROCESS_BATCH files).
 TREE_FILES = 300
+BATCH_FILES = min(executor.MAX_PROCESS_BATCH, TREE_FILES // 4)
 
 
 def test_cancel_reaches_handed_out_files(tmp_path: Path) -> None:
@@ -165,8 +166,8 @@ def test_cancel_reaches_handed_out_files(tmp_path: Path) -> None:
             for action in queue.state.actions.values()
             if action.added.parent is not None
         ]
-        first_batch = files[: executor.MAX_BATCH]
-        second_batch = files[executor.MAX_BATCH : 2 * executor.MAX_BATCH]
+        first_batch = files[:BATCH_FILES]
+        second_batch = files[BATCH_FILES : 2 * BATCH_FILES]
         # The second batch starts with a file that stops the copy process.
         blocking, _ = queue.state.paths(second_batch[0])
         assert blocking is not None
