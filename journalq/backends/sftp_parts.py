@@ -246,7 +246,9 @@ class SFTPPartTarget(parts.PartTarget):
                 )
         except BaseException as exc:
             parts.note_failed_sync(self._sync_key)
-            if not isinstance(exc, asyncssh.SFTPError):
+            if not isinstance(exc, asyncssh.SFTPError) or isinstance(
+                exc, asyncssh.SFTPConnectionLost | asyncssh.SFTPNoConnection
+            ):
                 # A lost connection or an interrupt tells nothing of the
                 # server's disk, so the next run reads the parts back.
                 raise

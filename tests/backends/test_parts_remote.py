@@ -802,6 +802,28 @@ def test_failed_parts_sync_writes_parts_again(tmp_path, remote):
 
 
 @remotes("sftp")
+def test_lost_connection_keeps_parts(tmp_path, remote):
+    """A connection lost during an fsync leaves the parts file in place.
+
+    The loss says nothing of the server's disk, so a process that never
+    saw it reads the parts back instead of writing them all again. The
+    loss is simulated as above; the process is simulated by turning off
+    this process's record of failed syncs.
+    """
+    data = random.Random(f"{SEED}-sync-lost").randbytes(SIZE)
+    copy = upload(tmp_path, remote, data)
+    lost = asyncssh.SFTPConnectionLost("connection lost during fsync")
+    found = fail_third_fsync(remote, lost)
+    remote.monkeypatch.setattr(parts, "note_failed_sync", lambda upload: None)
+
+    summary = copy.finish()
+
+    assert summary.retried == 1
+    assert uploaded(remote) == data
+    assert any(found)
+
+
+@remotes("sftp")
 def test_sync_failure_removes_parts(tmp_path, remote):
     """A server that replies to an fsync with a failure loses the parts file.
 
