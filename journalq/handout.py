@@ -15,8 +15,10 @@ A batch for a copy process gets one ``handed out`` record
 and each action ``completed`` once its durable group
 (:mod:`journalq.groups`) is synced. So ``status`` in another process
 shows the batch in progress, and after a crash the next open treats its
-actions as started by a run that died: a pending cancel spares them, their
-temporary files are swept, and the resumed run copies or verifies them. A
+actions as started by a run that died: a pending cancel spares them and
+their temporary files are swept. They are returned without an attempt
+used or a crash counted, so the resumed run hands them to a copy process
+again, which copies or verifies them. A
 helper whose copies may outlive this process gets a ``started`` record
 per action instead.
 

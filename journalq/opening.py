@@ -46,7 +46,7 @@ from journalq.errors import (
     StorageOptionError,
 )
 from journalq.journal import SyncMode
-from journalq.records import Endpoint, Failed, Kind, QueueCreated, Service
+from journalq.records import Endpoint, Kind, QueueCreated, Returned, Service
 from journalq.replay import reset_interrupted
 from journalq.store import QueueStore, read_format, read_state
 
@@ -338,29 +338,39 @@ def _check_endpoints(
 def recover(queue: StorageQueue, *, chunk: int) -> None:
     """Finish what a crashed run left: open attempts and expansions."""
     store = queue._require_store()
-    failures = reset_interrupted(store.state, queue.max_attempts)
-    if failures:
-        logger.info("resuming %d actions a stopped run left open", len(failures))
+    records = reset_interrupted(store.state, queue.max_attempts)
+    if records:
+        left = [
+            action_id
+            for record in records
+            for action_id in (
+                record.action_ids
+                if isinstance(record, Returned)
+                else (record.action_id,)
+            )
+        ]
+        logger.info("resuming %d actions a stopped run left open", len(left))
         # Swept before the records that end those attempts are journaled:
         # a crash in between leaves them in progress, so the next open
         # sweeps again. After the records, a canceled or failed action
         # would never be looked at again.
-        _sweep_temporaries(queue, failures)
-        store.append(failures, durable=True)
+        _sweep_temporaries(queue, left)
+        store.append(records, durable=True)
     for action in list(store.state.actions.values()):
         unexpanded = action.kind in expansion.PARENTS and action.children is None
         if unexpanded and not action.terminal:
             expansion.expand_again(queue, action, chunk=chunk)
 
 
-def _sweep_temporaries(queue: StorageQueue, failures: list[Failed]) -> None:
+def _sweep_temporaries(queue: StorageQueue, action_ids: list[str]) -> None:
     """Remove the temporary files of the copies a stopped run left open.
 
     A copy killed before its rename leaves a temporary file beside its
     destination (:func:`journalq.transfer.temp_path`). The parts file of
-    a copy in parts stays, because the next attempt resumes it. A
-    destination that cannot be listed now keeps its temporary files,
-    and the next attempt at the action sweeps them again.
+    a copy in parts stays, because the next attempt resumes it. Each
+    directory is listed once for all the copies in it. A directory that
+    cannot be listed now keeps its temporary files, and the next attempt
+    at each of its actions sweeps them again.
     NOTE: an attempt whose ``started`` record was not yet written left
     no trace in the journal. Its temporary file is removed only when the
     file is copied again to the same name, not when the action is
@@ -368,34 +378,31 @@ def _sweep_temporaries(queue: StorageQueue, failures: list[Failed]) -> None:
     before the process gets it, so its temporary files are swept here.
     """
     state = queue._require_store().state
-    for failure in failures:
-        action = state.actions[failure.action_id]
+    targets: list[tuple[str, str]] = []
+    for action_id in action_ids:
+        action = state.actions[action_id]
         if action.kind is not Kind.COPY_FILE:
             continue
         _, destination_path = state.paths(action)
         assert destination_path is not None
+        targets.append((destination_path, action_id))
+    fs = queue.destination.fs
+    for directory, names in transfer.temporaries_by_directory(fs, targets).items():
         try:
-            removed = transfer.sweep_temporaries(
-                queue.destination.fs, destination_path, action.action_id
-            )
+            removed = transfer.sweep_directory(fs, directory, names)
         # Each backend raises its own errors (asyncssh.Error, botocore's
         # ClientError...), and none of them may keep the queue closed.
         except Exception as exc:
             logger.warning(
-                "could not remove the temporary files of action %s beside %s: %s: %s",
-                action.action_id,
-                destination_path,
+                "could not remove the temporary files of %d actions in %s: %s: %s",
+                len(names),
+                directory,
                 type(exc).__name__,
                 exc,
             )
             continue
-        if removed:
-            logger.info(
-                "removed %d temporary files of action %s beside %s",
-                removed,
-                action.action_id,
-                destination_path,
-            )
+        for path, action_id in removed:
+            logger.info("removed temporary file %s of action %s", path, action_id)
 
 
 def _url(value: str) -> str:

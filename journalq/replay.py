@@ -15,8 +15,9 @@ Rules of the fold:
 * A retryable ``failed`` record ends one attempt: the action waits again and
   keeps its attempt count and the error.
 * A ``handed out`` record folds as a ``started`` record of each action it
-  names. A ``returned`` record makes those of them still in progress at
-  its attempt wait again, with the attempt count they had before.
+  names, marked as out at a copy process. A ``returned`` record makes those
+  of them still in progress at its attempt wait again, with the attempt
+  count they had before.
 * An ``added`` record for an action id that already exists is a duplicate
   and changes nothing, which makes a re-expanded tree or a re-ingested
   hand-off file harmless.
@@ -29,8 +30,10 @@ Rules of the fold:
 :func:`reset_interrupted` runs once when a queue is opened for a run: it
 returns the records that make actions a crashed run left in progress wait
 again, or fail when crashes alone have used up their attempts. A crash
-counts against every action in progress at the time. A part of a large
-copy made durable since the last crash starts the count again.
+counts against every action the crashed process itself had started. The
+actions it had handed out to a copy process are returned instead, as if
+that process had given them back: the crash was not theirs. A part of a
+large copy made durable since the last crash starts the count again.
 
 Compaction. A finished copy of a million-file tree leaves a million
 terminal children, each with its ``added`` and ``completed`` records and two
@@ -218,6 +221,7 @@ def _facts(action: Action) -> tuple[object, ...]:
         action.added,
         action.completed,
         action.reopened_by_cancel,
+        action.handed_out,
     )
 
 
@@ -259,6 +263,10 @@ class ActionState(msgspec.Struct, array_like=True, gc=False):
     #: The source directory mtimes that the end of a tree sets at the
     #: destination: the ``directory_mtimes`` of its ``expanded`` record.
     directory_mtimes: dict[str, int] | None = None
+    #: True while the action is in progress because a ``handed out``
+    #: record gave it to a copy process, False once a ``started`` record
+    #: says this process runs it. Read only while it is in progress.
+    handed_out: bool = False
 
     # Mutable, so unhashable like every Struct that is not frozen.
     __eq__ = _same_action
@@ -295,6 +303,7 @@ class CompactAction(msgspec.Struct, array_like=True, gc=False):
     skipped: ClassVar[int] = 0
     terminal: ClassVar[bool] = True
     reopened_by_cancel: ClassVar[bool] = False
+    handed_out: ClassVar[bool] = False
 
     __eq__ = _same_action
     __ne__ = _other_action
@@ -713,6 +722,7 @@ class QueueState:
                 action.attempts = record.attempt
             if kind is Started:
                 action.bytes = 0
+                action.handed_out = False
                 new_status = _INPROGRESS
             else:
                 completed = record
@@ -749,6 +759,7 @@ class QueueState:
                 continue
             action.attempts = max(action.attempts, record.attempt)
             action.bytes = 0
+            action.handed_out = True
             self._set_status(action, _INPROGRESS)
 
     def _returned(self, record: Returned) -> None:
@@ -1113,21 +1124,29 @@ def fold(records: Iterable[Record], state: QueueState | None = None) -> QueueSta
     return state
 
 
-def reset_interrupted(state: QueueState, max_attempts: int) -> list[Failed]:
+def reset_interrupted(state: QueueState, max_attempts: int) -> list[Failed | Returned]:
     """Return the records that end the attempts a crashed run left open.
 
-    Each action still in progress gets a retryable ``failed`` record with
-    reason :data:`CRASHED`, so it waits again with its attempt count kept,
-    or a final one with reason :data:`CRASH_LOOP` once crashes alone reach
-    ``max_attempts``. The caller journals them; the state changes when they
-    are applied, so it stays the fold of the journal.
+    Each action still in progress that the crashed process had started
+    gets a retryable ``failed`` record with reason :data:`CRASHED`, so it
+    waits again with its attempt count kept, or a final one with reason
+    :data:`CRASH_LOOP` once crashes alone reach ``max_attempts``. Those it
+    had handed out to a copy process get one ``returned`` record per
+    attempt, so they wait as they did before the hand-out, and their next
+    run copies them in a copy process again rather than one by one. The
+    caller journals the records; the state changes when they are applied,
+    so it stays the fold of the journal.
     """
-    failures: list[Failed] = []
+    records: list[Failed | Returned] = []
+    returned: dict[int, list[str]] = {}
     for action in state.actions.values():
         if action.status is not Status.INPROGRESS:
             continue
+        if type(action) is ActionState and action.handed_out:
+            returned.setdefault(action.attempts, []).append(action.action_id)
+            continue
         if action.crashes + 1 >= max_attempts:
-            failures.append(
+            records.append(
                 Failed(
                     action.action_id,
                     action.attempts,
@@ -1142,7 +1161,7 @@ def reset_interrupted(state: QueueState, max_attempts: int) -> list[Failed]:
                 )
             )
         else:
-            failures.append(
+            records.append(
                 Failed(
                     action.action_id,
                     action.attempts,
@@ -1152,7 +1171,8 @@ def reset_interrupted(state: QueueState, max_attempts: int) -> list[Failed]:
                     reason=CRASHED,
                 )
             )
-    return failures
+    records += [Returned(tuple(ids), attempt) for attempt, ids in returned.items()]
+    return records
 
 
 class _StateImage(msgspec.Struct, array_like=True):

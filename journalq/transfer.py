@@ -36,7 +36,7 @@ import re
 import secrets
 import stat as stat_module
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Final, Self, cast
 
@@ -63,9 +63,11 @@ __all__ = [
     "new_nonce",
     "open_sink",
     "register_sink",
+    "sweep_directory",
     "sweep_temporaries",
     "sync_filesystem",
     "temp_path",
+    "temporaries_by_directory",
 ]
 
 logger = logging.getLogger(__name__)
@@ -169,11 +171,11 @@ def new_nonce() -> str:
     return secrets.token_hex(6)
 
 
-def _is_temporary_of(entry_name: str, destination_name: str, action_id: str) -> bool:
-    tag = r"\d+(?:-[0-9a-f]+)?"
-    pattern = rf"\.(?P<stem>.+)\.jq-{re.escape(action_id[:8])}-{tag}\.tmp"
-    match = re.fullmatch(pattern, entry_name, flags=re.DOTALL)
-    return match is not None and destination_name.startswith(match["stem"])
+#: A temporary name of :func:`temp_path`: the destination's name (perhaps
+#: shortened) as ``stem`` and the first 8 hex digits of its action id.
+_TEMPORARY = re.compile(
+    r"\.(?P<stem>.+)\.jq-(?P<id>[0-9a-f]{1,8})-\d+(?:-[0-9a-f]+)?\.tmp", re.DOTALL
+)
 
 
 def sweep_temporaries(
@@ -185,21 +187,58 @@ def sweep_temporaries(
     in parts (``-parts.tmp``) does not, because a later attempt resumes it.
     Returns how many were removed. A missing directory removes nothing.
     """
-    if isinstance(fs, LocalFileSystem):
-        destination_path = digest.local_path(destination_path)
-    directory, _, name = destination_path.rpartition("/")
-    leftovers = [
-        entry
-        for entry in _list_names(fs, directory or ".")
-        if _is_temporary_of(entry.rpartition("/")[2], name, action_id)
-    ]
-    for entry in leftovers:
-        logger.debug("removing temporary file %s of action %s", entry, action_id)
-        if isinstance(fs, LocalFileSystem):
-            durable.ops.unlink(entry)
-        else:
-            fs.rm_file(entry)
-    return len(leftovers)
+    [(directory, names)] = temporaries_by_directory(
+        fs, [(destination_path, action_id)]
+    ).items()
+    return len(sweep_directory(fs, directory, names))
+
+
+def temporaries_by_directory(
+    fs: fsspec.AbstractFileSystem, targets: Iterable[tuple[str, str]]
+) -> dict[str, list[tuple[str, str]]]:
+    """Group (destination path, action id) pairs by their directory.
+
+    Each directory maps to the (name, action id) pairs whose temporary
+    files :func:`sweep_directory` looks for there.
+    """
+    groups: dict[str, list[tuple[str, str]]] = {}
+    local = isinstance(fs, LocalFileSystem)
+    for destination_path, action_id in targets:
+        path = digest.local_path(destination_path) if local else destination_path
+        directory, _, name = path.rpartition("/")
+        groups.setdefault(directory or ".", []).append((name, action_id))
+    return groups
+
+
+def sweep_directory(
+    fs: fsspec.AbstractFileSystem, directory: str, names: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """Remove the temporary files in ``directory`` of each (name, action id).
+
+    One listing serves every pair, so sweeping after a crash costs a
+    listing per directory rather than one per action. Returns the
+    (removed path, action id) pairs.
+    """
+    wanted: dict[str, list[tuple[str, str]]] = {}
+    for name, action_id in names:
+        wanted.setdefault(action_id[:8], []).append((name, action_id))
+    removed: list[tuple[str, str]] = []
+    for entry in _list_names(fs, directory):
+        match = _TEMPORARY.fullmatch(entry.rpartition("/")[2])
+        if match is None:
+            continue
+        for name, action_id in wanted.get(match["id"], ()):
+            if name.startswith(match["stem"]):
+                logger.debug(
+                    "removing temporary file %s of action %s", entry, action_id
+                )
+                if isinstance(fs, LocalFileSystem):
+                    durable.ops.unlink(entry)
+                else:
+                    fs.rm_file(entry)
+                removed.append((entry, action_id))
+                break
+    return removed
 
 
 def _list_names(fs: fsspec.AbstractFileSystem, directory: str) -> list[str]:

@@ -260,12 +260,33 @@ def test_returned_ignores_later_attempt():
     assert state.actions["a"].attempts == 2
 
 
-def test_handed_out_crash_resets_like_started():
-    state = fold([added("a"), HandedOut(("a",), 1)])
-    failures = reset_interrupted(state, max_attempts=5)
-    assert [f.reason for f in failures] == [CRASHED]
-    state.apply_all(failures)
-    assert state.actions["a"].status is Status.WAITING
+def test_handed_out_crash_returns_without_count():
+    """A crash of the coordinator is not held against a copy process's batch."""
+    state = fold(
+        [
+            *(added("a"), added("b"), added("c"), HandedOut(("a", "b"), 1)),
+            *(Failed("c", 1, "OSError", "", retryable=True), HandedOut(("c",), 2)),
+        ]
+    )
+    records = reset_interrupted(state, max_attempts=2)
+    assert records == [Returned(("a", "b"), 1), Returned(("c",), 2)]
+    state.apply_all(records)
+    for action_id, attempts in (("a", 0), ("b", 0), ("c", 1)):
+        action = state.actions[action_id]
+        assert action.status is Status.WAITING
+        assert action.attempts == attempts
+        assert action.crashes == 0
+
+
+def test_handed_out_then_started_counts_crash():
+    """An action handed back and then run by the coordinator itself counts."""
+    state = fold(
+        [added("a"), HandedOut(("a",), 1), Returned(("a",), 1), Started("a", 1)]
+    )
+    records = reset_interrupted(state, max_attempts=5)
+    assert [type(record) for record in records] == [Failed]
+    assert records[0].reason == CRASHED
+    state.apply_all(records)
     assert state.actions["a"].crashes == 1
 
 

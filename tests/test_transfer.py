@@ -731,6 +731,37 @@ def test_sweep_finds_nonce_names_not_parts(tmp_path, local_fs):
     assert sorted(os.listdir(tmp_path)) == [parts_file.name]
 
 
+def test_sweep_directory_serves_many_actions(tmp_path, local_fs):
+    """One listing removes the temporary files of every action asked for.
+
+    Two of the actions share the first 8 digits of their ids, and one has
+    a name long enough that its temporary name is shortened.
+    """
+    twin = ACTION_ID[:8] + "ffffffffffffffffffffffff"
+    long_name = "n" * 250
+    targets = [
+        (str(tmp_path / "a.txt"), ACTION_ID),
+        (str(tmp_path / "b.txt"), twin),
+        (str(tmp_path / long_name), "fedcba9876543210"),
+    ]
+    temporaries = [
+        transfer.temp_path(path, action_id, 1) for path, action_id in targets
+    ]
+    kept = transfer.temp_path(str(tmp_path / "c.txt"), ACTION_ID, 1)
+    for path in [*temporaries, kept]:
+        Path(path).write_bytes(b"")
+
+    groups = transfer.temporaries_by_directory(local_fs, targets)
+    assert list(groups) == [str(tmp_path)]
+    removed = transfer.sweep_directory(local_fs, str(tmp_path), groups[str(tmp_path)])
+
+    assert sorted(removed) == sorted(
+        (path, action_id)
+        for path, (_, action_id) in zip(temporaries, targets, strict=True)
+    )
+    assert os.listdir(tmp_path) == [Path(kept).name]
+
+
 def test_sweep_missing_directory(tmp_path, local_fs):
     missing = tmp_path / "no" / "such" / "file"
     assert transfer.sweep_temporaries(local_fs, str(missing), ACTION_ID) == 0
