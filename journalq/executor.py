@@ -344,7 +344,10 @@ class Executor:
         helpers = self._make_helpers(actions)
         processes = len(helpers)
         workers = processes or self._workers(actions)
-        largest = MAX_PROCESS_BATCH if processes else MAX_BATCH
+        # Helpers that journal a started record per action (Dask workers)
+        # gain nothing from larger batches, which would only bunch their work.
+        handed_out = any(not helper.journals_start for helper in helpers)
+        largest = MAX_PROCESS_BATCH if handed_out else MAX_BATCH
         size = max(1, min(largest, len(actions) // (workers * 4) or 1))
         # A batch ends early where its files reach MAX_BATCH_BYTES together;
         # an action of unknown size counts as none.

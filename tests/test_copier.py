@@ -335,6 +335,51 @@ def test_run_hands_copies_to_given_helpers(
     assert copied == contents
 
 
+class CountingHelper(InlineHelper):
+    """An inline helper that keeps the size of every batch sent to it."""
+
+    def __init__(
+        self,
+        source: fsspec.AbstractFileSystem,
+        destination: fsspec.AbstractFileSystem,
+    ) -> None:
+        super().__init__(source, destination)
+        self.sizes: list[int] = []
+
+    def send(self, tasks: list[copier.Task], inbox_mtime_ns: int | None = None) -> None:
+        self.sizes.append(len(tasks))
+        super().send(tasks, inbox_mtime_ns)
+
+
+@pytest.mark.parametrize(
+    ("journals_start", "largest"),
+    [(False, executor.MAX_PROCESS_BATCH), (True, executor.MAX_BATCH)],
+)
+def test_batch_size_follows_journaling(
+    tmp_path: Path,
+    memory_fs: fsspec.AbstractFileSystem,
+    journals_start: bool,
+    largest: int,
+) -> None:
+    """Batches journaled as one hand-out are larger than per-action ones."""
+    make_files(tmp_path / "src", 2400)
+    made: list[CountingHelper] = []
+
+    def helpers(source: Filesystem, destination: Filesystem) -> list[CountingHelper]:
+        for _ in range(2):
+            helper = CountingHelper(source.fs, destination.fs)
+            helper.journals_start = journals_start
+            made.append(helper)
+        return made
+
+    with StorageQueue(tmp_path / "src", "memory://sized", tmp_path / "q") as queue:
+        queue.copy_tree("", "")
+        summary = queue._run(helpers=helpers)
+
+    assert summary.copied == 2400
+    assert max(size for helper in made for size in helper.sizes) == largest
+
+
 class DyingHelper(InlineHelper):
     """A helper whose copies stand for workers killed mid-copy.
 
