@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         QueueError,
         QueueLockedError,
         StorageOptionError,
+        StorageOptionValueError,
     )
     from journalq.events import ActionInfo, Event, EventType, RunSummary
     from journalq.queue import StorageQueue
@@ -56,6 +57,7 @@ _MODULES = {
     "RunSummary": "journalq.events",
     "Status": "journalq.replay",
     "StorageOptionError": "journalq.errors",
+    "StorageOptionValueError": "journalq.errors",
     "StorageQueue": "journalq.queue",
 }
 
@@ -79,6 +81,7 @@ __all__ = [
     "RunSummary",
     "Status",
     "StorageOptionError",
+    "StorageOptionValueError",
     "StorageQueue",
 ]
 

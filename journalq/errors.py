@@ -35,7 +35,7 @@ from __future__ import annotations
 import datetime
 import os
 import shlex
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from journalq.records import Identity
@@ -57,6 +57,7 @@ __all__ = [
     "QueueError",
     "QueueLockedError",
     "StorageOptionError",
+    "StorageOptionValueError",
     "queue_command",
 ]
 
@@ -388,6 +389,56 @@ class StorageOptionError(ActionError):
         if self.option is not None:
             keyword = f"{keyword}[{self.option!r}]"
         return f"{what}; correct {keyword} (nothing was created or added)"
+
+
+class StorageOptionValueError(ActionError):
+    """A storage option that takes a JSON object was given another value.
+
+    ``value`` is the filesystem's URL, ``filesystem`` its class name,
+    ``option`` the option's name and ``given`` its value. ``role``
+    (``"source"`` or ``"destination"``) is set for the options of a queue.
+    The filesystem class would fail on the value only when it is built,
+    with an error that names neither the option nor the fix.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        filesystem: str,
+        option: str,
+        given: object,
+        *,
+        role: str | None = None,
+    ) -> None:
+        self.filesystem = filesystem
+        self.option = option
+        self.given = given
+        self.role = role
+        keyword = f"{role}_options" if role else "the storage options"
+        super().__init__(
+            url,
+            f"{filesystem} {self.problem()}; correct {keyword}[{option!r}] "
+            "(nothing was created or added)",
+        )
+
+    def problem(self) -> str:
+        """Return the clause that names the option and what it was given."""
+        if isinstance(self.given, str):
+            what = f"the string {self.given!r}, which is not valid JSON"
+        else:
+            kind = _JSON_TYPES.get(type(self.given), type(self.given).__name__)
+            what = f"a JSON {kind}"
+        return f"takes a JSON object in the storage option {self.option!r}, not {what}"
+
+
+#: The JSON names of the types a parsed option value can have.
+_JSON_TYPES: Final = {
+    list: "array",
+    bool: "boolean",
+    int: "number",
+    float: "number",
+    type(None): "null",
+}
 
 
 class EndpointMismatchError(ActionError):

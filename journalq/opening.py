@@ -44,6 +44,7 @@ from journalq.errors import (
     QueueError,
     QueueLockedError,
     StorageOptionError,
+    StorageOptionValueError,
 )
 from journalq.journal import SyncMode
 from journalq.records import Endpoint, Kind, QueueCreated, Returned, Service
@@ -264,6 +265,14 @@ def _open_filesystems(
             continue
         try:
             opened[role] = open_filesystem(url, options)
+        except StorageOptionValueError as exc:
+            raise StorageOptionValueError(
+                hide_password(url),
+                exc.filesystem,
+                exc.option,
+                exc.given,
+                role=str(role),
+            ) from exc
         except StorageOptionError as exc:
             kept = {} if created is None else _endpoint_of(created, role).options
             again = (given or {}).get(role, {})

@@ -44,7 +44,7 @@ from typing import Any, Final, NamedTuple
 
 import fsspec
 
-from journalq.errors import StorageOptionError
+from journalq.errors import StorageOptionError, StorageOptionValueError
 
 __all__ = [
     "NestedKeys",
@@ -191,11 +191,17 @@ def _check_names(cls: type, url: str, options: Mapping[str, Any]) -> None:
 
 
 def _check_nested_keys(cls: type, url: str, options: Mapping[str, Any]) -> None:
-    """Raise ``StorageOptionError`` for a key that an option's value may not have."""
+    """Raise ``StorageOptionError`` for a key that an option's value may not have.
+
+    Raises ``StorageOptionValueError`` when such an option is not a JSON
+    object at all.
+    """
     for option, nested in nested_keys(cls).items():
-        value = options.get(option)
-        if not isinstance(value, Mapping):
+        if option not in options:
             continue
+        value = options[option]
+        if not isinstance(value, Mapping):
+            raise StorageOptionValueError(url, cls.__name__, option, value)
         accepted = nested.keys()
         unknown = sorted(str(key) for key in value if key not in accepted)
         if unknown:

@@ -17,7 +17,12 @@ from collections.abc import Iterator
 from typing import Final
 
 from journalq.cli.exits import ExitCode, exit_code_for
-from journalq.errors import EndpointMismatchError, JournalqError, StorageOptionError
+from journalq.errors import (
+    EndpointMismatchError,
+    JournalqError,
+    StorageOptionError,
+    StorageOptionValueError,
+)
 
 __all__ = ["CommandError", "code_for", "describe", "install_hint", "step"]
 
@@ -64,6 +69,13 @@ def describe(error: BaseException) -> str:
     """Return ``error`` as the sentence a user reads."""
     if isinstance(error, StorageOptionError):
         return _describe_storage_option(error)
+    if isinstance(error, StorageOptionValueError):
+        flag = f"--{error.role}-option" if error.role else "--destination-option"
+        return (
+            f"{error.filesystem} ({error.value}) {error.problem()}. Give it as "
+            f'{flag} \'{error.option}={{"name": "value"}}\', with double '
+            "quotes around each name and string (nothing was created or added)"
+        )
     if isinstance(error, EndpointMismatchError):
         return _describe_endpoint_mismatch(error)
     if isinstance(error, CommandError | JournalqError):

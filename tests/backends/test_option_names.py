@@ -21,7 +21,7 @@ import pytest
 import servers
 from store_helpers import Store
 
-from journalq import StorageOptionError, StorageQueue
+from journalq import StorageOptionError, StorageOptionValueError, StorageQueue
 from journalq.backends.option_names import accepted_options, check_options
 from journalq.records import Endpoint, QueueCreated
 from journalq.store import QueueStore
@@ -234,6 +234,55 @@ def test_cli_misspelled_nested_key_rejected(
     assert "Traceback" not in result.stderr
     assert queues_in(home) == []
     assert not s3_store.fs.exists(s3_store.root + "/d0")
+
+
+@pytest.mark.parametrize(
+    ("value", "given"),
+    [
+        ("{region_name: us-east-1}", "the string '{region_name: us-east-1}'"),
+        ("[1, 2]", "a JSON array"),
+    ],
+)
+def test_cli_nested_option_not_object(tmp_path, local_store, s3_store, value, given):
+    """A JSON option given something other than an object fails before any add."""
+    local_store.write("d0/a.txt", b"alpha")
+    home = tmp_path / "home"
+
+    result = journalq(
+        "copy",
+        local_store.path("d0") + "/",
+        s3_store.url + "/d0",
+        *destination_flags(s3_store),
+        *("--destination-option", f"client_kwargs={value}"),
+        home=home,
+    )
+
+    assert result.returncode == 2, result.stderr
+    assert "takes a JSON object in the storage option 'client_kwargs'" in (
+        result.stderr
+    )
+    assert given in result.stderr
+    assert "--destination-option 'client_kwargs={" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert queues_in(home) == []
+
+
+def test_library_nested_option_not_object(tmp_path, local_store):
+    directory = tmp_path / "queue"
+
+    with pytest.raises(StorageOptionValueError) as raised:
+        StorageQueue(
+            local_store.url,
+            "s3://bucket",
+            directory,
+            destination_options={"client_kwargs": "region_name=us-east-1"},
+        )
+
+    error = raised.value
+    assert error.option == "client_kwargs"
+    assert error.role == "destination"
+    assert "correct destination_options['client_kwargs']" in str(error)
+    assert not directory.exists()
 
 
 def test_cli_nested_keys_accepted(tmp_path, local_store, s3_store):
