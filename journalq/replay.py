@@ -221,7 +221,9 @@ def _facts(action: Action) -> tuple[object, ...]:
         action.added,
         action.completed,
         action.reopened_by_cancel,
-        action.handed_out,
+        # Only meaningful while in progress: a snapshot may keep it set on
+        # an action that ended, as the golden queues of format 1.3 do.
+        action.handed_out and action.status is Status.INPROGRESS,
     )
 
 
@@ -264,8 +266,8 @@ class ActionState(msgspec.Struct, array_like=True, gc=False):
     #: destination: the ``directory_mtimes`` of its ``expanded`` record.
     directory_mtimes: dict[str, int] | None = None
     #: True while the action is in progress because a ``handed out``
-    #: record gave it to a copy process, False once a ``started`` record
-    #: says this process runs it. Read only while it is in progress.
+    #: record gave it to a copy process. A ``started``, ``returned``,
+    #: ``failed`` or ``completed`` record clears it.
     handed_out: bool = False
 
     # Mutable, so unhashable like every Struct that is not frozen.
@@ -735,6 +737,7 @@ class QueueState:
                     self._uncount_parts(action.parts)
                     action.parts = None
                 action.bytes = completed.bytes
+                action.handed_out = False
                 new_status = _COMPLETED
                 self.bytes += completed.bytes
                 if completed.outcome is _SKIPPED:
@@ -773,6 +776,7 @@ class QueueState:
             ):
                 continue
             action.attempts = record.attempt - 1
+            action.handed_out = False
             self._set_status(action, _WAITING)
 
     def _created(self, record: QueueCreated) -> None:
@@ -833,6 +837,7 @@ class QueueState:
         action.attempts = max(action.attempts, record.attempt)
         if record.reason == CRASHED:
             action.crashes += 1
+        action.handed_out = False
         status = _WAITING if record.retryable else _FAILED
         self._set_status(action, status)
 

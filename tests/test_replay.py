@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -276,6 +277,20 @@ def test_handed_out_crash_returns_without_count():
         assert action.status is Status.WAITING
         assert action.attempts == attempts
         assert action.crashes == 0
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [
+        Returned(("a",), 1),
+        Failed("a", 1, "OSError", "", retryable=True),
+        Completed("a", 1, Outcome.COPIED, "xxh128", 1),
+    ],
+)
+def test_handed_out_cleared_when_ended(ending):
+    """The flag lasts only while the hand-out does, so compaction keeps equality."""
+    state = fold([added("a"), HandedOut(("a",), 1), ending])
+    assert state.actions["a"].handed_out is False
 
 
 def test_handed_out_then_started_counts_crash():
