@@ -105,7 +105,11 @@ def run_interrupted() -> int:
     process = subprocess.Popen(_command(SYNC_ARGUMENTS), env=_environment())
     while process.poll() is None:
         if sum(1 for _ in _files(DESTINATION)) >= INTERRUPT_AFTER:
-            print(f"[demo] pressing Ctrl-C after {INTERRUPT_AFTER}+ files", flush=True)
+            print(
+                f"[demo] {INTERRUPT_AFTER}+ files are in place: pressing Ctrl-C "
+                "(copies already in flight still finish)",
+                flush=True,
+            )
             process.send_signal(signal.SIGINT)
             break
         time.sleep(POLL_SECONDS)

@@ -52,9 +52,16 @@ json_option = click.option(
     "--json",
     "as_json",
     is_flag=True,
+    help="Print JSON on stdout instead of plain text (docs/json.md has the keys).",
+)
+
+run_json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
     help=(
-        "Print JSON on stdout, one object per line, instead of plain text "
-        "(for a run: one per event, then a summary)."
+        "Print JSON on stdout, one object per line, instead of plain text: "
+        "one per event, then a summary."
     ),
 )
 
@@ -76,7 +83,7 @@ def location_argument(name: str, metavar: str) -> Callable:
 @command("copy")
 @location_argument("source", "SRC")
 @location_argument("destination", "DST")
-@json_option
+@run_json_option
 @run_options
 @storage_options
 @common_options
@@ -115,7 +122,7 @@ def copy_command(source: str, destination: str, as_json: bool) -> None:
     is_flag=True,
     help="With --delete, allow an empty SRC (which deletes everything in DST).",
 )
-@json_option
+@run_json_option
 @run_options
 @storage_options
 @common_options
@@ -140,7 +147,7 @@ def sync_command(
 
 
 @command("run")
-@json_option
+@run_json_option
 @run_options
 @storage_options
 @common_options
@@ -429,12 +436,14 @@ def show_command(action_id: str, as_json: bool) -> None:
 @storage_options
 @common_options
 def cancel_command(action_ids: tuple[str, ...], everything: bool) -> None:
-    """Cancel waiting actions: the given IDs (a tree's files too) or --all.
+    """Cancel waiting or failed actions: the given IDs (a tree's files too) or --all.
 
     An ID may be shortened to any prefix that only one action of the queue
     has.
 
-    An action that has started or ended is left as it is. When another
+    A failed action is canceled so that it no longer counts as failed; its
+    attempts stay in its history. An action in progress, completed or
+    canceled is left as it is. When another
     process runs the queue, the cancel is handed to it, and it cancels the
     actions that have not started by the time it reads the request.
     """
@@ -448,7 +457,10 @@ def cancel_command(action_ids: tuple[str, ...], everything: bool) -> None:
     "--failed",
     is_flag=True,
     default=True,
-    help="Make the failed actions wait again (the default; canceled ones stay).",
+    help=(
+        "Make the failed actions wait again; canceled ones stay. This is "
+        "what retry does, so the flag may be left out."
+    ),
 )
 @storage_options
 @common_options

@@ -99,10 +99,13 @@ def status(as_json: bool) -> None:
     print_table(_count_rows(counts), ["STATUS", "ACTIONS"], right=frozenset({1}))
     if requested := counts["cancels_requested"]:
         noun = "action" if requested == 1 else "actions"
-        click.echo(
-            f"cancel requested: {requested} {noun}, not read yet by the process "
-            "that runs the queue; it cancels those that have not started then"
+        reader = (
+            "the process that runs the queue; it cancels those that have not "
+            "started then"
+            if holder is not None
+            else "a run; the next run of the queue applies it first"
         )
+        click.echo(f"cancel requested: {requested} {noun}, not read yet by {reader}")
     click.echo(describe_skipped(counts))
     click.echo(describe_copied(counts))
     for line in describe_runs(last, died, in_progress=counts["inprogress"]):

@@ -134,6 +134,7 @@ def test_kill_after_cancel_keeps_copied_files(stopped_copy: StoppedCopy) -> None
         if action.status is not Status.COMPLETED
         and os.path.exists(_destination(before, action))
     ]
+    killed_status = run_journalq("status", "--queue", queue)
     resumed = run_journalq("run", "--queue", queue)
     state = read_state(queue)
     statuses = {
@@ -144,6 +145,10 @@ def test_kill_after_cancel_keeps_copied_files(stopped_copy: StoppedCopy) -> None
     assert "asked it to cancel" in canceled.stdout
     # The sequence under test happened: files in place, not journaled.
     assert unjournaled
+    # No process runs the queue, so the next run is the one to read it.
+    assert "not read yet by a run; the next run of the queue applies it first" in (
+        killed_status.stdout
+    )
     assert resumed.returncode == ExitCode.OK, resumed.stderr
     for action in files:
         path = _destination(state, action)
