@@ -378,8 +378,9 @@ def _sweep_temporaries(queue: StorageQueue, action_ids: list[str]) -> None:
     destination (:func:`journalq.transfer.temp_path`). The parts file of
     a copy in parts stays, because the next attempt resumes it. Each
     directory is listed once for all the copies in it. A directory that
-    cannot be listed now keeps its temporary files, and the next attempt
-    at each of its actions sweeps them again.
+    cannot be listed now keeps its temporary files. A failed action's next
+    attempt sweeps them again. NOTE: a returned action's next attempt is
+    its first again, which does not sweep, so its temporary files stay.
     NOTE: an attempt whose ``started`` record was not yet written left
     no trace in the journal. Its temporary file is removed only when the
     file is copied again to the same name, not when the action is

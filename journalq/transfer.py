@@ -232,11 +232,13 @@ def sweep_directory(
                 logger.debug(
                     "removing temporary file %s of action %s", entry, action_id
                 )
-                if isinstance(fs, LocalFileSystem):
-                    durable.ops.unlink(entry)
-                else:
-                    fs.rm_file(entry)
-                removed.append((entry, action_id))
+                # Another process may have removed it since the listing.
+                with contextlib.suppress(FileNotFoundError):
+                    if isinstance(fs, LocalFileSystem):
+                        durable.ops.unlink(entry)
+                    else:
+                        fs.rm_file(entry)
+                    removed.append((entry, action_id))
                 break
     return removed
 

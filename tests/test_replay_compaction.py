@@ -16,9 +16,11 @@ from journalq.records import (
     Digested,
     Expanded,
     Failed,
+    HandedOut,
     Identity,
     Kind,
     Outcome,
+    Returned,
     Service,
     Started,
 )
@@ -86,6 +88,7 @@ def every_path() -> list[tuple[Service, str]]:
 
 
 child_ids = st.sampled_from([f"{t}:{r}" for t in TREES for r in RELPATHS])
+batches = st.lists(child_ids, min_size=1, max_size=3, unique=True).map(tuple)
 digest_keys = st.sampled_from(every_path())
 records = st.one_of(
     st.sampled_from(list(TREES)).map(tree),
@@ -122,6 +125,8 @@ records = st.one_of(
         Failed, child_ids, st.integers(1, 3), st.just("E"), st.just("m"), st.booleans()
     ),
     st.builds(Canceled, child_ids),
+    st.builds(HandedOut, batches, st.integers(1, 3)),
+    st.builds(Returned, batches, st.integers(1, 3)),
     digest_keys.flatmap(
         lambda key: st.builds(
             Digested,
@@ -235,6 +240,26 @@ def test_compacted_child_reads_the_same():
     assert state.actions["t1:d"].kind is Kind.MKDIR
     assert state.actions["t1:d"].completed is None
     assert state.paths(action) == ("/src/a.bin", "/dst/a.bin")
+
+
+def test_handed_out_child_compacts_equal():
+    """A child that completed in a copy process compacts like any other.
+
+    Whether an action is out at a copy process matters only while it is in
+    progress, so a finished one compares equal to its compacted form.
+    """
+    records = [tree("t1"), child("t1", "a.bin"), child("t1", "d", Kind.MKDIR)]
+    records += [
+        HandedOut(("t1:a.bin", "t1:d"), 1),
+        Returned(("t1:d",), 1),
+        Completed("t1:a.bin", 1, Outcome.COPIED, "xxh128", 5, finished_ns=9),
+        Canceled("t1:d"),
+    ]
+    full = fold(records)
+    state = fold(records)
+    assert state.compact() == 2
+    assert_same_state(state, full)
+    assert_same_state(decode_state(encode_state(state)), full)
 
 
 def test_completed_drops_identities():

@@ -128,8 +128,8 @@ def _step(record: Record) -> Step | None:
         case Returned():
             return Step(
                 None,
-                f"attempt {record.attempt} returned unstarted by the copy "
-                "process; waits again",
+                f"attempt {record.attempt} handed back, unfinished: returned "
+                "unstarted by the copy process, or its run stopped; waits again",
             )
         case Completed():
             return Step(record.finished_ns, _completed_text(record))
