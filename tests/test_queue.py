@@ -269,12 +269,28 @@ def test_sync_delete_from_empty_source_is_refused(tmp_path, dst, queue_dir):
     dst.mkdir()
     (dst / "keep.txt").write_bytes(b"keep")
     with StorageQueue(str(empty), str(dst), name=str(queue_dir)) as queue:
-        with pytest.raises(ActionError, match="empty"):
+        with pytest.raises(ActionError, match="has no files") as raised:
             queue.sync(str(empty), str(dst), delete=True)
+        assert "would remove the only item under" in str(raised.value)
         assert queue.status()["length"] == 0
         queue.sync(str(empty), str(dst), delete=True, force=True)
         queue.run()
     assert not (dst / "keep.txt").exists()
+
+
+def test_sync_delete_from_directories_only_is_refused(tmp_path, dst, queue_dir):
+    """A source of empty directories, as a fresh filesystem's lost+found."""
+    source = tmp_path / "fresh"
+    (source / "lost+found").mkdir(parents=True)
+    dst.mkdir()
+    for name in ("a.txt", "b.txt"):
+        (dst / name).write_bytes(b"keep")
+    with StorageQueue(str(source), str(dst), name=str(queue_dir)) as queue:
+        with pytest.raises(ActionError, match="has no files") as raised:
+            queue.sync(str(source), str(dst), delete=True)
+        assert queue.status()["length"] == 0
+    assert "would remove all 2 items" in str(raised.value)
+    assert sorted(os.listdir(dst)) == ["a.txt", "b.txt"]
 
 
 def test_max_delete_aborts_before_any_delete(src, dst, queue_dir):

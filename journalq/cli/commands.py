@@ -120,7 +120,9 @@ def copy_command(source: str, destination: str, as_json: bool) -> None:
 @click.option(
     "--force",
     is_flag=True,
-    help="With --delete, allow an empty SRC (which deletes everything in DST).",
+    help=(
+        "With --delete, allow a SRC without files (which deletes every file in DST)."
+    ),
 )
 @run_json_option
 @run_options
@@ -220,7 +222,7 @@ def add_tree_command(source: str, destination: str) -> None:
     metavar="N",
     help="With --delete, add nothing if more than N items would be deleted.",
 )
-@click.option("--force", is_flag=True, help="With --delete, allow an empty SRC.")
+@click.option("--force", is_flag=True, help="With --delete, allow a SRC without files.")
 @storage_options
 @common_options
 def add_sync_command(
