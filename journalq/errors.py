@@ -424,7 +424,7 @@ class StorageOptionValueError(ActionError):
     def problem(self) -> str:
         """Return the clause that names the option and what it was given."""
         if isinstance(self.given, str):
-            what = f"the string {self.given!r}, which is not valid JSON"
+            what = f"the string {self.given!r}"
         else:
             kind = _JSON_TYPES.get(type(self.given), type(self.given).__name__)
             what = f"a JSON {kind}"

@@ -438,16 +438,17 @@ def show_command(action_id: str, as_json: bool) -> None:
 @storage_options
 @common_options
 def cancel_command(action_ids: tuple[str, ...], everything: bool) -> None:
-    """Cancel waiting or failed actions: the given IDs (a tree's files too) or --all.
+    """Cancel the given IDs (a tree's files too), or every waiting action with --all.
 
     An ID may be shortened to any prefix that only one action of the queue
     has.
 
-    A failed action is canceled so that it no longer counts as failed; its
-    attempts stay in its history. An action in progress, completed or
-    canceled is left as it is. When another
-    process runs the queue, the cancel is handed to it, and it cancels the
-    actions that have not started by the time it reads the request.
+    A failed action given by its ID is canceled so that it no longer counts
+    as failed; its attempts stay in its history. --all leaves failed
+    actions as they are. An action in progress, completed or canceled is
+    left as it is. When another process runs the queue, the cancel is
+    handed to it, and it cancels the actions that have not started by the
+    time it reads the request.
     """
     from journalq.cli.maintenance import cancel
 

@@ -71,10 +71,18 @@ def cancel(action_ids: tuple[str, ...], everything: bool) -> None:
         # or replaced before.
         left = [] if everything else [one for one in resolved if one not in canceled]
         reasons = [_why_not_canceled(queue, one) for one in left]
+        failed = queue.status()["failed"] if everything else 0
     noun = "action" if len(canceled) == 1 else "actions"
     click.echo(f"canceled {len(canceled)} {noun}")
     for reason in reasons:
         click.echo(reason)
+    if failed:
+        click.echo(
+            f"--all cancels waiting actions only, so {failed} failed "
+            f"{'action stays' if failed == 1 else 'actions stay'}: cancel "
+            f"{'it' if failed == 1 else 'them'} by ID (journalq actions "
+            "--status failed lists them)"
+        )
 
 
 def _why_not_canceled(queue: StorageQueue, action_id: str) -> str:

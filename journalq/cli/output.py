@@ -153,12 +153,15 @@ def common_errors(failures: Iterable[ActionInfo]) -> list[str]:
     return lines
 
 
-def failure_heading(failed: int, trees: int, *, dry_run: bool) -> str:
+def failure_heading(
+    failed: int, trees: int, *, dry_run: bool, inside: int | None = None
+) -> str:
     """Return the line above a run's errors: ``7 actions failed, and so did ...``.
 
     ``failed`` counts the actions that failed on their own, and ``trees`` the
     trees that failed because of them, which ``journalq actions --status
-    failed`` lists too.
+    failed`` lists too. ``inside`` counts the failed actions that are items
+    of a tree, when some are not.
     """
     noun = "action" if failed == 1 else "actions"
     heading = f"{failed} {noun} {'would fail' if dry_run else 'failed'}"
@@ -166,6 +169,8 @@ def failure_heading(failed: int, trees: int, *, dry_run: bool) -> str:
         return heading + ":"
     tree = "the tree that holds" if trees == 1 else f"the {trees} trees that hold"
     items = "it" if failed == 1 else "them"
+    if inside is not None and inside < failed:
+        items = f"{inside} of them"
     return f"{heading}, and {'so would' if dry_run else 'so did'} {tree} {items}:"
 
 

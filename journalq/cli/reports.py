@@ -33,9 +33,10 @@ from journalq.cli.output import (
 )
 from journalq.cli.queues import open_existing_queue, resolve_id
 from journalq.events import ActionInfo
+from journalq.expansion import PARENTS
 from journalq.lock import read_holder
 from journalq.records import ActionAdded, Kind
-from journalq.replay import ActionState, QueueState
+from journalq.replay import ActionState, QueueState, Status
 from journalq.store import read_state
 
 __all__ = [
@@ -73,9 +74,12 @@ def status(as_json: bool) -> None:
         created = queue.state.created
         # The plan reads every action, which a queue without failures skips.
         retryable = bool(counts["failed"]) and bool(failures.retry_plan(queue.state))
+        failed_id = _only_failed_item(queue.state) if counts["failed"] else None
     last = load_last_run(directory)
     died = died_mid_run(counts, running=holder is not None)
-    steps = next_steps(directory, counts, holder, retryable=retryable)
+    steps = next_steps(
+        directory, counts, holder, retryable=retryable, failed_id=failed_id
+    )
     if as_json:
         print_json(
             {
@@ -221,11 +225,14 @@ def next_steps(
     holder: dict | None,
     *,
     retryable: bool,
+    failed_id: str | None = None,
 ) -> dict[str, str]:
     """Return the commands that go on with the queue, by what they do.
 
     ``retryable`` is whether ``retry`` would change a failed action, which
     it does not for one it cannot help (see :mod:`journalq.failures`).
+    ``failed_id`` names the only failed action that is not a tree, so the
+    cancel command can be pasted as it is.
     """
     where = shlex.quote(str(directory))
     steps: dict[str, str] = {}
@@ -245,8 +252,20 @@ def next_steps(
             steps["to retry them"] = (
                 f"journalq retry --queue {where} && journalq run --queue {where}"
             )
-        steps["to drop one"] = f"journalq cancel ID --queue {where}"
+        steps["to drop one"] = f"journalq cancel {failed_id or 'ID'} --queue {where}"
     return steps
+
+
+def _only_failed_item(state: QueueState) -> str | None:
+    """Return the id of the only failed action that is not a tree, if one is."""
+    found = None
+    for action in state.actions.values():
+        if action.status is not Status.FAILED or action.kind in PARENTS:
+            continue
+        if found is not None:
+            return None
+        found = action.action_id
+    return found
 
 
 def running_holder(directory: Path) -> dict | None:

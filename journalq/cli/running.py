@@ -429,7 +429,15 @@ def _report_failures(queue: StorageQueue, summary: RunSummary, started_ns: int) 
     """
     dry_run = settings().dry_run
     trees = _failed_trees(queue, summary, started_ns, dry_run=dry_run)
-    lines = [failure_heading(summary.failed, trees, dry_run=dry_run)]
+    # Failures of earlier runs are listed too, so this may overcount the
+    # items of this run that are in a tree, never undercount them.
+    inside = sum(
+        1
+        for info in summary.failures
+        if info.parent is not None and info.kind not in PARENTS
+    )
+    heading = failure_heading(summary.failed, trees, dry_run=dry_run, inside=inside)
+    lines = [heading]
     lines += [f"  {line}" for line in common_errors(summary.failures)]
     if not dry_run:
         where = shlex.quote(str(queue.directory))

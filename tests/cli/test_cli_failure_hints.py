@@ -61,6 +61,44 @@ def test_summary_counts_failed_tree(failed_tree: tuple[str, str]) -> None:
     assert sum(1 for action in listed if action["kind"] == "copy_tree") == 1
 
 
+def test_heading_counts_items_in_tree(tmp_path: Path) -> None:
+    """A failed file added alone is not counted among the tree's items."""
+    source = tmp_path / "src"
+    source.mkdir()
+    os.symlink(tmp_path / "nowhere", source / "dangling")
+    lone = tmp_path / "lone.txt"
+    lone.write_bytes(b"lone")
+    queue = str(tmp_path / "q")
+    invoke("add", "copy", f"{source}/", str(tmp_path / "out"), "--queue", queue)
+    invoke("add", "copy", str(lone), str(tmp_path / "out2") + "/", "--queue", queue)
+    lone.unlink()
+
+    result = invoke("run", "--queue", queue)
+
+    assert result.exit_code == ExitCode.FAILED, result.output
+    heading = "2 actions failed, and so did the tree that holds 1 of them:"
+    assert heading in result.stderr.splitlines()
+
+
+def test_status_names_only_failed_item(tmp_path: Path) -> None:
+    lone = tmp_path / "lone.txt"
+    lone.write_bytes(b"lone")
+    queue = str(tmp_path / "q")
+    added = invoke(
+        "add", "copy", str(lone), str(tmp_path / "out") + "/", "--queue", queue
+    )
+    lone.unlink()
+    invoke("run", "--queue", queue)
+
+    status = invoke("status", "--queue", queue)
+
+    canceled = invoke("cancel", "--all", "--queue", queue)
+
+    (action_id,) = added.stdout.split()
+    assert f"journalq cancel {action_id} --queue" in status.stdout
+    assert "so 1 failed action stays: cancel it by ID" in canceled.stdout
+
+
 def test_tree_error_names_queue(failed_tree: tuple[str, str]) -> None:
     queue, _ = failed_tree
     (tree,) = _follow(f"journalq actions --kind copy_tree --queue {queue}")
