@@ -830,6 +830,12 @@ class StorageQueue:
         completed = action.completed
         error = action.error
         last_error = f"{error.error}: {error.message}" if error else None
+        copied = action.bytes
+        if action.parts is not None and completed is None:
+            # A killed run's progress record may be lost or reset; its
+            # journaled parts are at the destination all the same.
+            journaled = sum(part.size for part in action.parts.written.values())
+            copied = max(copied, journaled)
         return ActionInfo(
             id=action.action_id,
             kind=str(added.kind),
@@ -838,7 +844,7 @@ class StorageQueue:
             destination=destination,
             service=str(added.service) if added.service else None,
             attempts=action.attempts,
-            bytes=action.bytes,
+            bytes=copied,
             outcome=str(completed.outcome) if completed else None,
             method=completed.method if completed else None,
             error=last_error if action.status in _RETRIED_OR_FAILED else None,

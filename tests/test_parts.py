@@ -172,6 +172,17 @@ def test_killed_copy_resends_one_part(tmp_path: Path, source: bytes) -> None:
     assert sorted(os.listdir(tmp_path / "dst")) == ["big.bin"]
 
 
+def test_killed_copy_lists_journaled_bytes(tmp_path: Path, source: bytes) -> None:
+    """Between runs, the action's bytes count the parts already journaled."""
+    assert killed_copy(tmp_path, "parts.before_record:4") == -9
+
+    with StorageQueue(name=str(tmp_path / "q")) as queue:
+        (info,) = queue.get_actions()
+
+    assert info.status == "waiting"
+    assert info.bytes == 3 * MIB
+
+
 def test_changed_source_restarts_copy(tmp_path: Path, source: bytes) -> None:
     assert killed_copy(tmp_path, "parts.before_record:3") == -9
     changed = os.urandom(SIZE)
