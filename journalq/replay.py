@@ -306,6 +306,7 @@ class CompactAction(msgspec.Struct, array_like=True, gc=False):
     terminal: ClassVar[bool] = True
     reopened_by_cancel: ClassVar[bool] = False
     handed_out: ClassVar[bool] = False
+    parts: ClassVar[None] = None
 
     __eq__ = _same_action
     __ne__ = _other_action
