@@ -424,11 +424,12 @@ class StorageOptionValueError(ActionError):
     def problem(self) -> str:
         """Return the clause that names the option and what it was given."""
         if isinstance(self.given, str):
-            what = f"the string {self.given!r}"
+            description = f"the string {self.given!r}"
         else:
             kind = _JSON_TYPES.get(type(self.given), type(self.given).__name__)
-            what = f"a JSON {kind}"
-        return f"takes a JSON object in the storage option {self.option!r}, not {what}"
+            description = f"a JSON {kind}"
+        option = repr(self.option)
+        return f"takes a JSON object in the storage option {option}, not {description}"
 
 
 #: The JSON names of the types a parsed option value can have.

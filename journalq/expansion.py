@@ -224,13 +224,13 @@ def check_deletes(
     """Raise ``ActionError`` when a sync with delete would remove too much."""
     deletes = count_deletes(source, destination)
     # Directories alone do not make a source trustworthy: a fresh filesystem
-    # holds lost+found, and an unmounted share may leave its folders behind.
+    # contains lost+found, and an unmounted share may leave its folders behind.
     if not source.files and deletes and not force:
-        what = "the only item" if deletes == 1 else f"all {deletes} items"
+        items = "the only item" if deletes == 1 else f"all {deletes} items"
         raise ActionError(
             parent.source,
             f"the source tree has no files, so a sync with delete would remove "
-            f"{what} under {parent.destination}; add --force "
+            f"{items} under {parent.destination}; add --force "
             "(force=True in Python) if that is intended",
         )
     if max_delete is not None and deletes > max_delete:
