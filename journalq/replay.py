@@ -855,7 +855,7 @@ class QueueState:
     def _reopen_tree(self, action: Action, *, by_cancel: bool) -> None:
         """Make the failed tree of ``action`` wait, to end again after its items.
 
-        ``by_cancel`` tells whether ``action`` was canceled rather than
+        ``by_cancel`` is True when ``action`` was canceled rather than
         retried. A retried item runs again, so the tree's next end is an
         attempt even when a cancel made it wait first.
         """

@@ -219,15 +219,15 @@ def sweep_directory(
     listing per directory rather than one per action. Returns the
     (removed path, action id) pairs.
     """
-    wanted: dict[str, list[tuple[str, str]]] = {}
+    by_prefix: dict[str, list[tuple[str, str]]] = {}
     for name, action_id in names:
-        wanted.setdefault(action_id[:8], []).append((name, action_id))
+        by_prefix.setdefault(action_id[:8], []).append((name, action_id))
     removed: list[tuple[str, str]] = []
     for entry in _list_names(fs, directory):
         match = _TEMPORARY.fullmatch(entry.rpartition("/")[2])
         if match is None:
             continue
-        for name, action_id in wanted.get(match["id"], ()):
+        for name, action_id in by_prefix.get(match["id"], ()):
             if name.startswith(match["stem"]):
                 logger.debug(
                     "removing temporary file %s of action %s", entry, action_id

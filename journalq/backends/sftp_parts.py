@@ -229,7 +229,7 @@ class SFTPPartTarget(parts.PartTarget):
     def _sync(self, file: Any) -> None:
         """Sync the parts written so far, and delete the file if the sync fails.
 
-        When the server answers that the sync failed, a later attempt, in
+        When the server reports that the sync failed, a later attempt, in
         this process or the next one, then writes every part again rather
         than reading back bytes the server's disk may not have (see
         :meth:`journalq.parts.LocalPartTarget._sync`).
@@ -249,8 +249,8 @@ class SFTPPartTarget(parts.PartTarget):
             if not isinstance(exc, asyncssh.SFTPError) or isinstance(
                 exc, asyncssh.SFTPConnectionLost | asyncssh.SFTPNoConnection
             ):
-                # A lost connection or an interrupt tells nothing of the
-                # server's disk, so the next run reads the parts back.
+                # A lost connection or an interrupt gives no information about
+                # the server's disk, so the next run reads the parts back.
                 raise
             self._remove(
                 ". Its sync failed, so a later run may keep parts that are not "

@@ -70,7 +70,11 @@ def describe(error: BaseException) -> str:
     if isinstance(error, StorageOptionError):
         return _describe_storage_option(error)
     if isinstance(error, StorageOptionValueError):
-        flag = f"--{error.role}-option" if error.role else "--destination-option"
+        flag = (
+            f"--{error.role}-option"
+            if error.role
+            else "--source-option or --destination-option"
+        )
         return (
             f"{error.filesystem} ({error.value}) {error.problem()}. Give it as "
             f'{flag} \'{error.option}={{"name": "value"}}\', with double '

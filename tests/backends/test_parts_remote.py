@@ -805,7 +805,7 @@ def test_failed_parts_sync_writes_parts_again(tmp_path, remote):
 def test_lost_connection_keeps_parts(tmp_path, remote):
     """A connection lost during an fsync leaves the parts file in place.
 
-    The loss says nothing of the server's disk, so a process that never
+    The loss gives no information about the server's disk, so a process that never
     saw it reads the parts back instead of writing them all again. The
     loss is simulated as above; the process is simulated by turning off
     this process's record of failed syncs.
