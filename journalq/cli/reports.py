@@ -446,17 +446,24 @@ def _queue_row(name: str, directory: Path) -> dict[str, Any]:
 def _newest_copy(state: QueueState) -> ActionAdded | None:
     """Return the ``added`` record of the queue's newest top-level copy or sync.
 
+    A canceled one is skipped for an older one that was not canceled,
+    because the queue no longer copies it. When every copy was canceled,
+    the newest one still describes the queue best.
+
     NOTE: this decodes every action of a snapshot, which reading the counts
     alone leaves encoded, so it takes longer on a queue of millions of files.
     """
+    newest_canceled = None
     for action in reversed(state.actions.values()):
         # A compacted action is always a tree's item, never top-level.
         if type(action) is not ActionState:
             continue
         added = action.added
         if added.parent is None and added.kind in _COPY_KINDS:
-            return added
-    return None
+            if action.status is not Status.CANCELED:
+                return added
+            newest_canceled = newest_canceled or added
+    return newest_canceled
 
 
 def _latest_copy(state: QueueState) -> dict[str, str] | None:

@@ -398,6 +398,33 @@ def test_queues_latest_follows_copy_rule(sample: Path, tmp_path: Path) -> None:
     assert rows["itself"]["latest_copy"]["destination"] == str(tmp_path / "b" / "data")
 
 
+def test_queues_latest_skips_canceled(sample: Path, tmp_path: Path) -> None:
+    """The queue no longer copies a canceled tree, so the copy before it shows."""
+    ran = invoke("copy", f"{sample}/", str(tmp_path / "kept"), "--queue", "q")
+    added = invoke(
+        "add", "tree", f"{sample}/", str(tmp_path / "dropped"), "--queue", "q"
+    )
+    canceled = invoke("cancel", "--all", "--queue", "q")
+    assert ran.exit_code == ExitCode.OK, ran.output
+    assert added.exit_code == canceled.exit_code == ExitCode.OK, canceled.output
+
+    (row,) = json_lines(invoke("queues", "--json").stdout)
+    lines = _latest_lines(invoke("queues").stdout)
+
+    assert row["latest_copy"]["destination"] == str(tmp_path / "kept")
+    assert lines["q"].endswith("/kept")
+
+
+def test_queues_latest_all_canceled(sample: Path, tmp_path: Path) -> None:
+    invoke("add", "tree", f"{sample}/", str(tmp_path / "older"), "--queue", "q")
+    invoke("add", "tree", f"{sample}/", str(tmp_path / "newer"), "--queue", "q")
+    assert invoke("cancel", "--all", "--queue", "q").exit_code == ExitCode.OK
+
+    (row,) = json_lines(invoke("queues", "--json").stdout)
+
+    assert row["latest_copy"]["destination"] == str(tmp_path / "newer")
+
+
 @pytest.mark.parametrize(
     ("path", "shown"),
     [
