@@ -565,11 +565,11 @@ class QueueStore:
 
         Opening the store reserves each action that is in progress after
         a ``handed out`` record when the inbox contains a cancel of it, and
-        keeps that cancel back. Only the caller can tell whether the dead copy
-        process put the file in place, so it decides: it journals a
-        ``returned`` record for the actions to cancel and releases them
-        (:meth:`release` cancels them), then releases the rest while they
-        are still in progress, which drops their cancels.
+        keeps that cancel back. Only the caller can tell whether the dead
+        copy process put the file in place, so the caller decides. It
+        journals a ``returned`` record for the actions to cancel and
+        releases them, which cancels them. Then it releases the rest while
+        they are still in progress, which drops their cancels.
         """
         with self._mutex:
             return set(self._dead_handouts)
