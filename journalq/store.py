@@ -183,12 +183,16 @@ class _HeldCancels:
     """
 
     def __init__(self) -> None:
-        self._records: dict[str, tuple[Canceled, str]] = {}
+        #: Action id -> its first held cancel and every request that has one.
+        self._records: dict[str, tuple[Canceled, list[str]]] = {}
         #: Inbox request name -> the actions whose cancels from it wait.
         self._requests: dict[str, set[str]] = {}
 
     def hold(self, record: Canceled, request: str) -> None:
-        self._records[record.action_id] = (record, request)
+        # A second request that cancels the same action is decided with the
+        # first, so that neither stays in the inbox.
+        _, requests = self._records.setdefault(record.action_id, (record, []))
+        requests.append(request)
         self._requests.setdefault(request, set()).add(record.action_id)
 
     def holds(self, request: str) -> bool:
@@ -203,8 +207,9 @@ class _HeldCancels:
         for action_id in action_ids:
             found = self._records.pop(action_id, None)
             if found is not None:
-                record, request = found
-                self._requests[request].discard(action_id)
+                record, requests = found
+                for request in requests:
+                    self._requests[request].discard(action_id)
                 removed.append(record)
         return removed
 

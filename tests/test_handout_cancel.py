@@ -471,3 +471,23 @@ def test_started_spared_after_crash(tmp_path: Path) -> None:
     assert reopened.status == "waiting"
     assert reopened.attempts == 1
     assert os.listdir(queue_dir / inbox.INBOX_DIR) == []
+
+
+def test_handout_cancel_posted_twice(tmp_path: Path) -> None:
+    """Two requests that cancel the same handed-out copy are both decided
+    and removed at the next open. A request left in the inbox would cancel
+    the file at a later open, once it waits."""
+    queue_dir, ids = _crash_with_handout(tmp_path, ("file.txt",), ("file.txt",))
+    action_id = ids["file.txt"]
+    _put_in_place(tmp_path, "file.txt")
+    inbox.post(queue_dir, encode_batch([Canceled(action_id)]))
+
+    with StorageQueue(name=queue_dir) as queue:
+        reopened = queue.get_action(action_id).status
+        requests = os.listdir(queue_dir / inbox.INBOX_DIR)
+    with StorageQueue(name=queue_dir) as queue:
+        again = queue.get_action(action_id).status
+
+    assert reopened == "waiting"
+    assert requests == []
+    assert again == "waiting"
