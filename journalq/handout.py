@@ -14,11 +14,12 @@ A batch for a copy process gets one ``handed out`` record
 (:class:`journalq.records.HandedOut`), durable before the batch is sent,
 and each action ``completed`` once its durable group
 (:mod:`journalq.groups`) is synced. So ``status`` in another process
-shows the batch in progress, and after a crash the next open treats its
-actions as started by a run that died: a pending cancel spares them and
-their temporary files are swept. They are returned without an attempt
-used or a crash counted, so the resumed run hands them to a copy process
-again, which copies or verifies them. A
+shows the batch in progress, and after a crash the next open sweeps
+their temporary files. They are returned without an attempt used or a
+crash counted, so the resumed run hands them to a copy process again,
+which copies or verifies them. A pending cancel ends those whose
+destination does not have the source's size and mtime
+(:func:`journalq.opening.recover`). A
 helper whose copies may outlive this process gets a ``started`` record
 per action instead.
 

@@ -11,7 +11,9 @@ action.
 :func:`recover` then finishes what a crashed run left open: attempts
 that were in progress count as failed or wait again, their temporary
 files are removed, and trees whose expansion was cut short are listed
-again.
+again. A cancel from the inbox of a file that the crashed run had handed
+to a copy process ends it unless the file is in place at the destination
+(:func:`_settle_dead_handouts`).
 
 These functions are internals of :class:`journalq.queue.StorageQueue`,
 kept apart from its public methods. They take the queue and set its
@@ -25,7 +27,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from journalq import expansion, transfer
+from journalq import compare, expansion, transfer
 from journalq.backends import (
     Filesystem,
     check_option_names,
@@ -47,7 +49,7 @@ from journalq.errors import (
     StorageOptionValueError,
 )
 from journalq.journal import SyncMode
-from journalq.records import Endpoint, Kind, QueueCreated, Returned, Service
+from journalq.records import Endpoint, Failed, Kind, QueueCreated, Returned, Service
 from journalq.replay import reset_interrupted
 from journalq.store import QueueStore, read_format, read_state
 
@@ -364,11 +366,111 @@ def recover(queue: StorageQueue, *, chunk: int) -> None:
         # sweeps again. After the records, a canceled or failed action
         # would never be looked at again.
         _sweep_temporaries(queue, left)
+        records = _settle_dead_handouts(queue, records)
         store.append(records, durable=True)
     for action in list(store.state.actions.values()):
         unexpanded = action.kind in expansion.PARENTS and action.children is None
         if unexpanded and not action.terminal:
             expansion.expand_again(queue, action, chunk=chunk)
+
+
+def _settle_dead_handouts(
+    queue: StorageQueue, records: list[Failed | Returned]
+) -> list[Failed | Returned]:
+    """Decide the cancels held for copies a crashed run had handed out.
+
+    The store held them at open (:meth:`QueueStore.dead_handouts`). A copy
+    whose destination does not match its source (:func:`_in_place`) gets
+    its ``returned`` record first, so that it waits, and then its cancel.
+    The other copies are released while still in progress, which drops
+    their cancels, so the run compares them and skips them as identical.
+    Under ``--compare always`` it copies them again. Each inbox request
+    is removed once all its cancels are decided and durable. Returns the
+    records of ``records`` that are still to be journaled. A crash before
+    they are leaves those copies in progress with no cancel left, so the
+    next open makes them wait as it would without one.
+    """
+    store = queue._require_store()
+    dead_handouts = store.dead_handouts()
+    if not dead_handouts:
+        return records
+    canceled = {
+        action_id for action_id in dead_handouts if not _in_place(queue, action_id)
+    }
+    logger.info(
+        "canceling %d files that a stopped run had handed to a copy process; "
+        "not canceling %d whose destination has the source's size and mtime",
+        len(canceled),
+        len(dead_handouts) - len(canceled),
+    )
+    returned, rest = _split_returned(records, canceled)
+    if returned:
+        store.append(returned, durable=False)
+    # These wait now, so their cancels apply. The others are still in
+    # progress, so their cancels are dropped.
+    store.release(canceled)
+    store.release(dead_handouts - canceled)
+    return rest
+
+
+def _split_returned(
+    records: list[Failed | Returned], action_ids: set[str]
+) -> tuple[list[Returned], list[Failed | Returned]]:
+    """Split the ``returned`` records of ``action_ids`` off ``records``.
+
+    Returns those records, then the rest, whose ``returned`` records no
+    longer name ``action_ids``.
+    """
+    split: list[Returned] = []
+    rest: list[Failed | Returned] = []
+    for record in records:
+        if not isinstance(record, Returned):
+            rest.append(record)
+            continue
+        named = tuple(i for i in record.action_ids if i in action_ids)
+        others = tuple(i for i in record.action_ids if i not in action_ids)
+        if named:
+            split.append(Returned(named, record.attempt))
+        if others:
+            rest.append(Returned(others, record.attempt))
+    return split, rest
+
+
+def _in_place(queue: StorageQueue, action_id: str) -> bool:
+    """Return whether a handed-out copy's destination matches its source.
+
+    It matches when it exists with the source's size and an mtime within
+    :data:`journalq.compare.MODIFY_WINDOW_NS` of the source's: the dead
+    copy process may have renamed its copy into place, or the file was
+    identical already. A failed check counts as a match, so that a copy
+    that may have completed is never canceled.
+    """
+    state = queue._require_store().state
+    action = state.actions[action_id]
+    source_path, destination_path = state.paths(action)
+    if action.kind is not Kind.COPY_FILE or source_path is None:
+        # Only file copies are handed out; anything else keeps its action.
+        return True
+    assert destination_path is not None
+    try:
+        source = compare.stat(queue.source.fs, source_path)
+        destination = compare.stat(queue.destination.fs, destination_path)
+    # Each backend raises its own errors (see _sweep_temporaries).
+    except Exception as exc:
+        logger.warning(
+            "not canceling action %s: could not compare %s with its source: %s: %s",
+            action_id,
+            destination_path,
+            type(exc).__name__,
+            exc,
+        )
+        return True
+    return (
+        source is not None
+        and destination is not None
+        and source.size == destination.size
+        and compare.mtimes_match(source.mtime_ns, destination.mtime_ns)
+    )
 
 
 def _sweep_temporaries(queue: StorageQueue, action_ids: list[str]) -> None:

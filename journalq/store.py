@@ -57,7 +57,13 @@ from journalq.records import (
     decode_batch,
     encode_batch,
 )
-from journalq.replay import QueueState, StateImage, Status, decode_state
+from journalq.replay import (
+    ActionState,
+    QueueState,
+    StateImage,
+    Status,
+    decode_state,
+)
 
 __all__ = [
     "QueueStore",
@@ -177,12 +183,16 @@ class _HeldCancels:
     """
 
     def __init__(self) -> None:
-        self._records: dict[str, tuple[Canceled, str]] = {}
+        #: Action id -> its first held cancel and every request that has one.
+        self._records: dict[str, tuple[Canceled, list[str]]] = {}
         #: Inbox request name -> the actions whose cancels from it wait.
         self._requests: dict[str, set[str]] = {}
 
     def hold(self, record: Canceled, request: str) -> None:
-        self._records[record.action_id] = (record, request)
+        # A second request that cancels the same action is decided with the
+        # first, so that neither stays in the inbox.
+        _, requests = self._records.setdefault(record.action_id, (record, []))
+        requests.append(request)
         self._requests.setdefault(request, set()).add(record.action_id)
 
     def holds(self, request: str) -> bool:
@@ -197,8 +207,9 @@ class _HeldCancels:
         for action_id in action_ids:
             found = self._records.pop(action_id, None)
             if found is not None:
-                record, request = found
-                self._requests[request].discard(action_id)
+                record, requests = found
+                for request in requests:
+                    self._requests[request].discard(action_id)
                 removed.append(record)
         return removed
 
@@ -357,6 +368,11 @@ class QueueStore:
         self._mutex = threading.Lock()
         # Actions out at a copy process (see hand_out()).
         self._reserved: set[str] = set()
+        # Actions a dead run had handed out, reserved while the inbox is
+        # drained at open so that their cancels are held (see
+        # dead_handouts()).
+        self._dead_handouts: set[str] = set()
+        self._opening = False
         self._held_cancels = _HeldCancels()
         self._snapshot_mutex = threading.Lock()
         self._snapshot_mark = 0
@@ -417,7 +433,11 @@ class QueueStore:
         store = cls(path, lock, queue_id, state, journal)
         if state.created is None and create is not None:
             store.append([create(header.queue_id)], durable=True)
-        store.drain_inbox()
+        store._opening = True
+        try:
+            store.drain_inbox()
+        finally:
+            store._opening = False
         return store
 
     def append(self, records: Sequence[Record], *, durable: bool) -> int:
@@ -481,8 +501,9 @@ class QueueStore:
 
         One ``handed out`` record makes them in progress, and the call
         returns once it is durable. So a crash after the copy process they
-        go to renamed a file into place leaves them started: the next open
-        spares them from a pending cancel and sweeps their temporary files.
+        go to renamed a file into place leaves them in progress: the next
+        open holds a pending cancel of them (:meth:`dead_handouts`) and
+        sweeps their temporary files.
         Until :meth:`release` or :meth:`hand_back`
         they are reserved too: a cancel from the inbox is held for them,
         to take effect if they come back unstarted. Returns the ids handed
@@ -519,11 +540,13 @@ class QueueStore:
         A cancel that arrived from the inbox while one of them was reserved
         takes effect now if the action waits, that is, if its copy came
         back unstarted (:meth:`hand_back`). One whose copy completed, or
-        started here, is dropped.
+        started here, is dropped, as is one of an action still in progress.
+        Also ends the reservations of :meth:`dead_handouts`.
         """
         released = list(action_ids)
         with self._mutex:
             self._reserved.difference_update(released)
+            self._dead_handouts.difference_update(released)
             decided = self._held_cancels.take(released)
             canceled = [
                 record for record in decided if self._cancelable(record.action_id)
@@ -541,6 +564,20 @@ class QueueStore:
         inbox.remove(self.directory, finished)
         with self._mutex:
             self._held_cancels.forget(finished)
+
+    def dead_handouts(self) -> set[str]:
+        """Return the actions a dead run had handed out that have held cancels.
+
+        Opening the store reserves each action that is in progress after
+        a ``handed out`` record when the inbox contains a cancel of it, and
+        keeps that cancel back. Only the caller can tell whether the dead
+        copy process put the file in place, so the caller decides. It
+        journals a ``returned`` record for the actions to cancel and
+        releases them, which cancels them. Then it releases the rest while
+        they are still in progress, which drops their cancels.
+        """
+        with self._mutex:
+            return set(self._dead_handouts)
 
     def _cancelable(self, action_id: str) -> bool:
         """Return whether a cancel may end the action (under the mutex)."""
@@ -655,8 +692,9 @@ class QueueStore:
         lag behind this process by the records not yet written. So a cancel
         of an action that has started here meanwhile is dropped, or the
         action would end twice: canceled now and completed by its copy. A
-        cancel of a reserved action is held for :meth:`release`. Returns
-        whether one was.
+        cancel of a reserved action is held for :meth:`release`, and so is
+        one of an action a dead run had handed out, while the store opens
+        (:meth:`dead_handouts`). Returns whether a cancel was held.
         """
         spared: list[str] = []
         held = False
@@ -666,7 +704,9 @@ class QueueStore:
                 if isinstance(record, Canceled) and not self._droppable(
                     record.action_id
                 ):
-                    if self._reserved_open(record.action_id):
+                    if self._reserved_open(record.action_id) or (
+                        self._reserve_dead_handout(record.action_id)
+                    ):
                         self._held_cancels.hold(record, name)
                         held = True
                     else:
@@ -686,6 +726,25 @@ class QueueStore:
         return (
             action is not None and not action.terminal and action_id in self._reserved
         )
+
+    def _reserve_dead_handout(self, action_id: str) -> bool:
+        """Reserve the action if a dead run had handed it out (under the mutex).
+
+        Only while the store opens: later, an action in progress after a
+        ``handed out`` record is this process's own hand-out.
+        """
+        if not self._opening:
+            return False
+        action = self.state.actions.get(action_id)
+        if (
+            type(action) is not ActionState
+            or action.status is not Status.INPROGRESS
+            or not action.handed_out
+        ):
+            return False
+        self._reserved.add(action_id)
+        self._dead_handouts.add(action_id)
+        return True
 
     def write_result(self, payload: bytes) -> str:
         """Store a list action's result; return its name (a SHA-256)."""

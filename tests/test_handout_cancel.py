@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -28,7 +29,7 @@ import pytest
 
 from journalq import StorageQueue, copier, executor, inbox, transfer
 from journalq.events import Event
-from journalq.records import Canceled, Completed, Outcome, encode_batch
+from journalq.records import Canceled, Completed, Outcome, Started, encode_batch
 from journalq.replay import Status
 from journalq.store import QueueStore, read_state
 
@@ -253,20 +254,26 @@ def test_cancel_of_copied_handout_dropped(tmp_path: Path) -> None:
     assert os.listdir(store.directory / inbox.INBOX_DIR) == []
 
 
-def test_handout_spared_after_crash(tmp_path: Path) -> None:
-    """A run killed while it keeps a cancel of a handed-out copy leaves it
-    started: the next open spares it from the cancel and removes the
-    temporary file of a copy cut off, and the action waits to be copied
-    or verified, since the copy process may have renamed the file into
-    place. The script writes that temporary file itself, where the copy
-    process writes it (attempt 1, no nonce)."""
-    (tmp_path / "file.txt").write_text("content")
+def _crash_with_handout(
+    tmp_path: Path, names: tuple[str, ...], canceled: tuple[str, ...]
+) -> tuple[Path, dict[str, str]]:
+    """Leave a queue as a run killed with the files ``names`` handed out.
+
+    A killed process hands out one copy per name, posts one cancel request
+    naming ``canceled`` (none when empty), drains the inbox, which keeps
+    those cancels back, and exits with code 9. Returns the queue directory and
+    the action id of each name. The caller writes what the dead copy
+    process left at the destination.
+    """
     queue_dir = tmp_path / "queue"
-    out = tmp_path / "out"
-    out.mkdir()
-    with StorageQueue(tmp_path, out, queue_dir) as queue:
-        action_id = queue.copy_file("file.txt", "file.txt")
-    temporary = transfer.temp_path(str(out / "file.txt"), action_id, 1)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "out").mkdir()
+    ids: dict[str, str] = {}
+    with StorageQueue(tmp_path / "src", tmp_path / "out", queue_dir) as queue:
+        for name in names:
+            (tmp_path / "src" / name).write_text(f"content of {name}")
+            ids[name] = queue.copy_file(name, name)
+    canceled_ids = [ids[name] for name in canceled]
     script = textwrap.dedent(
         f"""
         import os
@@ -275,27 +282,212 @@ def test_handout_spared_after_crash(tmp_path: Path) -> None:
         from journalq.store import QueueStore
 
         store = QueueStore.open({str(queue_dir)!r})
-        store.hand_out([{action_id!r}], 1)
-        with open({temporary!r}, "wb") as cut_off:
-            cut_off.write(b"cont")
-        inbox.post({str(queue_dir)!r}, encode_batch([Canceled({action_id!r})]))
+        store.hand_out({list(ids.values())!r}, 1)
+        if {canceled_ids!r}:
+            cancels = [Canceled(action_id) for action_id in {canceled_ids!r}]
+            inbox.post({str(queue_dir)!r}, encode_batch(cancels))
         store.drain_inbox()
         os._exit(9)
         """
     )
-
     killed = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=False
     )
+    assert killed.returncode == 9, killed.stderr
+    return queue_dir, ids
+
+
+def _cut_off(tmp_path: Path, name: str, action_id: str) -> str:
+    """Write the temporary file of a copy cut off, where a copy process
+    writes it (attempt 1, no nonce); return its path."""
+    temporary = transfer.temp_path(str(tmp_path / "out" / name), action_id, 1)
+    Path(temporary).write_bytes(b"cont")
+    return temporary
+
+
+def _put_in_place(tmp_path: Path, name: str) -> None:
+    """Write the copy of ``name`` that a copy process renames into place:
+    the source's content and mtime."""
+    shutil.copy2(tmp_path / "src" / name, tmp_path / "out" / name)
+
+
+def test_handout_canceled_after_crash(tmp_path: Path) -> None:
+    """A run killed while a cancel of a handed-out copy waits in the inbox,
+    or while the run keeps it back, leaves the copy in progress. With no file
+    in place at the destination the copy process did not finish it, so the
+    next open removes its temporary file and cancels it."""
+    queue_dir, ids = _crash_with_handout(tmp_path, ("file.txt",), ("file.txt",))
+    action_id = ids["file.txt"]
+    temporary = _cut_off(tmp_path, "file.txt", action_id)
+
     with StorageQueue(name=queue_dir) as queue:
         reopened = queue.get_action(action_id).status
         swept = not os.path.exists(temporary)
-        queue.run()
+        requests = os.listdir(queue_dir / inbox.INBOX_DIR)
+        summary = queue.run()
         ran = queue.get_action(action_id).status
 
-    assert killed.returncode == 9, killed.stderr
+    assert reopened == "canceled"
+    assert swept
+    assert requests == []
+    assert ran == "canceled"
+    assert summary.copied == 0
+    assert not (tmp_path / "out" / "file.txt").exists()
+    assert read_state(queue_dir).actions[action_id].status is Status.CANCELED
+
+
+def test_handout_in_place_spared_after_crash(tmp_path: Path) -> None:
+    """A cancel of a handed-out copy whose file a killed run's copy process
+    renamed into place is dropped at the next open: the copy waits and the
+    run finds it identical."""
+    queue_dir, ids = _crash_with_handout(tmp_path, ("file.txt",), ("file.txt",))
+    action_id = ids["file.txt"]
+    _put_in_place(tmp_path, "file.txt")
+
+    with StorageQueue(name=queue_dir) as queue:
+        reopened = queue.get_action(action_id).status
+        requests = os.listdir(queue_dir / inbox.INBOX_DIR)
+        summary = queue.run()
+        ran = queue.get_action(action_id)
+
     assert reopened == "waiting"
+    assert requests == []
+    assert ran.status == "completed"
+    assert ran.outcome == "skipped"
+    assert summary.copied == 0
+    assert summary.skipped == 1
+
+
+def test_handout_other_mtime_canceled(tmp_path: Path) -> None:
+    """A destination file with the source's size but another mtime was not
+    put there by the dead copy process, so the cancel applies."""
+    queue_dir, ids = _crash_with_handout(tmp_path, ("file.txt",), ("file.txt",))
+    action_id = ids["file.txt"]
+    _put_in_place(tmp_path, "file.txt")
+    os.utime(tmp_path / "out" / "file.txt", ns=(0, 0))
+
+    with StorageQueue(name=queue_dir) as queue:
+        reopened = queue.get_action(action_id).status
+
+    assert reopened == "canceled"
+    assert os.stat(tmp_path / "out" / "file.txt").st_mtime_ns == 0
+    assert os.listdir(queue_dir / inbox.INBOX_DIR) == []
+
+
+def test_handout_unchecked_spared_after_crash(tmp_path: Path) -> None:
+    """A destination that cannot be stated (a symbolic link to itself, so
+    stat fails with ELOOP) may hold a finished copy: the cancel is dropped
+    and the copy waits."""
+    queue_dir, ids = _crash_with_handout(tmp_path, ("file.txt",), ("file.txt",))
+    action_id = ids["file.txt"]
+    os.symlink("file.txt", tmp_path / "out" / "file.txt")
+
+    with StorageQueue(name=queue_dir) as queue:
+        reopened = queue.get_action(action_id).status
+
+    assert reopened == "waiting"
+    assert os.listdir(queue_dir / inbox.INBOX_DIR) == []
+
+
+def test_handout_without_cancel_after_crash(tmp_path: Path) -> None:
+    """A handed-out copy that no cancel names waits again after a crash, its
+    temporary file removed, and the run copies it."""
+    queue_dir, ids = _crash_with_handout(tmp_path, ("file.txt",), ())
+    action_id = ids["file.txt"]
+    temporary = _cut_off(tmp_path, "file.txt", action_id)
+
+    with StorageQueue(name=queue_dir) as queue:
+        reopened = queue.get_action(action_id)
+        swept = not os.path.exists(temporary)
+        summary = queue.run()
+        ran = queue.get_action(action_id).status
+
+    assert reopened.status == "waiting"
+    assert reopened.attempts == 0
     assert swept
     assert ran == "completed"
-    assert (tmp_path / "out" / "file.txt").read_text() == "content"
+    assert summary.copied == 1
+    assert (tmp_path / "out" / "file.txt").read_text() == "content of file.txt"
+
+
+def test_handout_cancel_survives_crash_at_open(tmp_path: Path) -> None:
+    """An open killed after the cancels it decided are durable, before it
+    removes their request, delivers the request again. The copy found in
+    place is still in progress then, so the next open decides its cancel
+    again instead of canceling a waiting copy."""
+    names = ("gone", "kept", "other")
+    queue_dir, ids = _crash_with_handout(tmp_path, names, ("gone", "kept"))
+    _cut_off(tmp_path, "gone", ids["gone"])
+    _put_in_place(tmp_path, "kept")
+    script = f"from journalq import StorageQueue\nStorageQueue(name={str(queue_dir)!r})"
+
+    killed = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "JOURNALQ_CRASH_AT": "journal.after_sync:1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    between = read_state(queue_dir).actions
+    requests = os.listdir(queue_dir / inbox.INBOX_DIR)
+    with StorageQueue(name=queue_dir) as queue:
+        reopened = {name: queue.get_action(ids[name]).status for name in names}
+        summary = queue.run()
+        ran = {name: queue.get_action(ids[name]).status for name in names}
+
+    assert killed.returncode == -9, killed.stderr
+    assert between[ids["gone"]].status is Status.CANCELED
+    assert between[ids["kept"]].status is Status.INPROGRESS
+    assert between[ids["other"]].status is Status.INPROGRESS
+    assert len(requests) == 1
+    assert reopened == {"gone": "canceled", "kept": "waiting", "other": "waiting"}
     assert os.listdir(queue_dir / inbox.INBOX_DIR) == []
+    assert ran == {"gone": "canceled", "kept": "completed", "other": "completed"}
+    assert summary.copied == 1
+    assert summary.skipped == 1
+    assert not (tmp_path / "out" / "gone").exists()
+
+
+def test_started_spared_after_crash(tmp_path: Path) -> None:
+    """A cancel of a copy that the killed run had started itself, not
+    handed out, is dropped at the next open: the copy waits again, with
+    the crash counted."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "file.txt").write_text("content")
+    queue_dir = tmp_path / "queue"
+    with StorageQueue(tmp_path / "src", tmp_path / "out", queue_dir) as queue:
+        action_id = queue.copy_file("file.txt", "file.txt")
+    store = QueueStore.open(queue_dir)
+    try:
+        assert store.start(action_id, Started(action_id, 1, time.time_ns()))
+        store.flush()
+    finally:
+        store.close()
+    inbox.post(queue_dir, encode_batch([Canceled(action_id)]))
+
+    with StorageQueue(name=queue_dir) as queue:
+        reopened = queue.get_action(action_id)
+
+    assert reopened.status == "waiting"
+    assert reopened.attempts == 1
+    assert os.listdir(queue_dir / inbox.INBOX_DIR) == []
+
+
+def test_handout_cancel_posted_twice(tmp_path: Path) -> None:
+    """Two requests that cancel the same handed-out copy are both decided
+    and removed at the next open. A request left in the inbox would cancel
+    the file at a later open, once it waits."""
+    queue_dir, ids = _crash_with_handout(tmp_path, ("file.txt",), ("file.txt",))
+    action_id = ids["file.txt"]
+    _put_in_place(tmp_path, "file.txt")
+    inbox.post(queue_dir, encode_batch([Canceled(action_id)]))
+
+    with StorageQueue(name=queue_dir) as queue:
+        reopened = queue.get_action(action_id).status
+        requests = os.listdir(queue_dir / inbox.INBOX_DIR)
+    with StorageQueue(name=queue_dir) as queue:
+        again = queue.get_action(action_id).status
+
+    assert reopened == "waiting"
+    assert requests == []
+    assert again == "waiting"
