@@ -957,8 +957,9 @@ class StorageQueue:
             backoff=self.backoff,
         )
         if not options.dry_run:
-            # NOTE: a dry run does not add the files back, so its counts
-            # leave out the skips that the real run would compare again.
+            # NOTE: a dry run does not add the files back. It counts them as
+            # skipped, though a real run under a stricter policy compares
+            # them again.
             self._redecide_skips(options.policy, only)
         open_trees = self._open_trees()
         total = RunSummary()
@@ -987,6 +988,7 @@ class StorageQueue:
         self._hints = {}
         if options.dry_run:
             self._predict_failures(total, planned, open_trees)
+            self._predict_listed_skips(total, open_trees)
             return total
         ended = {
             tree
@@ -1013,6 +1015,18 @@ class StorageQueue:
         summary.failed += len(rejected)
         summary.failures = [self._planned_failure(*failure) for failure in planned]
         summary.failures += [self._info(action) for action in rejected]
+
+    def _predict_listed_skips(self, summary: RunSummary, trees: set[str]) -> None:
+        """Count in a dry run's ``summary`` the files that ``trees`` skipped.
+
+        Those files were found identical when their tree was listed, so they
+        have no action. A real run counts them when it ends the tree, which
+        a dry run never does.
+        """
+        for tree in trees:
+            skipped = self.state.actions[tree].skipped
+            summary.skipped += skipped
+            summary.identical_when_listed += skipped
 
     def _planned_failure(self, action: ActionState, record: Failed) -> ActionInfo:
         """Return ``action`` as it would be once ``record`` was journaled."""

@@ -99,3 +99,22 @@ def test_dry_run_of_queue_names_no_hint(sample: Path, tmp_path: Path) -> None:
     assert "1 action would fail, and so would the tree that holds it:" in result.stderr
     assert "journalq actions" not in result.stderr
     assert listed.stdout == ""
+
+
+def test_dry_run_counts_listed_skips(sample: Path, tmp_path: Path) -> None:
+    """Files that the listing finds identical count as skipped, as in a real run."""
+    out = str(tmp_path / "out")
+    assert invoke("sync", f"{sample}/", out).exit_code == ExitCode.OK
+
+    dry = json_lines(
+        invoke("sync", f"{sample}/", out, "--compare", "size", "-n", "--json").stdout
+    )
+    real = json_lines(
+        invoke("sync", f"{sample}/", out, "--compare", "size", "--json").stdout
+    )
+
+    files = sum(1 for path in sample.rglob("*") if path.is_file())
+    assert dry[-1]["skipped"] == files
+    assert dry[-1]["identical_when_listed"] == files
+    assert dry[-1]["copied"] == 0
+    assert real[-1]["skipped"] == files
