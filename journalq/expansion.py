@@ -40,6 +40,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: The error of a destination that is a file where a directory is needed,
+#: or that lies below a file.
+NOT_A_DIRECTORY: Final = (
+    "a file is in the way: the destination must be a directory, or a path "
+    "that does not exist yet below a directory (nothing was added)"
+)
 #: The kinds of action that list a tree and have a child action per file.
 PARENTS: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})
 
@@ -212,6 +218,8 @@ def destination_listing(queue: StorageQueue, path: str) -> Listing:
         raise ActionError(path, f"{exc}; nothing was added") from exc
     except FileNotFoundError:
         return Listing()
+    except NotADirectoryError as exc:
+        raise ActionError(path, NOT_A_DIRECTORY) from exc
 
 
 def check_deletes(

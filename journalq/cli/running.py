@@ -50,7 +50,7 @@ from journalq.cli.queues import (
 )
 from journalq.errors import ActionError
 from journalq.events import Event, EventType, RunSummary
-from journalq.expansion import PARENTS
+from journalq.expansion import NOT_A_DIRECTORY, PARENTS
 from journalq.plan import resolve_target
 from journalq.progress import ProgressDisplay, RunProgress, log_progress
 from journalq.queue import StorageQueue
@@ -90,9 +90,12 @@ def add_copy(queue: StorageQueue, source: Location, destination: Location) -> st
             )
     hint = "check the URL, the credentials and the --destination-option values"
     with step("reading the destination", destination.url, hint):
-        destination_kind = path_kind(
-            queue, queue.destination.fs, queue.destination.path(destination.path)
-        )
+        try:
+            destination_kind = path_kind(
+                queue, queue.destination.fs, queue.destination.path(destination.path)
+            )
+        except NotADirectoryError as error:
+            raise ActionError(destination.path, NOT_A_DIRECTORY) from error
     source_is_dir = source_kind == "directory"
     target = resolve_target(
         source.path,

@@ -2,7 +2,8 @@
 
 Without ``--queue`` each command opens a queue named after SRC and DST
 (``add``: the queue ``local``), and creates it when it is new. A rejected
-request (a missing source, trees that overlap) adds nothing, so the queue
+request (a missing source, trees that overlap, a file where the
+destination tree should be) adds nothing, so the queue
 it created is deleted again. A queue that existed before the command is
 kept as it was.
 """
@@ -44,6 +45,26 @@ REJECTED = {
     "sync destination inside source": (
         ["sync", "data", "data/docs"],
         "the destination overlaps the source",
+    ),
+    "copy tree below a file": (
+        ["copy", "data/docs", "data/a.txt/copy"],
+        "a file is in the way: the destination must be a directory",
+    ),
+    "copy file below a file": (
+        ["copy", "data/docs/b.txt", "data/a.txt/b.txt"],
+        "a file is in the way: the destination must be a directory",
+    ),
+    "copy contents into a file": (
+        ["copy", "data/docs/", "data/a.txt"],
+        "a file is in the way: the destination must be a directory",
+    ),
+    "sync onto a file": (
+        ["sync", "data/docs", "data/a.txt"],
+        "a file is in the way: the destination must be a directory",
+    ),
+    "sync below a file": (
+        ["sync", "data/docs", "data/a.txt/sub"],
+        "a file is in the way: the destination must be a directory",
     ),
 }
 
