@@ -34,6 +34,7 @@ file identical.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -92,6 +93,8 @@ LOCAL_THREAD_BYTES: Final = 1024 * 1024
 #: ends within milliseconds, so a stop request is not held up. Large files
 #: gain nothing there, because their copy is system calls that release the GIL.
 COPY_PROCESS_BYTES: Final = 1024 * 1024
+#: Seconds between two looks at the stop request while copy processes run.
+_STOP_POLL: Final = 0.02
 #: Small new files in a stage from which the copies go to forked processes.
 #: Forking costs about a millisecond (estimate), and below a few hundred
 #: files the run is over before that pays off.
@@ -390,12 +393,43 @@ class Executor:
         ]
         for thread in threads:
             thread.start()
+        recalled = False
         for thread in threads:
-            thread.join()
+            while thread.is_alive():
+                thread.join(_STOP_POLL)
+                if processes and not recalled and self.stopping():
+                    recalled = True
+                    self._recall_batches()
         for helper in helpers:
             helper.close()
         if errors:
             raise errors[0]
+
+    def _recall_batches(self) -> None:
+        """Make the copy processes hand back the files they have not started.
+
+        Before each file a copy process compares the inbox's mtime with the
+        one its batch was sent with (see :mod:`journalq.copier`). Moving the
+        mtime on by 1 ns makes each hand back the rest of its batches, so a
+        stop does not wait for up to two batches of 256 files per process.
+        """
+        try:
+            try:
+                info = os.stat(self.inbox_dir)
+            except FileNotFoundError:
+                # No request was ever posted, so the batches went out with no
+                # mtime, and the directory's appearance is the change.
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(self.inbox_dir, 0o700)
+                return
+            os.utime(self.inbox_dir, ns=(info.st_atime_ns, info.st_mtime_ns + 1))
+        except OSError as exc:
+            logger.warning(
+                "could not change the mtime of %s, so the copy processes finish "
+                "their batches before the run stops: %s",
+                self.inbox_dir,
+                exc,
+            )
 
     def _work(
         self, take: Callable[[], list[ActionState] | None], group: DurableGroup

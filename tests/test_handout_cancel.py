@@ -491,3 +491,67 @@ def test_handout_cancel_posted_twice(tmp_path: Path) -> None:
     assert reopened == "waiting"
     assert requests == []
     assert again == "waiting"
+
+
+def test_stop_recalls_handed_out_files(tmp_path: Path) -> None:
+    """A stop makes the copy process hand back the files it has not started.
+
+    The copy process waits in the FIFO's open at the start of the second
+    batch when the first outcome is journaled. The run is asked to stop
+    then, and the FIFO opens only once the inbox's mtime has moved, which
+    is what makes the copy process hand back the rest of its batches.
+    """
+    source = tmp_path / "src"
+    source.mkdir()
+    for index in range(TREE_FILES):
+        (source / f"f{index:04d}").write_bytes(b"%d\n" % index)
+    queue_dir = tmp_path / "q"
+    inbox_dir = str(queue_dir / inbox.INBOX_DIR)
+    stop = threading.Event()
+    moved: list[bool] = []
+    feeder = contextlib.ExitStack()
+
+    with StorageQueue(source, tmp_path / "dst", queue_dir, parallelism=1) as queue:
+        queue.copy_tree("", "")
+        files = [
+            action
+            for action in queue.state.actions.values()
+            if action.added.parent is not None
+        ]
+        first_batch = files[:BATCH_FILES]
+        second_batch = files[BATCH_FILES : 2 * BATCH_FILES]
+        blocking, _ = queue.state.paths(second_batch[0])
+        assert blocking is not None
+        os.unlink(blocking)
+        os.mkfifo(blocking)
+        before = copier.inbox_mtime(inbox_dir)
+
+        def stop_once(event: Event) -> None:
+            if stop.is_set():
+                return
+            stop.set()
+            deadline = time.monotonic() + 10
+            while copier.inbox_mtime(inbox_dir) == before:
+                if time.monotonic() > deadline:
+                    moved.append(False)
+                    break
+                time.sleep(0.005)
+            else:
+                moved.append(True)
+            feeder.enter_context(fifo_feeder(Path(blocking)))
+
+        with feeder:
+            summary = queue.run(on_event=stop_once, event_types={"started"}, stop=stop)
+
+    state = read_state(queue_dir)
+    statuses = {action.action_id: action.status for action in state.actions.values()}
+    assert moved == [True]
+    assert summary.interrupted
+    assert {statuses[action.action_id] for action in first_batch} == {Status.COMPLETED}
+    assert {statuses[action.action_id] for action in second_batch[1:]} == {
+        Status.WAITING
+    }
+    for action in second_batch[1:]:
+        _, destination = state.paths(action)
+        assert destination is not None
+        assert not os.path.exists(destination), destination
