@@ -30,7 +30,7 @@ import pytest
 from journalq import StorageQueue, copier, executor, inbox, transfer
 from journalq.events import Event
 from journalq.records import Canceled, Completed, Outcome, Started, encode_batch
-from journalq.replay import Status
+from journalq.replay import ActionState, Status
 from journalq.store import QueueStore, read_state
 
 pytestmark = pytest.mark.skipif(
@@ -151,29 +151,46 @@ TREE_FILES = 300
 BATCH_FILES = min(executor.MAX_PROCESS_BATCH, TREE_FILES // 4)
 
 
-def test_cancel_reaches_handed_out_files(tmp_path: Path) -> None:
+def source_tree(tmp_path: Path) -> Path:
+    """Write the TREE_FILES small files of the tree to copy; return its root."""
     source = tmp_path / "src"
     source.mkdir()
     for index in range(TREE_FILES):
         (source / f"f{index:04d}").write_bytes(b"%d\n" % index)
+    return source
+
+
+def block_second_batch(
+    queue: StorageQueue,
+) -> tuple[list[ActionState], list[ActionState], str]:
+    """Add the tree and make its second batch start with a FIFO.
+
+    The FIFO stops the copy process at a known point. Returns the first
+    batch, the second and the FIFO's path.
+    """
+    queue.copy_tree("", "")
+    files = [
+        action
+        for action in queue.state.actions.values()
+        if action.added.parent is not None
+    ]
+    first_batch = files[:BATCH_FILES]
+    second_batch = files[BATCH_FILES : 2 * BATCH_FILES]
+    blocking, _ = queue.state.paths(second_batch[0])
+    assert blocking is not None
+    os.unlink(blocking)
+    os.mkfifo(blocking)
+    return first_batch, second_batch, blocking
+
+
+def test_cancel_reaches_handed_out_files(tmp_path: Path) -> None:
+    source = source_tree(tmp_path)
     queue_dir = tmp_path / "q"
     canceled: list[subprocess.CompletedProcess] = []
     feeder = contextlib.ExitStack()
 
     with StorageQueue(source, tmp_path / "dst", queue_dir, parallelism=1) as queue:
-        queue.copy_tree("", "")
-        files = [
-            action
-            for action in queue.state.actions.values()
-            if action.added.parent is not None
-        ]
-        first_batch = files[:BATCH_FILES]
-        second_batch = files[BATCH_FILES : 2 * BATCH_FILES]
-        # The second batch starts with a file that stops the copy process.
-        blocking, _ = queue.state.paths(second_batch[0])
-        assert blocking is not None
-        os.unlink(blocking)
-        os.mkfifo(blocking)
+        first_batch, second_batch, blocking = block_second_batch(queue)
 
         def cancel_once(event: Event) -> None:
             # The first file of the first batch is journaled while the copy
@@ -501,10 +518,7 @@ def test_stop_recalls_handed_out_files(tmp_path: Path) -> None:
     then, and the FIFO opens only once the inbox's mtime has moved, which
     is what makes the copy process hand back the rest of its batches.
     """
-    source = tmp_path / "src"
-    source.mkdir()
-    for index in range(TREE_FILES):
-        (source / f"f{index:04d}").write_bytes(b"%d\n" % index)
+    source = source_tree(tmp_path)
     queue_dir = tmp_path / "q"
     inbox_dir = str(queue_dir / inbox.INBOX_DIR)
     stop = threading.Event()
@@ -512,18 +526,7 @@ def test_stop_recalls_handed_out_files(tmp_path: Path) -> None:
     feeder = contextlib.ExitStack()
 
     with StorageQueue(source, tmp_path / "dst", queue_dir, parallelism=1) as queue:
-        queue.copy_tree("", "")
-        files = [
-            action
-            for action in queue.state.actions.values()
-            if action.added.parent is not None
-        ]
-        first_batch = files[:BATCH_FILES]
-        second_batch = files[BATCH_FILES : 2 * BATCH_FILES]
-        blocking, _ = queue.state.paths(second_batch[0])
-        assert blocking is not None
-        os.unlink(blocking)
-        os.mkfifo(blocking)
+        first_batch, second_batch, blocking = block_second_batch(queue)
         before = copier.inbox_mtime(inbox_dir)
 
         def stop_once(event: Event) -> None:
