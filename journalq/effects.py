@@ -99,21 +99,49 @@ class Effects:
             operation = "copy to"
             if fs.isdir(path):
                 return PathInTheWayError(
-                    path, path, is_directory=True, operation=operation
+                    path,
+                    path,
+                    is_directory=True,
+                    operation=operation,
+                    in_tree=self._in_tree(action, path),
                 )
         else:
             fs, path = self.service_path(action)
             operation = "make the directory"
             if fs.isfile(path):
                 return PathInTheWayError(
-                    path, path, is_directory=False, operation=operation
+                    path,
+                    path,
+                    is_directory=False,
+                    operation=operation,
+                    in_tree=self._in_tree(action, path),
                 )
         for above in parent_directories(path):
             if fs.isfile(above):
                 return PathInTheWayError(
-                    path, above, is_directory=False, operation=operation
+                    path,
+                    above,
+                    is_directory=False,
+                    operation=operation,
+                    in_tree=self._in_tree(action, above),
                 )
         return None
+
+    def _in_tree(self, action: ActionState, blocker: str) -> bool:
+        """Tell whether ``blocker`` lies inside the destination tree of ``action``.
+
+        Only there does a sync with ``--delete`` replace it: a file above the
+        tree, or in the way of a copy of one file, stays.
+        """
+        parent = action.added.parent
+        if parent is None:
+            return False
+        state = self.context.store.state
+        tree = state.actions.get(parent)
+        if tree is None:
+            return False
+        _, root = state.paths(tree)
+        return root is not None and blocker.startswith(root.rstrip("/") + "/")
 
     def _delete(self, action: ActionState, attempt: int) -> list[Record] | None:
         fs, path = self.service_path(action)

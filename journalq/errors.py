@@ -469,20 +469,32 @@ class PathInTheWayError(JournalqError):
     ``blocker`` is the path in the way: ``path`` itself, or a path above
     ``path`` that is a file where a directory is needed. ``operation`` is
     what failed, as a verb phrase ("copy to", "make the directory").
+    ``in_tree`` tells whether ``blocker`` lies inside the destination tree
+    of a copy or sync, which a sync with ``--delete`` would replace.
     """
 
     def __init__(
-        self, path: str, blocker: str, *, is_directory: bool, operation: str
+        self,
+        path: str,
+        blocker: str,
+        *,
+        is_directory: bool,
+        operation: str,
+        in_tree: bool = True,
     ) -> None:
         self.path = path
         self.blocker = blocker
         self.is_directory = is_directory
         self.operation = operation
         what = "directory" if is_directory else "file"
+        fix = (
+            "delete or rename it, or sync with --delete, which replaces it"
+            if in_tree
+            else "delete or rename it, or copy to another destination"
+        )
         self.message = (
             f"cannot {operation} {path}: the {what} {blocker} is in the way at the "
-            f"destination; delete or rename it, or sync with --delete, which "
-            f"replaces it"
+            f"destination; {fix}"
         )
         super().__init__(self.message)
 

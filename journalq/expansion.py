@@ -16,6 +16,7 @@ it, and take the chunk size from the caller, so that a test that sets
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Final, NamedTuple
@@ -30,22 +31,20 @@ from journalq.plan import (
     count_deletes,
     expand,
     list_tree,
+    parent_directories,
     skipped_children,
 )
 from journalq.records import ActionAdded, Digested, Failed, Kind, Record, Service
 from journalq.replay import ActionState, DigestCache, root_prefix
 
 if TYPE_CHECKING:
+    import fsspec
+
     from journalq.queue import StorageQueue
 
 logger = logging.getLogger(__name__)
 
-#: The error of a destination that is a file where a directory is needed,
-#: or that lies below a file.
-NOT_A_DIRECTORY: Final = (
-    "a file is in the way: the destination must be a directory, or a path "
-    "that does not exist yet below a directory (nothing was added)"
-)
+
 #: The kinds of action that list a tree and have a child action per file.
 PARENTS: Final = frozenset({Kind.COPY_TREE, Kind.SYNC})
 
@@ -219,7 +218,26 @@ def destination_listing(queue: StorageQueue, path: str) -> Listing:
     except FileNotFoundError:
         return Listing()
     except NotADirectoryError as exc:
-        raise ActionError(path, NOT_A_DIRECTORY) from exc
+        raise not_a_directory(queue.destination.fs, path) from exc
+
+
+def not_a_directory(fs: fsspec.AbstractFileSystem, path: str) -> ActionError:
+    """Return the error of a destination that is a file or lies below one.
+
+    It names the file in the way, found by looking at ``path`` and the
+    paths above it.
+    """
+    blocker = None
+    candidates = [path.rstrip("/"), *parent_directories(path)]
+    # A backend error here only costs the name: the message is complete without.
+    with contextlib.suppress(Exception):
+        blocker = next((above for above in candidates if fs.isfile(above)), None)
+    subject = "a file" if blocker is None else f"the file {blocker}"
+    return ActionError(
+        path,
+        f"{subject} is in the way: the destination must be a directory, or a path "
+        "that does not exist yet below a directory (nothing was added)",
+    )
 
 
 def check_deletes(

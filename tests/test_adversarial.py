@@ -646,6 +646,21 @@ def test_copy_reports_path_in_the_way(
     assert list(destination.rglob(".*.jq-*.tmp")) == []
 
 
+def test_copy_below_file_advice(tmp_path, queue_dir):
+    """A file above a single copy's destination is not one a sync replaces."""
+    source = write(tmp_path / "src", {"a.txt": b"a"})
+    destination = write(tmp_path / "dst", {"blocker": b"a file"})
+    with StorageQueue(str(source), str(destination), name=str(queue_dir)) as queue:
+        queue.copy_file("a.txt", "blocker/a.txt")
+        summary = queue.run()
+
+    (failure,) = summary.failures
+    assert failure.error is not None
+    assert f"the file {destination / 'blocker'} is in the way" in failure.error
+    assert "copy to another destination" in failure.error
+    assert "--delete" not in failure.error
+
+
 def test_destination_delete_has_no_source(tmp_path, queue_dir):
     source = write(tmp_path / "src", {"a.txt": b"a"})
     destination = write(tmp_path / "dst", {"stale.txt": b"s"})

@@ -50,7 +50,7 @@ from journalq.cli.queues import (
 )
 from journalq.errors import ActionError
 from journalq.events import Event, EventType, RunSummary
-from journalq.expansion import NOT_A_DIRECTORY, PARENTS
+from journalq.expansion import PARENTS, not_a_directory
 from journalq.plan import resolve_target
 from journalq.progress import ProgressDisplay, RunProgress, log_progress
 from journalq.queue import StorageQueue
@@ -90,12 +90,16 @@ def add_copy(queue: StorageQueue, source: Location, destination: Location) -> st
             )
     hint = "check the URL, the credentials and the --destination-option values"
     with step("reading the destination", destination.url, hint):
+        destination_path = queue.destination.path(destination.path)
         try:
-            destination_kind = path_kind(
-                queue, queue.destination.fs, queue.destination.path(destination.path)
-            )
+            destination_kind = path_kind(queue, queue.destination.fs, destination_path)
         except NotADirectoryError as error:
-            raise ActionError(destination.path, NOT_A_DIRECTORY) from error
+            raise not_a_directory(queue.destination.fs, destination_path) from error
+    # `copy SRC FILE/` requests a copy inside FILE. An object store can hold
+    # an object and objects below its name, so only a local disk rejects it.
+    inside_file = destination_kind == "file" and destination.path.endswith("/")
+    if inside_file and queue.destination.local:
+        raise not_a_directory(queue.destination.fs, destination_path)
     source_is_dir = source_kind == "directory"
     target = resolve_target(
         source.path,

@@ -48,23 +48,27 @@ REJECTED = {
     ),
     "copy tree below a file": (
         ["copy", "data/docs", "data/a.txt/copy"],
-        "a file is in the way: the destination must be a directory",
+        "a.txt is in the way: the destination must be a directory",
     ),
     "copy file below a file": (
         ["copy", "data/docs/b.txt", "data/a.txt/b.txt"],
-        "a file is in the way: the destination must be a directory",
+        "a.txt is in the way: the destination must be a directory",
+    ),
+    "copy file into a file": (
+        ["copy", "data/docs/b.txt", "data/a.txt/"],
+        "a.txt is in the way: the destination must be a directory",
     ),
     "copy contents into a file": (
         ["copy", "data/docs/", "data/a.txt"],
-        "a file is in the way: the destination must be a directory",
+        "a.txt is in the way: the destination must be a directory",
     ),
     "sync onto a file": (
         ["sync", "data/docs", "data/a.txt"],
-        "a file is in the way: the destination must be a directory",
+        "a.txt is in the way: the destination must be a directory",
     ),
     "sync below a file": (
         ["sync", "data/docs", "data/a.txt/sub"],
-        "a file is in the way: the destination must be a directory",
+        "a.txt is in the way: the destination must be a directory",
     ),
 }
 
@@ -76,7 +80,14 @@ def _status(queue: str) -> dict:
 
 
 def _in(root: Path, command: list[str]) -> list[str]:
-    return [command[0], *(str(root / argument) for argument in command[1:])]
+    # Path drops a trailing slash, which decides where a copy lands.
+    return [
+        command[0],
+        *(
+            str(root / argument) + "/" * argument.endswith("/")
+            for argument in command[1:]
+        ),
+    ]
 
 
 @pytest.mark.parametrize("case", REJECTED)
