@@ -249,7 +249,13 @@ class GCSSink(transfer.Sink):
         faults.point("transfer.before_rename")
         try:
             if self._file is None:
-                self.fs.pipe_file(self.path, bytes(buffer), metadata=metadata)
+                uploaded = self.fs.pipe_file(
+                    self.path, bytes(buffer), metadata=metadata
+                )
+                # gcsfs returns the new object's resource for a one-request
+                # upload; its generation is the ETag journalq compares.
+                if isinstance(uploaded, dict):
+                    self.etag = _generation(uploaded)
             else:
                 self._file.write(bytes(buffer))
                 self._file.close()
