@@ -257,6 +257,9 @@ class GCSSink(transfer.Sink):
                 if isinstance(uploaded, dict):
                     self.etag = _generation(uploaded)
             else:
+                # NOTE: neither the resumable upload nor setxattrs returns
+                # the generation, so the etag stays None and the next sync
+                # compares this object once before its listing decides it.
                 self._file.write(bytes(buffer))
                 self._file.close()
                 self._file = None
