@@ -556,7 +556,7 @@ class CopyEffect:
                 )
             )
             stamp: tuple[int | None, int | None] | None = None
-            if sets_mtime:
+            if sets_mtime and etag is None:
                 stamp = written or self._written_stamp(destination_path)
             if stamp is not None:
                 records.append(
@@ -570,9 +570,10 @@ class CopyEffect:
                         *stamp,
                     )
                 )
-        if etag is not None and not sets_mtime:
+        if etag is not None:
             # The ETag names the object this copy wrote, so the entry needs
-            # no mtime guard (see compare.etag_matches).
+            # no mtime guard (see compare.etag_matches), and it replaces the
+            # mtime-keyed entry of an object that kept the source's mtime.
             records.append(
                 Digested(
                     Service.DESTINATION,
@@ -770,9 +771,10 @@ def _same_entry(known: Digested, record: Digested) -> bool:
     )
 
 
-#: What a finished transfer returns to :meth:`CopyEffect.copy_records`: the
-#: result, the clock read before the source, whether the destination kept
-#: the source's mtime, and the new object's ETag when the store returned one.
+#: The outcome of a finished transfer, as :meth:`CopyEffect.copy_records`
+#: takes it: the result, the clock read before the source, whether the
+#: destination kept the source's mtime, and the new object's ETag when the
+#: store returned one.
 _Transferred = tuple[transfer.CopyResult, int, bool, str | None]
 
 

@@ -253,7 +253,7 @@ class GCSSink(transfer.Sink):
                     self.path, bytes(buffer), metadata=metadata
                 )
                 # gcsfs returns the new object's resource for a one-request
-                # upload; its generation is the ETag journalq compares.
+                # upload, and its generation is the ETag journalq compares.
                 if isinstance(uploaded, dict):
                     self.etag = _generation(uploaded)
             else:

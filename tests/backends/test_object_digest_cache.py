@@ -19,11 +19,14 @@ import pytest
 from store_helpers import Store
 from test_backend_rules import open_queue
 
+from journalq import digest
 from journalq.backends.gcs import GCSFilesystem
 from journalq.backends.s3 import PART_SIZE, S3Filesystem
 from journalq.events import RunSummary
-from journalq.records import Digested, Service
+from journalq.journal import scan
+from journalq.records import Digested, PartsPlanned, Service, decode_batch
 from journalq.replay import QueueState
+from journalq.store import read_format
 
 #: Files per tree: enough that a request per file would show.
 FILES = 12
@@ -97,6 +100,17 @@ def sync_again(tmp_path: Path, source: Store, destination: Store) -> RunSummary:
 
 def destination_entries(state: QueueState) -> dict[str, Digested]:
     return dict(state.digests.by_path(Service.DESTINATION))
+
+
+def journaled(queue: Path, kind: type) -> list[object]:
+    """Return the records of type ``kind`` in the journal of ``queue``."""
+    queue_id = bytes.fromhex(read_format(queue).queue_id)
+    return [
+        record
+        for frame in scan(queue / "journal", queue_id).frames
+        for record in decode_batch(frame.payload)
+        if isinstance(record, kind)
+    ]
 
 
 def per_file(requests: list[str]) -> list[str]:
@@ -192,5 +206,44 @@ def test_s3_multipart_object_decided_at_listing(
 
     object_requests.clear()
     second = sync_again(tmp_path, local_store, s3_store)
+    assert second.identical_when_listed == 1
+    assert per_file(object_requests) == []
+
+
+@pytest.mark.parametrize("store", ["s3", "gcs"], indirect=True)
+def test_parts_upload_decided_at_listing(
+    tmp_path, local_store, store, object_requests, monkeypatch
+):
+    """A copy in journaled parts caches its digest too.
+
+    S3 returns the ETag of the completed object with the copy that stores
+    its metadata, so the next sync decides it at listing. GCS returns no
+    generation for an upload session, so the next sync compares the object
+    once and the one after decides it at listing.
+    """
+    part_size = 5 * 1024 * 1024
+    monkeypatch.setattr(digest, "PART_SIZE", part_size)
+    old = time.time_ns() - 60 * 1_000_000_000
+    local_store.write("data/big.txt", os.urandom(part_size + 4096))
+    os.utime(local_store.path("data/big.txt"), ns=(old, old))
+
+    def sync() -> RunSummary:
+        with open_queue(tmp_path, local_store, store, part_threshold=part_size) as q:
+            q.sync("data", "out")
+            return q.run()
+
+    first = sync()
+    assert first.failures == []
+    assert first.copied == 1
+    assert len(journaled(tmp_path / "queue", PartsPlanned)) == 1
+
+    object_requests.clear()
+    second = sync()
+    assert second.copied == 0
+    if store.name == "gcs":
+        assert second.identical_when_listed == 0
+        assert len(per_file(object_requests)) >= 1
+        object_requests.clear()
+        second = sync()
     assert second.identical_when_listed == 1
     assert per_file(object_requests) == []
