@@ -3,9 +3,9 @@
 A checksum sync to S3 or GCS journals the destination's digest with the
 ETag (S3) or generation (GCS) the object had, so the next sync decides an
 unchanged object from the listing alone, with no request per object. The
-request counts come from wrapping the filesystem classes' request methods
-in this process: the wrappers only count the calls, and the servers
-still handle every request.
+request counts come from wrapping the request methods of the queue's
+filesystem in this process: the wrappers only count the calls, and the
+servers still handle every request.
 """
 
 from __future__ import annotations
@@ -48,52 +48,64 @@ def tree(count: int = FILES) -> dict[str, bytes]:
     return {f"d{n % 3}/f{n:03d}.txt": f"content {n:03d}".encode() for n in range(count)}
 
 
-@pytest.fixture
-def object_requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record the per-object stat requests journalq's filesystems send.
+class RequestLog:
+    """The per-object stat requests that watched filesystems send.
 
-    S3 counts each ``HeadObject``, GCS each object metadata request
-    (``_info`` of a path, which fetches one object's resource).
+    S3 records each ``HeadObject`` by key, GCS each ``info()`` by path
+    (one request for an object's resource, unless gcsfs has it cached).
     """
-    requests: list[str] = []
-    call_s3 = S3Filesystem._call_s3
-    call_s3_sync = S3Filesystem.call_s3
-    info_gcs = GCSFilesystem._info
-    info_gcs_sync = GCSFilesystem.info
 
-    def note(method: str, kwargs: dict[str, Any]) -> None:
-        if method == "head_object":
-            requests.append(kwargs.get("Key", ""))
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.paths: list[str] = []
+        self._monkeypatch = monkeypatch
+        self._watched: set[int] = set()
 
-    async def counting_call_s3(self: Any, method: str, *args: Any, **kwargs: Any):
-        note(method, kwargs)
-        return await call_s3(self, method, *args, **kwargs)
+    def watch(self, fs: Any) -> None:
+        """Record the requests of ``fs`` from now on, and forget earlier ones.
 
-    # s3fs's call_s3 and gcsfs's info wrap the base class's coroutine
-    # itself, so they bypass the wrappers of the coroutines and need
-    # their own.
-    def counting_call_s3_sync(self: Any, method: str, *args: Any, **kwargs: Any):
-        note(method, kwargs)
-        return call_s3_sync(self, method, *args, **kwargs)
+        fsspec caches filesystem instances and gives each instance its own
+        sync methods when it is created, so the wrapper goes on the
+        instance: one on the class would miss an instance made before.
+        """
+        self.paths.clear()
+        if id(fs) in self._watched:
+            return
+        self._watched.add(id(fs))
+        if isinstance(fs, S3Filesystem):
+            call_s3 = fs.call_s3
 
-    async def counting_info(self: Any, path: str, *args: Any, **kwargs: Any):
-        requests.append(path)
-        return await info_gcs(self, path, *args, **kwargs)
+            def counting_call_s3(method: str, *args: Any, **kwargs: Any) -> Any:
+                if method == "head_object":
+                    self.paths.append(kwargs.get("Key", ""))
+                return call_s3(method, *args, **kwargs)
 
-    def counting_info_sync(self: Any, path: str, *args: Any, **kwargs: Any):
-        requests.append(path)
-        return info_gcs_sync(self, path, *args, **kwargs)
+            self._monkeypatch.setattr(fs, "call_s3", counting_call_s3)
+            return
+        assert isinstance(fs, GCSFilesystem)
+        info = fs.info
 
-    monkeypatch.setattr(S3Filesystem, "_call_s3", counting_call_s3)
-    monkeypatch.setattr(S3Filesystem, "call_s3", counting_call_s3_sync)
-    monkeypatch.setattr(GCSFilesystem, "_info", counting_info)
-    monkeypatch.setattr(GCSFilesystem, "info", counting_info_sync)
-    return requests
+        def counting_info(path: str, *args: Any, **kwargs: Any) -> Any:
+            self.paths.append(path)
+            return info(path, *args, **kwargs)
+
+        self._monkeypatch.setattr(fs, "info", counting_info)
 
 
-def sync_again(tmp_path: Path, source: Store, destination: Store) -> RunSummary:
-    """Open the queue again, add the same sync and run it."""
-    with open_queue(tmp_path, source, destination) as queue:
+@pytest.fixture
+def object_requests(monkeypatch: pytest.MonkeyPatch) -> RequestLog:
+    return RequestLog(monkeypatch)
+
+
+def sync_again(
+    tmp_path: Path,
+    source: Store,
+    destination: Store,
+    requests: RequestLog,
+    **settings: Any,
+) -> RunSummary:
+    """Open the queue again, add the same sync and run it, watching requests."""
+    with open_queue(tmp_path, source, destination, **settings) as queue:
+        requests.watch(queue.destination.fs)
         queue.sync("data", "out")
         return queue.run()
 
@@ -131,13 +143,12 @@ def test_resync_decided_at_listing(tmp_path, local_store, store, object_requests
     assert len(entries) == FILES
     assert all(entry.etag for entry in entries.values())
 
-    object_requests.clear()
-    second = sync_again(tmp_path, local_store, store)
+    second = sync_again(tmp_path, local_store, store, object_requests)
     assert second.failures == []
     assert second.copied == 0
     assert second.skipped == FILES
     assert second.identical_when_listed == FILES
-    assert per_file(object_requests) == []
+    assert per_file(object_requests.paths) == []
 
 
 @pytest.mark.parametrize("store", ["s3", "gcs"], indirect=True)
@@ -154,13 +165,12 @@ def test_rewritten_object_compared_again(tmp_path, local_store, store, object_re
     store.write(f"out/{rewritten}", b"CONTENT 004")
     assert len(b"CONTENT 004") == len(files[rewritten])
 
-    object_requests.clear()
-    second = sync_again(tmp_path, local_store, store)
+    second = sync_again(tmp_path, local_store, store, object_requests)
     assert second.failures == []
     assert second.identical_when_listed == FILES - 1
     assert second.copied == 1
     assert store.read(f"out/{rewritten}") == files[rewritten]
-    assert [path.rsplit("/", 1)[-1] for path in per_file(object_requests)] == [
+    assert [path.rsplit("/", 1)[-1] for path in per_file(object_requests.paths)] == [
         "f004.txt"
     ]
 
@@ -183,11 +193,10 @@ def test_identical_object_cached_when_compared(
     assert len(entries) == FILES
     assert all(entry.etag for entry in entries.values())
 
-    object_requests.clear()
-    second = sync_again(tmp_path, local_store, store)
+    second = sync_again(tmp_path, local_store, store, object_requests)
     assert second.copied == 0
     assert second.identical_when_listed == FILES
-    assert per_file(object_requests) == []
+    assert per_file(object_requests.paths) == []
 
 
 def test_s3_multipart_object_decided_at_listing(
@@ -204,10 +213,9 @@ def test_s3_multipart_object_decided_at_listing(
         (entry,) = destination_entries(queue.state).values()
     assert entry.etag is not None
 
-    object_requests.clear()
-    second = sync_again(tmp_path, local_store, s3_store)
+    second = sync_again(tmp_path, local_store, s3_store, object_requests)
     assert second.identical_when_listed == 1
-    assert per_file(object_requests) == []
+    assert per_file(object_requests.paths) == []
 
 
 @pytest.mark.parametrize("store", ["s3", "gcs"], indirect=True)
@@ -228,22 +236,20 @@ def test_parts_upload_decided_at_listing(
     os.utime(local_store.path("data/big.txt"), ns=(old, old))
 
     def sync() -> RunSummary:
-        with open_queue(tmp_path, local_store, store, part_threshold=part_size) as q:
-            q.sync("data", "out")
-            return q.run()
+        return sync_again(
+            tmp_path, local_store, store, object_requests, part_threshold=part_size
+        )
 
     first = sync()
     assert first.failures == []
     assert first.copied == 1
     assert len(journaled(tmp_path / "queue", PartsPlanned)) == 1
 
-    object_requests.clear()
     second = sync()
     assert second.copied == 0
     if store.name == "gcs":
         assert second.identical_when_listed == 0
-        assert len(per_file(object_requests)) >= 1
-        object_requests.clear()
+        assert len(per_file(object_requests.paths)) >= 1
         second = sync()
     assert second.identical_when_listed == 1
-    assert per_file(object_requests) == []
+    assert per_file(object_requests.paths) == []
