@@ -59,6 +59,7 @@ __all__ = [
     "cached_digest",
     "choose_algorithm",
     "decide",
+    "etag_matches",
     "is_trusted",
     "listed_info",
     "mtimes_match",
@@ -268,15 +269,31 @@ def entry_matches(
     NOTE: only the mtime must be older than the read by the guard, not the
     ctime. Two same-size rewrites that keep the mtime, one just before the
     read and one just after it, within one ctime tick (one timer tick of
-    the Linux kernel, 10 ms at most), go unseen.
+    the Linux kernel, 10 ms at most), go unseen. An entry with an ETag
+    matches only through :func:`etag_matches`.
     """
-    if entry is None or mtime_ns is None:
+    if entry is None or mtime_ns is None or entry.etag is not None:
         return False
     if entry.size != size or entry.mtime_ns != mtime_ns:
         return False
     if entry.ctime_ns != ctime_ns or entry.inode != inode:
         return False
     return is_trusted(entry.mtime_ns, entry.observed_ns)
+
+
+def etag_matches(entry: Digested | None, size: int, etag: str | None) -> bool:
+    """Tell whether a cached entry with an ETag is valid for an object's stat.
+
+    The object must have the same size and ETag (or GCS generation) as when
+    the entry was journaled. No mtime guard applies: the store gives every
+    rewrite with other content another ETag, however soon it follows.
+    """
+    return (
+        entry is not None
+        and etag is not None
+        and entry.etag == etag
+        and entry.size == size
+    )
 
 
 def is_trusted(mtime_ns: int, observed_ns: int) -> bool:

@@ -145,6 +145,9 @@ class Copied(msgspec.Struct, array_like=True, frozen=True, tag=1):
     #: The destination's :data:`Stamp` after the rename, when the helper
     #: wrote a local file; ``None`` leaves the stat to the coordinator.
     destination_stamp: Stamp | None = None
+    #: The ETag or generation the object store returned for the new
+    #: object (see :attr:`journalq.transfer.Sink.etag`).
+    etag: str | None = None
 
 
 class HandedBack(msgspec.Struct, array_like=True, frozen=True, tag=3):
@@ -534,7 +537,12 @@ def _copy_any(
     except Exception:
         return None
     return Copied(
-        result.bytes, result.digest, mtime_ns, transfer.keeps_mtime(sink), stamp
+        result.bytes,
+        result.digest,
+        mtime_ns,
+        transfer.keeps_mtime(sink),
+        stamp,
+        etag=sink.etag,
     )
 
 

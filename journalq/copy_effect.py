@@ -166,6 +166,7 @@ class CopyEffect:
         )
         if decision.identical:
             self._align_mtime(destination_path, source, destination, decision)
+            self._remember_object(destination_path, destination, decision)
             return _skipped(action, attempt, decision)
         if context.options.dry_run:
             # The bytes are those the copy would move, so the summary adds up
@@ -214,6 +215,32 @@ class CopyEffect:
                 decision.destination.digest,
                 observed_ns,
             )
+
+    def _remember_object(
+        self,
+        path: str,
+        destination: compare.FileInfo | None,
+        decision: compare.Decision,
+    ) -> None:
+        """Cache the digest of an identical object under its ETag.
+
+        The stat that the comparison made returned the ETag with the
+        digest, so the next listing of an unchanged object decides it.
+        """
+        if (
+            destination is None
+            or destination.etag is None
+            or decision.destination is None
+            or decision.destination.digest is None
+        ):
+            return
+        self._cache.put(
+            str(Service.DESTINATION),
+            path,
+            destination,
+            decision.destination.digest,
+            time.time_ns(),
+        )
 
     def _file_infos(
         self, action: ActionState, source_path: str, destination_path: str
@@ -291,7 +318,7 @@ class CopyEffect:
                 group,
                 replaces=destination is not None,
             )
-        result, observed_ns, keeps_mtime = copied
+        result, observed_ns, keeps_mtime, etag = copied
         return self.copy_records(
             action,
             attempt,
@@ -300,6 +327,7 @@ class CopyEffect:
             result,
             observed_ns,
             sets_mtime=keeps_mtime,
+            etag=etag,
         )
 
     def _transfer_whole(
@@ -312,7 +340,7 @@ class CopyEffect:
         group: DurableGroup,
         *,
         replaces: bool,
-    ) -> tuple[transfer.CopyResult, int, bool]:
+    ) -> _Transferred:
         """Copy a file in one piece through a sink; return what the records need."""
         # A new local file may wait for its group's filesystem sync. A file
         # that replaces an existing one is synced alone before its rename, and
@@ -346,7 +374,7 @@ class CopyEffect:
             sink.abort()
             raise _SourceChanged(source_path, source.size, result.bytes)
         sink.commit(source.mtime_ns)
-        return result, observed_ns, transfer.keeps_mtime(sink)
+        return result, observed_ns, transfer.keeps_mtime(sink), sink.etag
 
     def _transfer_parts(
         self,
@@ -355,7 +383,7 @@ class CopyEffect:
         source_path: str,
         destination_path: str,
         source: compare.FileInfo,
-    ) -> tuple[transfer.CopyResult, int, bool] | None:
+    ) -> _Transferred | None:
         """Copy a large file in journaled parts, resuming a plan that fits.
 
         Returns ``None`` when the destination takes no parts. A plan fits
@@ -416,7 +444,7 @@ class CopyEffect:
             raise
         self._resumed_bytes[action.action_id] = resumed
         result = transfer.CopyResult(source.size, digest_string)
-        return result, observed_ns, target.keeps_mtime
+        return result, observed_ns, target.keeps_mtime, target.etag
 
     def _open_parts_target(
         self,
@@ -497,6 +525,7 @@ class CopyEffect:
         *,
         sets_mtime: bool,
         written: tuple[int, int] | None = None,
+        etag: str | None = None,
     ) -> list[Record]:
         """Return the records of a finished copy: digests, then completed.
 
@@ -504,6 +533,8 @@ class CopyEffect:
         which makes a cached destination digest match its next stat.
         ``written`` is the local destination's ctime and inode after the
         rename, when the copy read them; otherwise they are read here.
+        ``etag`` is the ETag or generation the store returned for the new
+        object, which keys its cached digest instead of the mtime.
         """
         source_path, destination_path = paths
         source_identity = Identity(source.size, source.mtime_ns, result.digest)
@@ -525,7 +556,7 @@ class CopyEffect:
                 )
             )
             stamp: tuple[int | None, int | None] | None = None
-            if sets_mtime:
+            if sets_mtime and etag is None:
                 stamp = written or self._written_stamp(destination_path)
             if stamp is not None:
                 records.append(
@@ -539,6 +570,21 @@ class CopyEffect:
                         *stamp,
                     )
                 )
+        if etag is not None:
+            # The ETag names the object this copy wrote, so the entry needs
+            # no mtime guard (see compare.etag_matches), and it replaces the
+            # mtime-keyed entry of an object that kept the source's mtime.
+            records.append(
+                Digested(
+                    Service.DESTINATION,
+                    destination_path,
+                    result.bytes,
+                    mtime_ns or 0,
+                    result.digest,
+                    observed_ns,
+                    etag=etag,
+                )
+            )
         # The digested records already carry both identities; repeating
         # them in the completed record would only grow the journal.
         carried = {record.service for record in records if isinstance(record, Digested)}
@@ -659,6 +705,10 @@ class _Cache:
 
     def get(self, service: str, path: str, info: compare.FileInfo) -> str | None:
         entry = self._store.state.digests.get((Service(service), path))
+        if entry is not None and entry.etag is not None:
+            if compare.etag_matches(entry, info.size, info.etag):
+                return entry.digest
+            return None
         if not compare.entry_matches(
             entry, info.size, info.mtime_ns, info.ctime_ns, info.inode
         ):
@@ -674,18 +724,27 @@ class _Cache:
         digest: str,
         observed_ns: int,
     ) -> None:
-        if info.mtime_ns is None or not compare.is_trusted(info.mtime_ns, observed_ns):
+        """Journal ``digest`` for the file ``info`` describes.
+
+        An object with an ETag is cached under it, so no mtime guard
+        applies (see :func:`compare.etag_matches`). Other files are cached
+        by their mtime, unless :func:`compare.is_trusted` rejects it.
+        """
+        if info.etag is None and (
+            info.mtime_ns is None or not compare.is_trusted(info.mtime_ns, observed_ns)
+        ):
             return
         key = (Service(service), path)
         record = Digested(
             Service(service),
             path,
             info.size,
-            info.mtime_ns,
+            info.mtime_ns or 0,
             digest,
             observed_ns,
             info.ctime_ns,
             info.inode,
+            info.etag,
         )
         known = self._store.state.digests.get(key)
         if known is not None and _same_entry(known, record):
@@ -701,7 +760,22 @@ def _same_entry(known: Digested, record: Digested) -> bool:
         known.ctime_ns,
         known.inode,
         known.digest,
-    ) == (record.size, record.mtime_ns, record.ctime_ns, record.inode, record.digest)
+        known.etag,
+    ) == (
+        record.size,
+        record.mtime_ns,
+        record.ctime_ns,
+        record.inode,
+        record.digest,
+        record.etag,
+    )
+
+
+#: The outcome of a finished transfer, as :meth:`CopyEffect.copy_records`
+#: takes it: the result, the clock read before the source, whether the
+#: destination kept the source's mtime, and the new object's ETag when the
+#: store returned one.
+_Transferred = tuple[transfer.CopyResult, int, bool, str | None]
 
 
 class _SourceChanged(OSError):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from journalq import compare, dirtimes, faults
@@ -110,7 +111,11 @@ def journal_tree(
     records: list[Record] = []
     policy = compare.Policy.parse(parent.compare) if parent.compare else queue.policy
     identical = planned_skip(
-        parent, policy, queue.state.digests, sets_mtime=queue.destination.local
+        parent,
+        policy,
+        queue.state.digests,
+        sets_mtime=queue.destination.local,
+        etags=(source.etags, destination.etags),
     )
     hints = queue._hints if queue._store is not None else None
     records_of_tree = expand(
@@ -158,12 +163,16 @@ def planned_skip(
     digests: DigestCache,
     *,
     sets_mtime: bool = False,
+    etags: tuple[Mapping[str, str], Mapping[str, str]] = ({}, {}),
 ) -> Identical | None:
     """Return the test that skips files already identical at listing time.
 
     Under the checksum policy a file is skipped only when the digest
     cache has trusted digests of both sides for exactly the sizes and
-    mtimes just listed, and they are equal. Every other file becomes an
+    mtimes just listed, and they are equal. An entry cached with an ETag
+    (an object store's) must instead have the size and the ETag that the
+    listing reports: ``etags`` holds those of the source and of the
+    destination listing, by relative path. Every other file becomes an
     action and is compared when it runs. With ``sets_mtime`` (a local
     destination), so does an identical file whose mtimes differ: its run
     gives the destination the source's mtime.
@@ -178,6 +187,7 @@ def planned_skip(
     destination_prefix = root_prefix(parent.destination or "")
     find_source = digests.finder(Service.SOURCE)
     find_destination = digests.finder(Service.DESTINATION)
+    source_etags, destination_etags = etags
 
     def identical(relpath: str, source: Entry, destination: Entry) -> str | None:
         if source[0] != destination[0]:
@@ -185,11 +195,13 @@ def planned_skip(
         if sets_mtime and not compare.mtimes_match(source[1], destination[1]):
             return None
         known_source = find_source(source_prefix + relpath)
-        if known_source is None or not _cached(known_source, source):
+        if not _cached(known_source, source, source_etags, relpath):
             return None
         known_destination = find_destination(destination_prefix + relpath)
-        if known_destination is None or not _cached(known_destination, destination):
+        if not _cached(known_destination, destination, destination_etags, relpath):
             return None
+        assert known_source is not None
+        assert known_destination is not None
         if known_source.digest != known_destination.digest:
             return None
         return known_source.digest.partition(":")[0]
@@ -347,12 +359,20 @@ def _same_size_and_mtime(relpath: str, source: Entry, destination: Entry) -> str
     return "size+mtime"
 
 
-def _cached(known: Digested, entry: Entry) -> bool:
+def _cached(
+    known: Digested | None, entry: Entry, etags: Mapping[str, str], relpath: str
+) -> bool:
     """Tell whether a cached digest is valid for the file as it was listed.
 
-    It reads the entry's fields in place: a re-sync calls this twice per
-    file, and a :class:`compare.FileInfo` per call cost more than the check.
+    An entry with an ETag needs the listed size and ETag; others the
+    listed size and mtime (and a local file's ctime and inode). It reads
+    the entry's fields in place: a re-sync calls this twice per file, and
+    a :class:`compare.FileInfo` per call cost more than the check.
     """
+    if known is None:
+        return False
+    if known.etag is not None:
+        return compare.etag_matches(known, entry[0], etags.get(relpath))
     if len(entry) == 4:
         return compare.entry_matches(known, *entry)
     return compare.entry_matches(known, entry[0], entry[1])

@@ -322,6 +322,7 @@ class Handout:
             observed_ns,
             sets_mtime=outcome.mtime_set,
             written=outcome.destination_stamp,
+            etag=outcome.etag,
         )
         self._executor.finish(action, records, group)
 

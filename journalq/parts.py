@@ -84,6 +84,9 @@ class PartTarget(abc.ABC):
     upload: str
     #: Whether :meth:`complete` gives the file the mtime it is passed.
     keeps_mtime: bool = False
+    #: The ETag (S3) or generation (GCS) of the completed object, when
+    #: :meth:`complete` learned it; ``None`` otherwise.
+    etag: str | None = None
 
     @abc.abstractmethod
     def recover(self, part: Part) -> bool:

@@ -252,6 +252,12 @@ class Digested(_Record, tag=10):
     ctime, which no user can set, and a file replaced by another has
     another inode. Entries journaled before these fields existed have
     ``None`` there and match no local file.
+
+    ``etag`` is set for an object in an object store: the ETag (S3) or
+    generation (GCS) the object had when its digest was known. Such an
+    entry is valid while a listing or stat reports the same size and
+    ``etag``, whatever the mtime, because a rewrite with other content
+    gives the object another one. Entries without it use the mtime rules.
     """
 
     service: Service
@@ -262,6 +268,7 @@ class Digested(_Record, tag=10):
     observed_ns: int
     ctime_ns: int | None = None
     inode: int | None = None
+    etag: str | None = None
 
 
 class Retried(_Record, tag=11):

@@ -148,6 +148,7 @@ class _Evidence(msgspec.Struct, array_like=True, gc=False):
     observed_ns: int
     ctime_ns: int | None = None
     inode: int | None = None
+    etag: str | None = None
 
 
 class _History(msgspec.Struct, array_like=True, gc=False):
@@ -374,6 +375,7 @@ def _flatten_child(
                 item.observed_ns,
                 item.ctime_ns,
                 item.inode,
+                item.etag,
             )
             return
 
@@ -1103,6 +1105,7 @@ def _evidence_of(entry: Digested) -> _Evidence:
         entry.observed_ns,
         entry.ctime_ns,
         entry.inode,
+        entry.etag,
     )
 
 

@@ -265,6 +265,9 @@ class Sink(abc.ABC):
     def __init__(self, path: str) -> None:
         self.path = path
         self.committed = False
+        #: The ETag (S3) or generation (GCS) of the committed object, when
+        #: the store returned it with the commit; ``None`` otherwise.
+        self.etag: str | None = None
 
     @abc.abstractmethod
     def write(self, data: bytes | memoryview) -> None:

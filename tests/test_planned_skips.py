@@ -18,7 +18,10 @@ from tree_helpers import write_tree as write
 
 from journalq import StorageQueue
 from journalq.compare import Policy
+from journalq.expansion import planned_skip
 from journalq.queue import _skips_hold
+from journalq.records import ActionAdded, Digested, Kind, Service
+from journalq.replay import DigestCache
 from journalq.store import read_state
 
 #: One hour in nanoseconds: files this old have digests the cache trusts.
@@ -114,3 +117,42 @@ def test_redecided_files_survive_reopen(tmp_path):
         summary = queue.run(compare="always")
     assert summary.copied == 2
     assert (destination / "a.txt").read_bytes() == b"a" * 10
+
+
+@pytest.mark.parametrize(
+    ("listed_size", "listed_etag", "method"),
+    [
+        (5, '"etag-1"', "xxh128"),
+        (5, '"etag-2"', None),
+        (5, None, None),
+        (6, '"etag-1"', None),
+    ],
+)
+def test_planned_skip_etag_table(listed_size, listed_etag, method):
+    """A destination entry with an ETag is valid while its size and ETag are listed.
+
+    Its mtime plays no part: the listed one (the object's LastModified)
+    differs from the cached one, which is the source's.
+    """
+    parent = ActionAdded(
+        "tree", Kind.SYNC, "key", source="/data", destination="bucket/out"
+    )
+    digests = DigestCache({})
+    old = time.time_ns() - HOUR_NS
+    digests[(Service.SOURCE, "/data/a.txt")] = Digested(
+        Service.SOURCE, "/data/a.txt", 5, old, "xxh128:ab", old + HOUR_NS, 1, 2
+    )
+    digests[(Service.DESTINATION, "bucket/out/a.txt")] = Digested(
+        Service.DESTINATION,
+        "bucket/out/a.txt",
+        5,
+        old,
+        "xxh128:ab",
+        time.time_ns(),
+        etag='"etag-1"',
+    )
+    etags = {"a.txt": listed_etag} if listed_etag else {}
+    identical = planned_skip(parent, Policy.CHECKSUM, digests, etags=({}, etags))
+    assert identical is not None
+    decided = identical("a.txt", (5, old, 1, 2), (listed_size, time.time_ns()))
+    assert decided == method

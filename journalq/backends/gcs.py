@@ -249,8 +249,17 @@ class GCSSink(transfer.Sink):
         faults.point("transfer.before_rename")
         try:
             if self._file is None:
-                self.fs.pipe_file(self.path, bytes(buffer), metadata=metadata)
+                uploaded = self.fs.pipe_file(
+                    self.path, bytes(buffer), metadata=metadata
+                )
+                # gcsfs returns the new object's resource for a one-request
+                # upload, and its generation is the ETag journalq compares.
+                if isinstance(uploaded, dict):
+                    self.etag = _generation(uploaded)
             else:
+                # NOTE: neither the resumable upload nor setxattrs returns
+                # the generation, so the etag stays None and the next sync
+                # compares this object once before its listing decides it.
                 self._file.write(bytes(buffer))
                 self._file.close()
                 self._file = None

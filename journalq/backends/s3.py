@@ -245,13 +245,13 @@ def replace_metadata(
     size: int,
     metadata: dict[str, str],
     etag: str | None = None,
-) -> bool:
+) -> str | None:
     """Give the object ``path`` the user ``metadata`` by a copy onto itself.
 
     The copy sends no data from here. With ``etag`` it copies only the
     object with that ETag, so the metadata never describes content that
-    another writer put there since. Returns False, after logging, for an
-    object larger than :data:`COPY_LIMIT`.
+    another writer put there since. Returns the ETag of the copy, or
+    ``None``, after logging, for an object larger than :data:`COPY_LIMIT`.
     NOTE: moto 5.2 ignores ``CopySourceIfMatch``, so the tests do not reach
     that condition. In a versioned bucket the copy adds a second version.
     """
@@ -262,10 +262,10 @@ def replace_metadata(
             path,
             COPY_LIMIT,
         )
-        return False
+        return None
     bucket, key, _ = fs.split_path(path)
     condition = {"CopySourceIfMatch": etag} if etag else {}
-    fs.call_s3(
+    copied = fs.call_s3(
         "copy_object",
         Bucket=bucket,
         Key=key,
@@ -274,7 +274,7 @@ def replace_metadata(
         Metadata=metadata,
         **condition,
     )
-    return True
+    return str(copied["CopyObjectResult"]["ETag"])
 
 
 # Sink ------------------------------------------------------------------------
@@ -310,7 +310,7 @@ class S3Sink(transfer.Sink):
         etag = None
         try:
             if self._upload_id is None and len(buffer) <= PART_SIZE:
-                self._put(bytes(buffer), mtime_ns)
+                self.etag = self._put(bytes(buffer), mtime_ns)
             else:
                 self._send_part(bytes(buffer))
                 etag = self._complete()
@@ -320,7 +320,7 @@ class S3Sink(transfer.Sink):
         self._buffer = None
         self.committed = True
         if etag is not None:
-            self._store_metadata(mtime_ns, etag)
+            self.etag = self._store_metadata(mtime_ns, etag)
         self.fs.invalidate_cache(self.path)
         faults.point("transfer.after_rename")
         logger.debug("committed s3://%s", self.path)
@@ -347,11 +347,12 @@ class S3Sink(transfer.Sink):
                 exc,
             )
 
-    def _put(self, data: bytes, mtime_ns: int | None) -> None:
+    def _put(self, data: bytes, mtime_ns: int | None) -> str | None:
+        """Upload ``data`` in one PutObject; return the new object's ETag."""
         metadata = objects.metadata(self._hasher.digest_string(), mtime_ns)
         condition = {"IfNoneMatch": "*"} if self.fs.create_only else {}
         try:
-            self.fs.call_s3(
+            sent = self.fs.call_s3(
                 "put_object",
                 Bucket=self.bucket,
                 Key=self.key,
@@ -361,6 +362,7 @@ class S3Sink(transfer.Sink):
             )
         except FileExistsError as exc:
             raise _exists_error(self.path) from exc
+        return sent.get("ETag")
 
     def _send_part(self, data: bytes) -> None:
         if self._upload_id is None:
@@ -402,16 +404,18 @@ class S3Sink(transfer.Sink):
         self._upload_id = None
         return completed["ETag"]
 
-    def _store_metadata(self, mtime_ns: int | None, etag: str) -> None:
+    def _store_metadata(self, mtime_ns: int | None, etag: str) -> str:
         """Give the completed multipart object the metadata a PutObject sends.
 
-        The object is committed by now, so a failed copy (credentials that
-        may put objects but not read them, as CopyObject needs) is logged:
-        the next checksum comparison then reads the object instead.
+        Returns the object's ETag afterwards: the copy's, or ``etag`` when
+        no copy was made. The object is committed by now, so a failed copy
+        (credentials that may put objects but not read them, as CopyObject
+        needs) is logged: the next checksum comparison then reads the
+        object instead.
         """
         metadata = objects.metadata(self._hasher.digest_string(), mtime_ns)
         try:
-            replace_metadata(self.fs, self.path, self._size, metadata, etag)
+            copied = replace_metadata(self.fs, self.path, self._size, metadata, etag)
         except (OSError, botocore.exceptions.BotoCoreError) as exc:
             logger.warning(
                 "could not store the digest and mtime of s3://%s (%s); a "
@@ -419,6 +423,8 @@ class S3Sink(transfer.Sink):
                 self.path,
                 exc,
             )
+            return etag
+        return copied or etag
 
     def _require_open(self) -> bytearray:
         if self._buffer is None:

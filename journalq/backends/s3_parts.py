@@ -237,15 +237,23 @@ class S3PartTarget(parts.PartTarget):
             ) from exc
 
     def _replace_metadata(self, size: int, metadata: dict[str, str]) -> None:
-        """Give the completed object ``metadata`` with a copy onto itself."""
+        """Give the completed object ``metadata`` with a copy onto itself.
+
+        Sets :attr:`etag` when the object is known to carry ``metadata``'s
+        digest: by the copy's response, or by a stat that shows it.
+        """
         head = self._head() or {}
         if all(head.get("Metadata", {}).get(k) == v for k, v in metadata.items()):
             # An earlier attempt copied it before it died.
             self.keeps_mtime = objects.MTIME_KEY in metadata
+            if objects.DIGEST_KEY in metadata:
+                self.etag = head.get("ETag")
             return
         metadata = {objects.UPLOAD_KEY: self.token, **metadata}
-        if replace_metadata(self.fs, self.path, size, metadata, head.get("ETag")):
+        copied = replace_metadata(self.fs, self.path, size, metadata, head.get("ETag"))
+        if copied is not None:
             self.keeps_mtime = objects.MTIME_KEY in metadata
+            self.etag = copied if objects.DIGEST_KEY in metadata else None
 
 
 def _abort_unjournaled(fs: S3Filesystem, bucket: str, key: str) -> None:
