@@ -19,10 +19,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from journalq import compare, dirtimes, faults
+from journalq.backends import objects
 from journalq.backends.objects import MissingBucketError
 from journalq.errors import ActionError
 from journalq.plan import (
@@ -116,6 +117,7 @@ def journal_tree(
         queue.state.digests,
         sets_mtime=queue.destination.local,
         etags=(source.etags, destination.etags),
+        listed_mtimes=objects.listed_mtimes(queue.destination.fs),
     )
     hints = queue._hints if queue._store is not None else None
     records_of_tree = expand(
@@ -164,6 +166,7 @@ def planned_skip(
     *,
     sets_mtime: bool = False,
     etags: tuple[Mapping[str, str], Mapping[str, str]] = ({}, {}),
+    listed_mtimes: bool = True,
 ) -> Identical | None:
     """Return the test that skips files already identical at listing time.
 
@@ -171,7 +174,7 @@ def planned_skip(
     cache has trusted digests of both sides for exactly the sizes and
     mtimes just listed, and they are equal. An entry cached with an ETag
     (an object store's) must instead have the size and the ETag that the
-    listing reports: ``etags`` holds those of the source and of the
+    listing reports: ``etags`` contains those of the source and of the
     destination listing, by relative path. Every other file becomes an
     action and is compared when it runs. With ``sets_mtime`` (a local
     destination), so does an identical file whose mtimes differ: its run
@@ -181,8 +184,14 @@ def planned_skip(
         return None
     if policy is compare.Policy.SIZE:
         return _same_size
-    if policy is compare.Policy.SIZE_MTIME:
+    if policy is compare.Policy.SIZE_MTIME and listed_mtimes:
         return _same_size_and_mtime
+    if policy is compare.Policy.SIZE_MTIME:
+        return _size_and_cached_mtime(
+            root_prefix(parent.destination or ""),
+            digests.finder(Service.DESTINATION),
+            etags[1],
+        )
     source_prefix = root_prefix(parent.source or "")
     destination_prefix = root_prefix(parent.destination or "")
     find_source = digests.finder(Service.SOURCE)
@@ -349,6 +358,33 @@ _SKIP_POLICIES: Final = {
 
 def _same_size(relpath: str, source: Entry, destination: Entry) -> str | None:
     return "size" if source[0] == destination[0] else None
+
+
+def _size_and_cached_mtime(
+    prefix: str,
+    find: Callable[[str], Digested | None],
+    etags: Mapping[str, str],
+) -> Identical:
+    """Return the size+mtime test for a destination whose listing shows upload times.
+
+    The mtime that a stat of the object would report comes from the entry
+    cached under the object's listed size and ETag. An object with no such
+    entry becomes an action, and its run compares it with a stat.
+    """
+
+    def identical(relpath: str, source: Entry, destination: Entry) -> str | None:
+        if source[0] != destination[0] or source[1] is None:
+            return None
+        known = find(prefix + relpath)
+        if known is None or not compare.etag_matches(
+            known, destination[0], etags.get(relpath)
+        ):
+            return None
+        if abs(source[1] - known.mtime_ns) > compare.MODIFY_WINDOW_NS:
+            return None
+        return "size+mtime"
+
+    return identical
 
 
 def _same_size_and_mtime(relpath: str, source: Entry, destination: Entry) -> str | None:

@@ -65,6 +65,9 @@ class GCSFilesystem(GCSFileSystem):
     """gcsfs with directory markers and clear errors."""
 
     default_block_size = READ_BLOCK_SIZE
+    #: A listing shows when each object was uploaded; the source's mtime
+    #: is in the object's metadata (see :func:`objects.listed_mtimes`).
+    mtime_in_metadata = True
 
     def __init__(self, *args: Any, directory_markers: bool = False, **kwargs: Any):
         super().__init__(*args, **kwargs)

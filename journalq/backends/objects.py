@@ -32,6 +32,7 @@ __all__ = [
     "MissingBucketError",
     "check_empty",
     "explain",
+    "listed_mtimes",
     "metadata",
     "metadata_digests",
     "metadata_mtime",
@@ -78,6 +79,16 @@ def metadata_mtime(entries: Mapping[str, Any]) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+def listed_mtimes(fs: Any) -> bool:
+    """Return whether a listing of ``fs`` shows the mtimes journalq gave files.
+
+    False on journalq's S3 and GCS filesystems, whose listings show when
+    each object was uploaded, while journalq keeps the source's mtime in
+    the object's metadata, which only a request per object returns.
+    """
+    return not getattr(fs, "mtime_in_metadata", False)
 
 
 def skips_directory(fs: Any, path: str) -> bool:

@@ -81,6 +81,9 @@ class S3Filesystem(S3FileSystem):
     """s3fs with directory markers, clear errors and no-clobber uploads."""
 
     default_block_size = READ_BLOCK_SIZE
+    #: A listing shows when each object was uploaded; the source's mtime
+    #: is in the object's metadata (see :func:`objects.listed_mtimes`).
+    mtime_in_metadata = True
 
     def __init__(
         self,

@@ -253,3 +253,35 @@ def test_parts_upload_decided_at_listing(
         second = sync()
     assert second.identical_when_listed == 1
     assert per_file(object_requests.paths) == []
+
+
+@pytest.mark.parametrize("store", ["s3", "gcs"], indirect=True)
+def test_size_mtime_compares_source_mtimes(
+    tmp_path, local_store, store, object_requests
+):
+    """Under size+mtime an object's listing shows its upload time, not the
+    source's mtime: the test uses the mtime cached under its ETag.
+
+    A file rewritten right after its upload, with its size kept, has an
+    mtime near the upload time but far from the mtime the object keeps.
+    """
+    files = tree()
+    write_old_files(local_store, files)
+    with open_queue(tmp_path, local_store, store, compare="size+mtime") as queue:
+        queue.sync("data", "out")
+        assert queue.run().copied == FILES
+    rewritten = "d1/f004.txt"
+    local_store.write(f"data/{rewritten}", b"CONTENT 004")
+    assert len(b"CONTENT 004") == len(files[rewritten])
+
+    second = sync_again(
+        tmp_path, local_store, store, object_requests, compare="size+mtime"
+    )
+
+    assert second.failures == []
+    assert second.copied == 1
+    assert second.identical_when_listed == FILES - 1
+    assert store.read(f"out/{rewritten}") == b"CONTENT 004"
+    assert [path.rsplit("/", 1)[-1] for path in per_file(object_requests.paths)] == [
+        "f004.txt"
+    ]
