@@ -192,8 +192,9 @@ def run_options(function: F) -> F:
             type=click.Choice([str(policy) for policy in Policy]),
             help=(
                 "How an existing destination file is judged identical: "
-                "checksum (content digest, the default), size, size+mtime, "
-                "or always (never skip)."
+                "checksum (content digest), size, size+mtime, or always "
+                "(never skip). Default: the mode the queue was created with, "
+                "checksum for a new queue."
             ),
         ),
         _option(
