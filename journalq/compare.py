@@ -282,7 +282,7 @@ def entry_matches(
 
 
 def etag_matches(entry: Digested | None, size: int, etag: str | None) -> bool:
-    """Tell whether a cached entry with an ETag is valid for an object's stat.
+    """Return whether a cached entry with an ETag is valid for an object's stat.
 
     The object must have the same size and ETag (or GCS generation) as when
     the entry was journaled. No mtime guard applies: the store gives every

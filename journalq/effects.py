@@ -128,7 +128,7 @@ class Effects:
         return None
 
     def _in_tree(self, action: ActionState, blocker: str) -> bool:
-        """Tell whether ``blocker`` lies inside the destination tree of ``action``.
+        """Return whether ``blocker`` lies inside the destination tree of ``action``.
 
         Only there does a sync with ``--delete`` replace it: a file above the
         tree, or in the way of a copy of one file, stays.

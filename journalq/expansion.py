@@ -250,7 +250,7 @@ def not_a_directory(fs: fsspec.AbstractFileSystem, path: str) -> ActionError:
     """
     blocker = None
     candidates = [path.rstrip("/"), *parent_directories(path)]
-    # A backend error here only costs the name: the message is complete without.
+    # A backend error here only loses the name: the message is complete without it.
     with contextlib.suppress(Exception):
         blocker = next((above for above in candidates if fs.isfile(above)), None)
     subject = "a file" if blocker is None else f"the file {blocker}"

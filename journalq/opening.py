@@ -398,8 +398,8 @@ def _settle_dead_handouts(
         action_id for action_id in dead_handouts if not _in_place(queue, action_id)
     }
     logger.info(
-        "canceling %d files that a stopped run had handed to a copy process; "
-        "not canceling %d whose destination has the source's size and mtime",
+        "canceling %d files that a stopped run had handed to a copy process, "
+        "and keeping %d whose destination has the source's size and mtime",
         len(canceled),
         len(dead_handouts) - len(canceled),
     )

@@ -392,8 +392,8 @@ def test_handout_other_mtime_canceled(tmp_path: Path) -> None:
 
 
 def test_handout_unchecked_spared_after_crash(tmp_path: Path) -> None:
-    """A destination that cannot be stated (a symbolic link to itself, so
-    stat fails with ELOOP) may hold a finished copy: the cancel is dropped
+    """A destination that stat cannot check (a symbolic link to itself, so
+    stat fails with ELOOP) may be a finished copy: the cancel is dropped
     and the copy waits."""
     queue_dir, ids = _crash_with_handout(tmp_path, ("file.txt",), ("file.txt",))
     action_id = ids["file.txt"]

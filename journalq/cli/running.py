@@ -95,7 +95,7 @@ def add_copy(queue: StorageQueue, source: Location, destination: Location) -> st
             destination_kind = path_kind(queue, queue.destination.fs, destination_path)
         except NotADirectoryError as error:
             raise not_a_directory(queue.destination.fs, destination_path) from error
-    # `copy SRC FILE/` requests a copy inside FILE. An object store can hold
+    # `copy SRC FILE/` requests a copy inside FILE. An object store can contain
     # an object and objects below its name, so only a local disk rejects it.
     inside_file = destination_kind == "file" and destination.path.endswith("/")
     if inside_file and queue.destination.local:

@@ -114,6 +114,19 @@ def destination_entries(state: QueueState) -> dict[str, Digested]:
     return dict(state.digests.by_path(Service.DESTINATION))
 
 
+def first_sync(
+    tmp_path: Path, source: Store, destination: Store, **settings: Any
+) -> tuple[RunSummary, dict[str, Digested]]:
+    """Create the queue, sync ``data`` to ``out`` and run it.
+
+    Returns the run's summary and the destination's digest entries after it.
+    """
+    with open_queue(tmp_path, source, destination, **settings) as queue:
+        queue.sync("data", "out")
+        summary = queue.run()
+        return summary, destination_entries(queue.state)
+
+
 def journaled(queue: Path, kind: type) -> list[object]:
     """Return the records of type ``kind`` in the journal of ``queue``."""
     queue_id = bytes.fromhex(read_format(queue).queue_id)
@@ -134,10 +147,7 @@ def per_file(requests: list[str]) -> list[str]:
 def test_resync_decided_at_listing(tmp_path, local_store, store, object_requests):
     files = tree()
     write_old_files(local_store, files)
-    with open_queue(tmp_path, local_store, store) as queue:
-        queue.sync("data", "out")
-        first = queue.run()
-        entries = destination_entries(queue.state)
+    first, entries = first_sync(tmp_path, local_store, store)
     assert first.failures == []
     assert first.copied == FILES
     assert len(entries) == FILES
@@ -155,9 +165,7 @@ def test_resync_decided_at_listing(tmp_path, local_store, store, object_requests
 def test_rewritten_object_compared_again(tmp_path, local_store, store, object_requests):
     files = tree()
     write_old_files(local_store, files)
-    with open_queue(tmp_path, local_store, store) as queue:
-        queue.sync("data", "out")
-        assert queue.run().copied == FILES
+    assert first_sync(tmp_path, local_store, store)[0].copied == FILES
 
     # Another writer replaces one object with other content of the same
     # size: its ETag (S3) or generation (GCS) changes, its size does not.
@@ -183,10 +191,7 @@ def test_identical_object_cached_when_compared(
     files = tree()
     write_old_files(local_store, files)
     store.write_tree("out", files)
-    with open_queue(tmp_path, local_store, store) as queue:
-        queue.sync("data", "out")
-        first = queue.run()
-        entries = destination_entries(queue.state)
+    first, entries = first_sync(tmp_path, local_store, store)
     assert first.copied == 0
     assert first.skipped == FILES
     assert first.identical_when_listed == 0
@@ -267,9 +272,8 @@ def test_size_mtime_compares_source_mtimes(
     """
     files = tree()
     write_old_files(local_store, files)
-    with open_queue(tmp_path, local_store, store, compare="size+mtime") as queue:
-        queue.sync("data", "out")
-        assert queue.run().copied == FILES
+    first, _ = first_sync(tmp_path, local_store, store, compare="size+mtime")
+    assert first.copied == FILES
     rewritten = "d1/f004.txt"
     local_store.write(f"data/{rewritten}", b"CONTENT 004")
     assert len(b"CONTENT 004") == len(files[rewritten])
